@@ -1,0 +1,33 @@
+# The README's two commands are `make run` and `make test`; both install what they need.
+PY ?= python3
+LAB_DIR ?= $(CURDIR)/lab-state
+
+.PHONY: setup protos lint typecheck test test-fast run clean
+
+setup:
+	bash scripts/setup.sh
+
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+lint: protos
+	ruff check src tests bench scripts
+	ruff format --check src tests bench scripts
+
+typecheck: protos
+	mypy
+
+## Whole suite: lint, types, unit, simulation, e2e (slow-marked tests included).
+test: lint typecheck
+	$(PY) -m pytest
+
+## Quick loop while developing: everything not marked slow or vm.
+test-fast: protos
+	$(PY) -m pytest -m "not slow and not vm"
+
+## Main job: a 3-node lab up, validated, torn down.
+run: protos
+	plasma lab up --dir $(LAB_DIR) --validate; rc=$$?; plasma lab down --dir $(LAB_DIR); exit $$rc
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .setup-stamp

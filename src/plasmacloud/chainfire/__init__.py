@@ -1,0 +1,1 @@
+"""Chainfire: Raft-replicated coordination KV store speaking the etcd v3 gRPC API."""

@@ -1,0 +1,1 @@
+"""Shared building blocks: config models, TLS contexts, logging, metrics helpers."""

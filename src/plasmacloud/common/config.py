@@ -1,0 +1,207 @@
+"""The per-node configuration model (``cluster-config.json``).
+
+One pydantic model describes everything a node's services need: who the node is, who
+its peers are, which ports each service listens on, where the TLS files live and where
+data goes. Provisioning renders it, the lab writes it, and every service starts from
+it (``plasma chainfire serve --config PATH``). Its JSON Schema is published beside
+the rendered files so operators can validate hand edits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from enum import Enum
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message says how to fix it."""
+
+
+class Role(str, Enum):
+    CONTROL_PLANE = "control-plane"
+    WORKER = "worker"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServicePorts(_Strict):
+    """Ports of every PlasmaCloud service on one node (the defaults are the real ones)."""
+
+    chainfire_client: int = Field(2379, ge=1, le=65535)
+    chainfire_peer: int = Field(2380, ge=1, le=65535)
+    chainfire_metrics: int = Field(2381, ge=1, le=65535)
+    flaredb_http: int = Field(4001, ge=1, le=65535)
+    flaredb_raft: int = Field(4002, ge=1, le=65535)
+    iam_http: int = Field(8443, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ServicePorts:
+        seen: dict[int, str] = {}
+        for name, port in self.model_dump().items():
+            if port in seen:
+                raise ValueError(
+                    f"ports.{name} and ports.{seen[port]} are both {port}; "
+                    "every service needs its own port"
+                )
+            seen[port] = name
+        return self
+
+
+class PeerConfig(_Strict):
+    """One member of the cluster as its peers see it (the node itself is listed too)."""
+
+    node_id: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    hostname: str
+    ip: IPv4Address
+    ports: ServicePorts = ServicePorts()
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        if not _HOSTNAME_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid hostname (lowercase letters, digits, '-' and '.')"
+            )
+        return v
+
+
+class TLSConfig(_Strict):
+    """TLS material for client and peer ports. ``enabled=False`` means plain TCP."""
+
+    enabled: bool = True
+    ca_file: Path = Path("/etc/nixos/secrets/ca.crt")
+    cert_file: Path = Path("/etc/nixos/secrets/node01.crt")
+    key_file: Path = Path("/etc/nixos/secrets/node01.key")
+    client_cert_auth: bool = True
+
+
+class NodeConfig(_Strict):
+    """Everything one node's services need; serialised as ``cluster-config.json``."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    cluster_name: str = "plasmacloud"
+    node_id: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    hostname: str
+    ip: IPv4Address
+    role: Role = Role.CONTROL_PLANE
+    bootstrap: bool = True
+    peers: list[PeerConfig] = Field(min_length=1)
+    ports: ServicePorts = ServicePorts()
+    tls: TLSConfig = TLSConfig()
+    data_dir: Path = Path("/var/lib/plasmacloud")
+    hosts: dict[str, IPv4Address] = Field(
+        default_factory=dict,
+        description="hostname -> IP used before DNS, so peers resolve without a DNS server",
+    )
+    bind_address: IPv4Address | None = Field(
+        None, description="address services bind to; defaults to `ip`"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodeConfig:
+        ids = [p.node_id for p in self.peers]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"peers: node_id {sorted(dup)} listed more than once")
+        me = [p for p in self.peers if p.node_id == self.node_id]
+        if not me:
+            raise ValueError(
+                f"peers: this node ({self.node_id}) must be listed among the peers "
+                "(the peer list is the whole cluster, this node included)"
+            )
+        if me[0].ip != self.ip or me[0].hostname != self.hostname:
+            raise ValueError(
+                f"peers: the entry for {self.node_id} says {me[0].hostname}/{me[0].ip} "
+                f"but the node itself is {self.hostname}/{self.ip}; make them agree"
+            )
+        return self
+
+    # -- derived views -------------------------------------------------------------
+
+    @property
+    def listen_host(self) -> str:
+        """Address every service of this node binds to."""
+        return str(self.bind_address or self.ip)
+
+    @property
+    def me(self) -> PeerConfig:
+        return next(p for p in self.peers if p.node_id == self.node_id)
+
+    def peer(self, node_id: str) -> PeerConfig:
+        for p in self.peers:
+            if p.node_id == node_id:
+                return p
+        raise KeyError(node_id)
+
+    def resolve(self, hostname: str) -> str:
+        """Resolve a peer hostname: the config's hosts map and peer list first, then DNS.
+
+        The seed's cluster failed to bootstrap because peers were named by hostnames that
+        nothing resolved; the config carries its own answer so DNS is never required.
+        """
+        if hostname in self.hosts:
+            return str(self.hosts[hostname])
+        for p in self.peers:
+            if hostname in (p.hostname, p.node_id):
+                return str(p.ip)
+        try:
+            return socket.gethostbyname(hostname)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot resolve {hostname!r}: not in the config's hosts map, not a peer, "
+                f"and DNS said {exc}; add it to `hosts` in cluster-config.json"
+            ) from exc
+
+    def data_path(self, service: str) -> Path:
+        """Data directory of one service on this node (created by the service)."""
+        return self.data_dir / service
+
+    # -- files -----------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | str) -> NodeConfig:
+        """Read and validate a ``cluster-config.json``; errors name the field and the file."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such file; render it with `plasma render`") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+
+    def dump(self, path: Path | str) -> None:
+        """Write this config as pretty, stable JSON."""
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{loc}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def node_config_schema() -> dict[str, object]:
+    """The published JSON Schema of ``cluster-config.json``."""
+    schema = NodeConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "PlasmaCloud cluster-config.json"
+    return schema

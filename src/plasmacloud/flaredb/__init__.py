@@ -1,0 +1,1 @@
+"""FlareDB: Raft-replicated SQL on SQLite with an rqlite-compatible HTTP API."""

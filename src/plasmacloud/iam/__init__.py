@@ -1,0 +1,1 @@
+"""IAM: users, roles, policies and OIDC/JWT tokens; ``iam.authz`` is the enforcement library."""

@@ -1,0 +1,1 @@
+"""Lab: node backends (process, netns, qemu, ssh) and the ``plasma lab`` lifecycle."""

@@ -1,0 +1,1 @@
+"""Provisioning: cluster spec, PKI, renderers, preflight, netboot, first-boot agent, deploy."""

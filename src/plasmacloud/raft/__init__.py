@@ -1,0 +1,1 @@
+"""Consensus engine: log, durable storage, elections, replication, snapshots, membership."""

@@ -1,0 +1,1 @@
+"""Validation: the cluster checklist and its reports."""
