@@ -1,0 +1,106 @@
+"""The cluster-config.json model: validation messages, resolution, schema, round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plasmacloud.common.config import (
+    ConfigError,
+    NodeConfig,
+    PeerConfig,
+    ServicePorts,
+    node_config_schema,
+)
+
+
+def _peers() -> list[PeerConfig]:
+    return [
+        PeerConfig(node_id=f"node0{i}", hostname=f"node0{i}", ip=f"192.168.100.1{i}")
+        for i in (1, 2, 3)
+    ]
+
+
+def _node(**over: object) -> NodeConfig:
+    base: dict[str, object] = {
+        "node_id": "node01",
+        "hostname": "node01",
+        "ip": "192.168.100.11",
+        "peers": _peers(),
+    }
+    base.update(over)
+    return NodeConfig.model_validate(base)
+
+
+def test_peer_hostnames_resolve_from_the_config_without_dns() -> None:
+    cfg = _node(hosts={"node03": "192.168.100.13"})
+    assert cfg.resolve("node02") == "192.168.100.12"
+    assert cfg.resolve("node03") == "192.168.100.13"
+
+
+def test_unresolvable_hostname_says_how_to_fix() -> None:
+    cfg = _node()
+    with pytest.raises(ConfigError, match="hosts"):
+        cfg.resolve("no-such-host.invalid")
+
+
+def test_node_must_be_among_its_peers() -> None:
+    with pytest.raises(ValueError, match=r"node09.*must be listed among the peers"):
+        _node(node_id="node09")
+
+
+def test_peer_entry_must_agree_with_the_node() -> None:
+    with pytest.raises(ValueError, match="make them agree"):
+        _node(ip="192.168.100.99")
+
+
+def test_duplicate_peers_are_rejected() -> None:
+    with pytest.raises(ValueError, match="more than once"):
+        _node(peers=[*_peers(), _peers()[0]])
+
+
+def test_clashing_ports_name_both_fields() -> None:
+    with pytest.raises(ValueError, match=r"ports\.flaredb_http and ports\.chainfire_client"):
+        ServicePorts(flaredb_http=2379)
+
+
+def test_unknown_fields_are_rejected() -> None:
+    with pytest.raises(ValueError, match="boostrap"):
+        _node(boostrap=True)
+
+
+def test_load_reports_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "cluster-config.json"
+    raw = json.loads(_node().model_dump_json())
+    raw["ip"] = "not-an-ip"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"cluster-config.json: ip:"):
+        NodeConfig.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        NodeConfig.load(path)
+    with pytest.raises(ConfigError, match="no such file"):
+        NodeConfig.load(tmp_path / "missing.json")
+
+
+def test_round_trip_and_schema(tmp_path: Path) -> None:
+    cfg = _node(bind_address="127.0.0.11")
+    cfg.dump(tmp_path / "c.json")
+    again = NodeConfig.load(tmp_path / "c.json")
+    assert again == cfg
+    assert again.listen_host == "127.0.0.11"
+    schema = node_config_schema()
+    assert "peers" in schema["required"]  # type: ignore[operator]
+    assert schema["title"] == "PlasmaCloud cluster-config.json"
+
+
+@given(st.text(max_size=40))
+def test_arbitrary_hostnames_never_crash_validation(name: str) -> None:
+    try:
+        PeerConfig(node_id="n1", hostname=name, ip="10.0.0.1")
+    except ValueError as exc:
+        assert "hostname" in str(exc)
