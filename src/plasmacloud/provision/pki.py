@@ -1,0 +1,333 @@
+"""The cluster's TLS PKI: one CA, per-node certificates, operator client certificates.
+
+File names are exactly what ``cluster-config.json`` references (``ca.crt``,
+``<node_id>.crt``, ``<node_id>.key``): the seed issued ``ca-cert.pem``/``cert.pem``/
+``key.pem`` and had to rename every file by hand before the services could start.
+Keys are ECDSA P-256 (fast to generate and to handshake), written 0400; certificates
+0644. Every issuing function is idempotent: a valid existing file is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PrivateKey = ec.EllipticCurvePrivateKey
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+CERT_MODE = 0o644
+KEY_MODE = 0o400
+# A certificate this close to expiry is reissued by the idempotent issue functions.
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+class PKIError(RuntimeError):
+    """The PKI directory is missing or inconsistent; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class CA:
+    """The cluster CA, loaded in memory, and where its files live."""
+
+    cert: x509.Certificate
+    key: PrivateKey
+    cert_path: Path
+    key_path: Path
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """Paths of one issued certificate, its key and the CA certificate copied beside them."""
+
+    cert_path: Path
+    key_path: Path
+    ca_path: Path
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _new_key() -> PrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` atomically with ``mode`` (a 0400 file is replaced, not reopened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    """Read a PEM certificate."""
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def load_key(path: Path) -> PrivateKey:
+    """Read a PEM EC private key (the only kind this PKI issues)."""
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PKIError(f"{path}: not an EC private key; reissue it with `plasma pki rotate`")
+    return key
+
+
+def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
+    """True when ``key`` is the private half of ``cert``'s public key."""
+    pub = cert.public_key()
+    return isinstance(pub, ec.EllipticCurvePublicKey) and (
+        pub.public_numbers() == key.public_key().public_numbers()
+    )
+
+
+def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """True when ``cert`` was issued and signed by ``ca``."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def cert_sans(cert: x509.Certificate) -> tuple[set[str], set[str]]:
+    """(DNS names, IP addresses as strings) in the certificate's subjectAltName."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set(), set()
+    dns = set(ext.get_values_for_type(x509.DNSName))
+    ips = {str(i) for i in ext.get_values_for_type(x509.IPAddress)}
+    return dns, ips
+
+
+def expires_at(cert: x509.Certificate) -> dt.datetime:
+    """The certificate's notAfter as an aware UTC datetime."""
+    return cert.not_valid_after_utc
+
+
+# -- CA --------------------------------------------------------------------------------
+
+
+def init_ca(pki_dir: Path, common_name: str = "PlasmaCloud CA", days: int = 3650) -> CA:
+    """Create the CA in ``pki_dir`` (ca.crt 0644, ca.key 0400), or load it if present."""
+    pki_dir = Path(pki_dir)
+    if (pki_dir / CA_CERT).exists() or (pki_dir / CA_KEY).exists():
+        return load_ca(pki_dir)
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    # Key first: a crash between the two writes leaves a key without a cert, which
+    # load_ca reports, rather than a cert whose key is lost.
+    _write(pki_dir / CA_KEY, _key_pem(key), KEY_MODE)
+    _write(pki_dir / CA_CERT, _cert_pem(cert), CERT_MODE)
+    return CA(cert=cert, key=key, cert_path=pki_dir / CA_CERT, key_path=pki_dir / CA_KEY)
+
+
+def load_ca(pki_dir: Path) -> CA:
+    """Load an existing CA from ``pki_dir``; a missing or mismatched pair is a PKIError."""
+    pki_dir = Path(pki_dir)
+    cert_path, key_path = pki_dir / CA_CERT, pki_dir / CA_KEY
+    for p in (cert_path, key_path):
+        if not p.exists():
+            raise PKIError(f"{p} does not exist; create the CA with `plasma pki init`")
+    cert, key = load_cert(cert_path), load_key(key_path)
+    if not key_matches(cert, key):
+        raise PKIError(f"{key_path} is not the key of {cert_path}; restore the pair from backup")
+    return CA(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
+
+
+# -- leaf certificates -----------------------------------------------------------------
+
+
+def _san_entries(hostnames: list[str], ips: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = [x509.DNSName(h) for h in dict.fromkeys(hostnames)]
+    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ips)]
+    return names
+
+
+def _issue(
+    ca: CA,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    usages: list[x509.ObjectIdentifier],
+    days: int,
+) -> tuple[x509.Certificate, PrivateKey]:
+    key = _new_key()
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca.key, hashes.SHA256()), key
+
+
+def _still_good(
+    ca: CA, cert_path: Path, key_path: Path, dns: set[str], ips: set[str], cn: str
+) -> bool:
+    """True when the existing pair is ours, unexpired, for ``cn`` and carries these SANs."""
+    if not (cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        cert, key = load_cert(cert_path), load_key(key_path)
+    except (ValueError, PKIError):
+        return False
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return (
+        key_matches(cert, key)
+        and signed_by(cert, ca.cert)
+        and expires_at(cert) - _now() > RENEW_BEFORE
+        and bool(cns)
+        and cns[0].value == cn
+        and cert_sans(cert) == (dns, ips)
+    )
+
+
+def _issue_files(
+    ca: CA,
+    out_dir: Path,
+    name: str,
+    hostnames: list[str],
+    ips: list[str],
+    usages: list[x509.ObjectIdentifier],
+    days: int,
+    force: bool,
+) -> IssuedCert:
+    out_dir = Path(out_dir)
+    cert_path, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
+    ca_path = out_dir / CA_CERT
+    dns = set(hostnames)
+    ipset = {str(ipaddress.ip_address(i)) for i in ips}
+    if force or not _still_good(ca, cert_path, key_path, dns, ipset, name):
+        cert, key = _issue(ca, name, _san_entries(hostnames, ips), usages, days)
+        _write(key_path, _key_pem(key), KEY_MODE)
+        _write(cert_path, _cert_pem(cert), CERT_MODE)
+    ca_pem = _cert_pem(ca.cert)
+    if not ca_path.exists() or ca_path.read_bytes() != ca_pem:
+        _write(ca_path, ca_pem, CERT_MODE)
+    return IssuedCert(cert_path=cert_path, key_path=key_path, ca_path=ca_path)
+
+
+def node_sans(node_id: str, hostnames: list[str], domain: str | None = None) -> list[str]:
+    """DNS SANs for a node: its id, every hostname and, with a domain, their FQDNs."""
+    names = [node_id, *hostnames]
+    if domain:
+        names += [f"{h}.{domain}" for h in names if "." not in h]
+    return list(dict.fromkeys(names))
+
+
+def issue_node(
+    ca: CA,
+    out_dir: Path,
+    node_id: str,
+    hostnames: list[str],
+    ips: list[str],
+    days: int = 365,
+    force: bool = False,
+) -> IssuedCert:
+    """Issue ``<node_id>.crt``/``.key`` (+ ``ca.crt``) into ``out_dir``.
+
+    The certificate serves and dials mutual TLS (EKU serverAuth + clientAuth); its SANs
+    are exactly ``hostnames`` (pass FQDNs too; see :func:`node_sans`) and ``ips``
+    (127.0.0.x lab addresses included). Kept when a valid one with the same SANs
+    exists, reissued otherwise or when ``force`` (rotation).
+    """
+    return _issue_files(
+        ca,
+        out_dir,
+        node_id,
+        hostnames,
+        ips,
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        days,
+        force,
+    )
+
+
+def issue_client(
+    ca: CA, out_dir: Path, name: str, days: int = 365, force: bool = False
+) -> IssuedCert:
+    """Issue an operator client certificate ``<name>.crt``/``.key`` (EKU clientAuth only)."""
+    return _issue_files(ca, out_dir, name, [], [], [ExtendedKeyUsageOID.CLIENT_AUTH], days, force)
