@@ -1,0 +1,258 @@
+"""AWS IAM-shaped JSON policies: parsing with field-named errors, and evaluation.
+
+A policy document looks like AWS's::
+
+    {"Version": "2012-10-17",
+     "Statement": [{"Sid": "AppKeys", "Effect": "Allow",
+                    "Action": ["chainfire:Range", "chainfire:Put"],
+                    "Resource": "key/app/*",
+                    "Condition": {"IpAddress": {"plasma:SourceIp": "127.0.0.0/8"}}}]}
+
+Evaluation follows AWS: a request is denied unless some statement allows it, and any
+matching ``Deny`` overrides every ``Allow``. Actions match case-insensitively, resources
+case-sensitively, both with ``*``/``?`` wildcards.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from plasmacloud.iam.conditions import (
+    OPERATORS,
+    Condition,
+    ConditionValueError,
+    ContextValue,
+    parse_condition_value,
+)
+from plasmacloud.iam.wildcard import wildcard_match
+
+VERSIONS = ("2012-10-17", "2008-10-17")
+Effect = Literal["Allow", "Deny"]
+_ACTION_RE = re.compile(r"^(\*|[A-Za-z0-9*?-]+:[A-Za-z0-9*?]+)$")
+_SID_RE = re.compile(r"^[A-Za-z0-9_-]{0,128}$")
+_MAX_RESOURCE = 1024
+_MAX_STATEMENTS = 100
+
+
+class PolicyError(ValueError):
+    """A policy document is invalid; ``errors`` lists ``(field path, message)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement. Exactly one of ``actions``/``not_actions`` and of the resource pair is set."""
+
+    effect: Effect
+    sid: str | None = None
+    actions: tuple[str, ...] | None = None
+    not_actions: tuple[str, ...] | None = None
+    resources: tuple[str, ...] | None = None
+    not_resources: tuple[str, ...] | None = None
+    conditions: tuple[Condition, ...] = ()
+
+    def matches(self, action: str, resource: str, context: Mapping[str, ContextValue]) -> bool:
+        """Whether this statement applies to the request (its effect is then decisive)."""
+        if self.actions is not None:
+            if not any(wildcard_match(p, action, ignore_case=True) for p in self.actions):
+                return False
+        elif self.not_actions is not None and any(
+            wildcard_match(p, action, ignore_case=True) for p in self.not_actions
+        ):
+            return False
+        if self.resources is not None:
+            if not any(wildcard_match(p, resource) for p in self.resources):
+                return False
+        elif self.not_resources is not None and any(
+            wildcard_match(p, resource) for p in self.not_resources
+        ):
+            return False
+        return all(c.matches(context) for c in self.conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A parsed, valid policy document; ``document`` is the JSON it was parsed from."""
+
+    statements: tuple[Statement, ...]
+    version: str = "2012-10-17"
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one request: allowed or not, and which statement decided it.
+
+    ``reason`` is ``"explicit-deny"``, ``"allowed"`` or ``"implicit-deny"`` (no
+    statement matched); ``policy``/``statement`` name the deciding statement when one did.
+    """
+
+    allowed: bool
+    reason: Literal["explicit-deny", "allowed", "implicit-deny"]
+    policy: str | None = None
+    statement: str | None = None
+
+    @property
+    def effect(self) -> Effect:
+        return "Allow" if self.allowed else "Deny"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON shape used by the simulate endpoint and the audit log."""
+        return {
+            "decision": self.effect,
+            "reason": self.reason,
+            "policy": self.policy,
+            "statement": self.statement,
+        }
+
+
+def _string_list(
+    raw: Any, path: str, errors: list[tuple[str, str]], pattern: re.Pattern[str] | None
+) -> tuple[str, ...] | None:
+    values = [raw] if isinstance(raw, str) else raw
+    if not isinstance(values, list) or not values:
+        errors.append((path, "must be a non-empty string or list of strings"))
+        return None
+    out = []
+    for i, v in enumerate(values):
+        where = f"{path}[{i}]" if isinstance(raw, list) else path
+        if not isinstance(v, str) or not v:
+            errors.append((where, "must be a non-empty string"))
+        elif len(v) > _MAX_RESOURCE or any(ord(ch) < 32 for ch in v):
+            errors.append((where, "is too long or contains control characters"))
+        elif pattern is not None and not pattern.match(v):
+            errors.append(
+                (where, f'{v!r} is not an action ("service:Name", wildcards * and ? allowed)')
+            )
+        else:
+            out.append(v)
+    return tuple(out)
+
+
+def _parse_conditions(raw: Any, path: str, errors: list[tuple[str, str]]) -> tuple[Condition, ...]:
+    if not isinstance(raw, dict):
+        errors.append((path, "must be an object mapping operators to {key: values}"))
+        return ()
+    out = []
+    for op, block in raw.items():
+        where = f"{path}.{op}"
+        if op not in OPERATORS:
+            errors.append((where, f"unknown operator; use one of {', '.join(OPERATORS)}"))
+            continue
+        if not isinstance(block, dict) or not block:
+            errors.append((where, "must be a non-empty object mapping context keys to values"))
+            continue
+        for key, values in block.items():
+            kpath = f"{where}.{key}"
+            vals = values if isinstance(values, list) else [values]
+            if not vals:
+                errors.append((kpath, "must list at least one value"))
+                continue
+            parsed = []
+            for v in vals:
+                try:
+                    parsed.append(parse_condition_value(op, v))
+                except ConditionValueError as exc:
+                    errors.append((kpath, str(exc)))
+            out.append(Condition(op, key, tuple(parsed), tuple(vals)))
+    return tuple(out)
+
+
+def _parse_statement(raw: Any, path: str, errors: list[tuple[str, str]]) -> Statement | None:
+    if not isinstance(raw, dict):
+        errors.append((path, "must be an object"))
+        return None
+    known = {"Sid", "Effect", "Action", "NotAction", "Resource", "NotResource", "Condition"}
+    for k in raw:
+        if k not in known:
+            errors.append((f"{path}.{k}", f"unknown field; allowed: {', '.join(sorted(known))}"))
+    n_errors = len(errors)
+    sid = raw.get("Sid")
+    if sid is not None and (not isinstance(sid, str) or not _SID_RE.match(sid)):
+        errors.append((f"{path}.Sid", "must be letters, digits, '_' or '-' (at most 128)"))
+    effect = raw.get("Effect")
+    if effect not in ("Allow", "Deny"):
+        errors.append((f"{path}.Effect", 'must be "Allow" or "Deny"'))
+    pairs: dict[str, tuple[str, ...] | None] = {}
+    for a, b, pattern in (
+        ("Action", "NotAction", _ACTION_RE),
+        ("Resource", "NotResource", None),
+    ):
+        if (a in raw) == (b in raw):
+            errors.append((f"{path}.{a}", f"exactly one of {a} or {b} is required"))
+            continue
+        name = a if a in raw else b
+        pairs[name] = _string_list(raw[name], f"{path}.{name}", errors, pattern)
+    conditions = (
+        _parse_conditions(raw["Condition"], f"{path}.Condition", errors)
+        if "Condition" in raw
+        else ()
+    )
+    if len(errors) != n_errors:
+        return None
+    return Statement(
+        effect=effect,  # type: ignore[arg-type]  # checked above
+        sid=sid,
+        actions=pairs.get("Action"),
+        not_actions=pairs.get("NotAction"),
+        resources=pairs.get("Resource"),
+        not_resources=pairs.get("NotResource"),
+        conditions=conditions,
+    )
+
+
+def parse_policy(doc: Any) -> Policy:
+    """Validate a policy document; raises :class:`PolicyError` naming every bad field."""
+    errors: list[tuple[str, str]] = []
+    if not isinstance(doc, dict):
+        raise PolicyError([("(document)", "must be a JSON object")])
+    for k in doc:
+        if k not in ("Version", "Statement", "Id"):
+            errors.append((k, "unknown field; allowed: Id, Statement, Version"))
+    version = doc.get("Version", "2012-10-17")
+    if version not in VERSIONS:
+        errors.append(("Version", f"must be one of {', '.join(VERSIONS)}"))
+    raw_statements = doc.get("Statement")
+    statements: list[Statement] = []
+    if isinstance(raw_statements, dict):
+        raw_statements = [raw_statements]
+    if not isinstance(raw_statements, list) or not raw_statements:
+        errors.append(("Statement", "must be a non-empty list of statements"))
+    elif len(raw_statements) > _MAX_STATEMENTS:
+        errors.append(("Statement", f"at most {_MAX_STATEMENTS} statements per policy"))
+    else:
+        for i, raw in enumerate(raw_statements):
+            st = _parse_statement(raw, f"Statement[{i}]", errors)
+            if st is not None:
+                statements.append(st)
+    if errors:
+        raise PolicyError(errors)
+    return Policy(statements=tuple(statements), version=str(version), document=doc)
+
+
+def evaluate(
+    policies: Mapping[str, Policy] | Sequence[tuple[str, Policy]],
+    action: str,
+    resource: str,
+    context: Mapping[str, ContextValue] | None = None,
+) -> Decision:
+    """Decide one request against named policies: explicit deny > allow > default deny."""
+    ctx = context or {}
+    pairs = policies.items() if isinstance(policies, Mapping) else policies
+    allow: Decision | None = None
+    for name, policy in pairs:
+        for i, st in enumerate(policy.statements):
+            if not st.matches(action, resource, ctx):
+                continue
+            label = st.sid or f"Statement[{i}]"
+            if st.effect == "Deny":
+                return Decision(False, "explicit-deny", name, label)
+            if allow is None:
+                allow = Decision(True, "allowed", name, label)
+    return allow or Decision(False, "implicit-deny")
