@@ -1,0 +1,171 @@
+"""ES256 signing keys shared by every IAM node through the store, with rotation.
+
+Exactly one key signs at a time (the store's ``keys-active`` pointer, updated by
+compare-and-swap so two nodes rotating at once agree on one winner). A retired key stays
+in the JWKS until every token it signed has expired (``retired_at + token_ttl + leeway``)
+and is then pruned. Private keys live in Chainfire next to the rest of IAM's state;
+Chainfire's mTLS is what protects them in transit.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from plasmacloud.iam.jwtcheck import PublicKey
+from plasmacloud.iam.store import KVStore
+
+KEYS_PREFIX = "/plasmacloud/iam/keys/"
+ACTIVE_KEY = "/plasmacloud/iam/keys-active"
+ALGORITHM = "ES256"
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One key pair; ``retired_at`` is set once a newer key took over signing."""
+
+    kid: str
+    private_pem: str
+    created_at: float
+    retired_at: float | None = None
+
+    @classmethod
+    def generate(cls, now: float) -> SigningKey:
+        """A fresh P-256 key with a random kid."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        return cls(kid=secrets.token_urlsafe(12), private_pem=pem, created_at=now)
+
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        return _load_private(self.private_pem)
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The public half as a JWK (``kid``, ``alg``, ``use`` set)."""
+        jwk: dict[str, Any] = json.loads(
+            jwt.algorithms.ECAlgorithm.to_jwk(self.private_key().public_key())
+        )
+        jwk.update(kid=self.kid, alg=ALGORITHM, use="sig")
+        return jwk
+
+    def public_key(self) -> PublicKey:
+        return PublicKey(self.kid, ALGORITHM, self.private_key().public_key())
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SigningKey:
+        return cls(**json.loads(raw))
+
+
+@lru_cache(maxsize=64)
+def _load_private(pem: str) -> ec.EllipticCurvePrivateKey:
+    # Parsing PEM costs ~0.1 ms; keys are read on every token issue and verification.
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+class KeyRing:
+    """The cluster's signing keys, read through from the store with a short cache."""
+
+    def __init__(
+        self,
+        store: KVStore,
+        token_ttl: float,
+        leeway: float = 30.0,
+        cache_seconds: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._store = store
+        self._keep_after_retire = token_ttl + leeway
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: tuple[float, str | None, dict[str, SigningKey]] | None = None
+
+    async def _load(self, force: bool = False) -> tuple[str | None, dict[str, SigningKey]]:
+        now = self._clock()
+        if not force and self._cache and now - self._cache[0] < self._cache_seconds:
+            return self._cache[1], self._cache[2]
+        active = await self._store.get(ACTIVE_KEY)
+        keys = {
+            k.kid: k
+            for k in (
+                SigningKey.from_bytes(kv.value) for kv in await self._store.range(KEYS_PREFIX)
+            )
+        }
+        active_kid = active.value.decode() if active else None
+        self._cache = (now, active_kid, keys)
+        return active_kid, keys
+
+    async def signing_key(self) -> SigningKey:
+        """The key that signs now; the first caller in the cluster creates it."""
+        active, keys = await self._load()
+        if active in keys:
+            return keys[active]
+        active, keys = await self._load(force=True)
+        if active in keys:
+            return keys[active]
+        return await self._install_new(expected_active=active)
+
+    async def _install_new(self, expected_active: str | None) -> SigningKey:
+        pointer = await self._store.get(ACTIVE_KEY)
+        if (pointer.value.decode() if pointer else None) != expected_active:
+            return await self._winner()
+        fresh = SigningKey.generate(self._clock())
+        await self._store.put(KEYS_PREFIX + fresh.kid, fresh.to_bytes())
+        won = await self._store.compare_and_swap(
+            ACTIVE_KEY, pointer.version if pointer else 0, fresh.kid.encode()
+        )
+        if not won:  # another node installed its key first; use that one
+            await self._store.delete(KEYS_PREFIX + fresh.kid)
+            return await self._winner()
+        if expected_active is not None:
+            old = await self._store.get(KEYS_PREFIX + expected_active)
+            if old is not None:
+                retired = replace(SigningKey.from_bytes(old.value), retired_at=self._clock())
+                await self._store.put(KEYS_PREFIX + retired.kid, retired.to_bytes())
+        self._cache = None
+        return fresh
+
+    async def _winner(self) -> SigningKey:
+        active, keys = await self._load(force=True)
+        if active not in keys:
+            raise RuntimeError("signing key pointer names a missing key; retry")
+        return keys[active]  # type: ignore[index]  # checked just above
+
+    async def rotate(self) -> SigningKey:
+        """Start signing with a new key; the old one stays verifiable until its tokens expire."""
+        active, _ = await self._load(force=True)
+        return await self._install_new(expected_active=active)
+
+    async def verification_keys(self, refresh: bool = False) -> dict[str, PublicKey]:
+        """Every key whose tokens may still be alive (``refresh`` bypasses the cache)."""
+        _, keys = await self._load(force=refresh)
+        now = self._clock()
+        out = {}
+        for k in keys.values():
+            if k.retired_at is not None and k.retired_at + self._keep_after_retire < now:
+                await self._store.delete(KEYS_PREFIX + k.kid)  # nothing it signed is alive
+                continue
+            out[k.kid] = k.public_key()
+        return out
+
+    async def jwks(self) -> dict[str, Any]:
+        """The JWKS document (public keys only)."""
+        _, keys = await self._load()
+        live = await self.verification_keys()
+        return {"keys": [keys[kid].public_jwk() for kid in sorted(live)]}
