@@ -1,0 +1,749 @@
+"""Chainfire's MVCC key-value state machine, stored in SQLite.
+
+Every committed write gets a main revision (all changes of one Put, DeleteRange, Txn or
+lease revoke share it; ``sub`` orders changes inside it). Two tables hold the data:
+
+* ``cur``  — the live keys (fast current reads, lease attachment);
+* ``hist`` — every change ever made and not yet compacted (historic reads, watch
+  replay); a row with ``version = 0`` is a deletion tombstone.
+
+The engine hands :meth:`MvccStore.apply` batches of committed entries; each batch is one
+SQLite transaction that also records the applied index, so after a crash the store
+knows exactly which entries it already holds. Results are the etcd response messages
+(or :class:`~plasmacloud.chainfire.errors.EtcdError` instances, which are deterministic
+outcomes, not failures of the machine). Semantics follow etcd 3.4's ``etcdserver/apply.go``
+and ``mvcc/kvstore_txn.go``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.commands import CommandError, Op, decode
+from plasmacloud.chainfire.leases import MAX_TTL, MIN_TTL, LeaseTimers
+from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2
+from plasmacloud.raft.api import Entry
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cur(
+  key BLOB PRIMARY KEY, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL,
+  version INTEGER NOT NULL, value BLOB NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cur_lease ON cur(lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS hist(
+  rev INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL, create_rev INTEGER NOT NULL,
+  version INTEGER NOT NULL, value BLOB NOT NULL, lease INTEGER NOT NULL,
+  PRIMARY KEY(rev, sub)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hist_key ON hist(key, rev);
+CREATE TABLE IF NOT EXISTS lease(id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alarm(
+  member_id INTEGER NOT NULL, alarm INTEGER NOT NULL, PRIMARY KEY(member_id, alarm));
+"""
+
+_CUR_COLS = "key, create_rev, mod_rev, version, value, lease"
+_Row = tuple[bytes, int, int, int, bytes, int]
+
+PUT = kv_pb2.Event.PUT
+DELETE = kv_pb2.Event.DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change, as watchers see it: its revision and etcd's Event (with prev_kv)."""
+
+    revision: int
+    event: kv_pb2.Event
+
+
+EventListener = Callable[[list[WatchEvent]], None]
+
+
+def _kv(row: _Row) -> kv_pb2.KeyValue:
+    key, create_rev, mod_rev, version, value, lease = row
+    return kv_pb2.KeyValue(
+        key=key,
+        create_revision=create_rev,
+        mod_revision=mod_rev,
+        version=version,
+        value=value,
+        lease=lease,
+    )
+
+
+def key_clause(key: bytes, range_end: bytes, column: str = "key") -> tuple[str, tuple[bytes, ...]]:
+    """SQL condition for etcd's (key, range_end): one key, ``[key, end)``, or ``>= key``.
+
+    ``range_end == b"\\0"`` means every key >= key (etcd's ``mkGteRange``).
+    """
+    if not range_end:
+        return f"{column} = ?", (key,)
+    if range_end == b"\0":
+        return f"{column} >= ?", (key,)
+    return f"{column} >= ? AND {column} < ?", (key, range_end)
+
+
+@dataclass(slots=True)
+class _Write:
+    """The write in progress for one log entry: its revision and what it changed."""
+
+    rev: int
+    sub: int = 0
+    events: list[WatchEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Decision:
+    """Which branch a (nested) Txn takes, decided on the pre-transaction state like etcd."""
+
+    succeeded: bool
+    children: list[_Decision]
+
+
+_SORT_KEYS: dict[int, Callable[[kv_pb2.KeyValue], Any]] = {
+    rpc_pb2.RangeRequest.KEY: lambda kv: kv.key,
+    rpc_pb2.RangeRequest.VERSION: lambda kv: kv.version,
+    rpc_pb2.RangeRequest.CREATE: lambda kv: kv.create_revision,
+    rpc_pb2.RangeRequest.MOD: lambda kv: kv.mod_revision,
+    rpc_pb2.RangeRequest.VALUE: lambda kv: kv.value,
+}
+
+
+class MvccStore:
+    """The state machine (implements ``plasmacloud.raft.api.StateMachine``).
+
+    Thread-safe: the engine may call :meth:`apply` from another thread than the one
+    serving reads, so every access to the database holds one lock.
+    """
+
+    def __init__(self, path: Path | str, timers: LeaseTimers | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timers = timers or LeaseTimers()
+        self._lock = threading.RLock()
+        self._listeners: list[EventListener] = []
+        self._db = self._open()
+        self._load()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _load(self) -> None:
+        meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())
+        self._applied = int(meta.get("applied_index", 0))
+        self._rev = int(meta.get("revision", 1))
+        self._compact_rev = int(meta.get("compact_revision", 0))
+        self._leases: dict[int, int] = dict(self._db.execute("SELECT id, ttl FROM lease"))
+        self._nospace = bool(
+            self._db.execute("SELECT 1 FROM alarm WHERE alarm = ?", (rpc_pb2.NOSPACE,)).fetchone()
+        )
+        self.timers.reset(self._leases)
+
+    def close(self) -> None:
+        """Close the database (the store is unusable afterwards)."""
+        with self._lock:
+            self._db.close()
+
+    def add_listener(self, listener: EventListener) -> None:
+        """Call ``listener(events)`` after every committed batch that changed keys.
+
+        It runs with the store locked, so it must only queue work (never block).
+        """
+        self._listeners.append(listener)
+
+    # -- read-only views -----------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The current (latest committed) revision; 1 on an empty store, like etcd."""
+        return self._rev
+
+    @property
+    def compact_revision(self) -> int:
+        return self._compact_rev
+
+    def applied_index(self) -> int:
+        return self._applied
+
+    def leases(self) -> dict[int, int]:
+        """Every live lease: id -> granted TTL."""
+        with self._lock:
+            return dict(self._leases)
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """Keys attached to a lease, sorted."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key FROM cur WHERE lease = ? ORDER BY key", (lease_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def alarms(self) -> list[rpc_pb2.AlarmMember]:
+        """Active alarms (member id, alarm type)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member_id, alarm FROM alarm ORDER BY member_id, alarm"
+            ).fetchall()
+        return [rpc_pb2.AlarmMember(memberID=m, alarm=a) for m, a in rows]
+
+    @property
+    def nospace(self) -> bool:
+        """True while the NOSPACE alarm is raised (writes that add data are refused)."""
+        return self._nospace
+
+    def db_size(self) -> int:
+        """Bytes of the database file plus its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(f"{self.path}{suffix}")
+        return total
+
+    def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        """Serve a Range from local state (raises EtcdError on bad revisions)."""
+        with self._lock:
+            return self._range(req, self._rev)
+
+    def events_since(
+        self, start_rev: int, key: bytes, range_end: bytes, until_rev: int
+    ) -> list[WatchEvent]:
+        """Stored changes to ``key``/``range_end`` with start_rev <= revision <= until_rev.
+
+        Callers check ``start_rev`` against the compact revision first; prev_kv is filled
+        from the history like etcd does for watchers that ask for it.
+        """
+        where, params = key_clause(key, range_end, "h.key")
+        sql = (
+            "SELECT h.rev, h.key, h.create_rev, h.version, h.value, h.lease, "
+            " (SELECT p.rev FROM hist p WHERE p.key = h.key AND p.rev < h.rev "
+            "  ORDER BY p.rev DESC LIMIT 1) "
+            f"FROM hist h WHERE h.rev >= ? AND h.rev <= ? AND {where} ORDER BY h.rev, h.sub"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (start_rev, until_rev, *params)).fetchall()
+            out = []
+            for rev, k, create_rev, version, value, lease, prev_rev in rows:
+                prev = self._hist_kv(k, prev_rev) if prev_rev is not None else None
+                if version == 0:
+                    ev = kv_pb2.Event(type=DELETE, kv=kv_pb2.KeyValue(key=k, mod_revision=rev))
+                else:
+                    ev = kv_pb2.Event(type=PUT, kv=_kv((k, create_rev, rev, version, value, lease)))
+                if prev is not None:
+                    ev.prev_kv.CopyFrom(prev)
+                out.append(WatchEvent(rev, ev))
+        return out
+
+    def _hist_kv(self, key: bytes, rev: int) -> kv_pb2.KeyValue | None:
+        row = self._db.execute(
+            "SELECT key, create_rev, rev, version, value, lease FROM hist "
+            "WHERE key = ? AND rev = ?",
+            (key, rev),
+        ).fetchone()
+        if row is None or row[3] == 0:
+            return None
+        return _kv(row)
+
+    def hash_kv(self, revision: int = 0) -> tuple[int, int, int]:
+        """(crc32 of every stored change up to ``revision``, compact rev, hashed rev).
+
+        Equal on every member that applied the same log, so HashKV can spot divergence.
+        """
+        with self._lock:
+            rev = revision or self._rev
+            if rev > self._rev:
+                raise errors.FUTURE_REV
+            if rev < self._compact_rev:
+                raise errors.COMPACTED
+            h = 0
+            cursor = self._db.execute(
+                "SELECT rev, sub, key, create_rev, version, value, lease FROM hist "
+                "WHERE rev <= ? ORDER BY rev, sub",
+                (rev,),
+            )
+            for row in cursor:
+                h = zlib.crc32(repr(row).encode(), h)
+            return h, self._compact_rev, rev
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def backup_bytes(self) -> bytes:
+        """A consistent copy of the whole database (SQLite online backup)."""
+        mem = sqlite3.connect(":memory:")
+        try:
+            with self._lock:
+                self._db.backup(mem)
+            return mem.serialize()
+        finally:
+            mem.close()
+
+    def snapshot(self) -> bytes:
+        return self.backup_bytes()
+
+    def restore(self, data: bytes, index: int) -> None:
+        """Replace the database with a snapshot taken at ``index`` (atomic file swap)."""
+        with self._lock:
+            tmp = self.path.with_suffix(".restore")
+            tmp.write_bytes(data)
+            check = sqlite3.connect(tmp)
+            try:
+                check.execute("PRAGMA journal_mode=DELETE")
+                ok = check.execute("PRAGMA quick_check").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                ok = str(exc)
+            finally:
+                check.close()
+            if ok != "ok":
+                tmp.unlink()
+                raise ValueError(f"snapshot at index {index} is not a valid database: {ok}")
+            self._db.close()
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            os.replace(tmp, self.path)
+            self._db = self._open()
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta(k, v) VALUES('applied_index', ?)", (index,)
+            )
+            self._load()
+
+    # -- apply -----------------------------------------------------------------------
+
+    def apply(self, entries: Sequence[Entry]) -> list[Any]:
+        """Apply committed entries in one SQLite transaction; one result per entry."""
+        if not entries:
+            return []
+        results: list[Any] = []
+        events: list[WatchEvent] = []
+        after_commit: list[Callable[[], None]] = []
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                for entry in entries:
+                    if entry.index <= self._applied:
+                        # replayed entry already in our storage: its effects are durable
+                        results.append(None)
+                        continue
+                    results.append(self._apply_one(entry, events, after_commit))
+                    self._applied = entry.index
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta(k, v) VALUES(?, ?)",
+                    (
+                        ("applied_index", self._applied),
+                        ("revision", self._rev),
+                        ("compact_revision", self._compact_rev),
+                    ),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._load()
+                raise
+            for action in after_commit:
+                action()
+            if events:
+                for listener in self._listeners:
+                    listener(events)
+        return results
+
+    def _apply_one(
+        self,
+        entry: Entry,
+        events: list[WatchEvent],
+        after_commit: list[Callable[[], None]],
+    ) -> Any:
+        if not entry.data:
+            return None  # engine no-op (e.g. a new leader's first entry)
+        try:
+            op, req = decode(entry.data)
+        except CommandError as exc:
+            return errors.invalid_argument(str(exc))
+        w = _Write(rev=self._rev + 1)
+        try:
+            result = self._dispatch(op, req, w, entry, after_commit)
+        except errors.EtcdError as exc:
+            # checks run before any change, so an error leaves nothing behind
+            return exc
+        if w.sub:
+            self._rev = w.rev
+            events.extend(w.events)
+        return result
+
+    def _dispatch(
+        self,
+        op: Op,
+        req: Any,
+        w: _Write,
+        entry: Entry,
+        after_commit: list[Callable[[], None]],
+    ) -> Any:
+        if op is Op.PUT:
+            if self._nospace:
+                raise errors.NO_SPACE
+            self._check_put(req)
+            return self._put(w, req)
+        if op is Op.DELETE_RANGE:
+            return self._delete_range(w, req)
+        if op is Op.TXN:
+            return self._txn(w, req)
+        if op is Op.COMPACT:
+            return self._compact(req)
+        if op is Op.LEASE_GRANT:
+            return self._lease_grant(req, entry, after_commit)
+        if op is Op.LEASE_REVOKE:
+            return self._lease_revoke(w, req, after_commit)
+        if op is Op.LEASE_KEEPALIVE:
+            ttl = self._leases.get(req.ID)
+            if ttl is None:
+                raise errors.LEASE_NOT_FOUND
+            after_commit.append(lambda: self.timers.renew(req.ID, ttl))
+            return rpc_pb2.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
+        if op is Op.ALARM:
+            return self._alarm(req)
+        raise AssertionError(op)
+
+    # -- KV operations -----------------------------------------------------------------
+
+    def _get(self, key: bytes) -> _Row | None:
+        row: _Row | None = self._db.execute(
+            f"SELECT {_CUR_COLS} FROM cur WHERE key = ?", (key,)
+        ).fetchone()
+        return row
+
+    def _check_put(self, req: rpc_pb2.PutRequest) -> None:
+        if (req.ignore_value or req.ignore_lease) and self._get(req.key) is None:
+            raise errors.KEY_NOT_FOUND
+        if req.lease and req.lease not in self._leases:
+            raise errors.LEASE_NOT_FOUND
+
+    def _put(self, w: _Write, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        prev = self._get(req.key)
+        value = prev[4] if (req.ignore_value and prev) else req.value
+        lease = prev[5] if (req.ignore_lease and prev) else req.lease
+        create_rev = prev[1] if prev else w.rev
+        version = prev[3] + 1 if prev else 1
+        row: _Row = (req.key, create_rev, w.rev, version, value, lease)
+        self._db.execute(f"INSERT OR REPLACE INTO cur({_CUR_COLS}) VALUES(?,?,?,?,?,?)", row)
+        self._db.execute(
+            "INSERT OR REPLACE INTO hist(rev, sub, key, create_rev, version, value, lease) "
+            "VALUES(?,?,?,?,?,?,?)",
+            (w.rev, w.sub, req.key, create_rev, version, value, lease),
+        )
+        w.sub += 1
+        ev = kv_pb2.Event(type=PUT, kv=_kv(row))
+        resp = rpc_pb2.PutResponse(header=rpc_pb2.ResponseHeader(revision=w.rev))
+        if prev is not None:
+            ev.prev_kv.CopyFrom(_kv(prev))
+            if req.prev_kv:
+                resp.prev_kv.CopyFrom(ev.prev_kv)
+        w.events.append(WatchEvent(w.rev, ev))
+        return resp
+
+    def _delete_rows(self, w: _Write, rows: list[_Row]) -> None:
+        for row in rows:
+            key = row[0]
+            self._db.execute("DELETE FROM cur WHERE key = ?", (key,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO hist(rev, sub, key, create_rev, version, value, lease) "
+                "VALUES(?,?,?,0,0,x'',0)",
+                (w.rev, w.sub, key),
+            )
+            w.sub += 1
+            ev = kv_pb2.Event(
+                type=DELETE, kv=kv_pb2.KeyValue(key=key, mod_revision=w.rev), prev_kv=_kv(row)
+            )
+            w.events.append(WatchEvent(w.rev, ev))
+
+    def _delete_range(
+        self, w: _Write, req: rpc_pb2.DeleteRangeRequest
+    ) -> rpc_pb2.DeleteRangeResponse:
+        where, params = key_clause(req.key, req.range_end)
+        rows = self._db.execute(
+            f"SELECT {_CUR_COLS} FROM cur WHERE {where} ORDER BY key", params
+        ).fetchall()
+        self._delete_rows(w, rows)
+        resp = rpc_pb2.DeleteRangeResponse(
+            header=rpc_pb2.ResponseHeader(revision=w.rev if w.sub else w.rev - 1),
+            deleted=len(rows),
+        )
+        if req.prev_kv:
+            resp.prev_kvs.extend(_kv(r) for r in rows)
+        return resp
+
+    def _range(self, req: rpc_pb2.RangeRequest, cur_rev: int) -> rpc_pb2.RangeResponse:
+        rev = req.revision
+        if rev > cur_rev:
+            raise errors.FUTURE_REV
+        if rev <= 0:
+            rev = cur_rev
+        if rev < self._compact_rev:
+            raise errors.COMPACTED
+        where, params = key_clause(req.key, req.range_end)
+        if rev >= cur_rev:
+            source = f"SELECT {_CUR_COLS} FROM cur WHERE {where}"
+            args: tuple[Any, ...] = params
+        else:
+            # SQLite returns the bare columns of the row holding MAX(rev) in each group
+            source = (
+                "SELECT key, create_rev, mod_rev, version, value, lease FROM ("
+                "SELECT key, create_rev, MAX(rev) AS mod_rev, version, value, lease FROM hist "
+                f"WHERE {where} AND rev <= ? GROUP BY key) WHERE version > 0"
+            )
+            args = (*params, rev)
+        resp = rpc_pb2.RangeResponse(header=rpc_pb2.ResponseHeader(revision=cur_rev))
+        if req.count_only:
+            resp.count = self._db.execute(f"SELECT COUNT(*) FROM ({source})", args).fetchone()[0]
+            return resp
+        filtered = bool(
+            req.sort_order
+            or req.min_mod_revision
+            or req.max_mod_revision
+            or req.min_create_revision
+            or req.max_create_revision
+        )
+        fetch = req.limit + 1 if (req.limit > 0 and not filtered) else 0
+        sql = f"SELECT * FROM ({source}) ORDER BY key" + (f" LIMIT {fetch}" if fetch else "")
+        rows = self._db.execute(sql, args).fetchall()
+        if fetch and len(rows) >= fetch:
+            total = self._db.execute(f"SELECT COUNT(*) FROM ({source})", args).fetchone()[0]
+        else:
+            total = len(rows)
+        kvs = [_kv(r) for r in rows]
+        kvs = _filter_revisions(kvs, req)
+        order = req.sort_order
+        if req.sort_target != rpc_pb2.RangeRequest.KEY and order == rpc_pb2.RangeRequest.NONE:
+            order = rpc_pb2.RangeRequest.ASCEND
+        if order != rpc_pb2.RangeRequest.NONE:
+            kvs.sort(
+                key=_SORT_KEYS[req.sort_target],
+                reverse=order == rpc_pb2.RangeRequest.DESCEND,
+            )
+        if req.limit > 0 and len(kvs) > req.limit:
+            kvs = kvs[: req.limit]
+            resp.more = True
+        if req.keys_only:
+            for kv in kvs:
+                kv.value = b""
+        resp.kvs.extend(kvs)
+        resp.count = total
+        return resp
+
+    # -- transactions ----------------------------------------------------------------
+
+    def _decide(self, req: rpc_pb2.TxnRequest) -> _Decision:
+        ok = all(self._compare(c) for c in req.compare)
+        ops = req.success if ok else req.failure
+        children = [self._decide(op.request_txn) for op in ops if op.HasField("request_txn")]
+        return _Decision(ok, children)
+
+    def _compare(self, c: rpc_pb2.Compare) -> bool:
+        where, params = key_clause(c.key, c.range_end)
+        rows = self._db.execute(f"SELECT {_CUR_COLS} FROM cur WHERE {where}", params).fetchall()
+        if not rows:
+            if c.target == rpc_pb2.Compare.VALUE:
+                return False  # a missing key has no value to compare, as in etcd
+            return _compare_kv(c, kv_pb2.KeyValue())
+        return all(_compare_kv(c, _kv(r)) for r in rows)
+
+    def _walk(
+        self, req: rpc_pb2.TxnRequest, d: _Decision
+    ) -> Iterator[tuple[rpc_pb2.RequestOp, _Decision | None]]:
+        """The ops on the chosen path, nested txns paired with their decisions."""
+        children = iter(d.children)
+        for op in req.success if d.succeeded else req.failure:
+            yield op, (next(children) if op.HasField("request_txn") else None)
+
+    def _check_txn(self, req: rpc_pb2.TxnRequest, d: _Decision, cur_rev: int) -> bool:
+        """Validate every op on the chosen path before changing anything; True if it puts."""
+        puts = False
+        for op, child in self._walk(req, d):
+            kind = op.WhichOneof("request")
+            if kind == "request_put":
+                self._check_put(op.request_put)
+                puts = True
+            elif kind == "request_range":
+                rev = op.request_range.revision
+                if rev > cur_rev:
+                    raise errors.FUTURE_REV
+                if 0 < rev < self._compact_rev:
+                    raise errors.COMPACTED
+            elif kind == "request_txn" and child is not None:
+                puts |= self._check_txn(op.request_txn, child, cur_rev)
+        return puts
+
+    def _txn(self, w: _Write, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        decision = self._decide(req)
+        if self._check_txn(req, decision, self._rev) and self._nospace:
+            raise errors.NO_SPACE
+        resp = self._run_txn(w, req, decision)
+        self._stamp(resp, w.rev if w.sub else w.rev - 1)
+        return resp
+
+    def _run_txn(self, w: _Write, req: rpc_pb2.TxnRequest, d: _Decision) -> rpc_pb2.TxnResponse:
+        resp = rpc_pb2.TxnResponse(succeeded=d.succeeded)
+        for op, child in self._walk(req, d):
+            kind = op.WhichOneof("request")
+            out = resp.responses.add()
+            if kind == "request_range":
+                out.response_range.CopyFrom(
+                    self._range(op.request_range, w.rev if w.sub else w.rev - 1)
+                )
+            elif kind == "request_put":
+                out.response_put.CopyFrom(self._put(w, op.request_put))
+            elif kind == "request_delete_range":
+                out.response_delete_range.CopyFrom(self._delete_range(w, op.request_delete_range))
+            elif kind == "request_txn" and child is not None:
+                out.response_txn.CopyFrom(self._run_txn(w, op.request_txn, child))
+        return resp
+
+    def _stamp(self, resp: rpc_pb2.TxnResponse, rev: int) -> None:
+        """Give a txn and every nested response the txn's final revision, like etcd."""
+        resp.header.revision = rev
+        for out in resp.responses:
+            kind = out.WhichOneof("response")
+            if kind == "response_txn":
+                self._stamp(out.response_txn, rev)
+            elif kind is not None:
+                getattr(out, kind).header.revision = rev
+
+    # -- compaction, leases, alarms ----------------------------------------------------
+
+    def _compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        rev = req.revision
+        if rev <= self._compact_rev:
+            raise errors.COMPACTED
+        if rev > self._rev:
+            raise errors.FUTURE_REV
+        # keep, per key, the newest change at or below rev (unless it is a deletion)
+        self._db.execute(
+            "DELETE FROM hist WHERE rev < ? AND EXISTS (SELECT 1 FROM hist n "
+            "WHERE n.key = hist.key AND n.rev > hist.rev AND n.rev <= ?)",
+            (rev, rev),
+        )
+        self._db.execute("DELETE FROM hist WHERE rev <= ? AND version = 0", (rev,))
+        self._compact_rev = rev
+        return rpc_pb2.CompactionResponse(header=rpc_pb2.ResponseHeader(revision=self._rev))
+
+    def _lease_grant(
+        self,
+        req: rpc_pb2.LeaseGrantRequest,
+        entry: Entry,
+        after_commit: list[Callable[[], None]],
+    ) -> rpc_pb2.LeaseGrantResponse:
+        if self._nospace:
+            raise errors.NO_SPACE
+        if req.TTL > MAX_TTL:
+            raise errors.LEASE_TTL_TOO_LARGE
+        lease_id = req.ID
+        if lease_id == 0:
+            lease_id = _lease_id_for(entry)
+            while lease_id in self._leases:
+                lease_id = (lease_id + 1) & 0x7FFF_FFFF_FFFF_FFFF or 1
+        elif lease_id in self._leases:
+            raise errors.LEASE_EXISTS
+        ttl = max(req.TTL, MIN_TTL)
+        self._db.execute("INSERT INTO lease(id, ttl) VALUES(?, ?)", (lease_id, ttl))
+        self._leases[lease_id] = ttl
+        after_commit.append(lambda: self.timers.renew(lease_id, ttl))
+        return rpc_pb2.LeaseGrantResponse(
+            header=rpc_pb2.ResponseHeader(revision=self._rev), ID=lease_id, TTL=ttl
+        )
+
+    def _lease_revoke(
+        self,
+        w: _Write,
+        req: rpc_pb2.LeaseRevokeRequest,
+        after_commit: list[Callable[[], None]],
+    ) -> rpc_pb2.LeaseRevokeResponse:
+        if req.ID not in self._leases:
+            raise errors.LEASE_NOT_FOUND
+        rows = self._db.execute(
+            f"SELECT {_CUR_COLS} FROM cur WHERE lease = ? ORDER BY key", (req.ID,)
+        ).fetchall()
+        self._delete_rows(w, rows)
+        self._db.execute("DELETE FROM lease WHERE id = ?", (req.ID,))
+        del self._leases[req.ID]
+        after_commit.append(lambda: self.timers.forget(req.ID))
+        return rpc_pb2.LeaseRevokeResponse(
+            header=rpc_pb2.ResponseHeader(revision=w.rev if w.sub else w.rev - 1)
+        )
+
+    def _alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        resp = rpc_pb2.AlarmResponse(header=rpc_pb2.ResponseHeader(revision=self._rev))
+        member = rpc_pb2.AlarmMember(memberID=req.memberID, alarm=req.alarm)
+        if req.action == rpc_pb2.AlarmRequest.ACTIVATE and req.alarm != rpc_pb2.NONE:
+            self._db.execute(
+                "INSERT OR IGNORE INTO alarm(member_id, alarm) VALUES(?, ?)",
+                (req.memberID, req.alarm),
+            )
+            resp.alarms.append(member)
+        elif req.action == rpc_pb2.AlarmRequest.DEACTIVATE:
+            deleted = self._db.execute(
+                "DELETE FROM alarm WHERE member_id = ? AND alarm = ?", (req.memberID, req.alarm)
+            ).rowcount
+            if deleted:
+                resp.alarms.append(member)
+        self._nospace = bool(
+            self._db.execute("SELECT 1 FROM alarm WHERE alarm = ?", (rpc_pb2.NOSPACE,)).fetchone()
+        )
+        return resp
+
+
+def _filter_revisions(
+    kvs: list[kv_pb2.KeyValue], req: rpc_pb2.RangeRequest
+) -> list[kv_pb2.KeyValue]:
+    if req.max_mod_revision:
+        kvs = [kv for kv in kvs if kv.mod_revision <= req.max_mod_revision]
+    if req.min_mod_revision:
+        kvs = [kv for kv in kvs if kv.mod_revision >= req.min_mod_revision]
+    if req.max_create_revision:
+        kvs = [kv for kv in kvs if kv.create_revision <= req.max_create_revision]
+    if req.min_create_revision:
+        kvs = [kv for kv in kvs if kv.create_revision >= req.min_create_revision]
+    return kvs
+
+
+def _compare_kv(c: rpc_pb2.Compare, kv: kv_pb2.KeyValue) -> bool:
+    target = c.target
+    actual: Any
+    expected: Any
+    if target == rpc_pb2.Compare.VALUE:
+        actual, expected = kv.value, c.value
+    elif target == rpc_pb2.Compare.CREATE:
+        actual, expected = kv.create_revision, c.create_revision
+    elif target == rpc_pb2.Compare.MOD:
+        actual, expected = kv.mod_revision, c.mod_revision
+    elif target == rpc_pb2.Compare.VERSION:
+        actual, expected = kv.version, c.version
+    else:
+        actual, expected = kv.lease, c.lease
+    result = c.result
+    if result == rpc_pb2.Compare.EQUAL:
+        return bool(actual == expected)
+    if result == rpc_pb2.Compare.NOT_EQUAL:
+        return bool(actual != expected)
+    if result == rpc_pb2.Compare.GREATER:
+        return bool(actual > expected)
+    if result == rpc_pb2.Compare.LESS:
+        return bool(actual < expected)
+    return True
+
+
+def _lease_id_for(entry: Entry) -> int:
+    """A lease ID chosen deterministically from the log position (same on every node)."""
+    digest = hashlib.sha256(f"lease:{entry.term}:{entry.index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF or 1
