@@ -184,6 +184,10 @@ class DeploySpec(_Strict):
 
     method: Literal["nixos-anywhere", "image", "ssh"] = "nixos-anywhere"
     nixos_release: str = Field(default="25.11", pattern=r"^[0-9]{2}\.[0-9]{2}$")
+    source: str = Field(
+        default="path:./plasmacloud-src",
+        description="flake URL of the PlasmaCloud source tree the nodes build from",
+    )
 
 
 class ClusterSpec(_Strict):
