@@ -1,0 +1,58 @@
+"""What FlareDB writes into one Raft log entry.
+
+One HTTP request becomes one entry (so a bulk insert or a transaction costs one round of
+replication). The entry carries everything the replicas need to reach the same state:
+the statements as rewritten by the proposer, whether they form one transaction, and the
+seed for ``random()``/``randomblob()``, chosen once on the proposing node.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from plasmacloud.flaredb.models import RequestError, Statement
+
+EXECUTE = "execute"
+LOAD = "load"  # replace the whole database with the statements (a dump)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A batch of statements applied together on every replica."""
+
+    statements: tuple[Statement, ...]
+    transaction: bool = False
+    seed: int = 0
+    kind: str = EXECUTE
+
+    @classmethod
+    def new(
+        cls, statements: Sequence[Statement], transaction: bool = False, kind: str = EXECUTE
+    ) -> Command:
+        """A command with a fresh random seed (call on the proposing node only)."""
+        return cls(tuple(statements), transaction, secrets.randbits(63), kind)
+
+    def encode(self) -> bytes:
+        doc: dict[str, Any] = {
+            "k": self.kind,
+            "s": [s.to_json() for s in self.statements],
+            "seed": self.seed,
+        }
+        if self.transaction:
+            doc["tx"] = True
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Command:
+        """Read an entry back; raises :class:`RequestError` on anything malformed."""
+        try:
+            doc = json.loads(data)
+            kind = doc["k"]
+            stmts = tuple(Statement.from_json(s, i) for i, s in enumerate(doc["s"], start=1))
+            return cls(stmts, bool(doc.get("tx", False)), int(doc["seed"]), kind)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RequestError(f"malformed log entry: {exc}") from exc

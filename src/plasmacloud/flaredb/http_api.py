@@ -1,0 +1,475 @@
+"""FlareDB's rqlite-compatible HTTP API (aiohttp).
+
+Writes become one Raft entry per request (followers hand the proposal to the engine,
+which forwards it to the leader; ``?redirect`` answers 301 instead). Reads go where the
+``level`` says: ``none`` the local file, ``weak`` the leader's file (a follower forwards
+the request), ``linearizable`` a ReadIndex barrier then the local file, ``strong``
+through the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from plasmacloud import __version__
+from plasmacloud.flaredb.command import LOAD, Command
+from plasmacloud.flaredb.metrics import FlareMetrics
+from plasmacloud.flaredb.models import (
+    ErrorResult,
+    ExecuteResult,
+    RequestError,
+    Response,
+    Result,
+    Statement,
+    parse_request,
+)
+from plasmacloud.flaredb.sqlscan import (
+    NonDeterministicError,
+    check_query,
+    is_read_only,
+    make_deterministic,
+)
+from plasmacloud.flaredb.store import SQLiteStore, load_statements
+from plasmacloud.raft.api import (
+    NoLeaderError,
+    NotLeaderError,
+    ProposalDroppedError,
+    ProposalTimeoutError,
+    RaftError,
+    RaftStatus,
+)
+
+MAX_BODY = 64 * 1024 * 1024
+FORWARDED_HEADER = "X-FlareDB-Forwarded"
+LEVELS = ("none", "weak", "strong", "linearizable")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Consensus(Protocol):
+    """What the API needs from the Raft node (``plasmacloud.raft.node.RaftNode``)."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    async def propose(self, data: bytes, timeout: float = 5.0) -> Any: ...
+
+    async def read_index(self, timeout: float = 5.0) -> Any: ...
+
+    def status(self) -> RaftStatus: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Where one member of the FlareDB group answers."""
+
+    node_id: str
+    api_url: str  # "https://127.0.0.11:4001"
+    raft_addr: str  # "127.0.0.11:4002"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a Go-style duration ("2s", "500ms") or a bare number of seconds."""
+    m = _DURATION_RE.match(text.strip())
+    if not m:
+        raise RequestError(f"invalid duration {text!r} (use e.g. 500ms, 2s, 1m)")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    # rqlite flags are bare (?transaction); "=false"/"=0" switch them off.
+    return name in query and query[name].lower() not in ("false", "0", "no")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The query-string options of a /db/* request."""
+
+    transaction: bool = False
+    timings: bool = False
+    pretty: bool = False
+    associative: bool = False
+    redirect: bool = False
+    level: str = "weak"
+    freshness: float | None = None
+    timeout: float = 10.0
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> Options:
+        level = query.get("level", "weak").lower() or "weak"
+        if level not in LEVELS:
+            raise RequestError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        return cls(
+            transaction=_flag(query, "transaction"),
+            timings=_flag(query, "timings"),
+            pretty=_flag(query, "pretty"),
+            associative=_flag(query, "associative"),
+            redirect=_flag(query, "redirect"),
+            level=level,
+            freshness=parse_duration(query["freshness"]) if query.get("freshness") else None,
+            timeout=parse_duration(query["timeout"]) if query.get("timeout") else 10.0,
+        )
+
+
+def _json(doc: Any, status: int = 200, pretty: bool = False) -> web.Response:
+    text = json.dumps(doc, indent=4 if pretty else None, separators=None if pretty else (",", ":"))
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+def _error(message: str, status: int) -> web.Response:
+    return _json({"error": message}, status=status)
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure answers JSON ``{"error": ...}`` with the right status, never a trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text or exc.reason
+        if exc.status == 404:
+            message = f"no such endpoint {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"method {request.method} not allowed on {request.path}"
+        return _error(message or exc.reason, exc.status)
+    except RequestError as exc:
+        return _error(str(exc), 400)
+
+
+class HttpApi:
+    """The handlers of one node's HTTP API; :meth:`make_app` wires them to routes."""
+
+    def __init__(
+        self,
+        node_id: str,
+        store: SQLiteStore,
+        raft: Consensus,
+        peers: Sequence[PeerInfo],
+        metrics: FlareMetrics,
+        client_ssl: ssl.SSLContext | None = None,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.raft = raft
+        self.peers = {p.node_id: p for p in peers}
+        self.metrics = metrics
+        self.client_ssl = client_ssl
+        self.max_body = max_body
+        self.started = time.time()
+        self._session: aiohttp.ClientSession | None = None
+        metrics.bind(
+            db_size=store.size_bytes,
+            is_leader=lambda: float(raft.is_leader),
+            term=lambda: raft.status().term,
+            applied=store.applied_index,
+        )
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body, middlewares=[_json_errors])
+        app.router.add_post("/db/execute", self.execute)
+        app.router.add_route("*", "/db/query", self.query)
+        app.router.add_post("/db/request", self.request)
+        app.router.add_get("/db/backup", self.backup)
+        app.router.add_post("/db/load", self.load)
+        app.router.add_get("/status", self.status)
+        app.router.add_get("/nodes", self.nodes)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.prometheus)
+        app.on_cleanup.append(self._close_session)
+        return app
+
+    async def _close_session(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.client_ssl or False),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _leader(self) -> PeerInfo | None:
+        leader = self.raft.leader_id
+        return self.peers.get(leader) if leader else None
+
+    def _redirect(self, request: web.Request) -> web.Response:
+        leader = self._leader()
+        if leader is None:
+            return _error("no leader is known; retry shortly", 503)
+        location = leader.api_url + request.path_qs
+        return web.Response(status=301, headers={"Location": location})
+
+    async def _statements(self, request: web.Request) -> list[Statement]:
+        if request.method == "GET":
+            q = request.query.get("q")
+            if q is None:
+                raise RequestError("GET /db/query needs the SQL in the q parameter")
+            return [Statement(q)]
+        return parse_request(await request.read())
+
+    def _respond(self, results: list[Result], opts: Options, started: float) -> web.Response:
+        if not opts.timings:
+            for r in results:
+                r.time = None
+        resp = Response(results, time.perf_counter() - started if opts.timings else None)
+        return _json(resp.to_json(opts.associative), pretty=opts.pretty)
+
+    async def _propose(self, cmd: Command, timeout: float) -> list[Result]:
+        try:
+            results = await self.raft.propose(cmd.encode(), timeout=timeout)
+        except NotLeaderError as exc:
+            reason = f"not the leader and the request could not be forwarded: {exc}"
+        except NoLeaderError as exc:
+            reason = f"no leader: {exc or 'election in progress'}; retry shortly"
+        except ProposalDroppedError as exc:
+            reason = f"leadership changed before the write committed: {exc}"
+        except (ProposalTimeoutError, TimeoutError) as exc:
+            reason = f"timed out after {timeout}s; the write may or may not apply ({exc})"
+        except RaftError as exc:
+            reason = f"raft: {exc}"
+        else:
+            return list(results)
+        raise _Unavailable(reason)
+
+    # -- /db/* -----------------------------------------------------------------------
+
+    async def execute(self, request: web.Request) -> web.Response:
+        """POST /db/execute: write statements, one Raft entry for the whole body."""
+        opts = Options.from_query(request.query)
+        return await self._write(request, opts, await self._statements(request))
+
+    async def query(self, request: web.Request) -> web.StreamResponse:
+        """GET/POST /db/query: read statements at the requested consistency level."""
+        if request.method not in ("GET", "POST"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        opts = Options.from_query(request.query)
+        return await self._read(request, opts, await self._statements(request))
+
+    async def request(self, request: web.Request) -> web.StreamResponse:
+        """POST /db/request: reads take the query path, anything else the write path."""
+        opts = Options.from_query(request.query)
+        stmts = await self._statements(request)
+        if stmts and all(is_read_only(s.sql) for s in stmts):
+            return await self._read(request, opts, stmts)
+        return await self._write(request, opts, stmts)
+
+    async def _write(
+        self, request: web.Request, opts: Options, stmts: list[Statement]
+    ) -> web.Response:
+        started = time.perf_counter()
+        if opts.redirect and not self.raft.is_leader:
+            return self._redirect(request)
+        now = datetime.now(UTC)
+        rewritten = []
+        for i, s in enumerate(stmts, start=1):
+            try:
+                rewritten.append(Statement(make_deterministic(s.sql, now), s.params))
+            except NonDeterministicError as exc:
+                return _error(f"statement {i}: {exc}", 400)
+        if not rewritten:
+            return self._respond([], opts, started)
+        try:
+            results = await self._propose(Command.new(rewritten, opts.transaction), opts.timeout)
+        except _Unavailable as exc:
+            return _error(str(exc), 503)
+        self.metrics.count("execute", results)
+        self.metrics.request_seconds.labels("execute").observe(time.perf_counter() - started)
+        return self._respond(results, opts, started)
+
+    async def _read(
+        self, request: web.Request, opts: Options, stmts: list[Statement]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        level = opts.level
+        if level == "weak" and not self.raft.is_leader:
+            if opts.redirect:
+                return self._redirect(request)
+            if request.headers.get(FORWARDED_HEADER):
+                return _error("forwarded to a node that is not the leader; retry", 503)
+            return await self._forward(request, stmts)
+        try:
+            if level == "strong":
+                for i, s in enumerate(stmts, start=1):
+                    try:
+                        check_query(s.sql)
+                    except NonDeterministicError as exc:
+                        return _error(f"statement {i}: {exc}", 400)
+                results = await self._propose(Command.new(stmts), opts.timeout)
+            else:
+                if level == "linearizable":
+                    await self._read_barrier(opts.timeout)
+                elif level == "none" and opts.freshness is not None and self._leader() is None:
+                    return _error("stale read: this node has no leader to be fresh against", 503)
+                results = self.store.query(stmts)
+        except _Unavailable as exc:
+            return _error(str(exc), 503)
+        self.metrics.count("query", results)
+        self.metrics.request_seconds.labels("query").observe(time.perf_counter() - started)
+        return self._respond(results, opts, started)
+
+    async def _read_barrier(self, timeout: float) -> None:
+        try:
+            await self.raft.read_index(timeout=timeout)
+        except (RaftError, TimeoutError) as exc:
+            raise _Unavailable(f"linearizable read failed: {exc or type(exc).__name__}") from exc
+
+    async def _forward(self, request: web.Request, stmts: list[Statement]) -> web.Response:
+        """Send a weak read to the leader and relay its answer."""
+        leader = self._leader()
+        if leader is None:
+            return _error("no leader is known; retry shortly or use level=none", 503)
+        body = json.dumps([s.to_json() for s in stmts])
+        url = leader.api_url + request.path.replace("/db/request", "/db/query")
+        try:
+            async with self._client().post(
+                url,
+                params=request.query,
+                data=body,
+                headers={"Content-Type": "application/json", FORWARDED_HEADER: "1"},
+            ) as resp:
+                payload = await resp.read()
+                return web.Response(
+                    body=payload, status=resp.status, content_type="application/json"
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _error(f"forwarding to leader {leader.node_id} failed: {exc}", 503)
+
+    async def backup(self, request: web.Request) -> web.StreamResponse:
+        """GET /db/backup: the SQLite file, or a SQL dump with ?fmt=sql."""
+        if request.query.get("fmt") == "sql":
+            return web.Response(text="".join(self.store.dump_sql()), content_type="text/plain")
+        return web.Response(
+            body=self.store.backup_file(),
+            content_type="application/octet-stream",
+            headers={"Content-Disposition": 'attachment; filename="flaredb.sqlite"'},
+        )
+
+    async def load(self, request: web.Request) -> web.Response:
+        """POST /db/load: replace the whole database with a SQLite file or SQL dump."""
+        started = time.perf_counter()
+        opts = Options.from_query(request.query)
+        if opts.redirect and not self.raft.is_leader:
+            return self._redirect(request)
+        stmts = load_statements(await request.read())
+        try:
+            results = await self._propose(Command.new(stmts, True, LOAD), opts.timeout)
+        except _Unavailable as exc:
+            return _error(str(exc), 503)
+        errors = [r for r in results if isinstance(r, ErrorResult)]
+        if errors:
+            return _error(f"load rolled back: {errors[0].error}", 400)
+        rows = sum(r.rows_affected for r in results if isinstance(r, ExecuteResult))
+        return self._respond([ExecuteResult(0, rows)], opts, started)
+
+    # -- cluster and health -------------------------------------------------------------
+
+    async def status(self, request: web.Request) -> web.Response:
+        """GET /status: this node, its Raft state and its database."""
+        st = self.raft.status()
+        leader = self._leader()
+        doc = {
+            "node": {
+                "id": self.node_id,
+                "start_time": datetime.fromtimestamp(self.started, UTC).isoformat(),
+                "uptime": round(time.time() - self.started, 3),
+            },
+            "store": {
+                "node_id": self.node_id,
+                "leader": {
+                    "node_id": st.leader_id or "",
+                    "addr": leader.raft_addr if leader else "",
+                    "api_addr": leader.api_url if leader else "",
+                },
+                "raft": {
+                    "state": st.role.capitalize(),
+                    "term": st.term,
+                    "commit_index": st.commit_index,
+                    "applied_index": st.applied_index,
+                    "last_log_index": st.last_log_index,
+                    "snapshot_index": st.snapshot_index,
+                    "voters": len(self.peers),
+                },
+                "db_applied_index": self.store.applied_index(),
+                "db_size": self.store.size_bytes(),
+                "sqlite3": {"path": str(self.store.path), "version": sqlite3.sqlite_version},
+            },
+            "http": {"tls": self.client_ssl is not None},
+            "build": {"version": __version__},
+        }
+        return _json(doc, pretty=_flag(request.query, "pretty"))
+
+    async def _reachable(self, peer: PeerInfo) -> bool:
+        if peer.node_id == self.node_id:
+            return True
+        try:
+            async with self._client().get(
+                peer.api_url + "/readyz?noleader", timeout=aiohttp.ClientTimeout(total=1.0)
+            ) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        """GET /nodes: every member with its API address, reachability and role."""
+        peers = sorted(self.peers.values(), key=lambda p: p.node_id)
+        reachable = await asyncio.gather(*(self._reachable(p) for p in peers))
+        leader = self.raft.leader_id
+        entries = [
+            {
+                "id": p.node_id,
+                "api_addr": p.api_url,
+                "addr": p.raft_addr,
+                "reachable": ok,
+                "leader": p.node_id == leader,
+                "voter": True,
+            }
+            for p, ok in zip(peers, reachable, strict=True)
+        ]
+        pretty = _flag(request.query, "pretty")
+        if request.query.get("ver") == "2":
+            return _json({"nodes": entries}, pretty=pretty)
+        return _json({e["id"]: e for e in entries}, pretty=pretty)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """GET /readyz: 200 when the node serves and (unless ?noleader) knows a leader."""
+        lines = ["[+]node ok", "[+]store ok"]
+        if "noleader" not in request.query:
+            if self.raft.leader_id is None:
+                return web.Response(text="[+]node ok\n[-]leader not contactable\n", status=503)
+            lines.append("[+]leader ok")
+        return web.Response(text="\n".join(lines) + "\n")
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        """GET /metrics in the Prometheus text format."""
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _Unavailable(Exception):
+    """The cluster cannot serve the request right now (HTTP 503)."""

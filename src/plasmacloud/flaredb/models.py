@@ -1,0 +1,279 @@
+"""Request and result models shared by the FlareDB server and its client.
+
+The seed's FlareDB never ran because its SQL layer's ``QueryResult``/``ErrorResult``
+drifted from the server that used them. Here both sides build and read the wire JSON
+through the same classes (``to_json``/``from_json``), so a field renamed on one side is
+renamed on the other, and the contract test (client against a live server) catches the
+rest.
+
+Wire shapes follow rqlite 8:
+
+* request body: a JSON array whose items are ``"SQL"``, ``["SQL", p1, p2, ...]`` or
+  ``["SQL", {"name": value}]``;
+* query result: ``{"columns": [...], "types": [...], "values": [[...]]}`` or, with
+  ``?associative``, ``{"types": {col: type}, "rows": [{col: value}]}``;
+* execute result: ``{"last_insert_id": N, "rows_affected": N}`` (zero fields omitted);
+* a failed statement: ``{"error": "..."}``; every result may carry ``"time"`` (seconds).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+Scalar: TypeAlias = str | int | float | bytes | None
+Params: TypeAlias = tuple[Scalar, ...] | dict[str, Scalar]
+
+_SCALARS = (str, int, float, type(None))
+
+
+class RequestError(ValueError):
+    """The request body is not a valid statement list; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement with positional (``?``) or named (``:name``) parameters."""
+
+    sql: str
+    params: Params = ()
+
+    def to_json(self) -> str | list[Any]:
+        """The rqlite wire form: a bare string when there are no parameters."""
+        if isinstance(self.params, dict):
+            return [self.sql, {k: _encode_value(v) for k, v in self.params.items()}]
+        if not self.params:
+            return self.sql
+        return [self.sql, *(_encode_value(v) for v in self.params)]
+
+    @classmethod
+    def from_json(cls, item: Any, position: int = 1) -> Statement:
+        """Parse one item of a request array; ``position`` (1-based) goes into errors."""
+        where = f"statement {position}"
+        if isinstance(item, str):
+            return cls(_check_sql(item, where))
+        if not isinstance(item, list):
+            raise RequestError(
+                f"{where}: expected a string or an array [sql, params...], got {_json_type(item)}"
+            )
+        if not item:
+            raise RequestError(f"{where}: empty array; the first item must be the SQL text")
+        sql = item[0]
+        if not isinstance(sql, str):
+            raise RequestError(
+                f"{where}: the first item must be the SQL text, got {_json_type(sql)}"
+            )
+        rest = item[1:]
+        if len(rest) == 1 and isinstance(rest[0], dict):
+            named = {}
+            for name, value in rest[0].items():
+                named[name] = _check_param(value, f"{where}: parameter {name!r}")
+            return cls(_check_sql(sql, where), named)
+        positional = tuple(
+            _check_param(v, f"{where}: parameter {i}") for i, v in enumerate(rest, start=1)
+        )
+        return cls(_check_sql(sql, where), positional)
+
+
+def _check_sql(sql: str, where: str) -> str:
+    if not sql.strip():
+        raise RequestError(f"{where}: empty SQL text")
+    return sql
+
+
+def _check_param(value: Any, where: str) -> Scalar:
+    # JSON true/false become SQLite's 1/0, as rqlite does.
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, _SCALARS):
+        return value  # type: ignore[no-any-return]
+    raise RequestError(
+        f"{where} has unsupported type {_json_type(value)} (use a string, number, boolean or null)"
+    )
+
+
+def _json_type(value: Any) -> str:
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def parse_request(body: bytes | str) -> list[Statement]:
+    """Parse an HTTP request body (a JSON array of statements) into statements."""
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, list):
+        raise RequestError(
+            f"request body must be a JSON array of statements, got {_json_type(doc)}"
+        )
+    return [Statement.from_json(item, i) for i, item in enumerate(doc, start=1)]
+
+
+def encode_request(statements: Sequence[Statement]) -> bytes:
+    """The HTTP request body for ``statements`` (what :func:`parse_request` reads)."""
+    return json.dumps([s.to_json() for s in statements]).encode()
+
+
+def _encode_value(value: Any) -> Any:
+    # JSON has no bytes; rqlite sends BLOBs base64-encoded and so do we.
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return value
+
+
+def sqlite_type(value: Any) -> str:
+    """rqlite-style type name of one SQLite value."""
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "real"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "blob"
+    return "text"
+
+
+@dataclass(slots=True)
+class QueryResult:
+    """Rows returned by a statement (SELECT, PRAGMA, ``RETURNING``)."""
+
+    columns: list[str]
+    types: list[str]
+    values: list[list[Any]]
+    time: float | None = None
+
+    @classmethod
+    def from_rows(cls, columns: list[str], rows: list[Sequence[Any]]) -> QueryResult:
+        """Build a result; a column's type is that of its first non-NULL value."""
+        types = [""] * len(columns)
+        for i in range(len(columns)):
+            for row in rows:
+                if row[i] is not None:
+                    types[i] = sqlite_type(row[i])
+                    break
+        return cls(columns, types, [list(r) for r in rows])
+
+    def to_json(self, associative: bool = False) -> dict[str, Any]:
+        """The wire form; BLOBs base64-encoded; ``associative`` gives rows as objects."""
+        values = [[_encode_value(v) for v in row] for row in self.values]
+        out: dict[str, Any]
+        if associative:
+            out = {
+                "types": dict(zip(self.columns, self.types, strict=True)),
+                "rows": [dict(zip(self.columns, row, strict=True)) for row in values],
+            }
+        else:
+            out = {"columns": self.columns, "types": self.types}
+            if values:  # rqlite omits "values" for an empty result set
+                out["values"] = values
+        if self.time is not None:
+            out["time"] = self.time
+        return out
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> QueryResult:
+        """Read either wire form back; BLOB columns are decoded to bytes."""
+        if "rows" in doc:
+            types_map = doc.get("types") or {}
+            rows = doc["rows"]
+            columns = list(types_map) if types_map else (list(rows[0]) if rows else [])
+            types = [types_map.get(c, "") for c in columns]
+            values = [[r.get(c) for c in columns] for r in rows]
+        else:
+            columns = list(doc.get("columns", []))
+            types = list(doc.get("types", [""] * len(columns)))
+            values = [list(r) for r in doc.get("values", [])]
+        for i, t in enumerate(types):
+            if t == "blob":
+                for row in values:
+                    if isinstance(row[i], str):
+                        row[i] = base64.b64decode(row[i])
+        return cls(columns, types, values, doc.get("time"))
+
+
+@dataclass(slots=True)
+class ExecuteResult:
+    """Outcome of a statement that returned no rows."""
+
+    last_insert_id: int = 0
+    rows_affected: int = 0
+    time: float | None = None
+
+    def to_json(self, associative: bool = False) -> dict[str, Any]:
+        """rqlite omits zero counters (a CREATE TABLE answers ``{}``)."""
+        out: dict[str, Any] = {}
+        if self.last_insert_id:
+            out["last_insert_id"] = self.last_insert_id
+        if self.rows_affected:
+            out["rows_affected"] = self.rows_affected
+        if self.time is not None:
+            out["time"] = self.time
+        return out
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ExecuteResult:
+        return cls(
+            int(doc.get("last_insert_id", 0)), int(doc.get("rows_affected", 0)), doc.get("time")
+        )
+
+
+@dataclass(slots=True)
+class ErrorResult:
+    """A statement that failed; ``error`` is SQLite's (or FlareDB's) message."""
+
+    error: str
+    time: float | None = None
+
+    def to_json(self, associative: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.error}
+        if self.time is not None:
+            out["time"] = self.time
+        return out
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ErrorResult:
+        return cls(str(doc["error"]), doc.get("time"))
+
+
+Result: TypeAlias = QueryResult | ExecuteResult | ErrorResult
+
+
+def result_from_json(doc: Mapping[str, Any]) -> Result:
+    """Decide which result a wire object is (error, rows or counters) and read it."""
+    if "error" in doc:
+        return ErrorResult.from_json(doc)
+    if "columns" in doc or "rows" in doc:
+        return QueryResult.from_json(doc)
+    return ExecuteResult.from_json(doc)
+
+
+@dataclass(slots=True)
+class Response:
+    """A whole answer to /db/execute, /db/query or /db/request."""
+
+    results: list[Result] = field(default_factory=list)
+    time: float | None = None
+
+    def to_json(self, associative: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"results": [r.to_json(associative) for r in self.results]}
+        if self.time is not None:
+            out["time"] = self.time
+        return out
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Response:
+        if "results" not in doc:
+            raise RequestError(f"not a FlareDB response: {str(doc)[:200]}")
+        return cls([result_from_json(r) for r in doc["results"]], doc.get("time"))

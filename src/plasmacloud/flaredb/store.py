@@ -1,0 +1,292 @@
+"""The SQLite state machine behind FlareDB (implements ``raft.api.StateMachine``).
+
+One SQLite file per node. Committed log entries are applied in log order, a whole batch
+of entries in one SQLite transaction (one fsync), with the applied Raft index written in
+that same transaction, so after a crash the file and its index always agree and the
+engine replays exactly the entries after it. Reads use a second, read-only connection
+that sees the last committed state (WAL mode), so they never wait for an apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from plasmacloud.flaredb.command import LOAD, Command
+from plasmacloud.flaredb.models import (
+    ErrorResult,
+    ExecuteResult,
+    QueryResult,
+    RequestError,
+    Result,
+    Statement,
+)
+from plasmacloud.flaredb.sqlscan import RESERVED_PREFIX, NonDeterministicError, check_query
+from plasmacloud.raft.api import Entry
+
+log = logging.getLogger(__name__)
+
+META_TABLE = f"{RESERVED_PREFIX}meta"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class _TransactionLost(Exception):
+    """A statement (``INSERT OR ROLLBACK``, ``RAISE(ROLLBACK)``) ended the batch transaction."""
+
+
+def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
+    """Run one statement; SQLite errors become an :class:`ErrorResult`."""
+    start = time.perf_counter()
+    try:
+        cur = conn.execute(stmt.sql, stmt.params)
+        if cur.description is not None:
+            columns = [d[0] for d in cur.description]
+            result: Result = QueryResult.from_rows(columns, cur.fetchall())
+        else:
+            rows = max(cur.rowcount, 0)
+            # lastrowid is the connection's, so only trust it right after a row was inserted.
+            inserted = rows and stmt.sql.lstrip().upper().startswith(("INSERT", "REPLACE"))
+            result = ExecuteResult(int(cur.lastrowid or 0) if inserted else 0, rows)
+    except (sqlite3.Error, OverflowError, ValueError) as exc:
+        result = ErrorResult(str(exc))
+    result.time = time.perf_counter() - start
+    return result
+
+
+class SQLiteStore:
+    """SQLite database of one node: applies log entries, answers local reads."""
+
+    def __init__(self, path: Path, on_apply: Callable[[int, float], None] | None = None) -> None:
+        """Open (or create) the database at ``path``.
+
+        ``on_apply(statements, seconds)`` is called after each applied batch (metrics).
+        """
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._on_apply = on_apply
+        self._rng = random.Random(0)
+        self._w = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._w.execute("PRAGMA journal_mode=WAL")
+        # FULL: the applied index must never run ahead of what survives a power cut, or
+        # the engine could compact entries the file then turns out not to hold.
+        self._w.execute("PRAGMA synchronous=FULL")
+        # Node-dependent functions are replaced by ones seeded from the log entry.
+        self._w.create_function("random", 0, self._random)
+        self._w.create_function("randomblob", 1, self._randomblob)
+        self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
+        self._w.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('applied_index', 0)")
+        self._r = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._r.execute("PRAGMA query_only=ON")
+        self._applied = self._read_applied()
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()
+
+    # -- node-dependent functions made deterministic ------------------------------------
+
+    def _random(self) -> int:
+        return self._rng.randint(-(2**63), 2**63 - 1)
+
+    def _randomblob(self, n: Any) -> bytes:
+        try:
+            size = max(int(n), 1)
+        except (TypeError, ValueError):
+            size = 1
+        return self._rng.randbytes(min(size, 1 << 24))
+
+    # -- StateMachine ----------------------------------------------------------------
+
+    def _read_applied(self) -> int:
+        row = self._w.execute(f"SELECT v FROM {META_TABLE} WHERE k='applied_index'").fetchone()
+        return int(row[0]) if row else 0
+
+    def applied_index(self) -> int:
+        """Index of the last entry committed to the SQLite file."""
+        return self._applied
+
+    def apply(self, entries: Sequence[Entry]) -> list[Any]:
+        """Apply committed entries: one SQLite transaction for the whole batch."""
+        if not entries:
+            return []
+        start = time.perf_counter()
+        try:
+            results = self._apply_batch(entries)
+        except _TransactionLost:
+            # Same outcome as if each entry had been its own transaction, which is what
+            # a batch means; so replicas agree whatever their batch boundaries were.
+            results = []
+            for entry in entries:
+                try:
+                    results.extend(self._apply_batch([entry]))
+                except _TransactionLost:
+                    results.append([ErrorResult("transaction rolled back by a statement")])
+                    self._commit_index(entry.index)
+        if self._on_apply is not None:
+            count = sum(len(r) for r in results if isinstance(r, list))
+            self._on_apply(count, time.perf_counter() - start)
+        return results
+
+    def _commit_index(self, index: int) -> None:
+        self._w.execute(f"UPDATE {META_TABLE} SET v=? WHERE k='applied_index'", (index,))
+        self._applied = index
+
+    def _apply_batch(self, entries: Sequence[Entry]) -> list[Any]:
+        conn = self._w
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [self._apply_entry(e) for e in entries]
+            conn.execute(
+                f"UPDATE {META_TABLE} SET v=? WHERE k='applied_index'", (entries[-1].index,)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._applied = entries[-1].index
+        return results
+
+    def _apply_entry(self, entry: Entry) -> list[Result]:
+        try:
+            cmd = Command.decode(entry.data)
+        except RequestError as exc:
+            log.error("entry %d: %s", entry.index, exc)
+            return [ErrorResult(str(exc))]
+        self._rng.seed(cmd.seed)
+        conn = self._w
+        if cmd.kind == LOAD:
+            self._drop_user_objects()
+            cmd = Command(cmd.statements, True, cmd.seed)
+        conn.execute("SAVEPOINT entry")
+        results: list[Result] = []
+        for stmt in cmd.statements:
+            if not cmd.transaction:
+                conn.execute("SAVEPOINT stmt")
+            result = _execute(conn, stmt)
+            if not conn.in_transaction:
+                raise _TransactionLost
+            results.append(result)
+            if isinstance(result, ErrorResult):
+                if cmd.transaction:
+                    # All or nothing: undo the statements before it, skip the rest.
+                    conn.execute("ROLLBACK TO entry")
+                    break
+                conn.execute("ROLLBACK TO stmt")
+            if not cmd.transaction:
+                conn.execute("RELEASE stmt")
+        conn.execute("RELEASE entry")
+        return results
+
+    def _drop_user_objects(self) -> None:
+        rows = self._w.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('table','view') "
+            "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE ?",
+            (RESERVED_PREFIX + "%",),
+        ).fetchall()
+        for kind, name in rows:
+            quoted = '"' + name.replace('"', '""') + '"'
+            self._w.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
+        if self._w.execute("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'").fetchone():
+            self._w.execute("DELETE FROM sqlite_sequence")
+
+    def snapshot(self) -> bytes:
+        """The whole database file (applied index included) as bytes."""
+        return bytes(self._w.serialize())
+
+    def restore(self, data: bytes, index: int) -> None:
+        """Replace the database with a snapshot taken at ``index`` (SQLite backup API)."""
+        src = sqlite3.connect(":memory:")
+        try:
+            src.deserialize(data)
+            src.backup(self._w)
+        finally:
+            src.close()
+        self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
+        self._w.execute(
+            f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('applied_index', ?)", (index,)
+        )
+        self._applied = index
+
+    # -- local reads -------------------------------------------------------------------
+
+    def query(self, statements: Sequence[Statement]) -> list[Result]:
+        """Run read statements on the read-only connection (no replication)."""
+        results: list[Result] = []
+        for stmt in statements:
+            try:
+                check_query(stmt.sql)
+            except NonDeterministicError as exc:
+                results.append(ErrorResult(str(exc)))
+                continue
+            results.append(_execute(self._r, stmt))
+        return results
+
+    # -- backup / load -----------------------------------------------------------------
+
+    def dump_sql(self) -> Iterator[str]:
+        """SQL text of the user's tables (FlareDB's own bookkeeping left out)."""
+        for line in self._r.iterdump():
+            if META_TABLE in line.split("(", 1)[0]:
+                continue
+            yield line + "\n"
+
+    def backup_file(self) -> bytes:
+        """A consistent copy of the database file without FlareDB's bookkeeping."""
+        with contextlib.closing(sqlite3.connect(":memory:")) as mem:
+            self._r.backup(mem)
+            mem.execute(f"DROP TABLE IF EXISTS {META_TABLE}")
+            return bytes(mem.serialize())
+
+    def size_bytes(self) -> int:
+        """Size of the database file plus its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += Path(str(self.path) + suffix).stat().st_size
+        return total
+
+
+def load_statements(data: bytes) -> list[Statement]:
+    """Turn a /db/load body (a SQLite file or a SQL dump) into the statements to replay.
+
+    A file is checked and dumped on the node that received it, so the log entry holds
+    plain SQL that every replica applies the same way.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "load.db"
+        if data.startswith(_SQLITE_MAGIC):
+            src.write_bytes(data)
+            conn = sqlite3.connect(src)
+        else:
+            try:
+                script = data.decode()
+            except UnicodeDecodeError as exc:
+                raise RequestError("body is neither a SQLite file nor UTF-8 SQL text") from exc
+            conn = sqlite3.connect(":memory:")
+            try:
+                conn.executescript(script)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise RequestError(f"SQL dump does not run: {exc}") from exc
+        with contextlib.closing(conn):
+            try:
+                check = conn.execute("PRAGMA integrity_check").fetchone()
+                if check is None or check[0] != "ok":
+                    raise RequestError(f"database file fails integrity_check: {check}")
+                lines = list(conn.iterdump())
+            except sqlite3.DatabaseError as exc:
+                raise RequestError(f"not a usable SQLite database: {exc}") from exc
+    skip = ("BEGIN TRANSACTION;", "COMMIT;")
+    return [
+        Statement(line)
+        for line in lines
+        if line not in skip and META_TABLE not in line.split("(", 1)[0]
+    ]
