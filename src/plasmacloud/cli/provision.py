@@ -2,8 +2,147 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
+from plasmacloud.provision import certs, pki
+from plasmacloud.provision.findings import Finding, Severity, has_errors
+from plasmacloud.provision.layout import OutputLayout
+from plasmacloud.provision.render import render
+from plasmacloud.provision.sample import default_ssh_key, sample_spec
+from plasmacloud.provision.spec import ClusterSpec, SpecError, load_spec
+
+SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="the cluster spec (cluster.yaml)")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output directory of `plasma render`")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+NodesOpt = Annotated[
+    list[str] | None, typer.Option("--node", "-n", help="only this node (repeatable)")
+]
+DEFAULT_SPEC = Path("cluster.yaml")
+DEFAULT_OUT = Path("out")
+
+pki_app = typer.Typer(help="Cluster TLS: CA, node and client certificates.", no_args_is_help=True)
+
+
+def _spec(path: Path) -> ClusterSpec:
+    """Load the spec or exit 2 with every problem listed."""
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def print_findings(findings: list[Finding], as_json: bool, what: str) -> None:
+    """Findings as JSON or as readable lines with a summary, then exit 1 on any error."""
+    if as_json:
+        payload = {"ok": not has_errors(findings), "findings": [f.model_dump() for f in findings]}
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        for f in findings:
+            where = f" [{f.node}]" if f.node else ""
+            typer.echo(f"{f.severity.value.upper():7} {f.id}{where}: {f.message}")
+            typer.echo(f"        fix: {f.fix}")
+        errors = sum(f.severity == Severity.ERROR for f in findings)
+        warnings = len(findings) - errors
+        verdict = "FAILED" if errors else "OK"
+        typer.echo(f"{what} {verdict}: {errors} error(s), {warnings} warning(s)")
+    if has_errors(findings):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def init(
+    spec: SpecOpt = DEFAULT_SPEC,
+    ssh_key: Annotated[
+        str | None, typer.Option(help="public key line (default: ~/.ssh/id_*.pub)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing spec")] = False,
+) -> None:
+    """Write a commented sample cluster.yaml (the seed's 3-node cluster)."""
+    if spec.exists() and not force:
+        typer.echo(f"{spec} exists; pass --force to overwrite it", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    spec.write_text(sample_spec(ssh_key or default_ssh_key()))
+    typer.echo(f"wrote {spec}; edit it, then `plasma render --spec {spec}`")
+
+
+def render_cmd(spec: SpecOpt = DEFAULT_SPEC, out: OutOpt = DEFAULT_OUT) -> None:
+    """Render every node's config, Nix files, hosts, iPXE, dnsmasq and the runbook."""
+    cluster = _spec(spec)
+    written = render(cluster, out, spec.read_text())
+    for w in written:
+        if w.status != "unchanged":
+            typer.echo(f"{w.status:8} {w.path}")
+    changed = sum(w.status != "unchanged" for w in written)
+    typer.echo(f"rendered {len(written)} files into {out} ({changed} changed)")
+
+
+@pki_app.command("init")
+def pki_init(
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+    days: Annotated[int, typer.Option(help="node certificate lifetime")] = 365,
+) -> None:
+    """Create the CA (if absent) and issue every missing or outdated certificate."""
+    cluster = _spec(spec)
+    layout = OutputLayout(out)
+    ca = pki.init_ca(layout.pki_dir, f"PlasmaCloud CA ({cluster.name})")
+    typer.echo(f"CA {ca.cert_path}")
+    _issue(cluster, layout, None, False, days)
+
+
+def _issue(
+    cluster: ClusterSpec, layout: OutputLayout, nodes: list[str] | None, force: bool, days: int
+) -> None:
+    unknown = set(nodes or []) - {n.node_id for n in cluster.nodes}
+    if unknown:
+        typer.echo(f"unknown node(s) {', '.join(sorted(unknown))}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        results = certs.issue_cluster(cluster, layout, nodes, force=force, days=days)
+    except pki.PKIError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_FAILURE) from exc
+    for r in results:
+        typer.echo(f"{'issued' if r.changed else 'kept':6} {r.issued.cert_path}")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+    node: NodesOpt = None,
+    days: Annotated[int, typer.Option(help="node certificate lifetime")] = 365,
+) -> None:
+    """Issue missing or outdated node certificates (valid ones are kept)."""
+    _issue(_spec(spec), OutputLayout(out), node, False, days)
+
+
+@pki_app.command("rotate")
+def pki_rotate(
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+    node: NodesOpt = None,
+    days: Annotated[int, typer.Option(help="node certificate lifetime")] = 365,
+) -> None:
+    """Reissue node certificates with new keys, valid or not."""
+    _issue(_spec(spec), OutputLayout(out), node, True, days)
+
+
+@pki_app.command("check")
+def pki_check(
+    spec: SpecOpt = DEFAULT_SPEC, out: OutOpt = DEFAULT_OUT, as_json: JsonOpt = False
+) -> None:
+    """Report missing files, expiry, SAN mismatches, permissions and key/cert mismatches."""
+    print_findings(certs.check_cluster(_spec(spec), OutputLayout(out)), as_json, "pki check")
 
 
 def register(app: typer.Typer) -> None:
     """Attach the provisioning commands to the top-level ``plasma`` app."""
+    app.command("init")(init)
+    app.command("render")(render_cmd)
+    app.add_typer(pki_app, name="pki")

@@ -284,9 +284,15 @@ def _issue_files(
         cert, key = _issue(ca, name, _san_entries(hostnames, ips), usages, days)
         _write(key_path, _key_pem(key), KEY_MODE)
         _write(cert_path, _cert_pem(cert), CERT_MODE)
+    else:
+        # Keeping a good pair still converges its modes (a hand `chmod 644` is undone).
+        os.chmod(key_path, KEY_MODE)
+        os.chmod(cert_path, CERT_MODE)
     ca_pem = _cert_pem(ca.cert)
     if not ca_path.exists() or ca_path.read_bytes() != ca_pem:
         _write(ca_path, ca_pem, CERT_MODE)
+    else:
+        os.chmod(ca_path, CERT_MODE)
     return IssuedCert(cert_path=cert_path, key_path=key_path, ca_path=ca_path)
 
 

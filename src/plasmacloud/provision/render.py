@@ -93,10 +93,17 @@ def _write_if_changed(path: Path, text: str) -> str:
     return status
 
 
-def render(spec: ClusterSpec, out: Path) -> list[Written]:
-    """Write the output tree under ``out``; returns what happened to each file."""
+def render(spec: ClusterSpec, out: Path, spec_text: str | None = None) -> list[Written]:
+    """Write the output tree under ``out``; returns what happened to each file.
+
+    ``spec_text`` (the cluster.yaml it came from) is copied in as ``cluster.yaml`` so
+    the tree is self-contained and the runbook's commands work from inside it.
+    """
     layout = OutputLayout(Path(out))
+    files = render_files(spec)
+    if spec_text is not None:
+        files["cluster.yaml"] = spec_text
     return [
         Written(layout.root / rel, _write_if_changed(layout.root / rel, text))
-        for rel, text in sorted(render_files(spec).items())
+        for rel, text in sorted(files.items())
     ]
