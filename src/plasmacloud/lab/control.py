@@ -1,0 +1,161 @@
+"""One lab directory as an object: prepare files, run nodes through a backend, wait, wipe.
+
+The CLI, the e2e fixture and the benchmark all drive labs through :class:`Lab`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.lab.backend import LabError, NodeBackend
+from plasmacloud.lab.layout import LabLayout
+from plasmacloud.lab.pki import ensure_lab_pki
+from plasmacloud.lab.probe import ClusterView, probe_cluster
+from plasmacloud.lab.process import ProcessBackend, is_ours
+from plasmacloud.lab.services import SERVICES, ServiceSpec
+from plasmacloud.lab.spec import LabSpec
+from plasmacloud.lab.state import LabState, load_state, save_state
+
+BACKENDS = ("process",)
+
+
+@dataclass
+class Lab:
+    """A lab directory, its saved state, the services its nodes run and its backend."""
+
+    layout: LabLayout
+    state: LabState
+    services: tuple[ServiceSpec, ...]
+
+    @classmethod
+    def open(
+        cls,
+        root: Path,
+        spec: LabSpec | None = None,
+        services: tuple[ServiceSpec, ...] = SERVICES,
+        backend: str = "process",
+    ) -> Lab:
+        """Load ``root/lab.json`` (or start a new state); ``spec`` replaces a stopped lab's."""
+        if backend not in BACKENDS:
+            have = ", ".join(BACKENDS)
+            raise LabError(f"backend {backend!r} is not available yet (have: {have})")
+        layout = LabLayout(root.expanduser().resolve())
+        state = load_state(layout.state_path)
+        if state is None:
+            state = LabState(spec=spec or LabSpec(), backend=backend)
+        elif spec is not None and spec != state.spec:
+            if any(is_ours(p) for p in state.processes):
+                raise LabError(
+                    f"the lab in {layout.root} is running with other addresses/ports; "
+                    "`plasma lab down` it first or use another --dir"
+                )
+            state.spec = spec
+        state.services = [s.name for s in services]
+        return cls(layout, state, services)
+
+    @property
+    def spec(self) -> LabSpec:
+        return self.state.spec
+
+    @property
+    def backend(self) -> NodeBackend:
+        return ProcessBackend(self.layout, self.state, self.services)
+
+    @property
+    def operator_tls(self) -> TLSConfig:
+        return self.layout.operator_tls(self.spec)
+
+    def configs(self, nodes: list[str] | None = None) -> list[NodeConfig]:
+        """Node configs as the lab renders them (every node, or the ones named)."""
+        return [self.layout.node_config(self.spec, n) for n in nodes or self.spec.node_ids]
+
+    def prepare(self) -> None:
+        """Write certificates (when TLS), node configs and ``lab.json``."""
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        if self.spec.tls:
+            ensure_lab_pki(self.layout, self.spec)
+        self.layout.write_configs(self.spec)
+        save_state(self.layout.state_path, self.state)
+
+    def running(self) -> bool:
+        """True if any process this lab recorded is still alive."""
+        return any(is_ours(p) for p in self.state.processes)
+
+    def up(self) -> None:
+        """Prepare files and start every node (running ones are left alone)."""
+        self.prepare()
+        self.backend.up()
+
+    def down(self, wipe: bool = False) -> None:
+        """Stop exactly the recorded processes; with ``wipe`` delete data, configs and PKI."""
+        self.backend.down()
+        if wipe:
+            self.wipe()
+
+    def wipe(self) -> None:
+        """Delete everything the lab wrote (refused while it runs)."""
+        if self.running():
+            raise LabError("refusing to wipe a running lab; `plasma lab down` first")
+        for node_id in self.spec.node_ids:
+            shutil.rmtree(self.layout.node_dir(node_id), ignore_errors=True)
+        shutil.rmtree(self.layout.pki_dir, ignore_errors=True)
+        self.layout.state_path.unlink(missing_ok=True)
+
+    async def probe(self, nodes: list[str] | None = None) -> ClusterView:
+        """Health, members and leader as every node (or the ones named) reports them."""
+        return await probe_cluster(self.configs(nodes), self.services, self.operator_tls)
+
+    async def wait_ready(
+        self,
+        timeout: float = 60.0,
+        interval: float = 0.3,
+        on_view: Callable[[ClusterView], None] | None = None,
+        nodes: list[str] | None = None,
+    ) -> ClusterView:
+        """Poll until the nodes (default all) are healthy and agree on one leader.
+
+        Raises on timeout, and early when a recorded service process exits (naming its log).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            view = await self.probe(nodes)
+            if on_view is not None:
+                on_view(view)
+            if view.ready:
+                return view
+            self._raise_if_exited()
+            if time.monotonic() > deadline:
+                raise LabError(f"lab not ready after {timeout:.0f}s: {describe(view)}")
+            await asyncio.sleep(interval)
+
+    def _raise_if_exited(self) -> None:
+        backend = self.backend
+        for node_id in self.spec.node_ids:
+            recorded = {p.service for p in self.state.records(node_id)}
+            for svc in backend.node_status(node_id).services:
+                if svc.service in recorded and not svc.running:
+                    log = self.layout.log_path(node_id, svc.service)
+                    raise LabError(f"{node_id}/{svc.service} {svc.note}; log: {log}")
+
+
+def describe(view: ClusterView) -> str:
+    """One line saying what is still wrong with a cluster view."""
+    problems = []
+    for n in view.nodes:
+        bad = [f"{s} {d}" for s, (ok, d) in n.health.items() if not ok]
+        if bad:
+            problems.append(f"{n.node_id}: unhealthy ({'; '.join(bad)})")
+        if n.error:
+            problems.append(f"{n.node_id}: {n.error}")
+        elif len(n.members) != view.expected_members:
+            problems.append(f"{n.node_id}: sees {len(n.members)} members")
+    if view.leader_node is None:
+        leaders = {n.node_id: n.leader_id for n in view.nodes}
+        problems.append(f"no agreed leader ({leaders})")
+    return "; ".join(problems) or "ready"

@@ -1,0 +1,146 @@
+"""Ask a running lab how it is: health URLs and the etcd-v3 view (members, leader) per node.
+
+The etcd v3 Maintenance/Cluster RPCs are the same for Chainfire and a reference etcd,
+so one probe serves the lab, the validation and the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from dataclasses import dataclass, field
+
+import aiohttp
+import grpc
+
+from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.common.tls import client_context, grpc_pem_material
+from plasmacloud.lab.services import ServiceSpec
+
+PROBE_TIMEOUT_S = 2.0
+
+
+def dial(target: str, tls: TLSConfig) -> grpc.aio.Channel:
+    """An asyncio gRPC channel to ``host:port``, mutual TLS when ``tls.enabled``."""
+    if not tls.enabled:
+        return grpc.aio.insecure_channel(target)
+    ca, cert, key = grpc_pem_material(tls)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+    return grpc.aio.secure_channel(target, creds)
+
+
+def client_target(cfg: NodeConfig) -> str:
+    """``host:port`` of a node's Chainfire (etcd v3) client port."""
+    return f"{cfg.listen_host}:{cfg.ports.chainfire_client}"
+
+
+async def check_health(url: str, ssl_ctx: ssl.SSLContext | None) -> tuple[bool, str]:
+    """GET ``url``: healthy on 200 and, for etcd-style JSON, ``"health": "true"``."""
+    tls: ssl.SSLContext | bool = ssl_ctx if ssl_ctx is not None else True
+    try:
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, ssl=tls) as resp,
+        ):
+            body = await resp.text()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return False, f"{type(exc).__name__}: {exc}".strip(": ")
+    if resp.status != 200:
+        return False, f"HTTP {resp.status}: {body[:200]}"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return True, body[:200]
+    if isinstance(doc, dict) and "health" in doc and str(doc["health"]).lower() != "true":
+        return False, body[:200]
+    return True, body[:200]
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node as it answered the probe."""
+
+    node_id: str
+    health: dict[str, tuple[bool, str]] = field(default_factory=dict)  # service -> (ok, detail)
+    member_id: int | None = None
+    leader_id: int | None = None
+    raft_term: int | None = None
+    raft_index: int | None = None
+    members: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.health) and all(ok for ok, _ in self.health.values())
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Every node's answer, and whether they add up to a working cluster."""
+
+    nodes: list[NodeView]
+    # members every node must list (the whole cluster, also when only some are probed)
+    expected_members: int
+
+    @property
+    def leader_id(self) -> int | None:
+        """The leader every node agrees on (``None`` if any disagrees or knows none)."""
+        leaders = {n.leader_id for n in self.nodes}
+        if len(leaders) != 1:
+            return None
+        (leader,) = leaders
+        return leader or None
+
+    @property
+    def leader_node(self) -> str | None:
+        """Node id of the agreed leader."""
+        lid = self.leader_id
+        return next((n.node_id for n in self.nodes if lid and n.member_id == lid), None)
+
+    @property
+    def ready(self) -> bool:
+        """Every probed node healthy, sees every member, and all agree on one leader."""
+        n = self.expected_members
+        return self.leader_node is not None and all(
+            v.healthy and len(v.members) == n and v.error is None for v in self.nodes
+        )
+
+
+async def probe_node(
+    cfg: NodeConfig, services: tuple[ServiceSpec, ...], tls: TLSConfig
+) -> NodeView:
+    """Health of each service plus Status and MemberList from the node's client port."""
+    ssl_ctx = client_context(tls) if tls.enabled else None
+    health = {s.name: await check_health(s.health_url(cfg), ssl_ctx) for s in services}
+    try:
+        async with dial(client_target(cfg), tls) as channel:
+            status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                rpc_pb2.StatusRequest(), timeout=PROBE_TIMEOUT_S
+            )
+            members = await rpc_pb2_grpc.ClusterStub(channel).MemberList(
+                rpc_pb2.MemberListRequest(), timeout=PROBE_TIMEOUT_S
+            )
+    except grpc.aio.AioRpcError as exc:
+        return NodeView(cfg.node_id, health, error=f"{exc.code().name}: {exc.details()}")
+    return NodeView(
+        cfg.node_id,
+        health,
+        member_id=status.header.member_id,
+        leader_id=status.leader,
+        raft_term=status.raftTerm,
+        raft_index=status.raftIndex,
+        members=sorted(m.name for m in members.members),
+    )
+
+
+async def probe_cluster(
+    configs: list[NodeConfig], services: tuple[ServiceSpec, ...], tls: TLSConfig
+) -> ClusterView:
+    """Probe the given nodes concurrently (every config lists the whole cluster as peers)."""
+    views = await asyncio.gather(*(probe_node(c, services, tls) for c in configs))
+    return ClusterView(list(views), expected_members=len(configs[0].peers))

@@ -1,0 +1,190 @@
+"""The ``process`` backend: every node's services are local processes on 127.0.0.x.
+
+Each service runs in its own session (its own process group) so signals reach exactly
+it and its children. ``lab.json`` records pid, pgid and argv; before signalling a
+recorded pid we check ``/proc/PID/cmdline`` still ends with that argv, so a pid the
+kernel reused for another program is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
+from plasmacloud.lab.layout import LabLayout
+from plasmacloud.lab.services import ServiceSpec
+from plasmacloud.lab.state import LabState, ProcessRecord, save_state
+
+STOP_GRACE_S = 10.0
+KILL_WAIT_S = 5.0
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """argv of a live process, ``None`` if there is none (or it is a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if not raw:  # zombies and kernel threads have an empty cmdline
+        return None
+    return raw.rstrip(b"\0").decode(errors="replace").split("\0")
+
+
+def _reap(pid: int) -> None:
+    # When this process is the parent (tests, `lab up` itself) collect the exit status
+    # so a dead child does not linger as a zombie.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def is_ours(rec: ProcessRecord) -> bool:
+    """True if ``rec.pid`` is alive and still runs the argv we started.
+
+    A script's argv shows up after its interpreter (``python3 /x/plasma ...``), so the
+    recorded argv must be the tail of the live cmdline.
+    """
+    _reap(rec.pid)
+    live = cmdline(rec.pid)
+    return live is not None and live[-len(rec.argv) :] == rec.argv
+
+
+def _wait_gone(rec: ProcessRecord, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_ours(rec):
+            return True
+        time.sleep(0.05)
+    return not is_ours(rec)
+
+
+def _signal_group(rec: ProcessRecord, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(rec.pgid, sig)
+
+
+class ProcessBackend:
+    """Runs lab nodes as local process groups; state is persisted in ``lab.json``."""
+
+    name = "process"
+
+    def __init__(
+        self, layout: LabLayout, state: LabState, services: tuple[ServiceSpec, ...]
+    ) -> None:
+        self.layout = layout
+        self.state = state
+        self.services = services
+
+    # -- the NodeBackend contract -------------------------------------------------------
+
+    def up(self) -> None:
+        for node_id in self.state.spec.node_ids:
+            self.start_node(node_id)
+        if self.state.started_at is None:
+            self.state.started_at = time.time()
+        self._save()
+
+    def start_node(self, node_id: str) -> None:
+        self._check_node(node_id)
+        for svc in self.services:
+            self._start_service(node_id, svc)
+
+    def stop_node(self, node_id: str) -> None:
+        self._check_node(node_id)
+        for rec in reversed(self.state.records(node_id)):
+            if is_ours(rec):
+                _signal_group(rec, signal.SIGTERM)
+                if not _wait_gone(rec, STOP_GRACE_S):
+                    _signal_group(rec, signal.SIGKILL)
+                    if not _wait_gone(rec, KILL_WAIT_S):
+                        raise LabError(f"{node_id}/{rec.service} (pid {rec.pid}) survived SIGKILL")
+            self.state.forget(node_id, rec.service)
+            self._save()
+
+    def kill_node(self, node_id: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        self._check_node(node_id)
+        for rec in self.state.records(node_id):
+            if not is_ours(rec):
+                self.state.forget(node_id, rec.service)
+                continue
+            _signal_group(rec, sig)
+            if sig == signal.SIGKILL:
+                if not _wait_gone(rec, KILL_WAIT_S):
+                    raise LabError(f"{node_id}/{rec.service} (pid {rec.pid}) survived SIGKILL")
+                self.state.forget(node_id, rec.service)
+        self._save()
+
+    def node_status(self, node_id: str) -> NodeStatus:
+        self._check_node(node_id)
+        out = []
+        for svc in self.services:
+            rec = next((r for r in self.state.records(node_id) if r.service == svc.name), None)
+            if rec is None:
+                out.append(ServiceProcess(svc.name, False, None, "not started"))
+            elif is_ours(rec):
+                out.append(ServiceProcess(svc.name, True, rec.pid, "running"))
+            elif cmdline(rec.pid) is not None:
+                out.append(
+                    ServiceProcess(
+                        svc.name, False, rec.pid, "stale record: pid reused by another program"
+                    )
+                )
+            else:
+                out.append(ServiceProcess(svc.name, False, rec.pid, "exited (see its log)"))
+        return NodeStatus(node_id, out)
+
+    def down(self) -> None:
+        for node_id in reversed(self.state.spec.node_ids):
+            self.stop_node(node_id)
+        leftovers = [r for r in self.state.processes if is_ours(r)]
+        if leftovers:
+            raise LabError(f"still running after down: {[r.pid for r in leftovers]}")
+        self.state.processes = []
+        self.state.started_at = None
+        self._save()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _check_node(self, node_id: str) -> None:
+        if node_id not in self.state.spec.node_ids:
+            raise LabError(
+                f"no node {node_id!r} in this lab (nodes: {', '.join(self.state.spec.node_ids)})"
+            )
+
+    def _start_service(self, node_id: str, svc: ServiceSpec) -> None:
+        old = next((r for r in self.state.records(node_id) if r.service == svc.name), None)
+        if old is not None and is_ours(old):
+            return
+        self.state.forget(node_id, svc.name)
+        config_path = self.layout.config_path(node_id)
+        if not config_path.exists():
+            raise LabError(f"{config_path} is missing; run `plasma lab up` to render it")
+        argv = svc.argv(config_path, NodeConfig.load(config_path))
+        log_path = self.layout.log_path(node_id, svc.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            log.write(f"\n=== plasma lab: {stamp} start {' '.join(argv)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.layout.node_dir(node_id),
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # own process group: signals reach only it
+            )
+        self.state.processes.append(
+            ProcessRecord(node_id=node_id, service=svc.name, pid=proc.pid, pgid=proc.pid, argv=argv)
+        )
+        self._save()
+
+    def _save(self) -> None:
+        save_state(self.layout.state_path, self.state)

@@ -1,0 +1,90 @@
+"""What a lab is: how many nodes, on which loopback addresses and ports, with TLS or not.
+
+A :class:`LabSpec` is saved in the lab's ``lab.json`` so every later command (status,
+env, start, down) sees the same addresses without re-deriving them from flags.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from ipaddress import IPv4Address
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from plasmacloud.common.config import PeerConfig, ServicePorts
+
+DEFAULT_FIRST_IP = IPv4Address("127.0.0.11")
+
+
+class LabSpec(BaseModel):
+    """Shape of a lab: nodes ``node01..nodeNN`` on consecutive loopback addresses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_count: int = Field(default=3, ge=1, le=9)
+    first_ip: IPv4Address = DEFAULT_FIRST_IP
+    ports: ServicePorts = Field(default_factory=lambda: ServicePorts.model_validate({}))
+    tls: bool = True
+    cluster_name: str = "plasmacloud-lab"
+
+    @model_validator(mode="after")
+    def _loopback_only(self) -> LabSpec:
+        # Network safety: the process lab never sends traffic outside 127.0.0.0/8.
+        last = self.first_ip + (self.node_count - 1)
+        if not (self.first_ip.is_loopback and last.is_loopback):
+            raise ValueError(
+                f"lab addresses {self.first_ip}..{last} must all be inside 127.0.0.0/8"
+            )
+        return self
+
+    @property
+    def node_ids(self) -> list[str]:
+        """Node ids in order: node01, node02, ..."""
+        return [f"node{i:02d}" for i in range(1, self.node_count + 1)]
+
+    def ip_of(self, node_id: str) -> IPv4Address:
+        """Loopback address of one node."""
+        return self.first_ip + self.node_ids.index(node_id)
+
+    def peers(self) -> list[PeerConfig]:
+        """The whole cluster as every node's config lists it."""
+        return [
+            PeerConfig(node_id=n, hostname=n, ip=self.ip_of(n), ports=self.ports)
+            for n in self.node_ids
+        ]
+
+    def client_endpoints(self, scheme: str | None = None) -> list[str]:
+        """Chainfire client URLs of every node (``https://`` when the lab uses TLS)."""
+        scheme = scheme or ("https" if self.tls else "http")
+        return [f"{scheme}://{self.ip_of(n)}:{self.ports.chainfire_client}" for n in self.node_ids]
+
+
+def busy_ports(spec: LabSpec) -> list[str]:
+    """``ip:port`` of every lab listener something else already holds (empty = all free)."""
+    busy = []
+    for node_id in spec.node_ids:
+        for port in spec.ports.model_dump().values():
+            addr = (str(spec.ip_of(node_id)), port)
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(addr)
+                except OSError:
+                    busy.append(f"{addr[0]}:{addr[1]}")
+    return busy
+
+
+def scratch_spec(node_count: int = 3, tls: bool = True, attempts: int = 20) -> LabSpec:
+    """A spec on a random 127.x.y.0/24 with free ports: for tests and benchmarks that must
+    not collide with a developer's lab on 127.0.0.11-13 or with each other."""
+    rng = random.SystemRandom()
+    for _ in range(attempts):
+        spec = LabSpec(
+            node_count=node_count,
+            first_ip=IPv4Address(f"127.{rng.randint(100, 250)}.{rng.randint(1, 250)}.11"),
+            tls=tls,
+        )
+        if not busy_ports(spec):
+            return spec
+    raise RuntimeError(f"no free loopback address range found in {attempts} attempts")
