@@ -19,6 +19,7 @@ Wire shapes follow rqlite 8:
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,17 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
+def _decode_blob(value: Any) -> Any:
+    # A column's type comes from its first value, so a TEXT value can sit in a "blob"
+    # column (SQLite is dynamically typed); leave what is not base64 as it is.
+    if not isinstance(value, str):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return value
+
+
 def sqlite_type(value: Any) -> str:
     """rqlite-style type name of one SQLite value."""
     if value is None:
@@ -198,8 +210,7 @@ class QueryResult:
         for i, t in enumerate(types):
             if t == "blob":
                 for row in values:
-                    if isinstance(row[i], str):
-                        row[i] = base64.b64decode(row[i])
+                    row[i] = _decode_blob(row[i])
         return cls(columns, types, values, doc.get("time"))
 
 

@@ -203,9 +203,13 @@ class SQLiteStore:
 
     def restore(self, data: bytes, index: int) -> None:
         """Replace the database with a snapshot taken at ``index`` (SQLite backup API)."""
+        image = bytearray(data)
+        if image[18:20] == b"\x02\x02":
+            # A WAL-mode header; an in-memory copy can only be opened in rollback mode.
+            image[18:20] = b"\x01\x01"
         src = sqlite3.connect(":memory:")
         try:
-            src.deserialize(data)
+            src.deserialize(bytes(image))
             src.backup(self._w)
         finally:
             src.close()

@@ -1,0 +1,106 @@
+"""Request parser and result models: the wire forms the server and client share."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plasmacloud.flaredb.models import (
+    ErrorResult,
+    ExecuteResult,
+    QueryResult,
+    RequestError,
+    Response,
+    Statement,
+    encode_request,
+    parse_request,
+    result_from_json,
+)
+
+scalars = (
+    st.none()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+)
+sql = st.text(min_size=1, max_size=40).filter(lambda s: s.strip() != "")
+statement = (
+    sql.map(Statement)
+    | st.builds(Statement, sql, st.lists(scalars, max_size=5).map(tuple))
+    | st.builds(
+        Statement, sql, st.dictionaries(st.text(min_size=1, max_size=8), scalars, max_size=4)
+    )
+)
+
+
+@given(st.lists(statement, max_size=8))
+def test_request_round_trip(stmts: list[Statement]) -> None:
+    assert parse_request(encode_request(stmts)) == stmts
+
+
+@given(st.recursive(scalars | st.booleans(), lambda x: st.lists(x) | st.dictionaries(st.text(), x)))
+def test_parser_accepts_or_rejects_cleanly(doc: Any) -> None:
+    """Any JSON document either parses into statements or raises RequestError."""
+    try:
+        out = parse_request(json.dumps(doc))
+    except RequestError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(doc, list) and len(out) == len(doc)
+        assert all(isinstance(s, Statement) and s.sql.strip() for s in out)
+
+
+def test_booleans_become_integers_and_errors_name_the_position() -> None:
+    assert parse_request('[["SELECT ?, ?", true, false]]') == [Statement("SELECT ?, ?", (1, 0))]
+    with pytest.raises(
+        RequestError, match=r"statement 2: parameter 'a' has unsupported type object"
+    ):
+        parse_request('["SELECT 1", ["SELECT :a", {"a": {"b": 1}}]]')
+    with pytest.raises(RequestError, match="not valid JSON"):
+        parse_request(b"\xff")
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True).flatmap(
+        lambda cols: st.tuples(
+            st.just(cols),
+            st.lists(
+                st.lists(scalars | st.binary(max_size=8), min_size=len(cols), max_size=len(cols)),
+                max_size=4,
+            ),
+        )
+    ),
+    st.booleans(),
+)
+def test_query_result_round_trip(cols_rows: tuple[list[str], list[list[Any]]], assoc: bool) -> None:
+    cols, rows = cols_rows
+    q = QueryResult.from_rows(cols, rows)
+    back = result_from_json(json.loads(json.dumps(q.to_json(associative=assoc))))
+    assert isinstance(back, QueryResult)
+    if rows or not assoc:  # an empty associative result has no column order to keep
+        assert back.columns == q.columns
+    for i, t in enumerate(q.types):
+        for orig, got in zip(rows, back.values, strict=True):
+            # A value whose type matches its column's comes back unchanged (blobs via
+            # base64); SQLite columns may mix types, which rqlite's format cannot say.
+            if (t == "blob") == isinstance(orig[i], bytes):
+                assert got[i] == orig[i]
+
+
+def test_execute_and_error_shapes() -> None:
+    assert ExecuteResult(0, 0).to_json() == {}
+    assert ExecuteResult(3, 1, 0.5).to_json() == {
+        "last_insert_id": 3,
+        "rows_affected": 1,
+        "time": 0.5,
+    }
+    assert result_from_json({}) == ExecuteResult()
+    assert result_from_json({"error": "boom"}) == ErrorResult("boom")
+    resp = Response([ExecuteResult(1, 1), ErrorResult("x")], 0.1)
+    assert Response.from_json(json.loads(json.dumps(resp.to_json()))) == resp
+    with pytest.raises(RequestError, match="not a FlareDB response"):
+        Response.from_json({"error": "nope"})

@@ -1,0 +1,174 @@
+"""The SQLite state machine: transactions, batching, determinism, snapshots, restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from plasmacloud.flaredb.command import LOAD, Command
+from plasmacloud.flaredb.models import ErrorResult, ExecuteResult, QueryResult, Statement
+from plasmacloud.flaredb.sqlscan import make_deterministic
+from plasmacloud.flaredb.store import SQLiteStore, load_statements
+from plasmacloud.raft.api import Entry
+
+S = Statement
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "db.sqlite")
+    yield s
+    s.close()
+
+
+def entries(*cmds: Command, start: int = 1) -> list[Entry]:
+    return [Entry(start + i, 1, c.encode()) for i, c in enumerate(cmds)]
+
+
+def dump(store: SQLiteStore) -> list[str]:
+    return list(store.dump_sql())
+
+
+def workload() -> list[Command]:
+    """A mixed workload with everything that could make replicas diverge."""
+    sql = [
+        [
+            S(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE, "
+                "r INTEGER DEFAULT (random()), "
+                "b BLOB, ts TEXT)"
+            )
+        ],
+        [
+            S("CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, msg TEXT, r)"),
+            S(
+                "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log(msg, r) "
+                "VALUES (new.v, random()); END"
+            ),
+        ],
+        [
+            S(
+                make_deterministic(
+                    "INSERT INTO t(v, b, ts) VALUES (?, randomblob(16), CURRENT_TIMESTAMP)"
+                ),
+                (f"v{i}",),
+            )
+            for i in range(20)
+        ],
+        [S("INSERT INTO t(v) VALUES ('v3')"), S("UPDATE t SET r = random() WHERE id % 3 = 0")],
+        [S("INSERT INTO t(v) VALUES ('tx1')"), S("INSERT INTO t(v) VALUES ('v1')")],
+        [
+            S("INSERT OR ROLLBACK INTO t(v) VALUES ('gone')"),
+            S("INSERT OR ROLLBACK INTO t(v) VALUES ('v2')"),
+        ],
+        [
+            S("DELETE FROM t WHERE id > 15"),
+            S("INSERT INTO t(v, r) SELECT 'x' || id, random() FROM t"),
+        ],
+    ]
+    return [Command.new(stmts, transaction=(i == 4)) for i, stmts in enumerate(sql)]
+
+
+def test_replicas_identical_whatever_the_batch_boundaries(tmp_path: Path) -> None:
+    cmds = workload()
+    all_entries = entries(*cmds)
+    replicas = [SQLiteStore(tmp_path / f"n{i}" / "db.sqlite") for i in range(3)]
+    try:
+        replicas[0].apply(all_entries)  # one batch
+        for e in all_entries:  # one entry at a time
+            replicas[1].apply([e])
+        replicas[2].apply(all_entries[:3])
+        replicas[2].apply(all_entries[3:])
+        dumps = [dump(r) for r in replicas]
+        assert dumps[0] == dumps[1] == dumps[2]
+        assert len(dumps[0]) > 40
+        assert {r.applied_index() for r in replicas} == {len(cmds)}
+        (q,) = replicas[0].query([S("SELECT count(*), count(DISTINCT r) FROM t")])
+        assert isinstance(q, QueryResult) and q.values[0][0] == q.values[0][1]
+        (q,) = replicas[0].query([S("SELECT v FROM t WHERE v IN ('tx1', 'gone')")])
+        assert isinstance(q, QueryResult) and q.values == []
+        for r in replicas:
+            (ok,) = r.query([S("PRAGMA integrity_check")])
+            assert isinstance(ok, QueryResult) and ok.values == [["ok"]]
+    finally:
+        for r in replicas:
+            r.close()
+
+
+def test_transaction_rolls_back_and_results_stop_at_error(store: SQLiteStore) -> None:
+    store.apply(entries(Command.new([S("CREATE TABLE u (v TEXT UNIQUE)")])))
+    cmd = Command.new(
+        [
+            S("INSERT INTO u VALUES ('a')"),
+            S("INSERT INTO u VALUES ('a')"),
+            S("INSERT INTO u VALUES ('b')"),
+        ],
+        transaction=True,
+    )
+    (res,) = store.apply(entries(cmd, start=2))
+    assert len(res) == 2 and res[1] == ErrorResult("UNIQUE constraint failed: u.v", res[1].time)
+    (q,) = store.query([S("SELECT count(*) FROM u")])
+    assert isinstance(q, QueryResult) and q.values == [[0]]
+
+
+def test_restart_keeps_rows_and_applied_index(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    s = SQLiteStore(path)
+    s.apply(
+        entries(
+            Command.new([S("CREATE TABLE p (x)")]), Command.new([S("INSERT INTO p VALUES (1)")])
+        )
+    )
+    s.close()
+    s = SQLiteStore(path)
+    try:
+        assert s.applied_index() == 2
+        (q,) = s.query([S("SELECT x FROM p")])
+        assert isinstance(q, QueryResult) and q.values == [[1]]
+    finally:
+        s.close()
+
+
+def test_snapshot_restore_replaces_everything(tmp_path: Path) -> None:
+    a = SQLiteStore(tmp_path / "a.sqlite")
+    b = SQLiteStore(tmp_path / "b.sqlite")
+    try:
+        a.apply(entries(*workload()))
+        b.apply(entries(Command.new([S("CREATE TABLE other (y)")])))
+        b.restore(a.snapshot(), 41)
+        assert b.applied_index() == 41
+        assert dump(a) == dump(b)
+        (q,) = b.query([S("SELECT count(*) FROM sqlite_master WHERE name = 'other'")])
+        assert isinstance(q, QueryResult) and q.values == [[0]]
+        # And it keeps applying after the restore.
+        (res,) = b.apply(entries(Command.new([S("INSERT INTO t(v) VALUES ('after')")]), start=42))
+        assert isinstance(res[0], ExecuteResult) and res[0].rows_affected == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_load_replaces_user_tables(store: SQLiteStore, tmp_path: Path) -> None:
+    store.apply(
+        entries(Command.new([S("CREATE TABLE old (x)"), S("CREATE VIEW oldv AS SELECT 1")]))
+    )
+    stmts = load_statements(
+        b"CREATE TABLE n (x INTEGER PRIMARY KEY AUTOINCREMENT, y); "
+        b"INSERT INTO n(y) VALUES (1), (2);"
+    )
+    (res,) = store.apply(entries(Command.new(stmts, True, LOAD), start=2))
+    assert not [r for r in res if isinstance(r, ErrorResult)]
+    (q,) = store.query(
+        [S("SELECT name FROM sqlite_master WHERE type IN ('table','view') ORDER BY 1")]
+    )
+    assert isinstance(q, QueryResult)
+    assert q.values == [["_flaredb_meta"], ["n"], ["sqlite_sequence"]]
+    assert store.applied_index() == 2
+
+
+def test_garbage_entry_is_an_error_result_not_a_crash(store: SQLiteStore) -> None:
+    (res,) = store.apply([Entry(1, 1, b"\x00garbage")])
+    assert isinstance(res[0], ErrorResult) and "malformed log entry" in res[0].error
+    assert store.applied_index() == 1
