@@ -1,0 +1,87 @@
+"""Real rqlite clients from PyPI against a live FlareDB node: pyrqlite (DB-API 2.0) and
+sqlalchemy-rqlite (SQLAlchemy dialect)."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import pyrqlite.dbapi2 as rqlite
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from .conftest import LiveNode
+
+
+def pyrqlite_cycle(url: str) -> None:
+    parts = urlsplit(url)
+    conn = rqlite.connect(host=parts.hostname, port=parts.port)
+    try:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE foo (id INTEGER NOT NULL PRIMARY KEY, name TEXT, n REAL)")
+        cur.execute("INSERT INTO foo(name, n) VALUES(?, ?)", ("a'b", 1.5))
+        assert cur.lastrowid == 1
+        cur.executemany("INSERT INTO foo(name, n) VALUES(?, ?)", [("c", 2.0), ("d", None)])
+        assert cur.rowcount == 2
+        cur.execute("SELECT id, name, n FROM foo WHERE name = :name", {"name": "a'b"})
+        row = cur.fetchone()
+        assert (row["id"], row["name"], row["n"]) == (1, "a'b", 1.5)
+        cur.execute("SELECT count(*) AS c FROM foo", consistency="strong")
+        assert cur.fetchone()[0] == 3
+        cur.execute("UPDATE foo SET n = 0 WHERE n IS NULL")
+        assert cur.rowcount == 1
+        with pytest.raises(rqlite.Error, match="UNIQUE constraint failed"):
+            cur.execute("INSERT INTO foo(id, name) VALUES (1, 'dup')")
+        # executemany is one ?transaction request: a failing row rolls back all of it.
+        cur.executemany("INSERT INTO foo(id, name) VALUES(?, ?)", [(10, "x"), (1, "dup")])
+        cur.execute("SELECT count(*) FROM foo WHERE id = 10")
+        assert cur.fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(50), unique=True)
+    score: Mapped[float | None]
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+def sqlalchemy_cycle(url: str) -> None:
+    parts = urlsplit(url)
+    engine = sa.create_engine(f"rqlite+pyrqlite://{parts.hostname}:{parts.port}/")
+    try:
+        Base.metadata.create_all(engine)
+        Base.metadata.create_all(engine)  # second time: sees the table, does nothing
+        with Session(engine) as s:
+            s.add_all([User(name="ann", score=1.5), User(name="bob", active=False)])
+            s.commit()
+        with Session(engine) as s:
+            users = s.scalars(sa.select(User).order_by(User.name)).all()
+            assert [(u.name, u.score, u.active) for u in users] == [
+                ("ann", 1.5, True),
+                ("bob", None, False),
+            ]
+            bob = users[1]
+            bob.score = 7.0
+            s.commit()
+            assert s.scalar(sa.select(sa.func.count()).select_from(User)) == 2
+            s.delete(users[0])
+            s.commit()
+            assert s.scalars(sa.select(User.name)).all() == ["bob"]
+    finally:
+        engine.dispose()
+
+
+async def test_pyrqlite_dbapi(live_node: LiveNode) -> None:
+    await asyncio.to_thread(pyrqlite_cycle, live_node.url)
+
+
+async def test_sqlalchemy_rqlite_orm(live_node: LiveNode) -> None:
+    await asyncio.to_thread(sqlalchemy_cycle, live_node.url)
