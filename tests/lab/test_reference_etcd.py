@@ -6,28 +6,11 @@ is known to be right, independently of Chainfire.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.reference import ETCD
-from plasmacloud.lab.spec import scratch_spec
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def etcd_lab(tmp_path: Path) -> Iterator[Lab]:
-    assert shutil.which("etcd"), "etcd-server must be installed (scripts/setup.sh)"
-    lab = Lab.open(tmp_path / "lab", scratch_spec(), services=(ETCD,))
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
 
 
 async def test_etcd_lab_forms_and_survives_leader_kill(etcd_lab: Lab) -> None:

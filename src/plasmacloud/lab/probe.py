@@ -38,27 +38,32 @@ def client_target(cfg: NodeConfig) -> str:
     return f"{cfg.listen_host}:{cfg.ports.chainfire_client}"
 
 
+async def http_get(url: str, ssl_ctx: ssl.SSLContext | None) -> tuple[int, str]:
+    """GET ``url`` (client certificate from ``ssl_ctx`` for https); (status, body)."""
+    tls: ssl.SSLContext | bool = ssl_ctx if ssl_ctx is not None else True
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(url, ssl=tls) as resp,
+    ):
+        return resp.status, await resp.text()
+
+
 async def check_health(url: str, ssl_ctx: ssl.SSLContext | None) -> tuple[bool, str]:
     """GET ``url``: healthy on 200 and, for etcd-style JSON, ``"health": "true"``."""
-    tls: ssl.SSLContext | bool = ssl_ctx if ssl_ctx is not None else True
     try:
-        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url, ssl=tls) as resp,
-        ):
-            body = await resp.text()
+        status, body = await http_get(url, ssl_ctx)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return False, f"{type(exc).__name__}: {exc}".strip(": ")
-    if resp.status != 200:
-        return False, f"HTTP {resp.status}: {body[:200]}"
+    if status != 200:
+        return False, f"HTTP {status}: {body[:200].strip()}"
     try:
         doc = json.loads(body)
     except ValueError:
-        return True, body[:200]
+        return True, body[:200].strip()
     if isinstance(doc, dict) and "health" in doc and str(doc["health"]).lower() != "true":
-        return False, body[:200]
-    return True, body[:200]
+        return False, body[:200].strip()
+    return True, body[:200].strip()
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,10 @@ class NodeView:
     @property
     def healthy(self) -> bool:
         return bool(self.health) and all(ok for ok, _ in self.health.values())
+
+    def health_summary(self) -> dict[str, str]:
+        """service -> what its health endpoint said."""
+        return {s: d for s, (_ok, d) in self.health.items()}
 
 
 @dataclass(frozen=True)

@@ -58,4 +58,5 @@ ETCD = ServiceSpec(
     name="etcd",
     argv=etcd_argv,
     health_url=lambda c: f"http://{c.listen_host}:{c.ports.chainfire_metrics}/health",
+    metrics_url=lambda c: f"http://{c.listen_host}:{c.ports.chainfire_metrics}/metrics",
 )

@@ -25,6 +25,8 @@ class ServiceSpec:
     argv: Callable[[Path, NodeConfig], list[str]]
     # the config -> URL answering 200 (and ``{"health": "true"}`` if JSON) when healthy
     health_url: Callable[[NodeConfig], str]
+    # the config -> Prometheus scrape URL, if the service exports metrics
+    metrics_url: Callable[[NodeConfig], str] | None = None
 
 
 def plasma_executable() -> str:
@@ -51,6 +53,7 @@ CHAINFIRE = ServiceSpec(
     name="chainfire",
     argv=plasma_serve("chainfire"),
     health_url=lambda c: f"http://{c.listen_host}:{c.ports.chainfire_metrics}/health",
+    metrics_url=lambda c: f"http://{c.listen_host}:{c.ports.chainfire_metrics}/metrics",
 )
 
 SERVICES: tuple[ServiceSpec, ...] = (CHAINFIRE,)

@@ -1,0 +1,60 @@
+"""Validation reports: a check x node table for people, JSON for machines, an exit code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK
+from plasmacloud.validate.checks import CheckResult
+
+
+def report_table(results: list[CheckResult], title: str = "Cluster validation") -> Table:
+    """One row per check, one column per node; each cell is pass/fail plus the evidence."""
+    nodes = sorted({r.node_id for c in results for r in c.results})
+    table = Table(title=title, show_lines=True)
+    table.add_column("check", style="bold")
+    for node in nodes:
+        table.add_column(node, overflow="fold")
+    for check in results:
+        by_node = {r.node_id: r for r in check.results}
+        cells = []
+        for node in nodes:
+            r = by_node.get(node)
+            if r is None:
+                cells.append("[dim]-[/dim]")
+            else:
+                mark = "[green]PASS[/green]" if r.ok else "[red]FAIL[/red]"
+                cells.append(f"{mark} {r.evidence}")
+        status = "[green]✔[/green]" if check.ok else "[red]✘[/red]"
+        table.add_row(f"{status} {check.check_id}\n[dim]{check.title}[/dim]", *cells)
+    return table
+
+
+def report_json(results: list[CheckResult]) -> dict[str, Any]:
+    """The report as a JSON-ready document (``ok`` overall, per check and per node)."""
+    return {
+        "ok": all_ok(results),
+        "checks": [
+            {
+                "id": c.check_id,
+                "title": c.title,
+                "ok": c.ok,
+                "nodes": [
+                    {"node": r.node_id, "ok": r.ok, "evidence": r.evidence} for r in c.results
+                ],
+            }
+            for c in results
+        ],
+    }
+
+
+def all_ok(results: list[CheckResult]) -> bool:
+    """True when there was at least one check and every one passed."""
+    return bool(results) and all(c.ok for c in results)
+
+
+def exit_code(results: list[CheckResult]) -> int:
+    """``EXIT_OK`` when everything passed, ``EXIT_FAILURE`` otherwise."""
+    return EXIT_OK if all_ok(results) else EXIT_FAILURE

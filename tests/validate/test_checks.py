@@ -1,0 +1,33 @@
+"""The checklist on a live reference cluster (etcd 3.4, mTLS): all green, then a node down."""
+
+from __future__ import annotations
+
+import pytest
+
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK
+from plasmacloud.lab.control import Lab
+from plasmacloud.validate.checks import run_checks
+from plasmacloud.validate.report import exit_code, report_json
+
+pytestmark = pytest.mark.slow
+
+
+async def test_healthy_cluster_passes_every_check_then_a_dead_node_fails(etcd_lab: Lab) -> None:
+    await etcd_lab.wait_ready(timeout=60)
+    results = await run_checks(etcd_lab.configs(), etcd_lab.operator_tls, etcd_lab.services)
+    doc = report_json(results)
+    assert doc["ok"], doc
+    assert exit_code(results) == EXIT_OK
+    ids = [c["id"] for c in doc["checks"]]
+    assert ids == ["health", "chainfire.members", "chainfire.leader", "chainfire.crud", "metrics"]
+    crud = next(c for c in doc["checks"] if c["id"] == "chainfire.crud")
+    assert [n["node"] for n in crud["nodes"]] == etcd_lab.spec.node_ids
+    assert all("deleted 1" in n["evidence"] for n in crud["nodes"])
+
+    etcd_lab.backend.kill_node("node03")
+    results = await run_checks(etcd_lab.configs(), etcd_lab.operator_tls, etcd_lab.services)
+    assert exit_code(results) == EXIT_FAILURE
+    failed = {(c.check_id, r.node_id) for c in results for r in c.results if not r.ok}
+    assert ("health", "node03") in failed
+    assert ("chainfire.crud", "node03") in failed
+    assert ("chainfire.crud", "node01") not in failed
