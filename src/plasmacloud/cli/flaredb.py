@@ -1,7 +1,151 @@
-"""`plasma flaredb ...` commands."""
+"""`plasma flaredb ...` commands and `plasma sql` (the FlareDB shell)."""
 
 from __future__ import annotations
 
-import typer
+import json
+import ssl
+from pathlib import Path
+from typing import Annotated
 
-app = typer.Typer(help="FlareDB: replicated SQL with an rqlite-compatible API.", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plasmacloud.common.config import ConfigError
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
+from plasmacloud.flaredb.client import Client, Error, OperationalError
+from plasmacloud.flaredb.models import (
+    ErrorResult,
+    ExecuteResult,
+    QueryResult,
+    Result,
+    Statement,
+)
+from plasmacloud.flaredb.sqlscan import split_statements
+
+app = typer.Typer(
+    help="FlareDB: replicated SQL with an rqlite-compatible API.", no_args_is_help=True
+)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the node's cluster-config.json")],
+) -> None:
+    """Run this node's FlareDB (SQLite + Raft + HTTP API) in the foreground until SIGTERM."""
+    from plasmacloud.flaredb.server import run  # the engine is only needed to serve
+
+    try:
+        run(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def _ssl_context(cacert: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cacert is None:
+        return None
+    ctx = ssl.create_default_context(cafile=str(cacert))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
+
+
+def _render(console: Console, result: Result) -> None:
+    if isinstance(result, QueryResult):
+        table = Table(*result.columns, show_lines=False)
+        for row in result.values:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        console.print(table)
+        console.print(f"({len(result.values)} row{'s' if len(result.values) != 1 else ''})")
+    elif isinstance(result, ExecuteResult):
+        extra = f", last insert id {result.last_insert_id}" if result.last_insert_id else ""
+        console.print(f"{result.rows_affected} row(s) affected{extra}")
+    else:
+        console.print(f"[red]error:[/red] {result.error}")
+
+
+def _run(client: Client, sql: str, level: str, as_json: bool, console: Console) -> bool:
+    """Run a script; print each result; False if any statement failed."""
+    stmts = [Statement(s) for s in split_statements(sql)]
+    if not stmts:
+        return True
+    results = client.request(stmts, level=level)
+    if as_json:
+        typer.echo(json.dumps({"results": [r.to_json() for r in results]}, indent=2))
+    else:
+        for r in results:
+            _render(console, r)
+    return not any(isinstance(r, ErrorResult) for r in results)
+
+
+def _shell(client: Client, level: str, as_json: bool, console: Console) -> None:
+    import readline  # noqa: F401  (line editing and history for input())
+
+    console.print(
+        f"FlareDB shell on {client.url} (level={level}); end statements with ';', "
+        ".tables, .schema, .quit"
+    )
+    buffer = ""
+    while True:
+        try:
+            line = input("flaredb> " if not buffer else "    ...> ")
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        stripped = line.strip()
+        if not buffer and stripped in (".quit", ".exit"):
+            return
+        if not buffer and stripped == ".tables":
+            line = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE '\\_%' "
+            line += "ESCAPE '\\' ORDER BY name;"
+        elif not buffer and stripped == ".schema":
+            line = "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE "
+            line += "'\\_flaredb%' ESCAPE '\\';"
+        buffer += line + "\n"
+        if split_statements(buffer) and buffer.rstrip().endswith(";"):
+            try:
+                _run(client, buffer, level, as_json, console)
+            except Error as exc:
+                console.print(f"[red]error:[/red] {exc}")
+            buffer = ""
+
+
+def sql(
+    command: Annotated[
+        str | None, typer.Option("-c", "--command", help="run this SQL (';'-separated) and exit")
+    ] = None,
+    url: Annotated[
+        str, typer.Option("--url", envvar="FLAREDB_URL", help="node URL (default $FLAREDB_URL)")
+    ] = "http://127.0.0.1:4001",
+    level: Annotated[
+        str, typer.Option("--level", help="read consistency: none, weak, strong, linearizable")
+    ] = "weak",
+    as_json: Annotated[bool, typer.Option("--json", help="print rqlite-shaped JSON")] = False,
+    cacert: Annotated[Path | None, typer.Option("--cacert", envvar="PLASMA_CACERT")] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", envvar="PLASMA_CERT")] = None,
+    key: Annotated[Path | None, typer.Option("--key", envvar="PLASMA_KEY")] = None,
+) -> None:
+    """FlareDB SQL shell, or run one script with -c (tables, or --json)."""
+    console = Console()
+    try:
+        client = Client(url, _ssl_context(cacert, cert, key) if url.startswith("https") else None)
+    except Error as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    if command is None:
+        _shell(client, level, as_json, console)
+        return
+    try:
+        ok = _run(client, command, level, as_json, console)
+    except OperationalError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from exc
+    except Error as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from exc
+    if not ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+app.command("sql")(sql)

@@ -12,6 +12,7 @@ a generator seeded by a value the proposer put in the log entry (so they also wo
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -236,3 +237,17 @@ def make_deterministic(sql: str, now: datetime | None = None) -> str:
             pos = t.end
     out.append(sql[pos:])
     return "".join(out)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a script at top-level ``;`` into complete statements (triggers kept whole)."""
+    out: list[str] = []
+    current = ""
+    for t in tokenize(script):
+        current += t.text
+        if t.text == ";" and sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    if current.strip() and _code(tokenize(current)):
+        out.append(current.strip())
+    return [s for s in out if _code(tokenize(s.rstrip(";")))]
