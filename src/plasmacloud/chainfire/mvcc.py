@@ -128,7 +128,7 @@ class MvccStore:
     def __init__(self, path: Path | str, timers: LeaseTimers | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.timers = timers or LeaseTimers()
+        self.timers = timers if timers is not None else LeaseTimers()
         self._lock = threading.RLock()
         self._listeners: list[EventListener] = []
         self._db = self._open()
@@ -167,6 +167,11 @@ class MvccStore:
         self._listeners.append(listener)
 
     # -- read-only views -----------------------------------------------------------
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while applying; hold it to read history and subscribe atomically."""
+        return self._lock
 
     @property
     def revision(self) -> int:
@@ -218,6 +223,11 @@ class MvccStore:
         """Serve a Range from local state (raises EtcdError on bad revisions)."""
         with self._lock:
             return self._range(req, self._rev)
+
+    def read_txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        """Serve a Txn without puts or deletes locally (nothing is written)."""
+        with self._lock:
+            return self._txn(_Write(rev=self._rev + 1), req)
 
     def events_since(
         self, start_rev: int, key: bytes, range_end: bytes, until_rev: int
@@ -278,6 +288,11 @@ class MvccStore:
             for row in cursor:
                 h = zlib.crc32(repr(row).encode(), h)
             return h, self._compact_rev, rev
+
+    def defragment(self) -> None:
+        """Rebuild the database file to return the space freed by compaction."""
+        with self._lock:
+            self._db.execute("VACUUM")
 
     # -- snapshots -------------------------------------------------------------------
 

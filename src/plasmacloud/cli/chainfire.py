@@ -2,6 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="Chainfire: the etcd-compatible coordination KV store.", no_args_is_help=True)
+from plasmacloud.common.config import ConfigError, NodeConfig
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
+
+app = typer.Typer(
+    help="Chainfire: the etcd-compatible coordination KV store.", no_args_is_help=True
+)
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(..., "--config", "-c", help="the node's cluster-config.json"),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR"),
+) -> None:
+    """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
+    from plasmacloud.chainfire.server import serve as run
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        node_config = NodeConfig.load(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(node_config, stop)
+
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    except OSError as exc:
+        typer.echo(f"error: chainfire could not start: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from exc

@@ -1,0 +1,187 @@
+"""A whole Chainfire member built from a node's ``cluster-config.json``.
+
+Client port (etcd gRPC), peer port (the Raft transport) and metrics port (HTTP), data
+under ``<data_dir>/chainfire``, mTLS on the client and peer ports when the config's TLS
+section is enabled. Peers are addressed by hostname and resolved through the config
+(``NodeConfig.resolve``), so a cluster needs no DNS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from plasmacloud.chainfire.http import start_http
+from plasmacloud.chainfire.metrics import ChainfireMetrics, TimedStateMachine
+from plasmacloud.chainfire.mvcc import MvccStore
+from plasmacloud.chainfire.node import (
+    DEFAULT_QUOTA_BYTES,
+    GRPC_MAX_RECEIVE,
+    ChainfireNode,
+    Consensus,
+    NodeIdentity,
+)
+from plasmacloud.chainfire.proto import rpc_pb2_grpc
+from plasmacloud.chainfire.services.auth import AuthServicer
+from plasmacloud.chainfire.services.cluster import ClusterServicer
+from plasmacloud.chainfire.services.kv import KVServicer
+from plasmacloud.chainfire.services.lease import LeaseServicer
+from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
+from plasmacloud.chainfire.services.watch import WatchServicer
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.tls import client_context, grpc_pem_material, server_context
+
+log = logging.getLogger(__name__)
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", GRPC_MAX_RECEIVE),
+    ("grpc.max_send_message_length", 2**31 - 1),
+    # etcd clients ping every 30 s or so; accept that without GOAWAY
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def identity_from_config(config: NodeConfig) -> NodeIdentity:
+    """Names and URLs of every member as the config describes them."""
+    scheme = "https" if config.tls.enabled else "http"
+    client_urls = tuple(
+        (p.node_id, (f"{scheme}://{p.ip}:{p.ports.chainfire_client}",)) for p in config.peers
+    )
+    peer_names = tuple(
+        (f"{host}:{p.ports.chainfire_peer}", p.node_id)
+        for p in config.peers
+        for host in (str(p.ip), p.hostname)
+    )
+    return NodeIdentity(
+        node_id=config.node_id,
+        cluster_name=config.cluster_name,
+        scheme=scheme,
+        client_urls=client_urls,
+        peer_names=peer_names,
+    )
+
+
+def add_servicers(server: grpc.aio.Server, node: ChainfireNode, **watch_opts: Any) -> None:
+    """Register every etcd service of one member on a gRPC server."""
+    rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(node), server)
+    rpc_pb2_grpc.add_WatchServicer_to_server(WatchServicer(node, **watch_opts), server)
+    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node), server)
+    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(node), server)
+    rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(node), server)
+
+
+def grpc_server(config: NodeConfig) -> tuple[grpc.aio.Server, str]:
+    """An empty gRPC server bound to the client port (TLS per config); (server, address)."""
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    address = f"{config.listen_host}:{config.ports.chainfire_client}"
+    if config.tls.enabled:
+        ca, cert, key = grpc_pem_material(config.tls)
+        creds = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=config.tls.client_cert_auth
+        )
+        server.add_secure_port(address, creds)
+    else:
+        server.add_insecure_port(address)
+    return server, address
+
+
+@dataclass
+class ChainfireServer:
+    """One running member: store, Raft node, gRPC services and the metrics endpoint."""
+
+    config: NodeConfig
+    quota_bytes: int = DEFAULT_QUOTA_BYTES
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.node: ChainfireNode | None = None
+        self._raft: Any = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._store: MvccStore | None = None
+
+    def _raft_node(self, state_machine: Any) -> Any:
+        # imported here: the engine is a sibling package with its own start-up cost
+        from plasmacloud.raft.node import RaftConfig, RaftNode
+
+        cfg = self.config
+        data = cfg.data_path("chainfire")
+        raft_config = RaftConfig(
+            node_id=cfg.node_id,
+            data_dir=data / "raft",
+            listen_host=cfg.listen_host,
+            listen_port=cfg.ports.chainfire_peer,
+            members={p.node_id: f"{p.hostname}:{p.ports.chainfire_peer}" for p in cfg.peers},
+            bootstrap=cfg.bootstrap,
+            server_ssl=server_context(cfg.tls),
+            # peers are dialled by resolved IP; the CA chain is still verified
+            client_ssl=client_context(cfg.tls, check_hostname=False),
+            resolve=cfg.resolve,
+            registry=self.registry,
+        )
+        return RaftNode(raft_config, state_machine)
+
+    async def start(self) -> None:
+        """Open the store, start Raft, then the client and metrics ports."""
+        cfg = self.config
+        data = cfg.data_path("chainfire")
+        data.mkdir(parents=True, exist_ok=True)
+        metrics = ChainfireMetrics(self.registry)
+        self._store = MvccStore(data / "kv.db")
+        self._raft = self._raft_node(TimedStateMachine(self._store, metrics))
+        raft: Consensus = self._raft
+        self.node = ChainfireNode(
+            self._store,
+            raft,
+            identity_from_config(cfg),
+            quota_bytes=self.quota_bytes,
+            metrics=metrics,
+        )
+        await self._raft.start()
+        await self.node.start()
+        self._grpc, address = grpc_server(cfg)
+        add_servicers(self._grpc, self.node)
+        await self._grpc.start()
+        self._http = await start_http(self.node, cfg.listen_host, cfg.ports.chainfire_metrics)
+        log.info(
+            "chainfire %s serving clients on %s (tls=%s), peers on %s:%d, metrics on %s:%d",
+            cfg.node_id,
+            address,
+            cfg.tls.enabled,
+            cfg.listen_host,
+            cfg.ports.chainfire_peer,
+            cfg.listen_host,
+            cfg.ports.chainfire_metrics,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting clients, then stop Raft and close the store."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._http is not None:
+            await self._http.cleanup()
+        if self.node is not None:
+            await self.node.stop()
+        if self._raft is not None:
+            await self._raft.stop()
+        if self._store is not None:
+            self._store.close()
+        log.info("chainfire %s stopped", self.config.node_id)
+
+
+async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
+    """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT)."""
+    server = ChainfireServer(config)
+    try:
+        await server.start()
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,54 @@
+"""What every Chainfire servicer shares: etcd error replies and per-method metrics."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.node import ChainfireNode
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound="Servicer")
+Handler = Callable[[S, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class Servicer:
+    """Base of the servicers: they all work on one :class:`ChainfireNode`."""
+
+    service = ""  # etcd's gRPC service name, for metrics labels
+
+    def __init__(self, node: ChainfireNode) -> None:
+        self.node = node
+
+
+def unary(fn: Handler[S]) -> Handler[S]:
+    """Turn EtcdError into etcd's status reply and count the call by method and code."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: S, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        code = "OK"
+        try:
+            return await fn(self, request, context)
+        except errors.EtcdError as exc:
+            code = exc.code.name
+            await context.abort(exc.code, exc.message)
+        except Exception:
+            code = "UNKNOWN"
+            log.exception("%s.%s failed", self.service, fn.__name__)
+            raise
+        finally:
+            method = f"{self.service}/{wrapper.__name__}"
+            self.node.metrics.grpc_requests.labels(method, code).inc()
+
+    return wrapper
+
+
+def count(node: ChainfireNode, method: str, code: str = "OK") -> None:
+    """Record one call of a streaming method."""
+    node.metrics.grpc_requests.labels(method, code).inc()

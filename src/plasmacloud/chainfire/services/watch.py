@@ -1,0 +1,144 @@
+"""etcdserverpb.Watch: the bidirectional watch stream.
+
+One stream carries many watchers. Responses (created, events, canceled, progress) go
+through one queue per stream, so their order on the wire is the order they were made:
+a watcher's ``created`` reply always precedes its first events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+
+import grpc
+
+from plasmacloud.chainfire.mvcc import WatchEvent
+from plasmacloud.chainfire.node import ChainfireNode
+from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from plasmacloud.chainfire.services.base import Servicer, count
+from plasmacloud.chainfire.watch import Watcher
+
+# etcd's default --experimental-watch-progress-notify-interval (10 minutes).
+DEFAULT_PROGRESS_INTERVAL = 600.0
+
+
+class _Stream:
+    """State of one Watch RPC: its watchers and its outgoing queue."""
+
+    def __init__(self, node: ChainfireNode) -> None:
+        self.node = node
+        self.watchers: dict[int, Watcher] = {}
+        self.queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
+        node.hub.on_close(self.shutdown)
+
+    def shutdown(self) -> None:
+        self.queue.put_nowait(None)
+
+    def close(self) -> None:
+        for w in self.watchers.values():
+            self.node.hub.unsubscribe(w)
+        self.watchers.clear()
+        self.node.hub.discard_on_close(self.shutdown)
+
+    def _send(self, **fields: object) -> None:
+        header = fields.pop("header", None) or self.node.header()
+        self.queue.put_nowait(rpc_pb2.WatchResponse(header=header, **fields))  # type: ignore[arg-type]
+
+    def _deliver(self, w: Watcher, events: list[WatchEvent]) -> None:
+        out = [
+            ev.event if w.prev_kv else kv_pb2.Event(type=ev.event.type, kv=ev.event.kv)
+            for ev in events
+        ]
+        self._send(header=self.node.header(events[-1].revision), watch_id=w.watch_id, events=out)
+
+    async def read(self, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+        """Handle create/cancel/progress requests until the client stops sending."""
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for req in requests:
+                kind = req.WhichOneof("request_union")
+                if kind == "create_request":
+                    self.create(req.create_request)
+                elif kind == "cancel_request":
+                    self.cancel(req.cancel_request.watch_id)
+                elif kind == "progress_request":
+                    self._send(watch_id=-1)  # -1: for every watcher of the stream
+
+    def create(self, cr: rpc_pb2.WatchCreateRequest) -> None:
+        watch_id = cr.watch_id
+        if watch_id == 0:  # etcd's AutoWatchID
+            watch_id = next(i for i in itertools.count() if i not in self.watchers)
+        elif watch_id in self.watchers:
+            self._send(
+                watch_id=watch_id,
+                created=True,
+                canceled=True,
+                cancel_reason="mvcc: duplicate watch ID provided on the WatchStream",
+            )
+            return
+        filters = set(cr.filters)
+        w = Watcher(
+            key=cr.key,
+            range_end=cr.range_end,
+            sink=self._deliver,
+            no_put=rpc_pb2.WatchCreateRequest.NOPUT in filters,
+            no_delete=rpc_pb2.WatchCreateRequest.NODELETE in filters,
+            watch_id=watch_id,
+            prev_kv=cr.prev_kv,
+            progress_notify=cr.progress_notify,
+        )
+        self._send(watch_id=watch_id, created=True)
+        compacted = self.node.hub.subscribe(w, cr.start_revision)
+        if compacted:
+            self._send(watch_id=watch_id, compact_revision=compacted, canceled=True)
+            return
+        self.watchers[watch_id] = w
+
+    def cancel(self, watch_id: int) -> None:
+        w = self.watchers.pop(watch_id, None)
+        if w is not None:
+            self.node.hub.unsubscribe(w)
+            self._send(watch_id=watch_id, canceled=True)
+
+    def progress(self) -> None:
+        for w in self.watchers.values():
+            if w.progress_notify:
+                self._send(watch_id=w.watch_id)
+
+
+class WatchServicer(Servicer, rpc_pb2_grpc.WatchServicer):
+    service = "etcdserverpb.Watch"
+
+    def __init__(
+        self, node: ChainfireNode, progress_interval: float = DEFAULT_PROGRESS_INTERVAL
+    ) -> None:
+        super().__init__(node)
+        self.progress_interval = progress_interval
+
+    async def Watch(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[rpc_pb2.WatchRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        count(self.node, f"{self.service}/Watch")
+        stream = _Stream(self.node)
+        tasks = [
+            asyncio.create_task(stream.read(request_iterator)),
+            asyncio.create_task(self._progress(stream)),
+        ]
+        try:
+            while True:
+                resp = await stream.queue.get()
+                if resp is None:
+                    return
+                yield resp
+        finally:
+            for task in tasks:
+                task.cancel()
+            stream.close()
+
+    async def _progress(self, stream: _Stream) -> None:
+        while True:
+            await asyncio.sleep(self.progress_interval)
+            stream.progress()

@@ -1,0 +1,150 @@
+"""Watch fan-out: committed changes from the local store to every watcher on this node.
+
+Each node's watchers are fed by that node's own apply, so events arrive exactly once and
+in revision order whichever node leads. A watcher remembers the next revision it needs;
+catch-up from history and registration for live events happen under the store's lock,
+so nothing is missed or repeated between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from plasmacloud.chainfire.mvcc import MvccStore, WatchEvent
+from plasmacloud.chainfire.proto import kv_pb2
+
+HISTORY_CHUNK = 1000  # events per catch-up delivery, so one response never gets huge
+
+Sink = Callable[["Watcher", list[WatchEvent]], None]
+
+
+def in_range(key: bytes, start: bytes, end: bytes) -> bool:
+    """etcd's range membership: one key, ``[start, end)``, or ``>= start`` for end ``\\0``."""
+    if not end:
+        return key == start
+    if end == b"\0":
+        return key >= start
+    return start <= key < end
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One subscription: a key range, filters, and where its events go."""
+
+    key: bytes
+    range_end: bytes
+    sink: Sink
+    no_put: bool = False
+    no_delete: bool = False
+    watch_id: int = 0
+    next_rev: int = 0
+    prev_kv: bool = False
+    progress_notify: bool = False
+
+    def select(self, events: list[WatchEvent]) -> list[WatchEvent]:
+        """The events this watcher wants, at or after its next revision."""
+        out = []
+        for ev in events:
+            if ev.revision < self.next_rev:
+                continue
+            if not in_range(ev.event.kv.key, self.key, self.range_end):
+                continue
+            if ev.event.type == kv_pb2.Event.PUT and self.no_put:
+                continue
+            if ev.event.type == kv_pb2.Event.DELETE and self.no_delete:
+                continue
+            out.append(ev)
+        return out
+
+    def offer(self, events: list[WatchEvent]) -> None:
+        wanted = self.select(events)
+        if events:
+            self.next_rev = max(self.next_rev, events[-1].revision + 1)
+        if wanted:
+            self.sink(self, wanted)
+
+
+class WatchHub:
+    """All watchers of one node."""
+
+    def __init__(self, store: MvccStore) -> None:
+        self.store = store
+        self._watchers: set[Watcher] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._closers: set[Callable[[], None]] = set()
+        store.add_listener(self._on_events)
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver on this loop (the store may apply from another thread)."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def __len__(self) -> int:
+        return len(self._watchers)
+
+    def _on_events(self, events: list[WatchEvent]) -> None:
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self._dispatch(events)
+        else:
+            loop.call_soon_threadsafe(self._dispatch, events)
+
+    def _dispatch(self, events: list[WatchEvent]) -> None:
+        for watcher in list(self._watchers):
+            watcher.offer(events)
+
+    def subscribe(self, watcher: Watcher, start_rev: int) -> int:
+        """Start delivering to ``watcher`` from ``start_rev`` (0 = only future changes).
+
+        Returns 0, or the compact revision if ``start_rev`` was compacted away (then the
+        watcher is not registered, like etcd's compacted watch).
+        """
+        with self.store.lock:
+            current = self.store.revision
+            if start_rev and start_rev <= current:
+                if start_rev < self.store.compact_revision:
+                    return self.store.compact_revision
+                history = self.store.events_since(
+                    start_rev, watcher.key, watcher.range_end, current
+                )
+                watcher.next_rev = start_rev
+                for chunk in _chunks(watcher.select(history)):
+                    watcher.sink(watcher, chunk)
+            watcher.next_rev = max(start_rev, current + 1)
+            self._watchers.add(watcher)
+        return 0
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Register a callback run when the hub shuts down (streams end themselves)."""
+        self._closers.add(closer)
+
+    def discard_on_close(self, closer: Callable[[], None]) -> None:
+        self._closers.discard(closer)
+
+    def close(self) -> None:
+        """Drop every watcher and tell every stream to end."""
+        self._watchers.clear()
+        for closer in list(self._closers):
+            closer()
+        self._closers.clear()
+
+
+def _chunks(events: list[WatchEvent]) -> list[list[WatchEvent]]:
+    """Split history into deliveries of about HISTORY_CHUNK events, never inside a revision."""
+    out: list[list[WatchEvent]] = []
+    chunk: list[WatchEvent] = []
+    for ev in events:
+        if len(chunk) >= HISTORY_CHUNK and ev.revision != chunk[-1].revision:
+            out.append(chunk)
+            chunk = []
+        chunk.append(ev)
+    if chunk:
+        out.append(chunk)
+    return out
