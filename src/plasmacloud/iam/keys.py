@@ -165,7 +165,8 @@ class KeyRing:
         return out
 
     async def jwks(self) -> dict[str, Any]:
-        """The JWKS document (public keys only)."""
+        """The JWKS document (public keys only); creates the first key if there is none."""
+        await self.signing_key()
         _, keys = await self._load()
         live = await self.verification_keys()
         return {"keys": [keys[kid].public_jwk() for kid in sorted(live)]}

@@ -1,0 +1,335 @@
+"""The enforcement library Chainfire and FlareDB use: verify tokens locally, decide requests.
+
+It imports nothing from ``chainfire`` or ``flaredb`` (they import it). A
+:class:`Verifier` talks to IAM only to refresh caches, never once per request:
+
+* **JWKS** (``/.well-known/jwks.json``) is fetched once and again only when a token names
+  an unknown ``kid`` (a rotation happened), at most once per ``jwks_min_refresh``
+  seconds so random kids cannot make it hammer IAM.
+* **Revocations** (``/v1/revocations``) are re-read when the cached list is older than
+  ``revocation_refresh`` seconds (default 5). *A revoked token therefore stops working on
+  every node within ``revocation_refresh`` seconds plus one fetch.* If IAM cannot be
+  reached the last list is kept for up to ``revocation_max_stale`` seconds, after which
+  tokens are refused (fail closed) until a fetch succeeds.
+* **Policies** of a principal (``/v1/self/policies``, fetched with the principal's own
+  token) are cached for ``policy_ttl`` seconds, so policy edits apply within that time.
+
+Naming: actions are ``chainfire:<RPC>`` (Range, Put, DeleteRange, Txn, Compact, Watch,
+LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases, MemberList,
+MemberAdd, MemberRemove, Status, Snapshot, ...) on ``key/<key>`` (cluster-level RPCs use
+``cluster``), and ``flaredb:Query`` / ``flaredb:Execute`` on ``db/<name>``. Condition
+keys every decision gets: ``plasma:username``, ``plasma:userid``, ``plasma:CurrentTime``,
+plus whatever the caller passes (``plasma:SourceIp``, ``plasma:SecureTransport``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+
+from plasmacloud.iam.conditions import ContextValue
+from plasmacloud.iam.jwtcheck import PublicKey, TokenError, decode_token, keys_from_jwks, token_kid
+from plasmacloud.iam.policy import Decision, Policy, PolicyError, evaluate, parse_policy
+
+log = logging.getLogger(__name__)
+
+CHAINFIRE_ACTIONS = (
+    "Range",
+    "Put",
+    "DeleteRange",
+    "Txn",
+    "Compact",
+    "Watch",
+    "LeaseGrant",
+    "LeaseRevoke",
+    "LeaseKeepAlive",
+    "LeaseTimeToLive",
+    "LeaseLeases",
+    "MemberList",
+    "MemberAdd",
+    "MemberRemove",
+    "Status",
+    "Hash",
+    "Snapshot",
+)
+FLAREDB_ACTIONS = ("Query", "Execute")
+CLUSTER_RESOURCE = "cluster"
+
+
+def chainfire_action(rpc: str) -> str:
+    """``Put`` -> ``chainfire:Put``."""
+    return f"chainfire:{rpc}"
+
+
+def chainfire_resource(key: bytes | str) -> str:
+    """``b"app/x"`` -> ``key/app/x`` (non-UTF-8 bytes are escaped, never dropped)."""
+    text = key.decode("utf-8", errors="backslashreplace") if isinstance(key, bytes) else key
+    return f"key/{text}"
+
+
+def flaredb_action(kind: str) -> str:
+    """``Query`` or ``Execute`` -> ``flaredb:Query`` / ``flaredb:Execute``."""
+    return f"flaredb:{kind}"
+
+
+def flaredb_resource(db: str = "main") -> str:
+    """``main`` -> ``db/main``."""
+    return f"db/{db}"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A verified caller."""
+
+    sub: str
+    username: str
+    groups: tuple[str, ...]
+    roles: tuple[str, ...]
+    jti: str
+    expires_at: float
+    client_id: str | None = None
+    token: str = field(default="", repr=False)
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any], token: str) -> Principal:
+        return cls(
+            sub=str(claims["sub"]),
+            username=str(claims.get("preferred_username") or claims["sub"]),
+            groups=tuple(claims.get("groups") or ()),
+            roles=tuple(claims.get("roles") or ()),
+            jti=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
+            client_id=claims.get("client_id"),
+            token=token,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One authorization decision (who, what, on what, the answer, and why)."""
+
+    at: float
+    sub: str
+    action: str
+    resource: str
+    decision: Decision
+
+
+class PolicySource(Protocol):
+    """Where a principal's effective policies come from."""
+
+    async def policies_for(self, principal: Principal) -> list[tuple[str, Policy]]: ...
+
+
+def parse_policy_list(body: Mapping[str, Any]) -> list[tuple[str, Policy]]:
+    """``{"policies": [{"name", "document"}]}`` -> parsed pairs (bad entries are skipped)."""
+    out = []
+    for item in body.get("policies", []):
+        try:
+            out.append((str(item["name"]), parse_policy(item["document"])))
+        except (KeyError, TypeError, PolicyError) as exc:
+            log.warning("ignoring an unreadable policy from IAM: %s", exc)
+    return out
+
+
+class _Upstream:
+    """GETs JSON from the first IAM URL that answers, remembering which one did."""
+
+    def __init__(self, urls: Sequence[str], ssl_context: ssl.SSLContext | None, timeout: float):
+        if not urls:
+            raise ValueError("at least one IAM URL is required")
+        self._urls = [u.rstrip("/") for u in urls]
+        self._ssl = ssl_context
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._preferred = 0
+
+    async def get_json(self, path: str, token: str | None = None) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        errors = []
+        n = len(self._urls)
+        for i in range(n):
+            idx = (self._preferred + i) % n
+            url = self._urls[idx] + path
+            try:
+                async with self._session.get(url, headers=headers, ssl=self._ssl or True) as resp:
+                    if resp.status >= 500:
+                        errors.append(f"{url}: HTTP {resp.status}")
+                        continue
+                    if resp.status != 200:
+                        raise IamRefused(resp.status, await resp.text())
+                    self._preferred = idx
+                    return await resp.json()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(f"{url}: {exc!r}")
+        raise IamUnavailable("; ".join(errors))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class IamUnavailable(Exception):
+    """No IAM URL answered."""
+
+
+class IamRefused(Exception):
+    """IAM answered with a 4xx (e.g. the token presented for policy lookup was refused)."""
+
+    def __init__(self, status: int, body: str):
+        self.status = status
+        super().__init__(f"IAM answered HTTP {status}: {body[:200]}")
+
+
+class HttpPolicySource:
+    """Fetches a principal's policies from IAM with its own token; caches per subject."""
+
+    def __init__(
+        self, upstream: _Upstream, ttl: float, clock: Callable[[], float] = time.monotonic
+    ):
+        self._upstream = upstream
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, list[tuple[str, Policy]]]] = {}
+
+    async def policies_for(self, principal: Principal) -> list[tuple[str, Policy]]:
+        now = self._clock()
+        hit = self._cache.get(principal.sub)
+        if hit and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            body = await self._upstream.get_json("/v1/self/policies", token=principal.token)
+        except IamUnavailable:
+            if hit:  # keep deciding with what we know while IAM is away
+                return hit[1]
+            raise
+        policies = parse_policy_list(body)
+        if len(self._cache) > 10_000:  # bound memory under many distinct callers
+            self._cache.clear()
+        self._cache[principal.sub] = (now, policies)
+        return policies
+
+
+class Verifier:
+    """Verifies bearer tokens and authorizes requests with cached IAM state (see module doc)."""
+
+    def __init__(
+        self,
+        iam_urls: Sequence[str],
+        *,
+        audience: str = "plasmacloud",
+        issuer: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        jwks_min_refresh: float = 5.0,
+        revocation_refresh: float = 5.0,
+        revocation_max_stale: float = 300.0,
+        policy_ttl: float = 10.0,
+        leeway: float = 30.0,
+        http_timeout: float = 3.0,
+        policy_source: PolicySource | None = None,
+        audit: Callable[[AuditRecord], Awaitable[None] | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._upstream = _Upstream(iam_urls, ssl_context, http_timeout)
+        self._audience = audience
+        self._issuer = issuer
+        self._jwks_min_refresh = jwks_min_refresh
+        self._revocation_refresh = revocation_refresh
+        self._revocation_max_stale = revocation_max_stale
+        self._leeway = leeway
+        self._clock = clock
+        self._policies = policy_source or HttpPolicySource(self._upstream, policy_ttl, clock)
+        self._audit = audit
+        self._keys: dict[str, PublicKey] = {}
+        self._jwks_fetched_at = float("-inf")
+        self._revoked: set[str] = set()
+        self._revoked_fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def _refresh_jwks(self) -> None:
+        async with self._lock:
+            if self._clock() - self._jwks_fetched_at < self._jwks_min_refresh:
+                return
+            self._jwks_fetched_at = self._clock()  # also on failure: bounds retries
+            if self._issuer is None:
+                disco = await self._upstream.get_json("/.well-known/openid-configuration")
+                self._issuer = str(disco["issuer"])
+            self._keys = keys_from_jwks(await self._upstream.get_json("/.well-known/jwks.json"))
+
+    async def _refresh_revocations(self) -> None:
+        async with self._lock:
+            now = self._clock()
+            if now - self._revoked_fetched_at < self._revocation_refresh:
+                return
+            try:
+                body = await self._upstream.get_json("/v1/revocations")
+            except IamUnavailable as exc:
+                log.warning("revocation list not refreshed: %s", exc)
+                return
+            self._revoked = {str(r["jti"]) for r in body.get("revoked", [])}
+            self._revoked_fetched_at = now
+
+    async def authenticate(self, token: str) -> Principal:
+        """Verify a bearer token; raises :class:`TokenError` with a short ``reason``."""
+        kid = token_kid(token)
+        if kid not in self._keys:
+            try:
+                await self._refresh_jwks()
+            except IamUnavailable as exc:
+                raise TokenError("iam_unavailable", str(exc)) from None
+        key = self._keys.get(kid)
+        if key is None:
+            raise TokenError("unknown_kid", f"no signing key {kid!r} in IAM's JWKS")
+        claims = decode_token(
+            token, key, self._issuer, self._audience, self._leeway, now=self._clock()
+        )
+        if self._clock() - self._revoked_fetched_at >= self._revocation_refresh:
+            await self._refresh_revocations()
+        if self._clock() - self._revoked_fetched_at > self._revocation_max_stale:
+            raise TokenError("iam_unavailable", "revocation list too old; IAM unreachable")
+        if claims["jti"] in self._revoked:
+            raise TokenError("revoked", "the token has been revoked")
+        return Principal.from_claims(claims, token)
+
+    async def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        context: Mapping[str, ContextValue] | None = None,
+    ) -> Decision:
+        """Decide ``action`` on ``resource`` for ``principal`` (default deny)."""
+        ctx: dict[str, ContextValue] = {
+            "plasma:username": principal.username,
+            "plasma:userid": principal.sub,
+            "plasma:CurrentTime": datetime.fromtimestamp(self._clock(), UTC),
+        }
+        ctx.update(context or {})
+        try:
+            policies = await self._policies.policies_for(principal)
+        except (IamUnavailable, IamRefused) as exc:
+            log.warning("policies for %s unavailable, denying: %s", principal.sub, exc)
+            policies = []
+        decision = evaluate(policies, action, resource, ctx)
+        if self._audit is not None:
+            pending = self._audit(
+                AuditRecord(self._clock(), principal.sub, action, resource, decision)
+            )
+            if pending is not None:
+                await pending
+        return decision
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self._upstream.close()

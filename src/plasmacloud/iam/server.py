@@ -1,0 +1,370 @@
+"""The IAM HTTP server (aiohttp): OAuth2/OIDC endpoints, admin REST API, audit, metrics.
+
+``plasma iam serve --config cluster-config.json`` runs one node of it on
+``ports.iam_http`` (TLS from the node's certificates when ``tls.enabled``). Nodes share
+nothing but the store, so any node answers any request and a token from one verifies on
+every other.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from plasmacloud import __version__
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.tls import server_context
+from plasmacloud.iam import api_models as m
+from plasmacloud.iam.admin_api import admin_routes
+from plasmacloud.iam.authz import AuditRecord
+from plasmacloud.iam.http_util import (
+    SERVICE_KEY,
+    ApiError,
+    Route,
+    caller,
+    page_params,
+    read_body,
+    require,
+    service,
+)
+from plasmacloud.iam.jwtcheck import ALLOWED_ALGORITHMS
+from plasmacloud.iam.openapi import openapi_document
+from plasmacloud.iam.policy import Decision, evaluate, parse_policy
+from plasmacloud.iam.service import GrantError, IamService, IamSettings
+from plasmacloud.iam.tokens import TokenSettings
+
+log = logging.getLogger(__name__)
+OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+
+
+# -- public: health, metrics, discovery ------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    svc = service(request)
+    try:
+        await svc.store.get("/plasmacloud/iam/meta/bootstrap")
+    except Exception as exc:  # any store failure makes the node unhealthy
+        return web.json_response({"status": "unavailable", "store": repr(exc)}, status=503)
+    return web.json_response({"status": "ok", "node": svc.settings.node_id})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(service(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI_KEY])
+
+
+def _base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+async def discovery(request: web.Request) -> web.Response:
+    base = _base_url(request)
+    return web.json_response(
+        {
+            "issuer": service(request).settings.tokens.issuer,
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "token_endpoint": f"{base}/oauth2/token",
+            "revocation_endpoint": f"{base}/oauth2/revoke",
+            "grant_types_supported": ["password", "client_credentials", "refresh_token"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": list(ALLOWED_ALGORITHMS),
+            "scopes_supported": ["openid"],
+            "claims_supported": [
+                "iss", "sub", "aud", "exp", "iat", "nbf", "jti",
+                "preferred_username", "groups", "roles", "scope", "client_id",
+            ],
+        }
+    )  # fmt: skip
+
+
+async def jwks(request: web.Request) -> web.Response:
+    body = await service(request).keyring.jwks()
+    return web.json_response(body, headers={"Cache-Control": "public, max-age=60"})
+
+
+async def revocations(request: web.Request) -> web.Response:
+    return web.json_response({"revoked": await service(request).tokens.revocations()})
+
+
+# -- OAuth2 ------------------------------------------------------------------------------
+
+
+def _client_auth(request: web.Request, form: dict[str, str]) -> tuple[str, str] | None:
+    """``client_secret_basic`` (Authorization: Basic) or ``client_secret_post`` (form)."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            raw = base64.b64decode(header[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise GrantError("invalid_client", "malformed Basic credentials", 401) from None
+        cid, sep, secret = raw.partition(":")
+        if not sep:
+            raise GrantError("invalid_client", "malformed Basic credentials", 401)
+        return unquote(cid), unquote(secret)
+    if "client_id" in form and "client_secret" in form:
+        return form["client_id"], form["client_secret"]
+    return None
+
+
+def _field(form: dict[str, str], name: str) -> str:
+    value = form.get(name)
+    if not value:
+        raise GrantError("invalid_request", f"{name}: required")
+    if len(value) > 4096:
+        raise GrantError("invalid_request", f"{name}: too long")
+    return value
+
+
+async def token(request: web.Request) -> web.Response:
+    svc = service(request)
+    ip = request.remote or "unknown"
+    try:
+        if request.content_type == "application/json":
+            raw = await request.json()
+            if not isinstance(raw, dict):
+                raise GrantError("invalid_request", "the body must be an object")
+            form = {str(k): str(v) for k, v in raw.items()}
+        else:
+            form = {k: str(v) for k, v in (await request.post()).items()}
+        grant = form.get("grant_type", "")
+        scope = form.get("scope", "")[:512]
+        if grant == "password":
+            issued = await svc.password_grant(
+                _field(form, "username"), _field(form, "password"), scope, ip
+            )
+        elif grant == "client_credentials":
+            creds = _client_auth(request, form)
+            if creds is None:
+                raise GrantError("invalid_client", "client_id and client_secret required", 401)
+            issued = await svc.client_credentials_grant(creds[0], creds[1], scope, ip)
+        elif grant == "refresh_token":
+            issued = await svc.refresh_grant(_field(form, "refresh_token"))
+        else:
+            raise GrantError(
+                "unsupported_grant_type",
+                "grant_type must be password, client_credentials or refresh_token",
+            )
+    except GrantError as exc:
+        headers = {"Cache-Control": "no-store"}
+        if exc.retry_after:
+            headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="plasmacloud-iam"'
+        return web.json_response(
+            {"error": exc.error, "error_description": str(exc)}, status=exc.status, headers=headers
+        )
+    except ValueError:
+        return web.json_response(
+            {"error": "invalid_request", "error_description": "unreadable body"}, status=400
+        )
+    return web.json_response(
+        issued.to_json(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+    )
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """RFC 7009: whoever holds a token may revoke it; the answer is 200 either way."""
+    form = await request.post()
+    tok = str(form.get("token", ""))
+    if not tok or len(tok) > 8192:
+        return web.json_response(
+            {"error": "invalid_request", "error_description": "token: required"}, status=400
+        )
+    await service(request).tokens.revoke(tok)
+    return web.json_response({})
+
+
+# -- the caller itself ---------------------------------------------------------------------
+
+
+async def whoami(request: web.Request) -> web.Response:
+    p = await caller(request)
+    return web.json_response(
+        {
+            "sub": p.sub,
+            "username": p.username,
+            "groups": list(p.groups),
+            "roles": list(p.roles),
+            "client_id": p.client_id,
+            "expires_at": p.expires_at,
+        }
+    )
+
+
+async def own_policies(request: web.Request) -> web.Response:
+    """The caller's effective policies (what ``iam.authz`` verifiers fetch and cache)."""
+    p = await caller(request)
+    pairs = await service(request).directory.effective_policies(p.sub)
+    return web.json_response(
+        {"sub": p.sub, "policies": [{"name": n, "document": pol.document} for n, pol in pairs]}
+    )
+
+
+# -- simulate, audit, keys -------------------------------------------------------------
+
+
+async def simulate(request: web.Request) -> web.Response:
+    body = await read_body(request, m.SimulateRequest)
+    me = await require(request, "iam:SimulatePolicy", "iam/simulate")
+    svc = service(request)
+    if body.policies is not None:
+        pairs = [(f"inline[{i}]", parse_policy(doc)) for i, doc in enumerate(body.policies)]
+        sub = body.principal or me.sub
+    else:
+        sub = body.principal or me.sub
+        pairs = await svc.directory.effective_policies(sub)
+    username = sub.partition(":")[2]
+    ctx = {"plasma:username": username, "plasma:userid": sub, **body.context}
+    decision = evaluate(pairs, body.action, body.resource, ctx)
+    return web.json_response(
+        {
+            **decision.to_json(),
+            "principal": sub,
+            "action": body.action,
+            "resource": body.resource,
+            "evaluated_policies": [n for n, _ in pairs],
+        }
+    )
+
+
+async def audit_query(request: web.Request) -> web.Response:
+    await require(request, "iam:ReadAudit", "iam/audit")
+    limit, token_ = page_params(request)
+    q = request.query
+    page = await service(request).audit.query(
+        limit, token_, sub=q.get("sub"), action=q.get("action"), decision=q.get("decision")
+    )
+    return web.json_response({"items": page.entries, "next_page_token": page.next_token})
+
+
+async def audit_append(request: web.Request) -> web.Response:
+    body = await read_body(request, m.AuditBatch)
+    await require(request, "iam:WriteAudit", "iam/audit")
+    log_ = service(request).audit
+    for r in body.records:
+        decision = Decision(r.decision == "Allow", r.reason, r.policy, r.statement)
+        await log_.record(AuditRecord(r.at, r.sub, r.action, r.resource, decision), body.source)
+    return web.json_response({"recorded": len(body.records)}, status=201)
+
+
+async def rotate_keys(request: web.Request) -> web.Response:
+    await require(request, "iam:RotateSigningKey", "iam/keys")
+    key = await service(request).keyring.rotate()
+    return web.json_response({"kid": key.kid, "created_at": key.created_at}, status=201)
+
+
+def public_routes() -> list[Route]:
+    """Everything except the entity CRUD."""
+    return [
+        Route("GET", "/health", health, "Liveness and store reachability", "Operations"),
+        Route("GET", "/metrics", metrics, "Prometheus metrics", "Operations"),
+        Route("GET", "/openapi.json", openapi, "This document", "Operations"),
+        Route("GET", "/.well-known/openid-configuration", discovery, "OIDC discovery", "OAuth2"),
+        Route("GET", "/.well-known/jwks.json", jwks, "Public signing keys (JWKS)", "OAuth2"),
+        Route("POST", "/oauth2/token", token, "Token endpoint (RFC 6749)", "OAuth2"),
+        Route("POST", "/oauth2/revoke", revoke, "Token revocation (RFC 7009)", "OAuth2"),
+        Route("GET", "/v1/revocations", revocations, "Revoked, unexpired token ids", "OAuth2"),
+        Route("GET", "/v1/self", whoami, "The caller's identity", "Self"),
+        Route("GET", "/v1/self/policies", own_policies, "The caller's effective policies", "Self"),
+        Route(
+            "POST", "/v1/policy/simulate", simulate, "Evaluate a request against policies",
+            "Policies", "iam:SimulatePolicy", m.SimulateRequest,
+        ),
+        Route(
+            "GET", "/v1/audit", audit_query, "Authorization decisions (filters: sub, action, "
+            "decision)", "Audit", "iam:ReadAudit", paginated=True,
+        ),
+        Route(
+            "POST", "/v1/audit", audit_append, "Report decisions made by a service", "Audit",
+            "iam:WriteAudit", m.AuditBatch,
+        ),
+        Route("POST", "/v1/keys/rotate", rotate_keys, "Rotate the signing key", "Keys",
+              "iam:RotateSigningKey"),
+    ]  # fmt: skip
+
+
+# -- the app -------------------------------------------------------------------------------
+
+
+@web.middleware
+async def _errors_and_metrics(request: web.Request, handler: Any) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    try:
+        response: web.StreamResponse = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:
+        response = web.json_response(
+            {"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},
+            status=exc.status,
+        )
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, name)
+        response = ApiError(500, "internal", "internal error").response()
+    service(request).metrics.requests.labels(request.method, name, str(response.status)).inc()
+    return response
+
+
+def create_app(svc: IamService) -> web.Application:
+    """The aiohttp application for one IAM node."""
+    app = web.Application(middlewares=[_errors_and_metrics], client_max_size=1024 * 1024)
+    app[SERVICE_KEY] = svc
+    routes: Sequence[Route] = [*public_routes(), *admin_routes()]
+    for r in routes:
+        app.router.add_route(r.method, r.path, r.handler)
+    app[OPENAPI_KEY] = openapi_document(routes, __version__)
+    return app
+
+
+def issuer_for(config: NodeConfig) -> str:
+    """One issuer for the whole cluster: the first peer's IAM URL (same on every node)."""
+    first = sorted(config.peers, key=lambda p: p.node_id)[0]
+    scheme = "https" if config.tls.enabled else "http"
+    return f"{scheme}://{first.ip}:{first.ports.iam_http}"
+
+
+def settings_from_config(config: NodeConfig) -> IamSettings:
+    """IAM settings of this node, derived from its ``cluster-config.json``."""
+    return IamSettings(node_id=config.node_id, tokens=TokenSettings(issuer=issuer_for(config)))
+
+
+def iam_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The node's server TLS context, with client certificates optional.
+
+    IAM's token endpoint serves people and tools (curl, JWT libraries) that hold no
+    cluster client certificate, so unlike the peer ports it cannot require one.
+    """
+    ctx = server_context(config.tls)
+    if ctx is not None:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+async def start_server(
+    svc: IamService, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Start serving; the caller owns the runner and calls ``cleanup()`` to stop."""
+    runner = web.AppRunner(create_app(svc), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    await site.start()
+    log.info(
+        "IAM %s serving on %s:%d (tls=%s)", svc.settings.node_id, host, port, bool(ssl_context)
+    )
+    return runner

@@ -1,0 +1,268 @@
+"""IAM's behaviour, independent of HTTP: logins, grants, caller authorization, bootstrap."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from plasmacloud.iam.audit import AuditLog
+from plasmacloud.iam.authz import AuditRecord, Principal
+from plasmacloud.iam.conditions import ContextValue
+from plasmacloud.iam.directory import (
+    ROOT,
+    Directory,
+    Group,
+    Kind,
+    PolicyRecord,
+    ServiceAccount,
+    User,
+)
+from plasmacloud.iam.jwtcheck import TokenError
+from plasmacloud.iam.keys import KeyRing
+from plasmacloud.iam.lockout import AccountLockout, IpRateLimiter, LockoutPolicy
+from plasmacloud.iam.metrics import IamMetrics
+from plasmacloud.iam.passwords import Hasher, HashParams
+from plasmacloud.iam.policy import Decision, evaluate
+from plasmacloud.iam.store import KVStore
+from plasmacloud.iam.tokens import IssuedTokens, Subject, TokenService, TokenSettings
+
+BOOTSTRAP_KEY = ROOT + "meta/bootstrap"
+ADMIN_POLICY = "AdministratorAccess"
+ADMIN_GROUP = "admins"
+
+
+class GrantError(Exception):
+    """An OAuth2 error (RFC 6749 section 5.2): ``error`` code and HTTP status."""
+
+    def __init__(self, error: str, description: str, status: int = 400, retry_after: float = 0):
+        self.error = error
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(description)
+
+
+@dataclass(frozen=True, slots=True)
+class IamSettings:
+    """How one IAM node behaves (see :func:`plasmacloud.iam.server.settings_from_config`)."""
+
+    node_id: str
+    tokens: TokenSettings
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    hashing: HashParams = field(default_factory=HashParams)
+    key_cache_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCredentials:
+    """What bootstrap hands the operator (written 0600, never logged)."""
+
+    username: str
+    password: str
+    client_id: str
+    client_secret: str
+
+    def write(self, path: Path) -> None:
+        """Write as JSON readable only by the owner (created 0600, not chmod-ed after)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(
+                {
+                    "username": self.username,
+                    "password": self.password,
+                    "client_id": self.client_id,
+                    "client_secret": self.client_secret,
+                },
+                f,
+                indent=2,
+            )
+        os.chmod(path, 0o600)  # an existing file keeps its mode on O_TRUNC; force it
+
+
+class IamService:
+    """Everything an IAM node does, with its state in ``store``."""
+
+    def __init__(
+        self, store: KVStore, settings: IamSettings, clock: Callable[[], float] = time.time
+    ):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.directory = Directory(store)
+        self.keyring = KeyRing(
+            store,
+            token_ttl=settings.tokens.access_ttl,
+            leeway=settings.tokens.leeway,
+            cache_seconds=settings.key_cache_seconds,
+            clock=clock,
+        )
+        self.tokens = TokenService(store, self.keyring, settings.tokens, clock=clock)
+        self.hasher = Hasher(settings.hashing)
+        self.lockout = AccountLockout(store, settings.lockout, clock=clock)
+        self.ip_limiter = IpRateLimiter(settings.lockout.ip_burst, settings.lockout.ip_per_second)
+        self.audit = AuditLog(store, settings.node_id, clock=clock)
+        self.metrics = IamMetrics()
+
+    # -- grants ----------------------------------------------------------------------
+
+    async def _subject(self, sub: str) -> Subject:
+        kind, _, name = sub.partition(":")
+        entity = await self.directory.get(
+            Kind.USER if kind == "user" else Kind.SERVICE_ACCOUNT, name
+        )
+        if not isinstance(entity, User | ServiceAccount) or entity.disabled:
+            raise GrantError("invalid_grant", "the account does not exist or is disabled")
+        return Subject(
+            sub=sub,
+            username=name,
+            groups=tuple(entity.groups),
+            roles=tuple(entity.roles),
+            client_id=name if isinstance(entity, ServiceAccount) else None,
+        )
+
+    async def _check_secret(
+        self, kind: Kind, name: str, secret: str, ip: str, grant: str
+    ) -> Subject:
+        if not self.ip_limiter.allow(ip):
+            self.metrics.login_failures.labels("rate_limited").inc()
+            raise GrantError("slow_down", "too many attempts from this address", 429, 5.0)
+        account = f"{kind.value}/{name}"
+        wait = await self.lockout.locked_for(account)
+        if wait > 0:
+            self.metrics.login_failures.labels("locked").inc()
+            raise GrantError("invalid_grant", "account temporarily locked", 429, wait)
+        entity = await self.directory.get(kind, name)
+        encoded = None
+        if isinstance(entity, User):
+            encoded = entity.password_hash
+        elif isinstance(entity, ServiceAccount):
+            encoded = entity.secret_hash
+        if not await self.hasher.verify(encoded, secret):
+            if entity is not None:
+                await self.lockout.record_failure(account)
+            self.metrics.login_failures.labels("bad_credentials").inc()
+            error = "invalid_client" if grant == "client_credentials" else "invalid_grant"
+            raise GrantError(
+                error, "invalid credentials", 401 if error == "invalid_client" else 400
+            )
+        await self.lockout.record_success(account)
+        prefix = "user" if kind == Kind.USER else "sa"
+        return await self._subject(f"{prefix}:{name}")
+
+    async def password_grant(
+        self, username: str, password: str, scope: str, ip: str
+    ) -> IssuedTokens:
+        """OAuth2 resource-owner password grant."""
+        subject = await self._check_secret(Kind.USER, username, password, ip, "password")
+        self.metrics.tokens_issued.labels("password").inc()
+        return await self.tokens.issue(subject, scope)
+
+    async def client_credentials_grant(
+        self, client_id: str, secret: str, scope: str, ip: str
+    ) -> IssuedTokens:
+        """OAuth2 client-credentials grant for service accounts (no refresh token, per RFC)."""
+        subject = await self._check_secret(
+            Kind.SERVICE_ACCOUNT, client_id, secret, ip, "client_credentials"
+        )
+        self.metrics.tokens_issued.labels("client_credentials").inc()
+        return await self.tokens.issue(subject, scope, with_refresh=False)
+
+    async def refresh_grant(self, refresh_token: str) -> IssuedTokens:
+        """Exchange a refresh token for new tokens (group/role changes take effect here)."""
+        try:
+            grant = await self.tokens.redeem_refresh(refresh_token)
+        except TokenError as exc:
+            raise GrantError("invalid_grant", str(exc)) from None
+        subject = await self._subject(grant.sub)
+        self.metrics.tokens_issued.labels("refresh_token").inc()
+        return await self.tokens.issue(subject, grant.scope)
+
+    # -- callers ---------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> Principal:
+        """Verify a bearer token presented to this server."""
+        with self.metrics.verify_seconds.time():
+            claims = await self.tokens.verify(token)
+        return Principal.from_claims(claims, token)
+
+    async def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        context: dict[str, ContextValue] | None = None,
+    ) -> Decision:
+        """Decide a request against the principal's policies, count it and audit it."""
+        ctx: dict[str, ContextValue] = {
+            "plasma:username": principal.username,
+            "plasma:userid": principal.sub,
+            "plasma:CurrentTime": datetime.fromtimestamp(self.clock(), UTC),
+            **(context or {}),
+        }
+        decision = evaluate(
+            await self.directory.effective_policies(principal.sub), action, resource, ctx
+        )
+        self.metrics.decisions.labels(decision.effect).inc()
+        await self.audit.record(
+            AuditRecord(self.clock(), principal.sub, action, resource, decision)
+        )
+        return decision
+
+    # -- bootstrap -------------------------------------------------------------------
+
+    async def bootstrap(self, username: str = "admin") -> AdminCredentials | None:
+        """Create the first admin (user + service account); ``None`` if done before.
+
+        Idempotent across nodes and re-runs: the marker key is claimed by
+        compare-and-swap first, so exactly one caller ever creates the admin.
+        """
+        if not await self.store.compare_and_swap(
+            BOOTSTRAP_KEY, 0, json.dumps({"at": self.clock(), "by": self.settings.node_id}).encode()
+        ):
+            return None
+        creds = AdminCredentials(
+            username=username,
+            password=secrets.token_urlsafe(24),
+            client_id=f"{username}-client",
+            client_secret=secrets.token_urlsafe(32),
+        )
+        admin_doc = {
+            "Version": "2012-10-17",
+            "Statement": [{"Sid": "Everything", "Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }
+        d = self.directory
+        if await d.get(Kind.POLICY, ADMIN_POLICY) is None:
+            await d.create(
+                Kind.POLICY,
+                PolicyRecord(name=ADMIN_POLICY, description="full access", document=admin_doc),
+            )
+        if await d.get(Kind.GROUP, ADMIN_GROUP) is None:
+            await d.create(Kind.GROUP, Group(name=ADMIN_GROUP, policies=[ADMIN_POLICY]))
+        await d.save(
+            Kind.USER,
+            User(
+                name=username,
+                description="bootstrap administrator",
+                groups=[ADMIN_GROUP],
+                password_hash=await self.hasher.hash(creds.password),
+            ),
+        )
+        await d.save(
+            Kind.SERVICE_ACCOUNT,
+            ServiceAccount(
+                name=creds.client_id,
+                description="bootstrap administrator (client credentials)",
+                groups=[ADMIN_GROUP],
+                secret_hash=await self.hasher.hash(creds.client_secret),
+            ),
+        )
+        return creds
+
+    async def is_bootstrapped(self) -> bool:
+        return await self.store.get(BOOTSTRAP_KEY) is not None

@@ -1,0 +1,342 @@
+"""The IAM REST API on one in-process server (127.0.0.71) with the in-memory store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from iam_fixtures import ClusterFactory
+
+from plasmacloud.iam.lockout import LockoutPolicy
+
+APP_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "AppKeys",
+            "Effect": "Allow",
+            "Action": ["chainfire:Range", "chainfire:Put"],
+            "Resource": "key/app/*",
+        },
+        {"Sid": "NoSecret", "Effect": "Deny", "Action": "*", "Resource": "key/app/secret"},
+    ],
+}
+
+
+async def test_public_documents(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    status, health = await c.call("GET", "/health", None)
+    assert status == 200 and health["status"] == "ok"
+    status, disco = await c.call("GET", "/.well-known/openid-configuration", None)
+    assert status == 200
+    assert disco["issuer"] == "http://127.0.0.71:8080"
+    assert disco["jwks_uri"] == f"{c.url}/.well-known/jwks.json"
+    assert disco["token_endpoint"] == f"{c.url}/oauth2/token"
+    status, jwks = await c.call("GET", "/.well-known/jwks.json", None)
+    assert status == 200 and jwks["keys"] and all(k["alg"] == "ES256" for k in jwks["keys"])
+    status, spec = await c.call("GET", "/openapi.json", None)
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert spec["paths"]["/v1/users"]["post"]["x-required-action"] == "iam:CreateUser"
+    assert "CreatePolicy" in spec["components"]["schemas"]
+    assert "/oauth2/token" in spec["paths"]
+
+
+async def test_bootstrap_is_idempotent(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster(2)
+    assert await c.nodes[0].svc.bootstrap() is None
+    assert await c.nodes[1].svc.bootstrap() is None
+    status, users = await c.call("GET", "/v1/users", await c.token())
+    assert status == 200 and [u["name"] for u in users["items"]] == ["admin"]
+    assert all("password_hash" not in u for u in users["items"])
+
+
+async def test_grants_password_client_credentials_refresh(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    async with c.http.post(
+        f"{c.url}/oauth2/token",
+        data={"grant_type": "password", "username": "admin", "password": c.admin.password},
+    ) as r:
+        body = await r.json()
+        assert r.status == 200 and body["token_type"] == "Bearer" and body["refresh_token"]
+        assert r.headers["Cache-Control"] == "no-store"
+    status, me = await c.call("GET", "/v1/self", body["access_token"])
+    assert status == 200 and me["sub"] == "user:admin" and me["groups"] == ["admins"]
+    async with c.http.post(
+        f"{c.url}/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+    ) as r:
+        refreshed = await r.json()
+        assert r.status == 200 and refreshed["refresh_token"] != body["refresh_token"]
+    async with c.http.post(
+        f"{c.url}/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+    ) as r:
+        assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+    # client_secret_basic
+    basic = aiohttp.encode_basic_auth(c.admin.client_id, c.admin.client_secret)
+    async with c.http.post(
+        f"{c.url}/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": basic},
+    ) as r:
+        cc = await r.json()
+        assert r.status == 200 and "refresh_token" not in cc
+    status, me = await c.call("GET", "/v1/self", cc["access_token"])
+    assert me["sub"] == f"sa:{c.admin.client_id}" and me["client_id"] == c.admin.client_id
+    for bad in (
+        {"grant_type": "password", "username": "admin", "password": "wrong-password"},
+        {"grant_type": "password", "username": "nobody", "password": "whatever1"},
+        {"grant_type": "client_credentials", "client_id": "admin-client", "client_secret": "x"},
+        {"grant_type": "implicit"},
+        {"grant_type": "password"},
+    ):
+        async with c.http.post(f"{c.url}/oauth2/token", data=bad) as r:
+            assert r.status in (400, 401), bad
+            assert (await r.json())["error"] in (
+                "invalid_grant",
+                "invalid_client",
+                "unsupported_grant_type",
+                "invalid_request",
+            )
+
+
+async def test_crud_attach_and_enforce(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    admin = await c.token()
+    status, pol = await c.call(
+        "POST", "/v1/policies", admin, json={"name": "app-rw", "document": APP_POLICY}
+    )
+    assert status == 201, pol
+    status, _ = await c.call("POST", "/v1/groups", admin, json={"name": "devs"})
+    assert status == 201
+    status, _ = await c.call("POST", "/v1/roles", admin, json={"name": "reader"})
+    assert status == 201
+    status, user = await c.call(
+        "POST", "/v1/users", admin, json={"name": "alice", "password": "correct horse"}
+    )
+    assert status == 201 and user["name"] == "alice" and "password_hash" not in user
+    status, _ = await c.call("PUT", "/v1/groups/devs/members/alice", admin)
+    assert status == 200
+    status, grp = await c.call("PUT", "/v1/groups/devs/policies/app-rw", admin)
+    assert status == 200 and grp["policies"] == ["app-rw"]
+    status, usr = await c.call("PUT", "/v1/users/alice/roles/reader", admin)
+    assert status == 200 and usr["roles"] == ["reader"] and usr["groups"] == ["devs"]
+
+    alice = await c.token(grant_type="password", username="alice", password="correct horse")
+    status, mine = await c.call("GET", "/v1/self/policies", alice)
+    assert status == 200 and [p["name"] for p in mine["policies"]] == ["app-rw"]
+    # alice is no admin
+    status, err = await c.call("GET", "/v1/users", alice)
+    assert status == 403 and err["error"] == "forbidden"
+    status, _ = await c.call("GET", "/v1/users", None)
+    assert status == 401
+    status, _ = await c.call("GET", "/v1/users", "not.a.token")
+    assert status == 401
+
+    async def sim(resource: str, action: str = "chainfire:Put") -> dict[str, Any]:
+        status, body = await c.call(
+            "POST",
+            "/v1/policy/simulate",
+            admin,
+            json={"principal": "user:alice", "action": action, "resource": resource},
+        )
+        assert status == 200, body
+        return body
+
+    assert (await sim("key/app/x"))["decision"] == "Allow"
+    assert (await sim("key/app/x"))["statement"] == "AppKeys"
+    assert (await sim("key/other/x"))["reason"] == "implicit-deny"
+    denied = await sim("key/app/secret")
+    assert (denied["decision"], denied["statement"]) == ("Deny", "NoSecret")
+    assert (await sim("key/app/x", "chainfire:DeleteRange"))["decision"] == "Deny"
+
+    # update and delete; a policy in use cannot be deleted
+    status, upd = await c.call("PATCH", "/v1/users/alice", admin, json={"disabled": True})
+    assert status == 200 and upd["disabled"] is True
+    status, err = await c.call("DELETE", "/v1/policies/app-rw", admin)
+    assert status == 409 and "groups/devs" in err["message"]
+    status, _ = await c.call("DELETE", "/v1/groups/devs/policies/app-rw", admin)
+    assert status == 200
+    status, _ = await c.call("DELETE", "/v1/groups/devs/members/alice", admin)
+    assert status == 200
+    status, _ = await c.call("DELETE", "/v1/policies/app-rw", admin)
+    assert status == 204
+    status, _ = await c.call("DELETE", "/v1/users/alice", admin)
+    assert status == 204
+    status, _ = await c.call("GET", "/v1/users/alice", admin)
+    assert status == 404
+
+
+async def test_pagination(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    admin = await c.token()
+    for i in range(5):
+        status, _ = await c.call("POST", "/v1/groups", admin, json={"name": f"g{i}"})
+        assert status == 201
+    seen: list[str] = []
+    token: str | None = None
+    for _ in range(10):
+        params = {"limit": "2", **({"page_token": token} if token else {})}
+        status, page = await c.call("GET", "/v1/groups", admin, params=params)
+        assert status == 200 and len(page["items"]) <= 2
+        seen += [g["name"] for g in page["items"]]
+        token = page["next_page_token"]
+        if token is None:
+            break
+    assert seen == ["admins", "g0", "g1", "g2", "g3", "g4"]
+    for bad in ("0", "501", "x", "-1"):
+        status, err = await c.call("GET", "/v1/groups", admin, params={"limit": bad})
+        assert status == 400 and err["errors"][0]["field"] == "limit"
+
+
+async def test_service_account_lifecycle(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    admin = await c.token()
+    status, sa = await c.call("POST", "/v1/service-accounts", admin, json={"name": "ci-bot"})
+    assert status == 201 and sa["client_id"] == "ci-bot" and len(sa["client_secret"]) > 30
+    form = {"grant_type": "client_credentials", "client_id": "ci-bot"}
+    await c.token(**form, client_secret=sa["client_secret"])
+    status, fresh = await c.call("POST", "/v1/service-accounts/ci-bot/secret", admin)
+    assert status == 200 and fresh["client_secret"] != sa["client_secret"]
+    async with c.http.post(
+        f"{c.url}/oauth2/token", data={**form, "client_secret": sa["client_secret"]}
+    ) as r:
+        assert r.status == 401 and (await r.json())["error"] == "invalid_client"
+    await c.token(**form, client_secret=fresh["client_secret"])
+    status, got = await c.call("GET", "/v1/service-accounts/ci-bot", admin)
+    assert status == 200 and "secret_hash" not in got and "client_secret" not in got
+
+
+async def test_bad_input_is_refused_without_state_change(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    admin = await c.token()
+    bad_doc = {
+        "Statement": [{"Effect": "Allow", "Action": "a:b", "Resource": "*"}, {"Effect": "Perhaps"}]
+    }
+    status, err = await c.call(
+        "POST", "/v1/policies", admin, json={"name": "p", "document": bad_doc}
+    )
+    assert status == 422
+    fields = [e["field"] for e in err["errors"]]
+    assert "document.Statement[1].Effect" in fields
+    assert "document.Statement[1].Action" in fields
+    assert 'Statement[1].Effect: must be "Allow" or "Deny"' in err["message"]
+    for name in (
+        "x'; DROP TABLE users;--",
+        '{"$ne": null}',
+        "../../etc/passwd",
+        "a b",
+        "",
+        "é" * 3,
+        "a" * 65,
+    ):
+        status, err = await c.call(
+            "POST", "/v1/users", admin, json={"name": name, "password": "long enough"}
+        )
+        assert status == 422, name
+        assert err["errors"][0]["field"] == "name"
+    status, err = await c.call(
+        "POST", "/v1/users", admin, json={"name": "bob", "password": "short"}
+    )
+    assert status == 422 and err["errors"][0]["field"] == "password"
+    status, err = await c.call(
+        "POST",
+        "/v1/users",
+        admin,
+        json={"name": "bob", "password": "long enough", "groups": ["nope"]},
+    )
+    assert status == 422 and err["errors"][0]["field"] == "groups"
+    status, err = await c.call(
+        "POST", "/v1/users", admin, json={"name": "bob", "password": "long enough", "admin": True}
+    )
+    assert status == 422 and err["errors"][0]["field"] == "admin"
+    status, err = await c.call("POST", "/v1/users", admin, data=b"{not json")
+    assert status == 400
+    status, err = await c.call("GET", "/v1/users/..%2F..%2Fetc", admin)
+    assert status in (400, 404)
+    status, err = await c.call("POST", "/v1/users", admin, json=["a", "list"])
+    assert status == 422
+    status, users = await c.call("GET", "/v1/users", admin)
+    assert [u["name"] for u in users["items"]] == ["admin"]
+    status, pols = await c.call("GET", "/v1/policies", admin)
+    assert [p["name"] for p in pols["items"]] == ["AdministratorAccess"]
+    status, _ = await c.call("POST", "/v1/groups", admin, json={"name": "admins"})
+    assert status == 409
+
+
+async def test_brute_force_lockout(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster(2, lockout=LockoutPolicy(max_failures=3, lock_seconds=600, ip_burst=100))
+    admin = await c.token()
+    await c.call("POST", "/v1/users", admin, json={"name": "carol", "password": "the right one"})
+
+    async def login(password: str, node: int) -> tuple[int, dict[str, Any]]:
+        async with c.http.post(
+            f"{c.nodes[node].url}/oauth2/token",
+            data={"grant_type": "password", "username": "carol", "password": password},
+        ) as r:
+            return r.status, await r.json()
+
+    # Spreading guesses across nodes does not help: the counter is in the shared store.
+    for i in range(3):
+        status, body = await login(f"guess-{i}", node=i % 2)
+        assert status == 400 and body["error"] == "invalid_grant"
+    status, body = await login("the right one", node=1)
+    assert status == 429 and "locked" in body["error_description"]
+    status, user = await c.call("GET", "/v1/users/carol", admin)
+    assert status == 200 and user["disabled"] is False  # no other state change
+    status, metrics = await c.call("GET", "/metrics", None, node=1)
+    assert 'iam_login_failures_total{reason="locked"} 1.0' in metrics
+
+
+async def test_ip_rate_limit(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster(lockout=LockoutPolicy(ip_burst=4, ip_per_second=0.01, max_failures=100))
+    statuses = []
+    for i in range(8):
+        async with c.http.post(
+            f"{c.url}/oauth2/token",
+            data={"grant_type": "password", "username": f"u{i}", "password": "whatever-pw"},
+        ) as r:
+            statuses.append(r.status)
+            if r.status == 429:
+                assert (await r.json())["error"] == "slow_down" and "Retry-After" in r.headers
+    assert statuses[:4] == [400] * 4 and statuses[4:] == [429] * 4
+
+
+async def test_revocation_and_audit_and_metrics(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    admin = await c.token()
+    victim = await c.token()
+    assert (await c.call("GET", "/v1/self", victim))[0] == 200
+    async with c.http.post(f"{c.url}/oauth2/revoke", data={"token": victim}) as r:
+        assert r.status == 200
+    status, err = await c.call("GET", "/v1/self", victim)
+    assert status == 401 and "revoked" in err["message"]
+    status, revoked = await c.call("GET", "/v1/revocations", None)
+    assert status == 200 and len(revoked["revoked"]) == 1
+    status, audit = await c.call("GET", "/v1/audit", admin, params={"action": "iam:ReadAudit"})
+    assert status == 200
+    await c.call("GET", "/v1/users", admin)
+    status, audit = await c.call("GET", "/v1/audit", admin, params={"action": "iam:ListUsers"})
+    entry = audit["items"][-1]
+    assert (entry["sub"], entry["decision"], entry["resource"]) == (
+        f"sa:{c.admin.client_id}",
+        "Allow",
+        "iam/users",
+    )
+    status, metrics = await c.call("GET", "/metrics", None)
+    assert 'iam_tokens_issued_total{grant_type="client_credentials"} 2.0' in metrics
+    assert 'iam_authz_decisions_total{effect="Allow"}' in metrics
+    assert "iam_token_verify_seconds_count" in metrics
+
+
+async def test_key_rotation_over_the_api(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster(2)
+    before = await c.token()
+    status, rotated = await c.call("POST", "/v1/keys/rotate", before)
+    assert status == 201
+    after = await c.token(node=1)
+    status, jwks = await c.call("GET", "/.well-known/jwks.json", None, node=1)
+    kids = {k["kid"] for k in jwks["keys"]}
+    assert rotated["kid"] in kids and len(kids) == 2
+    assert (await c.call("GET", "/v1/self", before, node=1))[0] == 200
+    assert (await c.call("GET", "/v1/self", after, node=0))[0] == 200
