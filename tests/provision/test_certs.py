@@ -6,44 +6,15 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
-from plasmacloud.cli import app
 from plasmacloud.provision import certs, pki
 from plasmacloud.provision.layout import OutputLayout
-from plasmacloud.provision.sample import sample_spec
 from plasmacloud.provision.spec import ClusterSpec, parse_spec
 
-runner = CliRunner()
-
-
-def _plasma(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-@pytest.fixture(scope="module")
-def issued(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A rendered tree with a CA and every certificate (copied per test)."""
-    root = tmp_path_factory.mktemp("tree")
-    (root / "cluster.yaml").write_text(sample_spec())
-    spec, out = str(root / "cluster.yaml"), str(root / "out")
-    assert _plasma("render", "--spec", spec, "--out", out)[0] == 0
-    code, output = _plasma("pki", "init", "--spec", spec, "--out", out)
-    assert code == 0, output
-    assert output.count("issued") == 3
-    return root
-
-
-@pytest.fixture
-def tree(issued: Path, tmp_path: Path) -> Path:
-    shutil.copytree(issued, tmp_path / "t", symlinks=True)
-    return tmp_path / "t"
+from .helpers import run_plasma
 
 
 def _check(tree: Path) -> tuple[int, list[dict[str, str]]]:
-    code, output = _plasma(
+    code, output = run_plasma(
         "pki", "check", "--spec", str(tree / "cluster.yaml"), "--out", str(tree / "out"), "--json"
     )
     return code, json.loads(output)["findings"]
@@ -87,7 +58,7 @@ def test_key_permissions_pf008_and_issue_repairs_them(tree: Path) -> None:
     key.chmod(0o644)
     code, findings = _check(tree)
     assert code == 1 and _ids(findings) == {("PF008-cert-permissions", "node03")}
-    code, output = _plasma(
+    code, output = run_plasma(
         "pki", "issue", "--spec", str(tree / "cluster.yaml"), "--out", str(tree / "out")
     )
     assert code == 0 and "kept" in output
@@ -136,7 +107,7 @@ def test_spec_ip_change_pf004_then_issue_fixes(tree: Path) -> None:
     assert code == 1
     assert _ids(findings) == {("PF004-cert-san-mismatch", "node03")}
     assert "192.168.100.23" in findings[0]["message"]
-    assert _plasma("pki", "issue", "-s", str(spec_file), "-o", str(tree / "out"))[0] == 0
+    assert run_plasma("pki", "issue", "-s", str(spec_file), "-o", str(tree / "out"))[0] == 0
     assert _check(tree) == (0, [])
 
 
@@ -154,7 +125,7 @@ def test_expiry_warning_and_expired_error(tree: Path) -> None:
 def test_rotate_reissues_only_the_named_node(tree: Path) -> None:
     out = tree / "out"
     before = {n: (out / f"{n}/secrets/{n}.crt").read_bytes() for n in ("node01", "node02")}
-    code, output = _plasma(
+    code, output = run_plasma(
         "pki", "rotate", "-s", str(tree / "cluster.yaml"), "-o", str(out), "-n", "node01"
     )
     assert code == 0 and "issued" in output
@@ -162,7 +133,9 @@ def test_rotate_reissues_only_the_named_node(tree: Path) -> None:
     assert (out / "node02/secrets/node02.crt").read_bytes() == before["node02"]
     assert _check(tree) == (0, [])
     assert (
-        _plasma("pki", "rotate", "-s", str(tree / "cluster.yaml"), "-o", str(out), "-n", "nodeX")[0]
+        run_plasma(
+            "pki", "rotate", "-s", str(tree / "cluster.yaml"), "-o", str(out), "-n", "nodeX"
+        )[0]
         == 2
     )
 
@@ -171,7 +144,7 @@ def test_missing_ca_pf010(tree: Path) -> None:
     shutil.rmtree(tree / "out" / "pki")
     code, findings = _check(tree)
     assert code == 1 and ("PF010-ca-missing", None) in _ids(findings)
-    code, output = _plasma(
+    code, output = run_plasma(
         "pki", "issue", "-s", str(tree / "cluster.yaml"), "-o", str(tree / "out")
     )
     assert code == 1 and "plasma pki init" in output

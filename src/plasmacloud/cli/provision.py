@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
-from plasmacloud.provision import certs, pki
+from plasmacloud.provision import certs, pki, preflight
 from plasmacloud.provision.findings import Finding, Severity, has_errors
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.render import render
 from plasmacloud.provision.sample import default_ssh_key, sample_spec
 from plasmacloud.provision.spec import ClusterSpec, SpecError, load_spec
+from plasmacloud.provision.target import ShellFacts
 
 SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="the cluster spec (cluster.yaml)")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output directory of `plasma render`")]
@@ -141,8 +142,40 @@ def pki_check(
     print_findings(certs.check_cluster(_spec(spec), OutputLayout(out)), as_json, "pki check")
 
 
+def preflight_cmd(
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="check a machine: ssh://root@host:port or node01=ssh://... (repeatable)"),
+    ] = None,
+    all_targets: Annotated[
+        bool, typer.Option(help="check every node at its spec SSH target")
+    ] = False,
+    identity: Annotated[str | None, typer.Option("-i", help="SSH private key")] = None,
+    no_tree: Annotated[bool, typer.Option(help="check only the spec, not --out")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check spec, rendered tree, certificates and (optionally) target machines."""
+    targets = {}
+    if target or all_targets:
+        try:
+            targets = preflight.resolve_targets(_spec(spec), target or [], all_targets)
+        except (ValueError, KeyError) as exc:
+            typer.echo(f"--target: {exc}", err=True)
+            raise typer.Exit(EXIT_USAGE) from exc
+    req = preflight.PreflightRequest(
+        spec_path=spec,
+        out=None if no_tree else out,
+        targets=targets,
+        facts=ShellFacts(identity=identity),
+    )
+    print_findings(preflight.run(req), as_json, "preflight")
+
+
 def register(app: typer.Typer) -> None:
     """Attach the provisioning commands to the top-level ``plasma`` app."""
     app.command("init")(init)
     app.command("render")(render_cmd)
     app.add_typer(pki_app, name="pki")
+    app.command("preflight")(preflight_cmd)
