@@ -1,7 +1,324 @@
-"""`plasma lab ...` commands."""
+"""`plasma lab ...`: rehearse the cluster on this machine (up, status, env, logs, down)."""
 
 from __future__ import annotations
 
-import typer
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
-app = typer.Typer(help="Rehearse a cluster on this machine: up, status, env, validate, down.", no_args_is_help=True)
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.control import Lab, describe
+from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
+from plasmacloud.lab.probe import ClusterView
+from plasmacloud.lab.spec import busy_ports
+from plasmacloud.validate.checks import run_checks
+from plasmacloud.validate.report import exit_code, report_json, report_table
+
+app = typer.Typer(
+    help="Rehearse a cluster on this machine: up, status, env, validate, down.",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+DirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        envvar=LAB_DIR_ENV,
+        help="lab directory (default: $PLASMA_LAB_DIR or ~/.local/state/plasmacloud/lab)",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+NodeArg = Annotated[str, typer.Argument(help="node id, e.g. node01")]
+
+
+def _open(lab_dir: Path | None, backend: str = "process") -> Lab:
+    try:
+        return Lab.open(lab_dir or default_lab_dir(), backend=backend)
+    except LabError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def _fail(exc: Exception, code: int = EXIT_FAILURE) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code)
+
+
+def _view_table(lab: Lab, view: ClusterView) -> Table:
+    """Nodes x (address, processes, health per service, members, leader, term)."""
+    table = Table(title=f"lab {lab.layout.root}")
+    for col in ("node", "address", "processes", "health", "members", "leader", "term"):
+        table.add_column(col)
+    names = {v.member_id: v.node_id for v in view.nodes if v.member_id}
+    backend = lab.backend
+    for v in view.nodes:
+        procs = backend.node_status(v.node_id).services
+        proc_txt = ", ".join(
+            f"{p.service} {p.pid}" if p.running else f"{p.service} [red]{p.note}[/red]"
+            for p in procs
+        )
+        health = ", ".join(
+            f"{s} [green]ok[/green]" if ok else f"{s} [red]{d[:60]}[/red]"
+            for s, (ok, d) in v.health.items()
+        )
+        leader = names.get(v.leader_id or 0, "-") if v.leader_id else "[red]none[/red]"
+        table.add_row(
+            v.node_id,
+            str(lab.spec.ip_of(v.node_id)),
+            proc_txt,
+            health,
+            (v.error and f"[red]{v.error[:60]}[/red]") or str(len(v.members)),
+            leader,
+            str(v.raft_term or "-"),
+        )
+    agreed = view.leader_node
+    table.caption = f"leader agreed: {agreed}" if agreed else "[red]no agreed leader[/red]"
+    return table
+
+
+def _view_json(lab: Lab, view: ClusterView) -> dict[str, Any]:
+    backend = lab.backend
+    return {
+        "dir": str(lab.layout.root),
+        "backend": lab.state.backend,
+        "ready": view.ready,
+        "leader": view.leader_node,
+        "nodes": [
+            {
+                "node": v.node_id,
+                "ip": str(lab.spec.ip_of(v.node_id)),
+                "processes": [
+                    {"service": p.service, "running": p.running, "pid": p.pid, "note": p.note}
+                    for p in backend.node_status(v.node_id).services
+                ],
+                "health": {s: {"ok": ok, "detail": d} for s, (ok, d) in v.health.items()},
+                "members": v.members,
+                "leader": v.leader_id,
+                "member_id": v.member_id,
+                "raft_term": v.raft_term,
+                "error": v.error,
+            }
+            for v in view.nodes
+        ],
+    }
+
+
+def _env_lines(lab: Lab) -> list[str]:
+    lines = [
+        "export ETCDCTL_API=3",
+        f"export ETCDCTL_ENDPOINTS={','.join(lab.spec.client_endpoints())}",
+    ]
+    if lab.spec.tls:
+        lines += [
+            f"export ETCDCTL_CACERT={lab.layout.ca_file}",
+            f"export ETCDCTL_CERT={lab.layout.operator_cert}",
+            f"export ETCDCTL_KEY={lab.layout.operator_key}",
+        ]
+    lines.append(f"export {LAB_DIR_ENV}={lab.layout.root}")
+    return lines
+
+
+def _where(lab: Lab) -> Table:
+    table = Table(title="where everything is", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("where")
+    table.add_row("lab dir", str(lab.layout.root))
+    table.add_row("client endpoints", ", ".join(lab.spec.client_endpoints()))
+    for cfg in lab.configs():
+        urls = [s.health_url(cfg) for s in lab.services]
+        table.add_row(f"{cfg.node_id} health", ", ".join(urls))
+        logs = [str(lab.layout.log_path(cfg.node_id, s.name)) for s in lab.services]
+        table.add_row(f"{cfg.node_id} logs", ", ".join(logs))
+        table.add_row(f"{cfg.node_id} config", str(lab.layout.config_path(cfg.node_id)))
+    if lab.spec.tls:
+        table.add_row("CA / operator cert", f"{lab.layout.ca_file}, {lab.layout.operator_cert}")
+    table.add_row("use it", 'eval "$(plasma lab env)"; etcdctl member list')
+    return table
+
+
+def _validate(lab: Lab, as_json: bool) -> int:
+    results = asyncio.run(run_checks(lab.configs(), lab.operator_tls, lab.services))
+    if as_json:
+        typer.echo(json.dumps(report_json(results), indent=2))
+    else:
+        console.print(report_table(results))
+    return exit_code(results)
+
+
+def _log_tails(lab: Lab, lines: int = 8) -> None:
+    for node_id in lab.spec.node_ids:
+        for svc in lab.services:
+            path = lab.layout.log_path(node_id, svc.name)
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                err.print(f"[bold]--- {path}[/bold]")
+                err.print("\n".join(tail), markup=False, highlight=False)
+
+
+@app.command()
+def up(
+    lab_dir: DirOpt = None,
+    backend: Annotated[str, typer.Option(help="process (netns/qemu/ssh later)")] = "process",
+    wipe: Annotated[bool, typer.Option("--wipe", help="delete old data, configs, PKI")] = False,
+    validate: Annotated[bool, typer.Option("--validate", help="run the checklist once up")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for a healthy cluster")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate certs and configs, start every node, wait for health and a leader."""
+    lab = _open(lab_dir, backend)
+    try:
+        if wipe:
+            lab.down(wipe=True)
+            lab = _open(lab_dir, backend)
+        if not lab.running() and (busy := busy_ports(lab.spec)):
+            raise LabError(
+                f"addresses already in use: {', '.join(busy)} (another lab? "
+                "`plasma lab status --dir ...` or use another --dir)"
+            )
+        lab.up()
+    except (LabError, OSError) as exc:
+        raise _fail(exc) from exc
+    try:
+        if as_json:
+            view = asyncio.run(lab.wait_ready(timeout=timeout))
+        else:
+            with Live(console=console, transient=False, refresh_per_second=4) as live:
+
+                def show(v: ClusterView) -> None:
+                    live.update(Group(_view_table(lab, v), f"waiting: {describe(v)}"))
+
+                view = asyncio.run(lab.wait_ready(timeout=timeout, on_view=show))
+                live.update(_view_table(lab, view))
+    except LabError as exc:
+        _log_tails(lab)
+        raise _fail(exc, EXIT_UNAVAILABLE) from exc
+    if as_json:
+        typer.echo(json.dumps({**_view_json(lab, view), "env": _env_lines(lab)}, indent=2))
+    else:
+        console.print()
+        console.print(_where(lab))
+    if validate:
+        raise typer.Exit(_validate(lab, as_json))
+
+
+@app.command()
+def status(lab_dir: DirOpt = None, as_json: JsonOpt = False) -> None:
+    """Members, leader agreement, health per node and service, processes."""
+    lab = _open(lab_dir)
+    if not lab.layout.state_path.exists():
+        raise _fail(LabError(f"no lab in {lab.layout.root}; `plasma lab up` first"), EXIT_USAGE)
+    view = asyncio.run(lab.probe())
+    if as_json:
+        typer.echo(json.dumps(_view_json(lab, view), indent=2))
+    else:
+        console.print(_view_table(lab, view))
+        if not view.ready:
+            console.print(f"[yellow]not ready:[/yellow] {describe(view)}")
+    raise typer.Exit(EXIT_OK if view.ready else EXIT_UNAVAILABLE)
+
+
+@app.command()
+def env(lab_dir: DirOpt = None) -> None:
+    """Print shell exports for etcdctl: `eval "$(plasma lab env)"; etcdctl member list`."""
+    typer.echo("\n".join(_env_lines(_open(lab_dir))))
+
+
+@app.command("validate")
+def validate_cmd(lab_dir: DirOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the cluster checklist against the running lab (non-zero exit on any failure)."""
+    raise typer.Exit(_validate(_open(lab_dir), as_json))
+
+
+@app.command()
+def logs(
+    node: NodeArg,
+    lab_dir: DirOpt = None,
+    service: Annotated[str, typer.Option(help="which service's log")] = "chainfire",
+    lines: Annotated[int, typer.Option("--lines", "-n", help="lines to show")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
+) -> None:
+    """Show a node's service log (optionally follow it like tail -f)."""
+    lab = _open(lab_dir)
+    if node not in lab.spec.node_ids:
+        raise _fail(LabError(f"no node {node!r} (nodes: {', '.join(lab.spec.node_ids)})"), 2)
+    path = lab.layout.log_path(node, service)
+    if not path.exists():
+        raise _fail(LabError(f"{path} does not exist (services: {lab.state.services})"), 2)
+    with path.open("r", errors="replace") as fh:
+        for line in fh.readlines()[-lines:]:
+            typer.echo(line, nl=False)
+        while follow:
+            line = fh.readline()
+            if line:
+                typer.echo(line, nl=False)
+            else:
+                time.sleep(0.2)
+
+
+def _node_op(lab_dir: Path | None, node: str, op: str, sig: signal.Signals | None = None) -> None:
+    lab = _open(lab_dir)
+    try:
+        backend = lab.backend
+        if op == "start":
+            lab.prepare()
+            backend.start_node(node)
+        elif op == "stop":
+            backend.stop_node(node)
+        else:
+            backend.kill_node(node, sig or signal.SIGKILL)
+    except LabError as exc:
+        raise _fail(exc, EXIT_USAGE if "no node" in str(exc) else EXIT_FAILURE) from exc
+    console.print(f"{node}: {op} done")
+
+
+@app.command()
+def start(node: NodeArg, lab_dir: DirOpt = None) -> None:
+    """Start one node's services (after stop/kill)."""
+    _node_op(lab_dir, node, "start")
+
+
+@app.command()
+def stop(node: NodeArg, lab_dir: DirOpt = None) -> None:
+    """Stop one node gracefully (SIGTERM, SIGKILL after a grace period)."""
+    _node_op(lab_dir, node, "stop")
+
+
+@app.command()
+def kill(
+    node: NodeArg,
+    lab_dir: DirOpt = None,
+    sig: Annotated[str, typer.Option("--signal", "-s", help="KILL, TERM, STOP, CONT...")] = "KILL",
+) -> None:
+    """Send a signal to one node's services (default SIGKILL: a crash)."""
+    try:
+        parsed = signal.Signals[f"SIG{sig.upper().removeprefix('SIG')}"]
+    except KeyError as exc:
+        raise _fail(LabError(f"unknown signal {sig!r}"), EXIT_USAGE) from exc
+    _node_op(lab_dir, node, "kill", parsed)
+
+
+@app.command()
+def down(
+    lab_dir: DirOpt = None,
+    wipe: Annotated[bool, typer.Option("--wipe", help="also delete data, configs, PKI")] = False,
+) -> None:
+    """Stop exactly the processes this lab started (data kept unless --wipe)."""
+    lab = _open(lab_dir)
+    try:
+        n = len(lab.state.processes)
+        lab.down(wipe=wipe)
+    except LabError as exc:
+        raise _fail(exc) from exc
+    console.print(f"lab {lab.layout.root}: stopped {n} process(es){', wiped' if wipe else ''}")

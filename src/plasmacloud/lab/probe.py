@@ -40,7 +40,7 @@ def client_target(cfg: NodeConfig) -> str:
 
 async def http_get(url: str, ssl_ctx: ssl.SSLContext | None) -> tuple[int, str]:
     """GET ``url`` (client certificate from ``ssl_ctx`` for https); (status, body)."""
-    tls: ssl.SSLContext | bool = ssl_ctx if ssl_ctx is not None else True
+    tls: ssl.SSLContext | bool = ssl_ctx if ssl_ctx and url.startswith("https") else True
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
@@ -53,6 +53,8 @@ async def check_health(url: str, ssl_ctx: ssl.SSLContext | None) -> tuple[bool, 
     """GET ``url``: healthy on 200 and, for etcd-style JSON, ``"health": "true"``."""
     try:
         status, body = await http_get(url, ssl_ctx)
+    except aiohttp.ClientConnectorError as exc:
+        return False, f"cannot connect ({exc.os_error.strerror or exc.os_error})"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return False, f"{type(exc).__name__}: {exc}".strip(": ")
     if status != 200:

@@ -1,0 +1,67 @@
+"""`plasma lab` commands that need no running cluster: env, errors and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from plasmacloud.cli import app
+from plasmacloud.common.errors import EXIT_USAGE
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.spec import LabSpec
+
+runner = CliRunner()
+
+
+def _flat(text: str) -> str:
+    """Output with Rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_env_prints_etcdctl_exports_for_the_labs_addresses(tmp_path: Path) -> None:
+    Lab.open(tmp_path, LabSpec()).prepare()  # default spec: 127.0.0.11-13, TLS
+    result = runner.invoke(app, ["lab", "env", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "export ETCDCTL_API=3" in lines
+    assert (
+        "export ETCDCTL_ENDPOINTS=https://127.0.0.11:2379,https://127.0.0.12:2379,"
+        "https://127.0.0.13:2379"
+    ) in lines
+    assert f"export ETCDCTL_CACERT={tmp_path.resolve()}/pki/ca.crt" in lines
+    assert f"export ETCDCTL_CERT={tmp_path.resolve()}/pki/operator.crt" in lines
+    assert f"export ETCDCTL_KEY={tmp_path.resolve()}/pki/operator.key" in lines
+
+
+def test_env_follows_plasma_lab_dir_and_a_saved_plain_spec(tmp_path: Path) -> None:
+    Lab.open(tmp_path, LabSpec(tls=False)).prepare()
+    result = runner.invoke(app, ["lab", "env"], env={"PLASMA_LAB_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert "ETCDCTL_ENDPOINTS=http://127.0.0.11:2379" in result.output
+    assert "ETCDCTL_CACERT" not in result.output
+
+
+def test_status_without_a_lab_says_how_to_start_one(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["lab", "status", "--dir", str(tmp_path / "none")])
+    assert result.exit_code == EXIT_USAGE
+    assert "plasma lab up" in _flat(result.output)
+
+
+def test_node_commands_reject_unknown_nodes_and_signals(tmp_path: Path) -> None:
+    Lab.open(tmp_path, LabSpec(tls=False)).prepare()
+    result = runner.invoke(app, ["lab", "stop", "node09", "--dir", str(tmp_path)])
+    assert result.exit_code == EXIT_USAGE
+    assert "no node 'node09'" in _flat(result.output)
+    result = runner.invoke(app, ["lab", "kill", "node01", "-s", "BOGUS", "--dir", str(tmp_path)])
+    assert result.exit_code == EXIT_USAGE
+    assert "unknown signal" in _flat(result.output)
+
+
+def test_down_of_an_idle_lab_is_a_noop_and_wipe_clears_it(tmp_path: Path) -> None:
+    Lab.open(tmp_path, LabSpec(tls=False)).prepare()
+    result = runner.invoke(app, ["lab", "down", "--wipe", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "stopped 0 process(es), wiped" in _flat(result.output)
+    assert not (tmp_path / "lab.json").exists()
+    assert not (tmp_path / "node01").exists()
