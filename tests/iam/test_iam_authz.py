@@ -1,0 +1,207 @@
+"""The enforcement library against live in-process IAM nodes (token from one, checked by others)."""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from iam_fixtures import Cluster, ClusterFactory, free_port
+
+import plasmacloud.iam.authz as authz_module
+from plasmacloud.iam.authz import (
+    AuditRecord,
+    Verifier,
+    chainfire_action,
+    chainfire_resource,
+    flaredb_action,
+    flaredb_resource,
+)
+from plasmacloud.iam.jwtcheck import TokenError
+
+APP_ONLY = {
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["chainfire:Put", "chainfire:Range"],
+            "Resource": "key/app/*",
+        },
+        {"Effect": "Allow", "Action": "flaredb:Query", "Resource": "db/main"},
+    ]
+}
+
+
+async def _user_with_app_policy(c: Cluster) -> str:
+    admin = await c.token()
+    await c.call("POST", "/v1/policies", admin, json={"name": "app", "document": APP_ONLY})
+    await c.call(
+        "POST",
+        "/v1/users",
+        admin,
+        json={"name": "alice", "password": "alice-password", "policies": ["app"]},
+    )
+    return await c.token(node=0, grant_type="password", username="alice", password="alice-password")
+
+
+def test_naming() -> None:
+    assert chainfire_action("Put") == "chainfire:Put"
+    assert chainfire_resource(b"app/x") == "key/app/x"
+    assert chainfire_resource(b"\xff") == "key/\\xff"
+    assert (flaredb_action("Execute"), flaredb_resource("main")) == ("flaredb:Execute", "db/main")
+
+
+def test_authz_imports_no_service_package() -> None:
+    tree = ast.parse(Path(authz_module.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + [
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    ]
+    assert not [m for m in imported if "chainfire" in m or "flaredb" in m or ".lab" in m]
+
+
+async def test_token_from_node1_is_enforced_via_node2_and_node3(
+    iam_cluster: ClusterFactory,
+) -> None:
+    c = await iam_cluster(3)
+    token = await _user_with_app_policy(c)
+    records: list[AuditRecord] = []
+    v = Verifier([c.nodes[1].url, c.nodes[2].url], audit=records.append, revocation_refresh=0)
+    try:
+        p = await v.authenticate(token)
+        assert (p.sub, p.username) == ("user:alice", "alice")
+        assert (await v.authorize(p, "chainfire:Put", "key/app/x")).allowed
+        refused = await v.authorize(p, "chainfire:Put", "key/other/x")
+        assert not refused.allowed and refused.reason == "implicit-deny"
+        assert not (await v.authorize(p, "chainfire:DeleteRange", "key/app/x")).allowed
+        assert (await v.authorize(p, "flaredb:Query", "db/main")).allowed
+        assert not (await v.authorize(p, "flaredb:Execute", "db/main")).allowed
+        assert [(r.action, r.decision.allowed) for r in records][:2] == [
+            ("chainfire:Put", True),
+            ("chainfire:Put", False),
+        ]
+        # revoked on node01 -> refused by the verifier (refresh interval 0 here)
+        async with c.http.post(f"{c.nodes[0].url}/oauth2/revoke", data={"token": token}) as r:
+            assert r.status == 200
+        with pytest.raises(TokenError) as exc:
+            await v.authenticate(token)
+        assert exc.value.reason == "revoked"
+    finally:
+        await v.close()
+
+
+async def test_revocation_is_seen_within_the_refresh_interval(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster(2)
+    token = await c.token()
+    now = [time.time()]
+    v = Verifier([c.nodes[1].url], revocation_refresh=5.0, clock=lambda: now[0])
+    try:
+        await v.authenticate(token)
+        async with c.http.post(f"{c.nodes[0].url}/oauth2/revoke", data={"token": token}) as r:
+            assert r.status == 200
+        await v.authenticate(token)  # still cached: the documented delay
+        now[0] += 5.0
+        with pytest.raises(TokenError):
+            await v.authenticate(token)
+    finally:
+        await v.close()
+
+
+async def test_bad_tokens_are_refused_locally(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    good = await c.token()
+    v = Verifier([c.url])
+    try:
+        await v.authenticate(good)
+        claims = jwt.decode(good, options={"verify_signature": False})
+        kid = jwt.get_unverified_header(good)["kid"]
+        forged = jwt.encode(
+            {**claims, "sub": "user:root"},
+            ec.generate_private_key(ec.SECP256R1()),
+            algorithm="ES256",
+            headers={"kid": kid},
+        )
+        _, body, _ = good.split(".")
+        none_alg = jwt.api_jws.base64url_encode(b'{"alg":"none","kid":"%s"}' % kid.encode())
+        cases = {
+            forged: "bad_signature",
+            f"{none_alg.decode()}.{body}.": "bad_algorithm",
+            "garbage": "malformed",
+        }
+        for tok, reason in cases.items():
+            with pytest.raises(TokenError) as exc:
+                await v.authenticate(tok)
+            assert exc.value.reason == reason
+    finally:
+        await v.close()
+    later = Verifier([c.url], clock=lambda: time.time() + 3600)
+    try:
+        with pytest.raises(TokenError) as exc:
+            await later.authenticate(good)
+        assert exc.value.reason == "expired"
+    finally:
+        await later.close()
+
+
+async def test_unknown_kid_refetch_is_bounded_and_rotation_is_picked_up(
+    iam_cluster: ClusterFactory,
+) -> None:
+    c = await iam_cluster(2)
+    old = await c.token()
+    now = [time.time()]
+    v = Verifier([c.nodes[1].url], jwks_min_refresh=5.0, clock=lambda: now[0])
+    fetches = 0
+    real = v._upstream.get_json
+
+    async def counting(path: str, token: str | None = None) -> object:
+        nonlocal fetches
+        fetches += path == "/.well-known/jwks.json"
+        return await real(path, token)
+
+    v._upstream.get_json = counting  # type: ignore[method-assign]
+    try:
+        await v.authenticate(old)
+        assert fetches == 1
+        stranger = jwt.encode(
+            {"sub": "x"}, ec.generate_private_key(ec.SECP256R1()), "ES256", headers={"kid": "zz"}
+        )
+        for _ in range(20):
+            with pytest.raises(TokenError):
+                await v.authenticate(stranger)
+        assert fetches == 1  # random kids do not make it hammer IAM
+        status, _ = await c.call("POST", "/v1/keys/rotate", old)
+        assert status == 201
+        new = await c.token(node=0)
+        now[0] += 5.0
+        assert (await v.authenticate(new)).sub.startswith("sa:")
+        assert fetches == 2
+        assert (await v.authenticate(old)).jti  # old key still in JWKS
+    finally:
+        await v.close()
+
+
+async def test_one_dead_iam_url_is_skipped(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster(2)
+    token = await _user_with_app_policy(c)
+    dead = f"http://127.0.0.79:{free_port('127.0.0.79')}"
+    v = Verifier([dead, c.nodes[1].url], http_timeout=2.0)
+    try:
+        p = await v.authenticate(token)
+        assert (await v.authorize(p, "chainfire:Range", "key/app/a")).allowed
+    finally:
+        await v.close()
+
+
+async def test_iam_unreachable_at_start_is_a_clean_refusal() -> None:
+    dead = f"http://127.0.0.78:{free_port('127.0.0.78')}"
+    v = Verifier([dead], http_timeout=1.0)
+    token = jwt.encode(
+        {"sub": "x"}, ec.generate_private_key(ec.SECP256R1()), "ES256", headers={"kid": "k"}
+    )
+    try:
+        with pytest.raises(TokenError) as exc:
+            await v.authenticate(token)
+        assert exc.value.reason == "iam_unavailable"
+    finally:
+        await v.close()
