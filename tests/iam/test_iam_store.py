@@ -6,14 +6,22 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from plasmacloud.iam.etcd_store import EtcdStore, prefix_end
 from plasmacloud.iam.store import KVStore, MemoryStore
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", pytest.param("etcd", marks=pytest.mark.slow)])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[KVStore]:
-    s = MemoryStore()
-    yield s
-    await s.close()
+    if request.param == "memory":
+        s: KVStore = MemoryStore()
+    else:
+        s = EtcdStore([request.getfixturevalue("etcd_endpoint")])
+    try:
+        yield s
+    finally:
+        for kv in await s.range("/"):
+            await s.delete(kv.key)
+        await s.close()
 
 
 async def test_get_put_delete(store: KVStore) -> None:
@@ -50,3 +58,17 @@ async def test_compare_and_swap(store: KVStore) -> None:
     assert not await store.compare_and_swap("/k", kv.version, None)  # stale version
     assert await store.compare_and_swap("/k", kv2.version, None)
     assert await store.get("/k") is None
+
+
+def test_prefix_end() -> None:
+    assert prefix_end(b"/a/") == b"/a0"
+    assert prefix_end(b"a\xff") == b"b"
+    assert prefix_end(b"\xff\xff") == b"\x00"
+
+
+async def test_keys_with_unusual_bytes_survive(store: KVStore) -> None:
+    key = "/u/naïve ☃ key"
+    await store.put(key, b"\x00\xff binary")
+    kv = await store.get(key)
+    assert kv is not None and kv.value == b"\x00\xff binary"
+    assert [k.key for k in await store.range("/u/")] == [key]
