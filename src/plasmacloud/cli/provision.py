@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import signal
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
-from plasmacloud.provision import certs, pki, preflight
+from plasmacloud.provision import certs, netboot, pki, preflight, status_view
+from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf
 from plasmacloud.provision.findings import Finding, Severity, has_errors
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.render import render
@@ -26,6 +31,10 @@ NodesOpt = Annotated[
 DEFAULT_SPEC = Path("cluster.yaml")
 DEFAULT_OUT = Path("out")
 
+netboot_app = typer.Typer(
+    help="Netboot: HTTP (iPXE, images, bundles) + dnsmasq.", no_args_is_help=True
+)
+provision_app = typer.Typer(help="Provisioning progress of each node.", no_args_is_help=True)
 pki_app = typer.Typer(help="Cluster TLS: CA, node and client certificates.", no_args_is_help=True)
 
 
@@ -173,9 +182,100 @@ def preflight_cmd(
     print_findings(preflight.run(req), as_json, "preflight")
 
 
+DhcpOpt = Annotated[str | None, typer.Option(help="full | proxy (default: the spec's)")]
+IfaceOpt = Annotated[
+    str | None, typer.Option(help="the only interface dnsmasq serves (default: the spec's)")
+]
+
+
+@netboot_app.command("serve")
+def netboot_serve(
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+    images: Annotated[
+        Path | None, typer.Option(help="dir with kernel, initrd[, cmdline] (or <node>/...)")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="bind address (default: netboot.server_ip)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: netboot.http_port)")] = None,
+    dnsmasq: Annotated[
+        bool, typer.Option(help="also run dnsmasq (DHCP/TFTP) on --interface only")
+    ] = False,
+    interface: IfaceOpt = None,
+    dhcp: DhcpOpt = None,
+    tftp_root: Annotated[Path, typer.Option(help="holds undionly.kpxe / ipxe.efi")] = Path(
+        "/var/lib/plasmacloud/tftp"
+    ),
+) -> None:
+    """Serve iPXE scripts, images and config bundles to the machines in the spec."""
+    cluster = _spec(spec)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    opts = (
+        DnsmasqOptions(
+            tftp_root=tftp_root, state_dir=out / "netboot", interface=interface, mode=dhcp
+        )
+        if dnsmasq
+        else None
+    )
+    bind = host or str(cluster.netboot.server_ip)
+
+    async def main() -> None:
+        # SIGTERM/SIGINT end the server cleanly, stopping the dnsmasq it started.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        port_ = port or cluster.netboot.http_port
+        await netboot.serve(cluster, OutputLayout(out), images, bind, port_, opts, stop)
+
+    asyncio.run(main())
+
+
+@netboot_app.command("dnsmasq-config")
+def netboot_dnsmasq_config(
+    spec: SpecOpt = DEFAULT_SPEC,
+    interface: IfaceOpt = None,
+    dhcp: DhcpOpt = None,
+    enable_ra: Annotated[bool, typer.Option(help="IPv6 router advertisements")] = False,
+) -> None:
+    """Print the dnsmasq config (check it with `dnsmasq --test -C FILE`)."""
+    opts = DnsmasqOptions(interface=interface, mode=dhcp, enable_ra=enable_ra)
+    typer.echo(dnsmasq_conf(_spec(spec), opts), nl=False)
+
+
+@provision_app.command("status")
+def provision_status(
+    out: OutOpt = DEFAULT_OUT,
+    server: Annotated[
+        str | None, typer.Option(help="ask a running netboot server (http://host:port)")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option(help="refresh until every node is joined or failed")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="--watch refresh seconds")] = 2.0,
+    timeout: Annotated[float, typer.Option(help="--watch gives up after this many seconds")] = 3600,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show each node's provisioning state (from the server or the saved state file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = status_view.fetch(OutputLayout(out), server)
+        if as_json:
+            typer.echo(data.model_dump_json(indent=2))
+        else:
+            typer.echo(status_view.table(data))
+        if not watch or status_view.settled(data) or time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+        typer.echo("")
+
+
 def register(app: typer.Typer) -> None:
     """Attach the provisioning commands to the top-level ``plasma`` app."""
     app.command("init")(init)
     app.command("render")(render_cmd)
     app.add_typer(pki_app, name="pki")
     app.command("preflight")(preflight_cmd)
+    app.add_typer(netboot_app, name="netboot")
+    app.add_typer(provision_app, name="provision")

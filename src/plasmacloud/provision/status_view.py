@@ -1,0 +1,42 @@
+"""``plasma provision status``: node states from the netboot server or its state file."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from plasmacloud.provision.layout import OutputLayout
+from plasmacloud.provision.netboot import state_path
+from plasmacloud.provision.states import State, StateFile, load_states
+
+SETTLED = {State.JOINED, State.FAILED}
+
+
+def fetch(out: OutputLayout, server: str | None = None) -> StateFile:
+    """States from ``server``'s API when given, else from the saved state file."""
+    if server is None:
+        return load_states(state_path(out))
+    with urllib.request.urlopen(f"{server.rstrip('/')}/api/v1/nodes", timeout=10) as resp:
+        return StateFile.model_validate(json.loads(resp.read()))
+
+
+def settled(data: StateFile) -> bool:
+    """True when every node is joined or failed (``--watch`` stops)."""
+    return bool(data.nodes) and all(n.state in SETTLED for n in data.nodes.values())
+
+
+def table(data: StateFile) -> str:
+    """A plain-text table: node, MAC, state, last step, updated, error."""
+    rows = [("NODE", "MAC", "STATE", "LAST STEP", "UPDATED", "ERROR")]
+    rows += [
+        (n.node_id, n.mac, n.state.value, n.last_step or "-", n.updated_at or "-", n.error or "")
+        for n in sorted(data.nodes.values(), key=lambda n: n.node_id)
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if not data.nodes:
+        lines.append("(no state yet: start `plasma netboot serve`)")
+    lines += [
+        f"unknown machine asked to boot: {mac} at {at}" for mac, at in data.unknown_macs.items()
+    ]
+    return "\n".join(lines)
