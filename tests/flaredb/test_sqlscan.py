@@ -13,6 +13,7 @@ from plasmacloud.flaredb.sqlscan import (
     check_query,
     is_read_only,
     make_deterministic,
+    rewrite_full,
     tokenize,
 )
 
@@ -125,3 +126,41 @@ def test_rewriter_never_crashes(sql: str) -> None:
     except NonDeterministicError:
         return
     assert "'now'" not in out.lower() or "(" not in sql or out == sql or "now" in out.lower()
+
+
+fragments = st.sampled_from(
+    [
+        "INSERT INTO t VALUES (",
+        "UPDATE t SET a = ",
+        "SELECT ",
+        "BEGIN",
+        "datetime(",
+        "'now'",
+        ")",
+        ",",
+        "CURRENT_TIMESTAMP",
+        "random()",
+        "x",
+        " ",
+        "'",
+        "-- c\n",
+        "/* */",
+        "_flaredb_m",
+        "changes()",
+        "pragma",
+        "now",
+        "1",
+        "strftime('%s'",
+    ]
+)
+
+
+@given(st.lists(fragments, max_size=8).map("".join))
+def test_fast_path_agrees_with_full_scan(sql: str) -> None:
+    def outcome(fn: object) -> str:
+        try:
+            return str(fn(sql, NOW))  # type: ignore[operator]
+        except NonDeterministicError as exc:
+            return f"error: {exc}"
+
+    assert outcome(make_deterministic) == outcome(rewrite_full)

@@ -53,6 +53,9 @@ from plasmacloud.raft.api import (
 )
 
 MAX_BODY = 64 * 1024 * 1024
+# Bodies and batches above these are parsed, rewritten and encoded in a worker thread.
+_OFFLOAD_BYTES = 256 * 1024
+_OFFLOAD_STATEMENTS = 1000
 FORWARDED_HEADER = "X-FlareDB-Forwarded"
 LEVELS = ("none", "weak", "strong", "linearizable")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
@@ -231,7 +234,11 @@ class HttpApi:
             if q is None:
                 raise RequestError("GET /db/query needs the SQL in the q parameter")
             return [Statement(q)]
-        return parse_request(await request.read())
+        body = await request.read()
+        if len(body) > _OFFLOAD_BYTES:
+            # Keep the event loop (and so Raft's heartbeats) responsive on bulk bodies.
+            return await asyncio.to_thread(parse_request, body)
+        return parse_request(body)
 
     def _respond(self, results: list[Result], opts: Options, started: float) -> web.Response:
         if not opts.timings:
@@ -241,8 +248,13 @@ class HttpApi:
         return _json(resp.to_json(opts.associative), pretty=opts.pretty)
 
     async def _propose(self, cmd: Command, timeout: float) -> list[Result]:
+        data = (
+            await asyncio.to_thread(cmd.encode)
+            if len(cmd.statements) > _OFFLOAD_STATEMENTS
+            else cmd.encode()
+        )
         try:
-            results = await self.raft.propose(cmd.encode(), timeout=timeout)
+            results = await self.raft.propose(data, timeout=timeout)
         except NotLeaderError as exc:
             reason = f"not the leader and the request could not be forwarded: {exc}"
         except NoLeaderError as exc:
@@ -285,13 +297,13 @@ class HttpApi:
         started = time.perf_counter()
         if opts.redirect and not self.raft.is_leader:
             return self._redirect(request)
-        now = datetime.now(UTC)
-        rewritten = []
-        for i, s in enumerate(stmts, start=1):
-            try:
-                rewritten.append(Statement(make_deterministic(s.sql, now), s.params))
-            except NonDeterministicError as exc:
-                return _error(f"statement {i}: {exc}", 400)
+        try:
+            if len(stmts) > _OFFLOAD_STATEMENTS:
+                rewritten = await asyncio.to_thread(_deterministic, stmts)
+            else:
+                rewritten = _deterministic(stmts)
+        except NonDeterministicError as exc:
+            return _error(str(exc), 400)
         if not rewritten:
             return self._respond([], opts, started)
         try:
@@ -469,6 +481,18 @@ class HttpApi:
         """GET /metrics in the Prometheus text format."""
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _deterministic(stmts: list[Statement]) -> list[Statement]:
+    """The statements as every replica must run them (clock fixed now, on this node)."""
+    now = datetime.now(UTC)
+    out = []
+    for i, s in enumerate(stmts, start=1):
+        try:
+            out.append(Statement(make_deterministic(s.sql, now), s.params))
+        except NonDeterministicError as exc:
+            raise NonDeterministicError(f"statement {i}: {exc}") from None
+    return out
 
 
 class _Unavailable(Exception):
