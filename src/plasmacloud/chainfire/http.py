@@ -38,7 +38,7 @@ def make_app(node: ChainfireNode) -> web.Application:
         ok, reason = await check_health(node)
         if not ok:
             log.warning("/health false: %s", reason)
-        body = json.dumps({"health": "true" if ok else "false"})
+        body = json.dumps({"health": "true" if ok else "false"}, separators=(",", ":"))
         return web.Response(text=body, status=200 if ok else 503, content_type="application/json")
 
     async def metrics(request: web.Request) -> web.Response:
