@@ -1,0 +1,117 @@
+"""A FlareDB node built from a ``cluster-config.json``: SQLite store, Raft group, HTTP API.
+
+Raft listens on ``ports.flaredb_raft`` and the API on ``ports.flaredb_http``, both with
+(m)TLS from the config's certificates when ``tls.enabled``. Peers are named by hostname
+and resolved through the config (``NodeConfig.resolve``), so no DNS is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.tls import client_context, server_context
+from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
+from plasmacloud.flaredb.metrics import FlareMetrics
+from plasmacloud.flaredb.store import SQLiteStore
+from plasmacloud.raft.node import RaftConfig, RaftNode
+
+log = logging.getLogger(__name__)
+
+
+def api_url(config: NodeConfig, node_id: str) -> str:
+    """The HTTP API URL of one member, as clients and peers reach it."""
+    peer = config.peer(node_id)
+    scheme = "https" if config.tls.enabled else "http"
+    return f"{scheme}://{peer.ip}:{peer.ports.flaredb_http}"
+
+
+class FlareDBServer:
+    """One FlareDB node; :meth:`start` and :meth:`stop` it inside a running event loop."""
+
+    def __init__(self, config: NodeConfig, snapshot_threshold: int = 10_000) -> None:
+        """Build the node; ``snapshot_threshold`` (entries between log compactions) is
+        lowered by tests to exercise snapshot catch-up."""
+        self.config = config
+        data = config.data_path("flaredb")
+        self.metrics = FlareMetrics()
+        self.store = SQLiteStore(data / "db.sqlite", on_apply=self.metrics.observe_apply)
+        self.server_ssl = server_context(config.tls)
+        self.client_ssl = client_context(config.tls)
+        self.raft = RaftNode(
+            RaftConfig(
+                node_id=config.node_id,
+                data_dir=data / "raft",
+                listen_host=config.listen_host,
+                listen_port=config.ports.flaredb_raft,
+                members={p.node_id: f"{p.hostname}:{p.ports.flaredb_raft}" for p in config.peers},
+                bootstrap=config.bootstrap,
+                server_ssl=self.server_ssl,
+                client_ssl=self.client_ssl,
+                resolve=config.resolve,
+                registry=self.metrics.registry,
+                snapshot_threshold=snapshot_threshold,
+            ),
+            self.store,
+        )
+        peers = [
+            PeerInfo(p.node_id, api_url(config, p.node_id), f"{p.hostname}:{p.ports.flaredb_raft}")
+            for p in config.peers
+        ]
+        self.api = HttpApi(
+            config.node_id, self.store, self.raft, peers, self.metrics, self.client_ssl
+        )
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return api_url(self.config, self.config.node_id)
+
+    async def start(self) -> None:
+        """Start Raft, then serve the HTTP API."""
+        await self.raft.start()
+        self._runner = web.AppRunner(self.api.make_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self.config.listen_host,
+            self.config.ports.flaredb_http,
+            ssl_context=self.server_ssl,
+        )
+        await site.start()
+        log.info("flaredb %s serving %s", self.config.node_id, self.url)
+
+    async def stop(self) -> None:
+        """Stop serving, stop Raft, close the database (safe to call twice)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.raft.stop()
+        self.store.close()
+
+
+async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
+    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    server = FlareDBServer(config)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(config_path: Path) -> None:
+    """Foreground entry point of ``plasma flaredb serve``."""
+    config = NodeConfig.load(config_path)
+    asyncio.run(serve(config))

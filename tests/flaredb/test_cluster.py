@@ -1,0 +1,223 @@
+"""Three FlareDB nodes with the real Raft engine in one process (loopback TCP)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from .cluster import Cluster, call, make_configs
+
+pytestmark = pytest.mark.slow
+HOSTS = ("127.0.0.21", "127.0.0.22", "127.0.0.23")
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(make_configs(tmp_path, HOSTS), snapshot_threshold=50)
+    try:
+        await c.start_all()
+        yield c
+    finally:
+        await c.stop_all()
+
+
+def values(doc: dict) -> list:  # type: ignore[type-arg]
+    (r,) = doc["results"]
+    assert "error" not in r, r
+    return list(r.get("values", []))
+
+
+async def test_crud_at_every_level_from_every_node(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    follower = cluster.followers(leader)[0]
+    status, doc, _ = await call(
+        "POST",
+        cluster.url(follower) + "/db/execute",
+        [
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)",
+            ["INSERT INTO t(v) VALUES(?)", "from-follower"],
+        ],
+    )
+    assert status == 200 and doc["results"][1] == {"last_insert_id": 1, "rows_affected": 1}
+    for i, node in enumerate(cluster.ids):
+        status, doc, _ = await call(
+            "POST", cluster.url(node) + "/db/execute", [["INSERT INTO t(v) VALUES(?)", node]]
+        )
+        assert status == 200 and doc["results"][0]["rows_affected"] == 1, doc
+        for level in ("weak", "linearizable", "strong"):
+            status, doc, _ = await call(
+                "GET", cluster.url(node) + f"/db/query?q=SELECT+count(*)+FROM+t&level={level}"
+            )
+            assert status == 200 and values(doc) == [[i + 2]], (node, level, doc)
+    status, doc, _ = await call(
+        "POST",
+        cluster.url(follower) + "/db/request?level=strong",
+        [["UPDATE t SET v = v || '!' WHERE id = ?", 1], "SELECT v FROM t WHERE id = 1"],
+    )
+    assert doc["results"][1]["values"] == [["from-follower!"]]
+    status, doc, _ = await call(
+        "POST", cluster.url(follower) + "/db/execute", [["DELETE FROM t WHERE id = ?", 1]]
+    )
+    assert doc["results"][0]["rows_affected"] == 1
+
+    # ?redirect: a follower answers 301 to the leader's API instead of forwarding.
+    status, _, headers = await call(
+        "POST", cluster.url(follower) + "/db/execute?redirect", ["SELECT 1"], allow_redirects=False
+    )
+    assert status == 301 and headers["Location"] == cluster.url(leader) + "/db/execute?redirect"
+    status, _, headers = await call(
+        "GET", cluster.url(follower) + "/db/query?q=SELECT+1&redirect", allow_redirects=False
+    )
+    assert status == 301
+
+    # A constraint violation inside a transaction leaves nothing behind on any node.
+    status, doc, _ = await call(
+        "POST",
+        cluster.url(follower) + "/db/execute?transaction",
+        [["INSERT INTO t(v) VALUES(?)", "tx-a"], ["INSERT INTO t(v) VALUES(?)", leader]],
+    )
+    assert "UNIQUE constraint failed" in doc["results"][-1]["error"]
+    index = cluster.servers[leader].store.applied_index()
+    for node in cluster.ids:
+        await cluster.wait_applied(node, index)
+        status, doc, _ = await call(
+            "GET", cluster.url(node) + "/db/query?q=SELECT+v+FROM+t+ORDER+BY+v&level=none"
+        )
+        assert values(doc) == [[n] for n in sorted(cluster.ids)], node
+
+    status, doc, _ = await call("GET", cluster.url(follower) + "/nodes?ver=2")
+    nodes = {n["id"]: n for n in doc["nodes"]}
+    assert set(nodes) == set(cluster.ids)
+    assert all(n["reachable"] and n["voter"] for n in nodes.values())
+    assert [n for n in nodes if nodes[n]["leader"]] == [leader]
+    status, doc, _ = await call("GET", cluster.url(follower) + "/status")
+    assert doc["store"]["leader"]["node_id"] == leader
+    assert doc["store"]["raft"]["state"] == "Follower"
+    status, text, _ = await call("GET", cluster.url(follower) + "/metrics")
+    assert "flaredb_raft_is_leader 0.0" in text
+
+
+async def test_replicas_identical_after_mixed_workload(cluster: Cluster) -> None:
+    await cluster.leader()
+    ids = cluster.ids
+    await call(
+        "POST",
+        cluster.url(ids[0]) + "/db/execute",
+        [
+            "CREATE TABLE m (id INTEGER PRIMARY KEY, v TEXT, r INTEGER DEFAULT (random()), "
+            "b BLOB, ts TEXT, j REAL)",
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT, r)",
+            "CREATE TRIGGER m_ins AFTER INSERT ON m BEGIN "
+            "INSERT INTO audit(what, r) VALUES (new.v, random()); END",
+        ],
+    )
+
+    async def writer(node: str, n: int) -> None:
+        for k in range(n):
+            await call(
+                "POST",
+                cluster.url(node) + "/db/execute",
+                [
+                    [
+                        "INSERT INTO m(v, b, ts, j) "
+                        "VALUES(?, randomblob(8), CURRENT_TIMESTAMP, julianday('now'))",
+                        f"{node}-{k}",
+                    ],
+                    "UPDATE m SET r = random() WHERE id % 5 = 0",
+                ],
+            )
+
+    await asyncio.gather(*(writer(n, 15) for n in ids))
+    await call(
+        "POST",
+        cluster.url(ids[1]) + "/db/execute?transaction",
+        [
+            "DELETE FROM m WHERE id % 7 = 0",
+            "INSERT INTO m(v) SELECT v || '-copy' FROM m WHERE id < 5",
+        ],
+    )
+    leader = await cluster.leader()
+    index = cluster.servers[leader].store.applied_index()
+    for node in ids:
+        await cluster.wait_applied(node, index)
+    dumps = cluster.dumps()
+    assert dumps[ids[0]] == dumps[ids[1]] == dumps[ids[2]]
+    assert sum(1 for line in dumps[ids[0]] if line.startswith('INSERT INTO "m"')) > 40
+
+
+async def test_leader_stop_new_leader_then_full_restart(cluster: Cluster) -> None:
+    old = await cluster.leader()
+    follower = cluster.followers(old)[0]
+    await call("POST", cluster.url(follower) + "/db/execute", ["CREATE TABLE k (v TEXT)"])
+    for k in range(5):
+        status, _, _ = await call(
+            "POST", cluster.url(old) + "/db/execute", [["INSERT INTO k VALUES(?)", f"a{k}"]]
+        )
+        assert status == 200
+    await cluster.stop(old)
+    new = await cluster.leader()
+    assert new != old
+    for node in cluster.servers:
+        status, doc, _ = await call(
+            "POST", cluster.url(node) + "/db/execute", [["INSERT INTO k VALUES(?)", node]]
+        )
+        assert status == 200 and doc["results"][0]["rows_affected"] == 1, doc
+    status, doc, _ = await call(
+        "GET", cluster.url(new) + "/db/query?q=SELECT+count(*)+FROM+k&level=linearizable"
+    )
+    assert values(doc) == [[7]]
+    # Full restart: every acknowledged row is back.
+    await cluster.stop_all()
+    await cluster.start_all()
+    await cluster.leader()
+    for node in cluster.ids:
+        status, doc, _ = await call(
+            "GET", cluster.url(node) + "/db/query?q=SELECT+count(*)+FROM+k&level=linearizable"
+        )
+        assert status == 200 and values(doc) == [[7]], (node, doc)
+
+
+async def test_lagging_follower_catches_up_from_snapshot(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    lagging = cluster.followers(leader)[0]
+    await call("POST", cluster.url(leader) + "/db/execute", ["CREATE TABLE s (v INTEGER)"])
+    await cluster.stop(lagging)
+    # Many entries (> snapshot_threshold) so the leader compacts past what `lagging` has.
+    await asyncio.gather(
+        *(
+            call("POST", cluster.url(leader) + "/db/execute", [["INSERT INTO s VALUES(?)", k]])
+            for k in range(150)
+        )
+    )
+    status = cluster.servers[leader].raft.status()
+    assert status.snapshot_index > 1, status
+    await cluster.start(lagging)
+    await cluster.wait_applied(lagging, cluster.servers[leader].store.applied_index())
+    status, doc, _ = await call(
+        "GET", cluster.url(lagging) + "/db/query?q=SELECT+count(*),sum(v)+FROM+s&level=none"
+    )
+    assert values(doc) == [[150, sum(range(150))]]
+    dumps = cluster.dumps()
+    assert dumps[leader] == dumps[lagging]
+
+
+async def test_garbage_on_the_raft_port_changes_nothing(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    cfg = next(c for c in cluster.configs if c.node_id == leader)
+    for payload in (
+        os.urandom(4096),
+        b"\x00" * 64,
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"\xff\xff\xff\xff" + os.urandom(32),
+    ):
+        with socket.create_connection((str(cfg.ip), cfg.ports.flaredb_raft), timeout=2) as s:
+            s.sendall(payload)
+    await asyncio.sleep(0.3)
+    assert await cluster.leader() == leader
+    status, doc, _ = await call("POST", cluster.url(leader) + "/db/execute", ["CREATE TABLE g (x)"])
+    assert status == 200 and doc["results"] == [{}]
