@@ -8,11 +8,13 @@ every other.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
 import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -39,6 +41,7 @@ from plasmacloud.iam.jwtcheck import ALLOWED_ALGORITHMS
 from plasmacloud.iam.openapi import openapi_document
 from plasmacloud.iam.policy import Decision, evaluate, parse_policy
 from plasmacloud.iam.service import GrantError, IamService, IamSettings
+from plasmacloud.iam.store import KVStore
 from plasmacloud.iam.tokens import TokenSettings
 
 log = logging.getLogger(__name__)
@@ -368,3 +371,36 @@ async def start_server(
         "IAM %s serving on %s:%d (tls=%s)", svc.settings.node_id, host, port, bool(ssl_context)
     )
     return runner
+
+
+async def serve(
+    config: NodeConfig,
+    stop: asyncio.Event,
+    store: KVStore | None = None,
+    bootstrap_out: Path | None = None,
+) -> None:
+    """Run this node's IAM until ``stop`` is set.
+
+    ``store`` defaults to Chainfire from the config (this node's member first). With
+    ``bootstrap_out`` the first admin is created if the cluster has none and its
+    credentials are written there (0600); they are never logged.
+    """
+    from plasmacloud.iam.etcd_store import EtcdStore  # gRPC stubs only when serving
+
+    kv = store or EtcdStore.from_config(config)
+    svc = IamService(kv, settings_from_config(config))
+    runner = await start_server(
+        svc, config.listen_host, config.ports.iam_http, iam_ssl_context(config)
+    )
+    try:
+        if bootstrap_out is not None:
+            creds = await svc.bootstrap()
+            if creds is not None:
+                creds.write(bootstrap_out)
+                log.info(
+                    "bootstrap admin %r created; credentials in %s", creds.username, bootstrap_out
+                )
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await kv.close()

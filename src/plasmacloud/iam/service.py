@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from plasmacloud.iam.audit import AuditLog
 from plasmacloud.iam.authz import AuditRecord, Principal
 from plasmacloud.iam.conditions import ContextValue
+from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.iam.directory import (
     ROOT,
     Directory,
@@ -56,33 +55,6 @@ class IamSettings:
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     hashing: HashParams = field(default_factory=HashParams)
     key_cache_seconds: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class AdminCredentials:
-    """What bootstrap hands the operator (written 0600, never logged)."""
-
-    username: str
-    password: str
-    client_id: str
-    client_secret: str
-
-    def write(self, path: Path) -> None:
-        """Write as JSON readable only by the owner (created 0600, not chmod-ed after)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(
-                {
-                    "username": self.username,
-                    "password": self.password,
-                    "client_id": self.client_id,
-                    "client_secret": self.client_secret,
-                },
-                f,
-                indent=2,
-            )
-        os.chmod(path, 0o600)  # an existing file keeps its mode on O_TRUNC; force it
 
 
 class IamService:
@@ -147,10 +119,9 @@ class IamService:
             if entity is not None:
                 await self.lockout.record_failure(account)
             self.metrics.login_failures.labels("bad_credentials").inc()
-            error = "invalid_client" if grant == "client_credentials" else "invalid_grant"
-            raise GrantError(
-                error, "invalid credentials", 401 if error == "invalid_client" else 400
-            )
+            if grant == "client_credentials":
+                raise GrantError("invalid_client", "invalid client credentials", 401)
+            raise GrantError("invalid_grant", "invalid username or password")
         await self.lockout.record_success(account)
         prefix = "user" if kind == Kind.USER else "sa"
         return await self._subject(f"{prefix}:{name}")

@@ -1,0 +1,147 @@
+"""`plasma iam serve` as a real process, driven by the `plasma iam` client commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from iam_fixtures import free_port
+from typer.testing import CliRunner
+
+from plasmacloud.cli import app
+from plasmacloud.common.config import NodeConfig
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def node_config(tmp: Path, ip: str, iam_port: int, chainfire_port: int = 2379) -> Path:
+    peer = {"node_id": "node01", "hostname": "node01", "ip": ip}
+    ports = {"iam_http": iam_port, "chainfire_client": chainfire_port}
+    cfg = NodeConfig.model_validate(
+        {
+            **peer,
+            "peers": [{**peer, "ports": ports}],
+            "ports": ports,
+            "tls": {"enabled": False},
+            "data_dir": str(tmp / "data"),
+        }
+    )
+    path = tmp / "cluster-config.json"
+    cfg.dump(path)
+    return path
+
+
+@pytest.fixture
+def iam_process(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    ip = "127.0.0.91"
+    port = free_port(ip)
+    cfg = node_config(tmp_path, ip, port)
+    creds = tmp_path / "lab" / "admin.json"
+    log = tmp_path / "iam.log"
+    argv = [sys.executable, "-c", "from plasmacloud.cli import app; app()"]
+    argv += ["iam", "serve", "--config", str(cfg), "--store", "memory"]
+    argv += ["--bootstrap-out", str(creds), "--log-level", "DEBUG"]
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=f, start_new_session=True)
+    url = f"http://{ip}:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not creds.exists():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+            assert json.loads(r.read())["status"] == "ok"
+        yield url, creds, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=15) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_serve_bootstrap_and_client_commands(
+    iam_process: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    url, creds, log = iam_process
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    secret = json.loads(creds.read_text())
+    base = ["iam", "--url", url, "--credentials", str(creds)]
+
+    def plasma(*args: str, input: str | None = None) -> tuple[int, str]:
+        result = runner.invoke(app, [*base, *args], input=input)
+        return result.exit_code, result.output
+
+    code, output = plasma("whoami")
+    assert code == 0 and '"sa:admin-client"' in output
+    policy = tmp_path / "app.json"
+    policy.write_text(
+        json.dumps(
+            {"Statement": [{"Effect": "Allow", "Action": "chainfire:*", "Resource": "key/app/*"}]}
+        )
+    )
+    assert plasma("policy", "create", "app", str(policy))[0] == 0
+    assert plasma("group", "create", "devs", "--policy", "app")[0] == 0
+    code, output = plasma("user", "create", "alice", "--group", "devs", input="alice-password\n")
+    assert code == 0 and "alice-password" not in output
+    code, output = plasma("user", "list", "--json")
+    assert code == 0 and {u["name"] for u in json.loads(output)} == {"admin", "alice"}
+    sim = ["simulate", "--principal", "user:alice", "--action", "chainfire:Put"]
+    assert plasma(*sim, "--resource", "key/app/x")[0] == 0
+    assert plasma(*sim, "--resource", "key/other/x")[0] == 1
+    code, output = plasma("token", "--username", "alice", input="alice-password\n")
+    assert code == 0 and output.strip().count(".") == 2
+    code, output = plasma("token", "--username", "alice", input="wrong-password\n")
+    assert code == 1 and "invalid username or password" in output
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({"Statement": [{"Effect": "Maybe", "Action": "x:y", "Resource": "*"}]})
+    )
+    code, output = plasma("policy", "create", "bad", str(bad))
+    assert code == 1 and "document.Statement[0].Effect" in output
+
+    code, output = plasma("audit", "--sub", "sa:admin-client", "--json")
+    assert code == 0 and any(e["action"] == "iam:CreateUser" for e in json.loads(output))
+
+    creds.chmod(0o644)
+    code, output = plasma("whoami")
+    assert code == 2 and "chmod 600" in output
+    creds.chmod(0o600)
+    dead = f"http://127.0.0.92:{free_port('127.0.0.92')}"
+    unreachable = runner.invoke(app, ["iam", "--url", dead, "--credentials", str(creds), "whoami"])
+    assert unreachable.exit_code == 3
+
+    logged = log.read_text()
+    for value in (secret["password"], secret["client_secret"], "alice-password"):
+        assert value not in logged
+
+
+def test_bootstrap_command_against_etcd(etcd_endpoint: str, tmp_path: Path) -> None:
+    host, port = etcd_endpoint.split(":")
+    cfg = node_config(tmp_path, host, free_port(host), chainfire_port=int(port))
+    out = tmp_path / "secrets" / "admin.json"
+    first = runner.invoke(app, ["iam", "bootstrap", "--config", str(cfg), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    content = out.read_text()
+    again = runner.invoke(app, ["iam", "bootstrap", "--config", str(cfg), "--out", str(out)])
+    assert again.exit_code == 0 and "already bootstrapped" in again.output
+    assert out.read_text() == content  # nothing rewritten
+    other = tmp_path / "other.json"
+    lost = runner.invoke(app, ["iam", "bootstrap", "--config", str(cfg), "--out", str(other)])
+    assert lost.exit_code == 1 and not other.exists()
+    assert json.loads(content)["password"] not in first.output + again.output
