@@ -19,6 +19,7 @@ from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab, describe
 from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
 from plasmacloud.lab.probe import ClusterView
+from plasmacloud.lab.services import FLAREDB, flaredb_url
 from plasmacloud.lab.spec import busy_ports
 from plasmacloud.validate.checks import run_checks
 from plasmacloud.validate.report import exit_code, report_json, report_table
@@ -125,6 +126,16 @@ def _env_lines(lab: Lab) -> list[str]:
             f"export ETCDCTL_CACERT={lab.layout.ca_file}",
             f"export ETCDCTL_CERT={lab.layout.operator_cert}",
             f"export ETCDCTL_KEY={lab.layout.operator_key}",
+        ]
+    if any(s.name == FLAREDB.name for s in lab.services):
+        urls = [flaredb_url(cfg) for cfg in lab.configs()]
+        lines += [f"export FLAREDB_URL={urls[0]}", f"export FLAREDB_URLS={','.join(urls)}"]
+    if lab.spec.tls:
+        # curl --cacert "$PLASMA_CACERT" --cert "$PLASMA_CERT" --key "$PLASMA_KEY"; plasma sql
+        lines += [
+            f"export PLASMA_CACERT={lab.layout.ca_file}",
+            f"export PLASMA_CERT={lab.layout.operator_cert}",
+            f"export PLASMA_KEY={lab.layout.operator_key}",
         ]
     lines.append(f"export {LAB_DIR_ENV}={lab.layout.root}")
     return lines

@@ -56,7 +56,21 @@ CHAINFIRE = ServiceSpec(
     metrics_url=lambda c: f"http://{c.listen_host}:{c.ports.chainfire_metrics}/metrics",
 )
 
-SERVICES: tuple[ServiceSpec, ...] = (CHAINFIRE,)
+
+def flaredb_url(c: NodeConfig) -> str:
+    """FlareDB's HTTP API of one node (https with client certificates when TLS is on)."""
+    return f"{'https' if c.tls.enabled else 'http'}://{c.listen_host}:{c.ports.flaredb_http}"
+
+
+FLAREDB = ServiceSpec(
+    name="flaredb",
+    argv=plasma_serve("flaredb"),
+    # /readyz answers 200 once the node serves and knows a Raft leader.
+    health_url=lambda c: flaredb_url(c) + "/readyz",
+    metrics_url=lambda c: flaredb_url(c) + "/metrics",
+)
+
+SERVICES: tuple[ServiceSpec, ...] = (CHAINFIRE, FLAREDB)
 
 
 def service_named(name: str, services: tuple[ServiceSpec, ...] = SERVICES) -> ServiceSpec:
