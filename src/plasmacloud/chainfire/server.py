@@ -27,11 +27,13 @@ from plasmacloud.chainfire.node import (
     Consensus,
     NodeIdentity,
 )
-from plasmacloud.chainfire.proto import rpc_pb2_grpc
+from plasmacloud.chainfire.proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from plasmacloud.chainfire.services.auth import AuthServicer
 from plasmacloud.chainfire.services.cluster import ClusterServicer
+from plasmacloud.chainfire.services.election import ElectionServicer
 from plasmacloud.chainfire.services.kv import KVServicer
 from plasmacloud.chainfire.services.lease import LeaseServicer
+from plasmacloud.chainfire.services.lock import LockServicer
 from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
 from plasmacloud.chainfire.services.watch import WatchServicer
 from plasmacloud.common.config import NodeConfig
@@ -76,6 +78,8 @@ def add_servicers(server: grpc.aio.Server, node: ChainfireNode, **watch_opts: An
     rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(node), server)
     rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(node), server)
+    v3lock_pb2_grpc.add_LockServicer_to_server(LockServicer(node), server)
+    v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionServicer(node), server)
 
 
 def grpc_server(config: NodeConfig) -> tuple[grpc.aio.Server, str]:

@@ -1,0 +1,115 @@
+"""v3electionpb.Election: leader election held by a lease, like clientv3's concurrency."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.client import prefix_end
+from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, v3election_pb2, v3election_pb2_grpc
+from plasmacloud.chainfire.recipes import acquire, first_contender, watch_key
+from plasmacloud.chainfire.services.base import Servicer, count, unary
+
+NOT_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, "election: not leader")
+NO_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, "election: no leader")
+MISSING_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, '"leader" field must be provided')
+
+
+def _is_holder(leader: v3election_pb2.LeaderKey) -> rpc_pb2.Compare:
+    return rpc_pb2.Compare(
+        key=leader.key,
+        target=rpc_pb2.Compare.CREATE,
+        result=rpc_pb2.Compare.EQUAL,
+        create_revision=leader.rev,
+    )
+
+
+class ElectionServicer(Servicer, v3election_pb2_grpc.ElectionServicer):
+    service = "v3electionpb.Election"
+
+    @unary
+    async def Campaign(
+        self, request: v3election_pb2.CampaignRequest, context: grpc.aio.ServicerContext
+    ) -> v3election_pb2.CampaignResponse:
+        if not request.name:
+            raise errors.EMPTY_KEY
+        key, rev = await acquire(self.node, request.name, request.lease, request.value)
+        leader = v3election_pb2.LeaderKey(name=request.name, key=key, rev=rev, lease=request.lease)
+        # a re-campaign by the same lease keeps its key: make its value the new one
+        await self._proclaim(leader, request.value)
+        return v3election_pb2.CampaignResponse(header=self.node.header(), leader=leader)
+
+    async def _proclaim(self, leader: v3election_pb2.LeaderKey, value: bytes) -> None:
+        txn = rpc_pb2.TxnRequest(
+            compare=[_is_holder(leader)],
+            success=[
+                rpc_pb2.RequestOp(
+                    request_put=rpc_pb2.PutRequest(key=leader.key, value=value, lease=leader.lease)
+                )
+            ],
+        )
+        resp: rpc_pb2.TxnResponse = await self.node.write(txn, grows=True)
+        if not resp.succeeded:
+            raise NOT_LEADER
+
+    @unary
+    async def Proclaim(
+        self, request: v3election_pb2.ProclaimRequest, context: grpc.aio.ServicerContext
+    ) -> v3election_pb2.ProclaimResponse:
+        if not request.HasField("leader"):
+            raise MISSING_LEADER
+        await self._proclaim(request.leader, request.value)
+        return v3election_pb2.ProclaimResponse(header=self.node.header())
+
+    @unary
+    async def Leader(
+        self, request: v3election_pb2.LeaderRequest, context: grpc.aio.ServicerContext
+    ) -> v3election_pb2.LeaderResponse:
+        await self.node.barrier()
+        kv = first_contender(self.node, request.name)
+        if kv is None:
+            raise NO_LEADER
+        return v3election_pb2.LeaderResponse(header=self.node.header(), kv=kv)
+
+    async def Observe(  # type: ignore[override]
+        self, request: v3election_pb2.LeaderRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[v3election_pb2.LeaderResponse]:
+        """Every leader in turn, and every new value a leader proclaims."""
+        count(self.node, f"{self.service}/Observe")
+        prefix = request.name + b"/"
+        await self.node.barrier()
+        while True:
+            rev = self.node.store.revision
+            kv = first_contender(self.node, request.name)
+            if kv is None:
+                # nobody campaigns yet: wait for the first contender
+                async with watch_key(self.node, prefix, prefix_end(prefix), rev + 1) as q:
+                    while (await q.get()).event.type != kv_pb2.Event.PUT:
+                        pass
+                continue
+            yield v3election_pb2.LeaderResponse(header=self.node.header(), kv=kv)
+            async with watch_key(self.node, kv.key, b"", rev + 1) as q:
+                while True:
+                    ev = (await q.get()).event
+                    if ev.type == kv_pb2.Event.DELETE:
+                        break  # leadership moves on: look up the next leader
+                    yield v3election_pb2.LeaderResponse(header=self.node.header(), kv=ev.kv)
+
+    @unary
+    async def Resign(
+        self, request: v3election_pb2.ResignRequest, context: grpc.aio.ServicerContext
+    ) -> v3election_pb2.ResignResponse:
+        if not request.HasField("leader"):
+            raise MISSING_LEADER
+        txn = rpc_pb2.TxnRequest(
+            compare=[_is_holder(request.leader)],
+            success=[
+                rpc_pb2.RequestOp(
+                    request_delete_range=rpc_pb2.DeleteRangeRequest(key=request.leader.key)
+                )
+            ],
+        )
+        await self.node.write(txn)
+        return v3election_pb2.ResignResponse(header=self.node.header())
