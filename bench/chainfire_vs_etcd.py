@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Chainfire vs etcd 3.4: same machine, same mTLS PKI, same Python gRPC client, same workload.
+
+Each system runs as a 3-node cluster on its own scratch 127.x.y.11-13 range through the
+lab's process backend (one after the other, so they never compete for the CPU). The
+client (grpc.aio, one channel to the leader) drives 8-byte keys / 256-byte values:
+puts at 1 and 64 in flight, linearizable and serializable gets at 1 and 64 in flight.
+Every case is bounded by time and by count. Prints ops/s, p50, p99 and the
+Chainfire/etcd ratios; never asserts.
+
+    python bench/chainfire_vs_etcd.py [--seconds 5] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.probe import client_target, dial
+from plasmacloud.lab.reference import ETCD
+from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
+from plasmacloud.lab.spec import scratch_spec
+from plasmacloud.lab.workload import LoadResult, run_load
+
+VALUE = os.urandom(256)
+PRELOAD_KEYS = 1000
+MAX_OPS_PER_CASE = 200_000
+WARMUP_OPS = 200
+console = Console(width=max(130, shutil.get_terminal_size().columns))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured workload."""
+
+    name: str
+    concurrency: int
+    make_op: Callable[[rpc_pb2_grpc.KVStub], Callable[[int], Awaitable[None]]]
+
+
+def key(i: int) -> bytes:
+    return b"%08d" % (i % 100_000_000)  # 8-byte keys
+
+
+def put_op(kv: rpc_pb2_grpc.KVStub) -> Callable[[int], Awaitable[None]]:
+    async def op(i: int) -> None:
+        await kv.Put(rpc_pb2.PutRequest(key=key(i), value=VALUE), timeout=10)
+
+    return op
+
+
+def get_op(serializable: bool) -> Callable[[rpc_pb2_grpc.KVStub], Callable[[int], Awaitable[None]]]:
+    def make(kv: rpc_pb2_grpc.KVStub) -> Callable[[int], Awaitable[None]]:
+        async def op(i: int) -> None:
+            req = rpc_pb2.RangeRequest(key=key(i % PRELOAD_KEYS), serializable=serializable)
+            await kv.Range(req, timeout=10)
+
+        return op
+
+    return make
+
+
+CASES = [
+    Case("put, 1 in flight", 1, put_op),
+    Case("put, 64 in flight", 64, put_op),
+    Case("get linearizable, 1", 1, get_op(False)),
+    Case("get linearizable, 64", 64, get_op(False)),
+    Case("get serializable, 1", 1, get_op(True)),
+    Case("get serializable, 64", 64, get_op(True)),
+]
+
+
+async def measure(lab: Lab, seconds: float) -> dict[str, LoadResult]:
+    """Run every case against a ready lab through one channel to its leader."""
+    view = await lab.wait_ready(timeout=60)
+    leader = next(c for c in lab.configs() if c.node_id == view.leader_node)
+    results: dict[str, LoadResult] = {}
+    async with dial(client_target(leader), lab.operator_tls) as channel:
+        await channel.channel_ready()
+        kv = rpc_pb2_grpc.KVStub(channel)
+        await run_load(put_op(kv), 32, PRELOAD_KEYS, 60)  # keys the gets read
+        for case in CASES:
+            op = case.make_op(kv)
+            await run_load(op, case.concurrency, WARMUP_OPS, seconds)
+            results[case.name] = await run_load(op, case.concurrency, MAX_OPS_PER_CASE, seconds)
+    return results
+
+
+def run_system(
+    name: str, service: ServiceSpec, root: Path, seconds: float
+) -> dict[str, LoadResult]:
+    """Bring a 3-node cluster of ``service`` up, measure it, always tear it down."""
+    lab = Lab.open(root / name, scratch_spec(), services=(service,))
+    console.print(f"[bold]{name}[/bold]: 3 nodes on {lab.spec.first_ip}..13, mTLS")
+    try:
+        lab.up()
+        return asyncio.run(measure(lab, seconds))
+    finally:
+        lab.down()
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def report(cf: dict[str, LoadResult], etcd: dict[str, LoadResult]) -> Table:
+    table = Table(title="Chainfire vs etcd 3.4 (3 nodes, mTLS, 8 B keys / 256 B values)")
+    for col in (
+        "case",
+        "Chainfire ops/s",
+        "p50 ms",
+        "p99 ms",
+        "etcd ops/s",
+        "p50 ms",
+        "p99 ms",
+        "ops/s ratio",
+        "p50 ratio",
+    ):
+        table.add_column(col, justify="right" if col != "case" else "left")
+    for case in CASES:
+        a, b = cf[case.name], etcd[case.name]
+        errs = f" ({a.errors}/{b.errors} errors)" if a.errors or b.errors else ""
+        table.add_row(
+            case.name + errs,
+            f"{a.ops_per_s:,.0f}",
+            f"{a.percentile_ms(50):.2f}",
+            f"{a.percentile_ms(99):.2f}",
+            f"{b.ops_per_s:,.0f}",
+            f"{b.percentile_ms(50):.2f}",
+            f"{b.percentile_ms(99):.2f}",
+            ratio(a.ops_per_s, b.ops_per_s),
+            ratio(a.percentile_ms(50), b.percentile_ms(50)),
+        )
+    table.caption = "ratio = Chainfire / etcd (ops/s: higher is better; p50: lower is better)"
+    return table
+
+
+def as_json(results: dict[str, dict[str, LoadResult]]) -> dict[str, object]:
+    return {
+        system: {
+            name: {
+                "ops_per_s": r.ops_per_s,
+                "p50_ms": r.percentile_ms(50),
+                "p99_ms": r.percentile_ms(99),
+                "ok": r.ok,
+                "errors": r.errors,
+                "first_error": r.first_error,
+            }
+            for name, r in cases.items()
+        }
+        for system, cases in results.items()
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each case")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    if shutil.which("etcd") is None:
+        console.print("[red]etcd is not installed[/red] (apt-get install etcd-server)")
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="plasma-bench-"))
+    try:
+        results = {
+            "chainfire": run_system("chainfire", CHAINFIRE, root, args.seconds),
+            "etcd": run_system("etcd", ETCD, root, args.seconds),
+        }
+    except grpc.RpcError as exc:
+        console.print(f"[red]benchmark failed:[/red] {exc}; logs kept in {root}")
+        return 1
+    console.print(report(results["chainfire"], results["etcd"]))
+    for system, cases in results.items():
+        for name, r in cases.items():
+            if r.first_error:
+                console.print(f"[yellow]{system} / {name}: first error {r.first_error}[/yellow]")
+    if args.json:
+        args.json.write_text(json.dumps(as_json(results), indent=2) + "\n")
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
