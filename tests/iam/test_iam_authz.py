@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from iam_fixtures import Cluster, ClusterFactory, free_port
 import plasmacloud.iam.authz as authz_module
 from plasmacloud.iam.authz import (
     AuditRecord,
+    AuditShipper,
     Verifier,
     chainfire_action,
     chainfire_resource,
@@ -204,4 +206,85 @@ async def test_iam_unreachable_at_start_is_a_clean_refusal() -> None:
             await v.authenticate(token)
         assert exc.value.reason == "iam_unavailable"
     finally:
+        await v.close()
+
+
+async def test_password_login_is_cached_and_refused_when_wrong(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster(2)
+    await _user_with_app_policy(c)
+    v = Verifier([c.nodes[1].url], revocation_refresh=0)
+    try:
+        p = await v.password_login("alice", "alice-password")
+        again = await v.password_login("alice", "alice-password")
+        assert p.sub == "user:alice" and again.jti == p.jti  # no second IAM login
+        assert (await v.authorize(p, "chainfire:Put", "key/app/1")).allowed
+        for user, password in (("alice", "nope-nope"), ("nobody", "whatever1"), ("", "")):
+            with pytest.raises(TokenError) as exc:
+                await v.password_login(user, password)
+            assert exc.value.reason == "invalid_credentials"
+        # the cached token is revoked: the cache does not outlive revocation
+        async with c.http.post(f"{c.url}/oauth2/revoke", data={"token": p.token}) as r:
+            assert r.status == 200
+        with pytest.raises(TokenError):
+            await v.password_login("alice", "alice-password")
+    finally:
+        await v.close()
+
+
+async def test_policy_changes_apply_after_the_cache_ttl(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    token = await _user_with_app_policy(c)
+    now = [time.time()]
+    v = Verifier([c.url], policy_ttl=10.0, clock=lambda: now[0])
+    try:
+        p = await v.authenticate(token)
+        assert (await v.authorize(p, "chainfire:Put", "key/app/x")).allowed
+        admin = await c.token()
+        deny = {"Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
+        await c.call("POST", "/v1/policies", admin, json={"name": "stop", "document": deny})
+        status, _ = await c.call("PUT", "/v1/users/alice/policies/stop", admin)
+        assert status == 200
+        assert (await v.authorize(p, "chainfire:Put", "key/app/x")).allowed  # cached
+        now[0] += 10.0
+        decision = await v.authorize(p, "chainfire:Put", "key/app/x")
+        assert (decision.allowed, decision.reason, decision.policy) == (
+            False,
+            "explicit-deny",
+            "stop",
+        )
+    finally:
+        await v.close()
+
+
+async def test_audit_shipper_delivers_service_decisions(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster(2)
+    token = await _user_with_app_policy(c)
+    shipper = AuditShipper(
+        [c.nodes[1].url], c.admin.client_id, c.admin.client_secret, "chainfire@node02",
+        max_buffer=3,
+    )  # fmt: skip
+    v = Verifier([c.nodes[1].url], audit=shipper)
+    stop = asyncio.Event()
+    try:
+        p = await v.authenticate(token)
+        for key in ("key/app/1", "key/other/2"):
+            await v.authorize(p, "chainfire:Put", key)
+        runner = asyncio.create_task(shipper.run(stop, interval=60))
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+        assert shipper.sent == 2 and shipper.dropped == 0
+        status, page = await c.call(
+            "GET", "/v1/audit", await c.token(), params={"sub": "user:alice"}
+        )
+        assert status == 200
+        got = [(e["resource"], e["decision"], e["source"]) for e in page["items"]]
+        assert got == [
+            ("key/app/1", "Allow", "chainfire@node02"),
+            ("key/other/2", "Deny", "chainfire@node02"),
+        ]
+        for i in range(5):  # bounded buffer: oldest dropped, counted
+            await v.authorize(p, "chainfire:Range", f"key/app/{i}")
+        assert shipper.dropped == 2
+    finally:
+        await shipper.close()
         await v.close()

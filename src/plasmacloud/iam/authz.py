@@ -25,9 +25,12 @@ plus whatever the caller passes (``plasma:SourceIp``, ``plasma:SecureTransport``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,7 +155,15 @@ class _Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._preferred = 0
 
-    async def get_json(self, path: str, token: str | None = None) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        form: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> tuple[int, Any]:
+        """``(status, JSON body)`` from the first IAM URL that answers below 500."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -162,17 +173,26 @@ class _Upstream:
             idx = (self._preferred + i) % n
             url = self._urls[idx] + path
             try:
-                async with self._session.get(url, headers=headers, ssl=self._ssl or True) as resp:
+                async with self._session.request(
+                    method, url, headers=headers, data=form, json=body, ssl=self._ssl or True
+                ) as resp:
                     if resp.status >= 500:
                         errors.append(f"{url}: HTTP {resp.status}")
                         continue
-                    if resp.status != 200:
-                        raise IamRefused(resp.status, await resp.text())
                     self._preferred = idx
-                    return await resp.json()
+                    if resp.content_type != "application/json":
+                        return resp.status, {"error": await resp.text()}
+                    return resp.status, await resp.json()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 errors.append(f"{url}: {exc!r}")
         raise IamUnavailable("; ".join(errors))
+
+    async def get_json(self, path: str, token: str | None = None) -> Any:
+        """GET that must answer 200 (:class:`IamRefused` otherwise)."""
+        status, body = await self.request("GET", path, token=token)
+        if status != 200:
+            raise IamRefused(status, str(body))
+        return body
 
     async def close(self) -> None:
         if self._session is not None:
@@ -256,6 +276,7 @@ class Verifier:
         self._revoked: set[str] = set()
         self._revoked_fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._logins: dict[str, Principal] = {}
 
     async def _refresh_jwks(self) -> None:
         async with self._lock:
@@ -302,6 +323,35 @@ class Verifier:
             raise TokenError("revoked", "the token has been revoked")
         return Principal.from_claims(claims, token)
 
+    async def password_login(self, username: str, password: str) -> Principal:
+        """Log in with a user name and password (rqlite's ``-u``, etcd's Authenticate).
+
+        The password grant goes to IAM (where lockout and rate limits apply); the token is
+        cached under a hash of the credentials until shortly before it expires, so a
+        client sending Basic auth on every request does not cost an IAM call each time.
+        """
+        cache_key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
+        hit = self._logins.get(cache_key)
+        if hit is not None and hit.expires_at - self._leeway > self._clock():
+            return await self.authenticate(hit.token)
+        try:
+            status, body = await self._upstream.request(
+                "POST",
+                "/oauth2/token",
+                form={"grant_type": "password", "username": username, "password": password},
+            )
+        except IamUnavailable as exc:
+            raise TokenError("iam_unavailable", str(exc)) from None
+        if status == 429:
+            raise TokenError("rate_limited", str(body.get("error_description", "")))
+        if status != 200:
+            raise TokenError("invalid_credentials", "invalid user name or password")
+        principal = await self.authenticate(str(body["access_token"]))
+        if len(self._logins) > 10_000:  # bound memory
+            self._logins.clear()
+        self._logins[cache_key] = principal
+        return principal
+
     async def authorize(
         self,
         principal: Principal,
@@ -332,4 +382,95 @@ class Verifier:
 
     async def close(self) -> None:
         """Close the HTTP session."""
+        await self._upstream.close()
+
+
+class AuditShipper:
+    """Sends a service's decisions to IAM's audit log (``POST /v1/audit``) in batches.
+
+    Use an instance as the Verifier's ``audit`` callback and run :meth:`run` beside the
+    service. The buffer is bounded: while IAM is unreachable the oldest records are
+    dropped (and counted in ``dropped``) rather than growing memory without limit.
+    """
+
+    def __init__(
+        self,
+        iam_urls: Sequence[str],
+        client_id: str,
+        client_secret: str,
+        source: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_buffer: int = 10_000,
+        batch_size: int = 500,
+        http_timeout: float = 3.0,
+    ):
+        self._upstream = _Upstream(iam_urls, ssl_context, http_timeout)
+        self._creds = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        }
+        self._source = source
+        self._buffer: deque[AuditRecord] = deque(maxlen=max_buffer)
+        self._batch = batch_size
+        self._token: str | None = None
+        self.dropped = 0
+        self.sent = 0
+
+    def __call__(self, record: AuditRecord) -> None:
+        if len(self._buffer) == self._buffer.maxlen:
+            self.dropped += 1
+        self._buffer.append(record)
+
+    async def _login(self) -> str:
+        status, body = await self._upstream.request("POST", "/oauth2/token", form=self._creds)
+        if status != 200:
+            raise IamRefused(status, str(body))
+        self._token = str(body["access_token"])
+        return self._token
+
+    async def flush(self) -> int:
+        """Send everything buffered now; returns how many records IAM accepted."""
+        sent = 0
+        while self._buffer:
+            batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
+            payload = {
+                "source": self._source,
+                "records": [
+                    {"at": r.at, "sub": r.sub, "action": r.action, "resource": r.resource,
+                     **r.decision.to_json()}
+                    for r in batch
+                ],
+            }  # fmt: skip
+            token = self._token or await self._login()
+            status, body = await self._upstream.request("POST", "/v1/audit", token, body=payload)
+            if status == 401:  # token expired: log in again once
+                token = await self._login()
+                status, body = await self._upstream.request(
+                    "POST", "/v1/audit", token, body=payload
+                )
+            if status != 201:
+                raise IamRefused(status, str(body))
+            for _ in batch:
+                self._buffer.popleft()
+            sent += len(batch)
+        self.sent += sent
+        return sent
+
+    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Flush every ``interval`` seconds until ``stop`` is set (then once more)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            try:
+                await self.flush()
+            except (IamUnavailable, IamRefused) as exc:
+                log.warning(
+                    "audit records not shipped yet (%d buffered): %s", len(self._buffer), exc
+                )
+            if stop.is_set():
+                return
+
+    async def close(self) -> None:
         await self._upstream.close()
