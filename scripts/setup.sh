@@ -8,6 +8,7 @@ APT_PACKAGES=(
   etcd-client etcd-server golang-etcd-server-dev  # real etcdctl/etcd 3.4 + etcd's protos
   nix-bin                                           # nix-instantiate --parse for rendered Nix
   dnsmasq-base                                      # DHCP/TFTP for netboot (dnsmasq --test)
+  fdisk dosfstools e2fsprogs util-linux             # first-boot agent tests on loop devices
   iproute2 procps psmisc                            # lab networking and process inspection
   sqlite3
 )

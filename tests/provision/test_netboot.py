@@ -104,7 +104,9 @@ async def test_config_bundle_only_while_installing(client: TestClient) -> None:
     assert bundle.hosts["node03"] == "192.168.100.13" and bundle.prefixlen == 24
     for step, state in (("partition", "installing"), ("install", "installed")):
         assert (await _report(client, "node01", step=step, state=state))[0] == 200
-    assert (await client.get(f"/config/{MAC1}")).status == 403  # installed: key not served
+    assert (await client.get(f"/config/{MAC1}")).status == 200  # an agent re-run
+    assert (await _report(client, "node01", step="join", state="joined"))[0] == 200
+    assert (await client.get(f"/config/{MAC1}")).status == 403  # joined: key not served
 
 
 async def test_state_machine_through_agent_reports(client: TestClient, tree: Path) -> None:

@@ -91,6 +91,11 @@ def test_cluster_config_matches_spec_and_tls_names() -> None:
         )
 
 
+def test_plain_layout_has_no_lvm() -> None:
+    disko = render_files(_plain())["node02/disko.nix"]
+    assert "lvm" not in disko and 'mountpoint = "/var/lib/plasmacloud";' in disko
+
+
 def test_worker_and_by_id_variant() -> None:
     files = render_files(_variant())
     disko = files["node01/disko.nix"]
@@ -124,9 +129,18 @@ def test_render_is_deterministic_and_rerun_safe(tmp_path: Path) -> None:
     assert statuses["hosts"] == "updated"
 
 
-@pytest.mark.parametrize("variant", ["seed", "variant"])
+def _plain() -> ClusterSpec:
+    """Single-disk nodes with the plain (no LVM) layout."""
+    spec, issues = parse_spec(
+        sample_spec().replace("root_size: 80G", "root_size: 80G\n        layout: plain")
+    )
+    assert issues == []
+    return spec
+
+
+@pytest.mark.parametrize("variant", ["seed", "variant", "plain"])
 def test_every_nix_file_parses(variant: str, tmp_path: Path) -> None:
-    spec = _seed() if variant == "seed" else _variant()
+    spec = {"seed": _seed, "variant": _variant, "plain": _plain}[variant]()
     paths = [w.path for w in render(spec, tmp_path) if w.path.suffix == ".nix"]
     assert len(paths) == 8
     for path in paths:

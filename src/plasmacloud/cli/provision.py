@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
-from plasmacloud.provision import certs, netboot, pki, preflight, status_view
+from plasmacloud.provision import agent, certs, netboot, pki, preflight, status_view
 from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf
 from plasmacloud.provision.findings import Finding, Severity, has_errors
 from plasmacloud.provision.layout import OutputLayout
@@ -271,6 +271,44 @@ def provision_status(
         typer.echo("")
 
 
+def agent_cmd(
+    server: Annotated[
+        str | None, typer.Option(help="netboot server URL (default: plasmacloud.server=)")
+    ] = None,
+    mac: Annotated[
+        str | None, typer.Option(help="this machine's MAC (default: plasmacloud.mac=)")
+    ] = None,
+    root: Annotated[Path, typer.Option(help="target root the system is installed into")] = Path(
+        "/"
+    ),
+    disks: Annotated[bool, typer.Option(help="partition and format the disk")] = True,
+    mount: Annotated[bool, typer.Option(help="mount the new filesystems under --root")] = False,
+    wipe: Annotated[
+        bool, typer.Option(help="allow destroying a disk that holds something else")
+    ] = False,
+) -> None:
+    """First-boot agent: fetch this node's bundle, prepare disks, install files, report."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cmdline = Path("/proc/cmdline")
+    args = agent.kernel_cmdline_args(cmdline.read_text() if cmdline.exists() else "")
+    server, mac = server or args.get("server"), mac or args.get("mac")
+    if not server or not mac:
+        typer.echo(
+            "need --server and --mac (or plasmacloud.server=/mac= on the kernel cmdline)", err=True
+        )
+        raise typer.Exit(EXIT_USAGE)
+    opts = agent.AgentOptions(
+        server=server, mac=mac, root=root, disks=disks, wipe=wipe, mount=mount
+    )
+    try:
+        results = agent.Agent(opts).run()
+    except agent.AgentError as exc:
+        typer.echo(f"agent failed: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from exc
+    for r in results:
+        typer.echo(f"{r.name}: {'; '.join(r.changes) or 'already right'}")
+
+
 def register(app: typer.Typer) -> None:
     """Attach the provisioning commands to the top-level ``plasma`` app."""
     app.command("init")(init)
@@ -279,3 +317,4 @@ def register(app: typer.Typer) -> None:
     app.command("preflight")(preflight_cmd)
     app.add_typer(netboot_app, name="netboot")
     app.add_typer(provision_app, name="provision")
+    app.command("agent")(agent_cmd)

@@ -31,8 +31,9 @@ from plasmacloud.provision.states import State, StateStore, TransitionError
 log = logging.getLogger("plasmacloud.netboot")
 STATE_FILE = "netboot-state.json"
 _MAC_HYP = re.compile(r"^[0-9a-fA-F]{2}(-[0-9a-fA-F]{2}){5}$")
-# The bundle holds the node's private key: hand it out only while the node installs.
-BUNDLE_STATES = {State.BOOTING, State.INSTALLING, State.FAILED}
+# The bundle holds the node's private key: hand it out only while the node is being
+# installed (an agent re-run after "installed" included), never to a joined node.
+BUNDLE_STATES = {State.BOOTING, State.INSTALLING, State.INSTALLED, State.FAILED}
 
 
 class Report(BaseModel):

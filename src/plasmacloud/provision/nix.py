@@ -90,16 +90,7 @@ def configuration_nix(spec: ClusterSpec, node: NodeSpec) -> str:
 """
 
 
-def disko_nix(spec: ClusterSpec, node: NodeSpec) -> str:
-    """The node's ``disko.nix``: GPT, 512M ESP, LVM with root and data volumes.
-
-    The first disk boots; further disks join the same volume group. Disks are addressed
-    by their ``/dev/disk/by-id`` path when the spec gives one.
-    """
-    disks = []
-    for i, d in enumerate(node.disks):
-        esp = (
-            """            ESP = {
+_ESP = """            ESP = {
               size = "512M";
               type = "EF00";
               content = {
@@ -110,9 +101,40 @@ def disko_nix(spec: ClusterSpec, node: NodeSpec) -> str:
               };
             };
 """
-            if i == 0
-            else ""
-        )
+_PV = """            pv = {
+              size = "100%";
+              content = { type = "lvm_pv"; vg = "pool"; };
+            };
+"""
+_DATA_FS = """{
+            type = "filesystem";
+            format = "ext4";
+            mountpoint = "/var/lib/plasmacloud";
+          }"""
+
+
+def disko_nix(spec: ClusterSpec, node: NodeSpec) -> str:
+    """The node's ``disko.nix``: GPT, 512M ESP, then LVM (root + data volumes) or, with
+    ``layout: plain``, root and data partitions.
+
+    The first disk boots; further disks join the volume group. Disks are addressed by
+    their ``/dev/disk/by-id`` path when the spec gives one.
+    """
+    root_size = nix_str(node.disks[0].root_size)
+    root_fs = '{ type = "filesystem"; format = "ext4"; mountpoint = "/"; }'
+    plain = node.disks[0].layout == "plain"
+    disks = []
+    for i, d in enumerate(node.disks):
+        if plain:
+            body = (
+                f"            root = {{\n              size = {root_size};\n"
+                f"              content = {root_fs};\n            }};\n"
+                '            data = {\n              size = "100%";\n'
+                f"              content = {_DATA_FS.replace(chr(10), chr(10) + '    ')};\n"
+                "            };\n"
+            )
+        else:
+            body = _PV
         disks.append(
             f"""      disk{i} = {{
         type = "disk";
@@ -120,15 +142,28 @@ def disko_nix(spec: ClusterSpec, node: NodeSpec) -> str:
         content = {{
           type = "gpt";
           partitions = {{
-{esp}            pv = {{
-              size = "100%";
-              content = {{ type = "lvm_pv"; vg = "pool"; }};
-            }};
-          }};
+{_ESP if i == 0 else ""}{body}          }};
         }};
       }};"""
         )
-    root_size = node.disks[0].root_size
+    vg = (
+        ""
+        if plain
+        else f"""    lvm_vg.pool = {{
+      type = "lvm_vg";
+      lvs = {{
+        root = {{
+          size = {root_size};
+          content = {root_fs};
+        }};
+        data = {{
+          size = "100%FREE";
+          content = {_DATA_FS};
+        }};
+      }};
+    }};
+"""
+    )
     disk_text = "\n".join(disks)
     return f"""{HEADER}# Disk layout of {node.node_id}.
 {{
@@ -136,24 +171,7 @@ def disko_nix(spec: ClusterSpec, node: NodeSpec) -> str:
     disk = {{
 {disk_text}
     }};
-    lvm_vg.pool = {{
-      type = "lvm_vg";
-      lvs = {{
-        root = {{
-          size = {nix_str(root_size)};
-          content = {{ type = "filesystem"; format = "ext4"; mountpoint = "/"; }};
-        }};
-        data = {{
-          size = "100%FREE";
-          content = {{
-            type = "filesystem";
-            format = "ext4";
-            mountpoint = "/var/lib/plasmacloud";
-          }};
-        }};
-      }};
-    }};
-  }};
+{vg}  }};
 }}
 """
 

@@ -77,6 +77,10 @@ class DiskSpec(_Strict):
     device: str = "/dev/vda"
     by_id: str | None = None
     root_size: str = Field(default="80G", pattern=r"^[0-9]+[KMGT]$")
+    layout: Literal["lvm", "plain"] = Field(
+        default="lvm",
+        description="lvm: ESP + LVM (root, data); plain: ESP + root + data partitions",
+    )
 
     @field_validator("device")
     @classmethod
@@ -142,6 +146,13 @@ class NodeSpec(_Strict):
                 f"{v!r} is not a MAC address; write six hex pairs like 52:54:00:00:01:01"
             )
         return v.replace("-", ":")
+
+    @field_validator("disks")
+    @classmethod
+    def _disks(cls, v: list[DiskSpec]) -> list[DiskSpec]:
+        if len(v) > 1 and v[0].layout == "plain":
+            raise ValueError("layout plain uses one disk; use layout: lvm to span several disks")
+        return v
 
     @field_validator("ssh")
     @classmethod

@@ -2,10 +2,11 @@
 
 ::
 
-    unknown -> booting -> installing -> installed -> joined
-                  ^           |             |          |
-                  +-- failed <+-------------+----------+   (any state can fail;
-                                                           a failed node may boot again)
+    unknown -> booting -> installing <-> installed -> joined
+                  ^           |               |            |
+                  +-- failed <+---------------+------------+   (any state can fail;
+                                                               a failed node may boot again;
+                                                               the agent may re-run)
 
 The netboot server moves a node to ``booting`` when it fetches its iPXE script; the
 first-boot agent reports the rest. State is saved to a JSON file after every change
@@ -37,7 +38,7 @@ TRANSITIONS: dict[State, set[State]] = {
     State.UNKNOWN: {State.BOOTING, State.FAILED},
     State.BOOTING: {State.BOOTING, State.INSTALLING, State.FAILED},
     State.INSTALLING: {State.INSTALLING, State.INSTALLED, State.FAILED},
-    State.INSTALLED: {State.INSTALLED, State.JOINED, State.BOOTING, State.FAILED},
+    State.INSTALLED: {State.INSTALLED, State.INSTALLING, State.JOINED, State.BOOTING, State.FAILED},
     State.JOINED: {State.JOINED, State.BOOTING, State.FAILED},
     State.FAILED: {State.FAILED, State.BOOTING, State.INSTALLING},
 }
