@@ -1,12 +1,13 @@
-"""FlareDB benchmark: a 3-process cluster on loopback beside a local SQLite file.
+"""FlareDB benchmark: a 3-node lab (Chainfire + FlareDB processes on loopback, mTLS by
+default) beside a local SQLite file and Chainfire puts on the same lab.
 
 Prints a table (never asserts): single-statement INSERT throughput and p50/p99 at 1 and
-64 in flight (level strong writes go through Raft anyway), a bulk insert of 10,000 rows
-in one request, and point reads at each consistency level; the same work on a local
-SQLite file (WAL, synchronous=FULL: the physical limit of one fsync'd file) is the
-reference, printed as ratios.
+64 in flight (every write goes through Raft), a bulk insert of 10,000 rows in one
+request, and point reads at each consistency level. The same work on a local SQLite
+file (WAL, synchronous=FULL: one fsync'd file, the physical limit) and as Chainfire
+(etcd v3) puts/gets is printed beside it, with ratios.
 
-    python bench/flaredb.py [--n 2000] [--tls]
+    python bench/flaredb.py [--n 1000] [--plain]
 """
 
 from __future__ import annotations
@@ -14,63 +15,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from plasmacloud.common.config import NodeConfig, PeerConfig, ServicePorts, TLSConfig
+from plasmacloud.chainfire.client import ChainfireClient
+from plasmacloud.common.tls import client_context
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.services import SERVICES, flaredb_url
+from plasmacloud.lab.spec import scratch_spec
 
-HOSTS = ("127.0.0.31", "127.0.0.32", "127.0.0.33")
 ROW = "x" * 256
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def configs(root: Path) -> list[NodeConfig]:
-    peers = []
-    for i, host in enumerate(HOSTS, start=1):
-        p = [free_port(host) for _ in range(6)]
-        peers.append(
-            PeerConfig(
-                node_id=f"node{i:02d}",
-                hostname=f"node{i:02d}",
-                ip=IPv4Address(host),
-                ports=ServicePorts(
-                    chainfire_client=p[0],
-                    chainfire_peer=p[1],
-                    chainfire_metrics=p[2],
-                    flaredb_http=p[3],
-                    flaredb_raft=p[4],
-                    iam_http=p[5],
-                ),
-            )
-        )
-    return [
-        NodeConfig(
-            node_id=p.node_id,
-            hostname=p.hostname,
-            ip=p.ip,
-            peers=peers,
-            ports=p.ports,
-            tls=TLSConfig(enabled=False),
-            data_dir=root / p.node_id,
-        )
-        for p in peers
-    ]
+BULK = 10_000
+Stats = tuple[float, float, float]  # ops/s, p50 s, p99 s
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -78,10 +40,8 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def timed(
-    n: int, inflight: int, op: Callable[[int], Awaitable[None]]
-) -> tuple[float, list[float]]:
-    """Run op(0..n-1) with `inflight` workers; (ops per second, latencies)."""
+async def timed(n: int, inflight: int, op: Callable[[int], Awaitable[Any]]) -> Stats:
+    """Run op(0..n-1) with ``inflight`` concurrent workers."""
     lat: list[float] = []
     counter = iter(range(n))
 
@@ -93,160 +53,158 @@ async def timed(
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(inflight)))
-    return n / (time.perf_counter() - start), lat
+    return n / (time.perf_counter() - start), pct(lat, 0.5), pct(lat, 0.99)
 
 
-async def wait_leader(session: aiohttp.ClientSession, urls: list[str], timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for u in urls:
-            try:
-                async with session.get(u + "/status") as r:
-                    doc = await r.json()
-                    if doc["store"]["raft"]["state"] == "Leader":
-                        return u
-            except (aiohttp.ClientError, KeyError, ValueError):
-                pass
-        await asyncio.sleep(0.2)
-    raise SystemExit("no FlareDB leader within 30s")
-
-
-async def bench_cluster(urls: list[str], n: int) -> dict[str, tuple[float, float, float]]:
-    out: dict[str, tuple[float, float, float]] = {}
-    conn = aiohttp.TCPConnector(limit=128)
+async def bench_flaredb(lab: Lab, leader: str, n: int) -> dict[str, Stats]:
+    out: dict[str, Stats] = {}
+    url = flaredb_url(next(c for c in lab.configs() if c.node_id == leader))
+    ssl_ctx = client_context(lab.operator_tls) if lab.spec.tls else None
+    conn = aiohttp.TCPConnector(limit=128, ssl=ssl_ctx or False)
     async with aiohttp.ClientSession(connector=conn) as s:
-        leader = await wait_leader(s, urls)
 
-        async def post(path: str, body: object) -> dict:  # type: ignore[type-arg]
+        async def post(path: str, body: object) -> None:
             async with s.post(
-                leader + path, data=json.dumps(body), headers={"Content-Type": "application/json"}
+                url + path, data=json.dumps(body), headers={"Content-Type": "application/json"}
             ) as r:
                 doc = await r.json()
                 if r.status != 200 or "error" in doc["results"][0]:
-                    raise SystemExit(f"{path}: HTTP {r.status} {doc}")
-                return dict(doc)
+                    raise SystemExit(f"{path}: HTTP {r.status} {str(doc)[:300]}")
 
         await post("/db/execute", ["CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT)"])
-        for inflight in (1, 64):
-            count = n if inflight == 1 else n * 3
-            rate, lat = await timed(
-                count,
-                inflight,
-                lambda i: post("/db/execute", [["INSERT INTO b(v) VALUES(?)", ROW]]),
-            )
-            out[f"insert x1, {inflight} in flight"] = (rate, pct(lat, 0.5), pct(lat, 0.99))
-        rows = [["INSERT INTO b(v) VALUES(?)", ROW] for _ in range(10_000)]
+        insert = [["INSERT INTO b(v) VALUES(?)", ROW]]
+        out["insert, 1 in flight"] = await timed(n, 1, lambda i: post("/db/execute", insert))
+        out["insert, 64 in flight"] = await timed(n * 3, 64, lambda i: post("/db/execute", insert))
         t0 = time.perf_counter()
-        await post("/db/execute?transaction", rows)
+        await post("/db/execute?transaction", insert * BULK)
         dt = time.perf_counter() - t0
-        out["bulk 10,000 rows, 1 request"] = (10_000 / dt, dt, dt)
+        out[f"bulk {BULK:,} rows, 1 request"] = (BULK / dt, dt, dt)
         for level in ("none", "weak", "linearizable", "strong"):
-            rate, lat = await timed(
+            out[f"point read, {level}"] = await timed(
                 n,
                 1,
                 lambda i, lv=level: post(
                     f"/db/query?level={lv}", [["SELECT v FROM b WHERE id = ?", i + 1]]
                 ),
             )
-            out[f"point read, level={level}"] = (rate, pct(lat, 0.5), pct(lat, 0.99))
-        rate, lat = await timed(
+        out["point read, linearizable, 64 in flight"] = await timed(
             n * 3,
             64,
             lambda i: post(
                 "/db/query?level=linearizable", [["SELECT v FROM b WHERE id = ?", i + 1]]
             ),
         )
-        out["point read, linearizable, 64 in flight"] = (rate, pct(lat, 0.5), pct(lat, 0.99))
     return out
 
 
-def bench_sqlite(root: Path, n: int) -> dict[str, tuple[float, float, float]]:
+async def bench_chainfire(lab: Lab, leader: str, n: int) -> dict[str, Stats]:
+    cfg = next(c for c in lab.configs() if c.node_id == leader)
+    out: dict[str, Stats] = {}
+    async with ChainfireClient([f"{cfg.ip}:{cfg.ports.chainfire_client}"], lab.operator_tls) as c:
+        out["insert, 1 in flight"] = await timed(n, 1, lambda i: c.put(f"b/{i}", ROW))
+        out["insert, 64 in flight"] = await timed(n * 3, 64, lambda i: c.put(f"b/{i}", ROW))
+        reads = {"none": True, "weak": True, "linearizable": False, "strong": False}
+        for level, serializable in reads.items():
+            out[f"point read, {level}"] = await timed(
+                n, 1, lambda i, s=serializable: c.get(f"b/{i}", serializable=s)
+            )
+        out["point read, linearizable, 64 in flight"] = await timed(
+            n * 3, 64, lambda i: c.get(f"b/{i}")
+        )
+    return out
+
+
+def bench_sqlite(root: Path, n: int) -> dict[str, Stats]:
     """The same work on one local SQLite file: the physical limit on this disk."""
-    out: dict[str, tuple[float, float, float]] = {}
+    out: dict[str, Stats] = {}
     db = sqlite3.connect(root / "local.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT)")
-    lat = []
-    start = time.perf_counter()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        db.execute("INSERT INTO b(v) VALUES(?)", (ROW,))  # autocommit: one fsync each
-        lat.append(time.perf_counter() - t0)
-    rate = n / (time.perf_counter() - start)
-    out["insert x1, 1 in flight"] = (rate, pct(lat, 0.5), pct(lat, 0.99))
-    out["insert x1, 64 in flight"] = out["insert x1, 1 in flight"]  # one writer either way
+
+    def run(count: int, op: Callable[[int], object]) -> Stats:
+        lat = []
+        start = time.perf_counter()
+        for i in range(count):
+            t0 = time.perf_counter()
+            op(i)
+            lat.append(time.perf_counter() - t0)
+        return count / (time.perf_counter() - start), pct(lat, 0.5), pct(lat, 0.99)
+
+    # Autocommit: one transaction and one fsync per insert; one writer whatever the clients.
+    out["insert, 1 in flight"] = run(n, lambda i: db.execute("INSERT INTO b(v) VALUES(?)", (ROW,)))
+    out["insert, 64 in flight"] = out["insert, 1 in flight"]
     t0 = time.perf_counter()
     db.execute("BEGIN")
-    db.executemany("INSERT INTO b(v) VALUES(?)", [(ROW,)] * 10_000)
+    db.executemany("INSERT INTO b(v) VALUES(?)", [(ROW,)] * BULK)
     db.execute("COMMIT")
     dt = time.perf_counter() - t0
-    out["bulk 10,000 rows, 1 request"] = (10_000 / dt, dt, dt)
-    lat = []
-    start = time.perf_counter()
-    for i in range(n):
-        t0 = time.perf_counter()
-        db.execute("SELECT v FROM b WHERE id = ?", (i + 1,)).fetchone()
-        lat.append(time.perf_counter() - t0)
-    read = (n / (time.perf_counter() - start), pct(lat, 0.5), pct(lat, 0.99))
+    out[f"bulk {BULK:,} rows, 1 request"] = (BULK / dt, dt, dt)
+    read = run(n, lambda i: db.execute("SELECT v FROM b WHERE id = ?", (i + 1,)).fetchone())
     for level in ("none", "weak", "linearizable", "strong"):
-        out[f"point read, level={level}"] = read
+        out[f"point read, {level}"] = read
     out["point read, linearizable, 64 in flight"] = read
     db.close()
     return out
 
 
+async def bench_lab(lab: Lab, n: int) -> tuple[dict[str, Stats], dict[str, Stats]]:
+    await lab.wait_ready(timeout=90)
+    leaders = set()
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            ssl=client_context(lab.operator_tls) if lab.spec.tls else False
+        )
+    ) as s:
+        for cfg in lab.configs():
+            async with s.get(flaredb_url(cfg) + "/status") as r:
+                leaders.add((await r.json())["store"]["leader"]["node_id"])
+    (flare_leader,) = leaders
+    view = await lab.probe()
+    chain_leader = view.leader_node or flare_leader
+    flare = await bench_flaredb(lab, flare_leader, n)
+    chain = await bench_chainfire(lab, chain_leader, n)
+    return flare, chain
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.3g}x" if a and b else "n/a"
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1000, help="operations per sequential case")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000, help="operations per 1-in-flight case")
+    ap.add_argument("--plain", action="store_true", help="lab without TLS")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="flaredb-bench-") as tmp:
         root = Path(tmp)
-        cfgs = configs(root)
-        procs: list[subprocess.Popen[bytes]] = []
+        lab = Lab.open(root / "lab", scratch_spec(tls=not args.plain), services=SERVICES)
         try:
-            for cfg in cfgs:
-                path = root / f"{cfg.node_id}.json"
-                cfg.dump(path)
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-c",
-                            "from plasmacloud.cli import app; app()",
-                            "flaredb",
-                            "serve",
-                            "--config",
-                            str(path),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=open(root / f"{cfg.node_id}.log", "wb"),  # noqa: SIM115
-                        start_new_session=True,
-                    )
-                )
-            urls = [f"http://{c.ip}:{c.ports.flaredb_http}" for c in cfgs]
-            flare = asyncio.run(bench_cluster(urls, args.n))
+            lab.up()
+            flare, chain = asyncio.run(bench_lab(lab, args.n))
         finally:
-            for p in procs:
-                os.killpg(p.pid, signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+            lab.down()
         local = bench_sqlite(root, args.n)
-    print(f"FlareDB (3 processes, loopback, plain HTTP, {len(ROW)}-byte values) vs local SQLite")
-    print(
-        f"{'case':42} {'FlareDB ops/s':>14} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'SQLite ops/s':>13} {'ratio':>9}"
+    transport = "plain TCP" if args.plain else "mTLS"
+    print(f"FlareDB: 3-node lab on loopback ({transport}), {len(ROW)}-byte values, n={args.n}")
+    head = (
+        f"{'case':40} {'FlareDB/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'SQLite/s':>10} "
+        f"{'Chainfire/s':>11} {'vs SQLite':>9} {'vs Chainf.':>10}"
     )
+    print(head)
+    print("-" * len(head))
     for case, (rate, p50, p99) in flare.items():
         lrate = local[case][0]
+        crate = chain.get(case, (None, 0.0, 0.0))[0]
+        cshow = f"{crate:11,.0f}" if crate else f"{'n/a':>11}"
         print(
-            f"{case:42} {rate:14,.0f} {p50 * 1e3:8.2f} {p99 * 1e3:8.2f} "
-            f"{lrate:13,.0f} {rate / lrate:8.3g}x"
+            f"{case:40} {rate:10,.0f} {p50 * 1e3:7.2f} {p99 * 1e3:7.2f} {lrate:10,.0f} "
+            f"{cshow} {ratio(rate, lrate):>9} {ratio(rate, crate):>10}"
         )
-    print("(ratio = FlareDB / local SQLite; bulk p50/p99 columns are the request's wall time)")
+    print(
+        "bulk: rows/s, p50/p99 = the request's wall time. SQLite = same work on a local file "
+        "(one writer); Chainfire = etcd v3 Put/Range (serializable for none/weak)."
+    )
 
 
 if __name__ == "__main__":
