@@ -59,13 +59,30 @@ async def test_cluster_survives_leader_kill_and_full_restart(cluster: Cluster) -
                 assert {kv.key.decode(): kv.value.decode() for kv in kvs} == acked
 
         leader = await leader_of(client, cluster.endpoints())
-        cluster.kill(leader)
         survivors = [n for n in cluster.configs if n != leader]
+        # a watcher on a follower sees every change exactly once, in order, across the
+        # leader's death
+        watching = ChainfireClient([cluster.endpoint(survivors[0])], tls)
+        events: list[tuple[bytes, int]] = []
+
+        async def watch() -> None:
+            async for ev in watching.watch("k", prefix=True, start_revision=1):
+                events.append((ev.kv.key, ev.kv.mod_revision))
+                if len(events) == 23:
+                    return
+
+        watch_task = asyncio.create_task(watch())
+        cluster.kill(leader)
         new_leader = await leader_of(client, [cluster.endpoint(n) for n in survivors], leader)
         assert new_leader != leader
         for i in range(3, 23):
             await client.put(f"k{i}", f"v{i}")
             acked[f"k{i}"] = f"v{i}"
+        await asyncio.wait_for(watch_task, 20)
+        await watching.close()
+        assert [k.decode() for k, _ in events] == [f"k{i}" for i in range(23)]
+        revs = [r for _, r in events]
+        assert revs == sorted(set(revs))
 
     # restart everything: every acknowledged key is back on every member
     cluster.stop_all()
