@@ -166,3 +166,18 @@ async def test_lock_excludes_a_second_holder_on_another_node(shared_lab: Lab) ->
         await _stop(first)
         if second is not None:
             await _stop(second)
+
+
+async def test_elect_campaign_on_one_node_observed_from_another(shared_lab: Lab) -> None:
+    candidate = await _spawn(shared_lab, 0, "elect", "/elections/e", "proposal-a")
+    observer = None
+    try:
+        assert (await _line(candidate)).startswith("/elections/e/")
+        assert await _line(candidate) == "proposal-a"
+        observer = await _spawn(shared_lab, 2, "elect", "--listen", "/elections/e")
+        assert (await _line(observer)).startswith("/elections/e/")
+        assert await _line(observer) == "proposal-a"
+    finally:
+        await _stop(candidate)
+        if observer is not None:
+            await _stop(observer)
