@@ -117,10 +117,13 @@ class Storage:
         snap = self._read_snapshot_meta()
         names = [n for n in self.disk.listdir(self.dir) if n.startswith("log-")]
         names = [n for n in names if n.endswith(".seg")]
+        blobs = [self.disk.read(self._path(n)) for n in names]
+        # a crash can tear only the newest write: the last segment holding any data (a
+        # segment created just before the crash may still be empty)
+        tail = max((i for i, b in enumerate(blobs) if b), default=0)
         entries: list[LogEntry] = []
-        for i, name in enumerate(names):
-            seg = self._load_segment(name, entries, last=i == len(names) - 1)
-            self._segs.append(seg)
+        for i, (name, data) in enumerate(zip(names, blobs, strict=True)):
+            self._segs.append(self._load_segment(name, data, entries, last=i >= tail))
         snap_index = snap.index if snap else 0
         entries = self._drop_snapshotted(entries, snap)
         if not self._segs:
@@ -163,13 +166,14 @@ class Storage:
         """The stored snapshot's metadata and state-machine bytes (None if there is none)."""
         return self._read_snapshot_file()
 
-    def _load_segment(self, name: str, entries: list[LogEntry], last: bool) -> _Segment:
+    def _load_segment(
+        self, name: str, data: bytes, entries: list[LogEntry], last: bool
+    ) -> _Segment:
         path = self._path(name)
         try:
             first = int(name[4:-4])
         except ValueError as exc:
             raise CorruptLogError(f"{path}: unexpected segment file name") from exc
-        data = self.disk.read(path)
         seg = _Segment(first, path)
         pos = 0
         expected = first

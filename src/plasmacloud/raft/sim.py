@@ -1,0 +1,531 @@
+"""Deterministic, seeded simulation of a Raft cluster: the real :class:`RaftNode` code on a
+virtual clock, an in-memory network (drops, delays, reordering, duplicates, partitions) and
+simulated disks that forget un-synced writes and tear the last one when a node crashes.
+
+One seed = one reproducible run. The run checks election safety (at most one leader per
+term), log matching, leader completeness, state-machine safety (no two nodes apply different
+commands at an index), linearizable ReadIndex, and that every acknowledged proposal is applied
+everywhere once the faults heal. Replay a seed with::
+
+    python -m plasmacloud.raft.sim --seed 1234 [-v]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import random
+import selectors
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plasmacloud.raft.api import Entry, RaftError
+from plasmacloud.raft.codec import NORMAL, Message, check_frame, decode_frame_header, encode_frame
+from plasmacloud.raft.memory import MemoryStateMachine
+from plasmacloud.raft.node import RaftConfig, RaftNode
+from plasmacloud.raft.transport import Handler
+
+log = logging.getLogger(__name__)
+
+
+# --- virtual time ----------------------------------------------------------------------
+
+
+class _TimeWarp(selectors.BaseSelector):
+    """A selector with no file descriptors: "waiting" just moves the virtual clock."""
+
+    def __init__(self, loop: SimLoop) -> None:
+        self.loop = loop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        if timeout is None:
+            raise RuntimeError("simulation deadlock: nothing scheduled")
+        self.loop.now += timeout
+        return []
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> Any:
+        raise NotImplementedError("no real I/O in the simulation")
+
+    def unregister(self, fileobj: Any) -> Any:
+        raise NotImplementedError("no real I/O in the simulation")
+
+    def get_map(self) -> Any:
+        return {}
+
+
+class SimLoop(asyncio.BaseEventLoop):
+    """An event loop whose clock only advances when every task is waiting (no real time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self._selector = _TimeWarp(self)
+
+    def time(self) -> float:
+        return self.now
+
+    def _process_events(self, event_list: Any) -> None:
+        pass
+
+    def _write_to_self(self) -> None:
+        pass
+
+
+# --- disk ------------------------------------------------------------------------------
+
+
+@dataclass
+class _FileState:
+    data: bytearray = field(default_factory=bytearray)
+    durable: bytes = b""
+
+
+class SimFile:
+    def __init__(self, disk: SimDisk, path: str) -> None:
+        self.disk = disk
+        self.path = path
+        disk.files.setdefault(path, _FileState())
+
+    def _state(self) -> _FileState:
+        # a removed file keeps accepting writes into the void, like an unlinked inode
+        return self.disk.files.get(self.path) or _FileState()
+
+    def write(self, data: bytes) -> None:
+        self._state().data.extend(data)
+
+    def truncate(self, size: int) -> None:
+        del self._state().data[size:]
+
+    def size(self) -> int:
+        return len(self._state().data)
+
+    def close(self) -> None:
+        pass
+
+
+class SimDisk:
+    """Files in memory; :meth:`crash` keeps only what was synced (plus maybe a torn tail)."""
+
+    def __init__(self, rng: random.Random, sync_delay: tuple[float, float]) -> None:
+        self.rng = rng
+        self.sync_delay = sync_delay
+        self.files: dict[str, _FileState] = {}
+        self.torn_writes = 0
+
+    def makedirs(self, path: str) -> None:
+        pass
+
+    def listdir(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return sorted(p[len(prefix) :] for p in self.files if p.startswith(prefix))
+
+    def read(self, path: str) -> bytes:
+        return bytes(self.files[path].data)
+
+    def exists(self, path: str) -> bool:
+        return path in self.files
+
+    def remove(self, path: str) -> None:
+        self.files.pop(path, None)
+
+    def open_append(self, path: str) -> SimFile:
+        return SimFile(self, path)
+
+    def sync_dir(self, path: str) -> None:
+        pass
+
+    async def datasync(self, files: Sequence[Any]) -> None:
+        captured = [(f.path, bytes(f._state().data)) for f in files]
+        await asyncio.sleep(self.rng.uniform(*self.sync_delay))
+        for path, data in captured:
+            st = self.files.get(path)
+            if st is not None and bytes(st.data[: len(data)]) == data:
+                st.durable = data
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        self.files[path] = _FileState(bytearray(data), bytes(data))
+
+    async def write_atomic_async(self, path: str, data: bytes) -> None:
+        await asyncio.sleep(self.rng.uniform(*self.sync_delay))
+        self.write_atomic(path, data)
+
+    def crash(self) -> None:
+        """Lose every un-synced write; sometimes leave a torn (partial or garbled) tail."""
+        for st in self.files.values():
+            unsynced = bytes(st.data[len(st.durable) :])
+            extends = bytes(st.data[: len(st.durable)]) == st.durable
+            tail = b""
+            if unsynced and extends and self.rng.random() < 0.5:
+                tail = unsynced[: self.rng.randrange(1, len(unsynced) + 1)]
+                if self.rng.random() < 0.3:
+                    tail = tail[:-1] + bytes([tail[-1] ^ 0xFF])
+                self.torn_writes += 1
+            st.data = bytearray(st.durable + tail)
+
+
+# --- network ---------------------------------------------------------------------------
+
+
+class SimNetwork:
+    """Delivers encoded frames after random delays; can drop, duplicate and partition."""
+
+    def __init__(self, rng: random.Random, delay: tuple[float, float]) -> None:
+        self.rng = rng
+        self.delay = delay
+        self.drop = 0.0
+        self.duplicate = 0.0
+        self.handlers: dict[str, Handler] = {}
+        self.cut: set[tuple[str, str]] = set()
+        self.sent = 0
+
+    def send(self, src: str, dst: str, msg: Message) -> None:
+        if (src, dst) in self.cut or self.rng.random() < self.drop:
+            return
+        frame = encode_frame(msg)  # every message goes through the real codec
+        copies = 2 if self.rng.random() < self.duplicate else 1
+        loop = asyncio.get_running_loop()
+        for _ in range(copies):
+            loop.call_later(self.rng.uniform(*self.delay), self._deliver, src, dst, frame)
+        self.sent += 1
+
+    def _deliver(self, src: str, dst: str, frame: bytes) -> None:
+        handler = self.handlers.get(dst)
+        if handler is None or (src, dst) in self.cut:
+            return
+        length, crc = decode_frame_header(frame[:8])
+        handler(check_frame(frame[8 : 8 + length], crc))
+
+    def partition(self, group: Sequence[str], everyone: Sequence[str]) -> None:
+        for a in group:
+            for b in everyone:
+                if b not in group:
+                    self.cut.add((a, b))
+                    self.cut.add((b, a))
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+
+class SimTransport:
+    def __init__(self, net: SimNetwork, node_id: str) -> None:
+        self.net = net
+        self.node_id = node_id
+
+    async def start(self, handler: Handler) -> None:
+        self.net.handlers[self.node_id] = handler
+
+    async def stop(self) -> None:
+        self.net.handlers.pop(self.node_id, None)
+
+    def update_peers(self, peers: dict[str, str]) -> None:
+        pass
+
+    def send(self, to: str, msg: Message) -> None:
+        self.net.send(self.node_id, to, msg)
+
+
+# --- the checked run -------------------------------------------------------------------
+
+
+class InvariantViolation(AssertionError):
+    """A Raft safety property failed."""
+
+
+class _CheckedMachine(MemoryStateMachine):
+    """Reports every apply to the simulation's global record (state-machine safety)."""
+
+    def __init__(self, sim: Simulation, node_id: str) -> None:
+        super().__init__()
+        self.sim = sim
+        self.node_id = node_id
+
+    def apply(self, entries: Sequence[Entry]) -> list[int]:
+        for e in entries:
+            seen = self.sim.applied_at.setdefault(e.index, e.data)
+            if seen != e.data:
+                self.sim.violation(
+                    f"state machine safety: {self.node_id} applied {e.data!r} at {e.index}, "
+                    f"another node applied {seen!r}"
+                )
+        return super().apply(entries)
+
+    def restore(self, data: bytes, index: int) -> None:
+        super().restore(data, index)
+        self.sim.stats.snapshots_installed += 1
+        committed = [self.sim.applied_at[i] for i in sorted(self.sim.applied_at) if i <= index]
+        if self.base != committed:
+            self.sim.violation(f"{self.node_id} restored a snapshot at {index} that differs "
+                               "from the commands committed up to it")  # fmt: skip
+
+
+@dataclass
+class SimStats:
+    seed: int
+    acked: int = 0
+    failed: int = 0
+    reads: int = 0
+    crashes: int = 0
+    partitions: int = 0
+    elections: int = 0
+    torn_writes: int = 0
+    snapshots_installed: int = 0
+    virtual_seconds: float = 0.0
+
+
+class Simulation:
+    """One seeded run; :meth:`run` raises :class:`InvariantViolation` on a safety failure."""
+
+    def __init__(self, seed: int, duration: float = 3.0, heal_time: float = 6.0) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.duration = duration
+        self.heal_time = heal_time
+        self.size = self.rng.choice([3, 3, 5])
+        self.ids = [f"n{i}" for i in range(1, self.size + 1)]
+        self.net = SimNetwork(random.Random(self.rng.random()), delay=(0.001, 0.02))
+        self.disks = {
+            n: SimDisk(random.Random(self.rng.random()), (0.0005, 0.02)) for n in self.ids
+        }
+        self.snapshot_threshold = self.rng.choice([8, 30, 10_000])
+        self.nodes: dict[str, RaftNode] = {}
+        self.sms: dict[str, _CheckedMachine] = {}
+        self.down: set[str] = set()
+        self.leaders: dict[int, str] = {}  # term -> leader (election safety)
+        self.applied_at: dict[int, bytes] = {}  # index -> command (state-machine safety)
+        self.acked: dict[bytes, int] = {}  # acknowledged command -> index it was applied at
+        self.stats = SimStats(seed)
+        self._seq = 0
+        self.violations: list[str] = []
+
+    def run(self) -> SimStats:
+        loop = SimLoop()
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.run_until_complete(self._stop_all())
+            loop.close()
+        return self.stats
+
+    # nodes
+
+    def _config(self, node_id: str) -> RaftConfig:
+        return RaftConfig(
+            node_id=node_id,
+            data_dir=Path(f"/sim/{node_id}"),
+            listen_host="sim",
+            listen_port=0,
+            members={n: f"sim:{i}" for i, n in enumerate(self.ids)},
+            election_timeout=(0.15, 0.3),
+            heartbeat_interval=0.03,
+            snapshot_threshold=self.snapshot_threshold,
+            snapshot_chunk=64,
+        )
+
+    async def _start(self, node_id: str) -> None:
+        sm = _CheckedMachine(self, node_id)
+        node = RaftNode(
+            self._config(node_id),
+            sm,
+            transport=SimTransport(self.net, node_id),
+            disk=self.disks[node_id],
+            rng=random.Random(self.rng.random()),
+        )
+        node.add_leader_listener(functools.partial(self._on_leader, node))
+        self.nodes[node_id], self.sms[node_id] = node, sm
+        self.down.discard(node_id)
+        await node.start()
+
+    async def _crash(self, node_id: str) -> None:
+        node = self.nodes.pop(node_id)
+        self.down.add(node_id)
+        await node.stop()
+        self.disks[node_id].crash()
+        self.stats.crashes += 1
+
+    async def _stop_all(self) -> None:
+        for node_id in list(self.nodes):
+            await self.nodes.pop(node_id).stop()
+
+    # invariants
+
+    def violation(self, what: str) -> None:
+        """Record a failed property (raised from inside the engine, it would be swallowed)."""
+        self.violations.append(what)
+        raise InvariantViolation(what)
+
+    def _raise_recorded(self) -> None:
+        if self.violations:
+            raise InvariantViolation(self.violations[0])
+
+    def _on_leader(self, node: RaftNode, leader_id: str | None, term: int) -> None:
+        if leader_id != node.id:
+            return
+        self.stats.elections += 1
+        other = self.leaders.setdefault(term, node.id)
+        if other != node.id:
+            self.violation(f"election safety: {other} and {node.id} lead term {term}")
+        for index, data in self.applied_at.items():  # leader completeness
+            if index <= node._snap_index:
+                continue
+            entry = node._log[index - node._snap_index - 1] if index <= node.last_index else None
+            if entry is None or entry.kind != NORMAL or entry.data != data:
+                self.violation(
+                    f"leader completeness: {node.id} leads term {term} without committed "
+                    f"entry {index} ({data!r})"
+                )
+
+    def check_log_matching(self) -> None:
+        nodes = list(self.nodes.values())
+        for i, a in enumerate(nodes):
+            for b in nodes[i + 1 :]:
+                lo = max(a._snap_index, b._snap_index) + 1
+                hi = min(a.last_index, b.last_index)
+                top = next(
+                    (k for k in range(hi, lo - 1, -1) if a._term_at(k) == b._term_at(k)), None
+                )
+                if top is None:
+                    continue
+                for k in range(lo, top + 1):
+                    ea = a._log[k - a._snap_index - 1]
+                    eb = b._log[k - b._snap_index - 1]
+                    if (ea.term, ea.kind, ea.data) != (eb.term, eb.kind, eb.data):
+                        raise InvariantViolation(
+                            f"log matching: {a.id} and {b.id} agree on term at {top} but "
+                            f"differ at {k}"
+                        )
+
+    # workload and faults
+
+    async def _client(self, until: float) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < until:
+            await asyncio.sleep(self.rng.uniform(0.0, 0.02))
+            live = [n for n in self.ids if n in self.nodes]
+            if not live:
+                continue
+            node = self.nodes[self.rng.choice(live)]
+            self._seq += 1
+            cmd = f"{self.seed}:{self._seq}".encode()
+            try:
+                index = await node.propose(cmd, timeout=1.0)
+            except RaftError:
+                self.stats.failed += 1
+                continue
+            self.acked[cmd] = index
+            self.stats.acked += 1
+            if self.applied_at.get(index) != cmd:
+                raise InvariantViolation(f"{cmd!r} acknowledged at {index} but not applied there")
+            live = [n for n in self.ids if n in self.nodes]
+            reader = self.nodes[self.rng.choice(live)]
+            try:
+                await reader.read_index(timeout=1.0)
+            except RaftError:
+                continue
+            if reader.id in self.nodes and reader.applied_index < index:
+                raise InvariantViolation(
+                    f"linearizability: read_index on {reader.id} returned with applied "
+                    f"{reader.applied_index} < {index}, acknowledged earlier"
+                )
+            self.stats.reads += 1
+
+    async def _nemesis(self, until: float) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < until:
+            await asyncio.sleep(self.rng.uniform(0.05, 0.4))
+            self.check_log_matching()
+            self._raise_recorded()
+            action = self.rng.random()
+            if action < 0.25 and len(self.down) < (self.size - 1) // 2 + 1:
+                await self._crash(self.rng.choice(sorted(self.nodes)))
+            elif action < 0.45 and self.down:
+                await self._start(self.rng.choice(sorted(self.down)))
+            elif action < 0.6:
+                group = self.rng.sample(self.ids, self.rng.randint(1, self.size // 2))
+                self.net.heal()
+                self.net.partition(group, self.ids)
+                self.stats.partitions += 1
+            elif action < 0.75:
+                self.net.heal()
+            else:
+                self.net.drop = self.rng.choice([0.0, 0.05, 0.2])
+                self.net.duplicate = self.rng.choice([0.0, 0.05])
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        for node_id in self.ids:
+            await self._start(node_id)
+        until = loop.time() + self.duration
+        clients = [loop.create_task(self._client(until)) for _ in range(4)]
+        await self._nemesis(until)
+        # heal everything and check that the cluster converges with every acked write
+        self.net.heal()
+        self.net.drop = self.net.duplicate = 0.0
+        for node_id in sorted(self.down):
+            await self._start(node_id)
+        for c in clients:
+            await c
+        deadline = loop.time() + self.heal_time
+        while not self._converged():
+            if loop.time() > deadline:
+                states = {n: (x.role, x.term, x.commit_index, x.applied_index, x.last_index)
+                          for n, x in self.nodes.items()}  # fmt: skip
+                raise InvariantViolation(
+                    f"no convergence {self.heal_time}s after healing: {states}"
+                )
+            await asyncio.sleep(0.05)
+        self.check_log_matching()
+        self._raise_recorded()
+        reference = self.sms[self.ids[0]].commands()
+        for n, sm in self.sms.items():
+            if sm.commands() != reference:
+                raise InvariantViolation(f"{n} applied a different command sequence")
+        for cmd, index in self.acked.items():
+            if self.applied_at.get(index) != cmd or cmd not in reference:
+                raise InvariantViolation(f"acknowledged {cmd!r} (index {index}) was lost")
+        self.stats.torn_writes = sum(d.torn_writes for d in self.disks.values())
+        self.stats.virtual_seconds = loop.time()
+
+    def _converged(self) -> bool:
+        leaders = [n for n in self.nodes.values() if n.is_leader]
+        if len(leaders) != 1:
+            return False
+        target = leaders[0].last_index
+        return all(
+            n.applied_index == target and n.commit_index == target for n in self.nodes.values()
+        )
+
+
+def replay_command(seed: int) -> str:
+    return f"python -m plasmacloud.raft.sim --seed {seed} -v"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seed", type=int, default=None, help="run this one seed")
+    p.add_argument("--seeds", type=int, default=100, help="else run seeds 0..N-1")
+    p.add_argument("-v", "--verbose", action="store_true", help="log the engine's decisions")
+    args = p.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s %(levelname)s %(message)s")
+    seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
+    failures = 0
+    for seed in seeds:
+        try:
+            stats = Simulation(seed).run()
+        except InvariantViolation as exc:
+            failures += 1
+            print(f"seed {seed}: FAILED: {exc}\n  replay: {replay_command(seed)}")
+            continue
+        if args.seed is not None or args.verbose:
+            print(stats)
+    print(f"{len(seeds) - failures}/{len(seeds)} seeds passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
