@@ -68,6 +68,10 @@ def test_lab_runs_flaredb_and_env_points_curl_at_it(lab_factory) -> None:  # typ
     nodes = curl(urls[1] + "/nodes?ver=2")["nodes"]
     assert sorted(n["id"] for n in nodes) == ["node01", "node02", "node03"]
     assert sum(n["leader"] for n in nodes) == 1 and all(n["reachable"] for n in nodes)
+    # `plasma sql` reads the same exports (FLAREDB_URL, PLASMA_CACERT/CERT/KEY).
+    res = CliRunner().invoke(app, ["flaredb", "sql", "--json", "-c", "SELECT v FROM t"], env=env)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["results"][0]["values"] == [["x"]]
     # Without the client certificate the API refuses the handshake.
     bare = subprocess.run(
         ["curl", "-sS", "--max-time", "5", "--cacert", env["PLASMA_CACERT"], urls[0] + "/status"],

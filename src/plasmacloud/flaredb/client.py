@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.tls import client_context
 from plasmacloud.flaredb.models import (
     ErrorResult,
     ExecuteResult,
@@ -65,8 +67,20 @@ def _raise_for(result: ErrorResult) -> None:
     raise OperationalError(result.error)
 
 
+def node_url(config: NodeConfig, node_id: str | None = None) -> str:
+    """HTTP API URL of a member (default: the config's own node) as peers and clients see it."""
+    peer = config.peer(node_id or config.node_id)
+    scheme = "https" if config.tls.enabled else "http"
+    return f"{scheme}://{peer.ip}:{peer.ports.flaredb_http}"
+
+
 class Client:
     """The FlareDB HTTP API as methods; follows the leader's 301 redirects."""
+
+    @classmethod
+    def for_node(cls, config: NodeConfig, node_id: str | None = None) -> Client:
+        """A client for one member, presenting ``config``'s certificate when TLS is on."""
+        return cls(node_url(config, node_id), client_context(config.tls))
 
     def __init__(
         self,

@@ -192,7 +192,7 @@ class HttpApi:
         app = web.Application(client_max_size=self.max_body, middlewares=[_json_errors])
         app.router.add_post("/db/execute", self.execute)
         app.router.add_route("*", "/db/query", self.query)
-        app.router.add_post("/db/request", self.request)
+        app.router.add_post("/db/request", self.db_request)
         app.router.add_get("/db/backup", self.backup)
         app.router.add_post("/db/load", self.load)
         app.router.add_get("/status", self.status)
@@ -283,7 +283,7 @@ class HttpApi:
         opts = Options.from_query(request.query)
         return await self._read(request, opts, await self._statements(request))
 
-    async def request(self, request: web.Request) -> web.StreamResponse:
+    async def db_request(self, request: web.Request) -> web.StreamResponse:
         """POST /db/request: reads take the query path, anything else the write path."""
         opts = Options.from_query(request.query)
         stmts = await self._statements(request)

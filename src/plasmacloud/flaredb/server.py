@@ -17,19 +17,13 @@ from aiohttp import web
 
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context, server_context
+from plasmacloud.flaredb.client import node_url
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
 from plasmacloud.raft.node import RaftConfig, RaftNode
 
 log = logging.getLogger(__name__)
-
-
-def api_url(config: NodeConfig, node_id: str) -> str:
-    """The HTTP API URL of one member, as clients and peers reach it."""
-    peer = config.peer(node_id)
-    scheme = "https" if config.tls.enabled else "http"
-    return f"{scheme}://{peer.ip}:{peer.ports.flaredb_http}"
 
 
 class FlareDBServer:
@@ -61,7 +55,7 @@ class FlareDBServer:
             self.store,
         )
         peers = [
-            PeerInfo(p.node_id, api_url(config, p.node_id), f"{p.hostname}:{p.ports.flaredb_raft}")
+            PeerInfo(p.node_id, node_url(config, p.node_id), f"{p.hostname}:{p.ports.flaredb_raft}")
             for p in config.peers
         ]
         self.api = HttpApi(
@@ -71,7 +65,7 @@ class FlareDBServer:
 
     @property
     def url(self) -> str:
-        return api_url(self.config, self.config.node_id)
+        return node_url(self.config)
 
     async def start(self) -> None:
         """Start Raft, then serve the HTTP API."""
