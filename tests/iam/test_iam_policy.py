@@ -371,7 +371,7 @@ _policy_sets = st.lists(st.lists(statements(), min_size=1, max_size=4), max_size
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_policy_sets, statements(effect="Deny"), _actions, _resources)
 def test_adding_a_deny_never_grants(
     policies: dict[str, Policy], deny: dict[str, Any], action: str, resource: str
@@ -384,7 +384,7 @@ def test_adding_a_deny_never_grants(
         assert after.reason == "explicit-deny"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_policy_sets, _actions, _resources)
 def test_deny_wins_whatever_the_order(
     policies: dict[str, Policy], action: str, resource: str

@@ -40,7 +40,7 @@ class AuditLog:
         self._node = node
         self._retention = retention
         self._clock = clock
-        self._writes = 0
+        self._seq = 0
 
     async def record(self, rec: AuditRecord, source: str | None = None) -> None:
         """Store one decision (``source``: which service decided; default this node's IAM)."""
@@ -52,10 +52,12 @@ class AuditLog:
             **rec.decision.to_json(),
             "source": source or f"iam@{self._node}",
         }
-        key = f"{AUDIT_PREFIX}{int(rec.at * 1000):015d}-{secrets.token_hex(4)}"
+        # Sequence keeps this node's records in order within one millisecond; the random
+        # tail keeps keys from different nodes apart.
+        self._seq += 1
+        key = f"{AUDIT_PREFIX}{int(rec.at * 1000):015d}-{self._seq:010d}-{secrets.token_hex(3)}"
         await self._store.put(key, json.dumps(entry).encode())
-        self._writes += 1
-        if self._writes % 100 == 0:
+        if self._seq % 100 == 0:
             await self._prune()
 
     async def _prune(self) -> None:
