@@ -76,6 +76,8 @@ def test_rewrites(sql: str, want: str) -> None:
             "schema statements",
         ),
         ("INSERT INTO t VALUES (changes())", "changes()"),
+        ("INSERT INTO t VALUES (datetime('now', 'localtime'))", "time zone"),
+        ("UPDATE t SET a = date(b, 'utc')", "time zone"),
         ("INSERT INTO t VALUES (total_changes())", "total_changes()"),
         ("INSERT INTO t SELECT last_insert_rowid()", "RETURNING"),
         ("SELECT load_extension('x')", "load_extension()"),

@@ -227,13 +227,14 @@ def rewrite_full(sql: str, now: datetime) -> str:
                 if nargs == _MIN_ARGS_FOR_NOW.get(paren.function, 0):
                     # A date function without its time argument means 'now'.
                     inserts[i] = (", " if nargs else "") + now_literal
-        elif (
-            t.kind == "string"
-            and upper == "'NOW'"
-            and stack
-            and stack[-1].function in _DATE_FUNCTIONS
-        ):
-            replacements[i] = now_literal
+        elif t.kind == "string" and stack and stack[-1].function in _DATE_FUNCTIONS:
+            if upper in ("'LOCALTIME'", "'UTC'"):
+                raise NonDeterministicError(
+                    f"the {t.text} date modifier depends on each node's time zone; "
+                    "store UTC and convert when reading"
+                )
+            if upper == "'NOW'":
+                replacements[i] = now_literal
     if not replacements and not inserts:
         return sql
     if is_schema:
