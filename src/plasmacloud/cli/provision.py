@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shlex
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -12,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
-from plasmacloud.provision import agent, certs, netboot, pki, preflight, status_view
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
+from plasmacloud.provision import agent, certs, deploy, netboot, pki, preflight, status_view
 from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf
 from plasmacloud.provision.findings import Finding, Severity, has_errors
 from plasmacloud.provision.layout import OutputLayout
@@ -309,6 +311,61 @@ def agent_cmd(
         typer.echo(f"{r.name}: {'; '.join(r.changes) or 'already right'}")
 
 
+def deploy_cmd(
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+    method: Annotated[
+        str | None, typer.Option(help="nixos-anywhere | image | ssh (default: the spec's)")
+    ] = None,
+    node: NodesOpt = None,
+    dry_run: Annotated[bool, typer.Option(help="stage secrets and print the commands")] = False,
+    package: Annotated[
+        Path | None, typer.Option(help="plasmacloud wheel/sdist (ssh method)")
+    ] = None,
+    skip_preflight: Annotated[bool, typer.Option(help="do not check the targets first")] = False,
+    identity: Annotated[str | None, typer.Option("-i", help="SSH private key")] = None,
+) -> None:
+    """Deploy nodes with a driver; checks each target first, never on a red preflight."""
+    cluster = _spec(spec)
+    layout = OutputLayout(out)
+    try:
+        drv = deploy.driver(method or cluster.deploy.method, package)
+    except deploy.DeployError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    nodes = [n for n in cluster.nodes if not node or n.node_id in node]
+    if not nodes:
+        typer.echo(f"no such node(s): {', '.join(node or [])}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if drv.name == "image":
+        typer.echo(f"plasma netboot serve --spec {spec} --out {out} --images IMAGES")
+        typer.echo("then PXE-boot: " + ", ".join(f"{n.node_id} ({n.mac})" for n in nodes))
+    if not dry_run and drv.name == "nixos-anywhere" and shutil.which("nixos-anywhere") is None:
+        typer.echo(
+            "nixos-anywhere is not installed (nix profile install "
+            "github:nix-community/nixos-anywhere); --dry-run prints the commands",
+            err=True,
+        )
+        raise typer.Exit(EXIT_UNAVAILABLE)
+    if not (dry_run or skip_preflight):
+        facts = ShellFacts(identity=identity)
+        findings = [f for n in nodes for f in drv.validate(cluster, n, facts.gather(n.target))]
+        if has_errors(findings):
+            print_findings(findings, False, f"preflight for {drv.name}")
+    for n in nodes:
+        try:
+            if dry_run:
+                drv.stage(layout, n)
+                lines = [shlex.join(argv) for argv in drv.commands(cluster, layout, n)]
+            else:
+                lines = deploy.deploy_node(drv, cluster, layout, n, deploy.stream_command)
+        except deploy.DeployError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(EXIT_FAILURE) from exc
+        for line in lines:
+            typer.echo(line)
+
+
 def register(app: typer.Typer) -> None:
     """Attach the provisioning commands to the top-level ``plasma`` app."""
     app.command("init")(init)
@@ -318,3 +375,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(netboot_app, name="netboot")
     app.add_typer(provision_app, name="provision")
     app.command("agent")(agent_cmd)
+    app.command("deploy")(deploy_cmd)

@@ -18,13 +18,19 @@ def staging_dir(out: OutputLayout, node: NodeSpec) -> Path:
     return out.root / ".stage" / node.node_id
 
 
+def flake_ref(root: Path) -> str:
+    """A path flake reference (a bare ``out`` would be looked up in the flake registry)."""
+    text = str(root)
+    return text if root.is_absolute() or text.startswith(".") else f"./{text}"
+
+
 def command(spec: ClusterSpec, out: OutputLayout, node: NodeSpec) -> list[str]:
     """The exact nixos-anywhere argv that installs ``node`` from the rendered flake."""
     target = node.target
     return [
         "nixos-anywhere",
         "--flake",
-        f"{out.root}#{node.node_id}",
+        f"{flake_ref(out.root)}#{node.node_id}",
         "--extra-files",
         str(staging_dir(out, node)),
         "--chown",
