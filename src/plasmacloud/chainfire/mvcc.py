@@ -131,6 +131,7 @@ class MvccStore:
         self.timers = timers if timers is not None else LeaseTimers()
         self._lock = threading.RLock()
         self._listeners: list[EventListener] = []
+        self._restore_listeners: list[Callable[[], None]] = []
         self._db = self._open()
         self._load()
 
@@ -165,6 +166,10 @@ class MvccStore:
         It runs with the store locked, so it must only queue work (never block).
         """
         self._listeners.append(listener)
+
+    def add_restore_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (store locked) after a snapshot replaced the whole state."""
+        self._restore_listeners.append(listener)
 
     # -- read-only views -----------------------------------------------------------
 
@@ -334,6 +339,8 @@ class MvccStore:
                 "INSERT OR REPLACE INTO meta(k, v) VALUES('applied_index', ?)", (index,)
             )
             self._load()
+            for listener in self._restore_listeners:
+                listener()
 
     # -- apply -----------------------------------------------------------------------
 

@@ -30,15 +30,24 @@ def contender_key(name: bytes, lease: int) -> bytes:
 @contextlib.asynccontextmanager
 async def watch_key(
     node: ChainfireNode, key: bytes, range_end: bytes, start_rev: int
-) -> AsyncIterator[asyncio.Queue[WatchEvent]]:
-    """A queue receiving every change to key/range_end from ``start_rev`` on."""
-    queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+) -> AsyncIterator[asyncio.Queue[WatchEvent | None]]:
+    """A queue receiving every change to key/range_end from ``start_rev`` on.
+
+    ``None`` in the queue means history was lost (a snapshot skipped past compacted
+    changes): the reader must look at the current state again.
+    """
+    queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
 
     def sink(_: Watcher, events: list[WatchEvent]) -> None:
         for ev in events:
             queue.put_nowait(ev)
 
-    watcher = Watcher(key=key, range_end=range_end, sink=sink, prev_kv=False)
+    watcher = Watcher(
+        key=key,
+        range_end=range_end,
+        sink=sink,
+        on_compacted=lambda _w, _rev: queue.put_nowait(None),
+    )
     if node.hub.subscribe(watcher, start_rev):
         raise errors.COMPACTED
     try:
@@ -48,10 +57,12 @@ async def watch_key(
 
 
 async def wait_deleted(node: ChainfireNode, key: bytes, after_rev: int) -> None:
-    """Return once ``key`` is deleted at a revision after ``after_rev``."""
+    """Return once ``key`` is deleted after ``after_rev`` (or its history was lost)."""
     async with watch_key(node, key, b"", after_rev + 1) as queue:
-        while (await queue.get()).event.type != kv_pb2.Event.DELETE:
-            pass
+        while True:
+            ev = await queue.get()
+            if ev is None or ev.event.type == kv_pb2.Event.DELETE:
+                return  # deleted, or history lost: the caller re-checks either way
 
 
 def first_contender(node: ChainfireNode, name: bytes) -> kv_pb2.KeyValue | None:

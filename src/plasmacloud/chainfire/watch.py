@@ -43,6 +43,8 @@ class Watcher:
     next_rev: int = 0
     prev_kv: bool = False
     progress_notify: bool = False
+    # told the compact revision when a snapshot skipped past history it never saw
+    on_compacted: Callable[[Watcher, int], None] | None = None
 
     def select(self, events: list[WatchEvent]) -> list[WatchEvent]:
         """The events this watcher wants, at or after its next revision."""
@@ -77,6 +79,7 @@ class WatchHub:
         self._loop_thread: int | None = None
         self._closers: set[Callable[[], None]] = set()
         store.add_listener(self._on_events)
+        store.add_restore_listener(self._on_restore)
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver on this loop (the store may apply from another thread)."""
@@ -96,6 +99,34 @@ class WatchHub:
     def _dispatch(self, events: list[WatchEvent]) -> None:
         for watcher in list(self._watchers):
             watcher.offer(events)
+
+    def _on_restore(self) -> None:
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self._catch_up()
+        else:
+            loop.call_soon_threadsafe(self._catch_up)
+
+    def _catch_up(self) -> None:
+        """After a snapshot jumped the store ahead, replay what watchers missed from history.
+
+        Watchers whose next revision was compacted away in the snapshot are ended with
+        the compact revision, as etcd does for a watcher that falls behind compaction.
+        """
+        with self.store.lock:
+            current = self.store.revision
+            for w in list(self._watchers):
+                if w.next_rev > current:
+                    continue
+                if w.next_rev < self.store.compact_revision:
+                    self._watchers.discard(w)
+                    if w.on_compacted is not None:
+                        w.on_compacted(w, self.store.compact_revision)
+                    continue
+                missed = self.store.events_since(w.next_rev, w.key, w.range_end, current)
+                for chunk in _chunks(w.select(missed)):
+                    w.sink(w, chunk)
+                w.next_rev = current + 1
 
     def subscribe(self, watcher: Watcher, start_rev: int) -> int:
         """Start delivering to ``watcher`` from ``start_rev`` (0 = only future changes).

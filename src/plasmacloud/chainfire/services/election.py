@@ -86,16 +86,18 @@ class ElectionServicer(Servicer, v3election_pb2_grpc.ElectionServicer):
             if kv is None:
                 # nobody campaigns yet: wait for the first contender
                 async with watch_key(self.node, prefix, prefix_end(prefix), rev + 1) as q:
-                    while (await q.get()).event.type != kv_pb2.Event.PUT:
-                        pass
+                    while True:
+                        got = await q.get()
+                        if got is None or got.event.type == kv_pb2.Event.PUT:
+                            break
                 continue
             yield v3election_pb2.LeaderResponse(header=self.node.header(), kv=kv)
             async with watch_key(self.node, kv.key, b"", rev + 1) as q:
                 while True:
-                    ev = (await q.get()).event
-                    if ev.type == kv_pb2.Event.DELETE:
-                        break  # leadership moves on: look up the next leader
-                    yield v3election_pb2.LeaderResponse(header=self.node.header(), kv=ev.kv)
+                    got = await q.get()
+                    if got is None or got.event.type == kv_pb2.Event.DELETE:
+                        break  # leadership moved on (or history was lost): look again
+                    yield v3election_pb2.LeaderResponse(header=self.node.header(), kv=got.event.kv)
 
     @unary
     async def Resign(

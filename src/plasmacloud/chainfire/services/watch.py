@@ -87,13 +87,18 @@ class _Stream:
             watch_id=watch_id,
             prev_kv=cr.prev_kv,
             progress_notify=cr.progress_notify,
+            on_compacted=self._compacted,
         )
         self._send(watch_id=watch_id, created=True)
         compacted = self.node.hub.subscribe(w, cr.start_revision)
         if compacted:
-            self._send(watch_id=watch_id, compact_revision=compacted, canceled=True)
+            self._compacted(w, compacted)
             return
         self.watchers[watch_id] = w
+
+    def _compacted(self, w: Watcher, compact_revision: int) -> None:
+        self.watchers.pop(w.watch_id, None)
+        self._send(watch_id=w.watch_id, compact_revision=compact_revision, canceled=True)
 
     def cancel(self, watch_id: int) -> None:
         w = self.watchers.pop(watch_id, None)
