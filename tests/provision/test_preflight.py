@@ -262,3 +262,23 @@ def test_unreachable_ssh_is_reported(tmp_path: Path) -> None:
         )[0].id
         == "PF060-ssh-unreachable"
     )
+
+
+def test_every_emitted_check_id_is_catalogued_and_documented() -> None:
+    src = Path(preflight.__file__).parent
+    emitted = set()
+    for path in src.glob("*.py"):
+        emitted |= set(re.findall(r'"(PF\d{3}-[a-z-]+)"', path.read_text()))
+    assert emitted == set(preflight.CHECKS)
+    doc = (Path(__file__).parents[2] / "docs" / "provisioning.md").read_text()
+    assert [i for i in preflight.CHECKS if f"`{i}`" not in doc] == []
+
+
+def test_init_writes_sample_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    code, output = run_plasma("init", "--spec", str(path), "--ssh-key", REAL_KEY)
+    assert code == 0 and "plasma render" in output
+    spec, issues = parse_spec(path.read_text())
+    assert issues == [] and spec.ssh_authorized_keys == [REAL_KEY]
+    assert run_plasma("init", "--spec", str(path))[0] == 2
+    assert run_plasma("init", "--spec", str(path), "--force")[0] == 0
