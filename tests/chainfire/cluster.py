@@ -32,6 +32,7 @@ class Cluster:
     root: Path
     ips: tuple[str, ...] = ("127.0.0.71", "127.0.0.72", "127.0.0.73")
     tls: bool = True
+    serve_args: tuple[str, ...] = ()
     configs: dict[str, NodeConfig] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -92,7 +93,7 @@ class Cluster:
     def start(self, node_id: str) -> None:
         log = open(self.root / f"{node_id}.log", "ab")  # noqa: SIM115 - the child owns it
         self.procs[node_id] = subprocess.Popen(
-            [*SERVE, "--config", str(self.root / f"{node_id}.json")],
+            [*SERVE, "--config", str(self.root / f"{node_id}.json"), *self.serve_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

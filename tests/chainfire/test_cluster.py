@@ -127,3 +127,29 @@ async def test_etcdctl_over_mtls(cluster: Cluster) -> None:
     assert (await etcdctl("get", "tls")).split() == ["tls", "yes"]
     assert (await etcdctl("member", "list")).count("started") == 3
     assert (await etcdctl("endpoint", "health")).count("is healthy") == 3
+
+
+async def test_stopped_follower_catches_up_through_a_snapshot(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, tls=False, serve_args=("--snapshot-threshold", "50"))
+    try:
+        cluster.start_all()
+        await asyncio.to_thread(cluster.wait_healthy)
+        async with ChainfireClient(cluster.endpoints()) as client:
+            leader = await leader_of(client, cluster.endpoints())
+            lagging = next(n for n in cluster.configs if n != leader)
+            assert cluster.kill(lagging, signal.SIGTERM) == 0
+            for i in range(200):  # several snapshots: the log it missed is compacted away
+                await client.put(f"s{i:03d}", str(i))
+        cluster.start(lagging)
+        await asyncio.to_thread(cluster.wait_healthy, [lagging])
+        async with ChainfireClient([cluster.endpoint(lagging)]) as one:
+            for _ in range(100):
+                kvs = await one.range_prefix("s")
+                if len(kvs) == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert [kv.value.decode() for kv in kvs] == [str(i) for i in range(200)]
+        # the engine logs this when a follower takes a snapshot instead of log entries
+        assert "installing snapshot" in (tmp_path / f"{lagging}.log").read_text()
+    finally:
+        cluster.stop_all()

@@ -103,6 +103,8 @@ class ChainfireServer:
 
     config: NodeConfig
     quota_bytes: int = DEFAULT_QUOTA_BYTES
+    # applied entries between Raft snapshots; None keeps the engine's default
+    snapshot_threshold: int | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -118,6 +120,9 @@ class ChainfireServer:
 
         cfg = self.config
         data = cfg.data_path("chainfire")
+        tuning: dict[str, Any] = {}
+        if self.snapshot_threshold is not None:
+            tuning["snapshot_threshold"] = self.snapshot_threshold
         raft_config = RaftConfig(
             node_id=cfg.node_id,
             data_dir=data / "raft",
@@ -130,6 +135,7 @@ class ChainfireServer:
             client_ssl=client_context(cfg.tls, check_hostname=False),
             resolve=cfg.resolve,
             registry=self.registry,
+            **tuning,
         )
         return RaftNode(raft_config, state_machine)
 
@@ -181,9 +187,12 @@ class ChainfireServer:
         log.info("chainfire %s stopped", self.config.node_id)
 
 
-async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
-    """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT)."""
-    server = ChainfireServer(config)
+async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None:
+    """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
+
+    ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold).
+    """
+    server = ChainfireServer(config, **options)
     try:
         await server.start()
         await stop.wait()

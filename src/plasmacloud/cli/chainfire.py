@@ -21,6 +21,12 @@ app = typer.Typer(
 def serve(
     config: Path = typer.Option(..., "--config", "-c", help="the node's cluster-config.json"),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR"),
+    quota_bytes: int = typer.Option(
+        2 * 1024**3, help="backend size that raises the NOSPACE alarm (etcd's default 2 GiB)"
+    ),
+    snapshot_threshold: int | None = typer.Option(
+        None, help="applied entries between Raft snapshots (default: the engine's)"
+    ),
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
     from plasmacloud.chainfire.server import serve as run
@@ -40,7 +46,7 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(node_config, stop)
+        await run(node_config, stop, quota_bytes=quota_bytes, snapshot_threshold=snapshot_threshold)
 
     try:
         asyncio.run(main())
