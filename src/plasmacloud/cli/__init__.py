@@ -10,6 +10,7 @@ import typer
 
 from plasmacloud import __version__
 from plasmacloud.cli import chainfire, flaredb, iam, lab, provision
+from plasmacloud.cli import lab_chaos as lab_chaos  # registers extra `lab` commands
 
 app = typer.Typer(
     name="plasma",

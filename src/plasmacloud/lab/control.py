@@ -15,6 +15,7 @@ from pathlib import Path
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.lab.backend import LabError, NodeBackend
 from plasmacloud.lab.layout import LabLayout
+from plasmacloud.lab.netns import NetnsBackend, NetnsNames, assert_lab_route, netns_spec
 from plasmacloud.lab.pki import ensure_lab_pki
 from plasmacloud.lab.probe import ClusterView, probe_cluster
 from plasmacloud.lab.process import ProcessBackend, is_ours
@@ -22,7 +23,7 @@ from plasmacloud.lab.services import SERVICES, ServiceSpec
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.lab.state import LabState, load_state, save_state
 
-BACKENDS = ("process",)
+BACKENDS = ("process", "netns")
 
 
 @dataclass
@@ -48,7 +49,8 @@ class Lab:
         layout = LabLayout(root.expanduser().resolve())
         state = load_state(layout.state_path)
         if state is None:
-            state = LabState(spec=spec or LabSpec(), backend=backend)
+            default = netns_spec() if backend == "netns" else LabSpec()
+            state = LabState(spec=spec or default, backend=backend)
         elif spec is not None and spec != state.spec:
             if any(is_ours(p) for p in state.processes):
                 raise LabError(
@@ -65,6 +67,8 @@ class Lab:
 
     @property
     def backend(self) -> NodeBackend:
+        if self.state.backend == "netns":
+            return NetnsBackend(self.layout, self.state, self.services)
         return ProcessBackend(self.layout, self.state, self.services)
 
     @property
@@ -109,6 +113,8 @@ class Lab:
 
     async def probe(self, nodes: list[str] | None = None) -> ClusterView:
         """Health, members and leader as every node (or the ones named) reports them."""
+        if self.state.backend == "netns":
+            assert_lab_route(NetnsNames.for_lab(self.layout.root), self.spec)
         return await probe_cluster(self.configs(nodes), self.services, self.operator_tls)
 
     async def wait_ready(

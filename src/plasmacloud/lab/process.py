@@ -149,6 +149,12 @@ class ProcessBackend:
         self.state.started_at = None
         self._save()
 
+    def wrap_argv(self, node_id: str, argv: list[str]) -> list[str]:
+        """The command that launches ``argv`` for ``node_id``. Other backends prefix it
+        (``ip netns exec NS``); the launched process still ends up running ``argv``,
+        which is what the record keeps and :func:`is_ours` matches."""
+        return argv
+
     # -- helpers -------------------------------------------------------------------------
 
     def _check_node(self, node_id: str) -> None:
@@ -173,7 +179,7 @@ class ProcessBackend:
             log.write(f"\n=== plasma lab: {stamp} start {' '.join(argv)}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                argv,
+                self.wrap_argv(node_id, argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

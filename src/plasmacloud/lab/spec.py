@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import random
 import socket
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plasmacloud.common.config import PeerConfig, ServicePorts
 
 DEFAULT_FIRST_IP = IPv4Address("127.0.0.11")
+# The netns lab's subnet (the seed's): it exists only inside namespaces and on the lab's
+# own bridge, never on a real network.
+NETNS_SUBNET = IPv4Network("192.168.100.0/24")
+NETNS_FIRST_IP = IPv4Address("192.168.100.11")
 
 
 class LabSpec(BaseModel):
@@ -27,12 +32,18 @@ class LabSpec(BaseModel):
     ports: ServicePorts = Field(default_factory=lambda: ServicePorts.model_validate({}))
     tls: bool = True
     cluster_name: str = "plasmacloud-lab"
+    # loopback: nodes are 127.0.0.x on this host; netns: nodes live in the lab's own
+    # network namespaces on NETNS_SUBNET
+    network: Literal["loopback", "netns"] = "loopback"
 
     @model_validator(mode="after")
     def _loopback_only(self) -> LabSpec:
         # Network safety: the process lab never sends traffic outside 127.0.0.0/8.
         last = self.first_ip + (self.node_count - 1)
-        if not (self.first_ip.is_loopback and last.is_loopback):
+        if self.network == "netns":
+            if self.first_ip not in NETNS_SUBNET or last not in NETNS_SUBNET:
+                raise ValueError(f"netns lab addresses must all be inside {NETNS_SUBNET}")
+        elif not (self.first_ip.is_loopback and last.is_loopback):
             raise ValueError(
                 f"lab addresses {self.first_ip}..{last} must all be inside 127.0.0.0/8"
             )
@@ -62,6 +73,8 @@ class LabSpec(BaseModel):
 
 def busy_ports(spec: LabSpec) -> list[str]:
     """``ip:port`` of every lab listener something else already holds (empty = all free)."""
+    if spec.network == "netns":
+        return []  # every node gets a fresh namespace: nothing else can hold its ports
     busy = []
     for node_id in spec.node_ids:
         for port in spec.ports.model_dump().values():

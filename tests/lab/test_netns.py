@@ -1,0 +1,223 @@
+"""The netns backend: namespaces on the lab's own bridge, partitions, complete teardown.
+
+These tests create real namespaces, veths and a bridge named ``pcl-<tag>-*`` (the tag
+comes from the test's temporary lab dir) and remove them in ``finally`` even on failure.
+The 192.168.100.0/24 addresses only ever exist on those objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.netns import (
+    NetnsBackend,
+    NetnsNames,
+    assert_lab_route,
+    create_network,
+    destroy_network,
+    heal,
+    lab_objects,
+    netns_spec,
+    partition,
+    partitions,
+)
+from plasmacloud.lab.probe import client_target, dial
+from plasmacloud.lab.process import is_ours
+from plasmacloud.lab.services import CHAINFIRE, plasma_executable
+
+READY_TIMEOUT_S = 60.0
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[NetnsNames]:
+    """A lab network (bridge + 3 namespaces, no services), destroyed afterwards."""
+    names = NetnsNames.for_lab(tmp_path)
+    try:
+        create_network(names, netns_spec())
+        yield names
+    finally:
+        assert destroy_network(names) == []
+
+
+def test_network_has_the_seed_addresses_and_no_default_route(network: NetnsNames) -> None:
+    spec = netns_spec()
+    objects = lab_objects(network)
+    assert f"link {network.bridge}" in objects
+    for node_id in spec.node_ids:
+        ns = network.namespace(node_id)
+        assert f"netns {ns}" in objects
+        addrs = subprocess.run(
+            ["ip", "-n", ns, "-j", "addr", "show", "dev", "eth0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert json.loads(addrs)[0]["addr_info"][0]["local"] == str(spec.ip_of(node_id))
+        routes = subprocess.run(
+            ["ip", "-n", ns, "route", "show", "default"], capture_output=True, text=True, check=True
+        ).stdout
+        assert routes.strip() == "", f"{ns} must have no default route"
+    assert_lab_route(network, spec)  # the host reaches the nodes through the lab bridge
+
+
+def test_a_second_lab_on_the_same_subnet_is_refused(network: NetnsNames, tmp_path: Path) -> None:
+    other = NetnsNames.for_lab(tmp_path / "other")
+    try:
+        with pytest.raises(LabError, match=r"already routes 192\.168\.100\.0/24"):
+            create_network(other, netns_spec())
+        assert lab_objects(other) == []
+    finally:
+        destroy_network(other)
+
+
+def test_partition_and_heal(network: NetnsNames) -> None:
+    spec = netns_spec()
+    partition(network, spec, ["node01"], ["node02", "node03"])
+    assert partitions(network, spec) == {
+        "node01": ["node02", "node03"],
+        "node02": ["node01"],
+        "node03": ["node01"],
+    }
+    heal(network, spec)
+    assert partitions(network, spec) == {}
+
+
+def test_route_guard_refuses_once_the_network_is_gone(tmp_path: Path) -> None:
+    names = NetnsNames.for_lab(tmp_path)
+    with pytest.raises(LabError, match="not routed through the lab bridge"):
+        assert_lab_route(names, netns_spec())
+
+
+@pytest.mark.slow
+def test_down_after_a_killed_up_leaves_nothing(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    names = NetnsNames.for_lab(lab_dir)
+    argv = [plasma_executable(), "lab", "up", "--backend", "netns", "--dir", str(lab_dir)]
+    up = subprocess.Popen(
+        [*argv, "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    pids: list[int] = []
+    try:
+        # kill `up` as soon as it has started some services in the namespaces
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not pids:
+            state = lab_dir / "lab.json"
+            if state.exists():
+                with_pids = json.loads(state.read_text()).get("processes", [])
+                pids = [p["pid"] for p in with_pids]
+            time.sleep(0.05)
+        assert pids, "up never started a service"
+        os.killpg(up.pid, signal.SIGKILL)
+        up.wait(timeout=10)
+        assert lab_objects(names), "the half-made lab should still be there"
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(timeout=10)
+        down = subprocess.run(
+            [plasma_executable(), "lab", "down", "--dir", str(lab_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        destroy_network(names)  # in case `down` itself failed: never leave a lab behind
+    assert down.returncode == 0, down.stderr
+    assert lab_objects(names) == []
+    assert not [p for p in pids if Path(f"/proc/{p}").exists() and _not_zombie(p)]
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def netns_lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = Lab.open(tmp_path / "lab", services=(CHAINFIRE,), backend="netns")
+    try:
+        lab.up()
+        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+        yield lab
+    finally:
+        lab.down()
+    assert not any(is_ours(p) for p in lab.state.processes)
+
+
+async def _put(lab: Lab, node: str, key: bytes, timeout: float) -> bool:
+    """One Put through one node, no retries: True only if it was acknowledged."""
+    (cfg,) = lab.configs([node])
+    async with dial(client_target(cfg), lab.operator_tls) as ch:
+        try:
+            await rpc_pb2_grpc.KVStub(ch).Put(
+                rpc_pb2.PutRequest(key=key, value=b"v"), timeout=timeout
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return True
+
+
+async def _keys(lab: Lab, node: str, prefix: bytes) -> set[bytes]:
+    (cfg,) = lab.configs([node])
+    async with dial(client_target(cfg), lab.operator_tls) as ch:
+        resp = await rpc_pb2_grpc.KVStub(ch).Range(
+            rpc_pb2.RangeRequest(key=prefix, range_end=prefix + b"\xff", serializable=True),
+            timeout=5,
+        )
+    return {kv.key for kv in resp.kvs}
+
+
+@pytest.mark.slow
+async def test_partitioned_minority_never_acknowledges_and_heal_converges(
+    netns_lab: Lab,
+) -> None:
+    view = await netns_lab.wait_ready(timeout=READY_TIMEOUT_S)
+    # cut off the leader itself: the harder case (it must step down, not keep acking)
+    minority = view.leader_node
+    assert minority is not None
+    majority = [n for n in netns_lab.spec.node_ids if n != minority]
+    backend = netns_lab.backend
+    assert isinstance(backend, NetnsBackend)
+    backend.partition([minority], majority)
+    try:
+        await netns_lab.wait_ready(timeout=READY_TIMEOUT_S, nodes=majority)
+        acked = set()
+        refused = 0
+        for i in range(20):
+            key = b"/part/maj/%02d" % i
+            if await _put(netns_lab, majority[i % 2], key, timeout=5):
+                acked.add(key)
+            if await _put(netns_lab, minority, b"/part/min/%02d" % i, timeout=0.5):
+                raise AssertionError(f"the partitioned {minority} acknowledged a write")
+            refused += 1
+        assert len(acked) == 20, "the majority must keep accepting writes"
+        assert refused == 20
+    finally:
+        backend.heal()
+    await netns_lab.wait_ready(timeout=READY_TIMEOUT_S)
+    deadline = time.monotonic() + 30
+    while True:
+        views = [await _keys(netns_lab, n, b"/part/") for n in netns_lab.spec.node_ids]
+        converged = all(v == views[0] for v in views) and acked <= views[0]
+        if converged or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert converged, f"nodes disagree after heal: {[sorted(v) for v in views]}"
+    assert not any(k.startswith(b"/part/min/") for k in views[0])
