@@ -1,14 +1,12 @@
-"""Chainfire's Prometheus metrics (served on the metrics port with the engine's own)."""
+"""Chainfire's Prometheus metrics (served on the metrics port with the engine's own).
+
+Raft term, leadership, proposals and the fsync/apply durations come from the engine,
+registered in the same registry (``RaftConfig.registry``).
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from plasmacloud.raft.api import Entry, StateMachine
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class ChainfireMetrics:
@@ -32,37 +30,3 @@ class ChainfireMetrics:
         self.revision = Gauge(
             "chainfire_revision", "Current MVCC revision on this member", registry=registry
         )
-        self.apply_seconds = Histogram(
-            "chainfire_apply_duration_seconds",
-            "Time to apply one batch of committed entries to the MVCC store",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=registry,
-        )
-        self.apply_entries = Counter(
-            "chainfire_applied_entries", "Committed entries applied", registry=registry
-        )
-
-
-class TimedStateMachine:
-    """Wraps the store so the engine's apply calls are timed (same StateMachine contract)."""
-
-    def __init__(self, inner: StateMachine, metrics: ChainfireMetrics) -> None:
-        self.inner = inner
-        self.metrics = metrics
-
-    def apply(self, entries: Sequence[Entry]) -> list[Any]:
-        start = time.perf_counter()
-        try:
-            return self.inner.apply(entries)
-        finally:
-            self.metrics.apply_seconds.observe(time.perf_counter() - start)
-            self.metrics.apply_entries.inc(len(entries))
-
-    def applied_index(self) -> int:
-        return self.inner.applied_index()
-
-    def snapshot(self) -> bytes:
-        return self.inner.snapshot()
-
-    def restore(self, data: bytes, index: int) -> None:
-        self.inner.restore(data, index)

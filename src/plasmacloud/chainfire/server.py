@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from plasmacloud.chainfire.http import start_http
-from plasmacloud.chainfire.metrics import ChainfireMetrics, TimedStateMachine
+from plasmacloud.chainfire.metrics import ChainfireMetrics
 from plasmacloud.chainfire.mvcc import MvccStore
 from plasmacloud.chainfire.node import (
     DEFAULT_QUOTA_BYTES,
@@ -146,7 +146,7 @@ class ChainfireServer:
         data.mkdir(parents=True, exist_ok=True)
         metrics = ChainfireMetrics(self.registry)
         self._store = MvccStore(data / "kv.db")
-        self._raft = self._raft_node(TimedStateMachine(self._store, metrics))
+        self._raft = self._raft_node(self._store)
         raft: Consensus = self._raft
         self.node = ChainfireNode(
             self._store,
