@@ -18,6 +18,7 @@ from plasmacloud.iam.authz import (
     AuditShipper,
     Verifier,
     chainfire_action,
+    chainfire_range,
     chainfire_resource,
     flaredb_action,
     flaredb_resource,
@@ -53,6 +54,10 @@ def test_naming() -> None:
     assert chainfire_resource(b"app/x") == "key/app/x"
     assert chainfire_resource(b"\xff") == "key/\\xff"
     assert (flaredb_action("Execute"), flaredb_resource("main")) == ("flaredb:Execute", "db/main")
+    assert chainfire_range(b"app/x") == ("key/app/x", False)
+    assert chainfire_range(b"app/", b"app0") == ("key/app/", True)  # --prefix app/
+    assert chainfire_range(b"a", b"\x00") == ("key/", True)  # --from-key: everything after
+    assert chainfire_range(b"app/a", b"app/m") == ("key/app/", True)  # widened, never narrowed
 
 
 def test_authz_imports_no_service_package() -> None:
@@ -78,6 +83,10 @@ async def test_token_from_node1_is_enforced_via_node2_and_node3(
         assert not refused.allowed and refused.reason == "implicit-deny"
         assert not (await v.authorize(p, "chainfire:DeleteRange", "key/app/x")).allowed
         assert (await v.authorize(p, "flaredb:Query", "db/main")).allowed
+        app_prefix, is_prefix = chainfire_range(b"app/", b"app0")
+        assert (await v.authorize(p, "chainfire:Range", app_prefix, prefix=is_prefix)).allowed
+        everything, _ = chainfire_range(b"", b"\x00")
+        assert not (await v.authorize(p, "chainfire:Range", everything, prefix=True)).allowed
         assert not (await v.authorize(p, "flaredb:Execute", "db/main")).allowed
         assert [(r.action, r.decision.allowed) for r in records][:2] == [
             ("chainfire:Put", True),

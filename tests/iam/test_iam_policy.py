@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plasmacloud.iam.policy import Policy, PolicyError, evaluate, parse_policy
+from plasmacloud.iam.wildcard import covers_prefix, intersects_prefix, wildcard_match
 
 
 def pol(*statements: dict[str, Any]) -> Policy:
@@ -399,3 +400,51 @@ def test_deny_wins_whatever_the_order(
 def test_no_policies_means_deny(action: str, resource: str) -> None:
     d = evaluate({}, action, resource)
     assert not d.allowed and d.reason == "implicit-deny"
+
+
+# -- ranges of keys (etcd prefix requests) -----------------------------------------------
+
+_alphabet = "ab/*?"
+_patterns = st.text(alphabet=_alphabet, max_size=6)
+_plain = st.text(alphabet="ab/", max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_patterns, _plain, st.lists(_plain, min_size=1, max_size=8))
+def test_prefix_cover_and_intersection_are_sound(
+    pattern: str, prefix: str, suffixes: list[str]
+) -> None:
+    matched = [wildcard_match(pattern, prefix + s) for s in suffixes]
+    if covers_prefix(pattern, prefix):
+        assert all(matched)
+    if not intersects_prefix(pattern, prefix):
+        assert not any(matched)
+
+
+@pytest.mark.parametrize(
+    ("policies", "prefix", "allowed", "reason"),
+    [
+        ({"app": APP_RW}, "key/app/", True, "allowed"),
+        ({"app": APP_RW}, "key/app/sub/", True, "allowed"),
+        ({"app": APP_RW}, "key/", False, "implicit-deny"),  # wider than the grant
+        ({"app": APP_RW}, "key/ap", False, "implicit-deny"),
+        ({"app": APP_RW, "deny": DENY_SECRET}, "key/app/", False, "explicit-deny"),
+        ({"app": APP_RW, "deny": DENY_SECRET}, "key/app/public/", True, "allowed"),
+        ({"p": NOT_RESOURCE}, "db/", False, "implicit-deny"),  # would include db/admin
+        ({"p": NOT_RESOURCE}, "db/m", True, "allowed"),
+    ],
+)
+def test_prefix_requests(
+    policies: dict[str, Policy], prefix: str, allowed: bool, reason: str
+) -> None:
+    action = "flaredb:Query" if prefix.startswith("db/") else "chainfire:Range"
+    d = evaluate(policies, action, prefix, CTX, prefix=True)
+    assert (d.allowed, d.reason) == (allowed, reason)
+
+
+def test_not_resource_deny_on_ranges() -> None:
+    deny_outside_app = pol({"Effect": "Deny", "Action": "*", "NotResource": "key/app/*"})
+    everything = pol({"Effect": "Allow", "Action": "*", "Resource": "*"})
+    ps = {"all": everything, "fence": deny_outside_app}
+    assert evaluate(ps, "chainfire:Range", "key/app/", prefix=True).allowed
+    assert evaluate(ps, "chainfire:Range", "key/", prefix=True).reason == "explicit-deny"

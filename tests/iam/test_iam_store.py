@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from plasmacloud.iam.etcd_store import EtcdStore, prefix_end
+from plasmacloud.iam.etcd_store import EtcdStore
+from plasmacloud.iam.keyrange import prefix_end
 from plasmacloud.iam.store import KVStore, MemoryStore
 
 

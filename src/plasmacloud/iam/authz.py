@@ -40,6 +40,7 @@ import aiohttp
 
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.jwtcheck import PublicKey, TokenError, decode_token, keys_from_jwks, token_kid
+from plasmacloud.iam.keyrange import common_prefix, prefix_end
 from plasmacloud.iam.policy import Decision, Policy, PolicyError, evaluate, parse_policy
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,24 @@ def chainfire_resource(key: bytes | str) -> str:
     """``b"app/x"`` -> ``key/app/x`` (non-UTF-8 bytes are escaped, never dropped)."""
     text = key.decode("utf-8", errors="backslashreplace") if isinstance(key, bytes) else key
     return f"key/{text}"
+
+
+def chainfire_range(key: bytes, range_end: bytes = b"") -> tuple[str, bool]:
+    """The resource an etcd request on ``[key, range_end)`` needs, and whether it is a prefix.
+
+    A single key is ``key/<key>``. A prefix range (``etcdctl get --prefix app/``) is the
+    prefix ``key/app/``: authorize it with ``prefix=True`` so an Allow must cover every
+    key in it and a Deny on any key in it refuses it. Other intervals are widened to their
+    common prefix (``range_end=b"\\0"``, "from key on", to everything), which can only
+    make a decision stricter, never looser.
+    """
+    if not range_end:
+        return chainfire_resource(key), False
+    if range_end == prefix_end(key):
+        return chainfire_resource(key), True
+    if range_end == b"\x00":
+        return chainfire_resource(b""), True
+    return chainfire_resource(common_prefix(key, range_end)), True
 
 
 def flaredb_action(kind: str) -> str:
@@ -358,8 +377,12 @@ class Verifier:
         action: str,
         resource: str,
         context: Mapping[str, ContextValue] | None = None,
+        prefix: bool = False,
     ) -> Decision:
-        """Decide ``action`` on ``resource`` for ``principal`` (default deny)."""
+        """Decide ``action`` on ``resource`` for ``principal`` (default deny).
+
+        ``prefix=True`` for a range of keys (see :func:`chainfire_range`).
+        """
         ctx: dict[str, ContextValue] = {
             "plasma:username": principal.username,
             "plasma:userid": principal.sub,
@@ -371,10 +394,10 @@ class Verifier:
         except (IamUnavailable, IamRefused) as exc:
             log.warning("policies for %s unavailable, denying: %s", principal.sub, exc)
             policies = []
-        decision = evaluate(policies, action, resource, ctx)
+        decision = evaluate(policies, action, resource, ctx, prefix)
         if self._audit is not None:
             pending = self._audit(
-                AuditRecord(self._clock(), principal.sub, action, resource, decision)
+                AuditRecord(self._clock(), principal.sub, action, resource + "*" * prefix, decision)
             )
             if pending is not None:
                 await pending

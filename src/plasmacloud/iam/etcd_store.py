@@ -16,21 +16,11 @@ import grpc
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import grpc_pem_material
+from plasmacloud.iam.keyrange import prefix_end
 from plasmacloud.iam.store import KeyValue
 
 T = TypeVar("T")
 _RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """etcd's ``range_end`` for "every key starting with ``prefix``"."""
-    p = bytearray(prefix)
-    while p:
-        if p[-1] < 0xFF:
-            p[-1] += 1
-            return bytes(p)
-        p.pop()
-    return b"\x00"  # all keys
 
 
 class EtcdStore:

@@ -27,7 +27,7 @@ from plasmacloud.iam.conditions import (
     ContextValue,
     parse_condition_value,
 )
-from plasmacloud.iam.wildcard import wildcard_match
+from plasmacloud.iam.wildcard import covers_prefix, intersects_prefix, wildcard_match
 
 VERSIONS = ("2012-10-17", "2008-10-17")
 Effect = Literal["Allow", "Deny"]
@@ -57,8 +57,19 @@ class Statement:
     not_resources: tuple[str, ...] | None = None
     conditions: tuple[Condition, ...] = ()
 
-    def matches(self, action: str, resource: str, context: Mapping[str, ContextValue]) -> bool:
-        """Whether this statement applies to the request (its effect is then decisive)."""
+    def matches(
+        self,
+        action: str,
+        resource: str,
+        context: Mapping[str, ContextValue],
+        prefix: bool = False,
+    ) -> bool:
+        """Whether this statement applies to the request (its effect is then decisive).
+
+        With ``prefix`` the request is for every resource starting with ``resource`` (an
+        etcd range): an Allow applies only if it covers all of them, a Deny if it
+        touches any of them.
+        """
         if self.actions is not None:
             if not any(wildcard_match(p, action, ignore_case=True) for p in self.actions):
                 return False
@@ -66,14 +77,23 @@ class Statement:
             wildcard_match(p, action, ignore_case=True) for p in self.not_actions
         ):
             return False
-        if self.resources is not None:
-            if not any(wildcard_match(p, resource) for p in self.resources):
-                return False
-        elif self.not_resources is not None and any(
-            wildcard_match(p, resource) for p in self.not_resources
-        ):
+        if not self._resource_applies(resource, prefix):
             return False
         return all(c.matches(context) for c in self.conditions)
+
+    def _resource_applies(self, resource: str, prefix: bool) -> bool:
+        deny = self.effect == "Deny"
+        if self.resources is not None:
+            if not prefix:
+                return any(wildcard_match(p, resource) for p in self.resources)
+            test = intersects_prefix if deny else covers_prefix
+            return any(test(p, resource) for p in self.resources)
+        excluded = self.not_resources or ()
+        if not prefix:
+            return not any(wildcard_match(p, resource) for p in excluded)
+        if deny:  # applies unless the whole range is excluded
+            return not any(covers_prefix(p, resource) for p in excluded)
+        return not any(intersects_prefix(p, resource) for p in excluded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,14 +261,19 @@ def evaluate(
     action: str,
     resource: str,
     context: Mapping[str, ContextValue] | None = None,
+    prefix: bool = False,
 ) -> Decision:
-    """Decide one request against named policies: explicit deny > allow > default deny."""
+    """Decide one request against named policies: explicit deny > allow > default deny.
+
+    ``prefix``: the request covers every resource starting with ``resource`` (see
+    :meth:`Statement.matches`).
+    """
     ctx = context or {}
     pairs = policies.items() if isinstance(policies, Mapping) else policies
     allow: Decision | None = None
     for name, policy in pairs:
         for i, st in enumerate(policy.statements):
-            if not st.matches(action, resource, ctx):
+            if not st.matches(action, resource, ctx, prefix):
                 continue
             label = st.sid or f"Statement[{i}]"
             if st.effect == "Deny":
