@@ -134,3 +134,12 @@ def test_a_running_lab_refuses_a_different_spec(lab: Lab) -> None:
     lab.up()
     with pytest.raises(LabError, match="down"):
         Lab.open(lab.layout.root, LabSpec(first_ip=IPv4Address("127.0.0.21"), tls=False))
+
+
+def test_a_frozen_node_is_still_stopped_by_down(lab: Lab) -> None:
+    lab.up()
+    pid = lab.state.records("node02")[0].pid
+    lab.backend.kill_node("node02", signal.SIGSTOP)
+    assert lab.backend.node_status("node02").running, "a stopped (frozen) process is still ours"
+    lab.down()
+    assert cmdline(pid) is None

@@ -100,6 +100,8 @@ class ProcessBackend:
         for rec in reversed(self.state.records(node_id)):
             if is_ours(rec):
                 _signal_group(rec, signal.SIGTERM)
+                # a node frozen with `plasma lab kill -s STOP` only sees SIGTERM once resumed
+                _signal_group(rec, signal.SIGCONT)
                 if not _wait_gone(rec, STOP_GRACE_S):
                     _signal_group(rec, signal.SIGKILL)
                     if not _wait_gone(rec, KILL_WAIT_S):
