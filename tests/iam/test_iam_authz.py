@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from plasmacloud.iam.authz import (
     chainfire_resource,
     flaredb_action,
     flaredb_resource,
+    token_from_metadata,
 )
 from plasmacloud.iam.jwtcheck import TokenError
 
@@ -296,4 +298,35 @@ async def test_audit_shipper_delivers_service_decisions(iam_cluster: ClusterFact
         assert shipper.dropped == 2
     finally:
         await shipper.close()
+        await v.close()
+
+
+def test_token_from_grpc_metadata() -> None:
+    assert token_from_metadata([("token", "abc")]) == "abc"  # what etcdctl sends
+    assert token_from_metadata((("authorization", "Bearer xyz"),)) == "xyz"
+    assert token_from_metadata([("x-other", "1"), ("token", b"raw")]) == "raw"
+    assert token_from_metadata([("authorization", "Basic Zm9v")]) is None
+    assert token_from_metadata(None) is None
+
+
+async def test_http_authorization_header_bearer_and_basic(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    token = await _user_with_app_policy(c)
+    v = Verifier([c.url])
+    try:
+        assert (await v.authenticate_header(f"Bearer {token}")).username == "alice"
+        basic = base64.b64encode(b"alice:alice-password").decode()
+        assert (await v.authenticate_header(f"Basic {basic}")).username == "alice"
+        wrong = base64.b64encode(b"alice:nope-nope").decode()
+        for header, reason in (
+            (f"Basic {wrong}", "invalid_credentials"),
+            ("Basic !!!", "malformed"),
+            ("Digest abc", "no_credentials"),
+            ("", "no_credentials"),
+            ("Bearer ", "no_credentials"),
+        ):
+            with pytest.raises(TokenError) as exc:
+                await v.authenticate_header(header)
+            assert exc.value.reason == reason, header
+    finally:
         await v.close()

@@ -25,13 +25,15 @@ plus whatever the caller passes (``plasma:SourceIp``, ``plasma:SecureTransport``
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -260,6 +262,17 @@ class HttpPolicySource:
         return policies
 
 
+def token_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The bearer token of a gRPC call: etcd clients send ``token``, others ``authorization``."""
+    for key, value in metadata or ():
+        text = value.decode() if isinstance(value, bytes) else value
+        if key.lower() == "token" and text:
+            return text
+        if key.lower() == "authorization" and text.lower().startswith("bearer "):
+            return text[7:].strip() or None
+    return None
+
+
 class Verifier:
     """Verifies bearer tokens and authorizes requests with cached IAM state (see module doc)."""
 
@@ -341,6 +354,22 @@ class Verifier:
         if claims["jti"] in self._revoked:
             raise TokenError("revoked", "the token has been revoked")
         return Principal.from_claims(claims, token)
+
+    async def authenticate_header(self, authorization: str) -> Principal:
+        """An HTTP ``Authorization`` value: ``Bearer <token>`` or ``Basic <user:pass>``."""
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return await self.authenticate(value.strip())
+        if scheme.lower() == "basic":
+            try:
+                user, sep, password = (
+                    base64.b64decode(value.strip(), validate=True).decode().partition(":")
+                )
+            except (binascii.Error, UnicodeDecodeError):
+                raise TokenError("malformed", "unreadable Basic credentials") from None
+            if sep and user:
+                return await self.password_login(user, password)
+        raise TokenError("no_credentials", "expected 'Bearer <token>' or 'Basic <user:pass>'")
 
     async def password_login(self, username: str, password: str) -> Principal:
         """Log in with a user name and password (rqlite's ``-u``, etcd's Authenticate).
