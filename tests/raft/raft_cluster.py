@@ -34,21 +34,29 @@ class Cluster:
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
         self.snapshot_threshold = snapshot_threshold
-        self.members = {}
+        self.net = net
+        self.members: dict[str, str] = {}  # the bootstrap configuration
+        self.addresses: dict[str, str] = {}  # every node's peer address, joiners included
         for i in range(1, size + 1):
-            host = f"{net}.{i}"
-            self.members[f"n{i}"] = f"{host}:{free_port(host)}"
+            self.members[f"n{i}"] = self.reserve(f"n{i}")
         self.nodes: dict[str, RaftNode] = {}
         self.sms: dict[str, MemoryStateMachine] = {}
 
+    def reserve(self, node_id: str) -> str:
+        """A peer address for ``node_id`` (n<k> lives on 127.R.R.<k>)."""
+        host = f"{self.net}.{node_id[1:]}"
+        self.addresses[node_id] = f"{host}:{free_port(host)}"
+        return self.addresses[node_id]
+
     def config(self, node_id: str, bootstrap: bool = True) -> RaftConfig:
-        host, port = self.members[node_id].rsplit(":", 1)
+        host, port = self.addresses[node_id].rsplit(":", 1)
         return RaftConfig(
             node_id=node_id,
             data_dir=self.root / node_id,
             listen_host=host,
             listen_port=int(port),
-            members=dict(self.members) if bootstrap else {},
+            # a joiner knows the cluster's addresses but is not a member until added
+            members={**self.members, node_id: self.addresses[node_id]},
             bootstrap=bootstrap,
             server_ssl=self.server_ssl,
             client_ssl=self.client_ssl,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -59,6 +61,7 @@ async def test_leader_failover_and_restart_replays(cluster: Cluster) -> None:
     await cluster.stop(old)
     new_leader = await cluster.leader()
     assert new_leader.id != old
+    await survivor.read_index()  # it has heard from the new leader
     assert changes and changes[-1] == (new_leader.id, new_leader.term)
     acked.append(await new_leader.propose(b"after-failover"))
     restarted = await cluster.start(old)
@@ -67,3 +70,80 @@ async def test_leader_failover_and_restart_replays(cluster: Cluster) -> None:
     assert b"after-failover" in cmds and [b"k%d" % k for k in range(20)] == cmds[:20]
     with pytest.raises(NotLeaderError):
         await next(n for n in cluster.nodes.values() if not n.is_leader).add_member("x", "h:1")
+
+
+async def test_lagging_follower_catches_up_via_snapshot(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, snapshot_threshold=40)
+    try:
+        await c.start_all()
+        leader = await c.leader()
+        lagger = next(n for n in c.nodes if n != leader.id)
+        await c.stop(lagger)
+        await asyncio.gather(*(leader.propose(b"v%d" % k) for k in range(150)))
+        async with asyncio.timeout(10):
+            while leader.status().snapshot_index < 40:  # compaction happened
+                await asyncio.sleep(0.02)
+        node = await c.start(lagger)
+        await node.read_index()
+        sm = c.sms[lagger]
+        assert sm.base_index >= 40  # restored from the leader's snapshot, not replayed
+        assert sorted(sm.commands()) == sorted(b"v%d" % k for k in range(150))
+        assert node.status().snapshot_index >= 40
+    finally:
+        await c.stop_all()
+
+
+async def test_membership_add_and_remove_leader(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    try:
+        await c.start_all()
+        leader = await c.leader()
+        await leader.propose(b"before-join")
+        address = c.reserve("n4")
+        joiner = await c.start("n4", bootstrap=False)
+        await leader.add_member("n4", address)
+        assert set(leader.status().members and {m.node_id for m in leader.status().members}) == {
+            "n1",
+            "n2",
+            "n3",
+            "n4",
+        }
+        await joiner.propose(b"from-joiner")
+        assert c.sms["n4"].commands() == [b"before-join", b"from-joiner"]
+        old = leader.id
+        await leader.remove_member(old)
+        async with asyncio.timeout(10):
+            while leader.is_leader:  # a removed leader steps down once the change commits
+                await asyncio.sleep(0.02)
+        await c.stop(old)
+        new_leader = await c.leader()
+        assert old not in {m.node_id for m in new_leader.status().members}
+        await new_leader.propose(b"after-removal")
+        await joiner.read_index()
+        assert c.sms["n4"].commands()[-1] == b"after-removal"
+    finally:
+        await c.stop_all()
+
+
+async def test_garbage_on_the_peer_port_closes_only_that_connection(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    leader = await cluster.leader()
+    host, port = cluster.addresses[leader.id].rsplit(":", 1)
+    bad_inputs = [
+        b"GET / HTTP/1.1\r\n\r\n" + b"\x00" * 64,  # garbage: CRC or decode failure
+        struct.pack("<II", 1 << 31, 0),  # oversized frame header
+        struct.pack("<II", 100, 0) + b"x" * 10,  # truncated frame, then EOF
+    ]
+    with caplog.at_level(logging.WARNING, logger="plasmacloud.raft"):
+        for payload in bad_inputs:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(payload)
+            await writer.drain()
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # the node hung up on us
+            writer.close()
+    assert "bad frame" in caplog.text and "truncated frame" in caplog.text
+    assert "exceeds the limit" in caplog.text
+    assert leader.is_leader
+    assert await leader.propose(b"still-fine") > 0

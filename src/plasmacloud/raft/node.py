@@ -94,7 +94,8 @@ class RaftConfig:
     data_dir: Path  # the engine owns this directory (log, hard state, snapshot)
     listen_host: str
     listen_port: int
-    members: dict[str, str]  # initial cluster: node_id -> "host:port" of peer ports (self too)
+    members: dict[str, str]  # node_id -> "host:port" of peer ports (self too): the initial
+    # cluster when bootstrapping; when joining, where to reach the cluster being joined
     bootstrap: bool = True  # False: join an existing cluster; wait to be added via add_member
     server_ssl: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
@@ -279,7 +280,8 @@ class RaftNode:
             sorted(self.members),
         )
         await self._transport.start(self._on_message)
-        self._transport.update_peers(self.members)
+        # a joining node is not a member yet but must reach the cluster it joins
+        self._transport.update_peers({**self.config.members, **self.members})
         self._reset_election_deadline()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._ticker()))
