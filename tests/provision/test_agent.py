@@ -4,6 +4,8 @@ devices (never the host's disks); the LVM path through a recorded command runner
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import stat
 import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -269,3 +271,64 @@ def test_foreign_partition_table_is_refused() -> None:
     assert not [
         c for c in fake.calls if c[0] in ("wipefs", "mkfs.ext4") or c[:2] == ["sfdisk", "-q"]
     ]
+
+
+# -- services and join, on loopback addresses --------------------------------------------
+
+
+def _loopback_spec(tree: Path, ports: dict[str, int]) -> ClusterSpec:
+    text = (tree / "cluster.yaml").read_text().replace("192.168.100.", "127.0.0.")
+    for name, port in ports.items():
+        text = re.sub(rf"{name}: \d+", f"{name}: {port}", text)
+    return parse_spec(text)[0]
+
+
+async def test_agent_starts_services_and_reports_joined(tree: Path, tmp_path: Path) -> None:
+    host = "127.0.0.11"
+    names = ("chainfire_client", "flaredb_http", "iam_http")
+    listeners = []
+    for _ in names:
+        sock = socket.socket()
+        sock.bind((host, 0))
+        sock.listen()
+        listeners.append(sock)
+    ports = {n: s.getsockname()[1] for n, s in zip(names, listeners, strict=True)}
+    rec = Recorder()
+    server = await _server(tree, _loopback_spec(tree, ports))
+    try:
+        results = await _run(
+            server, tmp_path / "root", disks=False, start=True, join_timeout=10.0, run=rec
+        )
+        assert [r.name for r in results] == ["files", "identity", "services", "join"]
+        assert rec.calls == [
+            [
+                "systemctl",
+                "enable",
+                "--now",
+                "plasmacloud-chainfire.service",
+                "plasmacloud-flaredb.service",
+                "plasmacloud-iam.service",
+            ]
+        ]
+        assert results[-1].changes[0] == f"chainfire answers on {host}:{ports['chainfire_client']}"
+        status = load_states(state_path(OutputLayout(tree / "out"))).nodes["node01"]
+        assert status.state == State.JOINED
+
+        listeners.pop().close()  # IAM stops answering
+        with pytest.raises(agent.AgentError, match=r"join: not answering .*iam"):
+            await _run(server, tmp_path / "root", disks=False, join_timeout=0.5)
+        status = load_states(state_path(OutputLayout(tree / "out"))).nodes["node01"]
+        assert status.state == State.FAILED
+    finally:
+        await server.close()
+        for sock in listeners:
+            sock.close()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], stdin: str | None = None) -> tuple[int, str]:
+        self.calls.append(list(argv))
+        return 0, ""

@@ -282,3 +282,11 @@ def test_init_writes_sample_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert issues == [] and spec.ssh_authorized_keys == [REAL_KEY]
     assert run_plasma("init", "--spec", str(path))[0] == 2
     assert run_plasma("init", "--spec", str(path), "--force")[0] == 0
+
+
+def test_nothing_rendered_is_one_finding(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(sample_spec(REAL_KEY))
+    findings = preflight.run(
+        preflight.PreflightRequest(spec_path=tmp_path / "c.yaml", out=tmp_path / "out")
+    )
+    assert [(f.id, "plasma render" in f.fix) for f in findings] == [("PF011-config-missing", True)]

@@ -288,6 +288,10 @@ def agent_cmd(
     wipe: Annotated[
         bool, typer.Option(help="allow destroying a disk that holds something else")
     ] = False,
+    start: Annotated[bool, typer.Option(help="enable and start the services")] = False,
+    join_timeout: Annotated[
+        float | None, typer.Option(help="wait this long for the services, then report joined")
+    ] = None,
 ) -> None:
     """First-boot agent: fetch this node's bundle, prepare disks, install files, report."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -300,7 +304,14 @@ def agent_cmd(
         )
         raise typer.Exit(EXIT_USAGE)
     opts = agent.AgentOptions(
-        server=server, mac=mac, root=root, disks=disks, wipe=wipe, mount=mount
+        server=server,
+        mac=mac,
+        root=root,
+        disks=disks,
+        wipe=wipe,
+        mount=mount,
+        start=start,
+        join_timeout=join_timeout,
     )
     try:
         results = agent.Agent(opts).run()

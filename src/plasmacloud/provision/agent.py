@@ -7,6 +7,8 @@ Steps (each idempotent, each reported to the netboot server):
 3. ``mount``     mount the new filesystems under the target root (``--mount`` only)
 4. ``files``     secrets and Nix files with their modes
 5. ``identity``  hostname, /etc/hosts block for every peer, static network config
+6. ``services``  enable and start the PlasmaCloud units (``--start``, on the installed system)
+7. ``join``      wait until this node's services answer (``--join-timeout``), then "joined"
 
 A second run (or a run after a reboot) changes nothing that is already right.
 """
@@ -16,14 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plasmacloud.common.config import Role
 from plasmacloud.provision.bundle import ConfigBundle
 from plasmacloud.provision.disk import DiskError, DiskPrep, Runner, mount_points, run_command
+from plasmacloud.provision.nix import SERVICES
 from plasmacloud.provision.states import State
 
 log = logging.getLogger("plasmacloud.agent")
@@ -50,6 +56,8 @@ class AgentOptions:
     disks: bool = True
     wipe: bool = False
     mount: bool = False
+    start: bool = False
+    join_timeout: float | None = None  # seconds to wait for the services; None = skip
     run: Runner = run_command
 
 
@@ -108,19 +116,34 @@ class Agent:
         if self.opts.mount:
             steps.append(("mount", self.step_mount))
         steps += [("files", self.step_files), ("identity", self.step_identity)]
+        cp = bundle.role == Role.CONTROL_PLANE
+        if self.opts.start and cp:
+            steps.append(("services", self.step_services))
         self.report(nid, "fetch", "ok", State.INSTALLING, f"bundle for {nid}")
         for name, step in steps:
-            try:
-                changes = step(bundle)
-            except (DiskError, OSError) as exc:
-                self.report(nid, name, "failed", msg=str(exc))
-                raise AgentError(f"{name}: {exc}") from exc
-            self.results.append(StepResult(name, changes))
-            summary = "; ".join(changes) or "already right"
-            self.report(nid, name, "ok", State.INSTALLING, summary)
-            log.info("agent: %s: %s", name, summary)
+            self._step(nid, name, step, bundle, State.INSTALLING)
         self.report(nid, "done", "ok", State.INSTALLED, "installed")
+        if self.opts.join_timeout is not None and cp:
+            self._step(nid, "join", self.step_join, bundle, State.JOINED)
         return self.results
+
+    def _step(
+        self,
+        nid: str,
+        name: str,
+        step: Callable[[ConfigBundle], list[str]],
+        bundle: ConfigBundle,
+        state: State,
+    ) -> None:
+        try:
+            changes = step(bundle)
+        except (DiskError, OSError) as exc:
+            self.report(nid, name, "failed", msg=str(exc))
+            raise AgentError(f"{name}: {exc}") from exc
+        self.results.append(StepResult(name, changes))
+        summary = "; ".join(changes) or "already right"
+        self.report(nid, name, "ok", state, summary)
+        log.info("agent: %s: %s", name, summary)
 
     def step_disks(self, bundle: ConfigBundle) -> list[str]:
         return DiskPrep(self.opts.run).prepare(bundle.disks[0], wipe=self.opts.wipe)
@@ -160,6 +183,40 @@ class Agent:
         if _write(root / NETWORK_FILE, network_unit(bundle).encode(), 0o644):
             done.append(f"static address {bundle.ip}/{bundle.prefixlen} on {bundle.interface}")
         return done
+
+    def step_services(self, bundle: ConfigBundle) -> list[str]:
+        units = [f"plasmacloud-{name}.service" for name, _ in SERVICES]
+        code, out = self.opts.run(["systemctl", "enable", "--now", *units])
+        if code != 0:
+            raise OSError(f"systemctl enable --now {' '.join(units)}: {out.strip()}")
+        return []  # enable --now is idempotent; nothing to tell apart
+
+    def step_join(self, bundle: ConfigBundle) -> list[str]:
+        """Wait (bounded) until every local service accepts connections."""
+        ports = {
+            "chainfire": bundle.ports.chainfire_client,
+            "flaredb": bundle.ports.flaredb_http,
+            "iam": bundle.ports.iam_http,
+        }
+        deadline = time.monotonic() + (self.opts.join_timeout or 0)
+        waiting = dict(ports)
+        while True:
+            waiting = {n: p for n, p in waiting.items() if not _answers(bundle.ip, p)}
+            if not waiting or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if waiting:
+            names = ", ".join(f"{n} ({bundle.ip}:{p})" for n, p in waiting.items())
+            raise OSError(f"not answering after {self.opts.join_timeout}s: {names}")
+        return [f"{n} answers on {bundle.ip}:{p}" for n, p in ports.items()]
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _write(path: Path, data: bytes, mode: int) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from plasmacloud.common.config import Role, ServicePorts
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.nodeconfig import hosts_map
 from plasmacloud.provision.pki import CERT_MODE, KEY_MODE
@@ -44,6 +45,8 @@ class ConfigBundle(BaseModel):
     gateway: str | None
     dns: list[str]
     interface: str
+    role: Role
+    ports: ServicePorts
     hosts: dict[str, str]
     disks: list[DiskSpec]
     ssh_authorized_keys: list[str]
@@ -77,6 +80,8 @@ def make_bundle(spec: ClusterSpec, out: OutputLayout, node: NodeSpec) -> ConfigB
         gateway=str(spec.network.gateway) if spec.network.gateway else None,
         dns=[str(d) for d in spec.network.dns],
         interface=spec.network.interface,
+        role=node.role,
+        ports=spec.ports,
         hosts={name: str(ip) for name, ip in hosts_map(spec).items()},
         disks=node.disks,
         ssh_authorized_keys=spec.ssh_authorized_keys,

@@ -116,7 +116,15 @@ def run(req: PreflightRequest) -> list[Finding]:
                 "paste your public key (one line of ~/.ssh/id_ed25519.pub) into the spec",
             )
         )
-    if req.out is not None:
+    if req.out is not None and not req.out.is_dir():
+        findings.append(
+            error(
+                "PF011-config-missing",
+                f"{req.out} does not exist: nothing rendered yet",
+                f"`plasma render --out {req.out}` then `plasma pki init --out {req.out}`",
+            )
+        )
+    elif req.out is not None:
         out = OutputLayout(req.out)
         findings += check_tree(spec, out)
         findings += certs.check_cluster(spec, out)
