@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from plasmacloud.cli import app
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 from plasmacloud.flaredb.sqlscan import split_statements
 
+from .cluster import make_configs
 from .conftest import LiveNode
 
 
@@ -47,3 +51,18 @@ async def test_sql_one_shot(live_node: LiveNode) -> None:
         runner.invoke, app, ["flaredb", "sql", "--url", "http://127.0.0.1:1", "-c", "SELECT 1"]
     )
     assert res.exit_code == 3
+
+
+def test_serve_reports_bad_config_and_busy_port(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["flaredb", "serve", "--config", str(tmp_path / "missing.json")])
+    assert res.exit_code == EXIT_USAGE and "no such file" in res.output
+    (cfg, *_) = make_configs(tmp_path, ("127.0.0.51",))
+    path = tmp_path / "node01.json"
+    cfg.dump(path)
+    with socket.socket() as busy:
+        busy.bind((str(cfg.ip), cfg.ports.flaredb_http))
+        busy.listen()
+        res = runner.invoke(app, ["flaredb", "serve", "--config", str(path)])
+    assert res.exit_code == EXIT_FAILURE, res.output
+    assert "flaredb could not start" in res.output and "address already in use" in res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from pathlib import Path
 from typing import Annotated
@@ -31,15 +32,25 @@ app = typer.Typer(
 @app.command()
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="the node's cluster-config.json")],
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    snapshot_threshold: Annotated[
+        int, typer.Option(help="applied entries between Raft snapshots / log compactions")
+    ] = 10_000,
 ) -> None:
     """Run this node's FlareDB (SQLite + Raft + HTTP API) in the foreground until SIGTERM."""
     from plasmacloud.flaredb.server import run  # the engine is only needed to serve
 
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
-        run(config)
+        run(config, snapshot_threshold=snapshot_threshold)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc
+    except OSError as exc:
+        typer.echo(f"error: flaredb could not start: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from exc
 
 
 def _ssl_context(cacert: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

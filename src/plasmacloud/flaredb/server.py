@@ -90,22 +90,24 @@ class FlareDBServer:
         self.store.close()
 
 
-async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: NodeConfig, stop: asyncio.Event | None = None, snapshot_threshold: int = 10_000
+) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = FlareDBServer(config)
-    await server.start()
+    server = FlareDBServer(config, snapshot_threshold)
     try:
+        await server.start()
         await stop.wait()
     finally:
         await server.stop()
 
 
-def run(config_path: Path) -> None:
+def run(config_path: Path, snapshot_threshold: int = 10_000) -> None:
     """Foreground entry point of ``plasma flaredb serve``."""
     config = NodeConfig.load(config_path)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, snapshot_threshold=snapshot_threshold))
