@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from plasmacloud.chainfire.mvcc import MvccStore, WatchEvent
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
+from plasmacloud.chainfire.services import watch as watch_service
 from plasmacloud.chainfire.watch import Watcher, WatchHub, in_range
 
-from .conftest import Applier
+from .conftest import Applier, Served
 
 
 def test_in_range() -> None:
@@ -20,10 +23,15 @@ def test_in_range() -> None:
 def collecting(key: bytes, end: bytes = b"") -> tuple[Watcher, list[WatchEvent], list[int]]:
     got: list[WatchEvent] = []
     compacted: list[int] = []
+
+    def sink(_w: Watcher, evs: list[WatchEvent]) -> bool:
+        got.extend(evs)
+        return True
+
     w = Watcher(
         key=key,
         range_end=end,
-        sink=lambda _w, evs: got.extend(evs),
+        sink=sink,
         on_compacted=lambda _w, rev: compacted.append(rev),
     )
     return w, got, compacted
@@ -52,3 +60,25 @@ def test_snapshot_restore_replays_missed_history(tmp_path: Path) -> None:
     assert compacted == [7] and len(hub) == 0
     leader.close()
     follower.close()
+
+
+async def test_slow_stream_parks_watchers_and_resumes_from_history(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch_service, "MAX_QUEUED", 3)
+    stream = watch_service._Stream(served.node)
+    stream.create(pb.WatchCreateRequest(key=b"k", range_end=b"l"))
+    for i in range(10):
+        await served.kv.Put(pb.PutRequest(key=b"k%d" % i, value=b"v"))
+    # created + 2 event responses fit; the watcher is parked instead of growing the queue
+    assert stream.queue.qsize() == 3 and stream.parked and len(served.node.hub) == 0
+    revs: list[int] = []
+    while not stream.queue.empty():
+        resp = stream.queue.get_nowait()
+        assert resp is not None
+        revs.extend(e.kv.mod_revision for e in resp.events)
+        if stream.queue.empty() and stream.parked:
+            stream.resume()
+    assert revs == list(range(2, 12))  # every event once, in order, across the pause
+    assert len(served.node.hub) == 1  # live again
+    stream.close()

@@ -38,9 +38,10 @@ async def watch_key(
     """
     queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
 
-    def sink(_: Watcher, events: list[WatchEvent]) -> None:
+    def sink(_: Watcher, events: list[WatchEvent]) -> bool:
         for ev in events:
             queue.put_nowait(ev)
+        return True
 
     watcher = Watcher(
         key=key,

@@ -18,7 +18,9 @@ from plasmacloud.chainfire.proto import kv_pb2
 
 HISTORY_CHUNK = 1000  # events per catch-up delivery, so one response never gets huge
 
-Sink = Callable[["Watcher", list[WatchEvent]], None]
+# A sink returns False when it cannot take more now (a slow client): the watcher is then
+# parked at the first refused event, and its owner resubscribes it later from history.
+Sink = Callable[["Watcher", list[WatchEvent]], bool]
 
 
 def in_range(key: bytes, start: bytes, end: bytes) -> bool:
@@ -61,12 +63,13 @@ class Watcher:
             out.append(ev)
         return out
 
-    def offer(self, events: list[WatchEvent]) -> None:
-        wanted = self.select(events)
-        if events:
-            self.next_rev = max(self.next_rev, events[-1].revision + 1)
-        if wanted:
-            self.sink(self, wanted)
+    def deliver(self, wanted: list[WatchEvent], through_rev: int) -> bool:
+        """Hand selected events to the sink; False (and nothing consumed) if it refused."""
+        if wanted and not self.sink(self, wanted):
+            self.next_rev = wanted[0].revision
+            return False
+        self.next_rev = max(self.next_rev, through_rev + 1)
+        return True
 
 
 class WatchHub:
@@ -97,8 +100,10 @@ class WatchHub:
             loop.call_soon_threadsafe(self._dispatch, events)
 
     def _dispatch(self, events: list[WatchEvent]) -> None:
+        last = events[-1].revision
         for watcher in list(self._watchers):
-            watcher.offer(events)
+            if not watcher.deliver(watcher.select(events), last):
+                self._watchers.discard(watcher)
 
     def _on_restore(self) -> None:
         loop = self._loop
@@ -124,9 +129,8 @@ class WatchHub:
                         w.on_compacted(w, self.store.compact_revision)
                     continue
                 missed = self.store.events_since(w.next_rev, w.key, w.range_end, current)
-                for chunk in _chunks(w.select(missed)):
-                    w.sink(w, chunk)
-                w.next_rev = current + 1
+                if not self._replay(w, missed, current):
+                    self._watchers.discard(w)
 
     def subscribe(self, watcher: Watcher, start_rev: int) -> int:
         """Start delivering to ``watcher`` from ``start_rev`` (0 = only future changes).
@@ -143,11 +147,19 @@ class WatchHub:
                     start_rev, watcher.key, watcher.range_end, current
                 )
                 watcher.next_rev = start_rev
-                for chunk in _chunks(watcher.select(history)):
-                    watcher.sink(watcher, chunk)
+                if not self._replay(watcher, history, current):
+                    return 0  # parked by its sink: the owner resubscribes it later
             watcher.next_rev = max(start_rev, current + 1)
             self._watchers.add(watcher)
         return 0
+
+    @staticmethod
+    def _replay(watcher: Watcher, history: list[WatchEvent], through_rev: int) -> bool:
+        for chunk in _chunks(watcher.select(history)):
+            if not watcher.deliver(chunk, chunk[-1].revision):
+                return False
+        watcher.next_rev = through_rev + 1
+        return True
 
     def unsubscribe(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)

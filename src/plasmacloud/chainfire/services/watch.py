@@ -22,6 +22,10 @@ from plasmacloud.chainfire.watch import Watcher
 
 # etcd's default --experimental-watch-progress-notify-interval (10 minutes).
 DEFAULT_PROGRESS_INTERVAL = 600.0
+# Responses queued for a client that reads slowly before its watchers are parked; they
+# resume from history once the queue is down to RESUME_BELOW (etcd's unsynced watchers).
+MAX_QUEUED = 1000
+RESUME_BELOW = 100
 
 
 class _Stream:
@@ -30,6 +34,7 @@ class _Stream:
     def __init__(self, node: ChainfireNode) -> None:
         self.node = node
         self.watchers: dict[int, Watcher] = {}
+        self.parked: list[Watcher] = []
         self.queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
         node.hub.on_close(self.shutdown)
 
@@ -46,12 +51,26 @@ class _Stream:
         header = fields.pop("header", None) or self.node.header()
         self.queue.put_nowait(rpc_pb2.WatchResponse(header=header, **fields))  # type: ignore[arg-type]
 
-    def _deliver(self, w: Watcher, events: list[WatchEvent]) -> None:
+    def _deliver(self, w: Watcher, events: list[WatchEvent]) -> bool:
+        if self.queue.qsize() >= MAX_QUEUED:
+            self.parked.append(w)
+            return False
         out = [
             ev.event if w.prev_kv else kv_pb2.Event(type=ev.event.type, kv=ev.event.kv)
             for ev in events
         ]
         self._send(header=self.node.header(events[-1].revision), watch_id=w.watch_id, events=out)
+        return True
+
+    def resume(self) -> None:
+        """Resubscribe parked watchers from where they stopped (history replays the gap)."""
+        parked, self.parked = self.parked, []
+        for w in parked:
+            if self.watchers.get(w.watch_id) is not w:
+                continue  # cancelled meanwhile
+            compacted = self.node.hub.subscribe(w, w.next_rev)
+            if compacted:
+                self._compacted(w, compacted)
 
     async def read(self, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
         """Handle create/cancel/progress requests until the client stops sending."""
@@ -138,6 +157,8 @@ class WatchServicer(Servicer, rpc_pb2_grpc.WatchServicer):
                 if resp is None:
                     return
                 yield resp
+                if stream.parked and stream.queue.qsize() < RESUME_BELOW:
+                    stream.resume()
         finally:
             for task in tasks:
                 task.cancel()
