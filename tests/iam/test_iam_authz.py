@@ -330,3 +330,19 @@ async def test_http_authorization_header_bearer_and_basic(iam_cluster: ClusterFa
             assert exc.value.reason == reason, header
     finally:
         await v.close()
+
+
+async def test_cached_verdict_still_expires(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    token = await c.token()
+    now = [time.time()]
+    v = Verifier([c.url], clock=lambda: now[0], revocation_refresh=0)
+    try:
+        await v.authenticate(token)
+        await v.authenticate(token)  # served from the verified-token cache
+        now[0] += 900 + 31
+        with pytest.raises(TokenError) as exc:
+            await v.authenticate(token)
+        assert exc.value.reason == "expired"
+    finally:
+        await v.close()
