@@ -18,11 +18,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from plasmacloud.provision.bundle import ConfigBundle
-from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf
+from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf, prepare_tftp
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.netboot import create_app, state_path
 from plasmacloud.provision.spec import ClusterSpec, parse_spec
-from plasmacloud.provision.states import TRANSITIONS, State, load_states
+from plasmacloud.provision.states import TRANSITIONS, State, StateStore, load_states
+from plasmacloud.provision.status_view import settled
 
 from .helpers import run_plasma
 
@@ -163,6 +164,45 @@ def test_dnsmasq_config_passes_dnsmasq_test(tree: Path, tmp_path: Path, mode: st
     conf.write_text(text + "dhcp-boot=tag:\n bogus\n")
     bad = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True, timeout=30)
     assert bad.returncode != 0
+
+
+def test_prepare_tftp_copies_loaders_and_reports_missing(tmp_path: Path) -> None:
+    src = tmp_path / "usr-lib-ipxe"
+    src.mkdir()
+    (src / "undionly.kpxe").write_bytes(b"PXE")
+    tftp = tmp_path / "tftp"
+    assert prepare_tftp(tftp, (src,)) == ["ipxe.efi"]
+    assert (tftp / "undionly.kpxe").read_bytes() == b"PXE"
+    (src / "ipxe.efi").write_bytes(b"EFI")
+    assert prepare_tftp(tftp, (src,)) == []
+
+
+def test_status_watch_stops_when_settled(tree: Path) -> None:
+    out = OutputLayout(tree / "out")
+    store = StateStore(state_path(out), {n.node_id: n.mac for n in _spec(tree).nodes})
+    for node in ("node01", "node02", "node03"):
+        store.transition(node, State.BOOTING)
+        store.transition(node, State.FAILED if node == "node03" else State.INSTALLING)
+    assert not settled(load_states(state_path(out)))
+    # Unsettled: --watch keeps polling until its timeout (bounded), printing each time.
+    code, output = run_plasma(
+        "provision",
+        "status",
+        "-o",
+        str(out.root),
+        "--watch",
+        "--interval",
+        "0.1",
+        "--timeout",
+        "0.3",
+    )
+    assert code == 0 and output.count("NODE") >= 2
+    for node in ("node01", "node02"):
+        store.transition(node, State.INSTALLED)
+        store.transition(node, State.JOINED)
+    assert settled(load_states(state_path(out)))
+    code, output = run_plasma("provision", "status", "-o", str(out.root), "--watch")
+    assert code == 0 and output.count("NODE") == 1  # settled: one table, no waiting
 
 
 def _free_port() -> int:

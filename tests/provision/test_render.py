@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -17,6 +18,8 @@ from plasmacloud.provision.nix import nix_str
 from plasmacloud.provision.render import render, render_files
 from plasmacloud.provision.sample import sample_spec
 from plasmacloud.provision.spec import ClusterSpec, parse_spec
+
+from .helpers import run_plasma
 
 GOLDEN = Path(__file__).parent / "golden" / "seed"
 # Files that depend only on the provisioning code and the spec (cluster-config.json
@@ -148,6 +151,21 @@ def test_every_nix_file_parses(variant: str, tmp_path: Path) -> None:
             ["nix-instantiate", "--parse", str(path)], capture_output=True, text=True, timeout=60
         )
         assert proc.returncode == 0, f"{path}: {proc.stderr}"
+
+
+def test_render_cli_json_and_bad_spec(tmp_path: Path) -> None:
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(sample_spec())
+    code, output = run_plasma("render", "-s", str(spec), "-o", str(tmp_path / "o"), "--json")
+    assert code == 0
+    statuses = {
+        Path(w["path"]).relative_to(tmp_path / "o").as_posix(): w["status"]
+        for w in json.loads(output)
+    }
+    assert statuses["node02/disko.nix"] == "created" and statuses["cluster.yaml"] == "created"
+    spec.write_text(sample_spec().replace("ip: 192.168.100.12", "ip: 192.168.100.11"))
+    code, output = run_plasma("render", "-s", str(spec), "-o", str(tmp_path / "o"))
+    assert code == 2 and "nodes[1] (node02).ip" in output and "also used by nodes[0]" in output
 
 
 def test_nix_strings_are_escaped() -> None:

@@ -101,7 +101,8 @@ def test_ip_outside_network_and_reserved() -> None:
 def test_bad_ssh_key_and_disk_by_id() -> None:
     text = sample_spec().replace("ssh-ed25519 AAAA", "ssh-foo AAAA")
     (err,) = _errors(text)
-    assert "line 18: ssh_authorized_keys" in err and "OpenSSH public key" in err
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "ssh-foo" in t)
+    assert f"line {line}: ssh_authorized_keys" in err and "OpenSSH public key" in err
     text = sample_spec().replace(
         "- device: /dev/vda\n", "- device: /dev/vda\n        by_id: /dev/vda1\n", 1
     )

@@ -82,10 +82,15 @@ def init(
     typer.echo(f"wrote {spec}; edit it, then `plasma render --spec {spec}`")
 
 
-def render_cmd(spec: SpecOpt = DEFAULT_SPEC, out: OutOpt = DEFAULT_OUT) -> None:
+def render_cmd(
+    spec: SpecOpt = DEFAULT_SPEC, out: OutOpt = DEFAULT_OUT, as_json: JsonOpt = False
+) -> None:
     """Render every node's config, Nix files, hosts, iPXE, dnsmasq and the runbook."""
     cluster = _spec(spec)
     written = render(cluster, out, spec.read_text())
+    if as_json:
+        typer.echo(json.dumps([{"path": str(w.path), "status": w.status} for w in written]))
+        return
     for w in written:
         if w.status != "unchanged":
             typer.echo(f"{w.status:8} {w.path}")

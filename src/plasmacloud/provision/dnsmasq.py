@@ -7,6 +7,7 @@ MACs pinned in the spec unless a dynamic range is given (like Tinkerbell's Smee)
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from plasmacloud.provision.spec import ClusterSpec
 
 BIOS_LOADER = "undionly.kpxe"
 EFI_LOADER = "ipxe.efi"
+# Debian's `ipxe` package installs both loaders here.
+IPXE_DIRS = (Path("/usr/lib/ipxe"),)
 
 
 @dataclass(frozen=True)
@@ -88,3 +91,21 @@ def dnsmasq_conf(spec: ClusterSpec, opts: DnsmasqOptions | None = None) -> str:
     if opts.enable_ra:
         lines.append("enable-ra")
     return "\n".join(lines) + "\n"
+
+
+def prepare_tftp(tftp_root: Path, sources: tuple[Path, ...] = IPXE_DIRS) -> list[str]:
+    """Put the iPXE loaders into ``tftp_root`` (copied from ``sources`` when missing).
+
+    Returns the loaders still missing, so the caller can say how to get them.
+    """
+    tftp_root.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for name in (BIOS_LOADER, EFI_LOADER):
+        if (tftp_root / name).is_file():
+            continue
+        found = next((d / name for d in sources if (d / name).is_file()), None)
+        if found is None:
+            missing.append(name)
+        else:
+            shutil.copyfile(found, tftp_root / name)
+    return missing

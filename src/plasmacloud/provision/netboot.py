@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from plasmacloud.provision import ipxe
 from plasmacloud.provision.bundle import make_bundle
-from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf
+from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf, prepare_tftp
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.spec import ClusterSpec, NodeSpec
 from plasmacloud.provision.states import State, StateStore, TransitionError
@@ -219,6 +219,14 @@ async def serve(
         await web.TCPSite(runner, host, port).start()
         log.info("netboot: serving %s on http://%s:%d", spec.name, host, port)
         if dnsmasq is not None:
+            missing = prepare_tftp(dnsmasq.tftp_root)
+            if missing:
+                log.warning(
+                    "netboot: %s missing from %s: PXE firmware cannot chain to iPXE "
+                    "(apt-get install ipxe, or copy them there)",
+                    ", ".join(missing),
+                    dnsmasq.tftp_root,
+                )
             conf = out.root / "netboot" / "dnsmasq.conf"
             conf.parent.mkdir(parents=True, exist_ok=True)
             conf.write_text(dnsmasq_conf(spec, dnsmasq))
