@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from raft_certs import ScratchPKI
 from raft_cluster import Cluster
 
 from plasmacloud.raft.api import NotLeaderError, RaftStatus
+from plasmacloud.raft.codec import Heartbeat, encode_frame
 
 
 @pytest.fixture
@@ -147,3 +151,36 @@ async def test_garbage_on_the_peer_port_closes_only_that_connection(
     assert "exceeds the limit" in caplog.text
     assert leader.is_leader
     assert await leader.propose(b"still-fine") > 0
+
+
+async def test_mtls_cluster_and_untrusted_client_rejected(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = Cluster(tmp_path)
+    pki = ScratchPKI(tmp_path / "pki")
+    ips = [a.rsplit(":", 1)[0] for a in c.members.values()]
+    c.server_ssl, c.client_ssl = pki.contexts(*pki.issue("node", ips))
+    try:
+        await c.start_all()
+        leader = await c.leader()
+        follower = next(n for n in c.nodes.values() if n is not leader)
+        assert await follower.propose(b"over-mtls") > 0
+        await follower.read_index()
+        assert c.sms[follower.id].commands() == [b"over-mtls"]
+        # a client without a certificate from our CA cannot talk to the peer port: its
+        # (well-formed) heartbeat from a far-future term would otherwise depose the leader
+        host, port = c.addresses[leader.id].rsplit(":", 1)
+        stranger = ssl.create_default_context()
+        stranger.check_hostname = False
+        stranger.verify_mode = ssl.CERT_NONE
+        term = leader.term
+        intrusion = encode_frame(Heartbeat(term + 100, "intruder", 0, 1))
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=stranger)
+            writer.write(intrusion)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+        assert leader.is_leader and leader.term == term
+        assert await leader.propose(b"still-fine") > 0
+    finally:
+        await c.stop_all()
