@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from plasmacloud.iam.lockout import LockoutPolicy
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
@@ -35,6 +36,7 @@ def free_port(host: str) -> int:
 class Node:
     url: str
     svc: IamService
+    runner: web.AppRunner
 
 
 @dataclass
@@ -96,8 +98,9 @@ async def iam_cluster() -> AsyncIterator[ClusterFactory]:
                 key_cache_seconds=0.0,
             )
             svc = IamService(store, settings)
-            runners.append(await start_server(svc, host, port))
-            nodes.append(Node(f"http://{host}:{port}", svc))
+            runner = await start_server(svc, host, port)
+            runners.append(runner)
+            nodes.append(Node(f"http://{host}:{port}", svc, runner))
         admin = await nodes[0].svc.bootstrap()
         assert admin is not None
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))

@@ -346,3 +346,25 @@ async def test_cached_verdict_still_expires(iam_cluster: ClusterFactory) -> None
         assert exc.value.reason == "expired"
     finally:
         await v.close()
+
+
+async def test_losing_one_iam_node_keeps_login_and_verification(
+    iam_cluster: ClusterFactory,
+) -> None:
+    c = await iam_cluster(3)
+    before = await _user_with_app_policy(c)
+    v = Verifier([n.url for n in c.nodes], revocation_refresh=0, http_timeout=2.0)
+    try:
+        await v.authenticate(before)
+        await c.nodes[0].runner.cleanup()  # node01's IAM dies
+        p = await v.password_login("alice", "alice-password")  # served by node02/03
+        assert p.jti != (await v.authenticate(before)).jti
+        assert (await v.authorize(p, "chainfire:Put", "key/app/k")).allowed
+        fresh = await c.token(node=2)
+        assert (await v.authenticate(fresh)).sub.startswith("sa:")
+        async with c.http.post(f"{c.nodes[1].url}/oauth2/revoke", data={"token": before}) as r:
+            assert r.status == 200
+        with pytest.raises(TokenError):
+            await v.authenticate(before)
+    finally:
+        await v.close()
