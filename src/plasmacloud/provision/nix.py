@@ -50,7 +50,9 @@ def configuration_nix(spec: ClusterSpec, node: NodeSpec) -> str:
     return f"""{HEADER}# Node {node.node_id} ({node.ip}, {node.mac}) of cluster {spec.name}.
 {{ config, lib, pkgs, ... }}:
 {{
-  imports = [ ./disko.nix ../modules/plasmacloud.nix ];
+  # hardware-configuration.nix is written by nixos-anywhere --generate-hardware-config.
+  imports = [ ./disko.nix ../modules/plasmacloud.nix ]
+    ++ lib.optional (builtins.pathExists ./hardware-configuration.nix) ./hardware-configuration.nix;
 
   networking.hostName = {nix_str(node.host)};
 {domain}  networking.useDHCP = false;

@@ -36,6 +36,10 @@ def command(spec: ClusterSpec, out: OutputLayout, node: NodeSpec) -> list[str]:
         "--chown",
         str(SECRETS_DIR),
         "0:0",
+        # Detected kernel modules/firmware for this machine, imported by configuration.nix.
+        "--generate-hardware-config",
+        "nixos-generate-config",
+        str(out.node_dir(node.node_id) / "hardware-configuration.nix"),
         "--ssh-port",
         str(target.port),
         f"{target.user}@{target.host}",

@@ -2,7 +2,9 @@
 # Node node01 (192.168.100.11, 52:54:00:00:01:01) of cluster plasmacloud.
 { config, lib, pkgs, ... }:
 {
-  imports = [ ./disko.nix ../modules/plasmacloud.nix ];
+  # hardware-configuration.nix is written by nixos-anywhere --generate-hardware-config.
+  imports = [ ./disko.nix ../modules/plasmacloud.nix ]
+    ++ lib.optional (builtins.pathExists ./hardware-configuration.nix) ./hardware-configuration.nix;
 
   networking.hostName = "node01";
   networking.domain = "lab.local";
