@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import grpc
 from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry
 
 from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.auth import Authorizer, touched_ranges
 from plasmacloud.chainfire.commands import encode
 from plasmacloud.chainfire.metrics import ChainfireMetrics
 from plasmacloud.chainfire.mvcc import MvccStore
@@ -133,6 +135,8 @@ class ChainfireNode:
         self.request_timeout = request_timeout
         self.lease_check_interval = lease_check_interval
         self.hub = WatchHub(store)
+        # None: every request is allowed (etcd with auth disabled); see chainfire.auth
+        self.authorizer: Authorizer | None = None
         self.metrics = metrics if metrics is not None else ChainfireMetrics(CollectorRegistry())
         # gauges read at scrape time, so they are never stale
         self.metrics.watchers.set_function(lambda: len(self.hub))
@@ -192,6 +196,11 @@ class ChainfireNode:
         header.cluster_id = self.cluster_id
         header.member_id = self.member_id
         header.raft_term = self.term
+
+    async def authorize(self, context: grpc.aio.ServicerContext, rpc: str, request: Any) -> None:
+        """Ask the installed authorizer (if any) about a request; raises EtcdError to refuse."""
+        if self.authorizer is not None:
+            await self.authorizer.authorize(context, rpc, touched_ranges(request))
 
     async def barrier(self) -> None:
         """Wait until local state includes every write committed before this call."""

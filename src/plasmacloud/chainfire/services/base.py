@@ -34,6 +34,7 @@ def unary(fn: Handler[S]) -> Handler[S]:
     async def wrapper(self: S, request: Any, context: grpc.aio.ServicerContext) -> Any:
         code = "OK"
         try:
+            await self.node.authorize(context, wrapper.__name__, request)
             return await fn(self, request, context)
         except errors.EtcdError as exc:
             code = exc.code.name
@@ -47,6 +48,19 @@ def unary(fn: Handler[S]) -> Handler[S]:
             self.node.metrics.grpc_requests.labels(method, code).inc()
 
     return wrapper
+
+
+async def guard_stream(
+    servicer: Servicer, context: grpc.aio.ServicerContext, rpc: str, request: Any = None
+) -> bool:
+    """Authorize a streaming call (or one message of it); False after refusing the call."""
+    try:
+        await servicer.node.authorize(context, rpc, request)
+    except errors.EtcdError as exc:
+        count(servicer.node, f"{servicer.service}/{rpc}", exc.code.name)
+        await context.abort(exc.code, exc.message)
+        return False
+    return True
 
 
 def count(node: ChainfireNode, method: str, code: str = "OK") -> None:

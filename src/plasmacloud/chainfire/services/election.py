@@ -10,7 +10,7 @@ from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, v3election_pb2, v3election_pb2_grpc
 from plasmacloud.chainfire.recipes import acquire, first_contender, watch_key
-from plasmacloud.chainfire.services.base import Servicer, count, unary
+from plasmacloud.chainfire.services.base import Servicer, count, guard_stream, unary
 
 NOT_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, "election: not leader")
 NO_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, "election: no leader")
@@ -77,6 +77,8 @@ class ElectionServicer(Servicer, v3election_pb2_grpc.ElectionServicer):
         self, request: v3election_pb2.LeaderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[v3election_pb2.LeaderResponse]:
         """Every leader in turn, and every new value a leader proclaims."""
+        if not await guard_stream(self, context, "Observe"):
+            return
         count(self.node, f"{self.service}/Observe")
         prefix = request.name + b"/"
         await self.node.barrier()

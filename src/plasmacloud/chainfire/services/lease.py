@@ -12,7 +12,7 @@ import grpc
 
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
-from plasmacloud.chainfire.services.base import Servicer, count, unary
+from plasmacloud.chainfire.services.base import Servicer, count, guard_stream, unary
 
 
 class LeaseServicer(Servicer, rpc_pb2_grpc.LeaseServicer):
@@ -40,6 +40,8 @@ class LeaseServicer(Servicer, rpc_pb2_grpc.LeaseServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
         method = f"{self.service}/LeaseKeepAlive"
+        if not await guard_stream(self, context, "LeaseKeepAlive"):
+            return
         async for req in request_iterator:
             try:
                 resp: rpc_pb2.LeaseKeepAliveResponse = await self.node.write(req)

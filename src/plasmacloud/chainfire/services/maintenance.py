@@ -10,7 +10,7 @@ import grpc
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.node import ETCD_VERSION, member_id
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
-from plasmacloud.chainfire.services.base import Servicer, count, unary
+from plasmacloud.chainfire.services.base import Servicer, count, guard_stream, unary
 
 SNAPSHOT_CHUNK = 32 * 1024  # etcd streams its snapshot in 32 KiB pieces too
 
@@ -63,6 +63,8 @@ class MaintenanceServicer(Servicer, rpc_pb2_grpc.MaintenanceServicer):
     async def Snapshot(  # type: ignore[override]
         self, request: rpc_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        if not await guard_stream(self, context, "Snapshot"):
+            return
         count(self.node, f"{self.service}/Snapshot")
         blob = snapshot_blob(self.node.store.backup_bytes())
         header = self.node.header()

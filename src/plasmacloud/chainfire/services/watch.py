@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.mvcc import WatchEvent
 from plasmacloud.chainfire.node import ChainfireNode
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
@@ -72,12 +73,25 @@ class _Stream:
             if compacted:
                 self._compacted(w, compacted)
 
-    async def read(self, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+    async def read(
+        self, requests: AsyncIterator[rpc_pb2.WatchRequest], context: grpc.aio.ServicerContext
+    ) -> None:
         """Handle create/cancel/progress requests until the client stops sending."""
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             async for req in requests:
                 kind = req.WhichOneof("request_union")
                 if kind == "create_request":
+                    try:
+                        await self.node.authorize(context, "Watch", req.create_request)
+                    except errors.EtcdError as exc:
+                        # etcd refuses one watcher, not the stream
+                        self._send(
+                            watch_id=req.create_request.watch_id,
+                            created=True,
+                            canceled=True,
+                            cancel_reason=exc.message,
+                        )
+                        continue
                     self.create(req.create_request)
                 elif kind == "cancel_request":
                     self.cancel(req.cancel_request.watch_id)
@@ -148,7 +162,7 @@ class WatchServicer(Servicer, rpc_pb2_grpc.WatchServicer):
         count(self.node, f"{self.service}/Watch")
         stream = _Stream(self.node)
         tasks = [
-            asyncio.create_task(stream.read(request_iterator)),
+            asyncio.create_task(stream.read(request_iterator, context)),
             asyncio.create_task(self._progress(stream)),
         ]
         try:
