@@ -159,10 +159,11 @@ class ChainfireNode:
         self._tasks.append(asyncio.create_task(self._lease_expiry_loop(), name="lease-expiry"))
 
     async def stop(self) -> None:
-        """Stop background loops and end every watch stream."""
-        for task in self._tasks:
+        """Stop background loops (and revokes in flight) and end every watch stream."""
+        tasks = [*self._tasks, *self._revokes]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
