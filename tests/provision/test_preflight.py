@@ -104,6 +104,9 @@ def test_spec_invalid_pf000(tmp_path: Path) -> None:
         ("ip: 192.168.100.13", "ip: 192.168.100.1", "PF025-ip-reserved"),
         ("gateway: 192.168.100.1", "gateway: 10.0.0.1", "PF026-gateway-outside-network"),
         ("  flaredb_http: 4001", "  flaredb_http: 22", "PF040-port-clash"),
+        ("server_ip: 192.168.100.1", "server_ip: 10.0.0.1", "PF028-netboot-network"),
+        ("dhcp: full", "dhcp: full\n  dhcp_range: [192.168.100.10, 192.168.100.20]", "PF028"),
+        ("dhcp: full", "dhcp: full\n  dhcp_range: [192.168.100.99, 192.168.100.20]", "PF028"),
     ],
 )
 def test_spec_consistency_errors(tmp_path: Path, old: str, new: str, check: str) -> None:

@@ -47,7 +47,7 @@ def node_tls(out: OutputLayout, node: NodeSpec) -> TLSConfig:
     return out.local_tls(node.node_id, tls)
 
 
-def _fingerprint(path: Path) -> bytes | None:
+def _read_or_none(path: Path) -> bytes | None:
     return path.read_bytes() if path.exists() else None
 
 
@@ -68,12 +68,12 @@ def issue_cluster(
         if nodes and node.node_id not in nodes:
             continue
         tls = node_tls(out, node)
-        before = _fingerprint(tls.cert_file)
+        before = _read_or_none(tls.cert_file)
         dns, ips = expected_sans(spec, node)
         issued = pki.issue_node(
             ca, tls.cert_file.parent, node.node_id, dns, ips, days=days, force=force
         )
-        results.append(NodeCert(node.node_id, issued, _fingerprint(issued.cert_path) != before))
+        results.append(NodeCert(node.node_id, issued, _read_or_none(issued.cert_path) != before))
     if not nodes:
         pki.issue_client(ca, out.clients_dir, ADMIN_CLIENT, days=days, force=force)
     return results

@@ -54,6 +54,7 @@ CHECKS = {
     "PF025-ip-reserved": "a node IP is the network/broadcast/gateway/netboot address",
     "PF026-gateway-outside-network": "the gateway is outside network.cidr",
     "PF027-no-control-plane": "no control-plane node",
+    "PF028-netboot-network": "the netboot server or DHCP pool does not fit the network",
     "PF030-quorum-even": "an even number of Raft voters adds no fault tolerance",
     "PF031-quorum-small": "fewer than 3 Raft voters cannot survive a failure",
     "PF032-bootstrap-none": "no control-plane node bootstraps the cluster",
@@ -81,6 +82,7 @@ _SPEC_CODES = {
     "ip-reserved": "PF025-ip-reserved",
     "gateway-outside-network": "PF026-gateway-outside-network",
     "no-control-plane": "PF027-no-control-plane",
+    "netboot-network": "PF028-netboot-network",
 }
 # Ports the node's own system uses; a service there would fail to bind or break boot.
 SYSTEM_PORTS = {22: "sshd", 53: "DNS", 67: "DHCP", 68: "DHCP client", 69: "TFTP"}

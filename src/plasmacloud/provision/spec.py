@@ -423,6 +423,37 @@ def consistency_issues(
                 "use a gateway inside network.cidr",
             )
         )
+    nb = spec.netboot
+    if nb.server_ip not in net.cidr:
+        issues.append(
+            SpecIssue(
+                "netboot-network",
+                "netboot.server_ip",
+                f"{nb.server_ip} is outside {net.cidr}; PXE clients could not reach it",
+                "use the provisioning host's address on the nodes' network",
+            )
+        )
+    if nb.dhcp_range is not None:
+        lo, hi = nb.dhcp_range
+        inside = [n.node_id for n in spec.nodes if lo <= n.ip <= hi]
+        if lo not in net.cidr or hi not in net.cidr or lo > hi:
+            issues.append(
+                SpecIssue(
+                    "netboot-network",
+                    "netboot.dhcp_range",
+                    f"{lo}-{hi} is not an ascending range inside {net.cidr}",
+                    "give a first and last address inside network.cidr",
+                )
+            )
+        elif inside:
+            issues.append(
+                SpecIssue(
+                    "netboot-network",
+                    "netboot.dhcp_range",
+                    f"{lo}-{hi} contains the pinned address(es) of {', '.join(inside)}",
+                    "keep the dynamic pool clear of node addresses",
+                )
+            )
     if not spec.control_plane:
         issues.append(
             SpecIssue(
