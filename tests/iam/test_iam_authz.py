@@ -368,3 +368,36 @@ async def test_losing_one_iam_node_keeps_login_and_verification(
             await v.authenticate(before)
     finally:
         await v.close()
+
+
+async def test_service_call_checks(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    token = await _user_with_app_policy(c)
+    v = Verifier([c.url])
+    try:
+        md = [("token", token)]
+        ok = await v.check_etcd_call(md, "Put", [(b"app/x", b"")], "127.0.0.1")
+        assert ok.status == "ok" and ok.principal is not None
+        denied = await v.check_etcd_call(md, "Put", [(b"other/x", b"")])
+        assert denied.status == "denied" and "key/other/x" in denied.message
+        # a Txn is allowed only if every touched range is
+        txn = await v.check_etcd_call(md, "Range", [(b"app/a", b""), (b"other/b", b"")])
+        assert txn.status == "denied"
+        prefix = await v.check_etcd_call(md, "Range", [(b"app/", b"app0")])
+        assert prefix.status == "ok"
+        cluster = await v.check_etcd_call(md, "MemberList", [])
+        assert cluster.status == "denied" and "cluster" in cluster.message
+        assert (await v.check_etcd_call([], "Put", [(b"app/x", b"")])).status == "unauthenticated"
+        bad = await v.check_etcd_call([("token", "x.y.z")], "Put", [(b"app/x", b"")])
+        assert bad.status == "unauthenticated"
+
+        basic = "Basic " + base64.b64encode(b"alice:alice-password").decode()
+        assert (await v.check_http_call(basic, "flaredb:Query", "db/main")).status == "ok"
+        assert (await v.check_http_call(basic, "flaredb:Execute", "db/main")).status == "denied"
+        assert (await v.check_http_call(None, "flaredb:Query", "db/main")).status == (
+            "unauthenticated"
+        )
+        bearer = f"Bearer {token}"
+        assert (await v.check_http_call(bearer, "flaredb:Query", "db/main")).status == "ok"
+    finally:
+        await v.close()

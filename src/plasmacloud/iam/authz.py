@@ -36,7 +36,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 
@@ -273,6 +273,19 @@ def token_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> s
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of checking one call: a service maps it onto its own error replies.
+
+    ``status`` is ``"ok"``, ``"unauthenticated"`` (no or bad credentials: gRPC
+    UNAUTHENTICATED / HTTP 401) or ``"denied"`` (gRPC PERMISSION_DENIED / HTTP 403).
+    """
+
+    status: Literal["ok", "unauthenticated", "denied"]
+    message: str = ""
+    principal: Principal | None = None
+
+
 class Verifier:
     """Verifies bearer tokens and authorizes requests with cached IAM state (see module doc)."""
 
@@ -387,6 +400,69 @@ class Verifier:
             if sep and user:
                 return await self.password_login(user, password)
         raise TokenError("no_credentials", "expected 'Bearer <token>' or 'Basic <user:pass>'")
+
+    async def check(
+        self,
+        principal: Principal,
+        action: str,
+        resources: Sequence[tuple[str, bool]],
+        context: Mapping[str, ContextValue] | None = None,
+    ) -> Verdict:
+        """Authorize ``action`` on every ``(resource, is_prefix)``; all must be allowed."""
+        for resource, prefix in resources:
+            decision = await self.authorize(principal, action, resource, context, prefix)
+            if not decision.allowed:
+                target = resource + "*" * prefix
+                why = f" ({decision.policy}/{decision.statement})" if decision.policy else ""
+                return Verdict(
+                    "denied", f"{principal.username} may not {action} on {target}{why}", principal
+                )
+        return Verdict("ok", "", principal)
+
+    async def check_etcd_call(
+        self,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        rpc: str,
+        ranges: Sequence[tuple[bytes, bytes]],
+        source_ip: str | None = None,
+    ) -> Verdict:
+        """One Chainfire call: token from the metadata, ``chainfire:<rpc>`` on each range.
+
+        A Txn is checked as ``chainfire:Txn`` on every range it touches; RPCs that touch
+        no key (members, status, snapshot...) are checked on ``cluster``.
+        """
+        token = token_from_metadata(metadata)
+        if token is None:
+            return Verdict("unauthenticated", "a token is required (etcdctl --user)")
+        try:
+            principal = await self.authenticate(token)
+        except TokenError as exc:
+            return Verdict("unauthenticated", f"token refused ({exc.reason})")
+        resources = [chainfire_range(k, e) for k, e in ranges] or [(CLUSTER_RESOURCE, False)]
+        ctx: dict[str, ContextValue] = {"plasma:SourceIp": source_ip} if source_ip else {}
+        return await self.check(principal, chainfire_action(rpc), resources, ctx)
+
+    async def check_http_call(
+        self,
+        authorization: str | None,
+        action: str,
+        resource: str,
+        source_ip: str | None = None,
+        secure: bool | None = None,
+    ) -> Verdict:
+        """One FlareDB call: ``Authorization`` (Bearer or Basic), then the policy check."""
+        if not authorization:
+            return Verdict("unauthenticated", "credentials required (Bearer token or Basic)")
+        try:
+            principal = await self.authenticate_header(authorization)
+        except TokenError as exc:
+            return Verdict("unauthenticated", f"credentials refused ({exc.reason})")
+        ctx: dict[str, ContextValue] = {}
+        if source_ip:
+            ctx["plasma:SourceIp"] = source_ip
+        if secure is not None:
+            ctx["plasma:SecureTransport"] = secure
+        return await self.check(principal, action, [(resource, False)], ctx)
 
     async def password_login(self, username: str, password: str) -> Principal:
         """Log in with a user name and password (rqlite's ``-u``, etcd's Authenticate).
