@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from plasmacloud.flaredb.auth import Guard
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
@@ -60,16 +62,17 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
-    """One node on 127.0.0.1 with a random port, torn down after the test."""
+@contextlib.asynccontextmanager
+async def serve_node(tmp_path: Path, guard: Guard | None = None) -> AsyncIterator[LiveNode]:
+    """One node on 127.0.0.1 with a random port, torn down afterwards."""
     host = "127.0.0.1"
     port = free_port(host)
     metrics = FlareMetrics()
     store = SQLiteStore(tmp_path / "flaredb" / "db.sqlite", on_apply=metrics.observe_apply)
     url = f"http://{host}:{port}"
     peers: Sequence[PeerInfo] = [PeerInfo("node01", url, f"{host}:1")]
-    api = HttpApi("node01", store, LocalRaft("node01", store), peers, metrics, max_body=1 << 20)
+    raft = LocalRaft("node01", store)
+    api = HttpApi("node01", store, raft, peers, metrics, max_body=1 << 20, guard=guard)
     runner = web.AppRunner(api.make_app())
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -79,3 +82,10 @@ async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
     finally:
         await runner.cleanup()
         store.close()
+
+
+@pytest.fixture
+async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
+    """One open node (no IAM) on 127.0.0.1."""
+    async with serve_node(tmp_path) as node:
+        yield node

@@ -36,6 +36,13 @@ def serve(
     snapshot_threshold: Annotated[
         int, typer.Option(help="applied entries between Raft snapshots / log compactions")
     ] = 10_000,
+    iam_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="IAM base URL (repeatable); when given, /db/* requests need an IAM token "
+            "(Bearer, or Basic user:password) allowing flaredb:Query / flaredb:Execute"
+        ),
+    ] = None,
 ) -> None:
     """Run this node's FlareDB (SQLite + Raft + HTTP API) in the foreground until SIGTERM."""
     from plasmacloud.flaredb.server import run  # the engine is only needed to serve
@@ -44,7 +51,7 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        run(config, snapshot_threshold=snapshot_threshold)
+        run(config, snapshot_threshold=snapshot_threshold, iam_urls=iam_url or ())
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc

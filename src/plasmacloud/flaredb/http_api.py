@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
+from plasmacloud.flaredb.auth import EXECUTE, QUERY, Guard
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.models import (
@@ -171,7 +172,10 @@ class HttpApi:
         metrics: FlareMetrics,
         client_ssl: ssl.SSLContext | None = None,
         max_body: int = MAX_BODY,
+        guard: Guard | None = None,
     ) -> None:
+        """``guard`` (IAM enforcement) is optional: without it the API is open to anyone
+        who passes the transport's (m)TLS."""
         self.node_id = node_id
         self.store = store
         self.raft = raft
@@ -179,6 +183,7 @@ class HttpApi:
         self.metrics = metrics
         self.client_ssl = client_ssl
         self.max_body = max_body
+        self.guard = guard
         self.started = time.time()
         self._session: aiohttp.ClientSession | None = None
         metrics.bind(
@@ -269,10 +274,15 @@ class HttpApi:
             return list(results)
         raise _Unavailable(reason)
 
+    async def _denied(self, request: web.Request, kind: str) -> web.Response | None:
+        return None if self.guard is None else await self.guard.check(request, kind)
+
     # -- /db/* -----------------------------------------------------------------------
 
     async def execute(self, request: web.Request) -> web.Response:
         """POST /db/execute: write statements, one Raft entry for the whole body."""
+        if denied := await self._denied(request, EXECUTE):
+            return denied
         opts = Options.from_query(request.query)
         return await self._write(request, opts, await self._statements(request))
 
@@ -280,6 +290,8 @@ class HttpApi:
         """GET/POST /db/query: read statements at the requested consistency level."""
         if request.method not in ("GET", "POST"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        if denied := await self._denied(request, QUERY):
+            return denied
         opts = Options.from_query(request.query)
         return await self._read(request, opts, await self._statements(request))
 
@@ -287,7 +299,10 @@ class HttpApi:
         """POST /db/request: reads take the query path, anything else the write path."""
         opts = Options.from_query(request.query)
         stmts = await self._statements(request)
-        if stmts and all(is_read_only(s.sql) for s in stmts):
+        reads = bool(stmts) and all(is_read_only(s.sql) for s in stmts)
+        if denied := await self._denied(request, QUERY if reads else EXECUTE):
+            return denied
+        if reads:
             return await self._read(request, opts, stmts)
         return await self._write(request, opts, stmts)
 
@@ -363,7 +378,12 @@ class HttpApi:
                 url,
                 params=request.query,
                 data=body,
-                headers={"Content-Type": "application/json", FORWARDED_HEADER: "1"},
+                headers={
+                    "Content-Type": "application/json",
+                    FORWARDED_HEADER: "1",
+                    # The leader checks the caller's credentials again.
+                    **{k: v for k, v in request.headers.items() if k.lower() == "authorization"},
+                },
             ) as resp:
                 payload = await resp.read()
                 return web.Response(
@@ -374,6 +394,8 @@ class HttpApi:
 
     async def backup(self, request: web.Request) -> web.StreamResponse:
         """GET /db/backup: the SQLite file, or a SQL dump with ?fmt=sql."""
+        if denied := await self._denied(request, QUERY):
+            return denied
         if request.query.get("fmt") == "sql":
             return web.Response(text="".join(self.store.dump_sql()), content_type="text/plain")
         return web.Response(
@@ -384,6 +406,8 @@ class HttpApi:
 
     async def load(self, request: web.Request) -> web.Response:
         """POST /db/load: replace the whole database with a SQLite file or SQL dump."""
+        if denied := await self._denied(request, EXECUTE):
+            return denied
         started = time.perf_counter()
         opts = Options.from_query(request.query)
         if opts.redirect and not self.raft.is_leader:

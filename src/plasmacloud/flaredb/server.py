@@ -11,16 +11,19 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context, server_context
+from plasmacloud.flaredb.auth import Guard
 from plasmacloud.flaredb.client import node_url
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
+from plasmacloud.iam.authz import Verifier
 from plasmacloud.raft.node import RaftConfig, RaftNode
 
 log = logging.getLogger(__name__)
@@ -29,9 +32,15 @@ log = logging.getLogger(__name__)
 class FlareDBServer:
     """One FlareDB node; :meth:`start` and :meth:`stop` it inside a running event loop."""
 
-    def __init__(self, config: NodeConfig, snapshot_threshold: int = 10_000) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        snapshot_threshold: int = 10_000,
+        iam_urls: Sequence[str] = (),
+    ) -> None:
         """Build the node; ``snapshot_threshold`` (entries between log compactions) is
-        lowered by tests to exercise snapshot catch-up."""
+        lowered by tests to exercise snapshot catch-up; with ``iam_urls`` every /db/*
+        request needs an IAM token allowing ``flaredb:Query``/``flaredb:Execute``."""
         self.config = config
         data = config.data_path("flaredb")
         self.metrics = FlareMetrics()
@@ -58,8 +67,15 @@ class FlareDBServer:
             PeerInfo(p.node_id, node_url(config, p.node_id), f"{p.hostname}:{p.ports.flaredb_raft}")
             for p in config.peers
         ]
+        self.verifier = Verifier(iam_urls, ssl_context=self.client_ssl) if iam_urls else None
         self.api = HttpApi(
-            config.node_id, self.store, self.raft, peers, self.metrics, self.client_ssl
+            config.node_id,
+            self.store,
+            self.raft,
+            peers,
+            self.metrics,
+            self.client_ssl,
+            guard=Guard(self.verifier) if self.verifier else None,
         )
         self._runner: web.AppRunner | None = None
 
@@ -87,11 +103,16 @@ class FlareDBServer:
             await self._runner.cleanup()
             self._runner = None
         await self.raft.stop()
+        if self.verifier is not None:
+            await self.verifier.close()
         self.store.close()
 
 
 async def serve(
-    config: NodeConfig, stop: asyncio.Event | None = None, snapshot_threshold: int = 10_000
+    config: NodeConfig,
+    stop: asyncio.Event | None = None,
+    snapshot_threshold: int = 10_000,
+    iam_urls: Sequence[str] = (),
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
@@ -99,7 +120,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = FlareDBServer(config, snapshot_threshold)
+    server = FlareDBServer(config, snapshot_threshold, iam_urls)
     try:
         await server.start()
         await stop.wait()
@@ -107,7 +128,7 @@ async def serve(
         await server.stop()
 
 
-def run(config_path: Path, snapshot_threshold: int = 10_000) -> None:
+def run(config_path: Path, snapshot_threshold: int = 10_000, iam_urls: Sequence[str] = ()) -> None:
     """Foreground entry point of ``plasma flaredb serve``."""
     config = NodeConfig.load(config_path)
-    asyncio.run(serve(config, snapshot_threshold=snapshot_threshold))
+    asyncio.run(serve(config, snapshot_threshold=snapshot_threshold, iam_urls=iam_urls))

@@ -1,0 +1,136 @@
+"""IAM enforcement on the HTTP API: tokens from an in-process IAM, verified locally."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyrqlite.dbapi2 as rqlite
+import pytest
+
+from plasmacloud.flaredb.auth import Guard
+from plasmacloud.iam.authz import Verifier
+from plasmacloud.iam.passwords import FAST_FOR_TESTS
+from plasmacloud.iam.server import start_server
+from plasmacloud.iam.service import IamService, IamSettings
+from plasmacloud.iam.store import MemoryStore
+from plasmacloud.iam.tokens import TokenSettings
+
+from .conftest import LiveNode, free_port, serve_node
+
+READER = {"Statement": [{"Effect": "Allow", "Action": "flaredb:Query", "Resource": "db/main"}]}
+WRITER = {"Statement": [{"Effect": "Allow", "Action": "flaredb:*", "Resource": "db/*"}]}
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, body: Any = None, auth: str = ""
+) -> tuple[int, Any]:
+    headers = {"Authorization": auth} if auth else {}
+    data = json.dumps(body) if body is not None else None
+    async with session.request(method, url, data=data, headers=headers) as r:
+        return r.status, await r.json()
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[tuple[LiveNode, dict[str, str]]]:
+    """A node guarded by a live IAM with users 'ro' (Query) and 'rw' (Query+Execute)."""
+    host = "127.0.0.61"
+    port = free_port(host)
+    svc = IamService(
+        MemoryStore(),
+        IamSettings(
+            node_id="node01",
+            tokens=TokenSettings(issuer=f"http://{host}:{port}"),
+            hashing=FAST_FOR_TESTS,
+            key_cache_seconds=0.0,
+        ),
+    )
+    runner = await start_server(svc, host, port)
+    iam = f"http://{host}:{port}"
+    verifier = Verifier([iam], revocation_refresh=0)
+    tokens: dict[str, str] = {}
+    try:
+        admin = await svc.bootstrap()
+        assert admin is not None
+        async with aiohttp.ClientSession() as s:
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": admin.client_id,
+                "client_secret": admin.client_secret,
+            }
+            async with s.post(iam + "/oauth2/token", data=form) as r:
+                root = f"Bearer {(await r.json())['access_token']}"
+            for name, doc in (("reader", READER), ("writer", WRITER)):
+                status, _ = await call(
+                    s, "POST", iam + "/v1/policies", {"name": name, "document": doc}, root
+                )
+                assert status in (200, 201)
+            for user, policy in (("ro", "reader"), ("rw", "writer")):
+                body = {"name": user, "password": f"{user}-password", "policies": [policy]}
+                status, _ = await call(s, "POST", iam + "/v1/users", body, root)
+                assert status in (200, 201)
+                form = {"grant_type": "password", "username": user, "password": f"{user}-password"}
+                async with s.post(iam + "/oauth2/token", data=form) as r:
+                    tokens[user] = f"Bearer {(await r.json())['access_token']}"
+        async with serve_node(tmp_path, Guard(verifier)) as node:
+            yield node, tokens
+    finally:
+        await verifier.close()
+        await runner.cleanup()
+
+
+async def test_tokens_and_policies_decide_reads_and_writes(
+    secured: tuple[LiveNode, dict[str, str]],
+) -> None:
+    node, tokens = secured
+    u = node.url
+    create = ["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('x')"]
+    async with aiohttp.ClientSession() as s:
+        status, doc = await call(s, "POST", u + "/db/execute", create)
+        assert status == 401 and "authentication required" in doc["error"]
+        status, doc = await call(s, "POST", u + "/db/execute", create, "Bearer not-a-jwt")
+        assert status == 401
+        status, doc = await call(s, "POST", u + "/db/execute", create, tokens["ro"])
+        assert status == 403 and "ro may not flaredb:Execute on db/main" in doc["error"]
+        status, doc = await call(s, "POST", u + "/db/execute", create, tokens["rw"])
+        assert status == 200 and doc["results"][1]["rows_affected"] == 1
+        status, doc = await call(s, "GET", u + "/db/query?q=SELECT+v+FROM+t", None, tokens["ro"])
+        assert status == 200 and doc["results"][0]["values"] == [["x"]]
+        status, doc = await call(s, "POST", u + "/db/request", ["DELETE FROM t"], tokens["ro"])
+        assert status == 403
+        status, doc = await call(s, "POST", u + "/db/request", ["SELECT 1"], tokens["ro"])
+        assert status == 200
+        basic = "Basic " + base64.b64encode(b"ro:wrong").decode()
+        status, doc = await call(s, "GET", u + "/db/query?q=SELECT+1", None, basic)
+        assert status == 401 and "invalid_credentials" in doc["error"]
+        async with s.get(u + "/readyz") as r:  # probes need no credentials
+            assert r.status == 200
+
+
+async def test_pyrqlite_with_user_and_password(secured: tuple[LiveNode, dict[str, str]]) -> None:
+    node, _ = secured
+    port = int(node.url.rsplit(":", 1)[1])
+
+    def work() -> None:
+        conn = rqlite.connect(host="127.0.0.1", port=port, user="rw", password="rw-password")
+        try:
+            cur = conn.cursor()
+            cur.execute("CREATE TABLE p (v INTEGER)")
+            cur.execute("INSERT INTO p VALUES (?)", (7,))
+            cur.execute("SELECT v FROM p")
+            assert cur.fetchone()[0] == 7
+        finally:
+            conn.close()
+        conn = rqlite.connect(host="127.0.0.1", port=port, user="ro", password="ro-password")
+        try:
+            with pytest.raises(rqlite.Error, match="403"):
+                conn.cursor().execute("INSERT INTO p VALUES (8)")
+        finally:
+            conn.close()
+
+    await asyncio.to_thread(work)
