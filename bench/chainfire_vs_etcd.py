@@ -2,7 +2,8 @@
 """Chainfire vs etcd 3.4: same machine, same mTLS PKI, same Python gRPC client, same workload.
 
 Each system runs as a 3-node cluster on its own scratch 127.x.y.11-13 range through the
-lab's process backend (one after the other, so they never compete for the CPU). The
+lab's process backend; both are up at once and every case runs on one then the other,
+back to back, so background load on a shared machine hits both alike. The
 client (grpc.aio, one channel to the leader) drives 8-byte keys / 256-byte values:
 puts at 1 and 64 in flight, linearizable and serializable gets at 1 and 64 in flight.
 Every case is bounded by time and by count. Prints ops/s, p50, p99 and the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +33,7 @@ from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.reference import ETCD
-from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
+from plasmacloud.lab.services import CHAINFIRE
 from plasmacloud.lab.spec import scratch_spec
 from plasmacloud.lab.workload import LoadResult, run_load
 
@@ -83,33 +85,47 @@ CASES = [
 ]
 
 
-async def measure(lab: Lab, seconds: float) -> dict[str, LoadResult]:
-    """Run every case against a ready lab through one channel to its leader."""
+async def leader_kv(lab: Lab, stack: contextlib.AsyncExitStack) -> rpc_pb2_grpc.KVStub:
+    """A KV stub on one channel to the lab's leader, with the keys the gets read loaded."""
     view = await lab.wait_ready(timeout=60)
     leader = next(c for c in lab.configs() if c.node_id == view.leader_node)
-    results: dict[str, LoadResult] = {}
-    async with dial(client_target(leader), lab.operator_tls) as channel:
-        await channel.channel_ready()
-        kv = rpc_pb2_grpc.KVStub(channel)
-        await run_load(put_op(kv), 32, PRELOAD_KEYS, 60)  # keys the gets read
+    channel = await stack.enter_async_context(dial(client_target(leader), lab.operator_tls))
+    await channel.channel_ready()
+    kv = rpc_pb2_grpc.KVStub(channel)
+    await run_load(put_op(kv), 32, PRELOAD_KEYS, 60)
+    return kv
+
+
+async def measure(labs: dict[str, Lab], seconds: float) -> dict[str, dict[str, LoadResult]]:
+    """Run every case on each system back to back (interleaved, so load from anything
+    else on the machine hits both alike)."""
+    results: dict[str, dict[str, LoadResult]] = {name: {} for name in labs}
+    async with contextlib.AsyncExitStack() as stack:
+        stubs = {name: await leader_kv(lab, stack) for name, lab in labs.items()}
         for case in CASES:
-            op = case.make_op(kv)
-            await run_load(op, case.concurrency, WARMUP_OPS, seconds)
-            results[case.name] = await run_load(op, case.concurrency, MAX_OPS_PER_CASE, seconds)
+            for name, kv in stubs.items():
+                op = case.make_op(kv)
+                await run_load(op, case.concurrency, WARMUP_OPS, seconds)
+                result = await run_load(op, case.concurrency, MAX_OPS_PER_CASE, seconds)
+                results[name][case.name] = result
+                console.print(f"  {name:9} {case.name:22} {result.ops_per_s:8,.0f} ops/s")
     return results
 
 
-def run_system(
-    name: str, service: ServiceSpec, root: Path, seconds: float
-) -> dict[str, LoadResult]:
-    """Bring a 3-node cluster of ``service`` up, measure it, always tear it down."""
-    lab = Lab.open(root / name, scratch_spec(), services=(service,))
-    console.print(f"[bold]{name}[/bold]: 3 nodes on {lab.spec.first_ip}..13, mTLS")
+def run_both(root: Path, seconds: float) -> dict[str, dict[str, LoadResult]]:
+    """Bring both 3-node clusters up, measure, and always tear both down."""
+    labs = {
+        "chainfire": Lab.open(root / "chainfire", scratch_spec(), services=(CHAINFIRE,)),
+        "etcd": Lab.open(root / "etcd", scratch_spec(), services=(ETCD,)),
+    }
     try:
-        lab.up()
-        return asyncio.run(measure(lab, seconds))
+        for name, lab in labs.items():
+            console.print(f"[bold]{name}[/bold]: 3 nodes on {lab.spec.first_ip}..13, mTLS")
+            lab.up()
+        return asyncio.run(measure(labs, seconds))
     finally:
-        lab.down()
+        for lab in labs.values():
+            lab.down()
 
 
 def ratio(a: float, b: float) -> str:
@@ -175,10 +191,7 @@ def main() -> int:
         return 2
     root = Path(tempfile.mkdtemp(prefix="plasma-bench-"))
     try:
-        results = {
-            "chainfire": run_system("chainfire", CHAINFIRE, root, args.seconds),
-            "etcd": run_system("etcd", ETCD, root, args.seconds),
-        }
+        results = run_both(root, args.seconds)
     except grpc.RpcError as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}; logs kept in {root}")
         return 1
