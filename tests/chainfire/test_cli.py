@@ -1,0 +1,47 @@
+"""`plasma chainfire serve`: configuration errors are clear and exit with the usage code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from plasmacloud.cli import app
+from plasmacloud.common.errors import EXIT_USAGE
+
+runner = CliRunner()
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["chainfire", "serve", "--config", str(tmp_path / "nope.json")])
+    assert result.exit_code == EXIT_USAGE
+    assert "no such file" in result.output
+
+
+def test_invalid_config_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "cluster-config.json"
+    path.write_text(json.dumps({"node_id": "node01", "hostname": "node01", "ip": "not-an-ip"}))
+    result = runner.invoke(app, ["chainfire", "serve", "--config", str(path)])
+    assert result.exit_code == EXIT_USAGE
+    assert "ip" in result.output and "peers" in result.output
+
+
+def test_missing_tls_files_are_named(tmp_path: Path) -> None:
+    cfg = {
+        "node_id": "node01",
+        "hostname": "node01",
+        "ip": "127.0.0.74",
+        "peers": [{"node_id": "node01", "hostname": "node01", "ip": "127.0.0.74"}],
+        "data_dir": str(tmp_path / "data"),
+        "tls": {
+            "ca_file": str(tmp_path / "ca.crt"),
+            "cert_file": str(tmp_path / "node01.crt"),
+            "key_file": str(tmp_path / "node01.key"),
+        },
+    }
+    path = tmp_path / "cluster-config.json"
+    path.write_text(json.dumps(cfg))
+    result = runner.invoke(app, ["chainfire", "serve", "--config", str(path)])
+    assert result.exit_code == EXIT_USAGE
+    assert str(tmp_path / "ca.crt") in " ".join(result.output.split())
