@@ -23,7 +23,7 @@ CHUNK = 100
 def test_simulation_seeds(start: int, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.CRITICAL)  # the engine logs every election and torn tail
     failures = []
-    totals = {"acked": 0, "crashes": 0, "torn": 0, "snapshots": 0}
+    totals = {"acked": 0, "crashes": 0, "torn": 0, "snapshots": 0, "membership": 0}
     for seed in range(start, min(start + CHUNK, SEEDS)):
         try:
             stats = Simulation(seed).run()
@@ -34,11 +34,12 @@ def test_simulation_seeds(start: int, caplog: pytest.LogCaptureFixture) -> None:
         totals["crashes"] += stats.crashes
         totals["torn"] += stats.torn_writes
         totals["snapshots"] += stats.snapshots_installed
+        totals["membership"] += stats.membership_changes
     assert not failures, "\n".join(failures)
     # the faults really happened (a harness that injects nothing proves nothing)
     assert totals["acked"] > 0 and totals["crashes"] > 0
     if SEEDS - start >= CHUNK:
-        assert totals["torn"] > 0 and totals["snapshots"] > 0
+        assert totals["torn"] > 0 and totals["snapshots"] > 0 and totals["membership"] > 0
 
 
 def test_same_seed_same_run() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -274,6 +275,7 @@ class SimStats:
     elections: int = 0
     torn_writes: int = 0
     snapshots_installed: int = 0
+    membership_changes: int = 0
     virtual_seconds: float = 0.0
 
 
@@ -449,18 +451,52 @@ class Simulation:
                 self.net.heal()
                 self.net.partition(group, self.ids)
                 self.stats.partitions += 1
-            elif action < 0.75:
+            elif action < 0.7:
                 self.net.heal()
+            elif action < 0.8:
+                self._change_membership()
             else:
                 self.net.drop = self.rng.choice([0.0, 0.05, 0.2])
                 self.net.duplicate = self.rng.choice([0.0, 0.05])
+
+    def _leader(self) -> RaftNode | None:
+        return next((n for n in self.nodes.values() if n.is_leader), None)
+
+    def _change_membership(self) -> None:
+        """Remove a member (maybe the leader itself) or re-add a removed node, in the
+        background: the change may well fail amid the other faults."""
+        leader = self._leader()
+        if leader is None:
+            return
+        removed = [n for n in self.ids if n not in leader.members]
+        if removed and (len(leader.members) <= 2 or self.rng.random() < 0.5):
+            node_id = self.rng.choice(removed)
+            change = leader.add_member(node_id, f"sim:{node_id}", timeout=1.0)
+        else:
+            change = leader.remove_member(self.rng.choice(sorted(leader.members)), timeout=1.0)
+        self.stats.membership_changes += 1
+        task = asyncio.get_running_loop().create_task(change)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _rejoin_all(self, deadline: float) -> None:
+        """After healing, make every node a member again (so all of them must converge)."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            leader = self._leader()
+            missing = [n for n in self.ids if leader is None or n not in leader.members]
+            if leader is not None and not missing:
+                return
+            if leader is not None:
+                with contextlib.suppress(RaftError):
+                    await leader.add_member(missing[0], f"sim:{missing[0]}", timeout=1.0)
+            await asyncio.sleep(0.05)
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         for node_id in self.ids:
             await self._start(node_id)
         until = loop.time() + self.duration
-        clients = [loop.create_task(self._client(until)) for _ in range(4)]
+        clients = [loop.create_task(self._client(until)) for _ in range(6)]
         await self._nemesis(until)
         # heal everything and check that the cluster converges with every acked write
         self.net.heal()
@@ -470,6 +506,7 @@ class Simulation:
         for c in clients:
             await c
         deadline = loop.time() + self.heal_time
+        await self._rejoin_all(deadline)
         while not self._converged():
             if loop.time() > deadline:
                 states = {n: (x.role, x.term, x.commit_index, x.applied_index, x.last_index)
