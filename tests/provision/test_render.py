@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from plasmacloud.common.config import NodeConfig
@@ -97,6 +98,19 @@ def test_cluster_config_matches_spec_and_tls_names() -> None:
 def test_plain_layout_has_no_lvm() -> None:
     disko = render_files(_plain())["node02/disko.nix"]
     assert "lvm" not in disko and 'mountpoint = "/var/lib/plasmacloud";' in disko
+
+
+def test_published_schema_validates_rendered_configs() -> None:
+    files = render_files(_seed())
+    schema = json.loads(files["node01/secrets/cluster-config.schema.json"])
+    validator = jsonschema.Draft202012Validator(schema)
+    for i in (1, 2, 3):
+        validator.validate(json.loads(files[f"node0{i}/secrets/cluster-config.json"]))
+    broken = json.loads(files["node01/secrets/cluster-config.json"])
+    broken["tls"]["cert_file"] = 42
+    broken["typo"] = True
+    errors = {e.json_path for e in validator.iter_errors(broken)}
+    assert "$.tls.cert_file" in errors and "$" in errors
 
 
 def test_worker_and_by_id_variant() -> None:
