@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,10 +68,17 @@ def test_up_env_etcdctl_status_stop_start_down(lab_dir: Path) -> None:
     node02 = next(n for n in status["nodes"] if n["node"] == "node02")
     assert [p["running"] for p in node02["processes"]] == [False] * len(SERVICES)
 
-    back = sh("plasma lab start node02 && sleep 1 && plasma lab validate --json", lab_dir)
+    junit = lab_dir / "validate.xml"
+    back = sh(
+        f"plasma lab start node02 && sleep 1 && plasma lab validate --json --junit {junit}",
+        lab_dir,
+    )
     assert back.returncode == EXIT_OK, back.stdout + back.stderr
     report = json.loads(back.stdout[back.stdout.index("{") :])
     assert report["ok"] is True
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "0"
+    assert int(suite.get("tests") or 0) == 3 * len(report["checks"])
 
     down = sh("plasma lab down", lab_dir)
     assert down.returncode == 0, down.stderr

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 from rich.console import Console
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK
 from plasmacloud.validate.checks import CheckResult, NodeResult
-from plasmacloud.validate.report import exit_code, report_json, report_table
+from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
 
 
 def _results(ok2: bool) -> list[CheckResult]:
@@ -36,3 +38,16 @@ def test_table_has_a_column_per_node_and_marks_failures() -> None:
     text = console.export_text()
     assert "node01" in text and "node02" in text
     assert "FAIL x" in text and "PASS fine" in text
+
+
+def test_junit_has_a_case_per_check_and_node_and_fails_the_red_ones() -> None:
+    root = ET.fromstring(report_junit(_results(False)))
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert suite.get("tests") == "4" and suite.get("failures") == "1"
+    failed = [
+        (tc.get("classname"), tc.get("name"))
+        for tc in suite.iter("testcase")
+        if tc.find("failure") is not None
+    ]
+    assert failed == [("a", "node02")]

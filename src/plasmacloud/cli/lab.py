@@ -22,7 +22,7 @@ from plasmacloud.lab.probe import ClusterView
 from plasmacloud.lab.services import FLAREDB, flaredb_url
 from plasmacloud.lab.spec import busy_ports
 from plasmacloud.validate.checks import run_checks
-from plasmacloud.validate.report import exit_code, report_json, report_table
+from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
 
 app = typer.Typer(
     help="Rehearse a cluster on this machine: up, status, env, validate, down.",
@@ -159,8 +159,15 @@ def _where(lab: Lab) -> Table:
     return table
 
 
-def _validate(lab: Lab, as_json: bool) -> int:
+JunitOpt = Annotated[
+    Path | None, typer.Option("--junit", help="also write the checklist as JUnit XML here")
+]
+
+
+def _validate(lab: Lab, as_json: bool, junit: Path | None = None) -> int:
     results = asyncio.run(run_checks(lab.configs(), lab.operator_tls, lab.services))
+    if junit is not None:
+        junit.write_text(report_junit(results))
     if as_json:
         typer.echo(json.dumps(report_json(results), indent=2))
     else:
@@ -184,6 +191,7 @@ def up(
     backend: Annotated[str, typer.Option(help="process (netns/qemu/ssh later)")] = "process",
     wipe: Annotated[bool, typer.Option("--wipe", help="delete old data, configs, PKI")] = False,
     validate: Annotated[bool, typer.Option("--validate", help="run the checklist once up")] = False,
+    junit: JunitOpt = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for a healthy cluster")] = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -221,7 +229,7 @@ def up(
         console.print()
         console.print(_where(lab))
     if validate:
-        raise typer.Exit(_validate(lab, as_json))
+        raise typer.Exit(_validate(lab, as_json, junit))
 
 
 @app.command()
@@ -247,9 +255,9 @@ def env(lab_dir: DirOpt = None) -> None:
 
 
 @app.command("validate")
-def validate_cmd(lab_dir: DirOpt = None, as_json: JsonOpt = False) -> None:
+def validate_cmd(lab_dir: DirOpt = None, as_json: JsonOpt = False, junit: JunitOpt = None) -> None:
     """Run the cluster checklist against the running lab (non-zero exit on any failure)."""
-    raise typer.Exit(_validate(_open(lab_dir), as_json))
+    raise typer.Exit(_validate(_open(lab_dir), as_json, junit))
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from typing import Any
 
 from rich.table import Table
@@ -48,6 +49,22 @@ def report_json(results: list[CheckResult]) -> dict[str, Any]:
             for c in results
         ],
     }
+
+
+def report_junit(results: list[CheckResult], suite: str = "plasmacloud-validate") -> str:
+    """JUnit XML for CI dashboards: one test case per check and node, evidence as output."""
+    cases = [(c, r) for c in results for r in c.results]
+    failures = sum(1 for _c, r in cases if not r.ok)
+    root = ET.Element("testsuites")
+    ts = ET.SubElement(
+        root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures), errors="0"
+    )
+    for check, r in cases:
+        tc = ET.SubElement(ts, "testcase", classname=check.check_id, name=r.node_id)
+        if not r.ok:
+            ET.SubElement(tc, "failure", message=f"{check.title}: {r.evidence}")
+        ET.SubElement(tc, "system-out").text = r.evidence
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
 
 def all_ok(results: list[CheckResult]) -> bool:
