@@ -21,7 +21,7 @@ from plasmacloud.provision.nodeconfig import tls_paths
 from plasmacloud.provision.spec import ClusterSpec, NodeSpec
 
 ADMIN_CLIENT = "admin"
-WARN_EXPIRY = dt.timedelta(days=30)
+WARN_EXPIRY = pki.RENEW_BEFORE  # warn exactly when `pki issue` would renew
 
 
 @dataclass(frozen=True)
