@@ -14,6 +14,8 @@ import pyrqlite.dbapi2 as rqlite
 import pytest
 
 from plasmacloud.flaredb.auth import Guard
+from plasmacloud.flaredb.client import Client, ProgrammingError
+from plasmacloud.flaredb.models import ExecuteResult, Statement
 from plasmacloud.iam.authz import Verifier
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
 from plasmacloud.iam.server import start_server
@@ -110,6 +112,20 @@ async def test_tokens_and_policies_decide_reads_and_writes(
         assert status == 401 and "invalid_credentials" in doc["error"]
         async with s.get(u + "/readyz") as r:  # probes need no credentials
             assert r.status == 200
+
+    def with_client() -> None:
+        rw = Client(u, token=tokens["rw"].removeprefix("Bearer "))
+        (res,) = rw.execute([Statement("INSERT INTO t VALUES ('y')")])
+        assert isinstance(res, ExecuteResult) and res.rows_affected == 1
+        ro = Client(u, token=tokens["ro"].removeprefix("Bearer "))
+        with pytest.raises(ProgrammingError, match="ro may not flaredb:Execute") as denied:
+            ro.execute([Statement("DELETE FROM t")])
+        assert denied.value.status == 403
+        with pytest.raises(ProgrammingError, match="authentication required") as anonymous:
+            Client(u).query([Statement("SELECT 1")])
+        assert anonymous.value.status == 401
+
+    await asyncio.to_thread(with_client)
 
 
 async def test_pyrqlite_with_user_and_password(secured: tuple[LiveNode, dict[str, str]]) -> None:

@@ -143,11 +143,15 @@ def sql(
     cacert: Annotated[Path | None, typer.Option("--cacert", envvar="PLASMA_CACERT")] = None,
     cert: Annotated[Path | None, typer.Option("--cert", envvar="PLASMA_CERT")] = None,
     key: Annotated[Path | None, typer.Option("--key", envvar="PLASMA_KEY")] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", envvar="PLASMA_TOKEN", help="IAM access token")
+    ] = None,
 ) -> None:
     """FlareDB SQL shell, or run one script with -c (tables, or --json)."""
     console = Console()
     try:
-        client = Client(url, _ssl_context(cacert, cert, key) if url.startswith("https") else None)
+        ctx = _ssl_context(cacert, cert, key) if url.startswith("https") else None
+        client = Client(url, ctx, token=token)
     except Error as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc

@@ -74,6 +74,11 @@ def node_url(config: NodeConfig, node_id: str | None = None) -> str:
     return f"{scheme}://{peer.ip}:{peer.ports.flaredb_http}"
 
 
+def _http_error(status: int) -> type[DatabaseError]:
+    # 400: the request itself is wrong; 401/403: credentials; the rest: the cluster.
+    return ProgrammingError if status in (400, 401, 403) else OperationalError
+
+
 class Client:
     """The FlareDB HTTP API as methods; follows the leader's 301 redirects."""
 
@@ -87,13 +92,17 @@ class Client:
         url: str = "http://127.0.0.1:4001",
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
+        token: str | None = None,
     ) -> None:
+        """``token``: an IAM access token, sent as ``Authorization: Bearer`` (nodes started
+        with ``--iam-url`` require one)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InterfaceError(f"FlareDB URL must be http(s)://host:port, got {url!r}")
         self.url = url.rstrip("/")
         self.ssl_context = ssl_context
         self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _call(
         self,
@@ -116,7 +125,9 @@ class Client:
                     parts.hostname or "", parts.port, timeout=self.timeout
                 )
             try:
-                headers = {"Content-Type": "application/json"} if body is not None else {}
+                headers = dict(self._auth)
+                if body is not None:
+                    headers["Content-Type"] = "application/json"
                 path_qs = parts.path + ("?" + parts.query if parts.query else "")
                 conn.request(method, path_qs, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -141,8 +152,7 @@ class Client:
             raise InterfaceError(f"HTTP {status}: not JSON: {data[:200]!r}") from exc
         if status != 200 or "error" in doc:
             message = str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc)
-            cls = ProgrammingError if status == 400 else OperationalError
-            raise cls(message, status)
+            raise _http_error(status)(message, status)
         return Response.from_json(doc).results
 
     def execute(
@@ -206,9 +216,7 @@ class Client:
         """POST /db/load: replace the database with a SQLite file or SQL dump."""
         status, body = self._call("POST", "/db/load", None, data)
         if status != 200:
-            raise (ProgrammingError if status == 400 else OperationalError)(
-                f"load: HTTP {status}: {body[:300]!r}", status
-            )
+            raise _http_error(status)(f"load: HTTP {status}: {body[:300]!r}", status)
 
 
 class Cursor:
