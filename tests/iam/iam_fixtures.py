@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -116,43 +118,67 @@ async def iam_cluster() -> AsyncIterator[ClusterFactory]:
             await r.cleanup()
 
 
-@pytest.fixture(scope="module")
-def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real single-node etcd 3.4 on 127.0.0.81 (plain TCP), the Chainfire stand-in."""
-    binary = shutil.which("etcd")
-    assert binary, "etcd-server must be installed (scripts/setup.sh)"
-    host = "127.0.0.81"
-    client, peer = free_port(host), free_port(host)
-    data = tmp_path_factory.mktemp("etcd")
-    argv = [
-        binary,
-        "--name=iam-test",
-        f"--data-dir={data / 'data'}",
-        f"--listen-client-urls=http://{host}:{client}",
-        f"--advertise-client-urls=http://{host}:{client}",
-        f"--listen-peer-urls=http://{host}:{peer}",
-        f"--initial-advertise-peer-urls=http://{host}:{peer}",
-        f"--initial-cluster=iam-test=http://{host}:{peer}",
-        "--logger=zap",
-        "--log-outputs=stderr",
-    ]
-    with open(data / "etcd.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+def port_open(host: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return check
+
+
+@contextlib.contextmanager
+def process(
+    argv: list[str], log: Path, ready: Callable[[], bool], timeout: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` in its own process group until the block ends (SIGTERM, then SIGKILL)."""
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=f, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection((host, client), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((data / "etcd.log").read_text()[-2000:]) from None
-                time.sleep(0.1)
-        yield f"{host}:{client}"
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextlib.contextmanager
+def etcd(hosts: list[str], data: Path) -> Iterator[int]:
+    """A real single-member etcd 3.4 (plain TCP) answering on one port on every host."""
+    binary = shutil.which("etcd")
+    assert binary, "etcd-server must be installed (scripts/setup.sh)"
+    client, peer = free_port(hosts[0]), free_port(hosts[0])
+    urls = ",".join(f"http://{h}:{client}" for h in hosts)
+    peer_url = f"http://{hosts[0]}:{peer}"
+    argv = [
+        binary,
+        "--name=iam-test",
+        f"--data-dir={data / 'etcd-data'}",
+        f"--listen-client-urls={urls}",
+        f"--advertise-client-urls={urls}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=iam-test={peer_url}",
+        "--logger=zap",
+        "--log-outputs=stderr",
+    ]
+    with process(argv, data / "etcd.log", port_open(hosts[-1], client)):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real single-node etcd 3.4 on 127.0.0.81 (plain TCP), the Chainfire stand-in."""
+    with etcd(["127.0.0.81"], tmp_path_factory.mktemp("etcd")) as port:
+        yield f"127.0.0.81:{port}"

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import stat
-import subprocess
 import sys
-import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
-from iam_fixtures import free_port
+from iam_fixtures import etcd, free_port, process
 from typer.testing import CliRunner
 
 from plasmacloud.cli import app
@@ -41,6 +42,21 @@ def node_config(tmp: Path, ip: str, iam_port: int, chainfire_port: int = 2379) -
     return path
 
 
+PLASMA = [sys.executable, "-c", "from plasmacloud.cli import app; app()"]
+
+
+def serve_argv(cfg: Path, *extra: str) -> list[str]:
+    return [*PLASMA, "iam", "serve", "--config", str(cfg), "--log-level", "DEBUG", *extra]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            return bool(json.loads(r.read())["status"] == "ok")
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def iam_process(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     ip = "127.0.0.91"
@@ -48,29 +64,12 @@ def iam_process(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     cfg = node_config(tmp_path, ip, port)
     creds = tmp_path / "lab" / "admin.json"
     log = tmp_path / "iam.log"
-    argv = [sys.executable, "-c", "from plasmacloud.cli import app; app()"]
-    argv += ["iam", "serve", "--config", str(cfg), "--store", "memory"]
-    argv += ["--bootstrap-out", str(creds), "--log-level", "DEBUG"]
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(argv, stdout=f, stderr=f, start_new_session=True)
     url = f"http://{ip}:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not creds.exists():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-            assert json.loads(r.read())["status"] == "ok"
+    argv = serve_argv(cfg, "--store", "memory", "--bootstrap-out", str(creds))
+    with process(argv, log, lambda: creds.exists() and healthy(url)) as proc:
         yield url, creds, log
-    finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=15) == 0, log.read_text()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        assert proc.wait(timeout=15) == 0, log.read_text()
 
 
 def test_serve_bootstrap_and_client_commands(
@@ -145,3 +144,63 @@ def test_bootstrap_command_against_etcd(etcd_endpoint: str, tmp_path: Path) -> N
     lost = runner.invoke(app, ["iam", "bootstrap", "--config", str(cfg), "--out", str(other)])
     assert lost.exit_code == 1 and not other.exists()
     assert json.loads(content)["password"] not in first.output + again.output
+
+
+def test_three_serve_processes_share_chainfire(tmp_path: Path) -> None:
+    """The production path: `plasma iam serve` x3 on one etcd, bootstrap, kill a node."""
+    hosts = ["127.0.0.101", "127.0.0.102", "127.0.0.103"]
+    with etcd(hosts, tmp_path) as etcd_port, contextlib.ExitStack() as stack:
+        ports = [free_port(h) for h in hosts]
+        peers = [
+            {"node_id": f"node0{i + 1}", "hostname": f"node0{i + 1}", "ip": h,
+             "ports": {"iam_http": p, "chainfire_client": etcd_port}}
+            for i, (h, p) in enumerate(zip(hosts, ports, strict=True))
+        ]  # fmt: skip
+        urls, procs = [], []
+        for i, peer in enumerate(peers):
+            node_dir = tmp_path / str(peer["node_id"])
+            node_dir.mkdir()
+            cfg = NodeConfig.model_validate(
+                {
+                    **{k: peer[k] for k in ("node_id", "hostname", "ip")},
+                    "peers": peers,
+                    "ports": peer["ports"],
+                    "tls": {"enabled": False},
+                    "data_dir": str(node_dir / "data"),
+                }
+            )
+            cfg.dump(node_dir / "cluster-config.json")
+            url = f"http://{hosts[i]}:{ports[i]}"
+            argv = serve_argv(node_dir / "cluster-config.json")
+            procs.append(
+                stack.enter_context(process(argv, node_dir / "iam.log", partial(healthy, url)))
+            )
+            urls.append(url)
+        creds = tmp_path / "admin.json"
+        boot = runner.invoke(
+            app, ["iam", "bootstrap", "--config", str(tmp_path / "node01" / "cluster-config.json"),
+                  "--out", str(creds)],
+        )  # fmt: skip
+        assert boot.exit_code == 0, boot.output
+        secret = json.loads(creds.read_text())
+        form = urllib.parse.urlencode(
+            {"grant_type": "client_credentials", "client_id": secret["client_id"],
+             "client_secret": secret["client_secret"]}
+        ).encode()  # fmt: skip
+        with urllib.request.urlopen(f"{urls[0]}/oauth2/token", data=form, timeout=10) as r:
+            token = json.loads(r.read())["access_token"]
+        discos = [
+            json.loads(urllib.request.urlopen(f"{u}/.well-known/openid-configuration").read())
+            for u in urls
+        ]
+        assert {d["issuer"] for d in discos} == {urls[0]}  # one issuer for the cluster
+        base = ["iam", "--url", ",".join(urls), "--credentials", str(creds)]
+        os.killpg(procs[0].pid, signal.SIGTERM)  # node01's IAM goes away
+        procs[0].wait(timeout=15)
+        who = runner.invoke(app, [*base, "whoami"])
+        assert who.exit_code == 0 and "sa:admin-client" in who.output, who.output
+        req = urllib.request.Request(
+            f"{urls[2]}/v1/self", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:  # node01's token, on node03
+            assert json.loads(r.read())["sub"] == "sa:admin-client"
