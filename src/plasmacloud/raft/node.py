@@ -509,6 +509,9 @@ class RaftNode:
                 del self._fwd_reqs[rid]
         if not self._fwd_reqs:
             self._recent.clear()
+        elif len(self._recent) > 50_000:  # a forward never waits that long
+            floor = self.applied_index - 10_000
+            self._recent = {i: r for i, r in self._recent.items() if i > floor}
 
     def _tick_peer(self, peer: str, pr: _Progress, now: float) -> None:
         if pr.snap is not None:
@@ -888,8 +891,8 @@ class RaftNode:
                 return
             prev = pr.next_index - 1
             start = prev - self._snap_index  # position of entry `prev + 1` in self._log
-            if pr.inflight and start >= len(self._log):
-                return  # nothing new; heartbeats carry commit
+            if start >= len(self._log) and not pr.probe:
+                return  # nothing new (heartbeats carry the commit index)
             batch: list[LogEntry] = []
             size = 0
             for e in self._log[start : start + MAX_BATCH_ENTRIES]:
