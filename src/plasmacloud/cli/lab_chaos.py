@@ -5,15 +5,24 @@ Registered on the ``lab`` command group (``plasmacloud.cli.lab.app``).
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-from plasmacloud.cli.lab import DirOpt, NodeArg, _fail, _open, app, console
-from plasmacloud.common.errors import EXIT_USAGE
+from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.chaos import ChaosConfig, Fault, parse_faults, run_chaos
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, partitions
+from plasmacloud.validate.history import History, Verdict, load_history
+from plasmacloud.validate.history_check import check_history, passed
 
 
 def _netns(lab: Lab) -> NetnsBackend:
@@ -64,3 +73,124 @@ def heal(lab_dir: DirOpt = None) -> None:
     backend = _netns(lab)
     backend.heal()
     _print_cuts(lab, backend)
+
+
+def parse_duration(text: str) -> float:
+    """``60s``, ``2m``, ``90`` -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    t = text.strip().lower()
+    scale = units.get(t[-1:])
+    try:
+        return float(t[:-1]) * scale if scale else float(t)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not a duration: {text!r} (e.g. 60s, 2m)") from exc
+
+
+def _verdict_table(verdicts: list[Verdict]) -> Table:
+    table = Table(title="history check", show_lines=True)
+    for col in ("property", "verdict", "checked", "evidence"):
+        table.add_column(col, overflow="fold")
+    style = {"ok": "[green]verified[/green]", "violation": "[red]VIOLATED[/red]"}
+    for v in verdicts:
+        evidence = "\n".join(v.details[:8]) + (" ..." if len(v.details) > 8 else "")
+        table.add_row(
+            v.property, style.get(v.status, "[yellow]unknown[/yellow]"), str(v.checked), evidence
+        )
+    return table
+
+
+def _fault_table(faults: list[Fault]) -> Table:
+    table = Table(title="faults and recovery")
+    for col in ("at", "fault", "targets", "healed", "next ack after fault", "healthy again"):
+        table.add_column(col)
+    for f in faults:
+        rec = f"{f.recovery_s:.2f}s" if f.recovery_s is not None else "[red]none[/red]"
+        table.add_row(
+            f"{f.start:.1f}s",
+            f"{f.kind} ({f.note})",
+            ", ".join(f.targets),
+            f"{f.healed:.1f}s" if f.healed is not None else "-",
+            rec,
+            f"{f.ready:.1f}s" if f.ready is not None else "[red]no[/red]",
+        )
+    return table
+
+
+def _counts(history: History) -> str:
+    by: dict[str, int] = {}
+    for op in history.ops:
+        by[f"{op.kind}/{op.outcome}"] = by.get(f"{op.kind}/{op.outcome}", 0) + 1
+    ops = ", ".join(f"{k} {n}" for k, n in sorted(by.items()))
+    return f"{len(history.ops)} ops ({ops}); {len(history.events)} watch events"
+
+
+def _verdict_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:
+    return [v.model_dump() for v in verdicts]
+
+
+@app.command()
+def chaos(
+    lab_dir: DirOpt = None,
+    duration: Annotated[str, typer.Option(help="how long the workload runs: 60s, 2m")] = "60s",
+    faults: Annotated[
+        str, typer.Option(help="kill,restart,pause,partition (partition: netns only)")
+    ] = "kill,restart,pause",
+    seed: Annotated[int | None, typer.Option(help="random seed (default: time-based)")] = None,
+    history: Annotated[
+        Path | None, typer.Option(help="where to save the history (JSON lines)")
+    ] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="re-check a saved history instead of running")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inject faults while recorded clients work; check the history (non-zero on violation)."""
+    if replay is not None:
+        try:
+            saved = load_history(replay)
+        except (OSError, ValueError) as exc:
+            raise _fail(exc, EXIT_USAGE) from exc
+        verdicts = check_history(saved)
+        if as_json:
+            typer.echo(json.dumps({"history": str(replay), "verdicts": _verdict_json(verdicts)}))
+        else:
+            console.print(f"{replay}: {_counts(saved)}; meta {saved.meta}")
+            console.print(_verdict_table(verdicts))
+        raise typer.Exit(EXIT_OK if passed(verdicts) else EXIT_FAILURE)
+    lab = _open(lab_dir)
+    run_seed = seed if seed is not None else int(time.time()) % 1_000_000
+    try:
+        cfg = ChaosConfig(
+            duration_s=parse_duration(duration),
+            faults=parse_faults(faults, lab),
+            seed=run_seed,
+        )
+    except LabError as exc:
+        raise _fail(exc, EXIT_USAGE) from exc
+    path = history or lab.layout.root / "chaos" / f"history-{run_seed}.jsonl"
+    say = (lambda _m: None) if as_json else console.print
+    say(f"chaos: seed {run_seed}, {cfg.duration_s:.0f}s, faults {', '.join(cfg.faults)}")
+    try:
+        result = asyncio.run(run_chaos(lab, cfg, path, say))
+    except (LabError, ConnectionError) as exc:
+        raise _fail(exc, EXIT_UNAVAILABLE) from exc
+    ok = passed(result.verdicts) and not result.problems
+    if as_json:
+        doc = {
+            "seed": run_seed,
+            "history": str(path),
+            "ok": ok,
+            "verdicts": _verdict_json(result.verdicts),
+            "faults": [asdict(f) | {"recovery_s": f.recovery_s} for f in result.faults],
+            "problems": result.problems,
+        }
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        console.print(_fault_table(result.faults))
+        console.print(_verdict_table(result.verdicts))
+        console.print(_counts(result.history))
+        for p in result.problems:
+            console.print(f"[red]problem:[/red] {p}")
+        console.print(f"history saved: {path} (re-check: plasma lab chaos --replay {path})")
+        console.print("[green]every property verified[/green]" if ok else "[red]FAILED[/red]")
+    raise typer.Exit(EXIT_OK if ok else EXIT_FAILURE)

@@ -31,7 +31,8 @@ class Op(BaseModel):
     ``value`` is what a write/cas/add puts, ``expected`` what a cas compares against;
     ``result`` is the value a register read saw (``None``: key absent), ``succeeded``
     whether a completed cas matched, ``elements`` what a set read returned, and
-    ``revision`` the store revision an acknowledged write was given.
+    ``revision`` the store revision an acknowledged write was given. An ``add`` of element
+    ``e`` to the set ``key`` is stored as key ``key/e`` with value ``e``.
     ``complete`` is ``None`` for operations whose completion was never seen.
     """
 

@@ -22,6 +22,11 @@ MAX_DETAILS_PER_STREAM = 5
 WRITE_KINDS = ("write", "cas", "add")
 
 
+def written_key(op: Op) -> str:
+    """The store key a write touched: an add of element ``e`` to set ``S`` is key ``S/e``."""
+    return f"{op.key}/{op.value}" if op.kind == "add" else op.key
+
+
 def _acked_writes(history: History) -> dict[int, list[Op]]:
     by_rev: dict[int, list[Op]] = defaultdict(list)
     for op in history.ops:
@@ -74,16 +79,16 @@ def check_stream(
             problems.append(f"watch {watcher}: revisions never delivered: {_ranges(missing)}")
         for rev in range(span.start, span.end + 1):
             for op in acked.get(rev, []):
-                got = by_rev.get(rev, {})
-                if op.key not in got:
+                got, key = by_rev.get(rev, {}), written_key(op)
+                if key not in got:
                     problems.append(
-                        f"watch {watcher}: acknowledged write of {op.key}={op.value!r} at "
+                        f"watch {watcher}: acknowledged write of {key}={op.value!r} at "
                         f"revision {rev} not delivered (revision {rev} carried "
                         f"{sorted(got.items()) or 'nothing'})"
                     )
-                elif got[op.key] != op.value:
+                elif got[key] != op.value:
                     problems.append(
-                        f"watch {watcher}: revision {rev} delivered {op.key}={got[op.key]!r}, "
+                        f"watch {watcher}: revision {rev} delivered {key}={got[key]!r}, "
                         f"but the acknowledged write put {op.value!r}"
                     )
     return problems[: MAX_DETAILS_PER_STREAM * 4]

@@ -1,0 +1,287 @@
+"""`plasma lab chaos`: faults against a running lab while recorded clients work, then a verdict.
+
+A run: wait for a healthy cluster; start the register, set and watch clients
+(:mod:`plasmacloud.lab.chaos_workload`); meanwhile the nemesis injects one fault at a time
+(kill -9 a node / the leader / two nodes and restart them, graceful restart, SIGSTOP +
+SIGCONT, isolate a node with a partition on the netns backend), waits for the cluster to
+be healthy again, pauses, and injects the next. The first faults go through every kind
+requested once (in a seeded order), later ones are drawn at random from the same seed.
+Everything is bounded: the clients stop at the deadline or an operation budget, the
+nemesis injects nothing after the deadline. At the end every node is started, resumed and
+healed whatever happened, final reads are taken, the watch streams catch up, and the
+history is saved and checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.chaos_workload import (
+    Budget,
+    Clients,
+    KeyRotation,
+    Recorder,
+    Watcher,
+    current_revision,
+    read_register,
+    read_set,
+    register_worker,
+    set_worker,
+)
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.netns import NetnsBackend
+from plasmacloud.lab.probe import client_target, dial
+from plasmacloud.validate.history import History, Op, Verdict, save_history
+from plasmacloud.validate.history_check import check_history
+
+FAULTS = ("kill", "restart", "pause", "partition")
+WRITE_KINDS = ("write", "cas", "add")
+
+
+@dataclass
+class ChaosConfig:
+    """What a run does; every bound is here."""
+
+    duration_s: float = 60.0
+    faults: tuple[str, ...] = ("kill", "restart", "pause")
+    seed: int = 0
+    register_workers: int = 4
+    set_workers: int = 2
+    watchers: int = 2
+    max_ops: int = 50_000
+    gap_s: tuple[float, float] = (1.0, 2.5)  # quiet time before each fault
+    hold_s: tuple[float, float] = (2.0, 4.0)  # how long a fault lasts
+    recover_timeout_s: float = 60.0
+
+
+@dataclass
+class Fault:
+    """One injected fault; times are seconds since the run started."""
+
+    kind: str
+    targets: list[str]
+    start: float
+    healed: float | None = None
+    ready: float | None = None  # cluster healthy with an agreed leader again
+    next_ack: float | None = None  # first acknowledged write invoked after ``start``
+    note: str = ""
+
+    @property
+    def recovery_s(self) -> float | None:
+        """Time from the fault to the next acknowledged write."""
+        return None if self.next_ack is None else self.next_ack - self.start
+
+
+@dataclass
+class ChaosResult:
+    """The run's history, verdicts, faults, where the history was saved, and problems
+    with the run itself (e.g. the cluster never recovered)."""
+
+    history: History
+    verdicts: list[Verdict]
+    faults: list[Fault]
+    history_path: Path
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_faults(text: str, lab: Lab) -> tuple[str, ...]:
+    """``kill,restart,pause,partition`` -> a checked tuple (partition needs netns)."""
+    faults = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown or not faults:
+        raise LabError(f"unknown faults {unknown or text!r}; choose from {', '.join(FAULTS)}")
+    if "partition" in faults and lab.state.backend != "netns":
+        raise LabError("partition faults need the netns backend (`lab up --backend netns`)")
+    return faults
+
+
+class Nemesis:
+    """Injects one fault at a time until the deadline and always undoes them."""
+
+    def __init__(
+        self, lab: Lab, cfg: ChaosConfig, rec: Recorder, say: Callable[[str], None]
+    ) -> None:
+        self.lab = lab
+        self.cfg = cfg
+        self.rec = rec
+        self.say = say
+        self.rng = random.Random(cfg.seed)
+        self.faults: list[Fault] = []
+        self.problems: list[str] = []
+        self._order = list(cfg.faults)
+        self.rng.shuffle(self._order)
+
+    async def run(self, deadline: float) -> None:
+        """Fault, recover, repeat, while a whole cycle still fits before ``deadline``."""
+        while True:
+            gap = self.rng.uniform(*self.cfg.gap_s)
+            hold = self.rng.uniform(*self.cfg.hold_s)
+            if time.monotonic() + gap + hold > deadline:
+                return
+            await asyncio.sleep(gap)
+            kind = self._order.pop(0) if self._order else self.rng.choice(self.cfg.faults)
+            try:
+                fault = await self._inject(kind, hold)
+            except LabError as exc:
+                self.problems.append(f"could not inject {kind}: {exc}")
+                self.say(f"[red]could not inject {kind}: {exc}[/red]")
+                return
+            self.faults.append(fault)
+            try:
+                await self.lab.wait_ready(timeout=self.cfg.recover_timeout_s)
+            except LabError as exc:
+                self.problems.append(f"cluster did not recover after {fault.kind}: {exc}")
+                self.say(f"[red]not recovered after {fault.kind}: {exc}[/red]")
+                return
+            fault.ready = self.rec.now()
+            self.say(f"  healthy again at {fault.ready:.1f}s")
+
+    async def _leader_or_random(self) -> tuple[str, str]:
+        nodes = self.lab.spec.node_ids
+        if self.rng.random() < 0.5:
+            leader = (await self.lab.probe()).leader_node
+            if leader is not None:
+                return leader, "leader"
+        return self.rng.choice(nodes), "node"
+
+    async def _inject(self, kind: str, hold: float) -> Fault:
+        backend = self.lab.backend
+        nodes = self.lab.spec.node_ids
+        target, role = await self._leader_or_random()
+        targets = [target]
+        label = kind
+        if kind == "kill" and self.rng.random() < 0.25:
+            targets = self.rng.sample(nodes, 2)
+            label, role = "kill", "two nodes"
+        # ``start`` is taken once the fault is in effect (the process is dead, stopped,
+        # cut off), so the recovery time never counts writes the old leader finished first
+        fault = Fault(kind=label, targets=targets, start=0.0, note=role)
+        if kind == "kill":
+            for t in targets:
+                await asyncio.to_thread(backend.kill_node, t, signal.SIGKILL)
+            fault.start = self._announce(fault, hold)
+            await asyncio.sleep(hold)
+            for t in targets:
+                await asyncio.to_thread(backend.start_node, t)
+        elif kind == "restart":
+            await asyncio.to_thread(backend.stop_node, target)
+            fault.start = self._announce(fault, 0.0)
+            await asyncio.to_thread(backend.start_node, target)
+        elif kind == "pause":
+            await asyncio.to_thread(backend.kill_node, target, signal.SIGSTOP)
+            fault.start = self._announce(fault, hold)
+            await asyncio.sleep(hold)
+            await asyncio.to_thread(backend.kill_node, target, signal.SIGCONT)
+        else:
+            assert isinstance(backend, NetnsBackend)
+            others = [n for n in nodes if n != target]
+            await asyncio.to_thread(backend.partition, [target], others)
+            fault.start = self._announce(fault, hold)
+            await asyncio.sleep(hold)
+            await asyncio.to_thread(backend.heal)
+        fault.healed = self.rec.now()
+        return fault
+
+    def _announce(self, fault: Fault, hold: float) -> float:
+        now = self.rec.now()
+        held = f", hold {hold:.1f}s" if hold else ""
+        self.say(f"[{now:5.1f}s] {fault.kind} {', '.join(fault.targets)} ({fault.note}){held}")
+        return now
+
+    async def restore_all(self) -> None:
+        """Resume, heal and start every node, whatever state the run left it in."""
+        backend = self.lab.backend
+        for node in self.lab.spec.node_ids:
+            await asyncio.to_thread(backend.kill_node, node, signal.SIGCONT)
+        if isinstance(backend, NetnsBackend):
+            await asyncio.to_thread(backend.heal)
+        for node in self.lab.spec.node_ids:
+            await asyncio.to_thread(backend.start_node, node)
+
+
+def next_acks(faults: list[Fault], ops: list[Op]) -> None:
+    """Fill in each fault's first acknowledged write invoked after it started."""
+    acked = sorted(
+        (op.invoke, op.complete)
+        for op in ops
+        if op.kind in WRITE_KINDS
+        and op.outcome == "ok"
+        and op.complete is not None
+        and (op.kind != "cas" or op.succeeded)
+    )
+    for fault in faults:
+        after = [c for i, c in acked if i >= fault.start]
+        fault.next_ack = min(after) if after else None
+
+
+async def run_chaos(
+    lab: Lab, cfg: ChaosConfig, history_path: Path, say: Callable[[str], None] = print
+) -> ChaosResult:
+    """One bounded chaos run against a running lab (see the module docs)."""
+    await lab.wait_ready(timeout=cfg.recover_timeout_s)
+    rng = random.Random(cfg.seed)
+    prefix = f"/chaos/{cfg.seed}-{int(time.time())}"
+    clients = Clients({c.node_id: dial(client_target(c), lab.operator_tls) for c in lab.configs()})
+    rec = Recorder()
+    nemesis = Nemesis(lab, cfg, rec, say)
+    watch_tasks: list[asyncio.Task[None]] = []
+    problems: list[str] = []
+    try:
+        start_rev = await current_revision(clients) + 1
+        watchers = [Watcher(i + 1, clients, rec, start_rev) for i in range(cfg.watchers)]
+        watch_tasks = [asyncio.create_task(w.run()) for w in watchers]
+        deadline = time.monotonic() + cfg.duration_s
+        budget = Budget(deadline=deadline, max_ops=cfg.max_ops)
+        keys = KeyRotation(prefix)
+        seeds = [rng.random() for _ in range(cfg.register_workers + cfg.set_workers)]
+        workers = [
+            register_worker(p, clients, rec, keys, budget, random.Random(seeds[p]))
+            for p in range(cfg.register_workers)
+        ] + [
+            set_worker(p, clients, rec, prefix, budget, random.Random(seeds[p]))
+            for p in range(cfg.register_workers, len(seeds))
+        ]
+        try:
+            await asyncio.gather(*workers, nemesis.run(deadline))
+        finally:
+            await nemesis.restore_all()
+        say(f"[{rec.now():5.1f}s] workload done ({len(rec.ops)} ops); every node restored")
+        await lab.wait_ready(timeout=cfg.recover_timeout_s)
+        final = len(seeds)
+        for i, node in enumerate(clients.nodes):
+            await read_set(final, clients, rec, prefix, node)
+            for key in keys.live_keys()[i :: len(clients.nodes)]:
+                await read_register(final, clients, rec, key, node)
+        revision = await current_revision(clients)
+        for w in watchers:
+            if not await w.catch_up(revision, timeout=30):
+                problems.append(f"watch {w.wid} stopped at revision {w.next_rev - 1} < {revision}")
+    finally:
+        for t in watch_tasks:
+            t.cancel()
+        await asyncio.gather(*watch_tasks, return_exceptions=True)
+        await clients.close()
+    next_acks(nemesis.faults, rec.ops)
+    history = History(
+        meta={
+            "seed": cfg.seed,
+            "faults": list(cfg.faults),
+            "duration_s": cfg.duration_s,
+            "backend": lab.state.backend,
+            "prefix": prefix,
+            "injected": [f"{f.kind} {','.join(f.targets)} @{f.start:.2f}" for f in nemesis.faults],
+        },
+        ops=rec.ops,
+        events=rec.events,
+        spans=rec.spans,
+    )
+    save_history(history_path, history)
+    verdicts = await asyncio.to_thread(check_history, history)
+    return ChaosResult(history, verdicts, nemesis.faults, history_path, nemesis.problems + problems)
