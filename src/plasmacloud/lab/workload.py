@@ -80,7 +80,7 @@ async def put_acknowledged(
     prefix: bytes,
     concurrency: int = 16,
     duration_s: float = 60.0,
-    timeout_s: float = 5.0,
+    timeout_s: float = 15.0,
 ) -> dict[bytes, bytes]:
     """Put up to ``count`` keys round-robin through ``channels``; return the ones whose
     Put returned OK (the acknowledged writes a correct cluster must never lose)."""
