@@ -65,3 +65,20 @@ def test_down_of_an_idle_lab_is_a_noop_and_wipe_clears_it(tmp_path: Path) -> Non
     assert "stopped 0 process(es), wiped" in _flat(result.output)
     assert not (tmp_path / "lab.json").exists()
     assert not (tmp_path / "node01").exists()
+
+
+def test_logs_prints_the_tail_of_a_nodes_service_log(tmp_path: Path) -> None:
+    lab = Lab.open(tmp_path, LabSpec(tls=False))
+    lab.prepare()
+    log = lab.layout.log_path("node02", "chainfire")
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    result = runner.invoke(
+        app, ["lab", "logs", "node02", "--service", "chainfire", "-n", "2", "--dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == "line 8\nline 9\n"
+    missing = runner.invoke(
+        app, ["lab", "logs", "node02", "--service", "nope", "--dir", str(tmp_path)]
+    )
+    assert missing.exit_code == EXIT_USAGE
+    assert "does not exist" in _flat(missing.output)
