@@ -32,6 +32,12 @@ class StateMachine(Protocol):
     returns one result per entry; the node that proposed an entry hands that result back
     to the caller of :meth:`RaftNode.propose`, and a follower that forwarded a proposal
     gets the result of applying the entry locally.
+
+    The engine's own log entries (the no-op a new leader appends, membership changes) are
+    never passed to ``apply``: a batch holds only proposed commands, so ``Entry.index``
+    values may skip numbers. ``restore`` is called (with the snapshot's index) when the
+    engine starts and ``applied_index()`` is behind its latest snapshot, or when a lagging
+    follower receives a snapshot from the leader.
     """
 
     def apply(self, entries: Sequence[Entry]) -> list[Any]: ...

@@ -240,10 +240,14 @@ class InvariantViolation(AssertionError):
 class _CheckedMachine(MemoryStateMachine):
     """Reports every apply to the simulation's global record (state-machine safety)."""
 
-    def __init__(self, sim: Simulation, node_id: str) -> None:
+    def __init__(self, sim: Simulation, node_id: str, persistent: bool) -> None:
         super().__init__()
         self.sim = sim
         self.node_id = node_id
+        self.persistent = persistent  # survives crashes, like a service's own database
+
+    def applied_index(self) -> int:
+        return self.index if self.persistent else 0
 
     def apply(self, entries: Sequence[Entry]) -> list[int]:
         for e in entries:
@@ -329,7 +333,14 @@ class Simulation:
         )
 
     async def _start(self, node_id: str) -> None:
-        sm = _CheckedMachine(self, node_id)
+        old = self.sms.get(node_id)
+        # some nodes keep their state machine across crashes (the engine must replay only
+        # what comes after its applied index), the others rebuild it from snapshot + log
+        sm = (
+            old
+            if old is not None and old.persistent
+            else _CheckedMachine(self, node_id, persistent=self.rng.random() < 0.5)
+        )
         node = RaftNode(
             self._config(node_id),
             sm,
