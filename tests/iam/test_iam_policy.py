@@ -448,3 +448,50 @@ def test_not_resource_deny_on_ranges() -> None:
     ps = {"all": everything, "fence": deny_outside_app}
     assert evaluate(ps, "chainfire:Range", "key/app/", prefix=True).allowed
     assert evaluate(ps, "chainfire:Range", "key/", prefix=True).reason == "explicit-deny"
+
+
+# -- policy variables ----------------------------------------------------------------------
+
+OWN_KEYS = pol(
+    {"Effect": "Allow", "Action": "chainfire:*", "Resource": "key/users/${plasma:username}/*"}
+)
+
+
+@pytest.mark.parametrize(
+    ("resource", "ctx", "allowed"),
+    [
+        ("key/users/alice/x", {"plasma:username": "alice"}, True),
+        ("key/users/bob/x", {"plasma:username": "alice"}, False),
+        ("key/users/alice/x", {"PLASMA:USERNAME": "alice"}, True),  # keys are case-insensitive
+        ("key/users/alice/x", {}, False),  # unresolvable: matches nothing
+        ("key/users/bob/x", {"plasma:username": "*"}, False),  # no wildcard smuggling
+        ("key/users/bob/x", {"plasma:username": "b?b"}, False),
+        ("key/users/alice/x", {"plasma:username": ["alice"]}, False),  # multi-valued
+    ],
+)
+def test_resource_variables(resource: str, ctx: dict[str, Any], allowed: bool) -> None:
+    assert evaluate({"own": OWN_KEYS}, "chainfire:Put", resource, ctx).allowed is allowed
+
+
+def test_variables_need_version_2012_and_dollar_escape() -> None:
+    old = parse_policy(
+        {
+            "Version": "2008-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "a:b", "Resource": "key/${plasma:username}"}
+            ],
+        }
+    )
+    ctx = {"plasma:username": "alice"}
+    assert not evaluate({"p": old}, "a:b", "key/alice", ctx).allowed
+    assert evaluate({"p": old}, "a:b", "key/${plasma:username}", ctx).allowed  # literal
+    dollar = pol({"Effect": "Allow", "Action": "a:b", "Resource": "key/${$}{x}"})
+    assert evaluate({"p": dollar}, "a:b", "key/${x}").allowed
+
+
+def test_unresolvable_not_resource_grants_nothing() -> None:
+    allow = pol({"Effect": "Allow", "Action": "a:b", "NotResource": "key/${plasma:missing}"})
+    assert not evaluate({"p": allow}, "a:b", "key/anything").allowed
+    deny = pol({"Effect": "Deny", "Action": "a:b", "NotResource": "key/${plasma:missing}"})
+    everything = pol({"Effect": "Allow", "Action": "*", "Resource": "*"})
+    assert evaluate({"a": everything, "d": deny}, "a:b", "key/x").reason == "explicit-deny"

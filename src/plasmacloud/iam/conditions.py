@@ -128,7 +128,7 @@ class Condition:
     def matches(self, context: Mapping[str, ContextValue]) -> bool:
         """Whether the request context satisfies this condition."""
         op = OPERATORS[self.operator]
-        present = _lookup(context, self.key)
+        present = lookup_context(context, self.key)
         if present is None:
             return op.negated
         ctx_values: Sequence[Any] = present if isinstance(present, list | tuple) else [present]
@@ -136,8 +136,8 @@ class Condition:
         return not hit if op.negated else hit
 
 
-def _lookup(context: Mapping[str, ContextValue], key: str) -> ContextValue | None:
-    # Condition keys are case-insensitive, as in AWS.
+def lookup_context(context: Mapping[str, ContextValue], key: str) -> ContextValue | None:
+    """A context value by key; keys are case-insensitive, as in AWS."""
     if key in context:
         return context[key]
     low = key.lower()

@@ -25,6 +25,7 @@ from plasmacloud.iam.conditions import (
     Condition,
     ConditionValueError,
     ContextValue,
+    lookup_context,
     parse_condition_value,
 )
 from plasmacloud.iam.wildcard import covers_prefix, intersects_prefix, wildcard_match
@@ -56,6 +57,7 @@ class Statement:
     resources: tuple[str, ...] | None = None
     not_resources: tuple[str, ...] | None = None
     conditions: tuple[Condition, ...] = ()
+    variables: bool = False  # Version 2012-10-17: ${key} in resources is substituted
 
     def matches(
         self,
@@ -77,23 +79,66 @@ class Statement:
             wildcard_match(p, action, ignore_case=True) for p in self.not_actions
         ):
             return False
-        if not self._resource_applies(resource, prefix):
+        if not self._resource_applies(resource, prefix, context):
             return False
         return all(c.matches(context) for c in self.conditions)
 
-    def _resource_applies(self, resource: str, prefix: bool) -> bool:
+    def _patterns(
+        self, patterns: tuple[str, ...], context: Mapping[str, ContextValue], excluded: bool
+    ) -> list[str]:
+        if not self.variables:
+            return list(patterns)
+        out = []
+        for p in patterns:
+            expanded = expand_variables(p, context)
+            if expanded is not None:
+                out.append(expanded)
+            elif excluded and self.effect == "Allow":
+                out.append("*")  # cannot tell what is excluded: grant nothing
+        return out
+
+    def _resource_applies(
+        self, resource: str, prefix: bool, context: Mapping[str, ContextValue]
+    ) -> bool:
         deny = self.effect == "Deny"
         if self.resources is not None:
+            included = self._patterns(self.resources, context, excluded=False)
             if not prefix:
-                return any(wildcard_match(p, resource) for p in self.resources)
+                return any(wildcard_match(p, resource) for p in included)
             test = intersects_prefix if deny else covers_prefix
-            return any(test(p, resource) for p in self.resources)
-        excluded = self.not_resources or ()
+            return any(test(p, resource) for p in included)
+        excluded = self._patterns(self.not_resources or (), context, excluded=True)
         if not prefix:
             return not any(wildcard_match(p, resource) for p in excluded)
         if deny:  # applies unless the whole range is excluded
             return not any(covers_prefix(p, resource) for p in excluded)
         return not any(intersects_prefix(p, resource) for p in excluded)
+
+
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def expand_variables(pattern: str, context: Mapping[str, ContextValue]) -> str | None:
+    """Replace ``${key}`` with the context's value (``${$}`` is a literal ``$``).
+
+    ``None`` when a variable is missing, multi-valued, or would smuggle a wildcard into
+    the pattern; as in AWS, such a Resource then matches nothing.
+    """
+    missing = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal missing
+        name = m.group(1).strip()
+        if name == "$":
+            return "$"
+        value = lookup_context(context, name)
+        if not isinstance(value, str) or not value or "*" in value or "?" in value:
+            missing = True
+            return ""
+        return value
+
+    out = _VARIABLE.sub(sub, pattern)
+    return None if missing else out
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +229,9 @@ def _parse_conditions(raw: Any, path: str, errors: list[tuple[str, str]]) -> tup
     return tuple(out)
 
 
-def _parse_statement(raw: Any, path: str, errors: list[tuple[str, str]]) -> Statement | None:
+def _parse_statement(
+    raw: Any, path: str, errors: list[tuple[str, str]], variables: bool
+) -> Statement | None:
     if not isinstance(raw, dict):
         errors.append((path, "must be an object"))
         return None
@@ -224,6 +271,7 @@ def _parse_statement(raw: Any, path: str, errors: list[tuple[str, str]]) -> Stat
         resources=pairs.get("Resource"),
         not_resources=pairs.get("NotResource"),
         conditions=conditions,
+        variables=variables,
     )
 
 
@@ -248,7 +296,7 @@ def parse_policy(doc: Any) -> Policy:
         errors.append(("Statement", f"at most {_MAX_STATEMENTS} statements per policy"))
     else:
         for i, raw in enumerate(raw_statements):
-            st = _parse_statement(raw, f"Statement[{i}]", errors)
+            st = _parse_statement(raw, f"Statement[{i}]", errors, version == "2012-10-17")
             if st is not None:
                 statements.append(st)
     if errors:
