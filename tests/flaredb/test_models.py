@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plasmacloud.flaredb.models import (
@@ -42,7 +42,14 @@ def test_request_round_trip(stmts: list[Statement]) -> None:
     assert parse_request(encode_request(stmts)) == stmts
 
 
-@given(st.recursive(scalars | st.booleans(), lambda x: st.lists(x) | st.dictionaries(st.text(), x)))
+@settings(max_examples=150)
+@given(
+    st.recursive(
+        scalars | st.booleans(),
+        lambda x: st.lists(x, max_size=5) | st.dictionaries(st.text(max_size=5), x, max_size=3),
+        max_leaves=15,
+    )
+)
 def test_parser_accepts_or_rejects_cleanly(doc: Any) -> None:
     """Any JSON document either parses into statements or raises RequestError."""
     try:
