@@ -46,7 +46,7 @@ async def test_every_statement_kind_round_trips(live_node: LiveNode) -> None:
     assert isinstance(res[5], QueryResult) and res[5].values == [[4, "ret"]]
     assert all(r.time is not None and r.time >= 0 for r in res)
 
-    for level in ("none", "weak", "linearizable", "strong"):
+    for level in ("none", "weak", "linearizable", "strong", "auto"):
         (q,) = await run(c.query, [Statement("SELECT id, name, n, b FROM t ORDER BY id")], level)
         assert isinstance(q, QueryResult)
         assert q.columns == ["id", "name", "n", "b"]

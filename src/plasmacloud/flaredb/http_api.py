@@ -58,7 +58,7 @@ MAX_BODY = 64 * 1024 * 1024
 _OFFLOAD_BYTES = 256 * 1024
 _OFFLOAD_STATEMENTS = 1000
 FORWARDED_HEADER = "X-FlareDB-Forwarded"
-LEVELS = ("none", "weak", "strong", "linearizable")
+LEVELS = ("none", "weak", "strong", "linearizable", "auto")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -119,6 +119,8 @@ class Options:
         level = query.get("level", "weak").lower() or "weak"
         if level not in LEVELS:
             raise RequestError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        if level == "auto":  # rqlite: weak on voters, and every FlareDB member votes
+            level = "weak"
         return cls(
             transaction=_flag(query, "transaction"),
             timings=_flag(query, "timings"),
