@@ -340,3 +340,36 @@ async def test_key_rotation_over_the_api(iam_cluster: ClusterFactory) -> None:
     assert rotated["kid"] in kids and len(kids) == 2
     assert (await c.call("GET", "/v1/self", before, node=1))[0] == 200
     assert (await c.call("GET", "/v1/self", after, node=0))[0] == 200
+
+
+async def test_self_service_password_and_group_members(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    admin = await c.token()
+    await c.call("POST", "/v1/users", admin, json={"name": "erin", "password": "first-password"})
+    await c.call("PUT", "/v1/groups/admins/members/erin", admin)
+    status, members = await c.call("GET", "/v1/groups/admins/members", admin)
+    assert status == 200
+    assert set(members["members"]) == {"users/admin", "users/erin", "service-accounts/admin-client"}
+    await c.call("DELETE", "/v1/groups/admins/members/erin", admin)
+    erin = await c.token(grant_type="password", username="erin", password="first-password")
+    status, err = await c.call(
+        "POST", "/v1/self/password", erin,
+        json={"current_password": "wrong-one", "new_password": "second-password"},
+    )  # fmt: skip
+    assert status == 403
+    status, err = await c.call(
+        "POST", "/v1/self/password", erin,
+        json={"current_password": "first-password", "new_password": "short"},
+    )  # fmt: skip
+    assert status == 422 and err["errors"][0]["field"] == "new_password"
+    status, _ = await c.call(
+        "POST", "/v1/self/password", erin,
+        json={"current_password": "first-password", "new_password": "second-password"},
+    )  # fmt: skip
+    assert status == 204
+    await c.token(grant_type="password", username="erin", password="second-password")
+    status, err = await c.call(
+        "POST", "/v1/self/password", admin,  # a service account has no password
+        json={"current_password": "x", "new_password": "second-password"},
+    )  # fmt: skip
+    assert status == 403

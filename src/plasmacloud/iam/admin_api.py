@@ -188,6 +188,17 @@ def _members(add: bool) -> Handler:
     return handler
 
 
+async def _list_members(request: web.Request) -> web.Response:
+    """The users and service accounts in a group (a scan: directories are small)."""
+    group = path_name(request)
+    await require(request, "iam:GetGroup", _resource(Kind.GROUP, group))
+    directory = service(request).directory
+    if await directory.get(Kind.GROUP, group) is None:
+        raise ApiError(404, "not_found", f"group {group!r} does not exist")
+    members = await directory.referrers(Kind.GROUP, group)
+    return web.json_response({"group": group, "members": members})
+
+
 async def _reset_secret(request: web.Request) -> web.Response:
     name = path_name(request)
     await require(request, "iam:ResetServiceAccountSecret", _resource(Kind.SERVICE_ACCOUNT, name))
@@ -282,6 +293,14 @@ def admin_routes() -> list[Route]:
             ]
     member = "/v1/groups/{name}/members/{user}"
     routes += [
+        Route(
+            "GET",
+            "/v1/groups/{name}/members",
+            _list_members,
+            "List a group's members",
+            "Groups",
+            "iam:GetGroup",
+        ),
         Route(
             "PUT",
             member,

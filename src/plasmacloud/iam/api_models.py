@@ -134,3 +134,10 @@ class AuditEntry(_Body):
 class AuditBatch(_Body):
     source: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
     records: list[AuditEntry] = Field(max_length=500)
+
+
+class ChangePassword(_Body):
+    """A user changing their own password (the current one proves it is them)."""
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=1024)

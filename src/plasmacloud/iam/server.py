@@ -218,6 +218,20 @@ async def own_policies(request: web.Request) -> web.Response:
     )
 
 
+async def change_password(request: web.Request) -> web.Response:
+    """Any user may change their own password by proving the current one."""
+    body = await read_body(request, m.ChangePassword)
+    p = await caller(request)
+    try:
+        await service(request).change_own_password(
+            p.sub, body.current_password, body.new_password, request.remote or "unknown"
+        )
+    except GrantError as exc:
+        status = exc.status if exc.status == 429 else 403
+        raise ApiError(status, exc.error, str(exc)) from None
+    return web.Response(status=204)
+
+
 # -- simulate, audit, keys -------------------------------------------------------------
 
 
@@ -284,6 +298,8 @@ def public_routes() -> list[Route]:
         Route("GET", "/v1/revocations", revocations, "Revoked, unexpired token ids", "OAuth2"),
         Route("GET", "/v1/self", whoami, "The caller's identity", "Self"),
         Route("GET", "/v1/self/policies", own_policies, "The caller's effective policies", "Self"),
+        Route("POST", "/v1/self/password", change_password, "Change your own password", "Self",
+              body=m.ChangePassword),
         Route(
             "POST", "/v1/policy/simulate", simulate, "Evaluate a request against policies",
             "Policies", "iam:SimulatePolicy", m.SimulateRequest,

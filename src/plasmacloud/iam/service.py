@@ -154,6 +154,17 @@ class IamService:
         self.metrics.tokens_issued.labels("refresh_token").inc()
         return await self.tokens.issue(subject, grant.scope)
 
+    async def change_own_password(self, sub: str, current: str, new: str, ip: str) -> None:
+        """Self-service password change; the current password is checked like a login."""
+        kind, _, name = sub.partition(":")
+        if kind != "user":
+            raise GrantError("invalid_request", "only users have passwords", 400)
+        await self._check_secret(Kind.USER, name, current, ip, "password")
+        hashed = await self.hasher.hash(new)
+        await self.directory.update(
+            Kind.USER, name, lambda e: e.model_copy(update={"password_hash": hashed})
+        )
+
     # -- callers ---------------------------------------------------------------------
 
     async def authenticate(self, token: str) -> Principal:
