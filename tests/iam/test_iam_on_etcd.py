@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
-from iam_fixtures import ClusterFactory
+from iam_fixtures import ClusterFactory, free_port
 
 from plasmacloud.iam.authz import Verifier
 from plasmacloud.iam.etcd_store import EtcdStore
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
+from plasmacloud.iam.server import start_server
 from plasmacloud.iam.service import IamService, IamSettings
 from plasmacloud.iam.tokens import TokenSettings
 
@@ -61,3 +63,21 @@ async def test_concurrent_bootstrap_creates_one_admin(etcd_endpoint: str) -> Non
             await stores[0].delete(kv.key)
         for s in stores:
             await s.close()
+
+
+async def test_health_says_unavailable_when_the_store_is_down() -> None:
+    host = "127.0.0.82"
+    store = EtcdStore([f"{host}:{free_port(host)}"], timeout=1.0)  # nothing listens there
+    svc = IamService(store, IamSettings("n1", TokenSettings(issuer="http://x")))
+    port = free_port(host)
+    runner = await start_server(svc, host, port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{host}:{port}/health") as r:
+                assert r.status == 503 and (await r.json())["health"] == "false"
+            form = {"grant_type": "password", "username": "a", "password": "bbbbbbbb"}
+            async with http.post(f"http://{host}:{port}/oauth2/token", data=form) as r:
+                assert r.status == 500 and (await r.json())["error"] == "internal"
+    finally:
+        await runner.cleanup()
+        await store.close()
