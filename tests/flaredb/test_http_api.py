@@ -221,3 +221,17 @@ async def test_fuzzed_requests_never_crash(
             }
     else:
         assert status == 400 and isinstance(doc["error"], str) and doc["error"], doc
+
+
+async def test_entry_over_the_replication_limit_is_refused(live_node: LiveNode) -> None:
+    live_node.api.max_entry = 2000
+    u = live_node.url
+    body = ["CREATE TABLE big (v TEXT)"] + [["INSERT INTO big VALUES (?)", "x" * 100]] * 30
+    status, doc = await call("POST", u + "/db/execute", body)
+    assert status == 413 and "split them into several requests" in doc["error"]
+    status, doc = await call(
+        "GET", u + "/db/query?q=SELECT+name+FROM+sqlite_master+WHERE+name='big'"
+    )
+    assert status == 200 and "values" not in doc["results"][0]  # nothing was applied
+    status, doc = await call("POST", u + "/db/execute", body[:5])
+    assert status == 200 and len(doc["results"]) == 5

@@ -53,7 +53,11 @@ from plasmacloud.raft.api import (
     RaftStatus,
 )
 
-MAX_BODY = 64 * 1024 * 1024
+# One request is one Raft entry, and the engine's frames and per-peer buffers are bounded
+# (raft.codec.MAX_FRAME, raft.transport.MAX_BUFFERED): an entry near those would stall
+# replication, so both the body and the encoded entry are capped well below them.
+MAX_BODY = 16 * 1024 * 1024
+MAX_ENTRY = 16 * 1024 * 1024
 # Bodies and batches above these are parsed, rewritten and encoded in a worker thread.
 _OFFLOAD_BYTES = 256 * 1024
 _OFFLOAD_STATEMENTS = 1000
@@ -175,6 +179,7 @@ class HttpApi:
         client_ssl: ssl.SSLContext | None = None,
         max_body: int = MAX_BODY,
         guard: Guard | None = None,
+        max_entry: int = MAX_ENTRY,
     ) -> None:
         """``guard`` (IAM enforcement) is optional: without it the API is open to anyone
         who passes the transport's (m)TLS."""
@@ -186,6 +191,7 @@ class HttpApi:
         self.client_ssl = client_ssl
         self.max_body = max_body
         self.guard = guard
+        self.max_entry = max_entry
         self.started = time.time()
         self._session: aiohttp.ClientSession | None = None
         metrics.bind(
@@ -260,6 +266,12 @@ class HttpApi:
             if len(cmd.statements) > _OFFLOAD_STATEMENTS
             else cmd.encode()
         )
+        if len(data) > self.max_entry:
+            raise _Unavailable(
+                f"the statements encode to {len(data):,} bytes, over the {self.max_entry:,}-byte "
+                "limit of one replicated entry; split them into several requests",
+                413,
+            )
         try:
             results = await self.raft.propose(data, timeout=timeout)
         except NotLeaderError as exc:
@@ -326,7 +338,7 @@ class HttpApi:
         try:
             results = await self._propose(Command.new(rewritten, opts.transaction), opts.timeout)
         except _Unavailable as exc:
-            return _error(str(exc), 503)
+            return _error(str(exc), exc.status)
         self.metrics.count("execute", results)
         self.metrics.request_seconds.labels("execute").observe(time.perf_counter() - started)
         return self._respond(results, opts, started)
@@ -357,7 +369,7 @@ class HttpApi:
                     return _error("stale read: this node has no leader to be fresh against", 503)
                 results = self.store.query(stmts)
         except _Unavailable as exc:
-            return _error(str(exc), 503)
+            return _error(str(exc), exc.status)
         self.metrics.count("query", results)
         self.metrics.request_seconds.labels("query").observe(time.perf_counter() - started)
         return self._respond(results, opts, started)
@@ -418,7 +430,7 @@ class HttpApi:
         try:
             results = await self._propose(Command.new(stmts, True, LOAD), opts.timeout)
         except _Unavailable as exc:
-            return _error(str(exc), 503)
+            return _error(str(exc), exc.status)
         errors = [r for r in results if isinstance(r, ErrorResult)]
         if errors:
             return _error(f"load rolled back: {errors[0].error}", 400)
@@ -522,4 +534,8 @@ def _deterministic(stmts: list[Statement]) -> list[Statement]:
 
 
 class _Unavailable(Exception):
-    """The cluster cannot serve the request right now (HTTP 503)."""
+    """The request cannot be served; ``status`` is 503 (cluster busy) unless said otherwise."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
