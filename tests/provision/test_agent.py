@@ -21,6 +21,8 @@ from plasmacloud.provision.netboot import create_app, state_path
 from plasmacloud.provision.spec import ClusterSpec, DiskSpec, parse_spec
 from plasmacloud.provision.states import State, load_states
 
+from .helpers import run_plasma
+
 MAC1 = "52:54:00:00:01:01"
 
 
@@ -203,12 +205,18 @@ class FakeLVMDisk:
         self.vg = False
         self.lvs: set[str] = set()
         self.nodes = {device}  # device nodes that exist
+        self.missing_tools: set[str] = set()
+        self.util_linux = True
         self.calls: list[list[str]] = []
 
     def __call__(self, argv: Sequence[str], stdin: str | None = None) -> tuple[int, str]:
         argv = list(argv)
         self.calls.append(argv)
         cmd = argv[0]
+        if cmd == "sh":
+            return (1 if argv[-1] in self.missing_tools else 0), ""
+        if argv[1:] == ["--version"]:
+            return 0, "blkid from util-linux 2.38.1" if self.util_linux else "BusyBox v1.35"
         if cmd == "test":
             return (0 if argv[-1] in self.nodes else 1), ""
         if cmd == "readlink":
@@ -260,6 +268,18 @@ def test_lvm_layout_commands_and_idempotence() -> None:
     assert DiskPrep(fake).prepare(DiskSpec(device=device, root_size="80G")) == []
     mutating = {"sfdisk", "pvcreate", "vgcreate", "lvcreate", "mkfs.vfat", "mkfs.ext4", "wipefs"}
     assert not [c for c in fake.calls if c[0] in mutating and c[1] != "--json"]
+
+
+def test_missing_tools_and_busybox_blkid_are_refused() -> None:
+    fake = FakeLVMDisk("/dev/fakedisk")
+    fake.missing_tools = {"lvcreate", "mkfs.vfat"}
+    with pytest.raises(DiskError, match=r"missing mkfs\.vfat, lvcreate; .* and lvm2"):
+        DiskPrep(fake).prepare(DiskSpec(device="/dev/fakedisk"))
+    fake.missing_tools = set()
+    fake.util_linux = False
+    with pytest.raises(DiskError, match="not busybox"):
+        DiskPrep(fake).prepare(DiskSpec(device="/dev/fakedisk", layout="plain"))
+    assert not [c for c in fake.calls if c[0] in ("sfdisk", "mkfs.ext4", "wipefs")]
 
 
 def test_foreign_partition_table_is_refused() -> None:
@@ -332,3 +352,18 @@ class Recorder:
     def __call__(self, argv: Sequence[str], stdin: str | None = None) -> tuple[int, str]:
         self.calls.append(list(argv))
         return 0, ""
+
+
+async def test_agent_cli(served: TestServer, tmp_path: Path) -> None:
+    url = str(served.make_url("/")).rstrip("/")
+    await asyncio.to_thread(_get, f"{url}/ipxe/{MAC1.replace(':', '-')}.ipxe")
+    root = str(tmp_path / "root")
+    args = ["agent", "--server", url, "--mac", MAC1, "--root", root, "--no-disks"]
+    code, output = await asyncio.to_thread(run_plasma, *args)
+    assert code == 0, output
+    assert "files: wrote /etc/nixos/secrets/ca.crt" in output
+    assert (tmp_path / "root/etc/nixos/secrets/node01.key").exists()
+    code, output = await asyncio.to_thread(run_plasma, *args)
+    assert code == 0 and "files: already right" in output
+    # This host was not netbooted: without --server/--mac there is nothing to do.
+    assert (await asyncio.to_thread(run_plasma, "agent", "--root", root))[0] == 2

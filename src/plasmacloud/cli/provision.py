@@ -285,11 +285,15 @@ def agent_cmd(
     mac: Annotated[
         str | None, typer.Option(help="this machine's MAC (default: plasmacloud.mac=)")
     ] = None,
-    root: Annotated[Path, typer.Option(help="target root the system is installed into")] = Path(
-        "/"
-    ),
+    root: Annotated[
+        Path | None,
+        typer.Option(help="install into this root (netboot installer: /mnt, else /)"),
+    ] = None,
     disks: Annotated[bool, typer.Option(help="partition and format the disk")] = True,
-    mount: Annotated[bool, typer.Option(help="mount the new filesystems under --root")] = False,
+    mount: Annotated[
+        bool | None,
+        typer.Option(help="mount the new filesystems under --root (netboot installer: yes)"),
+    ] = None,
     wipe: Annotated[
         bool, typer.Option(help="allow destroying a disk that holds something else")
     ] = False,
@@ -302,6 +306,9 @@ def agent_cmd(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cmdline = Path("/proc/cmdline")
     args = agent.kernel_cmdline_args(cmdline.read_text() if cmdline.exists() else "")
+    # Booted by our iPXE script (plasmacloud.server= on the cmdline): we are the netboot
+    # installer, so the system goes onto the new disk mounted at /mnt.
+    installer = "server" in args
     server, mac = server or args.get("server"), mac or args.get("mac")
     if not server or not mac:
         typer.echo(
@@ -311,10 +318,10 @@ def agent_cmd(
     opts = agent.AgentOptions(
         server=server,
         mac=mac,
-        root=root,
+        root=root or (agent.INSTALLER_ROOT if installer else Path("/")),
         disks=disks,
         wipe=wipe,
-        mount=mount,
+        mount=installer if mount is None else mount,
         start=start,
         join_timeout=join_timeout,
     )

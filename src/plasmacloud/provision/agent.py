@@ -36,6 +36,7 @@ log = logging.getLogger("plasmacloud.agent")
 HOSTS_BEGIN = "# BEGIN plasmacloud (managed by plasma agent)"
 HOSTS_END = "# END plasmacloud"
 NETWORK_FILE = Path("etc/systemd/network/10-plasmacloud.network")
+INSTALLER_ROOT = Path("/mnt")  # where the netboot installer mounts the new system
 
 
 class AgentError(RuntimeError):

@@ -24,6 +24,8 @@ VG = "pool"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 LVM_TYPE = "E6D6D379-F71E-44CA-AEA6-2E3AB6B3C6A1"
+TOOLS = ("sfdisk", "blkid", "wipefs", "partx", "mkfs.vfat", "mkfs.ext4")
+LVM_TOOLS = ("pvcreate", "vgcreate", "vgs", "lvs", "lvcreate")
 
 
 class DiskError(RuntimeError):
@@ -111,6 +113,23 @@ class DiskPrep:
             return None
         return [p.get("name", "") for p in table.get("partitions", [])]
 
+    def check_tools(self, disk: DiskSpec) -> None:
+        """Refuse to start without the tools the layout needs.
+
+        A busybox ``blkid`` that does not understand ``-p`` would make every disk look
+        blank, and a re-run would then reformat it: only util-linux's will do.
+        """
+        tools = list(TOOLS) + (list(LVM_TOOLS) if disk.layout == "lvm" else [])
+        missing = [t for t in tools if self.run(["sh", "-c", 'command -v "$1"', "_", t])[0]]
+        code, out = self.run(["blkid", "--version"])
+        if "blkid" not in missing and (code != 0 or "util-linux" not in out):
+            missing.append("blkid (util-linux, not busybox)")
+        if missing:
+            raise DiskError(
+                f"missing {', '.join(missing)}; install util-linux, fdisk, dosfstools, "
+                "e2fsprogs" + (" and lvm2" if disk.layout == "lvm" else "")
+            )
+
     def exists(self, path: str) -> bool:
         """True when ``path`` exists on the machine."""
         return self.run(["test", "-e", path])[0] == 0
@@ -136,6 +155,7 @@ class DiskPrep:
 
     def prepare(self, disk: DiskSpec, wipe: bool = False) -> list[str]:
         """Bring the disk to the layout; returns what was done ([] = already right)."""
+        self.check_tools(disk)
         if not self.exists(disk.path):
             raise DiskError(f"{disk.path} does not exist on this machine; fix the spec")
         device = self.resolve(disk.path)
