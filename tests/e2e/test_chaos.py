@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from plasmacloud.lab.chaos import ChaosConfig, ChaosResult, run_chaos
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsNames, lab_objects
-from plasmacloud.lab.services import CHAINFIRE
+from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec
 from plasmacloud.validate.history import load_history
 from plasmacloud.validate.history_check import check_history
 
@@ -39,11 +39,17 @@ def _config(duration_s: float, faults: tuple[str, ...], seed: int) -> ChaosConfi
     return ChaosConfig(duration_s, faults, seed, gap_s=(0.5, 1.0), hold_s=(1.5, 2.5))
 
 
-async def test_chaos_on_processes_kill_restart_pause(fresh_lab: Lab, tmp_path: Path) -> None:
+async def test_chaos_on_processes_kill_restart_pause(
+    lab_factory: Callable[[tuple[ServiceSpec, ...]], Lab], tmp_path: Path
+) -> None:
+    lab = lab_factory((CHAINFIRE, FLAREDB))
     # seed 7 injects pause, kill, restart in that order; the first two always fit in 30 s
     cfg = _config(30, ("kill", "restart", "pause"), seed=7)
-    result = await run_chaos(fresh_lab, cfg, tmp_path / "history.jsonl", say=lambda _m: None)
+    result = await run_chaos(lab, cfg, tmp_path / "history.jsonl", say=lambda _m: None)
     _assert_verified(result, {"pause", "kill"})
+    # both Chainfire's set and FlareDB's table were checked
+    sets = {op.key for op in result.history.ops if op.kind == "read_set"}
+    assert len(sets) == 2 and any(k.startswith("flaredb:") for k in sets)
 
 
 @pytest.fixture

@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plasmacloud.common.tls import client_context
 from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.chaos_flaredb import FlareClients, create_table, final_reads, flaredb_worker
 from plasmacloud.lab.chaos_workload import (
     Budget,
     Clients,
@@ -38,6 +40,7 @@ from plasmacloud.lab.chaos_workload import (
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend
 from plasmacloud.lab.probe import client_target, dial
+from plasmacloud.lab.services import flaredb_url
 from plasmacloud.validate.history import History, Op, Verdict, save_history
 from plasmacloud.validate.history_check import check_history
 
@@ -54,11 +57,15 @@ class ChaosConfig:
     seed: int = 0
     register_workers: int = 4
     set_workers: int = 2
+    flaredb_workers: int = 2  # when the lab runs FlareDB
     watchers: int = 2
     max_ops: int = 50_000
     gap_s: tuple[float, float] = (1.0, 2.5)  # quiet time before each fault
     hold_s: tuple[float, float] = (2.0, 4.0)  # how long a fault lasts
     recover_timeout_s: float = 60.0
+    # the last fault heals at least this long before the clients stop, so its recovery
+    # (the next acknowledged write) is measured
+    settle_s: float = 4.0
 
 
 @dataclass
@@ -206,6 +213,14 @@ class Nemesis:
             await asyncio.to_thread(backend.start_node, node)
 
 
+def _flare_clients(lab: Lab, table: str) -> FlareClients | None:
+    """FlareDB clients when the lab runs FlareDB, else ``None``."""
+    if "flaredb" not in {s.name for s in lab.services}:
+        return None
+    ssl_ctx = client_context(lab.operator_tls) if lab.spec.tls else None
+    return FlareClients({c.node_id: flaredb_url(c) for c in lab.configs()}, ssl_ctx, table)
+
+
 def next_acks(faults: list[Fault], ops: list[Op]) -> None:
     """Fill in each fault's first acknowledged write invoked after it started."""
     acked = sorted(
@@ -227,7 +242,9 @@ async def run_chaos(
     """One bounded chaos run against a running lab (see the module docs)."""
     await lab.wait_ready(timeout=cfg.recover_timeout_s)
     rng = random.Random(cfg.seed)
-    prefix = f"/chaos/{cfg.seed}-{int(time.time())}"
+    stamp = int(time.time())
+    prefix = f"/chaos/{cfg.seed}-{stamp}"
+    flare = _flare_clients(lab, f"chaos_{cfg.seed}_{stamp}")
     clients = Clients({c.node_id: dial(client_target(c), lab.operator_tls) for c in lab.configs()})
     rec = Recorder()
     nemesis = Nemesis(lab, cfg, rec, say)
@@ -235,6 +252,8 @@ async def run_chaos(
     problems: list[str] = []
     try:
         start_rev = await current_revision(clients) + 1
+        if flare is not None:
+            await create_table(flare)
         watchers = [Watcher(i + 1, clients, rec, start_rev) for i in range(cfg.watchers)]
         watch_tasks = [asyncio.create_task(w.run()) for w in watchers]
         deadline = time.monotonic() + cfg.duration_s
@@ -248,13 +267,20 @@ async def run_chaos(
             set_worker(p, clients, rec, prefix, budget, random.Random(seeds[p]))
             for p in range(cfg.register_workers, len(seeds))
         ]
+        if flare is not None:
+            workers += [
+                flaredb_worker(len(seeds) + i, flare, rec, budget, random.Random(rng.random()))
+                for i in range(cfg.flaredb_workers)
+            ]
         try:
-            await asyncio.gather(*workers, nemesis.run(deadline))
+            await asyncio.gather(*workers, nemesis.run(deadline - cfg.settle_s))
         finally:
             await nemesis.restore_all()
         say(f"[{rec.now():5.1f}s] workload done ({len(rec.ops)} ops); every node restored")
         await lab.wait_ready(timeout=cfg.recover_timeout_s)
-        final = len(seeds)
+        final = len(seeds) + cfg.flaredb_workers
+        if flare is not None:
+            await final_reads(final, flare, rec)
         for i, node in enumerate(clients.nodes):
             await read_set(final, clients, rec, prefix, node)
             for key in keys.live_keys()[i :: len(clients.nodes)]:
