@@ -46,12 +46,14 @@ from plasmacloud.raft.api import (
 from plasmacloud.raft.codec import (
     CONFIG,
     ERR_CONFIG_BUSY,
+    ERR_INVALID,
     ERR_NONE,
     ERR_NOT_LEADER,
     NOOP,
     NORMAL,
     AppendEntries,
     AppendResp,
+    CodecError,
     Heartbeat,
     HeartbeatResp,
     LogEntry,
@@ -127,6 +129,19 @@ class _Progress:
     active: bool = False  # responded since the last check-quorum
     hb_seq: int = 0  # highest heartbeat sequence acknowledged (ReadIndex)
     snap: _SnapSend | None = None
+
+
+def _encode_change(node_id: str, address: str | None) -> bytes:
+    """A forwarded membership change: b"+" + {id: address} to add, b"-" + {id: ""} to remove."""
+    return (b"-" if address is None else b"+") + encode_members({node_id: address or ""})
+
+
+def _decode_change(data: bytes) -> tuple[str, str | None]:
+    members, _ = decode_members(data, 1)
+    if len(members) != 1 or data[:1] not in (b"+", b"-"):
+        raise CodecError("malformed membership change")
+    ((node_id, address),) = members.items()
+    return node_id, address if data[:1] == b"+" else None
 
 
 class RaftNode:
@@ -447,18 +462,23 @@ class RaftNode:
             raise ProposalTimeoutError(f"read barrier not confirmed within {timeout}s") from None
 
     async def add_member(self, node_id: str, address: str, timeout: float = 10.0) -> None:
-        """Add one server (committed before returning). Must be called on the leader."""
-        await self._change_config(lambda m: {**m, node_id: address}, timeout)
+        """Add one server; returns once the change is committed. Callable on any node
+        (a follower forwards it to the leader)."""
+        await self._member_change(node_id, address, timeout)
 
     async def remove_member(self, node_id: str, timeout: float = 10.0) -> None:
-        """Remove one server (committed before returning). Must be called on the leader."""
-        await self._change_config(lambda m: {k: v for k, v in m.items() if k != node_id}, timeout)
+        """Remove one server; returns once the change is committed. Callable on any node."""
+        await self._member_change(node_id, None, timeout)
 
-    async def _change_config(
-        self, change: Callable[[dict[str, str]], dict[str, str]], timeout: float
-    ) -> None:
-        if not self.is_leader:
-            raise NotLeaderError(self._leader_id, self.members.get(self._leader_id or ""))
+    async def _member_change(self, node_id: str, address: str | None, timeout: float) -> None:
+        if self._leader_id is None:
+            await self.wait_for_leader(timeout)
+        if self.is_leader:
+            await self._change_config(node_id, address, timeout)
+        else:  # the leader makes the change and answers with a commit index to wait for
+            await self._propose(CONFIG, _encode_change(node_id, address), timeout)
+
+    async def _change_config(self, node_id: str, address: str | None, timeout: float) -> None:
         try:
             async with asyncio.timeout(timeout):
                 # one change at a time, and only once this leader's term has a committed entry
@@ -470,12 +490,29 @@ class RaftNode:
             raise ProposalTimeoutError("a previous membership change did not commit") from None
         if not self.is_leader:
             raise NotLeaderError(self._leader_id, self.members.get(self._leader_id or ""))
-        new = change(dict(self.members))
+        new = dict(self.members)
+        if address is None:
+            new.pop(node_id, None)
+        else:
+            new[node_id] = address
         if new == self.members:
             return
         if not new:
             raise RaftError("cannot remove the last member")
         await self._propose(CONFIG, encode_members(new), timeout)
+
+    async def _serve_change(self, m: Propose) -> None:
+        """Run a membership change a follower forwarded, then tell it what to wait for."""
+        error = ERR_NONE
+        try:
+            node_id, address = _decode_change(m.datas[0] if m.datas else b"")
+            await self._change_config(node_id, address, self.config.election_timeout[1] * 10)
+        except (NotLeaderError, NoLeaderError):
+            error = ERR_NOT_LEADER
+        except (RaftError, CodecError):
+            error = ERR_CONFIG_BUSY
+        index = self.commit_index if error == ERR_NONE else 0
+        self._send(m.src, ProposeResp(self.term, self.id, m.req_id, index, 0, error))
 
     # --- the event loop side: ticks, sync -------------------------------------------------
 
@@ -1020,7 +1057,7 @@ class RaftNode:
             index += 1
         for req in remote:
             if req.kind != NORMAL:
-                self._send(req.src, ProposeResp(term, self.id, req.req_id, 0, 0, ERR_CONFIG_BUSY))
+                self._send(req.src, ProposeResp(term, self.id, req.req_id, 0, 0, ERR_INVALID))
                 continue
             self._send(req.src, ProposeResp(term, self.id, req.req_id, index, term, ERR_NONE))
             for data in req.datas:
@@ -1036,6 +1073,11 @@ class RaftNode:
         if self.role != LEADER:
             self._send(m.src, ProposeResp(self.term, self.id, m.req_id, 0, 0, ERR_NOT_LEADER))
             return
+        if m.kind == CONFIG:
+            task = asyncio.get_running_loop().create_task(self._serve_change(m))
+            self._tasks.append(task)
+            task.add_done_callback(self._forget_task)
+            return
         self._remote_buf.append(m)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -1048,18 +1090,22 @@ class RaftNode:
         if not buf:
             return
         leader = self._leader_id
+        normal = [item for item in buf if item[0] == NORMAL]
+        changes = [item for item in buf if item[0] != NORMAL]
         if leader is None or leader == self.id:
             if leader == self.id:  # became leader meanwhile: propose locally
-                self._prop_buf.extend(buf)
+                self._prop_buf.extend(normal)
                 self._flush_proposals()
-                return
-            for _, _, fut in buf:
-                fut.set_exception(NoLeaderError("no leader to forward the proposal to"))
+            for _, _, fut in changes if leader == self.id else buf:
+                fut.set_exception(NoLeaderError("leader changed before forwarding; retry"))
             return
-        req_id = next(self._counter)
-        kind = buf[0][0]
-        self._fwd_reqs[req_id] = [fut for _, _, fut in buf]
-        self._send(leader, Propose(self.term, self.id, req_id, kind, [d for _, d, _ in buf]))
+        # all commands in one message; each membership change in its own
+        for kind, group in [(NORMAL, normal)] + [(CONFIG, [c]) for c in changes]:
+            if not group:
+                continue
+            req_id = next(self._counter)
+            self._fwd_reqs[req_id] = [fut for _, _, fut in group]
+            self._send(leader, Propose(self.term, self.id, req_id, kind, [d for _, d, _ in group]))
 
     def _on_propose_resp(self, m: ProposeResp) -> None:
         futs = self._fwd_reqs.pop(m.req_id, None)
@@ -1067,13 +1113,21 @@ class RaftNode:
             return
         if m.error != ERR_NONE:
             exc: RaftError = (
-                RaftError("membership changes must be made on the leader")
-                if m.error == ERR_CONFIG_BUSY
-                else NoLeaderError(f"{m.src} is no longer the leader")
+                NoLeaderError(f"{m.src} is no longer the leader")
+                if m.error == ERR_NOT_LEADER
+                else RaftError(f"the leader {m.src} refused the request (code {m.error})")
             )
             for fut in futs:
                 if not fut.done():
                     fut.set_exception(exc)
+            return
+        if m.entry_term == 0:  # a membership change: done once applied up to first_index
+            for fut in futs:
+                if self.applied_index >= m.first_index:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    heapq.heappush(self._apply_waiters, (m.first_index, next(self._counter), fut))
             return
         for i, fut in enumerate(futs):
             index = m.first_index + i

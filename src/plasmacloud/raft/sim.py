@@ -480,11 +480,12 @@ class Simulation:
         if leader is None:
             return
         removed = [n for n in self.ids if n not in leader.members]
+        via = self.nodes[self.rng.choice(sorted(self.nodes))]  # followers forward it
         if removed and (len(leader.members) <= 2 or self.rng.random() < 0.5):
             node_id = self.rng.choice(removed)
-            change = leader.add_member(node_id, f"sim:{node_id}", timeout=1.0)
+            change = via.add_member(node_id, f"sim:{node_id}", timeout=1.0)
         else:
-            change = leader.remove_member(self.rng.choice(sorted(leader.members)), timeout=1.0)
+            change = via.remove_member(self.rng.choice(sorted(leader.members)), timeout=1.0)
         self.stats.membership_changes += 1
         task = asyncio.get_running_loop().create_task(change)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
