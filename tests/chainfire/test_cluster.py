@@ -127,6 +127,18 @@ async def test_etcdctl_over_mtls(cluster: Cluster) -> None:
     assert (await etcdctl("get", "tls")).split() == ["tls", "yes"]
     assert (await etcdctl("member", "list")).count("started") == 3
     assert (await etcdctl("endpoint", "health")).count("is healthy") == 3
+    # membership change through the engine, asked of a follower (it forwards to the
+    # leader): remove the other follower, the remaining two carry on
+    async with ChainfireClient(cluster.endpoints(), tls) as client:
+        leader = await leader_of(client, cluster.endpoints())
+    asked, removed_node = [n for n in cluster.configs if n != leader]
+    env["ETCDCTL_ENDPOINTS"] = f"https://{cluster.endpoint(asked)}"
+    removed = await etcdctl("member", "remove", f"{member_id(removed_node):x}")
+    assert "removed from cluster" in removed
+    env["ETCDCTL_ENDPOINTS"] = ",".join(f"https://{cluster.endpoint(n)}" for n in (leader, asked))
+    names = [line.split(", ")[2] for line in (await etcdctl("member", "list")).splitlines()]
+    assert sorted(names) == sorted([leader, asked])
+    assert (await etcdctl("put", "after-remove", "ok")).strip() == "OK"
 
 
 async def test_stopped_follower_catches_up_through_a_snapshot(tmp_path: Path) -> None:

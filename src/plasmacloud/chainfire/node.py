@@ -125,6 +125,7 @@ class ChainfireNode:
         request_timeout: float = 5.0,
         lease_check_interval: float = 0.5,
         metrics: ChainfireMetrics | None = None,
+        client_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.store = store
         self.raft = raft
@@ -149,6 +150,10 @@ class ChainfireNode:
         self._size = 0
         self._size_at = -QUOTA_CHECK_INTERVAL
         self._tasks: list[asyncio.Task[None]] = []
+        # for requests only the leader can serve (membership changes): this node's own
+        # client certificate when the client ports use mTLS
+        self._client_credentials = client_credentials
+        self._leader_channels: dict[str, grpc.aio.Channel] = {}
         raft.add_leader_listener(self._on_leader)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -168,6 +173,9 @@ class ChainfireNode:
                 await task
         self._tasks.clear()
         self.hub.close()
+        for channel in self._leader_channels.values():
+            await channel.close()
+        self._leader_channels.clear()
 
     def _on_leader(self, leader_id: str | None, term: int) -> None:
         self._term = max(self._term, term)
@@ -279,6 +287,25 @@ class ChainfireNode:
             self._revoking.discard(lease_id)
 
     # -- members ---------------------------------------------------------------------
+
+    def leader_channel(self) -> grpc.aio.Channel:
+        """A client channel to the current leader's client port (cached per leader).
+
+        Raises NO_LEADER when no leader is known or its client URL is not in the config.
+        """
+        leader = self.raft.leader_id
+        urls = self.client_urls(leader) if leader else []
+        if leader is None or not urls:
+            raise errors.NO_LEADER
+        channel = self._leader_channels.get(leader)
+        if channel is None:
+            target = urls[0].split("://", 1)[-1]
+            if urls[0].startswith("https://") and self._client_credentials is not None:
+                channel = grpc.aio.secure_channel(target, self._client_credentials)
+            else:
+                channel = grpc.aio.insecure_channel(target)
+            self._leader_channels[leader] = channel
+        return channel
 
     def client_urls(self, node_id: str) -> list[str]:
         """Client URLs of a member as the config lists them (none for unknown members)."""

@@ -97,6 +97,16 @@ def grpc_server(config: NodeConfig) -> tuple[grpc.aio.Server, str]:
     return server, address
 
 
+def channel_credentials(config: NodeConfig) -> grpc.ChannelCredentials | None:
+    """This node's mTLS client credentials for calling other members' client ports."""
+    if not config.tls.enabled:
+        return None
+    ca, cert, key = grpc_pem_material(config.tls)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+
+
 @dataclass
 class ChainfireServer:
     """One running member: store, Raft node, gRPC services and the metrics endpoint."""
@@ -154,6 +164,7 @@ class ChainfireServer:
             identity_from_config(cfg),
             quota_bytes=self.quota_bytes,
             metrics=metrics,
+            client_credentials=channel_credentials(cfg),
         )
         await self._raft.start()
         await self.node.start()

@@ -8,6 +8,7 @@ cluster config (by IP or hostname and port), falling back to the URL's hostname.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -36,6 +37,14 @@ def peer_address(url: str) -> str:
 class ClusterServicer(Servicer, rpc_pb2_grpc.ClusterServicer):
     service = "etcdserverpb.Cluster"
 
+    async def _on_leader(self, method: str, request: Any) -> Any:
+        """Run a membership change on the leader (the engine only changes it there)."""
+        stub = rpc_pb2_grpc.ClusterStub(self.node.leader_channel())
+        try:
+            return await getattr(stub, method)(request, timeout=self.node.request_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise errors.EtcdError(exc.code(), exc.details() or "") from exc
+
     def _node_id_for(self, address: str) -> str:
         for addr, node_id in self.node.identity.peer_names:
             if addr == address:
@@ -61,6 +70,8 @@ class ClusterServicer(Servicer, rpc_pb2_grpc.ClusterServicer):
     ) -> rpc_pb2.MemberAddResponse:
         if request.isLearner:
             raise errors.NOT_CAPABLE
+        if not self.node.raft.is_leader:
+            return await self._on_leader("MemberAdd", request)  # type: ignore[no-any-return]
         if len(request.peerURLs) != 1:
             raise errors.MEMBER_BAD_URLS  # the engine knows one address per member
         address = peer_address(request.peerURLs[0])
@@ -88,6 +99,8 @@ class ClusterServicer(Servicer, rpc_pb2_grpc.ClusterServicer):
     async def MemberRemove(
         self, request: rpc_pb2.MemberRemoveRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.MemberRemoveResponse:
+        if not self.node.raft.is_leader:
+            return await self._on_leader("MemberRemove", request)  # type: ignore[no-any-return]
         members = self.node.raft.status().members
         node_id = next((m.node_id for m in members if member_id(m.node_id) == request.ID), None)
         if node_id is None:
