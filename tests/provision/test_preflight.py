@@ -146,10 +146,21 @@ def test_bootstrap_flags(tmp_path: Path) -> None:
     assert ids == {"PF033-bootstrap-worker", "PF031-quorum-small"}
 
 
-def test_flake_untracked_in_git(tree: Path) -> None:
-    subprocess.run(["git", "init", "-q", str(tree)], check=True, timeout=30)
-    findings = _tree(tree)
-    assert [f.id for f in findings if f.id == "PF051-flake-untracked"] == ["PF051-flake-untracked"]
+def test_flake_untracked_or_ignored_in_git(tree: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tree), *args], check=True, timeout=30, capture_output=True)
+
+    def flagged() -> list[Finding]:
+        return [f for f in _tree(tree) if f.id == "PF051-flake-untracked"]
+
+    git("init", "-q")
+    assert len(flagged()) == 1
+    (tree / ".gitignore").write_text("out/\n")  # ignored is as invisible to the flake
+    (finding,) = flagged()
+    assert "ignored" in finding.message and "never the keys" in finding.fix
+    git("add", "-f", *[str(p) for p in (tree / "out").rglob("*.nix")])
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "rendered")
+    assert flagged() == []
 
 
 # -- targets (recorded facts instead of SSH) ------------------------------------------

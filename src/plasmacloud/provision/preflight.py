@@ -296,22 +296,25 @@ def check_git(out: OutputLayout) -> list[Finding]:
         if inside.returncode != 0 or inside.stdout.strip() != "true":
             return []
         status = subprocess.run(
-            ["git", "-C", str(out.root), "status", "--porcelain", "--untracked-files=all", "."],
+            # Ignored files are as invisible to a git flake as untracked ones.
+            ["git", "-C", str(out.root), "status", "--porcelain", "--ignored", "-uall", "."],
             capture_output=True,
             text=True,
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):
         return []
-    pending = [line[3:] for line in status.stdout.splitlines() if not line.startswith("!!")]
+    # Only the Nix files matter to the flake; keys travel separately and stay out of git.
+    pending = [ln[3:] for ln in status.stdout.splitlines() if ln.endswith((".nix", "flake.lock"))]
     if not pending:
         return []
     return [
         warning(
             "PF051-flake-untracked",
-            f"{len(pending)} rendered file(s) are untracked or modified in git "
+            f"{len(pending)} rendered file(s) are untracked, ignored or modified in git "
             f"(e.g. {pending[0]}); `nixos-anywhere --flake` will not see them",
-            f"`git -C {out.root} add -A . && git commit`, or render outside the git tree",
+            f"git add the .nix files under {out.root} (never the keys) and commit, "
+            "or render outside the git tree",
         )
     ]
 

@@ -37,7 +37,8 @@ plasma deploy --method nixos-anywhere --spec cluster.yaml --out . --dry-run   # 
 ```
 
 The flake only sees files git tracks when this directory is inside a git work tree
-(the seed lost hours to a dirty tree): commit the rendered files or render outside git."""
+(the seed lost hours to a dirty tree): commit the rendered .nix files (never the keys)
+or render outside git."""
     elif method == "image":
         scripts = "\n".join(f"- {n.node_id}: `ipxe/{script_name(n)}`" for n in spec.nodes)
         deploy = f"""Serve the netboot image and let the first-boot agent install each node:
