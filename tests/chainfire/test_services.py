@@ -328,3 +328,23 @@ async def test_garbage_on_client_port_does_not_hurt(served: Served) -> None:
         writer.close()
     r = await served.kv.Put(pb.PutRequest(key=b"still", value=b"ok"))
     assert r.header.revision == 2
+
+
+async def test_undecodable_messages_are_refused_and_change_nothing(served: Served) -> None:
+    await served.kv.Put(pb.PutRequest(key=b"keep", value=b"me"))
+    for method in (
+        "/etcdserverpb.KV/Put",
+        "/etcdserverpb.KV/Txn",
+        "/etcdserverpb.Lease/LeaseGrant",
+    ):
+        raw = served.channel.unary_unary(
+            method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
+        for junk in (b"\xff\xff\xff\xff", b"\x0a\x64short", b"\x12"):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await raw(junk, timeout=5)
+            # grpcio reports a request it cannot parse as UNKNOWN, naming the parse error
+            assert exc.value.code() == grpc.StatusCode.UNKNOWN
+            assert "Error parsing message" in (exc.value.details() or "")
+    assert served.store.revision == 2 and served.store.leases() == {}
+    assert (await served.kv.Range(pb.RangeRequest(key=b"keep"))).kvs[0].value == b"me"
