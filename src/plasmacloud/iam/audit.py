@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from plasmacloud.iam.authz import AuditRecord
+from plasmacloud.iam.principal import AuditRecord
 from plasmacloud.iam.store import KVStore
 
 AUDIT_PREFIX = "/plasmacloud/iam/audit/"

@@ -27,124 +27,58 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import logging
 import ssl
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-import aiohttp
-
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.jwtcheck import PublicKey, TokenError, decode_token, keys_from_jwks, token_kid
-from plasmacloud.iam.keyrange import common_prefix, prefix_end
+from plasmacloud.iam.naming import (
+    CHAINFIRE_ACTIONS,
+    CLUSTER_RESOURCE,
+    FLAREDB_ACTIONS,
+    chainfire_action,
+    chainfire_range,
+    chainfire_resource,
+    flaredb_action,
+    flaredb_resource,
+)
 from plasmacloud.iam.policy import Decision, Policy, PolicyError, evaluate, parse_policy
+from plasmacloud.iam.principal import AuditRecord, Principal
+from plasmacloud.iam.shipper import AuditShipper
+from plasmacloud.iam.upstream import IamRefused, IamUnavailable, IamUpstream
 
 log = logging.getLogger(__name__)
 
-CHAINFIRE_ACTIONS = (
-    "Range",
-    "Put",
-    "DeleteRange",
-    "Txn",
-    "Compact",
-    "Watch",
-    "LeaseGrant",
-    "LeaseRevoke",
-    "LeaseKeepAlive",
-    "LeaseTimeToLive",
-    "LeaseLeases",
-    "MemberList",
-    "MemberAdd",
-    "MemberRemove",
-    "Status",
-    "Hash",
-    "Snapshot",
-)
-FLAREDB_ACTIONS = ("Query", "Execute")
-CLUSTER_RESOURCE = "cluster"
-
-
-def chainfire_action(rpc: str) -> str:
-    """``Put`` -> ``chainfire:Put``."""
-    return f"chainfire:{rpc}"
-
-
-def chainfire_resource(key: bytes | str) -> str:
-    """``b"app/x"`` -> ``key/app/x`` (non-UTF-8 bytes are escaped, never dropped)."""
-    text = key.decode("utf-8", errors="backslashreplace") if isinstance(key, bytes) else key
-    return f"key/{text}"
-
-
-def chainfire_range(key: bytes, range_end: bytes = b"") -> tuple[str, bool]:
-    """The resource an etcd request on ``[key, range_end)`` needs, and whether it is a prefix.
-
-    A single key is ``key/<key>``. A prefix range (``etcdctl get --prefix app/``) is the
-    prefix ``key/app/``: authorize it with ``prefix=True`` so an Allow must cover every
-    key in it and a Deny on any key in it refuses it. Other intervals are widened to their
-    common prefix (``range_end=b"\\0"``, "from key on", to everything), which can only
-    make a decision stricter, never looser.
-    """
-    if not range_end:
-        return chainfire_resource(key), False
-    if range_end == prefix_end(key):
-        return chainfire_resource(key), True
-    if range_end == b"\x00":
-        return chainfire_resource(b""), True
-    return chainfire_resource(common_prefix(key, range_end)), True
-
-
-def flaredb_action(kind: str) -> str:
-    """``Query`` or ``Execute`` -> ``flaredb:Query`` / ``flaredb:Execute``."""
-    return f"flaredb:{kind}"
-
-
-def flaredb_resource(db: str = "main") -> str:
-    """``main`` -> ``db/main``."""
-    return f"db/{db}"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """A verified caller."""
-
-    sub: str
-    username: str
-    groups: tuple[str, ...]
-    roles: tuple[str, ...]
-    jti: str
-    expires_at: float
-    client_id: str | None = None
-    token: str = field(default="", repr=False)
-
-    @classmethod
-    def from_claims(cls, claims: Mapping[str, Any], token: str) -> Principal:
-        return cls(
-            sub=str(claims["sub"]),
-            username=str(claims.get("preferred_username") or claims["sub"]),
-            groups=tuple(claims.get("groups") or ()),
-            roles=tuple(claims.get("roles") or ()),
-            jti=str(claims["jti"]),
-            expires_at=float(claims["exp"]),
-            client_id=claims.get("client_id"),
-            token=token,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """One authorization decision (who, what, on what, the answer, and why)."""
-
-    at: float
-    sub: str
-    action: str
-    resource: str
-    decision: Decision
+# One import path for the services: everything they need is reachable from here.
+__all__ = [
+    "CHAINFIRE_ACTIONS",
+    "CLUSTER_RESOURCE",
+    "FLAREDB_ACTIONS",
+    "AuditRecord",
+    "AuditShipper",
+    "Decision",
+    "HttpPolicySource",
+    "IamRefused",
+    "IamUnavailable",
+    "PolicySource",
+    "Principal",
+    "TokenError",
+    "Verdict",
+    "Verifier",
+    "chainfire_action",
+    "chainfire_range",
+    "chainfire_resource",
+    "flaredb_action",
+    "flaredb_resource",
+    "token_from_metadata",
+]
 
 
 class PolicySource(Protocol):
@@ -164,80 +98,11 @@ def parse_policy_list(body: Mapping[str, Any]) -> list[tuple[str, Policy]]:
     return out
 
 
-class _Upstream:
-    """GETs JSON from the first IAM URL that answers, remembering which one did."""
-
-    def __init__(self, urls: Sequence[str], ssl_context: ssl.SSLContext | None, timeout: float):
-        if not urls:
-            raise ValueError("at least one IAM URL is required")
-        self._urls = [u.rstrip("/") for u in urls]
-        self._ssl = ssl_context
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self._preferred = 0
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        token: str | None = None,
-        form: Mapping[str, str] | None = None,
-        body: Any = None,
-    ) -> tuple[int, Any]:
-        """``(status, JSON body)`` from the first IAM URL that answers below 500."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        errors = []
-        n = len(self._urls)
-        for i in range(n):
-            idx = (self._preferred + i) % n
-            url = self._urls[idx] + path
-            try:
-                async with self._session.request(
-                    method, url, headers=headers, data=form, json=body, ssl=self._ssl or True
-                ) as resp:
-                    if resp.status >= 500:
-                        errors.append(f"{url}: HTTP {resp.status}")
-                        continue
-                    self._preferred = idx
-                    if resp.content_type != "application/json":
-                        return resp.status, {"error": await resp.text()}
-                    return resp.status, await resp.json()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                errors.append(f"{url}: {exc!r}")
-        raise IamUnavailable("; ".join(errors))
-
-    async def get_json(self, path: str, token: str | None = None) -> Any:
-        """GET that must answer 200 (:class:`IamRefused` otherwise)."""
-        status, body = await self.request("GET", path, token=token)
-        if status != 200:
-            raise IamRefused(status, str(body))
-        return body
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-class IamUnavailable(Exception):
-    """No IAM URL answered."""
-
-
-class IamRefused(Exception):
-    """IAM answered with a 4xx (e.g. the token presented for policy lookup was refused)."""
-
-    def __init__(self, status: int, body: str):
-        self.status = status
-        super().__init__(f"IAM answered HTTP {status}: {body[:200]}")
-
-
 class HttpPolicySource:
     """Fetches a principal's policies from IAM with its own token; caches per subject."""
 
     def __init__(
-        self, upstream: _Upstream, ttl: float, clock: Callable[[], float] = time.monotonic
+        self, upstream: IamUpstream, ttl: float, clock: Callable[[], float] = time.monotonic
     ):
         self._upstream = upstream
         self._ttl = ttl
@@ -306,7 +171,7 @@ class Verifier:
         audit: Callable[[AuditRecord], Awaitable[None] | None] | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        self._upstream = _Upstream(iam_urls, ssl_context, http_timeout)
+        self._upstream = IamUpstream(iam_urls, ssl_context, http_timeout)
         self._audience = audience
         self._issuer = issuer
         self._jwks_min_refresh = jwks_min_refresh
@@ -527,95 +392,4 @@ class Verifier:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        await self._upstream.close()
-
-
-class AuditShipper:
-    """Sends a service's decisions to IAM's audit log (``POST /v1/audit``) in batches.
-
-    Use an instance as the Verifier's ``audit`` callback and run :meth:`run` beside the
-    service. The buffer is bounded: while IAM is unreachable the oldest records are
-    dropped (and counted in ``dropped``) rather than growing memory without limit.
-    """
-
-    def __init__(
-        self,
-        iam_urls: Sequence[str],
-        client_id: str,
-        client_secret: str,
-        source: str,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        max_buffer: int = 10_000,
-        batch_size: int = 500,
-        http_timeout: float = 3.0,
-    ):
-        self._upstream = _Upstream(iam_urls, ssl_context, http_timeout)
-        self._creds = {
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": client_secret,
-        }
-        self._source = source
-        self._buffer: deque[AuditRecord] = deque(maxlen=max_buffer)
-        self._batch = batch_size
-        self._token: str | None = None
-        self.dropped = 0
-        self.sent = 0
-
-    def __call__(self, record: AuditRecord) -> None:
-        if len(self._buffer) == self._buffer.maxlen:
-            self.dropped += 1
-        self._buffer.append(record)
-
-    async def _login(self) -> str:
-        status, body = await self._upstream.request("POST", "/oauth2/token", form=self._creds)
-        if status != 200:
-            raise IamRefused(status, str(body))
-        self._token = str(body["access_token"])
-        return self._token
-
-    async def flush(self) -> int:
-        """Send everything buffered now; returns how many records IAM accepted."""
-        sent = 0
-        while self._buffer:
-            batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
-            payload = {
-                "source": self._source,
-                "records": [
-                    {"at": r.at, "sub": r.sub, "action": r.action, "resource": r.resource,
-                     **r.decision.to_json()}
-                    for r in batch
-                ],
-            }  # fmt: skip
-            token = self._token or await self._login()
-            status, body = await self._upstream.request("POST", "/v1/audit", token, body=payload)
-            if status == 401:  # token expired: log in again once
-                token = await self._login()
-                status, body = await self._upstream.request(
-                    "POST", "/v1/audit", token, body=payload
-                )
-            if status != 201:
-                raise IamRefused(status, str(body))
-            for _ in batch:
-                self._buffer.popleft()
-            sent += len(batch)
-        self.sent += sent
-        return sent
-
-    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
-        """Flush every ``interval`` seconds until ``stop`` is set (then once more)."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            try:
-                await self.flush()
-            except (IamUnavailable, IamRefused) as exc:
-                log.warning(
-                    "audit records not shipped yet (%d buffered): %s", len(self._buffer), exc
-                )
-            if stop.is_set():
-                return
-
-    async def close(self) -> None:
         await self._upstream.close()

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from plasmacloud.iam.authz import Principal
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.directory import check_name, validation_errors
 from plasmacloud.iam.jwtcheck import TokenError
+from plasmacloud.iam.principal import Principal
 from plasmacloud.iam.service import IamService
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -26,7 +26,6 @@ from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import server_context
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
-from plasmacloud.iam.authz import AuditRecord
 from plasmacloud.iam.http_util import (
     SERVICE_KEY,
     ApiError,
@@ -40,6 +39,7 @@ from plasmacloud.iam.http_util import (
 from plasmacloud.iam.jwtcheck import ALLOWED_ALGORITHMS
 from plasmacloud.iam.openapi import openapi_document
 from plasmacloud.iam.policy import Decision, evaluate, parse_policy
+from plasmacloud.iam.principal import AuditRecord
 from plasmacloud.iam.service import GrantError, IamService, IamSettings
 from plasmacloud.iam.store import KVStore
 from plasmacloud.iam.tokens import TokenSettings

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from plasmacloud.iam.audit import AuditLog
-from plasmacloud.iam.authz import AuditRecord, Principal
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.iam.directory import (
@@ -28,6 +27,7 @@ from plasmacloud.iam.lockout import AccountLockout, IpRateLimiter, LockoutPolicy
 from plasmacloud.iam.metrics import IamMetrics
 from plasmacloud.iam.passwords import Hasher, HashParams
 from plasmacloud.iam.policy import Decision, evaluate
+from plasmacloud.iam.principal import AuditRecord, Principal
 from plasmacloud.iam.store import KVStore
 from plasmacloud.iam.tokens import IssuedTokens, Subject, TokenService, TokenSettings
 

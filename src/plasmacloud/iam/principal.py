@@ -1,0 +1,47 @@
+"""Who a verified token speaks for, and the record of one authorization decision."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from plasmacloud.iam.policy import Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A verified caller."""
+
+    sub: str
+    username: str
+    groups: tuple[str, ...]
+    roles: tuple[str, ...]
+    jti: str
+    expires_at: float
+    client_id: str | None = None
+    token: str = field(default="", repr=False)
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any], token: str) -> Principal:
+        return cls(
+            sub=str(claims["sub"]),
+            username=str(claims.get("preferred_username") or claims["sub"]),
+            groups=tuple(claims.get("groups") or ()),
+            roles=tuple(claims.get("roles") or ()),
+            jti=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
+            client_id=claims.get("client_id"),
+            token=token,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One authorization decision (who, what, on what, the answer, and why)."""
+
+    at: float
+    sub: str
+    action: str
+    resource: str
+    decision: Decision
