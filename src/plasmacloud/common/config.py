@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import socket
-from enum import Enum
+from enum import StrEnum
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Literal
@@ -20,14 +20,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
-_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
 class ConfigError(ValueError):
     """A configuration file is missing, unreadable or invalid; the message says how to fix it."""
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     CONTROL_PLANE = "control-plane"
     WORKER = "worker"
 
