@@ -288,6 +288,13 @@ def test_every_emitted_check_id_is_catalogued_and_documented() -> None:
     assert [i for i in preflight.CHECKS if f"`{i}`" not in doc] == []
 
 
+def test_list_checks() -> None:
+    code, output = run_plasma("preflight", "--list-checks", "--json")
+    assert code == 0 and json.loads(output) == preflight.CHECKS
+    code, output = run_plasma("preflight", "--list-checks")
+    assert code == 0 and output.splitlines()[1].startswith("PF001-cert-missing ")
+
+
 def test_init_writes_sample_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "cluster.yaml"
     code, output = run_plasma("init", "--spec", str(path), "--ssh-key", REAL_KEY)

@@ -170,9 +170,17 @@ def preflight_cmd(
     ] = False,
     identity: Annotated[str | None, typer.Option("-i", help="SSH private key")] = None,
     no_tree: Annotated[bool, typer.Option(help="check only the spec, not --out")] = False,
+    list_checks: Annotated[bool, typer.Option(help="print every check id and exit")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check spec, rendered tree, certificates and (optionally) target machines."""
+    if list_checks:
+        if as_json:
+            typer.echo(json.dumps(preflight.CHECKS, indent=2))
+        else:
+            for check_id, meaning in preflight.CHECKS.items():
+                typer.echo(f"{check_id:32} {meaning}")
+        return
     targets = {}
     if target or all_targets:
         try:
