@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -235,3 +236,20 @@ async def test_entry_over_the_replication_limit_is_refused(live_node: LiveNode) 
     assert status == 200 and "values" not in doc["results"][0]  # nothing was applied
     status, doc = await call("POST", u + "/db/execute", body[:5])
     assert status == 200 and len(doc["results"]) == 5
+
+
+async def test_runaway_query_is_interrupted_and_the_node_keeps_serving(live_node: LiveNode) -> None:
+    u = live_node.url
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    )
+
+    query = asyncio.create_task(call("POST", u + "/db/query?timeout=5s&level=none", [endless]))
+    await asyncio.sleep(0.1)  # let the query start
+    status, _ = await call("GET", u + "/readyz")
+    # The loop answered while the query was still running in the reader thread.
+    assert status == 200 and not query.done()
+    status, doc = await query
+    assert status == 200 and doc["results"][0]["error"] == "interrupted"
+    status, doc = await call("POST", u + "/db/query", ["SELECT 2"])
+    assert doc["results"][0]["values"] == [[2]]

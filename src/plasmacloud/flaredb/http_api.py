@@ -16,6 +16,7 @@ import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -194,6 +195,8 @@ class HttpApi:
         self.max_entry = max_entry
         self.started = time.time()
         self._session: aiohttp.ClientSession | None = None
+        # One thread: the read connection is used by one query at a time.
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"flaredb-read-{node_id}")
         metrics.bind(
             db_size=store.size_bytes,
             is_leader=lambda: float(raft.is_leader),
@@ -219,6 +222,7 @@ class HttpApi:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self._reader.shutdown(wait=True)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -367,7 +371,11 @@ class HttpApi:
                     await self._read_barrier(opts.timeout)
                 elif level == "none" and opts.freshness is not None and self._leader() is None:
                     return _error("stale read: this node has no leader to be fresh against", 503)
-                results = self.store.query(stmts)
+                # In the reader thread: a long query must not stall the event loop (and
+                # with it this node's Raft heartbeats).
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._reader, self.store.query, stmts, opts.timeout
+                )
         except _Unavailable as exc:
             return _error(str(exc), exc.status)
         self.metrics.count("query", results)
@@ -410,10 +418,12 @@ class HttpApi:
         """GET /db/backup: the SQLite file, or a SQL dump with ?fmt=sql."""
         if denied := await self._denied(request, QUERY):
             return denied
+        loop = asyncio.get_running_loop()
         if request.query.get("fmt") == "sql":
-            return web.Response(text="".join(self.store.dump_sql()), content_type="text/plain")
+            dump = await loop.run_in_executor(self._reader, lambda: "".join(self.store.dump_sql()))
+            return web.Response(text=dump, content_type="text/plain")
         return web.Response(
-            body=self.store.backup_file(),
+            body=await loop.run_in_executor(self._reader, self.store.backup_file),
             content_type="application/octet-stream",
             headers={"Content-Disposition": 'attachment; filename="flaredb.sqlite"'},
         )

@@ -221,17 +221,30 @@ class SQLiteStore:
 
     # -- local reads -------------------------------------------------------------------
 
-    def query(self, statements: Sequence[Statement]) -> list[Result]:
-        """Run read statements on the read-only connection (no replication)."""
-        results: list[Result] = []
-        for stmt in statements:
-            try:
-                check_query(stmt.sql)
-            except NonDeterministicError as exc:
-                results.append(ErrorResult(str(exc)))
-                continue
-            results.append(_execute(self._r, stmt))
-        return results
+    def query(self, statements: Sequence[Statement], timeout: float | None = None) -> list[Result]:
+        """Run read statements on the read-only connection (no replication).
+
+        Safe to call from one worker thread while the event loop applies entries (SQLite
+        releases the GIL while it works). A statement still running after ``timeout``
+        seconds is interrupted and answers "interrupted".
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is not None:
+            # Called every 10k VM steps: cheap, and a runaway query stops soon after.
+            self._r.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            results: list[Result] = []
+            for stmt in statements:
+                try:
+                    check_query(stmt.sql)
+                except NonDeterministicError as exc:
+                    results.append(ErrorResult(str(exc)))
+                    continue
+                results.append(_execute(self._r, stmt))
+            return results
+        finally:
+            if deadline is not None:
+                self._r.set_progress_handler(None, 0)
 
     # -- backup / load -----------------------------------------------------------------
 
