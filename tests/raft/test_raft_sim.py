@@ -27,8 +27,8 @@ def test_simulation_seeds(start: int, caplog: pytest.LogCaptureFixture) -> None:
     for seed in range(start, min(start + CHUNK, SEEDS)):
         try:
             stats = Simulation(seed).run()
-        except InvariantViolation as exc:
-            failures.append(f"seed {seed}: {exc}\n  replay: {replay_command(seed)}")
+        except Exception as exc:  # an invariant, or the engine itself blew up
+            failures.append(f"seed {seed}: {exc!r}\n  replay: {replay_command(seed)}")
             continue
         totals["acked"] += stats.acked
         totals["crashes"] += stats.crashes

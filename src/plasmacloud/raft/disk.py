@@ -22,6 +22,10 @@ class AppendFile(Protocol):
 
     def size(self) -> int: ...
 
+    def sync(self) -> None:
+        """Blocking ``fdatasync`` (rare: when a segment is finished)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -73,6 +77,9 @@ class OsFile:
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -90,20 +90,21 @@ class SimFile:
     def __init__(self, disk: SimDisk, path: str) -> None:
         self.disk = disk
         self.path = path
-        disk.files.setdefault(path, _FileState())
-
-    def _state(self) -> _FileState:
-        # a removed file keeps accepting writes into the void, like an unlinked inode
-        return self.disk.files.get(self.path) or _FileState()
+        # bound to the file, not the name: after an unlink (and maybe a new file under the
+        # same name) this handle still refers to the old, now nameless, file
+        self.state = disk.files.setdefault(path, _FileState())
 
     def write(self, data: bytes) -> None:
-        self._state().data.extend(data)
+        self.state.data.extend(data)
 
     def truncate(self, size: int) -> None:
-        del self._state().data[size:]
+        del self.state.data[size:]
 
     def size(self) -> int:
-        return len(self._state().data)
+        return len(self.state.data)
+
+    def sync(self) -> None:
+        self.state.durable = bytes(self.state.data)
 
     def close(self) -> None:
         pass
@@ -141,12 +142,10 @@ class SimDisk:
         pass
 
     async def datasync(self, files: Sequence[Any]) -> None:
-        captured = [(f.path, bytes(f._state().data)) for f in files]
+        captured = [(f.state, bytes(f.state.data)) for f in files]
         await asyncio.sleep(self.rng.uniform(*self.sync_delay))
-        for path, data in captured:
-            st = self.files.get(path)
-            if st is not None and bytes(st.data[: len(data)]) == data:
-                st.durable = data
+        for st, data in captured:
+            st.durable = data  # what was written when the sync began is on disk now
 
     def write_atomic(self, path: str, data: bytes) -> None:
         self.files[path] = _FileState(bytearray(data), bytes(data))
@@ -490,18 +489,14 @@ class Simulation:
         task = asyncio.get_running_loop().create_task(change)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _rejoin_all(self, deadline: float) -> None:
-        """After healing, make every node a member again (so all of them must converge)."""
-        loop = asyncio.get_running_loop()
-        while loop.time() < deadline:
-            leader = self._leader()
-            missing = [n for n in self.ids if leader is None or n not in leader.members]
-            if leader is not None and not missing:
-                return
-            if leader is not None:
-                with contextlib.suppress(RaftError):
-                    await leader.add_member(missing[0], f"sim:{missing[0]}", timeout=1.0)
-            await asyncio.sleep(0.05)
+    async def _rejoin(self) -> None:
+        """After healing, make every node a member again (so all of them must converge).
+        Called until convergence: a change requested before the heal may still land."""
+        leader = self._leader()
+        missing = [n for n in self.ids if leader is not None and n not in leader.members]
+        if leader is not None and missing:
+            with contextlib.suppress(RaftError):
+                await leader.add_member(missing[0], f"sim:{missing[0]}", timeout=1.0)
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -518,8 +513,8 @@ class Simulation:
         for c in clients:
             await c
         deadline = loop.time() + self.heal_time
-        await self._rejoin_all(deadline)
         while not self._converged():
+            await self._rejoin()
             if loop.time() > deadline:
                 states = {n: (x.role, x.term, x.commit_index, x.applied_index, x.last_index)
                           for n, x in self.nodes.items()}  # fmt: skip
@@ -566,9 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         try:
             stats = Simulation(seed).run()
-        except InvariantViolation as exc:
+        except Exception as exc:  # an invariant, or the engine itself blew up
             failures += 1
-            print(f"seed {seed}: FAILED: {exc}\n  replay: {replay_command(seed)}")
+            print(f"seed {seed}: FAILED: {exc!r}\n  replay: {replay_command(seed)}")
             continue
         if args.seed is not None or args.verbose:
             print(stats)

@@ -118,8 +118,8 @@ class Storage:
         names = [n for n in self.disk.listdir(self.dir) if n.startswith("log-")]
         names = [n for n in names if n.endswith(".seg")]
         blobs = [self.disk.read(self._path(n)) for n in names]
-        # a crash can tear only the newest write: the last segment holding any data (a
-        # segment created just before the crash may still be empty)
+        # a crash can tear only the newest write: the last segment holding any data (older
+        # segments were synced before a newer one got data; the newest may still be empty)
         tail = max((i for i, b in enumerate(blobs) if b), default=0)
         entries: list[LogEntry] = []
         for i, (name, data) in enumerate(zip(names, blobs, strict=True)):
@@ -278,6 +278,9 @@ class Storage:
 
     def _roll(self, first_index: int) -> _Segment:
         assert self._file is not None
+        # finish the old segment on disk before the new one gets data: then only the newest
+        # non-empty segment can hold a torn write, and damage anywhere else is corruption
+        self._file.sync()
         self._retired.append(self._file)
         seg = _Segment(first_index, self._path(_seg_name(first_index)))
         self._segs.append(seg)
@@ -289,8 +292,6 @@ class Storage:
     def _replace_empty(self, first_index: int) -> _Segment:
         """The current segment is empty but named for another index: start the right one."""
         old = self._segs.pop()
-        assert self._file is not None
-        self._retired.append(self._file)
         self.disk.remove(old.path)
         return self._roll(first_index)
 
