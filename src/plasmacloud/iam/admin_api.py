@@ -7,7 +7,6 @@ listings) allowed by the caller's policies, e.g. ``iam:CreateUser``, ``iam:ListP
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from plasmacloud.iam.http_util import (
     require,
     service,
 )
+from plasmacloud.iam.passwords import new_client_secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +100,8 @@ def _create(spec: KindSpec) -> Handler:
         if isinstance(body, m.CreateUser):
             fields["password_hash"] = await svc.hasher.hash(body.password)
         if spec.kind == Kind.SERVICE_ACCOUNT:
-            extra = {"client_id": name, "client_secret": secrets.token_urlsafe(32)}
-            fields["secret_hash"] = await svc.hasher.hash(extra["client_secret"])
+            secret, fields["secret_hash"] = new_client_secret()
+            extra = {"client_id": name, "client_secret": secret}
         entity = MODELS[spec.kind].model_validate(fields)
         try:
             await svc.directory.create(spec.kind, entity)
@@ -202,8 +202,7 @@ async def _list_members(request: web.Request) -> web.Response:
 async def _reset_secret(request: web.Request) -> web.Response:
     name = path_name(request)
     await require(request, "iam:ResetServiceAccountSecret", _resource(Kind.SERVICE_ACCOUNT, name))
-    secret = secrets.token_urlsafe(32)
-    hashed = await service(request).hasher.hash(secret)
+    secret, hashed = new_client_secret()
     try:
         await service(request).directory.update(
             Kind.SERVICE_ACCOUNT, name, lambda e: e.model_copy(update={"secret_hash": hashed})

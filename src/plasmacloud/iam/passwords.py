@@ -1,8 +1,16 @@
-"""Password and client-secret hashing with argon2id (argon2-cffi), off the event loop."""
+"""Secrets at rest: passwords with argon2id (off the event loop), client secrets with SHA-256.
+
+Client secrets are 256 random bits that IAM generates itself, so nobody can guess them
+offline; a slow hash would only make every client-credentials login cost ~90 ms of CPU.
+Passwords are chosen by people and get argon2id.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -55,3 +63,23 @@ class Hasher:
 
         ok = await asyncio.to_thread(check)
         return ok and encoded is not None
+
+
+_DIGEST_PREFIX = "sha256$"
+
+
+def digest_secret(secret: str) -> str:
+    """The stored form of a generated client secret."""
+    return _DIGEST_PREFIX + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_client_secret() -> tuple[str, str]:
+    """A fresh client secret (shown once) and its stored digest."""
+    secret = secrets.token_urlsafe(32)
+    return secret, digest_secret(secret)
+
+
+def check_secret(stored: str | None, secret: str) -> bool:
+    """Constant-time comparison of ``secret`` with a stored digest (``None``: no)."""
+    candidate = digest_secret(secret)
+    return hmac.compare_digest(stored or _DIGEST_PREFIX, candidate) and stored is not None

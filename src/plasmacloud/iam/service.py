@@ -25,7 +25,7 @@ from plasmacloud.iam.jwtcheck import TokenError
 from plasmacloud.iam.keys import KeyRing
 from plasmacloud.iam.lockout import AccountLockout, IpRateLimiter, LockoutPolicy
 from plasmacloud.iam.metrics import IamMetrics
-from plasmacloud.iam.passwords import Hasher, HashParams
+from plasmacloud.iam.passwords import Hasher, HashParams, check_secret, new_client_secret
 from plasmacloud.iam.policy import Decision, evaluate
 from plasmacloud.iam.principal import AuditRecord, Principal
 from plasmacloud.iam.store import KVStore
@@ -110,12 +110,13 @@ class IamService:
             self.metrics.login_failures.labels("locked").inc()
             raise GrantError("invalid_grant", "account temporarily locked", 429, wait)
         entity = await self.directory.get(kind, name)
-        encoded = None
-        if isinstance(entity, User):
-            encoded = entity.password_hash
-        elif isinstance(entity, ServiceAccount):
-            encoded = entity.secret_hash
-        if not await self.hasher.verify(encoded, secret):
+        if kind == Kind.SERVICE_ACCOUNT:
+            stored = entity.secret_hash if isinstance(entity, ServiceAccount) else None
+            ok = check_secret(stored, secret)
+        else:
+            stored = entity.password_hash if isinstance(entity, User) else None
+            ok = await self.hasher.verify(stored, secret)
+        if not ok:
             if entity is not None:
                 await self.lockout.record_failure(account)
             self.metrics.login_failures.labels("bad_credentials").inc()
@@ -208,11 +209,12 @@ class IamService:
             BOOTSTRAP_KEY, 0, json.dumps({"at": self.clock(), "by": self.settings.node_id}).encode()
         ):
             return None
+        client_secret, client_digest = new_client_secret()
         creds = AdminCredentials(
             username=username,
             password=secrets.token_urlsafe(24),
             client_id=f"{username}-client",
-            client_secret=secrets.token_urlsafe(32),
+            client_secret=client_secret,
         )
         admin_doc = {
             "Version": "2012-10-17",
@@ -241,7 +243,7 @@ class IamService:
                 name=creds.client_id,
                 description="bootstrap administrator (client credentials)",
                 groups=[ADMIN_GROUP],
-                secret_hash=await self.hasher.hash(creds.client_secret),
+                secret_hash=client_digest,
             ),
         )
         return creds
