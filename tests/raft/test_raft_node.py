@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import struct
@@ -11,11 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 from raft_certs import ScratchPKI
 from raft_cluster import Cluster
 
-from plasmacloud.raft.api import RaftStatus
+from plasmacloud.raft.api import ProposalTimeoutError, RaftStatus, ShutdownError
 from plasmacloud.raft.codec import Heartbeat, encode_frame
+from plasmacloud.raft.memory import MemoryStateMachine
+from plasmacloud.raft.node import RaftNode
 
 
 @pytest.fixture
@@ -183,3 +187,35 @@ async def test_mtls_cluster_and_untrusted_client_rejected(
         assert await leader.propose(b"still-fine") > 0
     finally:
         await c.stop_all()
+
+
+async def test_single_node_cluster_and_metrics(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, size=1)
+    registry = CollectorRegistry()
+    sm = MemoryStateMachine()
+    node = RaftNode(dataclasses.replace(c.config("n1"), registry=registry), sm)
+    await node.start()
+    try:
+        await node.wait_for_leader()
+        results = await asyncio.gather(*(node.propose(b"m%d" % k) for k in range(10)))
+        await node.read_index()
+        assert len(set(results)) == 10 and len(sm.commands()) == 10
+
+        def metric(name: str) -> float | None:
+            return registry.get_sample_value(name)
+
+        assert metric("raft_is_leader") == 1
+        assert metric("raft_term") == node.term >= 1
+        assert metric("raft_proposals_committed_total") == 10
+        assert metric("raft_proposals_pending") == 0
+        assert metric("raft_leader_changes_total") == 1
+        assert metric("raft_commit_index") == metric("raft_applied_index") == node.commit_index
+        assert (metric("raft_fsync_duration_seconds_count") or 0) >= 1
+        assert (metric("raft_apply_duration_seconds_count") or 0) >= 1
+        with pytest.raises(ProposalTimeoutError):
+            await node.propose(b"x", timeout=0)
+        assert metric("raft_proposals_failed_total") == 1
+    finally:
+        await node.stop()
+    with pytest.raises(ShutdownError):
+        await node.propose(b"after-stop")
