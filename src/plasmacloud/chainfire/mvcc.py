@@ -57,12 +57,40 @@ PUT = kv_pb2.Event.PUT
 DELETE = kv_pb2.Event.DELETE
 
 
-@dataclass(frozen=True, slots=True)
 class WatchEvent:
-    """One change, as watchers see it: its revision and etcd's Event (with prev_kv)."""
+    """One change, as watchers see it: its revision, key, kind, and the rows behind it.
 
-    revision: int
-    event: kv_pb2.Event
+    etcd's Event message is only built when a watcher takes the change (most writes have
+    no watcher), then reused for every other watcher of it.
+    """
+
+    __slots__ = ("_event", "is_put", "key", "prev", "revision", "row")
+
+    def __init__(self, revision: int, key: bytes, row: _Row | None, prev: _Row | None) -> None:
+        self.revision = revision
+        self.key = key
+        self.row = row  # the new KeyValue row of a put; None for a deletion
+        self.prev = prev  # the KeyValue row before the change, if known
+        self.is_put = row is not None
+        self._event: kv_pb2.Event | None = None
+
+    @property
+    def event(self) -> kv_pb2.Event:
+        """etcd's Event (with prev_kv when known); callers must not modify it."""
+        if self._event is None:
+            if self.row is not None:
+                ev = kv_pb2.Event(type=PUT, kv=_kv(self.row))
+            else:
+                ev = kv_pb2.Event(
+                    type=DELETE, kv=kv_pb2.KeyValue(key=self.key, mod_revision=self.revision)
+                )
+            if self.prev is not None:
+                ev.prev_kv.CopyFrom(_kv(self.prev))
+            self._event = ev
+        return self._event
+
+    def __repr__(self) -> str:
+        return f"WatchEvent({self.revision}, {self.key!r}, {'PUT' if self.is_put else 'DELETE'})"
 
 
 EventListener = Callable[[list[WatchEvent]], None]
@@ -253,25 +281,20 @@ class MvccStore:
             rows = self._db.execute(sql, (start_rev, until_rev, *params)).fetchall()
             out = []
             for rev, k, create_rev, version, value, lease, prev_rev in rows:
-                prev = self._hist_kv(k, prev_rev) if prev_rev is not None else None
-                if version == 0:
-                    ev = kv_pb2.Event(type=DELETE, kv=kv_pb2.KeyValue(key=k, mod_revision=rev))
-                else:
-                    ev = kv_pb2.Event(type=PUT, kv=_kv((k, create_rev, rev, version, value, lease)))
-                if prev is not None:
-                    ev.prev_kv.CopyFrom(prev)
-                out.append(WatchEvent(rev, ev))
+                prev = self._hist_row(k, prev_rev) if prev_rev is not None else None
+                row = (k, create_rev, rev, version, value, lease) if version else None
+                out.append(WatchEvent(rev, k, row, prev))
         return out
 
-    def _hist_kv(self, key: bytes, rev: int) -> kv_pb2.KeyValue | None:
-        row = self._db.execute(
+    def _hist_row(self, key: bytes, rev: int) -> _Row | None:
+        row: _Row | None = self._db.execute(
             "SELECT key, create_rev, rev, version, value, lease FROM hist "
             "WHERE key = ? AND rev = ?",
             (key, rev),
         ).fetchone()
         if row is None or row[3] == 0:
-            return None
-        return _kv(row)
+            return None  # compacted away, or a deletion
+        return row
 
     def hash_kv(self, revision: int = 0) -> tuple[int, int, int]:
         """(crc32 of every stored change up to ``revision``, compact rev, hashed rev).
@@ -466,13 +489,10 @@ class MvccStore:
             (w.rev, w.sub, req.key, create_rev, version, value, lease),
         )
         w.sub += 1
-        ev = kv_pb2.Event(type=PUT, kv=_kv(row))
+        w.events.append(WatchEvent(w.rev, req.key, row, prev))
         resp = rpc_pb2.PutResponse(header=rpc_pb2.ResponseHeader(revision=w.rev))
-        if prev is not None:
-            ev.prev_kv.CopyFrom(_kv(prev))
-            if req.prev_kv:
-                resp.prev_kv.CopyFrom(ev.prev_kv)
-        w.events.append(WatchEvent(w.rev, ev))
+        if req.prev_kv and prev is not None:
+            resp.prev_kv.CopyFrom(_kv(prev))
         return resp
 
     def _delete_rows(self, w: _Write, rows: list[_Row]) -> None:
@@ -485,10 +505,7 @@ class MvccStore:
                 (w.rev, w.sub, key),
             )
             w.sub += 1
-            ev = kv_pb2.Event(
-                type=DELETE, kv=kv_pb2.KeyValue(key=key, mod_revision=w.rev), prev_kv=_kv(row)
-            )
-            w.events.append(WatchEvent(w.rev, ev))
+            w.events.append(WatchEvent(w.rev, key, None, row))
 
     def _delete_range(
         self, w: _Write, req: rpc_pb2.DeleteRangeRequest

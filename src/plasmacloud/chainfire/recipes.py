@@ -62,7 +62,7 @@ async def wait_deleted(node: ChainfireNode, key: bytes, after_rev: int) -> None:
     async with watch_key(node, key, b"", after_rev + 1) as queue:
         while True:
             ev = await queue.get()
-            if ev is None or ev.event.type == kv_pb2.Event.DELETE:
+            if ev is None or not ev.is_put:
                 return  # deleted, or history lost: the caller re-checks either way
 
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from plasmacloud.chainfire.mvcc import MvccStore, WatchEvent
-from plasmacloud.chainfire.proto import kv_pb2
 
 HISTORY_CHUNK = 1000  # events per catch-up delivery, so one response never gets huge
 
@@ -54,11 +53,9 @@ class Watcher:
         for ev in events:
             if ev.revision < self.next_rev:
                 continue
-            if not in_range(ev.event.kv.key, self.key, self.range_end):
+            if not in_range(ev.key, self.key, self.range_end):
                 continue
-            if ev.event.type == kv_pb2.Event.PUT and self.no_put:
-                continue
-            if ev.event.type == kv_pb2.Event.DELETE and self.no_delete:
+            if self.no_put if ev.is_put else self.no_delete:
                 continue
             out.append(ev)
         return out

@@ -8,7 +8,7 @@ import grpc
 
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.client import prefix_end
-from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, v3election_pb2, v3election_pb2_grpc
+from plasmacloud.chainfire.proto import rpc_pb2, v3election_pb2, v3election_pb2_grpc
 from plasmacloud.chainfire.recipes import acquire, first_contender, watch_key
 from plasmacloud.chainfire.services.base import Servicer, count, guard_stream, unary
 
@@ -90,14 +90,14 @@ class ElectionServicer(Servicer, v3election_pb2_grpc.ElectionServicer):
                 async with watch_key(self.node, prefix, prefix_end(prefix), rev + 1) as q:
                     while True:
                         got = await q.get()
-                        if got is None or got.event.type == kv_pb2.Event.PUT:
+                        if got is None or got.is_put:
                             break
                 continue
             yield v3election_pb2.LeaderResponse(header=self.node.header(), kv=kv)
             async with watch_key(self.node, kv.key, b"", rev + 1) as q:
                 while True:
                     got = await q.get()
-                    if got is None or got.event.type == kv_pb2.Event.DELETE:
+                    if got is None or not got.is_put:
                         break  # leadership moved on (or history was lost): look again
                     yield v3election_pb2.LeaderResponse(header=self.node.header(), kv=got.event.kv)
 

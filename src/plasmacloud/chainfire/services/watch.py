@@ -29,6 +29,10 @@ MAX_QUEUED = 1000
 RESUME_BELOW = 100
 
 
+def _without_prev(event: kv_pb2.Event) -> kv_pb2.Event:
+    return kv_pb2.Event(type=event.type, kv=event.kv)
+
+
 class _Stream:
     """State of one Watch RPC: its watchers and its outgoing queue."""
 
@@ -57,8 +61,7 @@ class _Stream:
             self.parked.append(w)
             return False
         out = [
-            ev.event if w.prev_kv else kv_pb2.Event(type=ev.event.type, kv=ev.event.kv)
-            for ev in events
+            ev.event if w.prev_kv or ev.prev is None else _without_prev(ev.event) for ev in events
         ]
         self._send(header=self.node.header(events[-1].revision), watch_id=w.watch_id, events=out)
         return True
