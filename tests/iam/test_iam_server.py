@@ -250,6 +250,13 @@ async def test_bad_input_is_refused_without_state_change(iam_cluster: ClusterFac
         "POST", "/v1/users", admin, json={"name": "bob", "password": "long enough", "admin": True}
     )
     assert status == 422 and err["errors"][0]["field"] == "admin"
+    many = {"name": "bob", "password": "long enough", "policies": [f"p{i}" for i in range(101)]}
+    status, err = await c.call("POST", "/v1/users", admin, json=many)
+    assert status == 422 and err["errors"][0]["field"] == "policies"
+    for i in range(100):
+        await c.call("POST", "/v1/groups", admin, json={"name": f"g{i}"})
+        status, _ = await c.call("PUT", f"/v1/groups/g{i}/members/admin", admin)
+        assert status == (200 if i < 99 else 422)  # admin is already in "admins"
     status, err = await c.call("POST", "/v1/users", admin, data=b"{not json")
     assert status == 400
     status, err = await c.call("GET", "/v1/users/..%2F..%2Fetc", admin)
@@ -258,6 +265,7 @@ async def test_bad_input_is_refused_without_state_change(iam_cluster: ClusterFac
     assert status == 422
     status, users = await c.call("GET", "/v1/users", admin)
     assert [u["name"] for u in users["items"]] == ["admin"]
+    assert len(users["items"][0]["groups"]) == 100
     status, pols = await c.call("GET", "/v1/policies", admin)
     assert [p["name"] for p in pols["items"]] == ["AdministratorAccess"]
     status, _ = await c.call("POST", "/v1/groups", admin, json={"name": "admins"})

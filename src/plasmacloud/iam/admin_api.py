@@ -11,14 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from plasmacloud.iam import api_models as m
-from plasmacloud.iam.directory import MODELS, DirectoryError, Entity, Kind, User
+from plasmacloud.iam.directory import (
+    MODELS,
+    DirectoryError,
+    Entity,
+    Kind,
+    User,
+)
 from plasmacloud.iam.http_util import (
     ApiError,
     Handler,
     Route,
+    invalid,
     page_params,
     path_name,
     read_body,
@@ -137,6 +144,8 @@ async def _apply(
         entity = await service(request).directory.update(kind, name, checked)
     except DirectoryError as exc:
         raise _directory_error(exc) from None
+    except ValidationError as exc:  # e.g. one attachment too many
+        raise invalid(exc) from None
     return web.json_response(entity.public())
 
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from plasmacloud.iam.directory import check_name
+from plasmacloud.iam.directory import MAX_ATTACHMENTS, check_name
 from plasmacloud.iam.policy import parse_policy
 
 MIN_PASSWORD = 8
@@ -22,7 +22,7 @@ def _names(v: list[str] | None) -> list[str] | None:
 
 class _Attachments(_Body):
     description: str | None = Field(None, max_length=1024)
-    policies: list[str] | None = None
+    policies: list[str] | None = Field(None, max_length=MAX_ATTACHMENTS)
 
     @field_validator("policies")
     @classmethod
@@ -31,8 +31,8 @@ class _Attachments(_Body):
 
 
 class _Memberships(_Attachments):
-    groups: list[str] | None = None
-    roles: list[str] | None = None
+    groups: list[str] | None = Field(None, max_length=MAX_ATTACHMENTS)
+    roles: list[str] | None = Field(None, max_length=MAX_ATTACHMENTS)
 
     @field_validator("groups", "roles")
     @classmethod
@@ -106,7 +106,9 @@ class SimulateRequest(_Body):
     resource: str = Field(min_length=1, max_length=1024)
     principal: str | None = Field(None, description="user:<name> or sa:<client_id>")
     policies: list[dict[str, Any]] | None = Field(
-        None, description="policy documents to evaluate instead of a principal's"
+        None,
+        max_length=MAX_ATTACHMENTS,
+        description="policy documents to evaluate instead of a principal's",
     )
     context: dict[str, Any] = Field(default_factory=dict)
 

@@ -22,6 +22,7 @@ from plasmacloud.iam.store import KVStore
 
 ROOT = "/plasmacloud/iam/"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+MAX_ATTACHMENTS = 100  # per list; keeps one entity's JSON and its evaluation small
 NAME_RULE = "1-64 characters: letters, digits, '_', '.', '@', '-' (starting with a letter/digit)"
 
 
@@ -47,7 +48,7 @@ class Entity(BaseModel):
 
     name: str
     description: str = Field("", max_length=1024)
-    policies: list[str] = Field(default_factory=list)
+    policies: list[str] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     created_at: float = Field(default_factory=time.time)
 
     @field_validator("name")
@@ -66,8 +67,8 @@ class Entity(BaseModel):
 
 
 class User(Entity):
-    groups: list[str] = Field(default_factory=list)
-    roles: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    roles: list[str] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     disabled: bool = False
     password_hash: str | None = None
 
@@ -83,8 +84,8 @@ class Role(Entity):
 class ServiceAccount(Entity):
     """A machine identity; ``name`` is its OAuth2 ``client_id``."""
 
-    roles: list[str] = Field(default_factory=list)
-    groups: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    groups: list[str] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     disabled: bool = False
     secret_hash: str | None = None
 

@@ -78,9 +78,14 @@ async def read_body(request: web.Request, model: type[B]) -> B:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        errors = validation_errors(exc)
-        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise ApiError(422, "validation_failed", message, errors) from None
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> ApiError:
+    """A 422 whose ``errors`` name every bad field."""
+    errors = validation_errors(exc)
+    message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return ApiError(422, "validation_failed", message, errors)
 
 
 def path_name(request: web.Request, param: str = "name") -> str:
