@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from plasmacloud.flaredb import store as store_module
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.models import ErrorResult, ExecuteResult, QueryResult, Statement
 from plasmacloud.flaredb.sqlscan import make_deterministic
@@ -172,3 +173,33 @@ def test_garbage_entry_is_an_error_result_not_a_crash(store: SQLiteStore) -> Non
     (res,) = store.apply([Entry(1, 1, b"\x00garbage")])
     assert isinstance(res[0], ErrorResult) and "malformed log entry" in res[0].error
     assert store.applied_index() == 1
+
+
+def test_endless_statement_hits_the_deterministic_work_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "WORK_LIMIT_STEPS", 200_000)
+    endless = (
+        "INSERT INTO n SELECT x FROM (WITH RECURSIVE c(x) AS "
+        "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)"
+    )
+    cmds = [
+        Command.new([S("CREATE TABLE n (x)")]),
+        Command.new([S("INSERT INTO n VALUES (1)"), S(endless), S("INSERT INTO n VALUES (2)")]),
+    ]
+    replicas = [SQLiteStore(tmp_path / f"r{i}.sqlite") for i in range(2)]
+    try:
+        replicas[0].apply(entries(*cmds))  # one batch
+        for e in entries(*cmds):  # one entry at a time
+            replicas[1].apply([e])
+        # SQLite rolls an interrupted write back whole, so the request had no effect.
+        assert dump(replicas[0]) == dump(replicas[1])
+        (q,) = replicas[0].query([S("SELECT count(*) FROM n")])
+        assert isinstance(q, QueryResult) and q.values == [[0]]
+        (res,) = replicas[0].apply(entries(cmds[1], start=3))
+        assert len(res) == 1 and isinstance(res[0], ErrorResult)
+        assert "work limit" in res[0].error and "whole request was rolled back" in res[0].error
+        assert replicas[0].applied_index() == 3
+    finally:
+        for r in replicas:
+            r.close()

@@ -34,11 +34,17 @@ from plasmacloud.raft.api import Entry
 log = logging.getLogger(__name__)
 
 META_TABLE = f"{RESERVED_PREFIX}meta"
+# Work limit of one replicated statement, in SQLite VM steps (~3-7 s on this machine).
+# Counted, not timed, so every replica interrupts the same statement at the same point
+# and they stay identical; without it one endless statement would hang every node.
+WORK_LIMIT_STEPS = 100_000_000
+_PROGRESS_EVERY = 1000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class _TransactionLost(Exception):
-    """A statement (``INSERT OR ROLLBACK``, ``RAISE(ROLLBACK)``) ended the batch transaction."""
+    """A statement ended the batch transaction (``INSERT OR ROLLBACK``, ``RAISE(ROLLBACK)``,
+    or an interrupted write, which SQLite rolls back whole); the message says which."""
 
 
 def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
@@ -80,6 +86,8 @@ class SQLiteStore:
         # Node-dependent functions are replaced by ones seeded from the log entry.
         self._w.create_function("random", 0, self._random)
         self._w.create_function("randomblob", 1, self._randomblob)
+        self._steps = 0
+        self._w.set_progress_handler(self._count_steps, _PROGRESS_EVERY)
         self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
         self._w.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('applied_index', 0)")
         self._r = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -101,6 +109,10 @@ class SQLiteStore:
         except (TypeError, ValueError):
             size = 1
         return self._rng.randbytes(min(size, 1 << 24))
+
+    def _count_steps(self) -> int:
+        self._steps += _PROGRESS_EVERY
+        return int(self._steps > WORK_LIMIT_STEPS)
 
     # -- StateMachine ----------------------------------------------------------------
 
@@ -126,8 +138,8 @@ class SQLiteStore:
             for entry in entries:
                 try:
                     results.extend(self._apply_batch([entry]))
-                except _TransactionLost:
-                    results.append([ErrorResult("transaction rolled back by a statement")])
+                except _TransactionLost as exc:
+                    results.append([ErrorResult(f"{exc}; the whole request was rolled back")])
                     self._commit_index(entry.index)
         if self._on_apply is not None:
             count = sum(len(r) for r in results if isinstance(r, list))
@@ -163,6 +175,7 @@ class SQLiteStore:
         self._rng.seed(cmd.seed)
         conn = self._w
         if cmd.kind == LOAD:
+            self._steps = 0
             self._drop_user_objects()
             cmd = Command(cmd.statements, True, cmd.seed)
         conn.execute("SAVEPOINT entry")
@@ -170,9 +183,15 @@ class SQLiteStore:
         for stmt in cmd.statements:
             if not cmd.transaction:
                 conn.execute("SAVEPOINT stmt")
+            self._steps = 0
             result = _execute(conn, stmt)
+            if isinstance(result, ErrorResult) and result.error == "interrupted":
+                result.error = (
+                    f"interrupted: the statement exceeded FlareDB's work limit of "
+                    f"{WORK_LIMIT_STEPS:,} SQLite steps (the same on every replica)"
+                )
             if not conn.in_transaction:
-                raise _TransactionLost
+                raise _TransactionLost(getattr(result, "error", "transaction rolled back"))
             results.append(result)
             if isinstance(result, ErrorResult):
                 if cmd.transaction:
