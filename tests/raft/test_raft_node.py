@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from raft_certs import ScratchPKI
 from raft_cluster import Cluster
 
-from plasmacloud.raft.api import ProposalTimeoutError, RaftStatus, ShutdownError
+from plasmacloud.raft.api import NoLeaderError, ProposalTimeoutError, RaftStatus, ShutdownError
 from plasmacloud.raft.codec import Heartbeat, encode_frame
 from plasmacloud.raft.memory import MemoryStateMachine
 from plasmacloud.raft.node import RaftNode
@@ -219,3 +219,17 @@ async def test_single_node_cluster_and_metrics(tmp_path: Path) -> None:
         await node.stop()
     with pytest.raises(ShutdownError):
         await node.propose(b"after-stop")
+
+
+async def test_leader_without_a_majority_steps_down(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    seen: list[tuple[str | None, int]] = []
+    leader.add_leader_listener(lambda lid, term: seen.append((lid, term)))
+    for node_id in [n for n in cluster.nodes if n != leader.id]:
+        await cluster.stop(node_id)
+    async with asyncio.timeout(10):  # check-quorum: one election timeout without a majority
+        while leader.is_leader:
+            await asyncio.sleep(0.02)
+    assert seen and seen[-1][0] is None
+    with pytest.raises(NoLeaderError):
+        await leader.propose(b"no-quorum", timeout=0.5)
