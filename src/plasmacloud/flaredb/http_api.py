@@ -215,10 +215,10 @@ class HttpApi:
         app.router.add_get("/nodes", self.nodes)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.prometheus)
-        app.on_cleanup.append(self._close_session)
+        app.on_cleanup.append(self._on_cleanup)
         return app
 
-    async def _close_session(self, _app: web.Application) -> None:
+    async def _on_cleanup(self, _app: web.Application) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -271,7 +271,7 @@ class HttpApi:
             else cmd.encode()
         )
         if len(data) > self.max_entry:
-            raise _Unavailable(
+            raise _Refused(
                 f"the statements encode to {len(data):,} bytes, over the {self.max_entry:,}-byte "
                 "limit of one replicated entry; split them into several requests",
                 413,
@@ -290,7 +290,7 @@ class HttpApi:
             reason = f"raft: {exc}"
         else:
             return list(results)
-        raise _Unavailable(reason)
+        raise _Refused(reason)
 
     async def _denied(self, request: web.Request, kind: str) -> web.Response | None:
         return None if self.guard is None else await self.guard.check(request, kind)
@@ -341,7 +341,7 @@ class HttpApi:
             return self._respond([], opts, started)
         try:
             results = await self._propose(Command.new(rewritten, opts.transaction), opts.timeout)
-        except _Unavailable as exc:
+        except _Refused as exc:
             return _error(str(exc), exc.status)
         self.metrics.count("execute", results)
         self.metrics.request_seconds.labels("execute").observe(time.perf_counter() - started)
@@ -376,7 +376,7 @@ class HttpApi:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._reader, self.store.query, stmts, opts.timeout
                 )
-        except _Unavailable as exc:
+        except _Refused as exc:
             return _error(str(exc), exc.status)
         self.metrics.count("query", results)
         self.metrics.request_seconds.labels("query").observe(time.perf_counter() - started)
@@ -386,7 +386,7 @@ class HttpApi:
         try:
             await self.raft.read_index(timeout=timeout)
         except (RaftError, TimeoutError) as exc:
-            raise _Unavailable(f"linearizable read failed: {exc or type(exc).__name__}") from exc
+            raise _Refused(f"linearizable read failed: {exc or type(exc).__name__}") from exc
 
     async def _forward(self, request: web.Request, stmts: list[Statement]) -> web.Response:
         """Send a weak read to the leader and relay its answer."""
@@ -439,7 +439,7 @@ class HttpApi:
         stmts = load_statements(await request.read())
         try:
             results = await self._propose(Command.new(stmts, True, LOAD), opts.timeout)
-        except _Unavailable as exc:
+        except _Refused as exc:
             return _error(str(exc), exc.status)
         errors = [r for r in results if isinstance(r, ErrorResult)]
         if errors:
@@ -543,7 +543,7 @@ def _deterministic(stmts: list[Statement]) -> list[Statement]:
     return out
 
 
-class _Unavailable(Exception):
+class _Refused(Exception):
     """The request cannot be served; ``status`` is 503 (cluster busy) unless said otherwise."""
 
     def __init__(self, message: str, status: int = 503) -> None:
