@@ -6,7 +6,7 @@ import contextlib
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plasmacloud.raft.codec import (
@@ -72,6 +72,7 @@ messages = st.one_of(
 )
 
 
+@settings(deadline=None)  # a loaded CI box must not turn slowness into failures
 @given(messages)
 def test_every_message_round_trips(msg: Message) -> None:
     assert decode_message(encode_message(msg)) == msg
@@ -80,6 +81,7 @@ def test_every_message_round_trips(msg: Message) -> None:
     assert check_frame(frame[8 : 8 + length], crc) == msg
 
 
+@settings(deadline=None)
 @given(small, small, st.sampled_from([0, 1, 2]), blob)
 def test_record_round_trip(index: int, term: int, kind: int, data: bytes) -> None:
     raw = encode_record(index, term, kind, data)
@@ -94,17 +96,20 @@ def test_record_round_trip(index: int, term: int, kind: int, data: bytes) -> Non
     assert end == len(raw)
 
 
+@settings(deadline=None)
 @given(members)
 def test_members_round_trip(m: dict[str, str]) -> None:
     assert decode_members(encode_members(m)) == (m, len(encode_members(m)))
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_garbage_payload_raises_only_codec_error(data: bytes) -> None:
     with contextlib.suppress(CodecError):
         decode_message(data)
 
 
+@settings(deadline=None)
 @given(messages, st.data())
 def test_truncated_or_flipped_payload_is_rejected(msg: Message, data: st.DataObject) -> None:
     payload = encode_message(msg)
