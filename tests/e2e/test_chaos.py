@@ -9,7 +9,7 @@ import pytest
 
 from plasmacloud.lab.chaos import ChaosConfig, ChaosResult, run_chaos
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.netns import NetnsNames, lab_objects
+from plasmacloud.lab.netns import NetnsNames, lab_objects, scratch_netns_spec
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec
 from plasmacloud.validate.history import load_history
 from plasmacloud.validate.history_check import check_history
@@ -25,7 +25,8 @@ def _assert_verified(result: ChaosResult, kinds: set[str]) -> None:
     assert not bad, f"seed {result.history.meta['seed']}, history {result.history_path}: {bad}"
     assert {f.kind for f in result.faults} >= kinds, result.faults
     for f in result.faults:
-        assert f.ready is not None and f.recovery_s is not None, f
+        assert f.ready is not None and f.recovery_s, f
+        assert all(t is not None for t in f.recovery_s.values()), f
     ops = result.history.ops
     assert sum(op.outcome == "ok" and op.kind == "write" for op in ops) > 50
     assert sum(op.outcome == "ok" and op.kind == "read_set" for op in ops) >= 3
@@ -54,7 +55,7 @@ async def test_chaos_on_processes_kill_restart_pause(
 
 @pytest.fixture
 def netns_lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab.open(tmp_path / "lab", services=(CHAINFIRE,), backend="netns")
+    lab = Lab.open(tmp_path / "lab", scratch_netns_spec(), services=(CHAINFIRE,), backend="netns")
     try:
         lab.up()
         yield lab

@@ -2,7 +2,7 @@
 
 These tests create real namespaces, veths and a bridge named ``pcl-<tag>-*`` (the tag
 comes from the test's temporary lab dir) and remove them in ``finally`` even on failure.
-The 192.168.100.0/24 addresses only ever exist on those objects.
+The lab addresses (a random private /24 per test) only ever exist on those objects.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import grpc
@@ -33,27 +34,47 @@ from plasmacloud.lab.netns import (
     netns_spec,
     partition,
     partitions,
+    scratch_netns_spec,
 )
 from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.process import is_ours
 from plasmacloud.lab.services import CHAINFIRE, plasma_executable
+from plasmacloud.lab.spec import LabSpec
 
 READY_TIMEOUT_S = 60.0
 
 
 @pytest.fixture
-def network(tmp_path: Path) -> Iterator[NetnsNames]:
+def spec() -> LabSpec:
+    """A random private /24, so these tests can run beside another netns lab."""
+    return scratch_netns_spec()
+
+
+@pytest.fixture
+def network(tmp_path: Path, spec: LabSpec) -> Iterator[NetnsNames]:
     """A lab network (bridge + 3 namespaces, no services), destroyed afterwards."""
     names = NetnsNames.for_lab(tmp_path)
     try:
-        create_network(names, netns_spec())
+        create_network(names, spec)
         yield names
     finally:
         assert destroy_network(names) == []
 
 
-def test_network_has_the_seed_addresses_and_no_default_route(network: NetnsNames) -> None:
+def test_default_spec_is_the_seeds() -> None:
     spec = netns_spec()
+    assert [str(spec.ip_of(n)) for n in spec.node_ids] == [
+        "192.168.100.11",
+        "192.168.100.12",
+        "192.168.100.13",
+    ]
+    with pytest.raises(ValueError, match="private /24"):
+        LabSpec(first_ip=IPv4Address("8.8.8.11"), network="netns")
+
+
+def test_network_has_the_lab_addresses_and_no_default_route(
+    network: NetnsNames, spec: LabSpec
+) -> None:
     objects = lab_objects(network)
     assert f"link {network.bridge}" in objects
     for node_id in spec.node_ids:
@@ -73,18 +94,19 @@ def test_network_has_the_seed_addresses_and_no_default_route(network: NetnsNames
     assert_lab_route(network, spec)  # the host reaches the nodes through the lab bridge
 
 
-def test_a_second_lab_on_the_same_subnet_is_refused(network: NetnsNames, tmp_path: Path) -> None:
+def test_a_second_lab_on_the_same_subnet_is_refused(
+    network: NetnsNames, spec: LabSpec, tmp_path: Path
+) -> None:
     other = NetnsNames.for_lab(tmp_path / "other")
     try:
-        with pytest.raises(LabError, match=r"already routes 192\.168\.100\.0/24"):
-            create_network(other, netns_spec())
+        with pytest.raises(LabError, match=f"already routes {spec.netns_subnet}"):
+            create_network(other, spec)
         assert lab_objects(other) == []
     finally:
         destroy_network(other)
 
 
-def test_partition_and_heal(network: NetnsNames) -> None:
-    spec = netns_spec()
+def test_partition_and_heal(network: NetnsNames, spec: LabSpec) -> None:
     partition(network, spec, ["node01"], ["node02", "node03"])
     assert partitions(network, spec) == {
         "node01": ["node02", "node03"],
@@ -102,9 +124,10 @@ def test_route_guard_refuses_once_the_network_is_gone(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_down_after_a_killed_up_leaves_nothing(tmp_path: Path) -> None:
+def test_down_after_a_killed_up_leaves_nothing(tmp_path: Path, spec: LabSpec) -> None:
     lab_dir = tmp_path / "lab"
     names = NetnsNames.for_lab(lab_dir)
+    Lab.open(lab_dir, spec, backend="netns").prepare()  # `up` keeps this saved spec
     argv = [plasma_executable(), "lab", "up", "--backend", "netns", "--dir", str(lab_dir)]
     up = subprocess.Popen(
         [*argv, "--json"],
@@ -150,8 +173,8 @@ def _not_zombie(pid: int) -> bool:
 
 
 @pytest.fixture
-def netns_lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab.open(tmp_path / "lab", services=(CHAINFIRE,), backend="netns")
+def netns_lab(tmp_path: Path, spec: LabSpec) -> Iterator[Lab]:
+    lab = Lab.open(tmp_path / "lab", spec, services=(CHAINFIRE,), backend="netns")
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))

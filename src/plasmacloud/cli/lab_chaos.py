@@ -18,7 +18,7 @@ from rich.table import Table
 from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.chaos import ChaosConfig, Fault, parse_faults, run_chaos
+from plasmacloud.lab.chaos import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, partitions
 from plasmacloud.validate.history import History, Verdict, load_history
@@ -101,10 +101,13 @@ def _verdict_table(verdicts: list[Verdict]) -> Table:
 
 def _fault_table(faults: list[Fault]) -> Table:
     table = Table(title="faults and recovery")
-    for col in ("at", "fault", "targets", "healed", "next ack after fault", "healthy again"):
+    for col in ("at", "fault", "targets", "healed", "next ack after the fault", "healthy again"):
         table.add_column(col)
     for f in faults:
-        rec = f"{f.recovery_s:.2f}s" if f.recovery_s is not None else "[red]none[/red]"
+        rec = ", ".join(
+            f"{svc} {t:.2f}s" if t is not None else f"{svc} [red]none[/red]"
+            for svc, t in f.recovery_s.items()
+        )
         table.add_row(
             f"{f.start:.1f}s",
             f"{f.kind} ({f.note})",
@@ -133,8 +136,12 @@ def chaos(
     lab_dir: DirOpt = None,
     duration: Annotated[str, typer.Option(help="how long the workload runs: 60s, 2m")] = "60s",
     faults: Annotated[
-        str, typer.Option(help="kill,restart,pause,partition (partition: netns only)")
-    ] = "kill,restart,pause",
+        str | None,
+        typer.Option(
+            help="kill,restart,pause,partition (default: all the backend supports; "
+            "partition needs netns)"
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: time-based)")] = None,
     history: Annotated[
         Path | None, typer.Option(help="where to save the history (JSON lines)")
@@ -162,7 +169,7 @@ def chaos(
     try:
         cfg = ChaosConfig(
             duration_s=parse_duration(duration),
-            faults=parse_faults(faults, lab),
+            faults=parse_faults(faults or default_faults(lab), lab),
             seed=run_seed,
         )
     except LabError as exc:

@@ -77,13 +77,14 @@ class Fault:
     start: float
     healed: float | None = None
     ready: float | None = None  # cluster healthy with an agreed leader again
-    next_ack: float | None = None  # first acknowledged write invoked after ``start``
+    # service -> its first acknowledged write invoked after ``start`` (None: none seen)
+    next_ack: dict[str, float | None] = field(default_factory=dict)
     note: str = ""
 
     @property
-    def recovery_s(self) -> float | None:
-        """Time from the fault to the next acknowledged write."""
-        return None if self.next_ack is None else self.next_ack - self.start
+    def recovery_s(self) -> dict[str, float | None]:
+        """Per service: time from the fault to its next acknowledged write."""
+        return {s: None if t is None else t - self.start for s, t in self.next_ack.items()}
 
 
 @dataclass
@@ -96,6 +97,11 @@ class ChaosResult:
     faults: list[Fault]
     history_path: Path
     problems: list[str] = field(default_factory=list)
+
+
+def default_faults(lab: Lab) -> str:
+    """Every fault the lab's backend can inject (partitions only on netns)."""
+    return ",".join(f for f in FAULTS if f != "partition" or lab.state.backend == "netns")
 
 
 def parse_faults(text: str, lab: Lab) -> tuple[str, ...]:
@@ -155,7 +161,7 @@ class Nemesis:
         if self.rng.random() < 0.5:
             leader = (await self.lab.probe()).leader_node
             if leader is not None:
-                return leader, "leader"
+                return leader, "chainfire leader"
         return self.rng.choice(nodes), "node"
 
     async def _inject(self, kind: str, hold: float) -> Fault:
@@ -221,19 +227,22 @@ def _flare_clients(lab: Lab, table: str) -> FlareClients | None:
     return FlareClients({c.node_id: flaredb_url(c) for c in lab.configs()}, ssl_ctx, table)
 
 
+def service_of(op: Op) -> str:
+    """Which service an operation went to (FlareDB's set keys are ``flaredb:<table>``)."""
+    return "flaredb" if op.key.startswith("flaredb:") else "chainfire"
+
+
 def next_acks(faults: list[Fault], ops: list[Op]) -> None:
-    """Fill in each fault's first acknowledged write invoked after it started."""
-    acked = sorted(
-        (op.invoke, op.complete)
-        for op in ops
-        if op.kind in WRITE_KINDS
-        and op.outcome == "ok"
-        and op.complete is not None
-        and (op.kind != "cas" or op.succeeded)
-    )
+    """Fill in each fault's first acknowledged write per service invoked after it started."""
+    acked: dict[str, list[tuple[float, float]]] = {}
+    for op in ops:
+        applied = op.kind != "cas" or op.succeeded
+        if op.kind in WRITE_KINDS and op.outcome == "ok" and op.complete is not None and applied:
+            acked.setdefault(service_of(op), []).append((op.invoke, op.complete))
     for fault in faults:
-        after = [c for i, c in acked if i >= fault.start]
-        fault.next_ack = min(after) if after else None
+        for service, times in sorted(acked.items()):
+            after = [c for i, c in times if i >= fault.start]
+            fault.next_ack[service] = min(after) if after else None
 
 
 async def run_chaos(

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.layout import LabLayout
 from plasmacloud.lab.process import ProcessBackend
 from plasmacloud.lab.services import ServiceSpec
-from plasmacloud.lab.spec import NETNS_FIRST_IP, NETNS_SUBNET, LabSpec
+from plasmacloud.lab.spec import NETNS_FIRST_IP, LabSpec
 from plasmacloud.lab.state import LabState
 
 NETNS_DIR = Path("/run/netns")
@@ -46,6 +47,18 @@ IP_TIMEOUT_S = 10.0
 def netns_spec() -> LabSpec:
     """The seed's cluster: node01-03 on 192.168.100.11-13 inside namespaces."""
     return LabSpec(first_ip=NETNS_FIRST_IP, network="netns")
+
+
+def scratch_netns_spec(attempts: int = 20) -> LabSpec:
+    """A netns spec on a random private 10.x.y.0/24 nothing on this host routes: for tests
+    and benchmarks that may run beside another netns lab (which holds the seed's subnet)."""
+    rng = random.SystemRandom()
+    for _ in range(attempts):
+        first = IPv4Address(f"10.{rng.randint(100, 250)}.{rng.randint(1, 250)}.11")
+        spec = LabSpec(first_ip=first, network="netns")
+        if not foreign_claims(spec.netns_subnet):
+            return spec
+    raise LabError(f"no free private /24 found in {attempts} attempts")
 
 
 @dataclass(frozen=True)
@@ -91,13 +104,14 @@ def _ip_json(*args: str) -> list[dict[str, Any]]:
     return json.loads(out) if out.strip() else []
 
 
-def bridge_gateway(subnet: IPv4Network = NETNS_SUBNET) -> str:
+def bridge_gateway(subnet: IPv4Network) -> str:
     """The host's address on the lab bridge, with prefix length (``192.168.100.1/24``)."""
     return f"{subnet.network_address + 1}/{subnet.prefixlen}"
 
 
-def foreign_claims(names: NetnsNames, subnet: IPv4Network = NETNS_SUBNET) -> list[str]:
-    """Routes and addresses on this host that touch ``subnet`` and are not this lab's.
+def foreign_claims(subnet: IPv4Network, own_bridge: str | None = None) -> list[str]:
+    """Routes and addresses on this host that touch ``subnet`` and are not the lab's own
+    (on ``own_bridge``).
 
     Any such claim means lab traffic could leave through a real interface (or collide
     with another lab), so the netns backend refuses to start while one exists.
@@ -105,7 +119,7 @@ def foreign_claims(names: NetnsNames, subnet: IPv4Network = NETNS_SUBNET) -> lis
     claims = []
     for route in _ip_json("route", "show"):
         dst, dev = str(route.get("dst", "")), str(route.get("dev", ""))
-        if dst == "default" or dev == names.bridge:
+        if dst == "default" or dev == own_bridge:
             continue
         with contextlib.suppress(ValueError):
             if ip_network(dst, strict=False).overlaps(subnet):
@@ -115,7 +129,7 @@ def foreign_claims(names: NetnsNames, subnet: IPv4Network = NETNS_SUBNET) -> lis
         infos = link.get("addr_info", [])
         for info in infos if isinstance(infos, list) else []:
             local = str(info.get("local", ""))
-            ours = dev == names.bridge
+            ours = dev == own_bridge
             if not ours and info.get("family") == "inet" and IPv4Address(local) in subnet:
                 claims.append(f"address {local} on {dev}")
     return claims
@@ -139,14 +153,15 @@ def create_network(names: NetnsNames, spec: LabSpec) -> None:
     """Bridge, one namespace + veth per node, addresses; no default routes, no NAT."""
     if spec.network != "netns":
         raise LabError("the netns backend needs a netns spec (192.168.100.x addresses)")
-    if claims := foreign_claims(names):
+    subnet = spec.netns_subnet
+    if claims := foreign_claims(subnet, names.bridge):
         raise LabError(
-            f"this host already routes {NETNS_SUBNET} ({'; '.join(claims)}); the netns lab "
+            f"this host already routes {subnet} ({'; '.join(claims)}); the netns lab "
             "refuses to start so its traffic can never reach a real network"
         )
     if names.bridge not in {str(link.get("ifname")) for link in _ip_json("link", "show")}:
         ip("link", "add", names.bridge, "type", "bridge")
-        ip("addr", "add", bridge_gateway(), "dev", names.bridge)
+        ip("addr", "add", bridge_gateway(subnet), "dev", names.bridge)
     ip("link", "set", names.bridge, "up")
     existing = set(_namespaces())
     for node_id in spec.node_ids:
@@ -162,7 +177,7 @@ def create_network(names: NetnsNames, spec: LabSpec) -> None:
         ip("link", "set", host_end, "up")
         ip("link", "set", node_end, "netns", ns)
         ip("link", "set", node_end, "name", "eth0", ns=ns)
-        ip("addr", "add", f"{spec.ip_of(node_id)}/{NETNS_SUBNET.prefixlen}", "dev", "eth0", ns=ns)
+        ip("addr", "add", f"{spec.ip_of(node_id)}/{subnet.prefixlen}", "dev", "eth0", ns=ns)
         ip("link", "set", "eth0", "up", ns=ns)
 
 

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from plasmacloud.common.config import PeerConfig, ServicePorts
 
 DEFAULT_FIRST_IP = IPv4Address("127.0.0.11")
-# The netns lab's subnet (the seed's): it exists only inside namespaces and on the lab's
-# own bridge, never on a real network.
+# The netns lab's default subnet (the seed's): it exists only inside namespaces and on the
+# lab's own bridge, never on a real network. Tests use other private /24s so they can run
+# beside a developer's lab.
 NETNS_SUBNET = IPv4Network("192.168.100.0/24")
 NETNS_FIRST_IP = IPv4Address("192.168.100.11")
 
@@ -33,7 +34,7 @@ class LabSpec(BaseModel):
     tls: bool = True
     cluster_name: str = "plasmacloud-lab"
     # loopback: nodes are 127.0.0.x on this host; netns: nodes live in the lab's own
-    # network namespaces on NETNS_SUBNET
+    # network namespaces on a private /24 (default NETNS_SUBNET)
     network: Literal["loopback", "netns"] = "loopback"
 
     @model_validator(mode="after")
@@ -41,13 +42,19 @@ class LabSpec(BaseModel):
         # Network safety: the process lab never sends traffic outside 127.0.0.0/8.
         last = self.first_ip + (self.node_count - 1)
         if self.network == "netns":
-            if self.first_ip not in NETNS_SUBNET or last not in NETNS_SUBNET:
-                raise ValueError(f"netns lab addresses must all be inside {NETNS_SUBNET}")
+            net = self.netns_subnet
+            if not net.is_private or net.is_loopback or last not in net:
+                raise ValueError(f"netns lab addresses must all be inside one private /24 ({net})")
         elif not (self.first_ip.is_loopback and last.is_loopback):
             raise ValueError(
                 f"lab addresses {self.first_ip}..{last} must all be inside 127.0.0.0/8"
             )
         return self
+
+    @property
+    def netns_subnet(self) -> IPv4Network:
+        """The /24 a netns lab's nodes (and its bridge, at .1) live on."""
+        return IPv4Network(f"{self.first_ip}/24", strict=False)
 
     @property
     def node_ids(self) -> list[str]:
