@@ -199,3 +199,20 @@ async def test_two_nodes_share_keys_through_the_store() -> None:
     await b.revoke(token)
     with pytest.raises(TokenError):
         await a.verify(token)
+
+
+async def test_keys_rotate_by_age_without_an_operator() -> None:
+    clock = Clock()
+    store = MemoryStore()
+    ring = KeyRing(store, token_ttl=900, cache_seconds=0, max_age=86400, clock=clock)
+    other = KeyRing(store, token_ttl=900, cache_seconds=0, max_age=86400, clock=clock)
+    first = await ring.signing_key()
+    clock.now += 3600
+    assert (await other.signing_key()).kid == first.kid
+    clock.now += 86400
+    second = await other.signing_key()  # too old: rotated on use
+    assert second.kid != first.kid
+    assert (await ring.signing_key()).kid == second.kid  # both nodes agree
+    assert {k["kid"] for k in (await ring.jwks())["keys"]} == {first.kid, second.kid}
+    clock.now += 931
+    assert {k["kid"] for k in (await ring.jwks())["keys"]} == {second.kid}

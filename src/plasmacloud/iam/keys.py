@@ -88,9 +88,11 @@ class KeyRing:
         token_ttl: float,
         leeway: float = 30.0,
         cache_seconds: float = 5.0,
+        max_age: float = 30 * 86400.0,
         clock: Callable[[], float] = time.time,
     ):
         self._store = store
+        self._max_age = max_age
         self._keep_after_retire = token_ttl + leeway
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -112,14 +114,21 @@ class KeyRing:
         return active_kid, keys
 
     async def signing_key(self) -> SigningKey:
-        """The key that signs now; the first caller in the cluster creates it."""
+        """The key that signs now; the first caller in the cluster creates it.
+
+        A key older than ``max_age`` is rotated on its next use (compare-and-swap makes
+        the nodes agree on one successor), so keys rotate without an operator.
+        """
         active, keys = await self._load()
-        if active in keys:
-            return keys[active]
-        active, keys = await self._load(force=True)
-        if active in keys:
-            return keys[active]
-        return await self._install_new(expected_active=active)
+        current = keys.get(active) if active else None
+        if current is None:
+            active, keys = await self._load(force=True)
+            current = keys.get(active) if active else None
+        if current is None:
+            return await self._install_new(expected_active=active)
+        if self._clock() - current.created_at > self._max_age:
+            return await self._install_new(expected_active=current.kid)
+        return current
 
     async def _install_new(self, expected_active: str | None) -> SigningKey:
         pointer = await self._store.get(ACTIVE_KEY)
@@ -143,9 +152,10 @@ class KeyRing:
 
     async def _winner(self) -> SigningKey:
         active, keys = await self._load(force=True)
-        if active not in keys:
+        winner = keys.get(active) if active else None
+        if winner is None:
             raise RuntimeError("signing key pointer names a missing key; retry")
-        return keys[active]  # type: ignore[index]  # checked just above
+        return winner
 
     async def rotate(self) -> SigningKey:
         """Start signing with a new key; the old one stays verifiable until its tokens expire."""

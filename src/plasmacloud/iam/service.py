@@ -55,6 +55,7 @@ class IamSettings:
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     hashing: HashParams = field(default_factory=HashParams)
     key_cache_seconds: float = 5.0
+    key_max_age: float = 30 * 86400.0  # signing keys rotate on first use after this
 
 
 class IamService:
@@ -72,6 +73,7 @@ class IamService:
             token_ttl=settings.tokens.access_ttl,
             leeway=settings.tokens.leeway,
             cache_seconds=settings.key_cache_seconds,
+            max_age=settings.key_max_age,
             clock=clock,
         )
         self.tokens = TokenService(store, self.keyring, settings.tokens, clock=clock)
