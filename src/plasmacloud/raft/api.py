@@ -37,7 +37,9 @@ class StateMachine(Protocol):
     never passed to ``apply``: a batch holds only proposed commands, so ``Entry.index``
     values may skip numbers. ``restore`` is called (with the snapshot's index) when the
     engine starts and ``applied_index()`` is behind its latest snapshot, or when a lagging
-    follower receives a snapshot from the leader.
+    follower receives a snapshot from the leader. ``apply`` must not raise for a bad
+    command (return an error result instead): an exception is logged and the engine retries
+    the same batch, so this node's state machine stops advancing until it is fixed.
     """
 
     def apply(self, entries: Sequence[Entry]) -> list[Any]: ...
