@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from iam_fixtures import Cluster, ClusterFactory, free_port
 
 import plasmacloud.iam.authz as authz_module
+from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.authz import (
     AuditRecord,
     AuditShipper,
@@ -25,6 +26,7 @@ from plasmacloud.iam.authz import (
     flaredb_resource,
     token_from_metadata,
 )
+from plasmacloud.iam.endpoints import iam_urls, issuer_for
 from plasmacloud.iam.jwtcheck import TokenError
 
 APP_ONLY = {
@@ -401,3 +403,16 @@ async def test_service_call_checks(iam_cluster: ClusterFactory) -> None:
         assert (await v.check_http_call(bearer, "flaredb:Query", "db/main")).status == "ok"
     finally:
         await v.close()
+
+
+def test_urls_and_issuer_from_the_node_config() -> None:
+    peers = [
+        {"node_id": f"node0{i}", "hostname": f"node0{i}", "ip": f"127.0.0.1{i}"} for i in (1, 2, 3)
+    ]
+    cfg = NodeConfig.model_validate({**peers[1], "peers": peers, "tls": {"enabled": False}})
+    assert iam_urls(cfg) == [
+        "http://127.0.0.12:8443",  # this node first
+        "http://127.0.0.11:8443",
+        "http://127.0.0.13:8443",
+    ]
+    assert issuer_for(cfg) == "http://127.0.0.11:8443"  # the same on every node

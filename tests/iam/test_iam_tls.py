@@ -12,6 +12,7 @@ from iam_fixtures import free_port
 
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.authz import Verifier
+from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
 from plasmacloud.iam.server import iam_ssl_context, settings_from_config, start_server
 from plasmacloud.iam.service import IamService
@@ -64,10 +65,11 @@ async def test_tls_server_serves_clients_without_client_certificates(tmp_path: P
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
                 async with http.get(f"{url}/health") as r:  # system CAs do not know ours
                     await r.read()
-        v = Verifier([url], ssl_context=client_ctx)
-        try:
-            assert (await v.authenticate(token)).sub == f"sa:{creds.client_id}"
-        finally:
-            await v.close()
+        for v in (Verifier([url], ssl_context=client_ctx), Verifier.for_config(cfg)):
+            try:
+                assert (await v.authenticate(token)).sub == f"sa:{creds.client_id}"
+            finally:
+                await v.close()
+        assert iam_urls(cfg) == [url]
     finally:
         await runner.cleanup()

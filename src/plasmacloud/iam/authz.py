@@ -37,7 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.tls import client_context
 from plasmacloud.iam.conditions import ContextValue
+from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.iam.jwtcheck import PublicKey, TokenError, decode_token, keys_from_jwks, token_kid
 from plasmacloud.iam.naming import (
     CHAINFIRE_ACTIONS,
@@ -189,6 +192,12 @@ class Verifier:
         self._logins: dict[str, Principal] = {}
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._verified_max = 10_000
+
+    @classmethod
+    def for_config(cls, config: NodeConfig, **options: Any) -> Verifier:
+        """A Verifier for a service on this node: every IAM of the cluster, this node's
+        first, over the node's TLS (its certificate presented, the cluster CA trusted)."""
+        return cls(iam_urls(config), ssl_context=client_context(config.tls), **options)
 
     async def _refresh_jwks(self) -> None:
         async with self._lock:

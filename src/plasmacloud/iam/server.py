@@ -26,6 +26,7 @@ from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import server_context
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
+from plasmacloud.iam.endpoints import issuer_for
 from plasmacloud.iam.http_util import (
     SERVICE_KEY,
     ApiError,
@@ -352,13 +353,6 @@ def create_app(svc: IamService) -> web.Application:
         app.router.add_route(r.method, r.path, r.handler)
     app[OPENAPI_KEY] = openapi_document(routes, __version__)
     return app
-
-
-def issuer_for(config: NodeConfig) -> str:
-    """One issuer for the whole cluster: the first peer's IAM URL (same on every node)."""
-    first = sorted(config.peers, key=lambda p: p.node_id)[0]
-    scheme = "https" if config.tls.enabled else "http"
-    return f"{scheme}://{first.ip}:{first.ports.iam_http}"
 
 
 def settings_from_config(config: NodeConfig) -> IamSettings:
