@@ -21,6 +21,13 @@ def test_lab_runs_flaredb_and_env_points_curl_at_it(lab_factory) -> None:  # typ
     assert shutil.which("curl"), "curl must be installed (scripts/setup.sh)"
     lab = lab_factory(SERVICES)  # Chainfire and FlareDB on every node, as `plasma lab up`
     asyncio.run(lab.wait_ready(timeout=60))
+    status = CliRunner().invoke(app, ["lab", "status", "--json", "--dir", str(lab.layout.root)])
+    assert status.exit_code == 0, status.output
+    flare = json.loads(status.output)["flaredb"]
+    assert flare["leader"] in ("node01", "node02", "node03")
+    assert [(n["members"], n["reachable"]) for n in flare["nodes"]] == [(3, 3)] * 3
+    table = CliRunner().invoke(app, ["lab", "status", "--dir", str(lab.layout.root)]).output
+    assert "FlareDB" in table and f"leader agreed: {flare['leader']}" in table
     out = CliRunner().invoke(app, ["lab", "env", "--dir", str(lab.layout.root)]).output
     env = dict(
         line.removeprefix("export ").split("=", 1)

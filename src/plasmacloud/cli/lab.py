@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from plasmacloud.flaredb.probe import FlareNodeView, agreed_leader, probe_flaredb
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab, describe
 from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
@@ -239,13 +240,46 @@ def status(lab_dir: DirOpt = None, as_json: JsonOpt = False) -> None:
     if not lab.layout.state_path.exists():
         raise _fail(LabError(f"no lab in {lab.layout.root}; `plasma lab up` first"), EXIT_USAGE)
     view = asyncio.run(lab.probe())
+    flare = (
+        asyncio.run(probe_flaredb(lab.configs(), lab.operator_tls))
+        if any(s.name == FLAREDB.name for s in lab.services)
+        else None
+    )
     if as_json:
-        typer.echo(json.dumps(_view_json(lab, view), indent=2))
+        doc = _view_json(lab, view)
+        if flare is not None:
+            doc["flaredb"] = {
+                "leader": agreed_leader(flare),
+                "nodes": [v.to_json() for v in flare],
+            }
+        typer.echo(json.dumps(doc, indent=2))
     else:
         console.print(_view_table(lab, view))
+        if flare is not None:
+            console.print(_flaredb_table(flare))
         if not view.ready:
             console.print(f"[yellow]not ready:[/yellow] {describe(view)}")
     raise typer.Exit(EXIT_OK if view.ready else EXIT_UNAVAILABLE)
+
+
+def _flaredb_table(views: list[FlareNodeView]) -> Table:
+    """FlareDB per node: the leader it names, members listed/reachable, applied index."""
+    table = Table(title="FlareDB")
+    for col in ("node", "leader", "members (reachable)", "applied index"):
+        table.add_column(col)
+    for v in views:
+        if v.error:
+            table.add_row(v.node_id, f"[red]{v.error[:60]}[/red]", "-", "-")
+            continue
+        table.add_row(
+            v.node_id,
+            v.leader or "[red]none[/red]",
+            f"{v.members} ({v.reachable})",
+            str(v.applied_index),
+        )
+    agreed = agreed_leader(views)
+    table.caption = f"leader agreed: {agreed}" if agreed else "[red]no agreed leader[/red]"
+    return table
 
 
 @app.command()
