@@ -26,6 +26,7 @@ from .cluster import make_configs
 pytestmark = pytest.mark.slow
 HOSTS = ("127.0.0.41", "127.0.0.42", "127.0.0.43")
 SERVE = [sys.executable, "-c", "from plasmacloud.cli import app; app()", "flaredb", "serve"]
+SNAPSHOT_EVERY = 40  # small, so the killed node must catch up from a snapshot
 
 
 @dataclass
@@ -46,7 +47,10 @@ class ProcCluster:
         path = self.root / f"{node}.json"
         log = (self.root / f"{node}.log").open("ab")
         self.procs[node] = subprocess.Popen(
-            [*SERVE, "--config", str(path)], stdout=log, stderr=log, start_new_session=True
+            [*SERVE, "--config", str(path), "--snapshot-threshold", str(SNAPSHOT_EVERY)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         log.close()
 
@@ -127,18 +131,30 @@ def test_kill9_leader_restart_and_nothing_lost(cluster: ProcCluster) -> None:
     with pytest.raises(OperationalError):
         Client(cluster.url(leader), bare, timeout=5).execute([Statement("SELECT 1")])
 
+    # CRUD at every consistency level through every node.
+    for node in nodes:
+        c = cluster.client(node)
+        (r,) = c.execute([Statement("UPDATE t SET v = ? WHERE id = 1", (node,))])
+        assert isinstance(r, ExecuteResult) and r.rows_affected == 1
+        for level in ("none", "weak", "linearizable", "strong"):
+            (q,) = c.query([Statement("SELECT v FROM t WHERE id = 1")], level=level)
+            assert isinstance(q, QueryResult)
+            # `none` may lag on a follower; every other level sees the write just made.
+            assert level == "none" or q.values == [[node]], (node, level, q)
+
     cluster.signal(leader, signal.SIGKILL)
     new = cluster.leader()
     assert new != leader
-    for i in range(10):
+    for i in range(2 * SNAPSHOT_EVERY):
         (r,) = cluster.client(follower).execute(
             [Statement("INSERT INTO t(v) VALUES(?)", (f"b{i}",))]
         )
         assert isinstance(r, ExecuteResult)
         acked += 1
     assert count(cluster.client(new)) == acked
+    assert cluster.client(new).status()["store"]["raft"]["snapshot_index"] > 0
 
-    # The killed node comes back and catches up.
+    # The killed node comes back and catches up (its log is behind the leader's snapshot).
     cluster.start(leader)
     cluster.leader()
     deadline = time.monotonic() + 20
