@@ -95,7 +95,12 @@ class ChainfireClient:
     def _endpoint_stubs(self, endpoint: str) -> _Stubs:
         stubs = self._stubs.get(endpoint)
         if stubs is None:
-            options = [("grpc.max_receive_message_length", 2**31 - 1)]
+            options = [
+                ("grpc.max_receive_message_length", 2**31 - 1),
+                # grpc-core shares subchannels between channels by default, so a new
+                # client would inherit another's connect backoff to a restarted member
+                ("grpc.use_local_subchannel_pool", 1),
+            ]
             channel = (
                 grpc.aio.secure_channel(endpoint, self._creds, options=options)
                 if self._creds is not None
