@@ -11,6 +11,7 @@ APT_PACKAGES=(
   fdisk dosfstools e2fsprogs util-linux             # first-boot agent tests on loop devices
   iproute2 procps psmisc                            # lab networking and process inspection
   sqlite3
+  curl                                              # FlareDB lab test drives the API with curl
 )
 
 missing=()
