@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from plasmacloud.iam.jwtcheck import TokenError
 from plasmacloud.iam.keys import KeyRing
 from plasmacloud.iam.store import MemoryStore
-from plasmacloud.iam.tokens import Subject, TokenService, TokenSettings
+from plasmacloud.iam.tokens import REFRESH_PREFIX, Subject, TokenService, TokenSettings
 
 ALICE = Subject("user:alice", "alice", groups=("devs",), roles=("reader",))
 
@@ -159,11 +160,52 @@ async def test_refresh_token_is_single_use_and_revocable() -> None:
     assert second.refresh_token and await svc.revoke(second.refresh_token)
     with pytest.raises(TokenError):
         await svc.redeem_refresh(second.refresh_token)
+    assert not await svc.revoke("never-issued")
     third = await svc.issue(ALICE)
     assert third.refresh_token
     clock.now += 8 * 3600 + 1
-    with pytest.raises(TokenError):
+    with pytest.raises(TokenError) as exc:
         await svc.redeem_refresh(third.refresh_token)
+    assert "expired" in str(exc.value)
+
+
+async def test_refresh_reuse_revokes_the_whole_family() -> None:
+    svc, _, _ = make()
+    login = await svc.issue(ALICE)
+    assert login.refresh_token
+    grant = await svc.redeem_refresh(login.refresh_token)
+    rotated = await svc.issue(ALICE, family=grant.family)  # what the token endpoint returns
+    other_login = await svc.issue(ALICE)
+    assert rotated.refresh_token and other_login.refresh_token
+    # The old token shows up again (stolen copy): the session it belongs to ends.
+    with pytest.raises(TokenError) as exc:
+        await svc.redeem_refresh(login.refresh_token)
+    assert "reused" in str(exc.value)
+    with pytest.raises(TokenError) as exc:
+        await svc.redeem_refresh(rotated.refresh_token)
+    assert "revoked" in str(exc.value)
+    # another login of the same user is untouched
+    assert (await svc.redeem_refresh(other_login.refresh_token)).sub == "user:alice"
+
+
+async def test_concurrent_redemptions_let_one_win() -> None:
+    svc, _, _ = make()
+    login = await svc.issue(ALICE)
+    assert login.refresh_token
+    results = await asyncio.gather(
+        *(svc.redeem_refresh(login.refresh_token) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, Exception) for r in results) == 1
+
+
+async def test_expired_refresh_state_is_pruned() -> None:
+    store = MemoryStore()
+    svc, _, clock = make(store)
+    for _ in range(99):
+        await svc.issue(ALICE)
+    clock.now += 8 * 3600 + 1
+    await svc.issue(ALICE)  # the 100th issue sweeps
+    assert len(await store.range(REFRESH_PREFIX)) == 1
 
 
 async def test_rotation_keeps_old_key_until_its_tokens_expire() -> None:

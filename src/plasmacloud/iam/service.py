@@ -155,7 +155,7 @@ class IamService:
             raise GrantError("invalid_grant", str(exc)) from None
         subject = await self._subject(grant.sub)
         self.metrics.tokens_issued.labels("refresh_token").inc()
-        return await self.tokens.issue(subject, grant.scope)
+        return await self.tokens.issue(subject, grant.scope, family=grant.family)
 
     async def change_own_password(self, sub: str, current: str, new: str, ip: str) -> None:
         """Self-service password change; the current password is checked like a login."""

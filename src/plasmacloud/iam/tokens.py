@@ -25,6 +25,7 @@ from plasmacloud.iam.store import KVStore
 
 REFRESH_PREFIX = "/plasmacloud/iam/refresh/"
 REVOKED_PREFIX = "/plasmacloud/iam/revoked/"
+FAMILY_PREFIX = "/plasmacloud/iam/refresh-revoked/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +75,18 @@ class IssuedTokens:
 
 @dataclass(frozen=True, slots=True)
 class RefreshGrant:
-    """What a refresh token stands for (looked up when it is redeemed)."""
+    """What a refresh token stands for (looked up when it is redeemed).
+
+    ``family`` is shared by every refresh token descending from one login; ``used``
+    marks a redeemed token, kept until it expires so that presenting it again is seen.
+    """
 
     sub: str
     scope: str
     expires_at: float
+    family: str
     client_id: str | None = None
+    used: bool = False
 
 
 def _digest(refresh_token: str) -> str:
@@ -100,11 +107,19 @@ class TokenService:
         self._store = store
         self._keyring = keyring
         self._clock = clock
+        self._issued_refresh = 0
 
     async def issue(
-        self, subject: Subject, scope: str = "", with_refresh: bool = True
+        self,
+        subject: Subject,
+        scope: str = "",
+        with_refresh: bool = True,
+        family: str | None = None,
     ) -> IssuedTokens:
-        """A signed access token (and optionally a refresh token) for ``subject``."""
+        """A signed access token (and optionally a refresh token) for ``subject``.
+
+        ``family``: the login a refreshed token descends from (``None``: a new login).
+        """
         now = self._clock()
         key = await self._keyring.signing_key()
         jti = secrets.token_urlsafe(16)
@@ -128,25 +143,54 @@ class TokenService:
         if with_refresh:
             refresh = secrets.token_urlsafe(32)
             grant = RefreshGrant(
-                subject.sub, scope, now + self.settings.refresh_ttl, subject.client_id
+                sub=subject.sub,
+                scope=scope,
+                expires_at=now + self.settings.refresh_ttl,
+                family=family or secrets.token_urlsafe(12),
+                client_id=subject.client_id,
             )
             await self._store.put(
                 REFRESH_PREFIX + _digest(refresh), json.dumps(asdict(grant)).encode()
             )
+            self._issued_refresh += 1
+            if self._issued_refresh % 100 == 0:
+                await self._prune_refresh_state()
         return IssuedTokens(token, int(self.settings.access_ttl), scope, jti, refresh)
 
+    async def _prune_refresh_state(self) -> None:
+        # Expired records are dead weight; sweep a bounded batch now and then.
+        now = self._clock()
+        for prefix, field_name in ((REFRESH_PREFIX, "expires_at"), (FAMILY_PREFIX, "exp")):
+            for kv in await self._store.range(prefix, limit=500):
+                if float(json.loads(kv.value)[field_name]) < now:
+                    await self._store.delete(kv.key)
+
+    async def _revoke_family(self, family: str) -> None:
+        # Every member expires within refresh_ttl from now, so the mark can go then.
+        exp = self._clock() + self.settings.refresh_ttl
+        await self._store.put(FAMILY_PREFIX + family, json.dumps({"exp": exp}).encode())
+
     async def redeem_refresh(self, refresh_token: str) -> RefreshGrant:
-        """Consume a refresh token (single use); raises :class:`TokenError` when invalid."""
+        """Consume a refresh token; raises :class:`TokenError` when it is not valid.
+
+        Refresh tokens rotate: each works once. Presenting a used one again means it was
+        copied, so the whole family (every token from that login) is revoked, as the
+        OAuth 2.0 Security BCP recommends; the same happens to the loser of two
+        concurrent redemptions.
+        """
         key = REFRESH_PREFIX + _digest(refresh_token)
         kv = await self._store.get(key)
         if kv is None:
-            raise TokenError("invalid_grant", "unknown or already used refresh token")
-        # Compare-and-swap delete: of two concurrent redemptions only one succeeds.
-        if not await self._store.compare_and_swap(key, kv.version, None):
-            raise TokenError("invalid_grant", "refresh token already used")
+            raise TokenError("invalid_grant", "unknown refresh token")
         grant = RefreshGrant(**json.loads(kv.value))
         if grant.expires_at < self._clock():
             raise TokenError("invalid_grant", "refresh token expired")
+        if await self._store.get(FAMILY_PREFIX + grant.family) is not None:
+            raise TokenError("invalid_grant", "refresh token revoked")
+        used = json.dumps({**asdict(grant), "used": True}).encode()
+        if grant.used or not await self._store.compare_and_swap(key, kv.version, used):
+            await self._revoke_family(grant.family)
+            raise TokenError("invalid_grant", "refresh token reused; its session is revoked")
         return grant
 
     async def verify(self, token: str) -> dict[str, Any]:
@@ -181,7 +225,11 @@ class TokenService:
                 REVOKED_PREFIX + str(claims["jti"]), json.dumps({"exp": exp}).encode()
             )
             return True
-        return await self._store.delete(REFRESH_PREFIX + _digest(token))
+        kv = await self._store.get(REFRESH_PREFIX + _digest(token))
+        if kv is None:
+            return False
+        await self._revoke_family(RefreshGrant(**json.loads(kv.value)).family)
+        return True
 
     async def revocations(self) -> list[dict[str, Any]]:
         """Revoked ``jti``s whose tokens have not expired yet (expired entries are pruned)."""
