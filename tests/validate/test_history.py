@@ -178,6 +178,38 @@ def test_sequential_executions_with_overlap_are_linearizable(ops: list[Op]) -> N
     assert check_key("x", ops).status == "ok"
 
 
+@st.composite
+def stale_reads(draw: st.DrawFn) -> list[Op]:
+    """A register run with no overlapping operations (so exactly one order explains it),
+    where one read is made to return a value other than the one it must have seen."""
+    n = draw(st.integers(2, 20))
+    state: str | None = None
+    ops: list[Op] = []
+    reads: list[int] = []
+    for i in range(n):
+        t0, t1 = i * 10.0, i * 10.0 + draw(st.floats(0.1, 9.0))
+        if draw(st.booleans()):
+            state = f"v{i}"
+            ops.append(w(i, state, t0, t1))
+        else:
+            reads.append(len(ops))
+            ops.append(r(i, state, t0, t1))
+    if not reads:
+        ops.append(r(n, state, n * 10.0, n * 10.0 + 1))
+        reads.append(len(ops) - 1)
+    victim = draw(st.sampled_from(reads))
+    written = [None, *(op.value for op in ops if op.kind == "write")]
+    wrong = draw(st.sampled_from([v for v in [*written, "never"] if v != ops[victim].result]))
+    ops[victim] = ops[victim].model_copy(update={"result": wrong})
+    return ops
+
+
+@settings(max_examples=150, deadline=None)
+@given(stale_reads())
+def test_a_wrong_read_in_a_sequential_history_is_always_flagged(ops: list[Op]) -> None:
+    assert check_key("x", ops).status == "violation"
+
+
 # -- sets -------------------------------------------------------------------------------
 
 
