@@ -1,12 +1,15 @@
-"""`plasma chainfire serve`: configuration errors are clear and exit with the usage code."""
+"""`plasma chainfire serve`: clear errors and exit codes before anything is served."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from plasmacloud.chainfire.server import DataDirBusy, lock_data_dir
 from plasmacloud.cli import app
 from plasmacloud.common.errors import EXIT_USAGE
 
@@ -45,3 +48,13 @@ def test_missing_tls_files_are_named(tmp_path: Path) -> None:
     result = runner.invoke(app, ["chainfire", "serve", "--config", str(path)])
     assert result.exit_code == EXIT_USAGE
     assert str(tmp_path / "ca.crt") in " ".join(result.output.split())
+
+
+def test_one_process_per_data_dir(tmp_path: Path) -> None:
+    fd = lock_data_dir(tmp_path)
+    try:
+        with pytest.raises(DataDirBusy, match=f"pid {os.getpid()}"):
+            lock_data_dir(tmp_path)
+    finally:
+        os.close(fd)
+    os.close(lock_data_dir(tmp_path))  # free again once the holder is gone

@@ -9,8 +9,11 @@ section is enabled. Peers are addressed by hostname and resolved through the con
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -97,6 +100,30 @@ def grpc_server(config: NodeConfig) -> tuple[grpc.aio.Server, str]:
     return server, address
 
 
+class DataDirBusy(OSError):
+    """Another process already serves from this data directory."""
+
+
+def lock_data_dir(data: Path) -> int:
+    """Hold an exclusive lock on the data directory for the life of the process.
+
+    Two members on one directory would corrupt the Raft log and the store, so the
+    second one refuses to start. Returns the lock file's descriptor.
+    """
+    fd = os.open(data / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise DataDirBusy(
+            f"{data} is in use by another chainfire process (pid {owner}); stop it first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def channel_credentials(config: NodeConfig) -> grpc.ChannelCredentials | None:
     """This node's mTLS client credentials for calling other members' client ports."""
     if not config.tls.enabled:
@@ -118,6 +145,7 @@ class ChainfireServer:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self._lock_fd: int | None = None
         self.node: ChainfireNode | None = None
         self._raft: Any = None
         self._grpc: grpc.aio.Server | None = None
@@ -154,6 +182,7 @@ class ChainfireServer:
         cfg = self.config
         data = cfg.data_path("chainfire")
         data.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_data_dir(data)
         metrics = ChainfireMetrics(self.registry)
         self._store = MvccStore(data / "kv.db")
         self._raft = self._raft_node(self._store)
@@ -195,6 +224,8 @@ class ChainfireServer:
             await self._raft.stop()
         if self._store is not None:
             self._store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
         log.info("chainfire %s stopped", self.config.node_id)
 
 
