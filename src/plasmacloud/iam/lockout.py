@@ -64,12 +64,12 @@ class AccountLockout:
         self._policy = policy
         self._clock = clock
 
-    async def locked_for(self, account: str) -> float:
-        """Seconds until ``account`` may try again (0 = not locked)."""
+    async def status(self, account: str) -> tuple[float, bool]:
+        """(seconds until ``account`` may try again, whether it has a failure counter)."""
         kv = await self._store.get(LOCKOUT_PREFIX + account)
         if kv is None:
-            return 0.0
-        return max(0.0, float(json.loads(kv.value)["locked_until"]) - self._clock())
+            return 0.0, False
+        return max(0.0, float(json.loads(kv.value)["locked_until"]) - self._clock()), True
 
     async def record_failure(self, account: str) -> None:
         """Count one failure; locks the account when the limit is reached."""

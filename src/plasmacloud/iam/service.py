@@ -58,6 +58,20 @@ class IamSettings:
     key_max_age: float = 30 * 86400.0  # signing keys rotate on first use after this
 
 
+def _subject_of(entity: object) -> Subject:
+    """The token subject for a user or service account (refused when gone or disabled)."""
+    if not isinstance(entity, User | ServiceAccount) or entity.disabled:
+        raise GrantError("invalid_grant", "the account does not exist or is disabled")
+    is_sa = isinstance(entity, ServiceAccount)
+    return Subject(
+        sub=f"{'sa' if is_sa else 'user'}:{entity.name}",
+        username=entity.name,
+        groups=tuple(entity.groups),
+        roles=tuple(entity.roles),
+        client_id=entity.name if is_sa else None,
+    )
+
+
 class IamService:
     """Everything an IAM node does, with its state in ``store``."""
 
@@ -90,15 +104,7 @@ class IamService:
         entity = await self.directory.get(
             Kind.USER if kind == "user" else Kind.SERVICE_ACCOUNT, name
         )
-        if not isinstance(entity, User | ServiceAccount) or entity.disabled:
-            raise GrantError("invalid_grant", "the account does not exist or is disabled")
-        return Subject(
-            sub=sub,
-            username=name,
-            groups=tuple(entity.groups),
-            roles=tuple(entity.roles),
-            client_id=name if isinstance(entity, ServiceAccount) else None,
-        )
+        return _subject_of(entity)
 
     async def _check_secret(
         self, kind: Kind, name: str, secret: str, ip: str, grant: str
@@ -107,7 +113,7 @@ class IamService:
             self.metrics.login_failures.labels("rate_limited").inc()
             raise GrantError("slow_down", "too many attempts from this address", 429, 5.0)
         account = f"{kind.value}/{name}"
-        wait = await self.lockout.locked_for(account)
+        wait, counted = await self.lockout.status(account)
         if wait > 0:
             self.metrics.login_failures.labels("locked").inc()
             raise GrantError("invalid_grant", "account temporarily locked", 429, wait)
@@ -125,9 +131,9 @@ class IamService:
             if grant == "client_credentials":
                 raise GrantError("invalid_client", "invalid client credentials", 401)
             raise GrantError("invalid_grant", "invalid username or password")
-        await self.lockout.record_success(account)
-        prefix = "user" if kind == Kind.USER else "sa"
-        return await self._subject(f"{prefix}:{name}")
+        if counted:  # only then is there a counter to clear (saves a write per login)
+            await self.lockout.record_success(account)
+        return _subject_of(entity)
 
     async def password_grant(
         self, username: str, password: str, scope: str, ip: str
