@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from plasmacloud.cli import app
+from plasmacloud.common.errors import EXIT_OK
 from plasmacloud.lab.chaos import ChaosConfig, ChaosResult, run_chaos
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsNames, lab_objects, scratch_netns_spec
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec
-from plasmacloud.validate.history import load_history
+from plasmacloud.validate.history import Verdict, load_history
 from plasmacloud.validate.history_check import check_history
 
 from .conftest import READY_TIMEOUT_S
@@ -55,18 +60,31 @@ async def test_chaos_on_processes_kill_restart_pause(
 
 @pytest.fixture
 def netns_lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab.open(tmp_path / "lab", scratch_netns_spec(), services=(CHAINFIRE,), backend="netns")
+    """A netns lab with every service (as `plasma lab up --backend netns` runs it)."""
+    lab = Lab.open(tmp_path / "lab", scratch_netns_spec(), backend="netns")
     try:
         lab.up()
+        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
         yield lab
     finally:
         lab.down()
     assert lab_objects(NetnsNames.for_lab(lab.layout.root)) == []
 
 
-async def test_chaos_on_netns_with_partitions(netns_lab: Lab, tmp_path: Path) -> None:
-    await netns_lab.wait_ready(timeout=READY_TIMEOUT_S)
+def test_chaos_cli_on_netns_with_partitions(netns_lab: Lab, tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    argv = ["lab", "chaos", "--dir", str(netns_lab.layout.root), "--duration", "30s"]
     # seed 11 injects partition, then kill
-    cfg = _config(25, ("partition", "kill"), seed=11)
-    result = await run_chaos(netns_lab, cfg, tmp_path / "history.jsonl", say=lambda _m: None)
-    _assert_verified(result, {"partition", "kill"})
+    argv += ["--faults", "partition,kill", "--seed", "11", "--history", str(history), "--json"]
+    result = CliRunner().invoke(app, argv)
+    doc = json.loads(result.stdout)
+    assert result.exit_code == EXIT_OK, doc
+    assert doc["ok"] and doc["problems"] == []
+    assert [v["status"] for v in doc["verdicts"]] == ["ok", "ok", "ok"]
+    assert {f["kind"] for f in doc["faults"]} >= {"partition", "kill"}
+    for f in doc["faults"]:
+        assert set(f["recovery_s"]) == {"chainfire", "flaredb"}
+        assert all(t is not None for t in f["recovery_s"].values()), f
+    saved = load_history(history)
+    assert any(op.key.startswith("flaredb:") for op in saved.ops if op.kind == "read_set")
+    assert check_history(saved) == [Verdict.model_validate(v) for v in doc["verdicts"]]
