@@ -50,12 +50,10 @@ def unary(fn: Handler[S]) -> Handler[S]:
     return wrapper
 
 
-async def guard_stream(
-    servicer: Servicer, context: grpc.aio.ServicerContext, rpc: str, request: Any = None
-) -> bool:
-    """Authorize a streaming call (or one message of it); False after refusing the call."""
+async def guard_stream(servicer: Servicer, context: grpc.aio.ServicerContext, rpc: str) -> bool:
+    """Authorize a streaming call that touches no key; False after refusing the call."""
     try:
-        await servicer.node.authorize(context, rpc, request)
+        await servicer.node.authorize(context, rpc, None)
     except errors.EtcdError as exc:
         count(servicer.node, f"{servicer.service}/{rpc}", exc.code.name)
         await context.abort(exc.code, exc.message)
