@@ -341,7 +341,7 @@ class MvccStore:
         """Replace the database with a snapshot taken at ``index`` (atomic file swap)."""
         with self._lock:
             tmp = self.path.with_suffix(".restore")
-            tmp.write_bytes(data)
+            _write_durably(tmp, data)
             check = sqlite3.connect(tmp)
             try:
                 check.execute("PRAGMA journal_mode=DELETE")
@@ -357,6 +357,7 @@ class MvccStore:
             for suffix in ("-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)  # the rename itself survives a power cut
             self._db = self._open()
             self._db.execute(
                 "INSERT OR REPLACE INTO meta(k, v) VALUES('applied_index', ?)", (index,)
@@ -780,6 +781,21 @@ def _compare_kv(c: rpc_pb2.Compare, kv: kv_pb2.KeyValue) -> bool:
     if result == rpc_pb2.Compare.LESS:
         return bool(actual < expected)
     return True
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _lease_id_for(entry: Entry) -> int:
