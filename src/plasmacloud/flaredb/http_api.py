@@ -197,12 +197,7 @@ class HttpApi:
         self._session: aiohttp.ClientSession | None = None
         # One thread: the read connection is used by one query at a time.
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"flaredb-read-{node_id}")
-        metrics.bind(
-            db_size=store.size_bytes,
-            is_leader=lambda: float(raft.is_leader),
-            term=lambda: raft.status().term,
-            applied=store.applied_index,
-        )
+        metrics.bind(db_size=store.size_bytes)
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body, middlewares=[_json_errors])

@@ -69,10 +69,10 @@ def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
 class SQLiteStore:
     """SQLite database of one node: applies log entries, answers local reads."""
 
-    def __init__(self, path: Path, on_apply: Callable[[int, float], None] | None = None) -> None:
+    def __init__(self, path: Path, on_apply: Callable[[int], None] | None = None) -> None:
         """Open (or create) the database at ``path``.
 
-        ``on_apply(statements, seconds)`` is called after each applied batch (metrics).
+        ``on_apply(statements)`` is called after each applied batch (metrics).
         """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,6 @@ class SQLiteStore:
         """Apply committed entries: one SQLite transaction for the whole batch."""
         if not entries:
             return []
-        start = time.perf_counter()
         try:
             results = self._apply_batch(entries)
         except _TransactionLost:
@@ -146,7 +145,7 @@ class SQLiteStore:
                     self._commit_index(entry.index)
         if self._on_apply is not None:
             count = sum(len(r) for r in results if isinstance(r, list))
-            self._on_apply(count, time.perf_counter() - start)
+            self._on_apply(count)
         return results
 
     def _commit_index(self, index: int) -> None:
