@@ -129,6 +129,7 @@ class _Progress:
     active: bool = False  # responded since the last check-quorum
     hb_seq: int = 0  # highest heartbeat sequence acknowledged (ReadIndex)
     snap: _SnapSend | None = None
+    commit_sent: int = 0  # highest commit index told to this follower
 
 
 def _encode_change(node_id: str, address: str | None) -> bytes:
@@ -221,7 +222,8 @@ class RaftNode:
         self._snapshotting = False
         self._snap_recv: tuple[int, int, bytearray] | None = None
 
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []  # cancelled on stop
+        self._disk_tasks: list[asyncio.Task[Any]] = []  # drained on stop (fsync, snapshot)
         self._sync_wanted = asyncio.Event()
         self._started = False
         self._stopped = False
@@ -300,7 +302,7 @@ class RaftNode:
         self._reset_election_deadline()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._ticker()))
-        self._tasks.append(loop.create_task(self._syncer()))
+        self._disk_tasks.append(loop.create_task(self._syncer()))
         self._update_gauges()
 
     def _recover_state_machine(self) -> None:
@@ -333,6 +335,15 @@ class RaftNode:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks.clear()
+        # let an fsync or snapshot write in a worker thread finish before closing its files
+        self._sync_wanted.set()
+        if self._disk_tasks:
+            await asyncio.wait(self._disk_tasks, timeout=10.0)
+        for t in self._disk_tasks:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+        self._disk_tasks.clear()
         if self._started:
             await self._transport.stop()
             self._storage.close()
@@ -576,15 +587,17 @@ class RaftNode:
 
     async def _syncer(self) -> None:
         """Group commit: one fdatasync covers every append made before it started."""
-        while True:
+        while not self._stopped:
             await self._sync_wanted.wait()
             self._sync_wanted.clear()
-            if self._durable >= self.last_index:
+            if self._stopped or self._durable >= self.last_index:
                 continue
             target = self.last_index
             self._trunc_floor = None
             t0 = time.perf_counter()
             await self._storage.sync()
+            if self._stopped:
+                return
             if self._metrics:
                 self._metrics.fsync.observe(time.perf_counter() - t0)
             if self._trunc_floor is not None:
@@ -940,6 +953,7 @@ class RaftNode:
             prev_term = self._term_at(prev)
             assert prev_term is not None
             commit = min(self.commit_index, prev + len(batch))
+            pr.commit_sent = max(pr.commit_sent, commit)
             self._send(peer, AppendEntries(self.term, self.id, prev, prev_term, commit, batch))
             if not pr.inflight:
                 pr.last_progress = self._now()
@@ -970,6 +984,8 @@ class RaftNode:
                 pr.next_index = pr.match + 1
             self._maybe_commit()
             self._send_appends(m.src, pr)
+            if pr.next_index > self.last_index:  # idle: tell it the commit index now
+                self._send_commit(m.src, pr)
             return
         if m.index < pr.match or (pr.probe and m.index != pr.next_index - 1):
             return  # stale rejection
@@ -998,10 +1014,14 @@ class RaftNode:
             return
         for peer, pr in self._progress.items():
             if pr.next_index > self.last_index and pr.snap is None:
-                self._send(
-                    peer,
-                    Heartbeat(self.term, self.id, min(self.commit_index, pr.match), self._hb_seq),
-                )
+                self._send_commit(peer, pr)
+
+    def _send_commit(self, peer: str, pr: _Progress) -> None:
+        """A heartbeat carrying a commit index this follower has not been told yet."""
+        commit = min(self.commit_index, pr.match)
+        if commit > pr.commit_sent:
+            pr.commit_sent = commit
+            self._send(peer, Heartbeat(self.term, self.id, commit, self._hb_seq))
 
     def _broadcast_heartbeat(self) -> None:
         self._broadcast_scheduled = False
@@ -1010,6 +1030,7 @@ class RaftNode:
         self._hb_seq += 1
         for peer, pr in self._progress.items():
             commit = min(self.commit_index, pr.match)
+            pr.commit_sent = max(pr.commit_sent, commit)
             self._send(peer, Heartbeat(self.term, self.id, commit, self._hb_seq))
         self._resolve_reads()
 
@@ -1199,8 +1220,9 @@ class RaftNode:
         task.add_done_callback(self._forget_task)
 
     def _forget_task(self, task: asyncio.Task[Any]) -> None:
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
+        for tasks in (self._tasks, self._disk_tasks):
+            with contextlib.suppress(ValueError):
+                tasks.remove(task)
 
     async def _serve_read(self, m: ReadReq) -> None:
         try:
@@ -1286,7 +1308,7 @@ class RaftNode:
         meta = SnapshotMeta(index, term, self._members_at(index))
         data = self.sm.snapshot()  # same tick as the apply: exactly the state at `index`
         task = asyncio.get_running_loop().create_task(self._save_snapshot(meta, data))
-        self._tasks.append(task)
+        self._disk_tasks.append(task)
         task.add_done_callback(self._forget_task)
 
     async def _save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:

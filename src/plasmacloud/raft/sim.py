@@ -118,6 +118,7 @@ class SimDisk:
         self.sync_delay = sync_delay
         self.files: dict[str, _FileState] = {}
         self.torn_writes = 0
+        self.epoch = 0  # bumped by each crash: I/O in flight at the crash never completes
 
     def makedirs(self, path: str) -> None:
         pass
@@ -143,7 +144,10 @@ class SimDisk:
 
     async def datasync(self, files: Sequence[Any]) -> None:
         captured = [(f.state, bytes(f.state.data)) for f in files]
+        epoch = self.epoch
         await asyncio.sleep(self.rng.uniform(*self.sync_delay))
+        if epoch != self.epoch:
+            return  # the machine crashed while this fsync was in flight
         for st, data in captured:
             st.durable = data  # what was written when the sync began is on disk now
 
@@ -151,11 +155,14 @@ class SimDisk:
         self.files[path] = _FileState(bytearray(data), bytes(data))
 
     async def write_atomic_async(self, path: str, data: bytes) -> None:
+        epoch = self.epoch
         await asyncio.sleep(self.rng.uniform(*self.sync_delay))
-        self.write_atomic(path, data)
+        if epoch == self.epoch:
+            self.write_atomic(path, data)
 
     def crash(self) -> None:
         """Lose every un-synced write; sometimes leave a torn (partial or garbled) tail."""
+        self.epoch += 1
         for st in self.files.values():
             unsynced = bytes(st.data[len(st.durable) :])
             extends = bytes(st.data[: len(st.durable)]) == st.durable
@@ -279,6 +286,7 @@ class SimStats:
     torn_writes: int = 0
     snapshots_installed: int = 0
     membership_changes: int = 0
+    power_losses: int = 0
     virtual_seconds: float = 0.0
 
 
@@ -355,8 +363,8 @@ class Simulation:
     async def _crash(self, node_id: str) -> None:
         node = self.nodes.pop(node_id)
         self.down.add(node_id)
+        self.disks[node_id].crash()  # first: the stop below must not complete in-flight I/O
         await node.stop()
-        self.disks[node_id].crash()
         self.stats.crashes += 1
 
     async def _stop_all(self) -> None:
@@ -452,7 +460,14 @@ class Simulation:
             self.check_log_matching()
             self._raise_recorded()
             action = self.rng.random()
-            if action < 0.25 and len(self.down) < (self.size - 1) // 2 + 1:
+            if action < 0.05:  # power loss: every node at once, then all come back
+                for node_id in sorted(self.nodes):
+                    await self._crash(node_id)
+                await asyncio.sleep(self.rng.uniform(0.01, 0.3))
+                for node_id in sorted(self.down):
+                    await self._start(node_id)
+                self.stats.power_losses += 1
+            elif action < 0.25 and len(self.down) < (self.size - 1) // 2 + 1:
                 await self._crash(self.rng.choice(sorted(self.nodes)))
             elif action < 0.45 and self.down:
                 await self._start(self.rng.choice(sorted(self.down)))
