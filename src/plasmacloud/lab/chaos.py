@@ -156,26 +156,27 @@ class Nemesis:
             fault.ready = self.rec.now()
             self.say(f"  healthy again at {fault.ready:.1f}s")
 
-    async def _leader_or_random(self) -> tuple[str, str]:
+    async def _targets(self, kind: str) -> tuple[list[str], str]:
+        """Whom to hit: the Chainfire leader half the time, else a random node (a quarter
+        of kills take two nodes); the note says whether the leader was among them."""
         nodes = self.lab.spec.node_ids
-        if self.rng.random() < 0.5:
-            leader = (await self.lab.probe()).leader_node
-            if leader is not None:
-                return leader, "chainfire leader"
-        return self.rng.choice(nodes), "node"
+        leader = (await self.lab.probe()).leader_node
+        if kind == "kill" and self.rng.random() < 0.25:
+            targets = self.rng.sample(nodes, 2)
+            return targets, "two nodes, leader among them" if leader in targets else "two nodes"
+        if leader is not None and self.rng.random() < 0.5:
+            return [leader], "chainfire leader"
+        target = self.rng.choice(nodes)
+        return [target], "chainfire leader" if target == leader else "follower"
 
     async def _inject(self, kind: str, hold: float) -> Fault:
         backend = self.lab.backend
         nodes = self.lab.spec.node_ids
-        target, role = await self._leader_or_random()
-        targets = [target]
-        label = kind
-        if kind == "kill" and self.rng.random() < 0.25:
-            targets = self.rng.sample(nodes, 2)
-            label, role = "kill", "two nodes"
+        targets, role = await self._targets(kind)
+        target = targets[0]
         # ``start`` is taken once the fault is in effect (the process is dead, stopped,
         # cut off), so the recovery time never counts writes the old leader finished first
-        fault = Fault(kind=label, targets=targets, start=0.0, note=role)
+        fault = Fault(kind=kind, targets=targets, start=0.0, note=role)
         if kind == "kill":
             for t in targets:
                 await asyncio.to_thread(backend.kill_node, t, signal.SIGKILL)
