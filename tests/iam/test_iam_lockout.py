@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plasmacloud.iam.lockout import AccountLockout, IpRateLimiter, LockoutPolicy
+from plasmacloud.iam.lockout import AccountLockout, IpFailureLimiter, LockoutPolicy
 from plasmacloud.iam.store import MemoryStore
 
 
@@ -36,10 +36,15 @@ async def test_lockout_counts_locks_doubles_and_clears() -> None:
     assert (await lock.status("users/a"))[0] == 120.0  # second lock: twice as long
 
 
-def test_ip_bucket_refills_over_time() -> None:
+def test_ip_failures_bucket_refills_over_time() -> None:
     clock = Clock()
-    limiter = IpRateLimiter(burst=3, per_second=0.5, clock=clock)
-    assert [limiter.allow("10.0.0.1") for _ in range(4)] == [True, True, True, False]
-    assert limiter.allow("10.0.0.2")  # per address
+    limiter = IpFailureLimiter(burst=3, per_second=0.5, clock=clock)
+    assert not limiter.blocked("10.0.0.1")
+    for _ in range(3):
+        limiter.failed("10.0.0.1")
+    assert limiter.blocked("10.0.0.1")
+    assert not limiter.blocked("10.0.0.2")  # per address
     clock.now += 2.0  # one token back
-    assert limiter.allow("10.0.0.1") and not limiter.allow("10.0.0.1")
+    assert not limiter.blocked("10.0.0.1")
+    limiter.failed("10.0.0.1")
+    assert limiter.blocked("10.0.0.1")

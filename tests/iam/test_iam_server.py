@@ -294,6 +294,13 @@ async def test_brute_force_lockout(iam_cluster: ClusterFactory) -> None:
     assert status == 200 and user["disabled"] is False  # no other state change
     status, metrics = await c.call("GET", "/metrics", None, node=1)
     assert 'iam_login_failures_total{reason="locked"} 1.0' in metrics
+    # Service accounts are not locked out (their secrets cannot be guessed, and a lockout
+    # would let anyone who knows a client id shut the service out).
+    bad = {"grant_type": "client_credentials", "client_id": c.admin.client_id}
+    for _ in range(6):
+        async with c.http.post(f"{c.url}/oauth2/token", data={**bad, "client_secret": "x"}) as r:
+            assert r.status == 401
+    await c.token()
 
 
 async def test_ip_rate_limit(iam_cluster: ClusterFactory) -> None:
@@ -308,6 +315,10 @@ async def test_ip_rate_limit(iam_cluster: ClusterFactory) -> None:
             if r.status == 429:
                 assert (await r.json())["error"] == "slow_down" and "Retry-After" in r.headers
     assert statuses[:4] == [400] * 4 and statuses[4:] == [429] * 4
+    # successes never use the budget: the admin client logs in as often as it likes
+    c2 = await iam_cluster(lockout=LockoutPolicy(ip_burst=2, ip_per_second=0.01))
+    for _ in range(10):
+        await c2.token()
 
 
 async def test_revocation_and_audit_and_metrics(iam_cluster: ClusterFactory) -> None:

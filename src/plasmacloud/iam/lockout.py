@@ -1,11 +1,12 @@
-"""Brute-force protection for the token endpoint.
+"""Brute-force protection for everything that checks a password or client secret.
 
-Two layers: a per-client-IP token bucket kept in each node's memory (answers 429 before
-any password hashing is spent), and a per-account failure counter kept in the store, so
-that spreading guesses over the three IAM nodes does not help: after ``max_failures``
-consecutive failures the account is locked for ``lock_seconds`` (doubling on each
-further lock, capped), and even the right password is refused while it is locked.
-Unknown accounts get no counter, so guessing names cannot fill the store.
+Two layers: a per-client-IP token bucket of *failed* attempts kept in each node's memory
+(answers 429 before any hashing is spent; successes cost nothing), and a per-account
+failure counter kept in the store, so that spreading guesses over the three IAM nodes
+does not help: after ``max_failures`` consecutive failures the account is locked for
+``lock_seconds`` (doubling on each further lock, capped), and even the right password is
+refused while it is locked. Unknown accounts get no counter, so guessing names cannot
+fill the store.
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ class LockoutPolicy:
     ip_per_second: float = 1.0
 
 
-class IpRateLimiter:
-    """Token bucket per client address (in memory, per node, bounded size)."""
+class IpFailureLimiter:
+    """Token bucket of *failed* attempts per client address (in memory, per node, bounded).
+
+    Only failures take tokens, so a busy legitimate client (a service logging in again
+    and again from one address) is never slowed; a guesser is, after ``burst`` misses.
+    """
 
     def __init__(self, burst: int, per_second: float, clock: Callable[[], float] = time.monotonic):
         self._burst = burst
@@ -40,18 +45,20 @@ class IpRateLimiter:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def allow(self, ip: str) -> bool:
-        """Take one token for ``ip``; ``False`` means the caller should answer 429."""
+    def _tokens(self, ip: str) -> float:
         now = self._clock()
         tokens, last = self._buckets.get(ip, (float(self._burst), now))
-        tokens = min(float(self._burst), tokens + (now - last) * self._rate)
+        return min(float(self._burst), tokens + (now - last) * self._rate)
+
+    def blocked(self, ip: str) -> bool:
+        """Whether ``ip`` used up its failures (answer 429 before any hashing is spent)."""
+        return self._tokens(ip) < 1.0
+
+    def failed(self, ip: str) -> None:
+        """Take one token for a failed attempt from ``ip``."""
         if len(self._buckets) > 50_000:  # bound memory under address spraying
             self._buckets.clear()
-        if tokens < 1.0:
-            self._buckets[ip] = (tokens, now)
-            return False
-        self._buckets[ip] = (tokens - 1.0, now)
-        return True
+        self._buckets[ip] = (max(0.0, self._tokens(ip) - 1.0), self._clock())
 
 
 class AccountLockout:

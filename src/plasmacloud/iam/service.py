@@ -23,7 +23,7 @@ from plasmacloud.iam.directory import (
 )
 from plasmacloud.iam.jwtcheck import TokenError
 from plasmacloud.iam.keys import KeyRing
-from plasmacloud.iam.lockout import AccountLockout, IpRateLimiter, LockoutPolicy
+from plasmacloud.iam.lockout import AccountLockout, IpFailureLimiter, LockoutPolicy
 from plasmacloud.iam.metrics import IamMetrics
 from plasmacloud.iam.passwords import Hasher, HashParams, check_secret, new_client_secret
 from plasmacloud.iam.policy import Decision, evaluate
@@ -93,7 +93,8 @@ class IamService:
         self.tokens = TokenService(store, self.keyring, settings.tokens, clock=clock)
         self.hasher = Hasher(settings.hashing)
         self.lockout = AccountLockout(store, settings.lockout, clock=clock)
-        self.ip_limiter = IpRateLimiter(settings.lockout.ip_burst, settings.lockout.ip_per_second)
+        limits = settings.lockout
+        self.ip_limiter = IpFailureLimiter(limits.ip_burst, limits.ip_per_second)
         self.audit = AuditLog(store, settings.node_id, clock=clock)
         self.metrics = IamMetrics()
 
@@ -106,40 +107,53 @@ class IamService:
         )
         return _subject_of(entity)
 
-    async def _check_secret(
-        self, kind: Kind, name: str, secret: str, ip: str, grant: str
-    ) -> Subject:
-        if not self.ip_limiter.allow(ip):
+    def _refuse_if_throttled(self, ip: str) -> None:
+        if self.ip_limiter.blocked(ip):
             self.metrics.login_failures.labels("rate_limited").inc()
             raise GrantError("slow_down", "too many attempts from this address", 429, 5.0)
-        account = f"{kind.value}/{name}"
+
+    def _failed(self, ip: str) -> None:
+        self.ip_limiter.failed(ip)
+        self.metrics.login_failures.labels("bad_credentials").inc()
+
+    async def _check_password(self, username: str, password: str, ip: str) -> Subject:
+        """A user's password, behind the IP limit and the shared account lockout."""
+        self._refuse_if_throttled(ip)
+        account = f"{Kind.USER.value}/{username}"
         wait, counted = await self.lockout.status(account)
         if wait > 0:
             self.metrics.login_failures.labels("locked").inc()
             raise GrantError("invalid_grant", "account temporarily locked", 429, wait)
-        entity = await self.directory.get(kind, name)
-        if kind == Kind.SERVICE_ACCOUNT:
-            stored = entity.secret_hash if isinstance(entity, ServiceAccount) else None
-            ok = check_secret(stored, secret)
-        else:
-            stored = entity.password_hash if isinstance(entity, User) else None
-            ok = await self.hasher.verify(stored, secret)
-        if not ok:
+        entity = await self.directory.get(Kind.USER, username)
+        stored = entity.password_hash if isinstance(entity, User) else None
+        if not await self.hasher.verify(stored, password):
+            self._failed(ip)
             if entity is not None:
                 await self.lockout.record_failure(account)
-            self.metrics.login_failures.labels("bad_credentials").inc()
-            if grant == "client_credentials":
-                raise GrantError("invalid_client", "invalid client credentials", 401)
             raise GrantError("invalid_grant", "invalid username or password")
         if counted:  # only then is there a counter to clear (saves a write per login)
             await self.lockout.record_success(account)
+        return _subject_of(entity)
+
+    async def _check_client(self, client_id: str, secret: str, ip: str) -> Subject:
+        """A service account's secret, behind the IP limit only.
+
+        No account lockout here: the secrets are 256 random bits (nothing to guess), and
+        a lockout would let anyone who knows a client id lock the service out.
+        """
+        self._refuse_if_throttled(ip)
+        entity = await self.directory.get(Kind.SERVICE_ACCOUNT, client_id)
+        stored = entity.secret_hash if isinstance(entity, ServiceAccount) else None
+        if not check_secret(stored, secret):
+            self._failed(ip)
+            raise GrantError("invalid_client", "invalid client credentials", 401)
         return _subject_of(entity)
 
     async def password_grant(
         self, username: str, password: str, scope: str, ip: str
     ) -> IssuedTokens:
         """OAuth2 resource-owner password grant."""
-        subject = await self._check_secret(Kind.USER, username, password, ip, "password")
+        subject = await self._check_password(username, password, ip)
         self.metrics.tokens_issued.labels("password").inc()
         return await self.tokens.issue(subject, scope)
 
@@ -147,9 +161,7 @@ class IamService:
         self, client_id: str, secret: str, scope: str, ip: str
     ) -> IssuedTokens:
         """OAuth2 client-credentials grant for service accounts (no refresh token, per RFC)."""
-        subject = await self._check_secret(
-            Kind.SERVICE_ACCOUNT, client_id, secret, ip, "client_credentials"
-        )
+        subject = await self._check_client(client_id, secret, ip)
         self.metrics.tokens_issued.labels("client_credentials").inc()
         return await self.tokens.issue(subject, scope, with_refresh=False)
 
@@ -168,7 +180,7 @@ class IamService:
         kind, _, name = sub.partition(":")
         if kind != "user":
             raise GrantError("invalid_request", "only users have passwords", 400)
-        await self._check_secret(Kind.USER, name, current, ip, "password")
+        await self._check_password(name, current, ip)
         hashed = await self.hasher.hash(new)
         await self.directory.update(
             Kind.USER, name, lambda e: e.model_copy(update={"password_hash": hashed})
