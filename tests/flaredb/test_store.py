@@ -169,6 +169,19 @@ def test_load_replaces_user_tables(store: SQLiteStore, tmp_path: Path) -> None:
     assert store.applied_index() == 2
 
 
+def test_failed_load_keeps_the_old_tables(store: SQLiteStore) -> None:
+    store.apply(
+        entries(Command.new([S("CREATE TABLE keep (x)"), S("INSERT INTO keep VALUES (1)")]))
+    )
+    bad = [S("CREATE TABLE n (x)"), S("INSERT INTO missing VALUES (1)")]
+    (res,) = store.apply(entries(Command.new(bad, True, LOAD), start=2))
+    assert isinstance(res[-1], ErrorResult) and "no such table: missing" in res[-1].error
+    (q,) = store.query([S("SELECT x FROM keep")])
+    assert isinstance(q, QueryResult) and q.values == [[1]]
+    (q,) = store.query([S("SELECT count(*) FROM sqlite_master WHERE name = 'n'")])
+    assert isinstance(q, QueryResult) and q.values == [[0]]
+
+
 def test_garbage_entry_is_an_error_result_not_a_crash(store: SQLiteStore) -> None:
     (res,) = store.apply([Entry(1, 1, b"\x00garbage")])
     assert isinstance(res[0], ErrorResult) and "malformed log entry" in res[0].error

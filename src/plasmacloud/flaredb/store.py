@@ -176,11 +176,12 @@ class SQLiteStore:
             return [ErrorResult(str(exc))]
         self._rng.seed(cmd.seed)
         conn = self._w
+        conn.execute("SAVEPOINT entry")
         if cmd.kind == LOAD:
+            # Inside the entry's savepoint: a load that fails leaves the old tables be.
             self._steps = 0
             self._drop_user_objects()
             cmd = Command(cmd.statements, True, cmd.seed)
-        conn.execute("SAVEPOINT entry")
         results: list[Result] = []
         for stmt in cmd.statements:
             if not cmd.transaction:
