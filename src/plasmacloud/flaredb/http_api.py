@@ -431,7 +431,8 @@ class HttpApi:
         opts = Options.from_query(request.query)
         if opts.redirect and not self.raft.is_leader:
             return self._redirect(request)
-        stmts = load_statements(await request.read())
+        # Checking and dumping a database file is slow work: keep it off the event loop.
+        stmts = await asyncio.to_thread(load_statements, await request.read())
         try:
             results = await self._propose(Command.new(stmts, True, LOAD), opts.timeout)
         except _Refused as exc:
