@@ -12,6 +12,7 @@ APT_PACKAGES=(
   iproute2 procps psmisc                            # lab networking and process inspection
   sqlite3
   curl                                              # FlareDB lab test drives the API with curl
+  qemu-system-x86 ipxe-qemu vde2 zstd              # QEMU lab: VMs + iPXE ROM, VDE switch, initramfs
 )
 
 missing=()

@@ -1,0 +1,516 @@
+"""The ``qemu`` lab backend: real VMs that PXE-boot from our netboot server.
+
+``up`` builds (or reuses) the install image, writes the lab's cluster spec, renders it and
+issues its certificates, creates the lab network (:mod:`plasmacloud.lab.qemu_net`) and
+powers on one VM per node. Each VM boots QEMU's iPXE ROM on the lab NIC (``-boot n``),
+gets its pinned address and the chain script from dnsmasq, fetches its per-MAC script,
+kernel and initrd from ``plasma netboot serve`` and runs the first-boot agent, which
+reports its progress to the server (read back here from the server's state file).
+
+Per node: ``<lab>/node0X/disk.raw`` (sparse), ``serial.log`` (console), ``qmp.sock``
+(power control), and SSH forwarded from 127.0.0.1:2201.. through a second, user-mode
+NIC (``restrict=on``: the guest can reach nothing through it, the host reaches its port
+22). TCG unless a probe boot under KVM reaches userspace (this machine's paravirtual
+``/dev/kvm`` hangs a stock kernel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import BaseModel, ConfigDict, Field
+
+from plasmacloud.lab import qemu_net
+from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
+from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
+from plasmacloud.lab.services import plasma_executable
+from plasmacloud.provision import certs, pki
+from plasmacloud.provision.image import Image, build_image
+from plasmacloud.provision.layout import OutputLayout
+from plasmacloud.provision.render import render
+from plasmacloud.provision.sample import sample_spec
+from plasmacloud.provision.spec import ClusterSpec, load_spec
+from plasmacloud.provision.states import NodeStatus as ProvisionStatus
+from plasmacloud.provision.states import State, StateFile, load_states
+
+STATE_FILE = "qemu-lab.json"
+SSH_BASE_PORT = 2200  # node0N -> 127.0.0.1:220N, like the seed
+DEFAULT_MEMORY_MB = 512
+DISK_SIZE = 4 * 1024**3  # sparse: costs only what the agent writes
+# Unknown machines get an address from this pool, so they reach the refusal script.
+UNKNOWN_POOL = ("192.168.100.200", "192.168.100.220")
+
+
+class VmRecord(BaseModel):
+    """A running VM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str
+    mac: str
+    proc: Proc
+    ssh_port: int | None
+
+
+class QemuState(BaseModel):
+    """``qemu-lab.json``: what this lab created, so ``down`` removes exactly that."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str
+    tap: str
+    accel: str = "tcg"
+    memory_mb: int = DEFAULT_MEMORY_MB
+    image_key: str | None = None
+    infra: list[Proc] = Field(default_factory=list)
+    vms: list[VmRecord] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QemuPaths:
+    """Where one QEMU lab keeps its files."""
+
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "cluster.yaml"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.root / "ssh" / "id_ed25519"
+
+    @property
+    def vde(self) -> Path:
+        return self.root / "vde"
+
+    @property
+    def dnsmasq(self) -> Path:
+        return self.root / "dnsmasq"
+
+    def log(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def node(self, node_id: str) -> Path:
+        return self.root / node_id
+
+    def serial(self, node_id: str) -> Path:
+        return self.node(node_id) / "serial.log"
+
+    def qmp(self, node_id: str) -> Path:
+        return self.node(node_id) / "qmp.sock"
+
+    def disk(self, node_id: str) -> Path:
+        return self.node(node_id) / "disk.raw"
+
+
+# -- preparation ----------------------------------------------------------------------------
+
+
+def ensure_ssh_key(path: Path) -> str:
+    """The lab's SSH key pair (created once, private key 0600); returns the public line."""
+    pub = path.with_suffix(".pub")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = ed25519.Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        pub.write_text(public.decode() + " plasma-qemu-lab\n")
+    return pub.read_text().strip()
+
+
+def lab_spec_text(public_key: str, tap: str) -> str:
+    """The seed's 3-node sample, netbooted by image on the lab tap, with a pool for
+    unknown machines (so they are refused by script instead of ignored)."""
+    data: dict[str, Any] = yaml.safe_load(sample_spec(public_key))
+    data["netboot"]["interface"] = tap
+    data["netboot"]["dhcp_range"] = list(UNKNOWN_POOL)
+    data["deploy"]["method"] = "image"
+    for node in data["nodes"]:
+        node.pop("ssh", None)
+        node["disks"][0]["root_size"] = "3G"
+    return "# PlasmaCloud QEMU lab (generated by plasma lab up --backend qemu)\n" + yaml.safe_dump(
+        data, sort_keys=False
+    )
+
+
+def prepare_tree(paths: QemuPaths, tap: str) -> ClusterSpec:
+    """Spec, rendered tree and certificates of the lab (kept if already there)."""
+    public_key = ensure_ssh_key(paths.ssh_key)
+    if not paths.spec.exists():
+        paths.spec.write_text(lab_spec_text(public_key, tap))
+    spec = load_spec(paths.spec)
+    render(spec, paths.out, paths.spec.read_text())
+    layout = OutputLayout(paths.out)
+    pki.init_ca(layout.pki_dir, f"PlasmaCloud CA ({spec.name})")
+    certs.issue_cluster(spec, layout)
+    return spec
+
+
+def stage_image(image: Image, images: Path) -> None:
+    """Point ``<lab>/images`` at the built kernel and initrd, with the lab's extra
+    kernel arguments (DHCP on the management NIC too, so SSH forwards work)."""
+    images.mkdir(parents=True, exist_ok=True)
+    for name, src in (("kernel", image.kernel), ("initrd", image.initrd)):
+        link = images / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(src)
+    (images / "cmdline").write_text("plasmacloud.mgmt_dhcp=1 quiet\n")
+
+
+# -- QEMU ---------------------------------------------------------------------------------
+
+
+def qemu_argv(
+    paths: QemuPaths,
+    node_id: str,
+    mac: str,
+    accel: str,
+    memory_mb: int,
+    ssh_port: int | None,
+) -> list[str]:
+    """The command line of one lab VM (PXE first on the lab NIC, then its disk)."""
+    argv = [
+        "qemu-system-x86_64",
+        "-name",
+        node_id,
+        "-machine",
+        f"q35,accel={accel}",
+        "-smp",
+        "1",
+        "-m",
+        str(memory_mb),
+        "-display",
+        "none",
+        "-chardev",
+        f"file,id=serial,path={paths.serial(node_id)},append=on",
+        "-serial",
+        "chardev:serial",
+        "-qmp",
+        f"unix:{paths.qmp(node_id)},server=on,wait=off",
+        "-netdev",
+        f"vde,id=lab,sock={paths.vde / 'switch'}",
+        "-device",
+        f"virtio-net-pci,netdev=lab,mac={mac},bootindex=1",
+        "-drive",
+        f"file={paths.disk(node_id)},if=none,id=disk,format=raw",
+        "-device",
+        "virtio-blk-pci,drive=disk,bootindex=2",
+    ]
+    if ssh_port is not None:
+        argv += [
+            "-netdev",
+            f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            # romfile= : no PXE ROM on this NIC, it must never boot from it
+            "-device",
+            "virtio-net-pci,netdev=mgmt,romfile=",
+        ]
+    return argv
+
+
+def qmp(sock: Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Run one QMP command (``quit``, ``system_reset``, ``query-status``...)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock))
+        f = s.makefile("rw")
+        json.loads(f.readline())  # greeting
+        for cmd in ("qmp_capabilities", command):
+            f.write(json.dumps({"execute": cmd}) + "\n")
+            f.flush()
+            while True:
+                line = f.readline()
+                if not line:
+                    return {}  # QEMU closed the socket (``quit``)
+                reply = json.loads(line)
+                if "return" in reply or "error" in reply:
+                    break
+        if "error" in reply:
+            raise LabError(f"QMP {command}: {reply['error']}")
+        return dict(reply)
+
+
+def kvm_boots(image: Image, timeout: float = 20.0) -> bool:
+    """Probe: does the image reach userspace under KVM? (False without /dev/kvm, and on
+    this machine's paravirtual KVM, which hangs a stock kernel.)"""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    argv = [
+        "qemu-system-x86_64",
+        "-machine",
+        "q35,accel=kvm",
+        "-m",
+        "256",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(image.kernel),
+        "-initrd",
+        str(image.initrd),
+        "-append",
+        "console=ttyS0 plasmacloud.probe=1",
+    ]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        return b"plasmacloud-init: userspace" in (exc.stdout or b"")
+    return b"plasmacloud-init: userspace" in done.stdout
+
+
+# -- the backend ----------------------------------------------------------------------------
+
+
+class QemuBackend:
+    """Lab nodes as PXE-booted QEMU VMs (implements :class:`NodeBackend`)."""
+
+    name = "qemu"
+
+    def __init__(
+        self,
+        root: Path,
+        nodes: list[str] | None = None,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        image_cache: Path | None = None,
+        ssh: bool = True,
+    ) -> None:
+        self.paths = QemuPaths(root)
+        self.names = qemu_net.NetNames.for_lab(root)
+        self.image_cache = image_cache
+        self.ssh = ssh
+        self.only = nodes
+        self.state = self._load() or QemuState(
+            namespace=self.names.namespace, tap=self.names.tap, memory_mb=memory_mb
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Image, tree, network, then power on every node (or those named at init)."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        image = build_image(self.image_cache)
+        self.state.timings["image_s"] = round(time.monotonic() - t0, 1)
+        if self.state.image_key != image.key:
+            self.state.accel = "kvm" if kvm_boots(image) else "tcg"
+            self.state.image_key = image.key
+        stage_image(image, self.paths.images)
+        spec = prepare_tree(self.paths, self.names.tap)
+        self._network_up(spec)
+        self._save()
+        for node_id in self.only or [n.node_id for n in spec.nodes]:
+            self.start_node(node_id)
+
+    def _network_up(self, spec: ClusterSpec) -> None:
+        if all(self._infra(role) for role in ("switch", "dnsmasq", "netboot")):
+            return
+        self._network_down()
+        try:
+            qemu_net.create_namespace(self.names)
+            prefix = spec.network.cidr.prefixlen
+            server = f"{spec.netboot.server_ip}/{prefix}"
+            self.state.infra.append(
+                qemu_net.start_switch(self.names, self.paths.vde, self.paths.log("switch"), server)
+            )
+            self._save()
+            self.state.infra.append(
+                qemu_net.start_dnsmasq(
+                    spec, self.names, self.paths.dnsmasq, self.paths.log("dnsmasq")
+                )
+            )
+            self._save()
+            self.state.infra.append(
+                qemu_net.start_netboot(
+                    self.names,
+                    plasma_executable(),
+                    self.paths.spec,
+                    self.paths.out,
+                    self.paths.images,
+                    str(spec.netboot.server_ip),
+                    spec.netboot.http_port,
+                    self.paths.log("netboot"),
+                )
+            )
+            self._save()
+            wait_for(self._netboot_listening, 60, "netboot server")
+        except Exception:
+            self._network_down()
+            raise
+
+    def _netboot_listening(self) -> bool:
+        proc = self._infra("netboot")
+        if proc is None:
+            raise LabError(f"netboot server exited; see {self.paths.log('netboot')}")
+        return "serving" in Path(proc.log or "").read_text(errors="replace")
+
+    def start_node(self, node_id: str) -> None:
+        """Power the node on: a fresh PXE boot (its disk is kept)."""
+        spec = load_spec(self.paths.spec)
+        node = spec.node(node_id)
+        if (vm := self._vm(node_id)) is not None and vm.proc.alive():
+            return
+        self.state.vms = [v for v in self.state.vms if v.node_id != node_id]
+        self.boot(node_id, node.mac)
+
+    def boot(self, node_id: str, mac: str) -> VmRecord:
+        """Start a VM with ``mac`` on the lab network (also for machines not in the
+        spec: that is how the refusal path is exercised)."""
+        d = self.paths.node(node_id)
+        d.mkdir(parents=True, exist_ok=True)
+        disk = self.paths.disk(node_id)
+        if not disk.exists():
+            with disk.open("wb") as f:
+                f.truncate(DISK_SIZE)
+        self.paths.qmp(node_id).unlink(missing_ok=True)
+        port = None
+        if self.ssh and node_id[-2:].isdigit():
+            port = SSH_BASE_PORT + int(node_id[-2:])
+        argv = qemu_argv(self.paths, node_id, mac, self.state.accel, self.state.memory_mb, port)
+        vm = VmRecord(
+            node_id=node_id,
+            mac=mac,
+            proc=spawn(f"vm:{node_id}", argv, d / "qemu.log"),
+            ssh_port=port,
+        )
+        self.state.vms.append(vm)
+        self._save()
+        return vm
+
+    def stop_node(self, node_id: str) -> None:
+        """Power off. The installer has no ACPI daemon, so this is QMP ``quit`` (the
+        disk is flushed by QEMU), then SIGTERM/SIGKILL if QEMU does not go."""
+        vm = self._vm(node_id)
+        if vm is None:
+            return
+        if vm.proc.alive():
+            with contextlib.suppress(OSError, LabError, ValueError):  # then signals
+                qmp(self.paths.qmp(node_id), "quit")
+            try:
+                wait_for(lambda: not vm.proc.alive(), 10, f"{node_id} power off")
+            except TimeoutError:
+                vm.proc.stop()
+        self.state.vms.remove(vm)
+        self._save()
+
+    def kill_node(self, node_id: str, sig: Any = None) -> None:
+        """Cut the power: SIGKILL the VM's QEMU (no flush, like pulling the plug)."""
+        vm = self._vm(node_id)
+        if vm is None:
+            return
+        vm.proc.stop(grace=0)
+        self.state.vms.remove(vm)
+        self._save()
+
+    def reset_node(self, node_id: str) -> None:
+        """Hard reset (the reset button): the VM PXE-boots again."""
+        qmp(self.paths.qmp(node_id), "system_reset")
+
+    def node_status(self, node_id: str) -> NodeStatus:
+        vm = self._vm(node_id)
+        prov = self.provisioning().nodes.get(node_id)
+        note = f"provisioning: {prov.state}" if prov else "not in the spec"
+        if vm is None:
+            return NodeStatus(node_id, [ServiceProcess("vm", False, None, f"off; {note}")])
+        running = vm.proc.alive()
+        return NodeStatus(
+            node_id,
+            [ServiceProcess("vm", running, vm.proc.pid, note if running else "exited")],
+        )
+
+    def provisioning(self) -> StateFile:
+        """Every node's provisioning state as the netboot server last saved it."""
+        from plasmacloud.provision.netboot import state_path
+
+        return load_states(state_path(OutputLayout(self.paths.out)))
+
+    def wait_state(self, node_id: str, want: State, timeout: float) -> ProvisionStatus:
+        """Block until ``node_id`` reaches ``want`` (LabError on ``failed`` or timeout,
+        naming the last step and where the serial console is)."""
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            status = self.provisioning().nodes.get(node_id)
+            if status is not None and status.state == want:
+                return status
+            if status is not None and status.state == State.FAILED:
+                break
+            vm = self._vm(node_id)
+            if vm is None or not vm.proc.alive():
+                raise LabError(f"{node_id}: VM is not running; see {self.paths.node(node_id)}")
+            time.sleep(0.5)
+        where = f"serial console: {self.paths.serial(node_id)}"
+        if status is not None and status.state == State.FAILED:
+            raise LabError(f"{node_id} failed at {status.last_step}: {status.error}; {where}")
+        last = status.state if status else "unknown"
+        raise LabError(f"{node_id} is {last}, not {want}, after {timeout:.0f} s; {where}")
+
+    def down(self) -> None:
+        """Stop every VM and the network, remove the namespace, verify nothing is left."""
+        for vm in list(self.state.vms):
+            self.kill_node(vm.node_id)
+        self._network_down()
+        left = qemu_net.leftovers(self.names)
+        if left:
+            raise LabError(f"still present after down: {', '.join(left)}")
+
+    def _network_down(self) -> None:
+        for proc in reversed(self.state.infra):
+            proc.stop()
+        self.state.infra = []
+        qemu_net.delete_namespace(self.names)
+        self._save()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _vm(self, node_id: str) -> VmRecord | None:
+        return next((v for v in self.state.vms if v.node_id == node_id), None)
+
+    def _infra(self, role: str) -> Proc | None:
+        proc = next((p for p in self.state.infra if p.role == role), None)
+        return proc if proc is not None and proc.alive() else None
+
+    def _load(self) -> QemuState | None:
+        if not self.paths.state.exists():
+            return None
+        return QemuState.model_validate_json(self.paths.state.read_text())
+
+    def _save(self) -> None:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.paths.state.with_suffix(".tmp")
+        tmp.write_text(self.state.model_dump_json(indent=2) + "\n")
+        os.replace(tmp, self.paths.state)
