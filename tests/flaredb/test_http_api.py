@@ -118,6 +118,7 @@ async def test_bad_input_answers_clear_errors(live_node: LiveNode) -> None:
         ("POST", "/db/execute", ["ATTACH 'x.db' AS x"], None, 400, "ATTACH"),
         ("POST", "/db/execute?timeout=soon", ["SELECT 1"], None, 400, "invalid duration"),
         ("GET", "/db/query", None, None, 400, "q parameter"),
+        ("POST", "/db/query?level=strong", ["DELETE FROM t"], None, 400, "reads only"),
         ("GET", "/db/execute", None, None, 405, "not allowed"),
         ("DELETE", "/db/query", None, None, 405, "not allowed"),
         ("GET", "/nope", None, None, 404, "no such endpoint GET /nope"),

@@ -356,6 +356,13 @@ class HttpApi:
         try:
             if level == "strong":
                 for i, s in enumerate(stmts, start=1):
+                    # Through the log the writer connection runs it: only true reads here.
+                    if not is_read_only(s.sql):
+                        return _error(
+                            f"statement {i}: /db/query runs reads only; send writes to "
+                            "/db/execute or /db/request",
+                            400,
+                        )
                     try:
                         check_query(s.sql)
                     except NonDeterministicError as exc:
