@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,26 +44,36 @@ class AuditLog:
 
     async def record(self, rec: AuditRecord, source: str | None = None) -> None:
         """Store one decision (``source``: which service decided; default this node's IAM)."""
-        entry = {
-            "at": rec.at,
-            "sub": rec.sub,
-            "action": rec.action,
-            "resource": rec.resource,
-            **rec.decision.to_json(),
-            "source": source or f"iam@{self._node}",
-        }
-        # Sequence keeps this node's records in order within one millisecond; the random
+        await self.record_many([rec], source)
+
+    async def record_many(self, recs: Sequence[AuditRecord], source: str | None = None) -> None:
+        """Store a batch of decisions under one key (one store write for a whole batch)."""
+        if not recs:
+            return
+        entries = [
+            {
+                "at": r.at,
+                "sub": r.sub,
+                "action": r.action,
+                "resource": r.resource,
+                **r.decision.to_json(),
+                "source": source or f"iam@{self._node}",
+            }
+            for r in recs
+        ]
+        # Sequence keeps this node's batches in order within one millisecond; the random
         # tail keeps keys from different nodes apart.
         self._seq += 1
-        key = f"{AUDIT_PREFIX}{int(rec.at * 1000):015d}-{self._seq:010d}-{secrets.token_hex(3)}"
-        await self._store.put(key, json.dumps(entry).encode())
+        stamp = int(recs[0].at * 1000)
+        key = f"{AUDIT_PREFIX}{stamp:015d}-{self._seq:010d}-{secrets.token_hex(3)}"
+        await self._store.put(key, json.dumps(entries).encode())
         if self._seq % 100 == 0:
             await self._prune()
 
     async def _prune(self) -> None:
         cutoff = self._clock() - self._retention
         for kv in await self._store.range(AUDIT_PREFIX, limit=500):
-            if json.loads(kv.value)["at"] >= cutoff:
+            if json.loads(kv.value)[-1]["at"] >= cutoff:
                 break
             await self._store.delete(kv.key)
 
@@ -75,23 +85,39 @@ class AuditLog:
         action: str | None = None,
         decision: str | None = None,
     ) -> AuditPage:
-        """Entries oldest first; filters are exact matches. Scans at most 20 pages of input."""
+        """Entries oldest first; filters are exact matches. Scans at most 20 pages of input.
+
+        Entry ids (and page tokens) are ``<batch key>.<index in batch>``.
+        """
         out: list[dict[str, Any]] = []
-        cursor = AUDIT_PREFIX + after if after else None
+        batch_key, _, index = (after or "").partition(".")
+        skip = int(index) + 1 if index.isdigit() else 0
+        pending = []
+        if batch_key:  # finish the batch the last page stopped in
+            kv = await self._store.get(AUDIT_PREFIX + batch_key)
+            if kv is not None:
+                pending.append(kv)
+        cursor = AUDIT_PREFIX + batch_key if batch_key else None
         for _ in range(20):
-            kvs = await self._store.range(AUDIT_PREFIX, start_after=cursor, limit=limit * 2)
+            kvs = pending + await self._store.range(AUDIT_PREFIX, start_after=cursor, limit=limit)
+            pending = []
             if not kvs:
                 return AuditPage(out, None)
             for kv in kvs:
                 cursor = kv.key
-                entry = json.loads(kv.value)
-                if (
-                    (sub is None or entry["sub"] == sub)
-                    and (action is None or entry["action"] == action)
-                    and (decision is None or entry["decision"] == decision)
-                ):
-                    entry["id"] = kv.key[len(AUDIT_PREFIX) :]
-                    out.append(entry)
-                    if len(out) == limit:
-                        return AuditPage(out, entry["id"])
-        return AuditPage(out, cursor[len(AUDIT_PREFIX) :] if cursor else None)
+                name = kv.key[len(AUDIT_PREFIX) :]
+                for i, entry in enumerate(json.loads(kv.value)):
+                    if name == batch_key and i < skip:
+                        continue
+                    if (
+                        (sub is None or entry["sub"] == sub)
+                        and (action is None or entry["action"] == action)
+                        and (decision is None or entry["decision"] == decision)
+                    ):
+                        entry["id"] = f"{name}.{i}"
+                        out.append(entry)
+                        if len(out) == limit:
+                            return AuditPage(out, entry["id"])
+                batch_key = ""  # only the first batch is resumed mid-way
+        last = cursor[len(AUDIT_PREFIX) :] if cursor else None
+        return AuditPage(out, f"{last}.999999" if last else None)
