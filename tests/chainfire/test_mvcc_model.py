@@ -45,6 +45,22 @@ class Model:
             self.states.append(s)
         return len(gone)
 
+    def txn(self, cmp_key: bytes, version: int, puts: list[tuple[bytes, bytes]], dele: bytes) -> bool:
+        """Compare a key's version; then put every pair (one revision) or delete a key."""
+        s = self.states[-1]
+        ok = (s[cmp_key][3] if cmp_key in s else 0) == version
+        if ok:
+            new = dict(s)
+            rev = self.rev + 1
+            for key, value in puts:
+                old = new.get(key)
+                new[key] = (value, old[1] if old else rev, rev, old[3] + 1 if old else 1)
+            if puts:
+                self.states.append(new)
+        else:
+            self.delete(dele, b"")
+        return ok
+
     def range(self, key: bytes, end: bytes, rev: int) -> list[tuple[bytes, bytes, int, int, int]]:
         s = self.states[rev or self.rev]
         return sorted((k, *v) for k, v in s.items() if in_range(k, key, end))
@@ -64,7 +80,16 @@ ops = st.lists(
         st.tuples(st.just("put"), st.sampled_from(KEYS), st.binary(max_size=3)),
         st.tuples(st.just("del"), st.sampled_from(KEYS), ends),
         st.tuples(st.just("compact"), st.integers(0, 30)),
-        st.tuples(st.just("get"), st.sampled_from(KEYS), ends, st.integers(0, 30)),
+        st.tuples(
+            st.just("get"), st.sampled_from(KEYS), ends, st.one_of(st.just(0), st.integers(0, 30))
+        ),
+        st.tuples(
+            st.just("txn"),
+            st.sampled_from(KEYS),
+            st.integers(0, 3),
+            st.dictionaries(st.sampled_from(KEYS), st.binary(max_size=2), max_size=3),
+            st.sampled_from(KEYS),
+        ),
     ),
     max_size=40,
 )
@@ -85,6 +110,28 @@ def test_store_matches_model(program: list[tuple]) -> None:  # type: ignore[type
                 elif op[0] == "del":
                     r = apply(pb.DeleteRangeRequest(key=op[1], range_end=op[2]))
                     assert r.deleted == model.delete(op[1], op[2])
+                elif op[0] == "txn":
+                    _, cmp_key, version, puts, dele = op
+                    req = pb.TxnRequest(
+                        compare=[
+                            pb.Compare(
+                                key=cmp_key,
+                                target=pb.Compare.VERSION,
+                                result=pb.Compare.EQUAL,
+                                version=version,
+                            )
+                        ],
+                        success=[
+                            pb.RequestOp(request_put=pb.PutRequest(key=k, value=v))
+                            for k, v in puts.items()
+                        ],
+                        failure=[
+                            pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=dele))
+                        ],
+                    )
+                    r = apply(req)
+                    assert r.succeeded == model.txn(cmp_key, version, list(puts.items()), dele)
+                    assert r.header.revision == model.rev
                 elif op[0] == "compact":
                     r = apply(pb.CompactionRequest(revision=op[1]))
                     if op[1] <= model.compacted:
@@ -115,5 +162,13 @@ def test_store_matches_model(program: list[tuple]) -> None:  # type: ignore[type
                     assert got == model.range(key, end, rev)
                     assert resp.count == len(got) and resp.header.revision == model.rev
                 assert store.revision == model.rev
+            # finally every revision still readable must match the model exactly
+            for rev in range(max(model.compacted, 1), model.rev + 1):
+                resp = store.range(pb.RangeRequest(key=b"\0", range_end=b"\0", revision=rev))
+                got = [
+                    (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version)
+                    for kv in resp.kvs
+                ]
+                assert got == model.range(b"\0", b"\0", rev), f"at revision {rev}"
         finally:
             store.close()
