@@ -45,7 +45,9 @@ class Model:
             self.states.append(s)
         return len(gone)
 
-    def txn(self, cmp_key: bytes, version: int, puts: list[tuple[bytes, bytes]], dele: bytes) -> bool:
+    def txn(
+        self, cmp_key: bytes, version: int, puts: list[tuple[bytes, bytes]], dele: bytes
+    ) -> bool:
         """Compare a key's version; then put every pair (one revision) or delete a key."""
         s = self.states[-1]
         ok = (s[cmp_key][3] if cmp_key in s else 0) == version
