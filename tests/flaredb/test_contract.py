@@ -174,6 +174,8 @@ async def test_backup_and_load(live_node: LiveNode) -> None:
     await run(c.load, b"CREATE TABLE d (x INTEGER); INSERT INTO d VALUES (7);")
     (q,) = await run(c.query, [Statement("SELECT x FROM d")])
     assert isinstance(q, QueryResult) and q.values == [[7]]
+    with pytest.raises(fc.ProgrammingError, match="load refused: statement 1: schema statements"):
+        await run(c.load, b"CREATE TABLE ts (t TEXT DEFAULT CURRENT_TIMESTAMP);")
     with pytest.raises(fc.ProgrammingError, match="does not run"):
         await run(c.load, b"CREATE TABLE broken (")
     with pytest.raises(fc.ProgrammingError):

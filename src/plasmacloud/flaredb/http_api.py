@@ -438,8 +438,14 @@ class HttpApi:
         opts = Options.from_query(request.query)
         if opts.redirect and not self.raft.is_leader:
             return self._redirect(request)
+        body = await request.read()
         # Checking and dumping a database file is slow work: keep it off the event loop.
-        stmts = await asyncio.to_thread(load_statements, await request.read())
+        # The dump passes the same determinism rules as any write (a schema with
+        # DEFAULT CURRENT_TIMESTAMP would make later inserts differ per replica).
+        try:
+            stmts = await asyncio.to_thread(lambda: _deterministic(load_statements(body)))
+        except NonDeterministicError as exc:
+            return _error(f"load refused: {exc}", 400)
         try:
             results = await self._propose(Command.new(stmts, True, LOAD), opts.timeout)
         except _Refused as exc:
