@@ -416,3 +416,26 @@ def test_urls_and_issuer_from_the_node_config() -> None:
         "http://127.0.0.13:8443",
     ]
     assert issuer_for(cfg) == "http://127.0.0.11:8443"  # the same on every node
+
+
+async def test_concurrent_policy_misses_share_one_fetch(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    token = await _user_with_app_policy(c)
+    v = Verifier([c.url])
+    fetches = 0
+    real = v._upstream.get_json
+
+    async def counting(path: str, token: str | None = None) -> object:
+        nonlocal fetches
+        fetches += path == "/v1/self/policies"
+        return await real(path, token)
+
+    v._upstream.get_json = counting  # type: ignore[method-assign]
+    try:
+        p = await v.authenticate(token)
+        decisions = await asyncio.gather(
+            *(v.authorize(p, "chainfire:Put", f"key/app/{i}") for i in range(20))
+        )
+        assert all(d.allowed for d in decisions) and fetches == 1
+    finally:
+        await v.close()

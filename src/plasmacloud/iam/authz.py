@@ -111,12 +111,24 @@ class HttpPolicySource:
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[str, tuple[float, list[tuple[str, Policy]]]] = {}
+        self._inflight: dict[str, asyncio.Future[list[tuple[str, Policy]]]] = {}
 
     async def policies_for(self, principal: Principal) -> list[tuple[str, Policy]]:
-        now = self._clock()
         hit = self._cache.get(principal.sub)
-        if hit and now - hit[0] < self._ttl:
+        if hit and self._clock() - hit[0] < self._ttl:
             return hit[1]
+        # Concurrent misses for one principal share a single fetch.
+        pending = self._inflight.get(principal.sub)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(principal, hit))
+            self._inflight[principal.sub] = pending
+            pending.add_done_callback(lambda _: self._inflight.pop(principal.sub, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch(
+        self, principal: Principal, hit: tuple[float, list[tuple[str, Policy]]] | None
+    ) -> list[tuple[str, Policy]]:
+        now = self._clock()
         try:
             body = await self._upstream.get_json("/v1/self/policies", token=principal.token)
         except IamUnavailable:
