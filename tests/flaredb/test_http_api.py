@@ -199,14 +199,21 @@ statements = st.lists(
 @given(
     body=statements | json_values,
     path=st.sampled_from(["/db/execute", "/db/query", "/db/request"]),
-    transaction=st.booleans(),
+    params=st.dictionaries(
+        st.sampled_from(
+            ["transaction", "level", "timeout", "freshness", "associative", "pretty", "timings"]
+        ),
+        st.sampled_from(["", "strong", "none", "weak", "linearizable", "1s", "0", "x", "-1"]),
+        max_size=3,
+    ),
 )
 async def test_fuzzed_requests_never_crash(
-    live_node: LiveNode, body: Any, path: str, transaction: bool
+    live_node: LiveNode, body: Any, path: str, params: dict[str, str]
 ) -> None:
-    """Random bodies: always JSON back, 200 with a result per statement or a clear 400."""
-    url = live_node.url + path + ("?transaction" if transaction else "")
-    status, doc = await call("POST", url, body)
+    """Random bodies and options: always JSON back, 200 with a result per statement or a
+    clear 400."""
+    query = "&".join(f"{k}={v}" if v else k for k, v in params.items())
+    status, doc = await call("POST", f"{live_node.url}{path}?{query}", body)
     assert isinstance(doc, dict), doc
     if status == 200:
         assert isinstance(doc["results"], list)
@@ -216,9 +223,11 @@ async def test_fuzzed_requests_never_crash(
                 "columns",
                 "types",
                 "values",
+                "rows",
                 "last_insert_id",
                 "rows_affected",
                 "error",
+                "time",
             }
     else:
         assert status == 400 and isinstance(doc["error"], str) and doc["error"], doc
