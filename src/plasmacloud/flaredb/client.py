@@ -316,7 +316,8 @@ class Connection:
         """Nothing to do: each write is already replicated when execute returns."""
 
     def rollback(self) -> None:
-        raise ProgrammingError("FlareDB writes commit immediately; there is nothing to roll back")
+        """Nothing to undo: writes commit when execute returns (as with pyrqlite, so code
+        that rolls back on an exception does not fail a second time)."""
 
     def close(self) -> None:
         """Nothing is held open between requests."""
