@@ -40,6 +40,8 @@ from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.process import is_ours
 from plasmacloud.lab.services import CHAINFIRE, plasma_executable
 from plasmacloud.lab.spec import LabSpec
+from plasmacloud.validate.history import Op
+from plasmacloud.validate.history_register import check_key
 
 READY_TIMEOUT_S = 60.0
 
@@ -207,6 +209,34 @@ async def _keys(lab: Lab, node: str, prefix: bytes) -> set[bytes]:
     return {kv.key for kv in resp.kvs}
 
 
+async def _minority_reads(lab: Lab, minority: str, majority: list[str]) -> None:
+    """A linearizable read through the cut-off node fails; a serializable one (which etcd
+    allows to be stale) returns its old view, and the history checker flags exactly that."""
+    (cfg,) = lab.configs([minority])
+    async with dial(client_target(cfg), lab.operator_tls) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await kv.Range(rpc_pb2.RangeRequest(key=b"/part/stale"), timeout=2)
+        t0 = time.monotonic()
+        assert await _put(lab, majority[0], b"/part/stale", timeout=5)
+        t1 = time.monotonic()
+        await asyncio.sleep(0.01)  # the read begins strictly after the write was acknowledged
+        t2 = time.monotonic()
+        resp = await kv.Range(
+            rpc_pb2.RangeRequest(key=b"/part/stale", serializable=True), timeout=5
+        )
+        t3 = time.monotonic()
+    seen = resp.kvs[0].value.decode() if resp.kvs else None
+    assert seen is None, "the cut-off node cannot know the majority's write"
+    history = [
+        Op(process=0, kind="write", key="/part/stale", value="v", invoke=0.0, complete=t1 - t0,
+           outcome="ok", node=majority[0]),
+        Op(process=1, kind="read", key="/part/stale", result=seen, invoke=t2 - t0,
+           complete=t3 - t0, outcome="ok", node=minority),
+    ]  # fmt: skip
+    assert check_key("/part/stale", history).status == "violation"
+
+
 @pytest.mark.slow
 async def test_partitioned_minority_never_acknowledges_and_heal_converges(
     netns_lab: Lab,
@@ -232,6 +262,7 @@ async def test_partitioned_minority_never_acknowledges_and_heal_converges(
             refused += 1
         assert len(acked) == 20, "the majority must keep accepting writes"
         assert refused == 20
+        await _minority_reads(netns_lab, minority, majority)
     finally:
         backend.heal()
     await netns_lab.wait_ready(timeout=READY_TIMEOUT_S)
