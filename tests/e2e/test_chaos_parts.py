@@ -1,0 +1,73 @@
+"""The chaos runner's pieces that need no cluster: fault parsing, key rotation, recovery."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from plasmacloud.cli import app
+from plasmacloud.common.errors import EXIT_USAGE
+from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.chaos import Fault, default_faults, next_acks, parse_faults
+from plasmacloud.lab.chaos_workload import KeyRotation
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.netns import netns_spec
+from plasmacloud.lab.spec import LabSpec
+from plasmacloud.validate.history import Op
+
+
+def test_faults_offered_and_accepted_per_backend(tmp_path: Path) -> None:
+    process = Lab.open(tmp_path / "p", LabSpec())
+    netns = Lab.open(tmp_path / "n", netns_spec(), backend="netns")
+    assert default_faults(process) == "kill,restart,pause"
+    assert default_faults(netns) == "kill,restart,pause,partition"
+    assert parse_faults("kill, pause", process) == ("kill", "pause")
+    with pytest.raises(LabError, match="need the netns backend"):
+        parse_faults("kill,partition", process)
+    with pytest.raises(LabError, match="unknown faults"):
+        parse_faults("kill,meteor", netns)
+
+
+def test_cli_refuses_partitions_on_the_process_backend(tmp_path: Path) -> None:
+    Lab.open(tmp_path, LabSpec()).prepare()
+    result = CliRunner().invoke(
+        app, ["lab", "chaos", "--dir", str(tmp_path), "--faults", "partition"]
+    )
+    assert result.exit_code == EXIT_USAGE
+    assert "netns" in " ".join(result.output.split())
+
+
+def test_key_rotation_bounds_ops_per_key() -> None:
+    keys = KeyRotation("/p", slots=2, ops_per_key=5)
+    rng = random.Random(1)
+    picked = [keys.pick(rng) for _ in range(100)]
+    counts = {k: picked.count(k) for k in set(picked)}
+    assert max(counts.values()) == 5
+    assert len(counts) >= 100 // 5
+    assert all(k.startswith("/p/reg/") for k in counts)
+
+
+def _write(service_key: str, t0: float, t1: float | None, outcome: str = "ok") -> Op:
+    return Op.model_validate(
+        {"process": 0, "kind": "add", "key": service_key, "value": f"{t0}", "invoke": t0,
+         "complete": t1, "outcome": outcome}
+    )  # fmt: skip
+
+
+def test_recovery_is_the_next_acknowledged_write_per_service() -> None:
+    fault = Fault(kind="kill", targets=["node01"], start=10.0)
+    ops = [
+        _write("/chaos/set", 9.0, 10.5),  # in flight before the fault: does not count
+        _write("/chaos/set", 10.1, None, "unknown"),
+        _write("/chaos/set", 11.0, 12.25),
+        _write("/chaos/set", 11.5, 12.0),
+        _write("flaredb:t", 10.2, 10.3),
+    ]
+    next_acks([fault], ops)
+    assert fault.recovery_s == {"chainfire": 2.0, "flaredb": pytest.approx(0.3)}
+    never = Fault(kind="pause", targets=["node02"], start=20.0)
+    next_acks([never], ops)
+    assert never.recovery_s == {"chainfire": None, "flaredb": None}
