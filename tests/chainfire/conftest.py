@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,7 @@ class Served:
     auth: rpc_pb2_grpc.AuthStub
 
 
-_HOST_COUNTER = iter(range(20, 250))
+_HOST_COUNTER = itertools.cycle(range(20, 250))
 
 
 def loopback_host() -> str:
