@@ -86,79 +86,19 @@ class _FileState:
     durable: bytes = b""
 
 
-class SimFile:
-    def __init__(self, disk: SimDisk, path: str) -> None:
-        self.disk = disk
-        self.path = path
-        # bound to the file, not the name: after an unlink (and maybe a new file under the
-        # same name) this handle still refers to the old, now nameless, file
-        self.state = disk.files.setdefault(path, _FileState())
-
-    def write(self, data: bytes) -> None:
-        self.state.data.extend(data)
-
-    def truncate(self, size: int) -> None:
-        del self.state.data[size:]
-
-    def size(self) -> int:
-        return len(self.state.data)
-
-    def sync(self) -> None:
-        self.state.durable = bytes(self.state.data)
-
-    def close(self) -> None:
-        pass
-
-
 class SimDisk:
-    """Files in memory; :meth:`crash` keeps only what was synced (plus maybe a torn tail)."""
+    """A machine's disk: files in memory; :meth:`crash` keeps only what was synced (plus
+    maybe a torn tail). Each boot uses it through a :class:`SimMount`."""
 
     def __init__(self, rng: random.Random, sync_delay: tuple[float, float]) -> None:
         self.rng = rng
         self.sync_delay = sync_delay
         self.files: dict[str, _FileState] = {}
         self.torn_writes = 0
-        self.epoch = 0  # bumped by each crash: I/O in flight at the crash never completes
+        self.epoch = 0  # bumped by each crash
 
-    def makedirs(self, path: str) -> None:
-        pass
-
-    def listdir(self, path: str) -> list[str]:
-        prefix = path.rstrip("/") + "/"
-        return sorted(p[len(prefix) :] for p in self.files if p.startswith(prefix))
-
-    def read(self, path: str) -> bytes:
-        return bytes(self.files[path].data)
-
-    def exists(self, path: str) -> bool:
-        return path in self.files
-
-    def remove(self, path: str) -> None:
-        self.files.pop(path, None)
-
-    def open_append(self, path: str) -> SimFile:
-        return SimFile(self, path)
-
-    def sync_dir(self, path: str) -> None:
-        pass
-
-    async def datasync(self, files: Sequence[Any]) -> None:
-        captured = [(f.state, bytes(f.state.data)) for f in files]
-        epoch = self.epoch
-        await asyncio.sleep(self.rng.uniform(*self.sync_delay))
-        if epoch != self.epoch:
-            return  # the machine crashed while this fsync was in flight
-        for st, data in captured:
-            st.durable = data  # what was written when the sync began is on disk now
-
-    def write_atomic(self, path: str, data: bytes) -> None:
-        self.files[path] = _FileState(bytearray(data), bytes(data))
-
-    async def write_atomic_async(self, path: str, data: bytes) -> None:
-        epoch = self.epoch
-        await asyncio.sleep(self.rng.uniform(*self.sync_delay))
-        if epoch == self.epoch:
-            self.write_atomic(path, data)
+    def mount(self) -> SimMount:
+        return SimMount(self)
 
     def crash(self) -> None:
         """Lose every un-synced write; sometimes leave a torn (partial or garbled) tail."""
@@ -173,6 +113,86 @@ class SimDisk:
                     tail = tail[:-1] + bytes([tail[-1] ^ 0xFF])
                 self.torn_writes += 1
             st.data = bytearray(st.durable + tail)
+
+
+class SimMount:
+    """The :class:`~plasmacloud.raft.disk.Disk` one boot of a node sees. After the machine
+    crashes, every operation of that boot fails (a dead process does no more I/O), including
+    an fsync or snapshot write that was in flight at the crash."""
+
+    def __init__(self, disk: SimDisk) -> None:
+        self.disk = disk
+        self.epoch = disk.epoch
+
+    def check(self) -> dict[str, _FileState]:
+        if self.epoch != self.disk.epoch:
+            raise OSError("simulated machine crashed")
+        return self.disk.files
+
+    def makedirs(self, path: str) -> None:
+        self.check()
+
+    def listdir(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return sorted(p[len(prefix) :] for p in self.check() if p.startswith(prefix))
+
+    def read(self, path: str) -> bytes:
+        return bytes(self.check()[path].data)
+
+    def exists(self, path: str) -> bool:
+        return path in self.check()
+
+    def remove(self, path: str) -> None:
+        self.check().pop(path, None)
+
+    def open_append(self, path: str) -> SimFile:
+        return SimFile(self, self.check().setdefault(path, _FileState()))
+
+    def sync_dir(self, path: str) -> None:
+        self.check()
+
+    async def datasync(self, files: Sequence[Any]) -> None:
+        self.check()
+        captured = [(f.state, bytes(f.state.data)) for f in files]
+        await asyncio.sleep(self.disk.rng.uniform(*self.disk.sync_delay))
+        self.check()
+        for st, data in captured:
+            st.durable = data  # what was written when the sync began is on disk now
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        self.check()[path] = _FileState(bytearray(data), bytes(data))
+
+    async def write_atomic_async(self, path: str, data: bytes) -> None:
+        self.check()
+        await asyncio.sleep(self.disk.rng.uniform(*self.disk.sync_delay))
+        self.write_atomic(path, data)
+
+
+class SimFile:
+    """An open file: bound to the file itself, not its name (after an unlink, and maybe a
+    new file under the same name, this handle still refers to the old nameless file)."""
+
+    def __init__(self, mount: SimMount, state: _FileState) -> None:
+        self.mount = mount
+        self.state = state
+
+    def write(self, data: bytes) -> None:
+        self.mount.check()
+        self.state.data.extend(data)
+
+    def truncate(self, size: int) -> None:
+        self.mount.check()
+        del self.state.data[size:]
+
+    def size(self) -> int:
+        return len(self.state.data)
+
+    def sync(self) -> None:
+        self.mount.check()
+        self.state.durable = bytes(self.state.data)
+
+    def close(self) -> None:
+        pass
 
 
 # --- network ---------------------------------------------------------------------------
@@ -352,7 +372,7 @@ class Simulation:
             self._config(node_id),
             sm,
             transport=SimTransport(self.net, node_id),
-            disk=self.disks[node_id],
+            disk=self.disks[node_id].mount(),
             rng=random.Random(self.rng.random()),
         )
         node.add_leader_listener(functools.partial(self._on_leader, node))
