@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from plasmacloud.common.tls import client_context
@@ -210,14 +211,38 @@ class Nemesis:
         return now
 
     async def restore_all(self) -> None:
-        """Resume, heal and start every node, whatever state the run left it in."""
+        """Resume, heal and start every node, whatever state the run left it in (a step
+        that fails is recorded as a problem and the others still run)."""
         backend = self.lab.backend
-        for node in self.lab.spec.node_ids:
-            await asyncio.to_thread(backend.kill_node, node, signal.SIGCONT)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            (f"resume {n}", partial(backend.kill_node, n, signal.SIGCONT))
+            for n in self.lab.spec.node_ids
+        ]
         if isinstance(backend, NetnsBackend):
-            await asyncio.to_thread(backend.heal)
-        for node in self.lab.spec.node_ids:
-            await asyncio.to_thread(backend.start_node, node)
+            steps.append(("heal", backend.heal))
+        steps += [(f"start {n}", partial(backend.start_node, n)) for n in self.lab.spec.node_ids]
+        for what, step in steps:
+            try:
+                await asyncio.to_thread(step)
+            except LabError as exc:
+                self.problems.append(f"could not {what}: {exc}")
+
+
+async def _final_reads(
+    proc: int,
+    clients: Clients,
+    flare: FlareClients | None,
+    rec: Recorder,
+    prefix: str,
+    keys: KeyRotation,
+) -> None:
+    """Read every set through every node and each live register once, after recovery."""
+    if flare is not None:
+        await final_reads(proc, flare, rec)
+    for i, node in enumerate(clients.nodes):
+        await read_set(proc, clients, rec, prefix, node)
+        for key in keys.live_keys()[i :: len(clients.nodes)]:
+            await read_register(proc, clients, rec, key, node)
 
 
 def _flare_clients(lab: Lab, table: str) -> FlareClients | None:
@@ -287,18 +312,19 @@ async def run_chaos(
         finally:
             await nemesis.restore_all()
         say(f"[{rec.now():5.1f}s] workload done ({len(rec.ops)} ops); every node restored")
-        await lab.wait_ready(timeout=cfg.recover_timeout_s)
-        final = len(seeds) + cfg.flaredb_workers
-        if flare is not None:
-            await final_reads(final, flare, rec)
-        for i, node in enumerate(clients.nodes):
-            await read_set(final, clients, rec, prefix, node)
-            for key in keys.live_keys()[i :: len(clients.nodes)]:
-                await read_register(final, clients, rec, key, node)
-        revision = await current_revision(clients)
-        for w in watchers:
-            if not await w.catch_up(revision, timeout=30):
-                problems.append(f"watch {w.wid} stopped at revision {w.next_rev - 1} < {revision}")
+        try:
+            await lab.wait_ready(timeout=cfg.recover_timeout_s)
+            final = len(seeds) + cfg.flaredb_workers
+            await _final_reads(final, clients, flare, rec, prefix, keys)
+            revision = await current_revision(clients)
+        except (LabError, ConnectionError) as exc:
+            # the history so far is still saved and checked; what is unverified says so
+            problems.append(f"no final reads: {exc}")
+        else:
+            for w in watchers:
+                if not await w.catch_up(revision, timeout=30):
+                    last = w.next_rev - 1
+                    problems.append(f"watch {w.wid} stopped at revision {last} < {revision}")
     finally:
         for t in watch_tasks:
             t.cancel()
