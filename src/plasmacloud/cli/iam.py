@@ -204,31 +204,17 @@ def bootstrap(
     username: Annotated[str, typer.Option(help="the admin's user name")] = "admin",
 ) -> None:
     """Create the first admin in the cluster's store, once (re-running changes nothing)."""
-    from plasmacloud.iam.etcd_store import EtcdStore
-    from plasmacloud.iam.server import settings_from_config
-    from plasmacloud.iam.service import IamService
+    from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
 
     node = _load_config(config)
-
-    async def main() -> bool:
-        store = EtcdStore.from_config(node)
-        try:
-            creds = await IamService(store, settings_from_config(node)).bootstrap(username)
-        finally:
-            await store.close()
-        if creds is None:
-            return False
-        creds.write(out_path)
-        return True
-
     try:
-        created = asyncio.run(main())
+        outcome = asyncio.run(bootstrap_cluster(node, out_path, username))
     except Exception as exc:  # gRPC errors carry no common base worth naming here
         err.print(f"[red]error:[/red] Chainfire not reachable or refused: {exc}")
         raise typer.Exit(EXIT_UNAVAILABLE) from None
-    if created:
+    if outcome == Outcome.CREATED:
         out.print(f"admin created; credentials written to {out_path} (mode 0600)")
-    elif out_path.exists():
+    elif outcome == Outcome.EXISTING:
         out.print(f"already bootstrapped; credentials are in {out_path}")
     else:
         err.print(

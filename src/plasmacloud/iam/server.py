@@ -26,6 +26,7 @@ from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import server_context
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
+from plasmacloud.iam.bootstrap import bootstrap_to_file
 from plasmacloud.iam.endpoints import issuer_for
 from plasmacloud.iam.http_util import (
     SERVICE_KEY,
@@ -411,12 +412,8 @@ async def serve(
     )
     try:
         if bootstrap_out is not None:
-            creds = await svc.bootstrap()
-            if creds is not None:
-                creds.write(bootstrap_out)
-                log.info(
-                    "bootstrap admin %r created; credentials in %s", creds.username, bootstrap_out
-                )
+            outcome = await bootstrap_to_file(svc, bootstrap_out)
+            log.info("bootstrap: %s (credentials file %s)", outcome.value, bootstrap_out)
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -1,0 +1,40 @@
+"""Creating the cluster's first admin once, with its credentials written to a 0600 file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.iam.service import IamService
+
+
+class Outcome(StrEnum):
+    """What a bootstrap run found."""
+
+    CREATED = "created"  # the admin was created now; credentials are in the file
+    EXISTING = "existing"  # done before, and the credentials file is there
+    LOST = "lost"  # done before, but this file does not exist (use the one written then)
+
+
+async def bootstrap_to_file(svc: IamService, out: Path, username: str = "admin") -> Outcome:
+    """Bootstrap through ``svc``; idempotent, secrets go only to ``out`` (mode 0600)."""
+    creds = await svc.bootstrap(username)
+    if creds is not None:
+        creds.write(out)
+        return Outcome.CREATED
+    return Outcome.EXISTING if out.exists() else Outcome.LOST
+
+
+async def bootstrap_cluster(config: NodeConfig, out: Path, username: str = "admin") -> Outcome:
+    """Bootstrap the cluster that ``config`` belongs to, talking to its Chainfire directly."""
+    from plasmacloud.iam.etcd_store import EtcdStore  # gRPC stubs only when needed
+    from plasmacloud.iam.server import settings_from_config
+
+    store = EtcdStore.from_config(config)
+    try:
+        return await bootstrap_to_file(
+            IamService(store, settings_from_config(config)), out, username
+        )
+    finally:
+        await store.close()
