@@ -9,7 +9,7 @@ puts at 1 and 64 in flight, linearizable and serializable gets at 1 and 64 in fl
 Every case is bounded by time and by count. Prints ops/s, p50, p99 and the
 Chainfire/etcd ratios; never asserts.
 
-    python bench/chainfire_vs_etcd.py [--seconds 5] [--json results.json]
+    python bench/chainfire_vs_etcd.py [--seconds 5] [--json results.json] [--cases put ...]
 """
 
 from __future__ import annotations
@@ -96,13 +96,15 @@ async def leader_kv(lab: Lab, stack: contextlib.AsyncExitStack) -> rpc_pb2_grpc.
     return kv
 
 
-async def measure(labs: dict[str, Lab], seconds: float) -> dict[str, dict[str, LoadResult]]:
+async def measure(
+    labs: dict[str, Lab], cases: list[Case], seconds: float
+) -> dict[str, dict[str, LoadResult]]:
     """Run every case on each system back to back (interleaved, so load from anything
     else on the machine hits both alike)."""
     results: dict[str, dict[str, LoadResult]] = {name: {} for name in labs}
     async with contextlib.AsyncExitStack() as stack:
         stubs = {name: await leader_kv(lab, stack) for name, lab in labs.items()}
-        for case in CASES:
+        for case in cases:
             for name, kv in stubs.items():
                 op = case.make_op(kv)
                 await run_load(op, case.concurrency, WARMUP_OPS, seconds)
@@ -112,7 +114,7 @@ async def measure(labs: dict[str, Lab], seconds: float) -> dict[str, dict[str, L
     return results
 
 
-def run_both(root: Path, seconds: float) -> dict[str, dict[str, LoadResult]]:
+def run_both(root: Path, cases: list[Case], seconds: float) -> dict[str, dict[str, LoadResult]]:
     """Bring both 3-node clusters up, measure, and always tear both down."""
     labs = {
         "chainfire": Lab.open(root / "chainfire", scratch_spec(), services=(CHAINFIRE,)),
@@ -122,7 +124,7 @@ def run_both(root: Path, seconds: float) -> dict[str, dict[str, LoadResult]]:
         for name, lab in labs.items():
             console.print(f"[bold]{name}[/bold]: 3 nodes on {lab.spec.first_ip}..13, mTLS")
             lab.up()
-        return asyncio.run(measure(labs, seconds))
+        return asyncio.run(measure(labs, cases, seconds))
     finally:
         for lab in labs.values():
             lab.down()
@@ -146,11 +148,11 @@ def report(cf: dict[str, LoadResult], etcd: dict[str, LoadResult]) -> Table:
         "p50 ratio",
     ):
         table.add_column(col, justify="right" if col != "case" else "left")
-    for case in CASES:
-        a, b = cf[case.name], etcd[case.name]
+    for name in cf:
+        a, b = cf[name], etcd[name]
         errs = f" ({a.errors}/{b.errors} errors)" if a.errors or b.errors else ""
         table.add_row(
-            case.name + errs,
+            name + errs,
             f"{a.ops_per_s:,.0f}",
             f"{a.percentile_ms(50):.2f}",
             f"{a.percentile_ms(99):.2f}",
@@ -185,13 +187,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each case")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--cases", nargs="*", default=[], help="only cases whose name contains one of these"
+    )
     args = parser.parse_args()
+    cases = [c for c in CASES if not args.cases or any(w in c.name for w in args.cases)]
+    if not cases:
+        console.print(f"[red]no case matches {args.cases}[/red]: {[c.name for c in CASES]}")
+        return 2
     if shutil.which("etcd") is None:
         console.print("[red]etcd is not installed[/red] (apt-get install etcd-server)")
         return 2
     root = Path(tempfile.mkdtemp(prefix="plasma-bench-"))
     try:
-        results = run_both(root, args.seconds)
+        results = run_both(root, cases, args.seconds)
     except grpc.RpcError as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}; logs kept in {root}")
         return 1
