@@ -103,6 +103,16 @@ def test_serve_bootstrap_and_client_commands(
     assert plasma(*sim, "--resource", "key/other/x")[0] == 1
     code, output = plasma("token", "--username", "alice", input="alice-password\n")
     assert code == 0 and output.strip().count(".") == 2
+    alice_token = output.strip()
+    code, output = plasma("verify", "-", input=alice_token + "\n")
+    assert code == 0 and json.loads(output)["sub"] == "user:alice"
+    code, output = plasma("verify", alice_token[:-3] + "AAA")
+    assert code == 1 and json.loads(output)["valid"] is False
+    assert plasma("role", "create", "reader", "--policy", "app")[0] == 0
+    code, output = plasma("role", "assign", "users", "alice", "reader")
+    assert code == 0 and json.loads(output)["roles"] == ["reader"]
+    code, output = plasma("role", "list", "--json")
+    assert code == 0 and json.loads(output)[0]["name"] == "reader"
     code, output = plasma("token", "--username", "alice", input="wrong-password\n")
     assert code == 1 and "invalid username or password" in output
 
@@ -204,3 +214,21 @@ def test_three_serve_processes_share_chainfire(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(req, timeout=10) as r:  # node01's token, on node03
             assert json.loads(r.read())["sub"] == "sa:admin-client"
+
+
+def test_policy_check_offline(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}))
+    result = runner.invoke(app, ["iam", "policy", "check", str(good)])
+    assert result.exit_code == 0 and "valid (1 statements)" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"Statement": [{"Effect": "Allow", "Action": "nope"}]}))
+    result = runner.invoke(app, ["iam", "policy", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "Statement[0].Action[0]" not in result.output  # a single string: no index
+    assert "Statement[0].Action: 'nope' is not an action" in result.output
+    assert "Statement[0].Resource: exactly one of Resource or NotResource" in result.output
+    (tmp_path / "broken.json").write_text("{")
+    assert (
+        runner.invoke(app, ["iam", "policy", "check", str(tmp_path / "broken.json")]).exit_code == 2
+    )

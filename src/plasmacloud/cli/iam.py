@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,10 +32,12 @@ user_app = typer.Typer(help="Users.", no_args_is_help=True)
 group_app = typer.Typer(help="Groups.", no_args_is_help=True)
 policy_app = typer.Typer(help="Policies (AWS IAM JSON documents).", no_args_is_help=True)
 sa_app = typer.Typer(help="Service accounts (OAuth2 clients).", no_args_is_help=True)
+role_app = typer.Typer(help="Roles.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(policy_app, name="policy")
 app.add_typer(sa_app, name="sa")
+app.add_typer(role_app, name="role")
 out = Console()
 err = Console(stderr=True)
 
@@ -251,6 +254,37 @@ def token(
 
 
 @app.command()
+def verify(
+    ctx: typer.Context,
+    access_token: Annotated[str, typer.Argument(help="the token ('-' reads it from stdin)")],
+) -> None:
+    """Verify a token the way Chainfire and FlareDB do (JWKS, expiry, revocation)."""
+    from plasmacloud.iam.authz import TokenError, Verifier
+
+    target: _Target = ctx.obj
+    raw = sys.stdin.readline().strip() if access_token == "-" else access_token
+
+    async def main() -> dict[str, Any]:
+        ssl_ctx = ssl.create_default_context(cafile=str(target.cacert)) if target.cacert else None
+        v = Verifier(target.urls, ssl_context=ssl_ctx)
+        try:
+            p = await v.authenticate(raw)
+        finally:
+            await v.close()
+        return {"valid": True, "sub": p.sub, "username": p.username, "groups": list(p.groups),
+                "roles": list(p.roles), "jti": p.jti, "expires_at": p.expires_at}  # fmt: skip
+
+    try:
+        _print(asyncio.run(main()))
+    except TokenError as exc:
+        _print({"valid": False, "reason": exc.reason, "detail": str(exc)})
+        raise typer.Exit(EXIT_FAILURE) from None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
 def whoami(ctx: typer.Context) -> None:
     """Show the identity the credentials log in as."""
     _print(_run(ctx, lambda c: c.call("GET", "/v1/self")))
@@ -360,6 +394,34 @@ def group_add_user(ctx: typer.Context, group: str, user: str) -> None:
     _print(_run(ctx, lambda c: c.call("PUT", f"/v1/groups/{group}/members/{user}")))
 
 
+@role_app.command("list")
+def role_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List roles."""
+    _table(_run(ctx, lambda c: c.list_all("/v1/roles")), ["name", "policies"], as_json)
+
+
+@role_app.command("create")
+def role_create(
+    ctx: typer.Context,
+    name: str,
+    policy: Annotated[list[str] | None, typer.Option(help="attach this policy")] = None,
+) -> None:
+    """Create a role."""
+    body = {"name": name, "policies": policy or []}
+    _print(_run(ctx, lambda c: c.call("POST", "/v1/roles", json=body)))
+
+
+@role_app.command("assign")
+def role_assign(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="users or service-accounts")],
+    name: str,
+    role: str,
+) -> None:
+    """Give a user or service account a role."""
+    _print(_run(ctx, lambda c: c.call("PUT", f"/v1/{kind}/{name}/roles/{role}")))
+
+
 @policy_app.command("list")
 def policy_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List policies."""
@@ -387,6 +449,23 @@ def policy_create(
         raise typer.Exit(EXIT_USAGE) from None
     body = {"name": name, "document": doc, "description": description}
     _print(_run(ctx, lambda c: c.call("POST", "/v1/policies", json=body)))
+
+
+@policy_app.command("check")
+def policy_check(document: Annotated[Path, typer.Argument(help="policy JSON file")]) -> None:
+    """Validate a policy file locally (no server needed); errors name the bad field."""
+    from plasmacloud.iam.policy import PolicyError, parse_policy
+
+    try:
+        policy = parse_policy(json.loads(document.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        err.print(f"[red]error:[/red] {document}: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except PolicyError as exc:
+        for field, message in exc.errors:  # plain lines: one per problem, never wrapped
+            typer.echo(f"{document}: {field}: {message}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from None
+    typer.echo(f"{document}: valid ({len(policy.statements)} statements)")
 
 
 @policy_app.command("delete")
