@@ -77,7 +77,8 @@ async def test_health_says_unavailable_when_the_store_is_down() -> None:
                 assert r.status == 503 and (await r.json())["health"] == "false"
             form = {"grant_type": "password", "username": "a", "password": "bbbbbbbb"}
             async with http.post(f"http://{host}:{port}/oauth2/token", data=form) as r:
-                assert r.status == 500 and (await r.json())["error"] == "internal"
+                assert r.status == 503 and (await r.json())["error"] == "unavailable"
+                assert r.headers["Retry-After"] == "1"
     finally:
         await runner.cleanup()
         await store.close()

@@ -17,7 +17,7 @@ from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import grpc_pem_material
 from plasmacloud.iam.keyrange import prefix_end
-from plasmacloud.iam.store import KeyValue
+from plasmacloud.iam.store import KeyValue, StoreUnavailable
 
 T = TypeVar("T")
 _RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -67,8 +67,7 @@ class EtcdStore:
                 continue
             self._current = idx
             return result
-        assert last is not None
-        raise last
+        raise StoreUnavailable(f"no Chainfire endpoint answered: {last}") from last
 
     async def get(self, key: str) -> KeyValue | None:
         resp = await self._call(

@@ -43,7 +43,7 @@ from plasmacloud.iam.openapi import openapi_document
 from plasmacloud.iam.policy import Decision, evaluate, parse_policy
 from plasmacloud.iam.principal import AuditRecord
 from plasmacloud.iam.service import GrantError, IamService, IamSettings
-from plasmacloud.iam.store import KVStore
+from plasmacloud.iam.store import KVStore, StoreUnavailable
 from plasmacloud.iam.tokens import TokenSettings
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ async def health(request: web.Request) -> web.Response:
     svc = service(request)
     try:
         await svc.store.get("/plasmacloud/iam/meta/bootstrap")
-    except Exception as exc:  # any store failure makes the node unhealthy
+    except StoreUnavailable as exc:
         return web.json_response(
             {"health": "false", "status": "unavailable", "store": repr(exc)}, status=503
         )
@@ -337,6 +337,11 @@ async def _errors_and_metrics(request: web.Request, handler: Any) -> web.StreamR
         response: web.StreamResponse = await handler(request)
     except ApiError as exc:
         response = exc.response()
+    except StoreUnavailable:
+        # Chainfire is down or has no quorum: a retryable condition, not a bug.
+        response = ApiError(
+            503, "unavailable", "IAM's store is unavailable; retry", headers={"Retry-After": "1"}
+        ).response()
     except web.HTTPException as exc:
         response = web.json_response(
             {"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+class StoreUnavailable(Exception):
+    """The store could not be reached (every endpoint tried); callers may retry later."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     """One stored key with its value and current version."""
