@@ -19,7 +19,7 @@ import aiohttp
 from plasmacloud.lab.chaos_workload import READS_PER_SET_READ, Budget, Recorder
 from plasmacloud.validate.history import Op, Outcome
 
-HTTP_TIMEOUT_S = 3.0
+HTTP_TIMEOUT_S = 1.5
 TXN_EVERY = 4  # every 4th write inserts two rows in one transaction
 
 

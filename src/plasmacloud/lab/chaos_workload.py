@@ -30,7 +30,7 @@ from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from plasmacloud.validate.history import Op, OpKind, Outcome, WatchEvent, WatchSpan
 
-OP_TIMEOUT_S = 2.0
+OP_TIMEOUT_S = 1.0  # short: a request stuck on a dead or paused node delays the next ack
 WATCH_IDLE_S = 5.0  # a stream silent this long (paused or cut-off node) is reopened elsewhere
 READS_PER_SET_READ = 25
 REGISTER_OPS: list[OpKind] = ["read", "write", "cas"]
