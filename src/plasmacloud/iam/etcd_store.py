@@ -53,7 +53,11 @@ class EtcdStore:
             creds = grpc.ssl_channel_credentials(ca, key, cert)
         return cls(endpoints, creds)
 
-    async def _call(self, op: Callable[[Any], Awaitable[T]]) -> T:
+    async def _call(self, op: Callable[[Any], Awaitable[T]], read: bool = False) -> T:
+        # A timed-out write may still have been applied, and re-sending a compare-and-swap
+        # would then report a false "lost the race": writes move on only when the
+        # endpoint was unreachable, reads also after a timeout.
+        retry = _RETRY if read else {grpc.StatusCode.UNAVAILABLE}
         n = len(self._kv)
         last: grpc.aio.AioRpcError | None = None
         for i in range(n):
@@ -61,7 +65,9 @@ class EtcdStore:
             try:
                 result = await op(self._kv[idx])
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _RETRY:
+                if exc.code() in _RETRY and exc.code() not in retry:
+                    raise StoreUnavailable(f"write outcome unknown: {exc.details()}") from exc
+                if exc.code() not in retry:
                     raise
                 last = exc
                 continue
@@ -71,7 +77,8 @@ class EtcdStore:
 
     async def get(self, key: str) -> KeyValue | None:
         resp = await self._call(
-            lambda kv: kv.Range(rpc_pb2.RangeRequest(key=key.encode()), timeout=self._timeout)
+            lambda kv: kv.Range(rpc_pb2.RangeRequest(key=key.encode()), timeout=self._timeout),
+            read=True,
         )
         if not resp.kvs:
             return None
@@ -107,7 +114,7 @@ class EtcdStore:
             sort_order=rpc_pb2.RangeRequest.ASCEND,
             sort_target=rpc_pb2.RangeRequest.KEY,
         )
-        resp = await self._call(lambda kv: kv.Range(req, timeout=self._timeout))
+        resp = await self._call(lambda kv: kv.Range(req, timeout=self._timeout), read=True)
         return [KeyValue(i.key.decode(), i.value, i.mod_revision) for i in resp.kvs]
 
     async def compare_and_swap(self, key: str, expected_version: int, value: bytes | None) -> bool:
