@@ -86,18 +86,29 @@ class _Peer:
     async def run(self) -> None:
         """Keep a connection open; reconnect with exponential backoff while the node runs."""
         backoff = 0.02
+        last_problem = ""
+        failures = 0
         while True:
             try:
                 reader, writer = await self._connect()
             except (TimeoutError, OSError, ValueError) as exc:
-                log.debug("%s: connect to %s (%s) failed: %s", self.owner.node_id,
-                          self.node_id, self.address, exc)  # fmt: skip
+                # say it once at warning level (an unresolvable name or a refused TLS
+                # handshake is a configuration problem someone must see), then quietly retry;
+                # a refused connection is normal while peers start, so only if it persists
+                problem = f"{type(exc).__name__}: {exc}"
+                failures += 1
+                new = problem != last_problem and not isinstance(exc, ConnectionRefusedError)
+                level = logging.WARNING if new or failures == 10 else logging.DEBUG
+                last_problem = problem
+                log.log(level, "%s: cannot connect to peer %s at %s (%s); retrying",
+                        self.owner.node_id, self.node_id, self.address, problem)  # fmt: skip
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
             backoff = 0.02
+            last_problem, failures = "", 0
             self.writer = writer
             log.debug("%s: connected to %s at %s", self.owner.node_id, self.node_id, self.address)
             try:
