@@ -348,3 +348,18 @@ async def test_undecodable_messages_are_refused_and_change_nothing(served: Serve
             assert "Error parsing message" in (exc.value.details() or "")
     assert served.store.revision == 2 and served.store.leases() == {}
     assert (await served.kv.Range(pb.RangeRequest(key=b"keep"))).kvs[0].value == b"me"
+
+
+async def test_auto_compaction_keeps_the_retained_revisions(served: Served) -> None:
+    node = served.node
+    node.auto_compaction_retention, node.auto_compaction_interval = 3, 0.02
+    await node.stop()
+    await node.start()  # restart the loops with auto-compaction on
+    for i in range(10):
+        await served.kv.Put(pb.PutRequest(key=b"k", value=b"%d" % i))
+    for _ in range(200):  # the loop may compact mid-way; wait for it to catch up
+        if served.store.compact_revision == served.store.revision - 3:
+            break
+        await asyncio.sleep(0.02)
+    assert served.store.compact_revision == served.store.revision - 3
+    assert (await served.kv.Range(pb.RangeRequest(key=b"k", revision=8))).kvs[0].value == b"6"

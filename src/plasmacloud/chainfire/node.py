@@ -124,6 +124,8 @@ class ChainfireNode:
         quota_bytes: int = DEFAULT_QUOTA_BYTES,
         request_timeout: float = 5.0,
         lease_check_interval: float = 0.5,
+        auto_compaction_retention: int = 0,
+        auto_compaction_interval: float = 300.0,
         metrics: ChainfireMetrics | None = None,
         client_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
@@ -135,6 +137,9 @@ class ChainfireNode:
         self.quota_bytes = quota_bytes
         self.request_timeout = request_timeout
         self.lease_check_interval = lease_check_interval
+        # keep this many revisions of history (0: never compact by itself, etcd's default)
+        self.auto_compaction_retention = auto_compaction_retention
+        self.auto_compaction_interval = auto_compaction_interval
         self.hub = WatchHub(store)
         # None: every request is allowed (etcd with auth disabled); see chainfire.auth
         self.authorizer: Authorizer | None = None
@@ -162,6 +167,10 @@ class ChainfireNode:
         """Start the background loops (lease expiry). Call after the Raft node started."""
         self.hub.bind_loop(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self._lease_expiry_loop(), name="lease-expiry"))
+        if self.auto_compaction_retention > 0:
+            self._tasks.append(
+                asyncio.create_task(self._auto_compaction_loop(), name="auto-compaction")
+            )
 
     async def stop(self) -> None:
         """Stop background loops (and revokes in flight) and end every watch stream."""
@@ -275,6 +284,23 @@ class ChainfireNode:
                 task = asyncio.create_task(self._revoke(lease_id))
                 self._revokes.add(task)
                 task.add_done_callback(self._revokes.discard)
+
+    async def _auto_compaction_loop(self) -> None:
+        """On the leader, compact history older than the retained number of revisions.
+
+        etcd's ``--auto-compaction-mode=revision``: without it the history, and the
+        database, only ever grow until the NOSPACE alarm.
+        """
+        while True:
+            await asyncio.sleep(self.auto_compaction_interval)
+            target = self.store.revision - self.auto_compaction_retention
+            if not self.raft.is_leader or target <= self.store.compact_revision:
+                continue
+            try:
+                await self.write(rpc_pb2.CompactionRequest(revision=target))
+                log.info("auto-compacted history up to revision %d", target)
+            except errors.EtcdError as exc:
+                log.warning("auto-compaction at revision %d failed: %s", target, exc.message)
 
     async def _revoke(self, lease_id: int) -> None:
         try:

@@ -142,6 +142,8 @@ class ChainfireServer:
     quota_bytes: int = DEFAULT_QUOTA_BYTES
     # applied entries between Raft snapshots; None keeps the engine's default
     snapshot_threshold: int | None = None
+    # revisions of history to keep (0: no automatic compaction, like etcd's default)
+    auto_compaction_retention: int = 0
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -192,6 +194,7 @@ class ChainfireServer:
             raft,
             identity_from_config(cfg),
             quota_bytes=self.quota_bytes,
+            auto_compaction_retention=self.auto_compaction_retention,
             metrics=metrics,
             client_credentials=channel_credentials(cfg),
         )
@@ -232,7 +235,8 @@ class ChainfireServer:
 async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None:
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
-    ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold).
+    ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
+    auto_compaction_retention).
     """
     server = ChainfireServer(config, **options)
     try:

@@ -27,6 +27,9 @@ def serve(
     snapshot_threshold: int | None = typer.Option(
         None, help="applied entries between Raft snapshots (default: the engine's)"
     ),
+    auto_compaction_retention: int = typer.Option(
+        0, help="revisions of history to keep, compacting older ones every 5 min (0: off)"
+    ),
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
     from plasmacloud.chainfire.server import serve as run
@@ -46,7 +49,13 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(node_config, stop, quota_bytes=quota_bytes, snapshot_threshold=snapshot_threshold)
+        await run(
+            node_config,
+            stop,
+            quota_bytes=quota_bytes,
+            snapshot_threshold=snapshot_threshold,
+            auto_compaction_retention=auto_compaction_retention,
+        )
 
     try:
         asyncio.run(main())
