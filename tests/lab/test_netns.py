@@ -19,8 +19,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from typer.testing import CliRunner
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.cli import app
+from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import (
@@ -275,3 +278,56 @@ async def test_partitioned_minority_never_acknowledges_and_heal_converges(
         await asyncio.sleep(0.5)
     assert converged, f"nodes disagree after heal: {[sorted(v) for v in views]}"
     assert not any(k.startswith(b"/part/min/") for k in views[0])
+
+
+def test_partition_and_heal_commands(network: NetnsNames, spec: LabSpec, tmp_path: Path) -> None:
+    # the `network` fixture's names come from tmp_path, so a lab there owns that network
+    Lab.open(tmp_path, spec, backend="netns").prepare()
+    runner = CliRunner()
+    cut = runner.invoke(
+        app, ["lab", "partition", "node02", "--from", "node01,node03", "--dir", str(tmp_path)]
+    )
+    assert cut.exit_code == 0, cut.output
+    assert "node02 cannot reach node01, node03" in cut.output
+    assert partitions(network, spec)["node01"] == ["node02"]
+    bad = runner.invoke(
+        app, ["lab", "partition", "node09", "--from", "node01", "--dir", str(tmp_path)]
+    )
+    assert bad.exit_code == EXIT_USAGE
+    healed = runner.invoke(app, ["lab", "heal", "--dir", str(tmp_path)])
+    assert healed.exit_code == 0, healed.output
+    assert "no partitions" in healed.output
+    assert partitions(network, spec) == {}
+
+
+def test_partition_command_needs_the_netns_backend(tmp_path: Path) -> None:
+    Lab.open(tmp_path, LabSpec()).prepare()
+    result = CliRunner().invoke(
+        app, ["lab", "partition", "node01", "--from", "node02", "--dir", str(tmp_path)]
+    )
+    assert result.exit_code == EXIT_USAGE
+    assert "need the netns backend" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_up_validate_is_green_on_netns_and_down_leaves_nothing(
+    tmp_path: Path, spec: LabSpec
+) -> None:
+    lab_dir = tmp_path / "lab"
+    Lab.open(lab_dir, spec, backend="netns").prepare()  # `up` keeps this saved spec
+    runner = CliRunner()
+    try:
+        up = runner.invoke(
+            app, ["lab", "up", "--backend", "netns", "--validate", "--json", "--dir", str(lab_dir)]
+        )
+    finally:
+        down = runner.invoke(app, ["lab", "down", "--dir", str(lab_dir)])
+    assert up.exit_code == 0, up.output
+    report = json.loads(up.stdout[up.stdout.rindex("\n{") :])  # the validation, printed last
+    assert report["ok"] is True
+    ids = {c["id"] for c in report["checks"]}
+    assert {"health", "chainfire.members", "chainfire.leader", "chainfire.crud"} <= ids
+    for check in report["checks"]:
+        assert [n["node"] for n in check["nodes"]] == ["node01", "node02", "node03"], check
+    assert down.exit_code == 0, down.output
+    assert lab_objects(NetnsNames.for_lab(lab_dir)) == []
