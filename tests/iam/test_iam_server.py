@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from iam_fixtures import ClusterFactory
 
+from plasmacloud.iam.bootstrap import Outcome, bootstrap_to_file
+from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.iam.lockout import LockoutPolicy
+from plasmacloud.iam.passwords import FAST_FOR_TESTS
+from plasmacloud.iam.service import IamService, IamSettings
+from plasmacloud.iam.store import MemoryStore
+from plasmacloud.iam.tokens import TokenSettings
 
 APP_POLICY = {
     "Version": "2012-10-17",
@@ -392,3 +400,25 @@ async def test_self_service_password_and_group_members(iam_cluster: ClusterFacto
         json={"current_password": "x", "new_password": "second-password"},
     )  # fmt: skip
     assert status == 403
+
+
+async def test_half_done_bootstrap_is_taken_over_later(tmp_path: Path) -> None:
+    clock = [1_800_000_000.0]
+    store = MemoryStore()
+    settings = IamSettings("n1", TokenSettings(issuer="http://x"), hashing=FAST_FOR_TESTS)
+    svc = IamService(store, settings, clock=lambda: clock[0])
+
+    def crash(_: AdminCredentials) -> None:
+        raise RuntimeError("operator's disk full")
+
+    with pytest.raises(RuntimeError):
+        await svc.bootstrap(deliver=crash)  # claimed, admin created, file never written
+    out = tmp_path / "admin.json"
+    assert await bootstrap_to_file(svc, out) == Outcome.LOST  # someone may still be at it
+    clock[0] += 61
+    assert await bootstrap_to_file(svc, out) == Outcome.CREATED
+    creds = AdminCredentials.read(out)
+    assert await svc.password_grant("admin", creds.password, "", "127.0.0.1")
+    assert await bootstrap_to_file(svc, out) == Outcome.EXISTING
+    clock[0] += 3600
+    assert await svc.bootstrap() is None  # done is done, however long ago

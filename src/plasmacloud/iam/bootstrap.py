@@ -19,9 +19,8 @@ class Outcome(StrEnum):
 
 async def bootstrap_to_file(svc: IamService, out: Path, username: str = "admin") -> Outcome:
     """Bootstrap through ``svc``; idempotent, secrets go only to ``out`` (mode 0600)."""
-    creds = await svc.bootstrap(username)
+    creds = await svc.bootstrap(username, deliver=lambda c: c.write(out))
     if creds is not None:
-        creds.write(out)
         return Outcome.CREATED
     return Outcome.EXISTING if out.exists() else Outcome.LOST
 

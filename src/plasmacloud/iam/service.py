@@ -34,6 +34,7 @@ from plasmacloud.iam.tokens import IssuedTokens, Subject, TokenService, TokenSet
 BOOTSTRAP_KEY = ROOT + "meta/bootstrap"
 ADMIN_POLICY = "AdministratorAccess"
 ADMIN_GROUP = "admins"
+BOOTSTRAP_STALE = 60.0  # seconds after which an unfinished bootstrap is taken over
 
 
 class GrantError(Exception):
@@ -219,14 +220,29 @@ class IamService:
 
     # -- bootstrap -------------------------------------------------------------------
 
-    async def bootstrap(self, username: str = "admin") -> AdminCredentials | None:
+    async def bootstrap(
+        self,
+        username: str = "admin",
+        deliver: Callable[[AdminCredentials], None] | None = None,
+    ) -> AdminCredentials | None:
         """Create the first admin (user + service account); ``None`` if done before.
 
-        Idempotent across nodes and re-runs: the marker key is claimed by
-        compare-and-swap first, so exactly one caller ever creates the admin.
+        Idempotent across nodes and re-runs: the marker key is claimed by compare-and-swap
+        first, so one caller at a time creates the admin. ``deliver`` (write the
+        credentials file) runs *before* the marker says "done": a bootstrap that died
+        half-way (claimed, never done) is taken over by the next run after
+        ``BOOTSTRAP_STALE`` seconds instead of leaving a cluster nobody can administer.
         """
+        now = self.clock()
+        marker = await self.store.get(BOOTSTRAP_KEY)
+        if marker is not None:
+            state = json.loads(marker.value)
+            if state.get("done", True) or now - float(state["at"]) < BOOTSTRAP_STALE:
+                return None
+        claim = {"at": now, "by": self.settings.node_id, "done": False}
+        expected = marker.version if marker else 0
         if not await self.store.compare_and_swap(
-            BOOTSTRAP_KEY, 0, json.dumps({"at": self.clock(), "by": self.settings.node_id}).encode()
+            BOOTSTRAP_KEY, expected, json.dumps(claim).encode()
         ):
             return None
         client_secret, client_digest = new_client_secret()
@@ -266,6 +282,9 @@ class IamService:
                 secret_hash=client_digest,
             ),
         )
+        if deliver is not None:
+            deliver(creds)
+        await self.store.put(BOOTSTRAP_KEY, json.dumps({**claim, "done": True}).encode())
         return creds
 
     async def is_bootstrapped(self) -> bool:
