@@ -396,6 +396,7 @@ def test_deny_wins_whatever_the_order(
     assert (forward.reason == "explicit-deny") == (backward.reason == "explicit-deny")
 
 
+@settings(deadline=None)
 @given(_actions, _resources)
 def test_no_policies_means_deny(action: str, resource: str) -> None:
     d = evaluate({}, action, resource)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from iam_fixtures import ClusterFactory
 
@@ -81,7 +81,8 @@ async def test_grants_password_client_credentials_refresh(iam_cluster: ClusterFa
     ) as r:
         assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
     # client_secret_basic
-    basic = aiohttp.encode_basic_auth(c.admin.client_id, c.admin.client_secret)
+    pair = f"{c.admin.client_id}:{c.admin.client_secret}".encode()
+    basic = "Basic " + base64.b64encode(pair).decode()
     async with c.http.post(
         f"{c.url}/oauth2/token",
         data={"grant_type": "client_credentials"},
