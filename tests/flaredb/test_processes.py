@@ -153,6 +153,9 @@ def test_kill9_leader_restart_and_nothing_lost(cluster: ProcCluster) -> None:
         acked += 1
     assert count(cluster.client(new)) == acked
     assert cluster.client(new).status()["store"]["raft"]["snapshot_index"] > 0
+    # A node's own config is enough to reach any member (its cert is the client cert).
+    as_node = Client.for_node(cluster.configs[new], follower)
+    assert as_node.ready() and len(as_node.nodes()) == 3
 
     # The killed node comes back and catches up (its log is behind the leader's snapshot).
     cluster.start(leader)

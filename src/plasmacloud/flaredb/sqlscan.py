@@ -123,13 +123,6 @@ class _Paren:
     commas: int = 0
 
 
-def first_word(sql: str) -> str:
-    """The statement's first keyword, upper-cased ('' if there is none)."""
-    for t in _code(tokenize(sql)):
-        return t.text.upper() if t.kind == "word" else ""
-    return ""
-
-
 def is_read_only(sql: str) -> bool:
     """True for statements that only read (SELECT, VALUES, EXPLAIN, PRAGMA, WITH ... SELECT).
 
