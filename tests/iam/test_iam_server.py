@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from iam_fixtures import ClusterFactory
+from openapi_spec_validator import validate
 
 from plasmacloud.iam.bootstrap import Outcome, bootstrap_to_file
 from plasmacloud.iam.credentials import AdminCredentials
@@ -423,3 +424,12 @@ async def test_half_done_bootstrap_is_taken_over_later(tmp_path: Path) -> None:
     assert await bootstrap_to_file(svc, out) == Outcome.EXISTING
     clock[0] += 3600
     assert await svc.bootstrap() is None  # done is done, however long ago
+
+
+async def test_openapi_document_is_valid_openapi(iam_cluster: ClusterFactory) -> None:
+    c = await iam_cluster()
+    status, spec = await c.call("GET", "/openapi.json", None)
+    assert status == 200
+    validate(spec)  # raises on any violation of the OpenAPI 3.1 schema
+    ops = [op for path in spec["paths"].values() for op in path.values()]
+    assert len({op["operationId"] for op in ops}) == len(ops)
