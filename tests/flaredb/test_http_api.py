@@ -55,6 +55,9 @@ async def test_rqlite_wire_shapes(live_node: LiveNode) -> None:
     assert doc["results"][0]["types"] == {"name": "text"}
     assert doc["time"] >= 0 and doc["results"][0]["time"] >= 0
 
+    status, doc = await call("POST", u + "/db/query?q=SELECT+count(*)+FROM+foo")
+    assert status == 200 and doc["results"][0]["values"] == [[1]]
+
     async with aiohttp.ClientSession() as s, s.get(u + "/db/query?q=SELECT+1&pretty") as resp:
         assert "\n    " in await resp.text()
 
@@ -118,6 +121,7 @@ async def test_bad_input_answers_clear_errors(live_node: LiveNode) -> None:
         ("POST", "/db/execute", ["ATTACH 'x.db' AS x"], None, 400, "ATTACH"),
         ("POST", "/db/execute?timeout=soon", ["SELECT 1"], None, 400, "invalid duration"),
         ("GET", "/db/query", None, None, 400, "q parameter"),
+        ("POST", "/db/execute", None, b"", 400, "needs a JSON array"),
         ("POST", "/db/query?level=strong", ["DELETE FROM t"], None, 400, "reads only"),
         ("GET", "/db/execute", None, None, 405, "not allowed"),
         ("DELETE", "/db/query", None, None, 405, "not allowed"),

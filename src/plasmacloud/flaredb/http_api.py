@@ -241,12 +241,15 @@ class HttpApi:
         return web.Response(status=301, headers={"Location": location})
 
     async def _statements(self, request: web.Request) -> list[Statement]:
-        if request.method == "GET":
+        body = b"" if request.method == "GET" else await request.read()
+        if not body.strip():
             q = request.query.get("q")
             if q is None:
-                raise RequestError("GET /db/query needs the SQL in the q parameter")
+                raise RequestError(
+                    f"{request.method} {request.path} needs a JSON array of statements "
+                    "in the body (or the SQL in the q parameter)"
+                )
             return [Statement(q)]
-        body = await request.read()
         if len(body) > _OFFLOAD_BYTES:
             # Keep the event loop (and so Raft's heartbeats) responsive on bulk bodies.
             return await asyncio.to_thread(parse_request, body)
