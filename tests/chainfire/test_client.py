@@ -17,6 +17,7 @@ from plasmacloud.chainfire.client import (
     put_op,
     value_is,
 )
+from plasmacloud.chainfire.node import member_id
 from plasmacloud.chainfire.proto import kv_pb2
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 
@@ -63,6 +64,12 @@ async def test_client_basics_with_failover(served: Served) -> None:
         assert await c.delete("iam/users/", prefix=True) == 2
         members = await c.member_list()
         assert [m.name for m in members] == ["node01"]
+        host = served.address.split(":")[0]
+        added = await c.member_add(f"http://{host}:2390")  # node04 in the fixture's config
+        assert added.name == "node04"
+        assert int(added.ID) == member_id("node04")
+        await c.member_remove(added.ID)
+        assert [m.name for m in await c.member_list()] == ["node01"]
         assert (await c.status()).version == "3.4.23"
         with pytest.raises(errors.EtcdError) as exc:
             await c.status(dead_endpoint())

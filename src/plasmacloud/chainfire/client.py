@@ -216,6 +216,21 @@ class ChainfireClient:
         resp = await self._call(lambda s: s.cluster.MemberList(req, timeout=self.timeout))
         return list(resp.members)
 
+    async def member_add(self, peer_url: str) -> rpc_pb2.Member:
+        """Add a member by its peer URL (``https://node04:2380``); returns the new member.
+
+        The new node runs with ``bootstrap: false`` and its node id is found from the URL
+        in the cluster config (or is the URL's hostname).
+        """
+        req = rpc_pb2.MemberAddRequest(peerURLs=[peer_url])
+        resp = await self._call(lambda s: s.cluster.MemberAdd(req, timeout=self.timeout))
+        return resp.member
+
+    async def member_remove(self, member_id: int) -> None:
+        """Remove a member by its ID (see ``plasmacloud.chainfire.node.member_id``)."""
+        req = rpc_pb2.MemberRemoveRequest(ID=member_id)
+        await self._call(lambda s: s.cluster.MemberRemove(req, timeout=self.timeout))
+
     async def status(self, endpoint: str | None = None) -> rpc_pb2.StatusResponse:
         """Maintenance.Status of one endpoint (default: the current one)."""
         req = rpc_pb2.StatusRequest()
