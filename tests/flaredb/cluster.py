@@ -58,6 +58,7 @@ def make_configs(
 class Cluster:
     configs: list[NodeConfig]
     snapshot_threshold: int = 10_000
+    iam_urls: list[str] = field(default_factory=list)
     servers: dict[str, FlareDBServer] = field(default_factory=dict)
 
     def url(self, node_id: str) -> str:
@@ -70,7 +71,7 @@ class Cluster:
 
     async def start(self, node_id: str) -> None:
         cfg = next(c for c in self.configs if c.node_id == node_id)
-        server = FlareDBServer(cfg, snapshot_threshold=self.snapshot_threshold)
+        server = FlareDBServer(cfg, self.snapshot_threshold, self.iam_urls)
         await server.start()
         self.servers[node_id] = server
 

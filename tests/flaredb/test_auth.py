@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +24,10 @@ from plasmacloud.iam.service import IamService, IamSettings
 from plasmacloud.iam.store import MemoryStore
 from plasmacloud.iam.tokens import TokenSettings
 
+from .cluster import Cluster, make_configs
 from .conftest import LiveNode, free_port, serve_node
+
+HOSTS = ("127.0.0.62", "127.0.0.63", "127.0.0.64")
 
 READER = {"Statement": [{"Effect": "Allow", "Action": "flaredb:Query", "Resource": "db/main"}]}
 WRITER = {"Statement": [{"Effect": "Allow", "Action": "flaredb:*", "Resource": "db/*"}]}
@@ -38,9 +42,10 @@ async def call(
         return r.status, await r.json()
 
 
-@pytest.fixture
-async def secured(tmp_path: Path) -> AsyncIterator[tuple[LiveNode, dict[str, str]]]:
-    """A node guarded by a live IAM with users 'ro' (Query) and 'rw' (Query+Execute)."""
+@contextlib.asynccontextmanager
+async def iam_with_users() -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """A live in-process IAM with users 'ro' (Query) and 'rw' (Query+Execute); yields its
+    URL and each user's ``Authorization`` header value."""
     host = "127.0.0.61"
     port = free_port(host)
     svc = IamService(
@@ -54,7 +59,6 @@ async def secured(tmp_path: Path) -> AsyncIterator[tuple[LiveNode, dict[str, str
     )
     runner = await start_server(svc, host, port)
     iam = f"http://{host}:{port}"
-    verifier = Verifier([iam], revocation_refresh=0)
     tokens: dict[str, str] = {}
     try:
         admin = await svc.bootstrap()
@@ -79,11 +83,21 @@ async def secured(tmp_path: Path) -> AsyncIterator[tuple[LiveNode, dict[str, str
                 form = {"grant_type": "password", "username": user, "password": f"{user}-password"}
                 async with s.post(iam + "/oauth2/token", data=form) as r:
                     tokens[user] = f"Bearer {(await r.json())['access_token']}"
-        async with serve_node(tmp_path, Guard(verifier)) as node:
-            yield node, tokens
+        yield iam, tokens
     finally:
-        await verifier.close()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[tuple[LiveNode, dict[str, str]]]:
+    """One node guarded by the live IAM."""
+    async with iam_with_users() as (iam, tokens):
+        verifier = Verifier([iam], revocation_refresh=0)
+        try:
+            async with serve_node(tmp_path, Guard(verifier)) as node:
+                yield node, tokens
+        finally:
+            await verifier.close()
 
 
 async def test_tokens_and_policies_decide_reads_and_writes(
@@ -150,3 +164,32 @@ async def test_pyrqlite_with_user_and_password(secured: tuple[LiveNode, dict[str
             conn.close()
 
     await asyncio.to_thread(work)
+
+
+@pytest.mark.slow
+async def test_followers_enforce_and_forward_credentials(tmp_path: Path) -> None:
+    """Three real nodes with --iam-url: a follower checks the token, forwards a weak read
+    with the caller's credentials to the leader, and hands writes to Raft."""
+    async with iam_with_users() as (iam, tokens):
+        cluster = Cluster(make_configs(tmp_path, HOSTS), iam_urls=[iam])
+        try:
+            await cluster.start_all()
+            follower = cluster.followers(await cluster.leader())[0]
+            u = cluster.url(follower)
+            async with aiohttp.ClientSession() as s:
+                status, doc = await call(s, "POST", u + "/db/execute", ["CREATE TABLE f (x)"])
+                assert status == 401
+                status, doc = await call(
+                    s, "POST", u + "/db/execute", ["CREATE TABLE f (x)"], tokens["rw"]
+                )
+                assert status == 200 and doc["results"] == [{}]
+                status, doc = await call(
+                    s,
+                    "GET",
+                    u + "/db/query?q=SELECT+count(*)+FROM+f&level=weak",
+                    None,
+                    tokens["ro"],
+                )
+                assert status == 200 and doc["results"][0]["values"] == [[0]], doc
+        finally:
+            await cluster.stop_all()
