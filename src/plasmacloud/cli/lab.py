@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from plasmacloud.cli import lab_qemu
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.flaredb.probe import FlareNodeView, agreed_leader, probe_flaredb
 from plasmacloud.lab.backend import LabError
@@ -197,6 +198,8 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate certs and configs, start every node, wait for health and a leader."""
+    if backend == "qemu":  # PXE-booted VMs: see `plasma lab qemu --help`
+        raise typer.Exit(lab_qemu.up(lab_dir))
     lab = _open(lab_dir, backend)
     try:
         if wipe:
@@ -375,3 +378,6 @@ def down(
     except LabError as exc:
         raise _fail(exc) from exc
     console.print(f"lab {lab.layout.root}: stopped {n} process(es){', wiped' if wipe else ''}")
+
+
+app.add_typer(lab_qemu.app, name="qemu")

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
-from plasmacloud.lab.services import plasma_executable
+from plasmacloud.lab.services import SERVICES, plasma_executable
 from plasmacloud.provision import certs, pki
 from plasmacloud.provision.image import Image, build_image
 from plasmacloud.provision.layout import OutputLayout
@@ -182,13 +182,16 @@ def prepare_tree(paths: QemuPaths, tap: str) -> ClusterSpec:
 
 def stage_image(image: Image, images: Path) -> None:
     """Point ``<lab>/images`` at the built kernel and initrd, with the lab's extra
-    kernel arguments (DHCP on the management NIC too, so SSH forwards work)."""
+    kernel arguments: DHCP on the management NIC too (so SSH forwards work) and the
+    services to start once installed (the lab's, as in the process backend)."""
     images.mkdir(parents=True, exist_ok=True)
     for name, src in (("kernel", image.kernel), ("initrd", image.initrd)):
         link = images / name
         link.unlink(missing_ok=True)
         link.symlink_to(src)
-    (images / "cmdline").write_text("plasmacloud.mgmt_dhcp=1 quiet\n")
+    services = ",".join(s.name for s in SERVICES)
+    args = f"plasmacloud.mgmt_dhcp=1 plasmacloud.services={services} quiet"
+    (images / "cmdline").write_text(args + "\n")
 
 
 # -- QEMU ---------------------------------------------------------------------------------
@@ -368,15 +371,22 @@ class QemuBackend:
             )
             self._save()
             wait_for(self._netboot_listening, 60, "netboot server")
+            time.sleep(0.5)  # dnsmasq fails (bad config, busy port) right after start
+            self._check_network()
         except Exception:
             self._network_down()
             raise
 
     def _netboot_listening(self) -> bool:
+        self._check_network()
         proc = self._infra("netboot")
-        if proc is None:
-            raise LabError(f"netboot server exited; see {self.paths.log('netboot')}")
-        return "serving" in Path(proc.log or "").read_text(errors="replace")
+        return proc is not None and "serving" in Path(proc.log or "").read_text(errors="replace")
+
+    def _check_network(self) -> None:
+        """LabError naming the log of any lab network process that has exited."""
+        for role in ("switch", "dnsmasq", "netboot"):
+            if self._infra(role) is None:
+                raise LabError(f"lab {role} is not running; see {self.paths.log(role)}")
 
     def start_node(self, node_id: str) -> None:
         """Power the node on: a fresh PXE boot (its disk is kept)."""
@@ -469,6 +479,7 @@ class QemuBackend:
                 return status
             if status is not None and status.state == State.FAILED:
                 break
+            self._check_network()
             vm = self._vm(node_id)
             if vm is None or not vm.proc.alive():
                 raise LabError(f"{node_id}: VM is not running; see {self.paths.node(node_id)}")

@@ -126,7 +126,15 @@ def start_dnsmasq(spec: ClusterSpec, names: NetNames, state_dir: Path, log: Path
     tftp.mkdir(parents=True, exist_ok=True)
     conf = state_dir / "dnsmasq.conf"
     conf.write_text(lab_dnsmasq_conf(spec, names, state_dir, tftp))
-    argv = ["dnsmasq", "--keep-in-foreground", "--log-facility=-", f"--conf-file={conf}"]
+    # --user=root: dropping to nobody loses access to a lab dir under a 0700 parent
+    # (pytest's tmp, ~/.local/state); it is confined to the lab namespace anyway.
+    argv = [
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--user=root",
+        "--log-facility=-",
+        f"--conf-file={conf}",
+    ]
     proc = spawn("dnsmasq", in_namespace(names.namespace, argv), log)
     return proc.model_copy(update={"argv": argv})
 

@@ -38,8 +38,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import Requirement
-
 import plasmacloud
 
 KERNEL_META = "linux-image-amd64"
@@ -139,9 +137,27 @@ if grep -q plasmacloud.mgmt_dhcp=1 /proc/cmdline; then
   done
 fi
 dropbear -R -E -p 22 2>/var/log/dropbear.log && say "ssh up"
+# Root's SSH keys: the spec's, from the node's bundle (served while it boots).
+wget -q -O - "$server/config/$mac" | grep -oE '"(ssh-|ecdsa-|sk-)[^"]*"' | tr -d '"' \
+  >/root/.ssh/authorized_keys
 say "agent start"
 plasma agent
-say "agent exit $?"
+rc=$?
+say "agent exit $rc"
+services=$(arg plasmacloud.services | tr ',' ' ')
+if [ "$rc" = 0 ] && [ -n "$services" ]; then
+  # The installer stays up as the node's OS: config and data are on the disk the agent
+  # mounted under /mnt, bound to the paths cluster-config.json names.
+  mkdir -p /etc/nixos /var/lib/plasmacloud
+  mount --bind /mnt/etc/nixos /etc/nixos
+  mount --bind /mnt/var/lib/plasmacloud /var/lib/plasmacloud
+  cp /mnt/etc/hosts /etc/hosts
+  for svc in $services; do
+    plasma "$svc" serve --config /etc/nixos/secrets/cluster-config.json \
+      >>"/var/log/$svc.log" 2>&1 &
+    say "started $svc (pid $!)"
+  done
+fi
 while true; do sleep 3600; done
 """
 
@@ -236,6 +252,9 @@ def download_debs(names: Iterable[str], into: Path) -> list[Path]:
 
 def runtime_distributions(root: str = "plasmacloud") -> list[md.Distribution]:
     """``root`` and every distribution it needs at run time (no extras), in a stable order."""
+    # packaging is there wherever pip is (the build host), not in the image: import late
+    from packaging.requirements import Requirement
+
     seen: dict[str, md.Distribution] = {}
     todo = [root]
     while todo:

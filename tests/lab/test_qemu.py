@@ -1,0 +1,207 @@
+"""QEMU lab pieces that need no VM: image packing, module closure, lab network config,
+QEMU command lines, QMP, and PID-safe process records."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from plasmacloud.lab import qemu_net
+from plasmacloud.lab.qemu import QemuPaths, ensure_ssh_key, lab_spec_text, qemu_argv, qmp
+from plasmacloud.lab.qemu_proc import Proc, spawn
+from plasmacloud.provision import image
+from plasmacloud.provision.spec import ClusterSpec, parse_spec
+
+
+def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
+    """name -> (mode, content) of a newc cpio archive."""
+    out, pos = {}, 0
+    while True:
+        assert data[pos : pos + 6] == b"070701"
+        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        pos += 110
+        name = data[pos : pos + namesize - 1].decode()
+        pos += namesize + (-(110 + namesize) % 4)
+        content = data[pos : pos + size]
+        pos += size + (-size % 4)
+        if name == "TRAILER!!!":
+            return out
+        out[name] = (mode, content)
+
+
+def test_initramfs_archive_holds_files_links_and_modes(tmp_path: Path) -> None:
+    stage = tmp_path / "stage"
+    (stage / "bin").mkdir(parents=True)
+    (stage / "bin/busybox").write_bytes(b"\x7fELF fake")
+    (stage / "bin/busybox").chmod(0o755)
+    (stage / "bin/sh").symlink_to("busybox")
+    (stage / "init").write_text("#!/bin/sh\necho hi\n")
+    image.write_cpio(stage, tmp_path / "initrd")
+    raw = subprocess.run(
+        ["zstd", "-dc", str(tmp_path / "initrd")], capture_output=True, check=True
+    ).stdout
+    entries = _read_newc(raw)
+    assert set(entries) == {"bin", "bin/busybox", "bin/sh", "init"}
+    assert entries["bin/sh"] == (0o120777, b"busybox")
+    assert entries["bin/busybox"][0] & 0o777 == 0o755
+    assert entries["init"][1] == b"#!/bin/sh\necho hi\n"
+    assert entries["bin"][0] & 0o170000 == 0o040000
+
+
+def _fake_module(root: Path, rel: str, depends: str) -> None:
+    path = root / "lib/modules/6.1.0-test/kernel" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x7fELF...\0license=GPL\0depends=" + depends.encode() + b"\0vermagic=x\0")
+
+
+def test_modules_copies_dependency_closure_and_writes_load_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kroot, stage = tmp_path / "deb", tmp_path / "stage"
+    _fake_module(kroot, "drivers/net/virtio_net.ko", "net_failover")
+    _fake_module(kroot, "drivers/net/net_failover.ko", "failover")
+    _fake_module(kroot, "net/core/failover.ko", "")
+    _fake_module(kroot, "drivers/unused.ko", "")
+    monkeypatch.setattr(image, "MODULES", ("virtio_net", "built_in_one"))
+    assert image._modules(kroot, stage) == "6.1.0-test"
+    base = stage / "lib/modules/6.1.0-test"
+    dep = dict(line.split(":", 1) for line in (base / "modules.dep").read_text().splitlines())
+    # kmod/busybox load a line's dependencies last-to-first: failover, then net_failover
+    assert dep["kernel/drivers/net/virtio_net.ko"].split() == [
+        "kernel/drivers/net/net_failover.ko",
+        "kernel/net/core/failover.ko",
+    ]
+    assert dep["kernel/net/core/failover.ko"].strip() == ""
+    assert not (base / "kernel/drivers/unused.ko").exists()
+    assert (stage / "etc/modules").read_text().split() == ["virtio_net", "built_in_one"]
+
+
+def test_runtime_distributions_are_the_package_and_its_runtime_deps_only() -> None:
+    names = {d.metadata["Name"].lower() for d in image.runtime_distributions()}
+    assert {"plasmacloud", "pydantic", "pydantic_core", "grpcio", "aiohttp"} <= names
+    assert not {"pytest", "mypy", "ruff", "hypothesis"} & names  # dev extra stays out
+
+
+def test_cache_key_follows_the_package_versions(tmp_path: Path) -> None:
+    a = [tmp_path / "linux-image-6.1.0-1-amd64_6.1.1-1_amd64.deb"]
+    b = [tmp_path / "linux-image-6.1.0-2-amd64_6.1.2-1_amd64.deb"]
+    assert image.cache_key(a) == image.cache_key(a)
+    assert image.cache_key(a) != image.cache_key(b)
+
+
+def test_cached_image_is_returned_without_rebuilding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(image, "download_debs", lambda names, into: [into / "x_1_amd64.deb"])
+    monkeypatch.setattr(image, "kernel_package", lambda: "linux-image-test")
+    key = image.cache_key([tmp_path / "debs" / "x_1_amd64.deb"])
+    (tmp_path / key).mkdir()
+    (tmp_path / key / "kernel").write_bytes(b"k")
+    (tmp_path / key / "initrd").write_bytes(b"i")
+    img = image.build_image(tmp_path)
+    assert img.cached and img.key == key and img.kernel.read_bytes() == b"k"
+
+
+def test_lab_names_are_unique_per_lab_and_fit_interface_names(tmp_path: Path) -> None:
+    a = qemu_net.NetNames.for_lab(tmp_path / "a")
+    b = qemu_net.NetNames.for_lab(tmp_path / "b")
+    assert a != b and a == qemu_net.NetNames.for_lab(tmp_path / "a")
+    assert len(a.tap) <= 15 and a.namespace.startswith("plasma-q")
+
+
+def _lab_spec(tmp_path: Path, tap: str = "plqtest0") -> ClusterSpec:
+    spec, issues = parse_spec(lab_spec_text(ensure_ssh_key(tmp_path / "ssh/id_ed25519"), tap))
+    assert not issues
+    return spec
+
+
+def test_lab_spec_is_the_seed_cluster_on_the_lab_tap(tmp_path: Path) -> None:
+    spec = _lab_spec(tmp_path)
+    assert [n.mac for n in spec.nodes] == [f"52:54:00:00:01:0{i}" for i in (1, 2, 3)]
+    assert [str(n.ip) for n in spec.nodes] == [f"192.168.100.1{i}" for i in (1, 2, 3)]
+    assert spec.netboot.interface == "plqtest0"
+    assert spec.netboot.dhcp_range is not None
+    assert all(ip in spec.network.cidr for ip in spec.netboot.dhcp_range)
+    assert os.stat(tmp_path / "ssh/id_ed25519").st_mode & 0o777 == 0o600
+
+
+def test_lab_dnsmasq_serves_only_the_tap_with_pins_and_router_adverts(tmp_path: Path) -> None:
+    spec = _lab_spec(tmp_path)
+    names = qemu_net.NetNames(namespace="plasma-qtest", tap="plqtest0")
+    conf = qemu_net.lab_dnsmasq_conf(spec, names, tmp_path, tmp_path / "tftp")
+    lines = conf.splitlines()
+    assert "interface=plqtest0" in lines and "bind-interfaces" in lines and "port=0" in lines
+    assert "dhcp-host=52:54:00:00:01:02,192.168.100.12,node02,infinite" in lines
+    assert "enable-ra" in lines and "dhcp-range=::,constructor:plqtest0,ra-only" in lines
+    assert any(line.startswith("dhcp-boot=tag:ipxe,http://192.168.100.1:8080/") for line in lines)
+    (tmp_path / "tftp").mkdir()
+    path = tmp_path / "dnsmasq.conf"
+    path.write_text(conf)
+    done = subprocess.run(["dnsmasq", "--test", f"--conf-file={path}"], capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_vm_command_line_pxe_boots_the_lab_nic_and_forwards_only_loopback_ssh(
+    tmp_path: Path,
+) -> None:
+    argv = qemu_argv(QemuPaths(tmp_path), "node02", "52:54:00:00:01:02", "tcg", 384, 2202)
+    text = " ".join(argv)
+    assert "q35,accel=tcg" in text and "-m 384" in text
+    assert f"vde,id=lab,sock={tmp_path / 'vde/switch'}" in text
+    assert "virtio-net-pci,netdev=lab,mac=52:54:00:00:01:02,bootindex=1" in text
+    assert "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:2202-:22" in text
+    assert "virtio-net-pci,netdev=mgmt,romfile=" in text  # never PXE on the mgmt NIC
+    assert f"unix:{tmp_path / 'node02/qmp.sock'},server=on,wait=off" in text
+    no_ssh = qemu_argv(QemuPaths(tmp_path), "node02", "52:54:00:00:01:02", "tcg", 384, None)
+    assert not any("hostfwd" in a for a in no_ssh)
+
+
+def test_qmp_negotiates_capabilities_then_runs_the_command(tmp_path: Path) -> None:
+    path = tmp_path / "qmp.sock"
+    seen: list[str] = []
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+
+    def fake_qemu() -> None:
+        conn, _ = server.accept()
+        f = conn.makefile("rw")
+        f.write('{"QMP": {"version": {}, "capabilities": []}}\n')
+        f.flush()
+        for _ in range(2):
+            cmd = json.loads(f.readline())["execute"]
+            seen.append(cmd)
+            if cmd == "query-status":
+                f.write('{"event": "NOISE"}\n')  # async events are skipped
+                f.write('{"return": {"status": "running", "running": true}}\n')
+            else:
+                f.write('{"return": {}}\n')
+            f.flush()
+        conn.close()
+
+    t = threading.Thread(target=fake_qemu, daemon=True)
+    t.start()
+    reply = qmp(path, "query-status")
+    t.join(5)
+    server.close()
+    assert seen == ["qmp_capabilities", "query-status"]
+    assert reply["return"]["status"] == "running"
+
+
+def test_process_record_never_signals_a_pid_running_something_else(tmp_path: Path) -> None:
+    proc = spawn("sleeper", ["sleep", "60"], tmp_path / "sleep.log")
+    try:
+        impostor = Proc(role="vm:node01", pid=proc.pid, argv=["qemu-system-x86_64", "-name"])
+        assert proc.alive() and not impostor.alive()
+        impostor.stop()  # a no-op: the pid does not run what the record says
+        assert proc.alive()
+    finally:
+        proc.stop(grace=1)
+    assert not proc.alive()
