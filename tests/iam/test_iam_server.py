@@ -159,6 +159,24 @@ async def test_crud_attach_and_enforce(iam_cluster: ClusterFactory) -> None:
     denied = await sim("key/app/secret")
     assert (denied["decision"], denied["statement"]) == ("Deny", "NoSecret")
     assert (await sim("key/app/x", "chainfire:DeleteRange"))["decision"] == "Deny"
+    # group-conditioned inline policy: plasma:groups is a list, any member matches
+    by_group = {
+        "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*",
+             "Condition": {"StringEquals": {"plasma:groups": "devs"}}}
+        ]
+    }  # fmt: skip
+    for who, expected in (("user:alice", "Allow"), (f"sa:{c.admin.client_id}", "Deny")):
+        status, body = await c.call(
+            "POST", "/v1/policy/simulate", admin,
+            json={"principal": who, "action": "x:y", "resource": "r", "policies": [by_group]},
+        )  # fmt: skip
+        assert status == 200 and body["decision"] == expected, body
+    status, err = await c.call(
+        "POST", "/v1/policy/simulate", admin,
+        json={"principal": "user:ghost", "action": "x:y", "resource": "r"},
+    )  # fmt: skip
+    assert status == 404 and err["errors"][0]["field"] == "principal"
 
     # update and delete; a policy in use cannot be deleted
     status, upd = await c.call("PATCH", "/v1/users/alice", admin, json={"disabled": True})

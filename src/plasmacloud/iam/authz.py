@@ -34,7 +34,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from plasmacloud.common.config import NodeConfig
@@ -53,7 +52,7 @@ from plasmacloud.iam.naming import (
     flaredb_resource,
 )
 from plasmacloud.iam.policy import Decision, Policy, PolicyError, evaluate, parse_policy
-from plasmacloud.iam.principal import AuditRecord, Principal
+from plasmacloud.iam.principal import AuditRecord, Principal, request_context
 from plasmacloud.iam.shipper import AuditShipper
 from plasmacloud.iam.upstream import IamRefused, IamUnavailable, IamUpstream
 
@@ -391,12 +390,7 @@ class Verifier:
 
         ``prefix=True`` for a range of keys (see :func:`chainfire_range`).
         """
-        ctx: dict[str, ContextValue] = {
-            "plasma:username": principal.username,
-            "plasma:userid": principal.sub,
-            "plasma:CurrentTime": datetime.fromtimestamp(self._clock(), UTC),
-        }
-        ctx.update(context or {})
+        ctx = request_context(principal, self._clock(), context)
         try:
             policies = await self._policies.policies_for(principal)
         except (IamUnavailable, IamRefused) as exc:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.policy import Decision
 
 
@@ -45,3 +47,22 @@ class AuditRecord:
     action: str
     resource: str
     decision: Decision
+
+
+def request_context(
+    principal: Principal, now: float, extra: Mapping[str, ContextValue] | None = None
+) -> dict[str, ContextValue]:
+    """The condition keys every decision gets, plus the caller's (``plasma:SourceIp``...).
+
+    ``plasma:username``, ``plasma:userid`` (``user:alice``), ``plasma:groups`` and
+    ``plasma:roles`` (lists: a condition matches if any member does) and
+    ``plasma:CurrentTime``.
+    """
+    return {
+        "plasma:username": principal.username,
+        "plasma:userid": principal.sub,
+        "plasma:groups": list(principal.groups),
+        "plasma:roles": list(principal.roles),
+        "plasma:CurrentTime": datetime.fromtimestamp(now, UTC),
+        **(extra or {}),
+    }

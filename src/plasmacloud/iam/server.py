@@ -41,7 +41,7 @@ from plasmacloud.iam.http_util import (
 from plasmacloud.iam.jwtcheck import ALLOWED_ALGORITHMS
 from plasmacloud.iam.openapi import openapi_document
 from plasmacloud.iam.policy import Decision, evaluate, parse_policy
-from plasmacloud.iam.principal import AuditRecord
+from plasmacloud.iam.principal import AuditRecord, Principal, request_context
 from plasmacloud.iam.service import GrantError, IamService, IamSettings
 from plasmacloud.iam.store import KVStore, StoreUnavailable
 from plasmacloud.iam.tokens import TokenSettings
@@ -244,14 +244,20 @@ async def simulate(request: web.Request) -> web.Response:
     body = await read_body(request, m.SimulateRequest)
     me = await require(request, "iam:SimulatePolicy", "iam/simulate")
     svc = service(request)
+    sub = body.principal or me.sub
+    try:
+        subject = await svc.subject(sub)
+    except GrantError:
+        raise ApiError(
+            404, "not_found", f"principal {sub!r} does not exist or is disabled",
+            [{"field": "principal", "message": "no such user or service account"}],
+        ) from None  # fmt: skip
     if body.policies is not None:
         pairs = [(f"inline[{i}]", parse_policy(doc)) for i, doc in enumerate(body.policies)]
-        sub = body.principal or me.sub
     else:
-        sub = body.principal or me.sub
         pairs = await svc.directory.effective_policies(sub)
-    username = sub.partition(":")[2]
-    ctx = {"plasma:username": username, "plasma:userid": sub, **body.context}
+    principal = Principal(sub, subject.username, subject.groups, subject.roles, "simulated", 0.0)
+    ctx = request_context(principal, svc.clock(), body.context)
     decision = evaluate(pairs, body.action, body.resource, ctx)
     return web.json_response(
         {

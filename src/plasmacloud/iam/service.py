@@ -7,7 +7,6 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from plasmacloud.iam.audit import AuditLog
 from plasmacloud.iam.conditions import ContextValue
@@ -27,7 +26,7 @@ from plasmacloud.iam.lockout import AccountLockout, IpFailureLimiter, LockoutPol
 from plasmacloud.iam.metrics import IamMetrics
 from plasmacloud.iam.passwords import Hasher, HashParams, check_secret, new_client_secret
 from plasmacloud.iam.policy import Decision, evaluate
-from plasmacloud.iam.principal import AuditRecord, Principal
+from plasmacloud.iam.principal import AuditRecord, Principal, request_context
 from plasmacloud.iam.store import KVStore
 from plasmacloud.iam.tokens import IssuedTokens, Subject, TokenService, TokenSettings
 
@@ -101,7 +100,8 @@ class IamService:
 
     # -- grants ----------------------------------------------------------------------
 
-    async def _subject(self, sub: str) -> Subject:
+    async def subject(self, sub: str) -> Subject:
+        """Who ``user:<name>`` / ``sa:<client_id>`` is now (GrantError if gone or disabled)."""
         kind, _, name = sub.partition(":")
         entity = await self.directory.get(
             Kind.USER if kind == "user" else Kind.SERVICE_ACCOUNT, name
@@ -172,7 +172,7 @@ class IamService:
             grant = await self.tokens.redeem_refresh(refresh_token)
         except TokenError as exc:
             raise GrantError("invalid_grant", str(exc)) from None
-        subject = await self._subject(grant.sub)
+        subject = await self.subject(grant.sub)
         self.metrics.tokens_issued.labels("refresh_token").inc()
         return await self.tokens.issue(subject, grant.scope, family=grant.family)
 
@@ -203,12 +203,7 @@ class IamService:
         context: dict[str, ContextValue] | None = None,
     ) -> Decision:
         """Decide a request against the principal's policies, count it and audit it."""
-        ctx: dict[str, ContextValue] = {
-            "plasma:username": principal.username,
-            "plasma:userid": principal.sub,
-            "plasma:CurrentTime": datetime.fromtimestamp(self.clock(), UTC),
-            **(context or {}),
-        }
+        ctx = request_context(principal, self.clock(), context)
         decision = evaluate(
             await self.directory.effective_policies(principal.sub), action, resource, ctx
         )
