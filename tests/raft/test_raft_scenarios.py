@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from plasmacloud.raft.api import ProposalTimeoutError, ShutdownError
 from plasmacloud.raft.memory import MemoryStateMachine
 from plasmacloud.raft.node import RaftConfig, RaftNode
-from plasmacloud.raft.sim import SimDisk, SimLoop, SimNetwork, SimTransport
+from plasmacloud.raft.sim import SimDisk, SimLoop, SimMount, SimNetwork, SimTransport
 
 IDS = ["n1", "n2", "n3"]
+
+
+class FailingMount(SimMount):
+    """A disk whose fdatasync starts failing (EIO) when told to."""
+
+    fail = False
+
+    async def datasync(self, files: Sequence[Any]) -> None:
+        if self.fail:
+            raise OSError(errno.EIO, "Input/output error")
+        await super().datasync(files)
 
 
 def _run(scenario: Callable[[SimNetwork, dict[str, RaftNode]], Awaitable[None]]) -> None:
@@ -22,7 +38,7 @@ def _run(scenario: Callable[[SimNetwork, dict[str, RaftNode]], Awaitable[None]])
             RaftConfig(n, Path(f"/sim/{n}"), "sim", 0, {i: f"sim:{i}" for i in IDS}),
             MemoryStateMachine(),
             transport=SimTransport(net, n),
-            disk=SimDisk(random.Random(rng.random()), (0.0005, 0.002)).mount(),
+            disk=FailingMount(SimDisk(random.Random(rng.random()), (0.0005, 0.002))),
             rng=random.Random(rng.random()),
         )
         for n in IDS
@@ -79,5 +95,30 @@ def test_partitioned_leader_steps_down_and_majority_elects() -> None:
         net.heal()
         await old.read_index()
         assert old.sm.commands() == [b"before", b"during"]  # type: ignore[attr-defined]
+
+    _run(scenario)
+
+
+def test_fsync_failure_stops_the_node_and_the_rest_carry_on() -> None:
+    """fsync errors are not retryable (the kernel may have dropped the dirty pages): the node
+    must stop rather than acknowledge entries that may not be on its disk."""
+
+    async def scenario(net: SimNetwork, nodes: dict[str, RaftNode]) -> None:
+        leader_id = await nodes["n1"].wait_for_leader()
+        await nodes[leader_id].propose(b"ok")
+        victim = nodes[leader_id]
+        disk = victim._storage.disk
+        assert isinstance(disk, FailingMount)
+        disk.fail = True
+        with pytest.raises((ShutdownError, ProposalTimeoutError)):
+            await victim.propose(b"lost?", timeout=2.0)
+        await asyncio.sleep(0.5)
+        with pytest.raises(ShutdownError):
+            await victim.propose(b"after")
+        others = [n for n in nodes.values() if n is not victim]
+        await asyncio.sleep(2.0)
+        new = next(n for n in others if n.is_leader)
+        await new.propose(b"later")
+        assert b"later" in new.sm.commands()  # type: ignore[attr-defined]
 
     _run(scenario)

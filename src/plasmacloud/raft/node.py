@@ -24,7 +24,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -595,7 +595,8 @@ class RaftNode:
             target = self.last_index
             self._trunc_floor = None
             t0 = time.perf_counter()
-            await self._storage.sync()
+            with self._disk("log fdatasync"):
+                await self._storage.sync()
             if self._stopped:
                 return
             if self._metrics:
@@ -625,9 +626,24 @@ class RaftNode:
 
     # --- local log mutation --------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _disk(self, what: str) -> Iterator[None]:
+        """A failed write or fsync means this node's log can no longer be trusted (fsync
+        errors are not retryable: the kernel may have dropped the pages), so stop the node
+        rather than acknowledge anything more."""
+        try:
+            yield
+        except OSError as exc:
+            if not self._stopped:
+                log.critical("%s: %s failed (%s); stopping this node", self.id, what, exc)
+                task = asyncio.get_running_loop().create_task(self.stop())
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise
+
     def _append_local(self, entries: list[LogEntry]) -> None:
+        with self._disk("log append"):
+            self._storage.append(entries)
         self._log.extend(entries)
-        self._storage.append(entries)
         for e in entries:
             if e.kind == CONFIG:
                 self._apply_config(e.index, decode_members(e.data)[0])
@@ -636,8 +652,9 @@ class RaftNode:
     def _truncate_from(self, index: int) -> None:
         assert index > self.commit_index, f"truncating committed entry {index}"
         log.info("%s: truncating conflicting log entries from %d", self.id, index)
+        with self._disk("log truncation"):
+            self._storage.truncate_suffix(index)
         del self._log[index - self._snap_index - 1 :]
-        self._storage.truncate_suffix(index)
         self._durable = min(self._durable, index - 1)
         if self._trunc_floor is None or index < self._trunc_floor:
             self._trunc_floor = index
@@ -667,7 +684,9 @@ class RaftNode:
     # --- roles ---------------------------------------------------------------------------
 
     def _persist(self) -> None:
-        self._storage.save_hard_state(HardState(self.term, self.voted_for, self._configs[0][1]))
+        with self._disk("saving term and vote"):
+            hs = HardState(self.term, self.voted_for, self._configs[0][1])
+            self._storage.save_hard_state(hs)
         if self._metrics:
             self._metrics.term.set(self.term)
 
@@ -1396,12 +1415,16 @@ class RaftNode:
 
     def _install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         log.info("%s: installing snapshot %d/%d from the leader", self.id, meta.index, meta.term)
-        self._storage.write_snapshot(meta, data)
-        if self._term_at(meta.index) == meta.term:
-            self._storage.compact(meta.index)
+        keep = self._term_at(meta.index) == meta.term
+        with self._disk("installing a snapshot"):
+            self._storage.write_snapshot(meta, data)
+            if keep:
+                self._storage.compact(meta.index)
+            else:
+                self._storage.reset(meta.index + 1)
+        if keep:
             self._compact_memory(meta)
         else:
-            self._storage.reset(meta.index + 1)
             self._log = []
             self._snap_index, self._snap_term = meta.index, meta.term
             self._configs = [(meta.index, meta.members)]
