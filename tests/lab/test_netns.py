@@ -260,11 +260,12 @@ async def test_partitioned_minority_never_acknowledges_and_heal_converges(
             key = b"/part/maj/%02d" % i
             if await _put(netns_lab, majority[i % 2], key, timeout=5):
                 acked.add(key)
-            if await _put(netns_lab, minority, b"/part/min/%02d" % i, timeout=0.5):
-                raise AssertionError(f"the partitioned {minority} acknowledged a write")
-            refused += 1
+            if i % 4 == 0:  # interleaved attempts through the cut-off node, each refused
+                if await _put(netns_lab, minority, b"/part/min/%02d" % i, timeout=0.5):
+                    raise AssertionError(f"the partitioned {minority} acknowledged a write")
+                refused += 1
         assert len(acked) == 20, "the majority must keep accepting writes"
-        assert refused == 20
+        assert refused == 5
         await _minority_reads(netns_lab, minority, majority)
     finally:
         backend.heal()
