@@ -27,12 +27,18 @@ def free_port(host: str) -> int:
 
 @dataclass
 class Cluster:
-    """Configs, certificates and processes of a 3-member cluster under one directory."""
+    """Configs, certificates and processes of a 3-member cluster under one directory.
+
+    With ``joiners``, the last of ``ips`` are extra nodes that start with
+    ``bootstrap: false`` and wait to be added; the founders know them only by hostname
+    (through their ``hosts`` map), as after re-rendering for a planned join.
+    """
 
     root: Path
     ips: tuple[str, ...] = ("127.0.0.71", "127.0.0.72", "127.0.0.73")
     tls: bool = True
     serve_args: tuple[str, ...] = ()
+    joiners: int = 0
     configs: dict[str, NodeConfig] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -54,7 +60,9 @@ class Cluster:
         for p in peers:
             pki.issue_node(ca, pki_dir, p.node_id, [p.hostname], [str(p.ip), "127.0.0.1"])
         pki.issue_client(ca, pki_dir, "operator")
+        founders = peers[: len(peers) - self.joiners]
         for p in peers:
+            joining = p not in founders
             tls = TLSConfig(
                 enabled=self.tls,
                 ca_file=pki_dir / "ca.crt",
@@ -65,7 +73,9 @@ class Cluster:
                 node_id=p.node_id,
                 hostname=p.hostname,
                 ip=p.ip,
-                peers=peers,
+                peers=peers if joining else founders,
+                bootstrap=not joining,
+                hosts={} if joining else {j.hostname: j.ip for j in peers if j not in founders},
                 ports=p.ports,
                 tls=tls,
                 data_dir=self.root / p.node_id,
@@ -88,7 +98,7 @@ class Cluster:
         return f"{cfg.ip}:{cfg.ports.chainfire_client}"
 
     def endpoints(self) -> list[str]:
-        return [self.endpoint(n) for n in self.configs]
+        return [self.endpoint(n) for n in self.founders]
 
     def start(self, node_id: str) -> None:
         log = open(self.root / f"{node_id}.log", "ab")  # noqa: SIM115 - the child owns it
@@ -100,8 +110,13 @@ class Cluster:
         )
         log.close()
 
+    @property
+    def founders(self) -> list[str]:
+        return [n for n, cfg in self.configs.items() if cfg.bootstrap]
+
     def start_all(self) -> None:
-        for node_id in self.configs:
+        """Start the founding members (joiners are started by the test)."""
+        for node_id in self.founders:
             self.start(node_id)
 
     def kill(self, node_id: str, sig: int = signal.SIGKILL) -> int:
@@ -131,7 +146,7 @@ class Cluster:
 
     def wait_healthy(self, node_ids: list[str] | None = None, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        pending = set(node_ids or self.configs)
+        pending = set(node_ids or self.founders)
         while pending and time.monotonic() < deadline:
             pending = {n for n in pending if not self.healthy(n)}
             if pending:

@@ -165,3 +165,32 @@ async def test_stopped_follower_catches_up_through_a_snapshot(tmp_path: Path) ->
         assert "installing snapshot" in (tmp_path / f"{lagging}.log").read_text()
     finally:
         cluster.stop_all()
+
+
+async def test_member_add_joins_a_new_node(tmp_path: Path) -> None:
+    ips = ("127.0.0.71", "127.0.0.72", "127.0.0.73", "127.0.0.74")
+    cluster = Cluster(tmp_path, ips=ips, joiners=1)
+    tls = cluster.operator_tls
+    node04 = cluster.configs["node04"]
+    try:
+        cluster.start_all()
+        await asyncio.to_thread(cluster.wait_healthy)
+        async with ChainfireClient(cluster.endpoints(), tls) as client:
+            await client.put("before-join", "1")
+            cluster.start("node04")  # bootstrap: false, waits to be added
+            added = await client.member_add(f"https://node04:{node04.ports.chainfire_peer}")
+            assert added.name == "node04"
+            assert sorted(m.name for m in await client.member_list()) == [
+                "node01",
+                "node02",
+                "node03",
+                "node04",
+            ]
+        await asyncio.to_thread(cluster.wait_healthy, ["node04"])
+        async with ChainfireClient([cluster.endpoint("node04")], tls) as joined:
+            assert (await joined.get("before-join")) is not None  # it caught up
+            await joined.put("after-join", "2")  # and takes writes (forwarded)
+            members = await joined.member_list()
+            assert len(members) == 4
+    finally:
+        cluster.stop_all()
