@@ -258,3 +258,36 @@ async def test_keys_rotate_by_age_without_an_operator() -> None:
     assert {k["kid"] for k in (await ring.jwks())["keys"]} == {first.kid, second.kid}
     clock.now += 931
     assert {k["kid"] for k in (await ring.jwks())["keys"]} == {second.kid}
+
+
+async def test_made_up_kids_do_not_flood_the_store() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    ring = KeyRing(store, token_ttl=900, cache_seconds=5, clock=clock)
+    svc = TokenService(store, ring, TokenSettings(issuer="https://iam.test"), clock=clock)
+    await svc.issue(ALICE)
+    reads = 0
+    real_range = store.range
+
+    async def counting(prefix: str, start_after: str | None = None, limit: int = 0) -> Any:
+        nonlocal reads
+        reads += prefix.endswith("/keys/")
+        return await real_range(prefix, start_after, limit)
+
+    store.range = counting  # type: ignore[method-assign]
+    other = ec.generate_private_key(ec.SECP256R1())
+    bogus = [
+        jwt.encode({"sub": "x"}, other, algorithm="ES256", headers={"kid": f"k{i}"})
+        for i in range(51)
+    ]
+    with pytest.raises(TokenError):
+        await svc.verify(bogus[0])
+    after_first = reads
+    for token in bogus[1:]:
+        with pytest.raises(TokenError):
+            await svc.verify(token)
+    assert reads == after_first  # 50 more made-up kids within a second: no store read
+    clock.now += 1.5
+    with pytest.raises(TokenError):
+        await svc.verify(bogus[0])
+    assert reads == after_first + 1  # a second later one re-read is allowed again

@@ -97,6 +97,7 @@ class KeyRing:
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._cache: tuple[float, str | None, dict[str, SigningKey]] | None = None
+        self._forced_at = float("-inf")
 
     async def _load(self, force: bool = False) -> tuple[str | None, dict[str, SigningKey]]:
         now = self._clock()
@@ -163,7 +164,16 @@ class KeyRing:
         return await self._install_new(expected_active=active)
 
     async def verification_keys(self, refresh: bool = False) -> dict[str, PublicKey]:
-        """Every key whose tokens may still be alive (``refresh`` bypasses the cache)."""
+        """Every key whose tokens may still be alive.
+
+        ``refresh`` (a token named an unknown kid) re-reads the store, at most once a
+        second, so tokens with made-up kids cannot turn into a flood of store reads.
+        """
+        now = self._clock()
+        if refresh and now - self._forced_at < 1.0:
+            refresh = False
+        if refresh:
+            self._forced_at = now
         _, keys = await self._load(force=refresh)
         now = self._clock()
         out = {}

@@ -3,8 +3,9 @@
 Access tokens are ES256 JWTs with ``iss, sub, aud, exp, iat, nbf, jti`` plus
 ``preferred_username``, ``groups``, ``roles``, ``scope`` and ``client_id``; anything
 that reads the JWKS can verify them. Refresh tokens are opaque random strings stored
-hashed, single-use (each refresh returns a new one). Revoking an access token records its
-``jti`` until the token would have expired anyway; verifiers poll that list.
+hashed; they rotate (each works once) and a replayed one revokes its whole family.
+Revoking an access token records its ``jti`` until the token would have expired anyway;
+verifiers poll that list.
 """
 
 from __future__ import annotations
