@@ -136,8 +136,15 @@ def foreign_claims(subnet: IPv4Network, own_bridge: str | None = None) -> list[s
 
 
 def lab_objects(names: NetnsNames) -> list[str]:
-    """Namespaces and links on this host that carry the lab's prefix (empty: none left)."""
+    """Namespaces, their mounts and links on this host that carry the lab's prefix
+    (empty: none left)."""
     found = [f"netns {n}" for n in _namespaces() if n.startswith(names.prefix + "-")]
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    found += [
+        f"mount {line.split()[1]}"
+        for line in mounts
+        if line.split()[1].startswith(f"{NETNS_DIR}/{names.prefix}-")
+    ]
     for link in _ip_json("link", "show"):
         name = str(link.get("ifname", ""))
         if name.startswith(names.prefix + "-"):
