@@ -31,11 +31,23 @@ def check_set(key: str, ops: list[Op]) -> tuple[Status, list[str]]:
     """Verdict and evidence for one set."""
     adds = [op for op in ops if op.kind == "add"]
     possible = {op.value for op in adds if op.outcome != "fail" and op.value is not None}
-    acked = [op for op in adds if op.outcome == "ok" and op.complete is not None]
-    reads = [op for op in ops if op.kind == "read_set" and op.outcome == "ok"]
+    # (completion time, element) of acknowledged adds, oldest first
+    acked = sorted(
+        (op.complete, op.value)
+        for op in adds
+        if op.outcome == "ok" and op.complete is not None and op.value is not None
+    )
+    reads = sorted(
+        (op for op in ops if op.kind == "read_set" and op.outcome == "ok"), key=lambda r: r.invoke
+    )
     details: list[str] = []
     statuses: list[Status] = []
+    due: set[str] = set()  # acknowledged before the current read began (grows read by read)
+    n_due = 0
     for read in reads:
+        while n_due < len(acked) and acked[n_due][0] < read.invoke:
+            due.add(acked[n_due][1])
+            n_due += 1
         seen = set(read.elements or [])
         phantom = seen - possible
         if phantom:
@@ -44,8 +56,7 @@ def check_set(key: str, ops: list[Op]) -> tuple[Status, list[str]]:
                 f"set {key}: read at {read.invoke:.3f} (p{read.process}) saw "
                 f"{len(phantom)} element(s) never added: {_listed(phantom)}"
             )
-        due = {op.value for op in acked if op.complete is not None and op.complete < read.invoke}
-        lost = {v for v in due if v is not None} - seen
+        lost = due - seen
         if lost:
             statuses.append("violation")
             details.append(
@@ -53,12 +64,8 @@ def check_set(key: str, ops: list[Op]) -> tuple[Status, list[str]]:
                 f"{' via ' + read.node if read.node else ''}) misses {len(lost)} "
                 f"acknowledged add(s): {_listed(lost)}"
             )
-    last_read = max((r.invoke for r in reads), default=None)
-    unverified = {
-        op.value
-        for op in acked
-        if op.value is not None and (last_read is None or (op.complete or 0) >= last_read)
-    }
+    last_read = reads[-1].invoke if reads else None
+    unverified = {v for done, v in acked if last_read is None or done >= last_read}
     if unverified:
         statuses.append("unknown")
         details.append(
