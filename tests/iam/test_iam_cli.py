@@ -115,6 +115,12 @@ def test_serve_bootstrap_and_client_commands(
     assert code == 0 and json.loads(output)[0]["name"] == "reader"
     code, output = plasma("token", "--username", "alice", input="wrong-password\n")
     assert code == 1 and "invalid username or password" in output
+    assert plasma("user", "set-password", "alice", input="alice-password-2\n")[0] == 0
+    assert plasma("token", "--username", "alice", input="alice-password-2\n")[0] == 0
+    code, output = plasma("sa", "create", "bot")
+    first = json.loads(output)["client_secret"]
+    code, output = plasma("sa", "reset-secret", "bot")
+    assert code == 0 and json.loads(output)["client_secret"] != first
 
     bad = tmp_path / "bad.json"
     bad.write_text(

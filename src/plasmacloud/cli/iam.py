@@ -365,6 +365,14 @@ def user_create(
     _print(_run(ctx, lambda c: c.call("POST", "/v1/users", json=body)))
 
 
+@user_app.command("set-password")
+def user_set_password(ctx: typer.Context, name: str) -> None:
+    """Reset a user's password as an admin (new password from stdin or a prompt)."""
+    body = {"password": _read_secret(f"new password for {name}")}
+    _run(ctx, lambda c: c.call("PATCH", f"/v1/users/{name}", json=body))
+    typer.echo(f"password of {name} changed")
+
+
 @user_app.command("delete")
 def user_delete(ctx: typer.Context, name: str) -> None:
     """Delete a user."""
@@ -494,6 +502,12 @@ def sa_create(
     """Create a service account; prints its client_id and client_secret (shown once)."""
     body = {"name": name, "policies": policy or []}
     _print(_run(ctx, lambda c: c.call("POST", "/v1/service-accounts", json=body)))
+
+
+@sa_app.command("reset-secret")
+def sa_reset_secret(ctx: typer.Context, name: str) -> None:
+    """Issue a new client secret (the old one stops working); printed once."""
+    _print(_run(ctx, lambda c: c.call("POST", f"/v1/service-accounts/{name}/secret")))
 
 
 @sa_app.command("list")
