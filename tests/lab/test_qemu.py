@@ -14,7 +14,7 @@ import pytest
 
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.qemu import QemuPaths, ensure_ssh_key, lab_spec_text, qemu_argv, qmp
-from plasmacloud.lab.qemu_proc import Proc, spawn
+from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
 from plasmacloud.provision import image
 from plasmacloud.provision.spec import ClusterSpec, parse_spec
 
@@ -199,9 +199,21 @@ def test_process_record_never_signals_a_pid_running_something_else(tmp_path: Pat
     proc = spawn("sleeper", ["sleep", "60"], tmp_path / "sleep.log")
     try:
         impostor = Proc(role="vm:node01", pid=proc.pid, argv=["qemu-system-x86_64", "-name"])
-        assert proc.alive() and not impostor.alive()
+        wait_for(proc.alive, 5, "sleep exec'd")  # between fork and exec it is still python
+        assert not impostor.alive()
         impostor.stop()  # a no-op: the pid does not run what the record says
         assert proc.alive()
     finally:
         proc.stop(grace=1)
     assert not proc.alive()
+
+
+def test_prune_keeps_the_newest_images_only(tmp_path: Path) -> None:
+    for i, key in enumerate(["a1", "b2", "c3", "d4"]):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "KEY").write_text(key)
+        os.utime(tmp_path / key, (1000 + i, 1000 + i))
+    (tmp_path / "debs").mkdir()
+    removed = image.prune(tmp_path, keep=2)
+    assert [p.name for p in removed] == ["b2", "a1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c3", "d4", "debs"]

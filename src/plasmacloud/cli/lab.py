@@ -199,7 +199,7 @@ def up(
 ) -> None:
     """Generate certs and configs, start every node, wait for health and a leader."""
     if backend == "qemu":  # PXE-booted VMs: see `plasma lab qemu --help`
-        raise typer.Exit(lab_qemu.up(lab_dir))
+        raise typer.Exit(lab_qemu.up(lab_dir, check=validate))
     lab = _open(lab_dir, backend)
     try:
         if wipe:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +17,12 @@ from rich.table import Table
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.layout import default_lab_dir
+from plasmacloud.lab.probe import probe_cluster
 from plasmacloud.lab.qemu import QemuBackend
+from plasmacloud.lab.services import SERVICES, plasma_executable
 from plasmacloud.provision.states import State, StateFile
+from plasmacloud.validate.checks import CheckResult, run_checks
+from plasmacloud.validate.report import exit_code, report_table
 
 app = typer.Typer(
     help="The QEMU lab: VMs that PXE-boot from the netboot server and get installed.",
@@ -57,6 +63,7 @@ def up(
     nodes: list[str] | None = None,
     memory: int = 512,
     timeout: float = 1200.0,
+    check: bool = False,
 ) -> int:
     """Bring the lab up and show each node's provisioning live until all are installed."""
     backend = QemuBackend(lab_dir(path), nodes=nodes, memory_mb=memory)
@@ -83,7 +90,11 @@ def up(
             time.sleep(1)
     elapsed = time.monotonic() - started
     console.print(f"all installed in {elapsed:.0f} s; SSH: plasma lab qemu ssh node01")
-    return 0
+    if not check:
+        return 0
+    rc = validate(path, wait=max(60.0, deadline - time.monotonic()))
+    console.print(f"up + validate: {time.monotonic() - started:.0f} s")
+    return rc
 
 
 @app.command("up")
@@ -92,9 +103,10 @@ def up_cmd(
     node: Annotated[list[str] | None, typer.Option(help="only these nodes")] = None,
     memory: Annotated[int, typer.Option(help="MiB per VM")] = 512,
     timeout: Annotated[float, typer.Option(help="seconds to wait for every install")] = 1200,
+    check: Annotated[bool, typer.Option("--validate", help="then run the checklist")] = False,
 ) -> None:
     """Build the image, create the lab network, PXE-boot the VMs, follow their installs."""
-    raise typer.Exit(up(path, node, memory, timeout))
+    raise typer.Exit(up(path, node, memory, timeout, check))
 
 
 @app.command("down")
@@ -182,3 +194,39 @@ def power_cmd(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_FAILURE) from exc
     console.print(f"{node}: {action} done")
+
+
+def validate(path: Path | None, inside: bool = False, wait: float = 0.0) -> int:
+    """The S6 checklist against the VMs, run inside the lab namespace (the host has no
+    route to 192.168.100.0/24), after waiting up to ``wait`` s for a ready cluster."""
+    backend = QemuBackend(lab_dir(path))
+    if not inside:
+        argv = [plasma_executable(), "lab", "qemu", "validate", "--dir", str(backend.paths.root)]
+        argv += ["--wait", str(wait), "--inside"]
+        return subprocess.run(backend.in_namespace(argv), check=False).returncode
+    configs, tls = backend.validation_target()
+
+    async def ready_then_check() -> list[CheckResult]:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            view = await probe_cluster(configs, SERVICES, tls)
+            if view.ready:
+                break
+            await asyncio.sleep(2)
+        return await run_checks(configs, tls, SERVICES)
+
+    t0 = time.monotonic()
+    results = asyncio.run(ready_then_check())
+    console.print(report_table(results, title=f"qemu lab {backend.paths.root}"))
+    console.print(f"validated in {time.monotonic() - t0:.0f} s (including the wait for ready)")
+    return exit_code(results)
+
+
+@app.command("validate")
+def validate_cmd(
+    path: DirOpt = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for a ready cluster")] = 0.0,
+    inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
+) -> None:
+    """Run the cluster checklist against the VMs (from inside the lab namespace)."""
+    raise typer.Exit(validate(path, inside, wait))

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field
 
+from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
@@ -489,6 +490,24 @@ class QemuBackend:
             raise LabError(f"{node_id} failed at {status.last_step}: {status.error}; {where}")
         last = status.state if status else "unknown"
         raise LabError(f"{node_id} is {last}, not {want}, after {timeout:.0f} s; {where}")
+
+    def validation_target(self) -> tuple[list[NodeConfig], TLSConfig]:
+        """Node configs as rendered and the operator's client TLS (the admin cert
+        ``plasma pki`` issued), for validating from inside the lab namespace."""
+        layout = OutputLayout(self.paths.out)
+        nodes = self.only or [n.node_id for n in load_spec(self.paths.spec).nodes]
+        configs = [NodeConfig.load(layout.config_path(n)) for n in nodes]
+        tls = TLSConfig(
+            enabled=configs[0].tls.enabled,
+            ca_file=layout.clients_dir / "ca.crt",
+            cert_file=layout.clients_dir / "admin.crt",
+            key_file=layout.clients_dir / "admin.key",
+        )
+        return configs, tls
+
+    def in_namespace(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the lab namespace: the only place 192.168.100.0/24 exists."""
+        return qemu_net.in_namespace(self.names.namespace, argv)
 
     def down(self) -> None:
         """Stop every VM and the network, remove the namespace, verify nothing is left."""

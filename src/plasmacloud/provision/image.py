@@ -97,6 +97,7 @@ STDLIB_PRUNE = {
 }
 # Bumped when the image layout changes in a way the other key inputs do not show.
 LAYOUT_VERSION = "1"
+KEEP_IMAGES = 3
 
 # The image's /init: mount, load drivers, DHCP on the NIC with the MAC the netboot
 # server named, start SSH, then hand over to the first-boot agent. Markers
@@ -544,4 +545,18 @@ def build_image(cache: Path | None = None, force: bool = False) -> Image:
         if final.exists():
             shutil.rmtree(final)
         os.replace(out, final)  # atomic: a half-built image is never seen as cached
+    prune(cache)
     return Image(key, final, kernel, initrd, False, time.monotonic() - t0)
+
+
+def prune(cache: Path, keep: int = KEEP_IMAGES) -> list[Path]:
+    """Delete all but the ``keep`` newest images (every source change makes a new one,
+    ~65 MB each); returns what was deleted."""
+    images = sorted(
+        (p for p in cache.iterdir() if (p / "KEY").exists()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in images[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return images[keep:]
