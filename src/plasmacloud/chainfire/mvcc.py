@@ -532,6 +532,8 @@ class MvccStore:
             rev = cur_rev
         if rev < self._compact_rev:
             raise errors.COMPACTED
+        if not req.range_end and rev >= cur_rev:
+            return self._get_one(req, cur_rev)
         where, params = key_clause(req.key, req.range_end)
         if rev >= cur_rev:
             source = f"SELECT {_CUR_COLS} FROM cur WHERE {where}"
@@ -580,6 +582,21 @@ class MvccStore:
                 kv.value = b""
         resp.kvs.extend(kvs)
         resp.count = total
+        return resp
+
+    def _get_one(self, req: rpc_pb2.RangeRequest, cur_rev: int) -> rpc_pb2.RangeResponse:
+        """The common case, one key at the current revision, without the general machinery."""
+        row = self._get(req.key)
+        resp = rpc_pb2.RangeResponse(header=rpc_pb2.ResponseHeader(revision=cur_rev))
+        if row is None:
+            return resp
+        resp.count = 1
+        if req.count_only:
+            return resp
+        kvs = _filter_revisions([_kv(row)], req)
+        if kvs and req.keys_only:
+            kvs[0].value = b""
+        resp.kvs.extend(kvs)
         return resp
 
     # -- transactions ----------------------------------------------------------------
