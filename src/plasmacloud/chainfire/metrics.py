@@ -30,3 +30,12 @@ class ChainfireMetrics:
         self.revision = Gauge(
             "chainfire_revision", "Current MVCC revision on this member", registry=registry
         )
+        self._request_counters: dict[tuple[str, str], Counter] = {}
+
+    def request_counter(self, method: str, code: str) -> Counter:
+        """The request counter child for one (method, code), looked up once per pair."""
+        key = (method, code)
+        child = self._request_counters.get(key)
+        if child is None:
+            child = self._request_counters[key] = self.grpc_requests.labels(method, code)
+        return child

@@ -34,7 +34,8 @@ def unary(fn: Handler[S]) -> Handler[S]:
     async def wrapper(self: S, request: Any, context: grpc.aio.ServicerContext) -> Any:
         code = "OK"
         try:
-            await self.node.authorize(context, wrapper.__name__, request)
+            if self.node.authorizer is not None:
+                await self.node.authorize(context, wrapper.__name__, request)
             return await fn(self, request, context)
         except errors.EtcdError as exc:
             code = exc.code.name
@@ -44,8 +45,7 @@ def unary(fn: Handler[S]) -> Handler[S]:
             log.exception("%s.%s failed", self.service, fn.__name__)
             raise
         finally:
-            method = f"{self.service}/{wrapper.__name__}"
-            self.node.metrics.grpc_requests.labels(method, code).inc()
+            count(self.node, f"{self.service}/{wrapper.__name__}", code)
 
     return wrapper
 
@@ -62,5 +62,5 @@ async def guard_stream(servicer: Servicer, context: grpc.aio.ServicerContext, rp
 
 
 def count(node: ChainfireNode, method: str, code: str = "OK") -> None:
-    """Record one call of a streaming method."""
-    node.metrics.grpc_requests.labels(method, code).inc()
+    """Record one call by method and status code."""
+    node.metrics.request_counter(method, code).inc()
