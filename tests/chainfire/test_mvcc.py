@@ -289,3 +289,39 @@ def test_watch_history_and_listener(apply: Applier, store: MvccStore) -> None:
     evs = store.events_since(2, b"a", b"", store.revision)
     assert [e.event.type for e in evs] == [kv_pb2.Event.PUT, kv_pb2.Event.DELETE]
     assert evs[1].event.prev_kv.value == b"1" and evs[1].event.kv.mod_revision == 4
+
+
+def test_odd_enum_values_do_not_break_apply(apply: Applier, store: MvccStore) -> None:
+    apply(put(b"b", b"1"), put(b"a", b"2"))
+    odd = pb.RangeRequest(key=b"a", range_end=b"z", sort_target=99, sort_order=7)  # type: ignore[arg-type]
+    r = apply(pb.TxnRequest(success=[pb.RequestOp(request_range=odd)]))
+    assert [kv.key for kv in r.responses[0].response_range.kvs] == [b"a", b"b"]
+    unknown = pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=1, alarm=42)  # type: ignore[arg-type]
+    apply(unknown)
+    assert store.alarms() == []
+
+
+def test_a_failing_entry_is_rolled_back_alone(
+    apply: Applier, store: MvccStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply(put(b"a", b"1"))
+    real_put = MvccStore._put
+    calls = 0
+
+    def flaky_put(self: MvccStore, w: object, req: pb.PutRequest) -> pb.PutResponse:
+        nonlocal calls
+        calls += 1
+        resp = real_put(self, w, req)  # type: ignore[arg-type]
+        if calls == 2:
+            raise RuntimeError("simulated bug after a partial write")
+        return resp
+
+    monkeypatch.setattr(MvccStore, "_put", flaky_put)
+    txn = pb.TxnRequest(
+        success=[pb.RequestOp(request_put=put(b"x")), pb.RequestOp(request_put=put(b"y"))]
+    )
+    results = apply(txn, put(b"z", b"after"))
+    assert isinstance(results[0], errors.EtcdError) and results[0].code.name == "INTERNAL"
+    assert results[1].header.revision == 3  # the failed txn took no revision
+    keys = [kv.key for kv in store.range(pb.RangeRequest(key=b"\0", range_end=b"\0")).kvs]
+    assert keys == [b"a", b"z"]  # x (written before the failure) was rolled back

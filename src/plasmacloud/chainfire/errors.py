@@ -33,6 +33,7 @@ class EtcdError(Exception):
 
 
 _C = grpc.StatusCode
+INTERNAL_CODE = _C.INTERNAL
 
 EMPTY_KEY = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: key is not provided")
 KEY_NOT_FOUND = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: key not found")

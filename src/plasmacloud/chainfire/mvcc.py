@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -33,6 +34,8 @@ from plasmacloud.chainfire.commands import CommandError, Op, decode
 from plasmacloud.chainfire.leases import MAX_TTL, MIN_TTL, LeaseTimers
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2
 from plasmacloud.raft.api import Entry
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
@@ -177,11 +180,18 @@ class MvccStore:
         self._applied = int(meta.get("applied_index", 0))
         self._rev = int(meta.get("revision", 1))
         self._compact_rev = int(meta.get("compact_revision", 0))
+        self._reload_memory()
+        self.timers.reset(self._leases)
+
+    def _reload_memory(self) -> None:
+        """Re-read the in-memory copies of lease and alarm state from the database."""
         self._leases: dict[int, int] = dict(self._db.execute("SELECT id, ttl FROM lease"))
-        self._nospace = bool(
+        self._nospace = self._nospace_raised()
+
+    def _nospace_raised(self) -> bool:
+        return bool(
             self._db.execute("SELECT 1 FROM alarm WHERE alarm = ?", (rpc_pb2.NOSPACE,)).fetchone()
         )
-        self.timers.reset(self._leases)
 
     def close(self) -> None:
         """Close the database (the store is unusable afterwards)."""
@@ -419,11 +429,24 @@ class MvccStore:
         except CommandError as exc:
             return errors.invalid_argument(str(exc))
         w = _Write(rev=self._rev + 1)
+        pending = len(after_commit)
+        self._db.execute("SAVEPOINT entry")
         try:
             result = self._dispatch(op, req, w, entry, after_commit)
         except errors.EtcdError as exc:
             # checks run before any change, so an error leaves nothing behind
+            self._db.execute("RELEASE entry")
             return exc
+        except Exception as exc:
+            # a request this code mishandles must not stop every replica: undo just this
+            # entry (the same on every node, so they stay identical) and report it
+            log.exception("entry %d (%s) failed to apply; rolled back", entry.index, op.name)
+            self._db.execute("ROLLBACK TO entry")
+            self._db.execute("RELEASE entry")
+            del after_commit[pending:]
+            self._reload_memory()
+            return errors.EtcdError(errors.INTERNAL_CODE, f"etcdserver: {type(exc).__name__}")
+        self._db.execute("RELEASE entry")
         if w.sub:
             self._rev = w.rev
             events.extend(w.events)
@@ -571,7 +594,8 @@ class MvccStore:
             order = rpc_pb2.RangeRequest.ASCEND
         if order != rpc_pb2.RangeRequest.NONE:
             kvs.sort(
-                key=_SORT_KEYS[req.sort_target],
+                # an unknown target (proto3 enums are open) sorts by key
+                key=_SORT_KEYS.get(req.sort_target, _SORT_KEYS[rpc_pb2.RangeRequest.KEY]),
                 reverse=order == rpc_pb2.RangeRequest.DESCEND,
             )
         if req.limit > 0 and len(kvs) > req.limit:
@@ -742,7 +766,8 @@ class MvccStore:
     def _alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         resp = rpc_pb2.AlarmResponse(header=rpc_pb2.ResponseHeader(revision=self._rev))
         member = rpc_pb2.AlarmMember(memberID=req.memberID, alarm=req.alarm)
-        if req.action == rpc_pb2.AlarmRequest.ACTIVATE and req.alarm != rpc_pb2.NONE:
+        known = req.alarm in (rpc_pb2.NOSPACE, rpc_pb2.CORRUPT)
+        if req.action == rpc_pb2.AlarmRequest.ACTIVATE and known:
             self._db.execute(
                 "INSERT OR IGNORE INTO alarm(member_id, alarm) VALUES(?, ?)",
                 (req.memberID, req.alarm),
@@ -754,9 +779,7 @@ class MvccStore:
             ).rowcount
             if deleted:
                 resp.alarms.append(member)
-        self._nospace = bool(
-            self._db.execute("SELECT 1 FROM alarm WHERE alarm = ?", (rpc_pb2.NOSPACE,)).fetchone()
-        )
+        self._nospace = self._nospace_raised()
         return resp
 
 
