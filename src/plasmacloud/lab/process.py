@@ -55,13 +55,14 @@ def is_ours(rec: ProcessRecord) -> bool:
     return live is not None and live[-len(rec.argv) :] == rec.argv
 
 
-def _wait_gone(rec: ProcessRecord, timeout: float) -> bool:
+def _wait_gone(recs: list[ProcessRecord], timeout: float) -> list[ProcessRecord]:
+    """Wait until none of ``recs`` runs any more; return the ones still running."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_ours(rec):
-            return True
+    alive = [r for r in recs if is_ours(r)]
+    while alive and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not is_ours(rec)
+        alive = [r for r in alive if is_ours(r)]
+    return alive
 
 
 def _signal_group(rec: ProcessRecord, sig: signal.Signals) -> None:
@@ -97,17 +98,7 @@ class ProcessBackend:
 
     def stop_node(self, node_id: str) -> None:
         self._check_node(node_id)
-        for rec in reversed(self.state.records(node_id)):
-            if is_ours(rec):
-                _signal_group(rec, signal.SIGTERM)
-                # a node frozen with `plasma lab kill -s STOP` only sees SIGTERM once resumed
-                _signal_group(rec, signal.SIGCONT)
-                if not _wait_gone(rec, STOP_GRACE_S):
-                    _signal_group(rec, signal.SIGKILL)
-                    if not _wait_gone(rec, KILL_WAIT_S):
-                        raise LabError(f"{node_id}/{rec.service} (pid {rec.pid}) survived SIGKILL")
-            self.state.forget(node_id, rec.service)
-            self._save()
+        self._stop(self.state.records(node_id))
 
     def kill_node(self, node_id: str, sig: signal.Signals = signal.SIGKILL) -> None:
         self._check_node(node_id)
@@ -117,7 +108,7 @@ class ProcessBackend:
                 continue
             _signal_group(rec, sig)
             if sig == signal.SIGKILL:
-                if not _wait_gone(rec, KILL_WAIT_S):
+                if _wait_gone([rec], KILL_WAIT_S):
                     raise LabError(f"{node_id}/{rec.service} (pid {rec.pid}) survived SIGKILL")
                 self.state.forget(node_id, rec.service)
         self._save()
@@ -142,11 +133,7 @@ class ProcessBackend:
         return NodeStatus(node_id, out)
 
     def down(self) -> None:
-        for node_id in reversed(self.state.spec.node_ids):
-            self.stop_node(node_id)
-        leftovers = [r for r in self.state.processes if is_ours(r)]
-        if leftovers:
-            raise LabError(f"still running after down: {[r.pid for r in leftovers]}")
+        self._stop(list(self.state.processes))
         self.state.processes = []
         self.state.started_at = None
         self._save()
@@ -192,6 +179,25 @@ class ProcessBackend:
         self.state.processes.append(
             ProcessRecord(node_id=node_id, service=svc.name, pid=proc.pid, pgid=proc.pid, argv=argv)
         )
+        self._save()
+
+    def _stop(self, recs: list[ProcessRecord]) -> None:
+        """SIGTERM every live one of ``recs`` at once, SIGKILL whatever outlives the grace
+        period, verify all are gone, then forget them."""
+        live = [r for r in recs if is_ours(r)]
+        for rec in live:
+            _signal_group(rec, signal.SIGTERM)
+            # a node frozen with `plasma lab kill -s STOP` only sees SIGTERM once resumed
+            _signal_group(rec, signal.SIGCONT)
+        survivors = _wait_gone(live, STOP_GRACE_S)
+        for rec in survivors:
+            _signal_group(rec, signal.SIGKILL)
+        stuck = _wait_gone(survivors, KILL_WAIT_S)
+        if stuck:
+            names = ", ".join(f"{r.node_id}/{r.service} (pid {r.pid})" for r in stuck)
+            raise LabError(f"still running after SIGKILL: {names}")
+        for rec in recs:
+            self.state.forget(rec.node_id, rec.service)
         self._save()
 
     def _save(self) -> None:
