@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from plasmacloud.cli import app
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.chaos import Fault, default_faults, next_acks, parse_faults
-from plasmacloud.lab.chaos_workload import KeyRotation
+from plasmacloud.lab.chaos_workload import Budget, KeyRotation
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import netns_spec
 from plasmacloud.lab.spec import LabSpec
@@ -71,3 +72,15 @@ def test_recovery_is_the_next_acknowledged_write_per_service() -> None:
     never = Fault(kind="pause", targets=["node02"], start=20.0)
     next_acks([never], ops)
     assert never.recovery_s == {"chainfire": None, "flaredb": None}
+
+
+def test_budget_stops_at_the_op_count_the_deadline_and_never_past_the_hard_bound() -> None:
+    now = time.monotonic()
+    counted = Budget(now + 60, 3, now + 60)
+    assert [counted.take() for _ in range(5)] == [True, True, True, False, False]
+    assert not Budget(now - 1, 10, now + 60).take()  # past the deadline
+    extended = Budget(now - 1, 10, now + 60)
+    extended.deadline = now + 120  # the nemesis moved it while recovering...
+    assert extended.take()
+    extended.hard_deadline = now - 1  # ...but the hard bound always wins
+    assert not extended.take()

@@ -6,8 +6,9 @@ A run: wait for a healthy cluster; start the register, set and watch clients
 SIGCONT, isolate a node with a partition on the netns backend), waits for the cluster to
 be healthy again, pauses, and injects the next. The first faults go through every kind
 requested once (in a seeded order), later ones are drawn at random from the same seed.
-Everything is bounded: the clients stop at the deadline or an operation budget, the
-nemesis injects nothing after the deadline. At the end every node is started, resumed and
+Everything is bounded: the clients stop at the deadline (or, while the last fault is
+being recovered from, a little later, never past a hard bound) or an operation budget,
+the nemesis injects nothing after the deadline. At the end every node is started, resumed and
 healed whatever happened, final reads are taken, the watch streams catch up, and the
 history is saved and checked.
 """
@@ -132,8 +133,12 @@ class Nemesis:
         self._order = list(cfg.faults)
         self.rng.shuffle(self._order)
 
-    async def run(self, deadline: float) -> None:
-        """Fault, recover, repeat, while a whole cycle still fits before ``deadline``."""
+    async def run(self, deadline: float, budget: Budget) -> None:
+        """Fault, recover, repeat, while a whole cycle still fits before ``deadline``.
+
+        The clients keep working through each recovery and ``settle_s`` after it (within
+        ``budget``'s hard bound), so every fault's next acknowledged write is seen."""
+        planned = budget.deadline
         while True:
             gap = self.rng.uniform(*self.cfg.gap_s)
             hold = self.rng.uniform(*self.cfg.hold_s)
@@ -141,21 +146,32 @@ class Nemesis:
                 return
             await asyncio.sleep(gap)
             kind = self._order.pop(0) if self._order else self.rng.choice(self.cfg.faults)
+            budget.deadline = budget.hard_deadline  # clients work on through the fault
             try:
-                fault = await self._inject(kind, hold)
-            except LabError as exc:
-                self.problems.append(f"could not inject {kind}: {exc}")
-                self.say(f"[red]could not inject {kind}: {exc}[/red]")
+                recovered = await self._cycle(kind, hold)
+            finally:
+                budget.deadline = max(planned, time.monotonic() + self.cfg.settle_s)
+            if not recovered:
                 return
-            self.faults.append(fault)
-            try:
-                await self.lab.wait_ready(timeout=self.cfg.recover_timeout_s)
-            except LabError as exc:
-                self.problems.append(f"cluster did not recover after {fault.kind}: {exc}")
-                self.say(f"[red]not recovered after {fault.kind}: {exc}[/red]")
-                return
-            fault.ready = self.rec.now()
-            self.say(f"  healthy again at {fault.ready:.1f}s")
+
+    async def _cycle(self, kind: str, hold: float) -> bool:
+        """Inject one fault, undo it, wait for a healthy cluster; False if that failed."""
+        try:
+            fault = await self._inject(kind, hold)
+        except LabError as exc:
+            self.problems.append(f"could not inject {kind}: {exc}")
+            self.say(f"[red]could not inject {kind}: {exc}[/red]")
+            return False
+        self.faults.append(fault)
+        try:
+            await self.lab.wait_ready(timeout=self.cfg.recover_timeout_s)
+        except LabError as exc:
+            self.problems.append(f"cluster did not recover after {fault.kind}: {exc}")
+            self.say(f"[red]not recovered after {fault.kind}: {exc}[/red]")
+            return False
+        fault.ready = self.rec.now()
+        self.say(f"  healthy again at {fault.ready:.1f}s")
+        return True
 
     async def _targets(self, kind: str) -> tuple[list[str], str]:
         """Whom to hit: the Chainfire leader half the time, else a random node (a quarter
@@ -292,7 +308,8 @@ async def run_chaos(
         watchers = [Watcher(i + 1, clients, rec, start_rev) for i in range(cfg.watchers)]
         watch_tasks = [asyncio.create_task(w.run()) for w in watchers]
         deadline = time.monotonic() + cfg.duration_s
-        budget = Budget(deadline=deadline, max_ops=cfg.max_ops)
+        hard = deadline + cfg.recover_timeout_s + cfg.settle_s
+        budget = Budget(deadline=deadline, max_ops=cfg.max_ops, hard_deadline=hard)
         keys = KeyRotation(prefix)
         seeds = [rng.random() for _ in range(cfg.register_workers + cfg.set_workers)]
         workers = [
@@ -308,7 +325,7 @@ async def run_chaos(
                 for i in range(cfg.flaredb_workers)
             ]
         try:
-            await asyncio.gather(*workers, nemesis.run(deadline - cfg.settle_s))
+            await asyncio.gather(*workers, nemesis.run(deadline - cfg.settle_s, budget))
         finally:
             await nemesis.restore_all()
         say(f"[{rec.now():5.1f}s] workload done ({len(rec.ops)} ops); every node restored")

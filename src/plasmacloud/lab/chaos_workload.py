@@ -96,14 +96,20 @@ class KeyRotation:
 
 @dataclass
 class Budget:
-    """Shared bounds: stop at ``deadline`` (monotonic) or after ``max_ops`` operations."""
+    """Shared bounds: stop at ``deadline`` (monotonic) or after ``max_ops`` operations.
+
+    The nemesis may move ``deadline`` later while a fault is being recovered from (so
+    the recovery is observed by clients), but never past ``hard_deadline``.
+    """
 
     deadline: float
     max_ops: int
+    hard_deadline: float
     issued: int = 0
 
     def take(self) -> bool:
-        if self.issued >= self.max_ops or time.monotonic() >= self.deadline:
+        now = time.monotonic()
+        if self.issued >= self.max_ops or now >= min(self.deadline, self.hard_deadline):
             return False
         self.issued += 1
         return True
