@@ -11,7 +11,7 @@ request touches, and refuses by raising an :class:`~plasmacloud.chainfire.errors
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 
@@ -26,6 +26,14 @@ class Authorizer(Protocol):
     ) -> None:
         """Return to allow; raise EtcdError to refuse. ``ranges`` is empty for RPCs that
         concern the whole cluster (members, status, snapshot...)."""
+
+
+@runtime_checkable
+class PasswordAuthenticator(Protocol):
+    """An authorizer that can also answer etcd's ``Auth.Authenticate`` (name + password)."""
+
+    async def authenticate(self, name: str, password: str) -> str:
+        """The token for these credentials; raise EtcdError (AUTH_FAILED) to refuse."""
 
 
 def touched_ranges(request: Any) -> list[KeyRange]:

@@ -56,6 +56,12 @@ MEMBER_NOT_FOUND = EtcdError(_C.NOT_FOUND, "etcdserver: member not found")
 
 REQUEST_TOO_LARGE = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: request is too large")
 AUTH_NOT_ENABLED = EtcdError(_C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+AUTH_FAILED = EtcdError(
+    _C.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password"
+)
+USER_EMPTY = EtcdError(_C.INVALID_ARGUMENT, "etcdserver: user name is empty")
+INVALID_AUTH_TOKEN = EtcdError(_C.UNAUTHENTICATED, "etcdserver: invalid auth token")
+PERMISSION_DENIED = EtcdError(_C.PERMISSION_DENIED, "etcdserver: permission denied")
 
 NO_LEADER = EtcdError(_C.UNAVAILABLE, "etcdserver: no leader")
 LEADER_CHANGED = EtcdError(_C.UNAVAILABLE, "etcdserver: leader changed")

@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from plasmacloud.chainfire.http import start_http
+from plasmacloud.chainfire.iam_auth import IamAuthorizer
 from plasmacloud.chainfire.metrics import ChainfireMetrics
 from plasmacloud.chainfire.mvcc import MvccStore
 from plasmacloud.chainfire.node import (
@@ -41,6 +42,7 @@ from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
 from plasmacloud.chainfire.services.watch import WatchServicer
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context, grpc_pem_material, server_context
+from plasmacloud.iam.authz import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,10 @@ class ChainfireServer:
     snapshot_threshold: int | None = None
     # revisions of history to keep (0: no automatic compaction, like etcd's default)
     auto_compaction_retention: int = 0
+    # auth on when given: every call is checked by these IAM nodes (chainfire.iam_auth)
+    iam_urls: tuple[str, ...] = ()
+    # client certificate CNs allowed without a token besides the node ids (an operator)
+    trusted_cns: tuple[str, ...] = ()
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -153,6 +159,7 @@ class ChainfireServer:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._store: MvccStore | None = None
+        self._verifier: Verifier | None = None
 
     def _raft_node(self, state_machine: Any) -> Any:
         # imported here: the engine is a sibling package with its own start-up cost
@@ -198,6 +205,10 @@ class ChainfireServer:
             metrics=metrics,
             client_credentials=channel_credentials(cfg),
         )
+        if self.iam_urls:
+            self._verifier = Verifier(self.iam_urls, ssl_context=client_context(cfg.tls))
+            trusted = {p.node_id for p in cfg.peers} | set(self.trusted_cns)
+            self.node.authorizer = IamAuthorizer(self._verifier, trusted)
         await self._raft.start()
         await self.node.start()
         self._grpc, address = grpc_server(cfg)
@@ -225,6 +236,8 @@ class ChainfireServer:
             await self.node.stop()
         if self._raft is not None:
             await self._raft.stop()
+        if self._verifier is not None:
+            await self._verifier.close()
         if self._store is not None:
             self._store.close()
         if self._lock_fd is not None:
@@ -236,7 +249,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
     ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
-    auto_compaction_retention).
+    auto_compaction_retention, iam_urls, trusted_cns).
     """
     server = ChainfireServer(config, **options)
     try:

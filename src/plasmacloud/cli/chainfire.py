@@ -30,6 +30,16 @@ def serve(
     auto_compaction_retention: int = typer.Option(
         0, help="revisions of history to keep, compacting older ones every 5 min (0: off)"
     ),
+    iam_url: list[str] | None = typer.Option(
+        None,
+        help="IAM base URL (repeatable); when given, auth is on: every call needs an IAM "
+        "token (etcdctl --user) allowing chainfire:<RPC> on key/<key>",
+    ),
+    trusted_cn: list[str] | None = typer.Option(
+        None,
+        help="with --iam-url: a client certificate CN allowed without a token (repeatable; "
+        "the cluster's node ids always are)",
+    ),
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
     from plasmacloud.chainfire.server import serve as run
@@ -55,6 +65,8 @@ def serve(
             quota_bytes=quota_bytes,
             snapshot_threshold=snapshot_threshold,
             auto_compaction_retention=auto_compaction_retention,
+            iam_urls=tuple(iam_url or ()),
+            trusted_cns=tuple(trusted_cn or ()),
         )
 
     try:

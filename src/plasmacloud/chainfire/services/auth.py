@@ -1,8 +1,9 @@
-"""etcdserverpb.Auth: authentication is not enabled in Chainfire yet.
+"""etcdserverpb.Auth: ``Authenticate`` through IAM when auth is enabled.
 
-Users, roles and tokens will come from PlasmaCloud IAM (policy checks through
-``iam.authz``), not from etcd's own auth store; until then every Auth call answers like
-an etcd whose auth is disabled, so clients get a clear, etcd-shaped reason.
+Users, roles and tokens come from PlasmaCloud IAM (``chainfire.iam_auth``), not from
+etcd's own auth store: ``Authenticate`` answers when the node's authorizer can log
+users in, and every other Auth call answers like an etcd whose auth is disabled, so
+clients get a clear, etcd-shaped reason.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import grpc
 
 from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.auth import PasswordAuthenticator
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.chainfire.services.base import Servicer, unary
 
@@ -29,9 +31,19 @@ class AuthServicer(Servicer, rpc_pb2_grpc.AuthServicer):
     ) -> rpc_pb2.AuthDisableResponse:
         return rpc_pb2.AuthDisableResponse(header=self.node.header())
 
+    @unary
+    async def Authenticate(
+        self, request: rpc_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
+    ) -> rpc_pb2.AuthenticateResponse:
+        authenticator = self.node.authorizer
+        if not isinstance(authenticator, PasswordAuthenticator):
+            raise errors.AUTH_NOT_ENABLED
+        token = await authenticator.authenticate(request.name, request.password)
+        return rpc_pb2.AuthenticateResponse(header=self.node.header(), token=token)
+
 
 for _name in rpc_pb2.DESCRIPTOR.services_by_name["Auth"].methods_by_name:
-    if _name != "AuthDisable":
+    if _name not in ("AuthDisable", "Authenticate"):
         _handler = unary(_not_enabled)
         _handler.__name__ = _name
         setattr(AuthServicer, _name, _handler)
