@@ -43,6 +43,13 @@ def serve(
             "(Bearer, or Basic user:password) allowing flaredb:Query / flaredb:Execute"
         ),
     ] = None,
+    trusted_cn: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="with --iam-url: a client certificate CN allowed without a token "
+            "(repeatable; the cluster's node ids always are)"
+        ),
+    ] = None,
 ) -> None:
     """Run this node's FlareDB (SQLite + Raft + HTTP API) in the foreground until SIGTERM."""
     from plasmacloud.flaredb.server import run  # the engine is only needed to serve
@@ -51,7 +58,12 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        run(config, snapshot_threshold=snapshot_threshold, iam_urls=iam_url or ())
+        run(
+            config,
+            snapshot_threshold=snapshot_threshold,
+            iam_urls=iam_url or (),
+            trusted_cns=trusted_cn or (),
+        )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc

@@ -4,13 +4,17 @@ When a node is started with IAM URLs, every ``/db/*`` request must carry
 ``Authorization: Bearer <access token>`` (verified locally from IAM's JWKS) or, as rqlite
 clients send it, ``Basic user:password`` (exchanged at IAM for a token, cached). Reads
 need ``flaredb:Query`` and writes/loads ``flaredb:Execute`` on ``db/main``; health,
-status and metrics stay open so probes work without credentials.
+status and metrics stay open so probes work without credentials. A request without
+``Authorization`` whose verified client certificate has a trusted CN (the cluster's node
+ids, forwarding for each other, and names given with ``--trusted-cn``) is let through, as
+Chainfire does.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -29,9 +33,12 @@ def _deny(status: int, message: str) -> web.Response:
 class Guard:
     """Authenticates a request and decides one FlareDB action on one database."""
 
-    def __init__(self, verifier: Verifier, database: str = "main") -> None:
+    def __init__(
+        self, verifier: Verifier, database: str = "main", trusted_cns: Iterable[str] = ()
+    ) -> None:
         self.verifier = verifier
         self.resource = flaredb_resource(database)
+        self.trusted_cns = frozenset(trusted_cns)
 
     async def _principal(self, header: str) -> Principal:
         scheme, _, value = header.partition(" ")
@@ -47,8 +54,19 @@ class Guard:
             return await self.verifier.password_login(user, password)
         raise TokenError("missing", "send Authorization: Bearer <token> (or Basic user:password)")
 
+    def _trusted_peer(self, request: web.Request) -> bool:
+        """True if the TLS client certificate (verified by the handshake) has a trusted CN."""
+        cert = request.transport.get_extra_info("peercert") if request.transport else None
+        for rdn in (cert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName" and value in self.trusted_cns:
+                    return True
+        return False
+
     async def check(self, request: web.Request, kind: str) -> web.Response | None:
         """``None`` if the caller may do ``kind`` (Query/Execute), else the 401/403 answer."""
+        if "Authorization" not in request.headers and self._trusted_peer(request):
+            return None
         try:
             principal = await self._principal(request.headers.get("Authorization", ""))
         except TokenError as exc:

@@ -37,10 +37,12 @@ class FlareDBServer:
         config: NodeConfig,
         snapshot_threshold: int = 10_000,
         iam_urls: Sequence[str] = (),
+        trusted_cns: Sequence[str] = (),
     ) -> None:
         """Build the node; ``snapshot_threshold`` (entries between log compactions) is
         lowered by tests to exercise snapshot catch-up; with ``iam_urls`` every /db/*
-        request needs an IAM token allowing ``flaredb:Query``/``flaredb:Execute``."""
+        request needs an IAM token allowing ``flaredb:Query``/``flaredb:Execute``, except
+        from client certificates whose CN is a node id or in ``trusted_cns``."""
         self.config = config
         data = config.data_path("flaredb")
         self.metrics = FlareMetrics()
@@ -68,6 +70,7 @@ class FlareDBServer:
             for p in config.peers
         ]
         self.verifier = Verifier(iam_urls, ssl_context=self.client_ssl) if iam_urls else None
+        trusted = {p.node_id for p in config.peers} | set(trusted_cns)
         self.api = HttpApi(
             config.node_id,
             self.store,
@@ -75,7 +78,7 @@ class FlareDBServer:
             peers,
             self.metrics,
             self.client_ssl,
-            guard=Guard(self.verifier) if self.verifier else None,
+            guard=Guard(self.verifier, trusted_cns=trusted) if self.verifier else None,
         )
         self._runner: web.AppRunner | None = None
 
@@ -113,6 +116,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     snapshot_threshold: int = 10_000,
     iam_urls: Sequence[str] = (),
+    trusted_cns: Sequence[str] = (),
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
@@ -120,7 +124,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = FlareDBServer(config, snapshot_threshold, iam_urls)
+    server = FlareDBServer(config, snapshot_threshold, iam_urls, trusted_cns)
     try:
         await server.start()
         await stop.wait()
@@ -128,7 +132,19 @@ async def serve(
         await server.stop()
 
 
-def run(config_path: Path, snapshot_threshold: int = 10_000, iam_urls: Sequence[str] = ()) -> None:
+def run(
+    config_path: Path,
+    snapshot_threshold: int = 10_000,
+    iam_urls: Sequence[str] = (),
+    trusted_cns: Sequence[str] = (),
+) -> None:
     """Foreground entry point of ``plasma flaredb serve``."""
     config = NodeConfig.load(config_path)
-    asyncio.run(serve(config, snapshot_threshold=snapshot_threshold, iam_urls=iam_urls))
+    asyncio.run(
+        serve(
+            config,
+            snapshot_threshold=snapshot_threshold,
+            iam_urls=iam_urls,
+            trusted_cns=trusted_cns,
+        )
+    )
