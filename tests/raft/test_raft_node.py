@@ -233,3 +233,18 @@ async def test_leader_without_a_majority_steps_down(cluster: Cluster) -> None:
     assert seen and seen[-1][0] is None
     with pytest.raises(NoLeaderError):
         await leader.propose(b"no-quorum", timeout=0.5)
+
+
+async def test_leadership_transfer_and_graceful_stop(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    await leader.propose(b"before")
+    term = leader.term
+    new_id = await leader.transfer_leadership(timeout=10)
+    assert new_id is not None and new_id != leader.id and not leader.is_leader
+    new = cluster.nodes[new_id]
+    assert new.is_leader and new.term == term + 1  # one campaign, no failed elections
+    await new.propose(b"after-transfer")
+    await cluster.stop(new_id)  # a stopping leader hands over first
+    third = await cluster.leader()
+    await third.propose(b"after-stop")
+    assert cluster.sms[third.id].commands() == [b"before", b"after-transfer", b"after-stop"]

@@ -147,6 +147,15 @@ class VoteReq:
     last_index: int
     last_term: int
     pre: bool
+    transfer: bool = False  # the leader handed over: voters skip the leader-lease check
+
+
+@dataclass(slots=True)
+class TimeoutNow:
+    """Leadership transfer: the leader tells a caught-up follower to campaign now."""
+
+    term: int
+    src: str
 
 
 @dataclass(slots=True)
@@ -220,6 +229,7 @@ Message = (
     | Heartbeat
     | HeartbeatResp
     | VoteReq
+    | TimeoutNow
     | VoteResp
     | SnapshotChunk
     | SnapshotResp
@@ -241,10 +251,7 @@ _QQ = struct.Struct("<QQ")
 _QQQ = struct.Struct("<QQQ")
 _QQQQ = struct.Struct("<QQQQ")
 _QQB = struct.Struct("<QQB")
-_QQQB = struct.Struct("<QQQB")
 _QBQQ = struct.Struct("<QBQQ")
-_QQQQQ = struct.Struct("<QQQQQ")
-_QQBI = struct.Struct("<QQBI")
 _QQQQB = struct.Struct("<QQQQB")
 _I = struct.Struct("<I")
 
@@ -292,6 +299,7 @@ _TYPE_CODES: dict[type, int] = {
     ProposeResp: 10,
     ReadReq: 11,
     ReadResp: 12,
+    TimeoutNow: 13,
 }
 
 
@@ -308,7 +316,7 @@ def encode_message(msg: Message) -> bytes:
     if isinstance(msg, HeartbeatResp):
         return head + _Q.pack(msg.seq)
     if isinstance(msg, VoteReq):
-        return head + _QQB.pack(msg.last_index, msg.last_term, msg.pre)
+        return head + _QQB.pack(msg.last_index, msg.last_term, msg.pre | msg.transfer << 1)
     if isinstance(msg, VoteResp):
         return head + bytes([msg.granted, msg.pre])
     if isinstance(msg, SnapshotChunk):
@@ -328,6 +336,8 @@ def encode_message(msg: Message) -> bytes:
         return head + _Q.pack(msg.req_id)
     if isinstance(msg, ReadResp):
         return head + _QQB.pack(msg.req_id, msg.index, msg.error)
+    if isinstance(msg, TimeoutNow):
+        return head
     raise CodecError(f"cannot encode {type(msg).__name__}")
 
 
@@ -354,7 +364,7 @@ def decode_message(buf: bytes | memoryview) -> Message:
         msg = HeartbeatResp(term, src, seq)
     elif code == 5:
         (last_index, last_term, pre), pos = _unpack(buf, pos, _QQB)
-        msg = VoteReq(term, src, last_index, last_term, bool(pre))
+        msg = VoteReq(term, src, last_index, last_term, bool(pre & 1), bool(pre & 2))
     elif code == 6:
         if pos + 2 > len(buf):
             raise CodecError("truncated message")
@@ -386,6 +396,8 @@ def decode_message(buf: bytes | memoryview) -> Message:
     elif code == 12:
         (req_id, index, error), pos = _unpack(buf, pos, _QQB)
         msg = ReadResp(term, src, req_id, index, error)
+    elif code == 13:
+        msg = TimeoutNow(term, src)
     else:
         raise CodecError(f"unknown message type {code}")
     if pos != len(buf):

@@ -64,6 +64,7 @@ from plasmacloud.raft.codec import (
     ReadResp,
     SnapshotChunk,
     SnapshotResp,
+    TimeoutNow,
     VoteReq,
     VoteResp,
     decode_members,
@@ -324,8 +325,15 @@ class RaftNode:
         else:
             self.applied_index = max(sm_applied, self._snap_index)
 
-    async def stop(self) -> None:
-        """Stop timers, transport and storage; fail everything pending. Idempotent."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Stop timers, transport and storage; fail everything pending. Idempotent.
+
+        A leader first hands leadership to its most up-to-date follower (``handover``), so a
+        graceful restart costs the cluster a round trip instead of an election timeout."""
+        if self._stopped:
+            return
+        if handover and self.is_leader and self._peers():
+            await self.transfer_leadership()
         if self._stopped:
             return
         self._stopped = True
@@ -380,6 +388,34 @@ class RaftNode:
 
     @property
     def leader_id(self) -> str | None:
+        return self._leader_id
+
+    async def transfer_leadership(self, timeout: float | None = None) -> str | None:
+        """Best effort: make the most up-to-date follower leader (thesis 3.10). Returns the
+        leader afterwards (None if unknown); never raises for a transfer that did not happen."""
+        loop = asyncio.get_running_loop()
+        wait = self.config.heartbeat_interval / 5
+        try:
+            async with asyncio.timeout(timeout or self.config.election_timeout[1] * 2):
+                while self.is_leader:
+                    voters = [p for p in self._peers() if p in self._progress]
+                    if not voters:
+                        return self.id
+                    target = max(voters, key=lambda p: (self._progress[p].match, p))
+                    pr = self._progress[target]
+                    if pr.match >= self.last_index:
+                        log.info("%s: handing leadership to %s", self.id, target)
+                        self._send(target, TimeoutNow(self.term, self.id))
+                        deadline = loop.time() + self.config.election_timeout[0]
+                        while self.is_leader and loop.time() < deadline:
+                            await asyncio.sleep(wait)
+                    else:
+                        self._send_appends(target, pr)
+                        await asyncio.sleep(wait)
+                while self._leader_id is None:  # stepped down; learn who took over
+                    await self._leader_known.wait()
+        except TimeoutError:
+            log.warning("%s: leadership transfer did not complete", self.id)
         return self._leader_id
 
     def add_leader_listener(self, cb: Callable[[str | None, int], None]) -> None:
@@ -738,7 +774,7 @@ class RaftNode:
         for peer in self._peers():
             self._send(peer, req)
 
-    def _become_candidate(self) -> None:
+    def _become_candidate(self, transfer: bool = False) -> None:
         self.role = CANDIDATE
         self.term += 1
         self.voted_for = self.id
@@ -749,9 +785,8 @@ class RaftNode:
         if len(self._votes) >= self._quorum():
             self._become_leader()
             return
-        req = VoteReq(
-            self.term, self.id, self.last_index, self._term_at(self.last_index) or 0, False
-        )
+        last_term = self._term_at(self.last_index) or 0
+        req = VoteReq(self.term, self.id, self.last_index, last_term, False, transfer)
         for peer in self._peers():
             self._send(peer, req)
 
@@ -806,7 +841,7 @@ class RaftNode:
             self._on_read_resp(msg)
             return
         if msg.term > self.term:
-            if isinstance(msg, VoteReq) and (msg.pre or self._in_lease()):
+            if isinstance(msg, VoteReq) and (msg.pre or (self._in_lease() and not msg.transfer)):
                 if msg.pre:
                     self._on_vote_req(msg)
                 return
@@ -837,6 +872,13 @@ class RaftNode:
             self._on_snapshot_chunk(msg)
         elif isinstance(msg, SnapshotResp):
             self._on_snapshot_resp(msg)
+        elif isinstance(msg, TimeoutNow):
+            self._on_timeout_now(msg)
+
+    def _on_timeout_now(self, m: TimeoutNow) -> None:
+        if self.role == FOLLOWER and m.src == self._leader_id and self.id in self.members:
+            log.info("%s: %s hands leadership over; campaigning now", self.id, m.src)
+            self._become_candidate(transfer=True)
 
     # --- elections -----------------------------------------------------------------------
 

@@ -307,6 +307,7 @@ class SimStats:
     snapshots_installed: int = 0
     membership_changes: int = 0
     power_losses: int = 0
+    transfers: int = 0
     virtual_seconds: float = 0.0
 
 
@@ -341,6 +342,7 @@ class Simulation:
             loop.run_until_complete(self._main())
         finally:
             loop.run_until_complete(self._stop_all())
+            loop.run_until_complete(_cancel_leftovers())
             loop.close()
         return self.stats
 
@@ -384,7 +386,7 @@ class Simulation:
         node = self.nodes.pop(node_id)
         self.down.add(node_id)
         self.disks[node_id].crash()  # first: the stop below must not complete in-flight I/O
-        await node.stop()
+        await node.stop(handover=False)
         self.stats.crashes += 1
 
     async def _stop_all(self) -> None:
@@ -500,6 +502,15 @@ class Simulation:
                 self.net.heal()
             elif action < 0.8:
                 self._change_membership()
+            elif action < 0.85 and (leader := self._leader()) is not None:
+                if self.rng.random() < 0.5:  # graceful restart: hand over, stop, come back
+                    self.nodes.pop(leader.id)
+                    self.down.add(leader.id)
+                    await leader.stop()
+                else:
+                    task = asyncio.get_running_loop().create_task(leader.transfer_leadership())
+                    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self.stats.transfers += 1
             else:
                 self.net.drop = self.rng.choice([0.0, 0.05, 0.2])
                 self.net.duplicate = self.rng.choice([0.0, 0.05])
@@ -577,6 +588,14 @@ class Simulation:
         return all(
             n.applied_index == target and n.commit_index == target for n in self.nodes.values()
         )
+
+
+async def _cancel_leftovers() -> None:
+    """Cancel the clients and membership changes a failed run left behind."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def replay_command(seed: int) -> str:
