@@ -125,9 +125,17 @@ async def test_compacted_revision_and_no_leader(served: Served) -> None:
         grpc.StatusCode.UNAVAILABLE,
         "etcdserver: no leader",
     )
-    # serializable reads still work without a leader
+    # serializable reads (and read-only txns made only of them) work without a leader
     r = await served.kv.Range(pb.RangeRequest(key=b"k", serializable=True))
     assert r.kvs[0].value == b"2"
+    local = pb.RequestOp(request_range=pb.RangeRequest(key=b"k", serializable=True))
+    t = await served.kv.Txn(pb.TxnRequest(success=[local]))
+    assert t.responses[0].response_range.kvs[0].value == b"2"
+    linear = pb.RequestOp(request_range=pb.RangeRequest(key=b"k"))
+    assert await status_of(served.kv.Txn(pb.TxnRequest(success=[local, linear]))) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "etcdserver: no leader",
+    )
 
 
 async def next_response(call: grpc.aio.StreamStreamCall) -> pb.WatchResponse:

@@ -121,6 +121,17 @@ def txn_writes(r: rpc_pb2.TxnRequest) -> tuple[bool, bool]:
     return writes, puts
 
 
+def txn_serializable(r: rpc_pb2.TxnRequest) -> bool:
+    """True if every range in a read-only txn asked for a serializable read (etcd's rule)."""
+    for op in (*r.success, *r.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_range" and not op.request_range.serializable:
+            return False
+        if kind == "request_txn" and not txn_serializable(op.request_txn):
+            return False
+    return True
+
+
 def _fill_txn(fill: Callable[[rpc_pb2.ResponseHeader], None], resp: rpc_pb2.TxnResponse) -> None:
     """Complete the headers of a txn response and of every response nested in it."""
     fill(resp.header)
@@ -173,7 +184,8 @@ class KVServicer(Servicer, rpc_pb2_grpc.KVServicer):
         if writes:
             resp: rpc_pb2.TxnResponse = await self.node.write(request, grows=puts)
         else:
-            await self.node.barrier()
+            if not txn_serializable(request):
+                await self.node.barrier()
             resp = self.node.store.read_txn(request)
         _fill_txn(self.node.fill, resp)
         return resp
