@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -17,11 +18,13 @@ from rich.table import Table
 from plasmacloud.cli import lab_qemu
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.flaredb.probe import FlareNodeView, agreed_leader, probe_flaredb
+from plasmacloud.iam.bootstrap import Outcome
+from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab, describe
 from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
 from plasmacloud.lab.probe import ClusterView
-from plasmacloud.lab.services import FLAREDB, flaredb_url
+from plasmacloud.lab.services import FLAREDB, flaredb_url, iam_base_url, runs_iam
 from plasmacloud.lab.spec import busy_ports
 from plasmacloud.validate.checks import run_checks
 from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
@@ -118,7 +121,24 @@ def _view_json(lab: Lab, view: ClusterView) -> dict[str, Any]:
     }
 
 
-def _env_lines(lab: Lab) -> list[str]:
+def _iam_env_lines(lab: Lab, secrets: bool) -> list[str]:
+    """IAM's URLs, CA and the bootstrap admin (as etcdctl's user when ``secrets``)."""
+    urls = [iam_base_url(cfg) for cfg in lab.configs()]
+    lines = [f"export IAM_URL={urls[0]}", f"export IAM_URLS={','.join(urls)}"]
+    if lab.spec.tls:
+        lines.append(f"export IAM_CACERT={lab.layout.ca_file}")
+    creds_path = lab.layout.admin_credentials
+    if creds_path.exists():
+        lines.append(f"export PLASMA_ADMIN_CREDENTIALS={creds_path}")
+        if secrets:
+            # etcdctl 3.4 reads ETCDCTL_USER as --user: it logs in through Auth.Authenticate
+            creds = AdminCredentials.read(creds_path)
+            user = shlex.quote(f"{creds.username}:{creds.password}")
+            lines.append(f"export ETCDCTL_USER={user}")
+    return lines
+
+
+def _env_lines(lab: Lab, secrets: bool = True) -> list[str]:
     lines = [
         "export ETCDCTL_API=3",
         f"export ETCDCTL_ENDPOINTS={','.join(lab.spec.client_endpoints())}",
@@ -139,6 +159,8 @@ def _env_lines(lab: Lab) -> list[str]:
             f"export PLASMA_CERT={lab.layout.operator_cert}",
             f"export PLASMA_KEY={lab.layout.operator_key}",
         ]
+    if runs_iam(lab.services):
+        lines += _iam_env_lines(lab, secrets)
     lines.append(f"export {LAB_DIR_ENV}={lab.layout.root}")
     return lines
 
@@ -157,6 +179,8 @@ def _where(lab: Lab) -> Table:
         table.add_row(f"{cfg.node_id} config", str(lab.layout.config_path(cfg.node_id)))
     if lab.spec.tls:
         table.add_row("CA / operator cert", f"{lab.layout.ca_file}, {lab.layout.operator_cert}")
+    if lab.layout.admin_credentials.exists():
+        table.add_row("IAM admin (0600)", str(lab.layout.admin_credentials))
     table.add_row("use it", 'eval "$(plasma lab env)"; etcdctl member list')
     return table
 
@@ -185,6 +209,19 @@ def _log_tails(lab: Lab, lines: int = 8) -> None:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
                 err.print(f"[bold]--- {path}[/bold]")
                 err.print("\n".join(tail), markup=False, highlight=False)
+
+
+def _bootstrap_iam(lab: Lab) -> None:
+    """Create IAM's first admin once the cluster is up (idempotent); warn if its file is lost."""
+    try:
+        outcome = asyncio.run(lab.bootstrap_iam())
+    except Exception as exc:  # gRPC errors share no base class worth naming here
+        raise _fail(LabError(f"IAM bootstrap failed: {exc}"), EXIT_UNAVAILABLE) from exc
+    if outcome == Outcome.LOST:
+        err.print(
+            f"[yellow]warning:[/yellow] IAM was bootstrapped before but "
+            f"{lab.layout.admin_credentials} is gone; `plasma lab up --wipe` starts afresh"
+        )
 
 
 @app.command()
@@ -227,8 +264,11 @@ def up(
     except LabError as exc:
         _log_tails(lab)
         raise _fail(exc, EXIT_UNAVAILABLE) from exc
+    _bootstrap_iam(lab)
     if as_json:
-        typer.echo(json.dumps({**_view_json(lab, view), "env": _env_lines(lab)}, indent=2))
+        # the admin's password stays out of this output (`plasma lab env` has it)
+        env_lines = _env_lines(lab, secrets=False)
+        typer.echo(json.dumps({**_view_json(lab, view), "env": env_lines}, indent=2))
     else:
         console.print()
         console.print(_where(lab))

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
 from plasmacloud.lab.backend import LabError, NodeBackend
 from plasmacloud.lab.layout import LabLayout
 from plasmacloud.lab.netns import NetnsBackend, NetnsNames, assert_lab_route, netns_spec
 from plasmacloud.lab.pki import ensure_lab_pki
 from plasmacloud.lab.probe import ClusterView, probe_cluster
 from plasmacloud.lab.process import ProcessBackend, is_ours
-from plasmacloud.lab.services import SERVICES, ServiceSpec
+from plasmacloud.lab.services import SERVICES, ServiceSpec, runs_iam
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.lab.state import LabState, load_state, save_state
 
@@ -109,6 +110,7 @@ class Lab:
         for node_id in self.spec.node_ids:
             shutil.rmtree(self.layout.node_dir(node_id), ignore_errors=True)
         shutil.rmtree(self.layout.pki_dir, ignore_errors=True)
+        self.layout.admin_credentials.unlink(missing_ok=True)  # its cluster is gone
         self.layout.state_path.unlink(missing_ok=True)
 
     async def probe(self, nodes: list[str] | None = None) -> ClusterView:
@@ -139,6 +141,13 @@ class Lab:
             if time.monotonic() > deadline:
                 raise LabError(f"lab not ready after {timeout:.0f}s: {describe(view)}")
             await asyncio.sleep(interval)
+
+    async def bootstrap_iam(self) -> Outcome | None:
+        """Create IAM's first admin once (re-runs change nothing), its credentials 0600 in
+        ``<lab>/admin.json``; ``None`` if the lab runs no IAM. Needs Chainfire up."""
+        if not runs_iam(self.services):
+            return None
+        return await bootstrap_cluster(self.configs()[0], self.layout.admin_credentials)
 
     def _raise_if_exited(self) -> None:
         backend = self.backend

@@ -7,6 +7,7 @@
     <lab>/node0X/cluster-config.json    the node's NodeConfig
     <lab>/node0X/data/                  service data (kept across down/up)
     <lab>/node0X/logs/<service>.log
+    <lab>/admin.json                    IAM's bootstrap admin (0600), when the lab runs IAM
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class LabLayout:
     @property
     def operator_key(self) -> Path:
         return self.pki_dir / f"{OPERATOR_NAME}.key"
+
+    @property
+    def admin_credentials(self) -> Path:
+        return self.root / "admin.json"
 
     def node_dir(self, node_id: str) -> Path:
         return self.root / node_id

@@ -3,6 +3,12 @@
 Adding a service to the lab (FlareDB, IAM) means appending a :class:`ServiceSpec` to
 :data:`SERVICES`: how to start it from the node's ``cluster-config.json`` and where it
 says it is healthy. Everything else (start, stop, logs, health waits) is generic.
+
+The lab runs IAM on every node and turns auth on in Chainfire and FlareDB
+(:func:`with_auth`): tokens from any IAM node are checked by every service, and the
+node and operator certificates stay trusted so the lab's own tooling (probe, validate,
+chaos) keeps working. In the lab that trust gives nothing away: whoever can read the
+operator's key can read the nodes' keys beside it.
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from plasmacloud.common.config import NodeConfig
+from plasmacloud.iam.endpoints import iam_url, iam_urls
+from plasmacloud.lab.layout import OPERATOR_NAME
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,38 @@ FLAREDB = ServiceSpec(
     metrics_url=lambda c: flaredb_url(c) + "/metrics",
 )
 
-SERVICES: tuple[ServiceSpec, ...] = (CHAINFIRE, FLAREDB)
+
+def iam_base_url(c: NodeConfig) -> str:
+    """IAM's base URL on one node (https when the lab runs TLS)."""
+    return iam_url(c.me, c.tls.enabled)
+
+
+IAM = ServiceSpec(
+    name="iam",
+    argv=plasma_serve("iam"),
+    # 503 until the node reaches its store (Chainfire)
+    health_url=lambda c: iam_base_url(c) + "/health",
+    metrics_url=lambda c: iam_base_url(c) + "/metrics",
+)
+
+
+def with_auth(spec: ServiceSpec) -> ServiceSpec:
+    """``spec`` started with auth on: ``--iam-url`` for every IAM node of the cluster
+    (this node's first) and the operator's certificate trusted like the nodes'."""
+
+    def argv(config_path: Path, cfg: NodeConfig) -> list[str]:
+        urls = [arg for url in iam_urls(cfg) for arg in ("--iam-url", url)]
+        return [*spec.argv(config_path, cfg), *urls, "--trusted-cn", OPERATOR_NAME]
+
+    return replace(spec, argv=argv)
+
+
+SERVICES: tuple[ServiceSpec, ...] = (with_auth(CHAINFIRE), with_auth(FLAREDB), IAM)
+
+
+def runs_iam(services: tuple[ServiceSpec, ...]) -> bool:
+    """True if these services include IAM (then auth is on and an admin is bootstrapped)."""
+    return any(s.name == IAM.name for s in services)
 
 
 def service_named(name: str, services: tuple[ServiceSpec, ...] = SERVICES) -> ServiceSpec:
