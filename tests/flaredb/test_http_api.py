@@ -88,6 +88,7 @@ async def test_status_nodes_readyz_metrics(live_node: LiveNode) -> None:
     assert 'flaredb_statements_total{kind="execute",outcome="ok"} 2.0' in text
     assert 'flaredb_statements_total{kind="execute",outcome="error"} 1.0' in text
     assert "flaredb_applied_statements_total 3.0" in text
+    assert 'flaredb_http_request_seconds_count{endpoint="execute"} 1.0' in text
     size = next(ln for ln in text.splitlines() if ln.startswith("flaredb_db_size_bytes"))
     assert float(size.split()[1]) > 0
 

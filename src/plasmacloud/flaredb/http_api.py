@@ -341,8 +341,7 @@ class HttpApi:
             results = await self._propose(Command.new(rewritten, opts.transaction), opts.timeout)
         except _Refused as exc:
             return _error(str(exc), exc.status)
-        self.metrics.count("execute", results)
-        self.metrics.request_seconds.labels("execute").observe(time.perf_counter() - started)
+        self.metrics.count("execute", results, time.perf_counter() - started)
         return self._respond(results, opts, started)
 
     async def _read(
@@ -383,8 +382,7 @@ class HttpApi:
                 )
         except _Refused as exc:
             return _error(str(exc), exc.status)
-        self.metrics.count("query", results)
-        self.metrics.request_seconds.labels("query").observe(time.perf_counter() - started)
+        self.metrics.count("query", results, time.perf_counter() - started)
         return self._respond(results, opts, started)
 
     async def _read_barrier(self, timeout: float) -> None:

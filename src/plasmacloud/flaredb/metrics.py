@@ -6,6 +6,7 @@ only what is FlareDB's is defined here."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -34,6 +35,7 @@ class FlareMetrics:
             ["endpoint"],
             registry=self.registry,
         )
+        self._children: dict[str, tuple[Any, Any, Any]] = {}
         self.db_size = Gauge(
             "flaredb_db_size_bytes", "SQLite file plus WAL size", registry=self.registry
         )
@@ -43,13 +45,23 @@ class FlareMetrics:
         (its duration is the engine's ``raft_apply_duration_seconds``)."""
         self.applied_statements.inc(statements)
 
-    def count(self, kind: str, results: list[Result]) -> None:
-        """Count one request's statements by outcome."""
+    def count(self, kind: str, results: list[Result], seconds: float) -> None:
+        """Count one request's statements by outcome and observe its latency."""
+        # labels() looks the child up under a lock each time; keep them (hot path).
+        children = self._children.get(kind)
+        if children is None:
+            children = self._children[kind] = (
+                self.statements.labels(kind, "ok"),
+                self.statements.labels(kind, "error"),
+                self.request_seconds.labels(kind),
+            )
+        ok, failed, latency = children
         errors = sum(1 for r in results if isinstance(r, ErrorResult))
         if errors:
-            self.statements.labels(kind, "error").inc(errors)
+            failed.inc(errors)
         if len(results) > errors:
-            self.statements.labels(kind, "ok").inc(len(results) - errors)
+            ok.inc(len(results) - errors)
+        latency.observe(seconds)
 
     def bind(self, db_size: Callable[[], float]) -> None:
         """Gauges read at scrape time from the live node."""
