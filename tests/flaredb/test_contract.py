@@ -11,6 +11,12 @@ import pytest
 
 from plasmacloud.flaredb import client as fc
 from plasmacloud.flaredb.models import ErrorResult, ExecuteResult, QueryResult, Statement
+from plasmacloud.raft.api import (
+    NoLeaderError,
+    NotLeaderError,
+    ProposalDroppedError,
+    ProposalTimeoutError,
+)
 
 from .conftest import LiveNode
 
@@ -180,3 +186,29 @@ async def test_backup_and_load(live_node: LiveNode) -> None:
         await run(c.load, b"CREATE TABLE broken (")
     with pytest.raises(fc.ProgrammingError):
         await run(c.load, b"\xff\xfe")
+
+
+@pytest.mark.parametrize(
+    ("failure", "fragment"),
+    [
+        (NoLeaderError("election in progress"), "no leader"),
+        (ProposalDroppedError("overwritten"), "leadership changed"),
+        (ProposalTimeoutError("slow"), "may or may not apply"),
+        (NotLeaderError(None), "could not be forwarded"),
+    ],
+)
+async def test_raft_failures_reach_the_client_as_503(
+    live_node: LiveNode, monkeypatch: pytest.MonkeyPatch, failure: Exception, fragment: str
+) -> None:
+    async def fail(data: bytes, timeout: float = 5.0) -> None:
+        raise failure
+
+    monkeypatch.setattr(live_node.api.raft, "propose", fail)
+    c = fc.Client(live_node.url)
+    with pytest.raises(fc.OperationalError, match=fragment) as info:
+        await run(c.execute, [Statement("CREATE TABLE never (x)")])
+    assert info.value.status == 503
+    with pytest.raises(fc.OperationalError, match=fragment):
+        await run(c.query, [Statement("SELECT 1")], "strong")
+    (q,) = await run(c.query, [Statement("SELECT 1")], "none")  # local reads still work
+    assert isinstance(q, QueryResult) and q.values == [[1]]
