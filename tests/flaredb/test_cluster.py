@@ -150,6 +150,11 @@ async def test_replicas_identical_after_mixed_workload(cluster: Cluster) -> None
     dumps = cluster.dumps()
     assert dumps[ids[0]] == dumps[ids[1]] == dumps[ids[2]]
     assert sum(1 for line in dumps[ids[0]] if line.startswith('INSERT INTO "m"')) > 40
+    for node in ids:
+        status, doc, _ = await call(
+            "GET", cluster.url(node) + "/db/query?q=PRAGMA+integrity_check&level=none"
+        )
+        assert values(doc) == [["ok"]], node
 
 
 async def test_leader_stop_new_leader_then_full_restart(cluster: Cluster) -> None:
