@@ -154,7 +154,7 @@ async def test_replicas_identical_after_mixed_workload(cluster: Cluster) -> None
         status, doc, _ = await call(
             "GET", cluster.url(node) + "/db/query?q=PRAGMA+integrity_check&level=none"
         )
-        assert values(doc) == [["ok"]], node
+        assert status == 200 and values(doc) == [["ok"]], node
 
 
 async def test_leader_stop_new_leader_then_full_restart(cluster: Cluster) -> None:
