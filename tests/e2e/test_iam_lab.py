@@ -1,0 +1,306 @@
+"""IAM on the 3-node process lab with auth on in Chainfire and FlareDB (as `plasma lab up`):
+tokens from one node work on every node, policies decide, revocation reaches every node,
+one IAM node down changes nothing, and real etcdctl and curl work with IAM credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+
+from plasmacloud.chainfire.proto import rpc_pb2 as pb
+from plasmacloud.chainfire.proto import rpc_pb2_grpc
+from plasmacloud.common.config import TLSConfig
+from plasmacloud.iam.bootstrap import Outcome
+from plasmacloud.iam.client import IamClient
+from plasmacloud.iam.credentials import AdminCredentials
+from plasmacloud.iam.endpoints import iam_url
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.probe import client_target, dial
+from plasmacloud.lab.services import SERVICES, flaredb_url
+from plasmacloud.lab.spec import scratch_spec
+from plasmacloud.provision import pki
+
+from .conftest import READY_TIMEOUT_S, etcdctl_env
+
+pytestmark = pytest.mark.slow
+
+# an Allow on the app/ subtree of Chainfire and reads of FlareDB's main database
+APP_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["chainfire:*", "flaredb:Query"],
+            "Resource": ["key/app/*", "db/main"],
+        }
+    ],
+}
+ALICE_PW = "alice-password-1"
+# the Verifier's documented revocation delay is 5 s plus one fetch; poll well past it
+REVOCATION_DEADLINE_S = 20.0
+
+
+@dataclass
+class IamLab:
+    lab: Lab
+    sa_id: str
+    sa_secret: str
+
+    def iam_urls(self) -> list[str]:
+        return [iam_url(c.me, True) for c in self.lab.configs()]
+
+    def flaredb_urls(self) -> list[str]:
+        return [flaredb_url(c) for c in self.lab.configs()]
+
+    @property
+    def tls(self) -> TLSConfig:
+        return self.lab.operator_tls
+
+    def ssl_ctx(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.tls.ca_file))
+        ctx.load_cert_chain(str(self.tls.cert_file), str(self.tls.key_file))
+        return ctx
+
+
+async def _setup(lab: Lab) -> tuple[str, str]:
+    """Policy ``app``, user alice and service account bot with it; bot's id and secret."""
+    admin = AdminCredentials.read(lab.layout.admin_credentials)
+    urls = [iam_url(c.me, True) for c in lab.configs()]
+    async with IamClient(urls, lab.layout.ca_file) as c:
+        await c.login_admin(admin)
+        await c.call("POST", "/v1/policies", json={"name": "app", "document": APP_POLICY})
+        await c.call(
+            "POST", "/v1/users", json={"name": "alice", "password": ALICE_PW, "policies": ["app"]}
+        )
+        sa = await c.call("POST", "/v1/service-accounts", json={"name": "bot"})
+        await c.call("PUT", "/v1/service-accounts/bot/policies/app")
+    return str(sa["client_id"]), str(sa["client_secret"])
+
+
+@pytest.fixture(scope="module")
+def iam_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
+    """The lab as `plasma lab up` runs it (IAM everywhere, auth on), admin bootstrapped."""
+    lab = Lab.open(tmp_path_factory.mktemp("iamlab"), scratch_spec(), services=SERVICES)
+    try:
+        lab.up()
+        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+        assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
+        assert asyncio.run(lab.bootstrap_iam()) == Outcome.EXISTING  # idempotent
+        mode = lab.layout.admin_credentials.stat().st_mode & 0o777
+        assert mode == 0o600
+        yield IamLab(lab, *asyncio.run(_setup(lab)))
+    finally:
+        lab.down()
+
+
+async def password_token(urls: list[str], cafile: Path, user: str, password: str) -> str:
+    async with IamClient(urls, cafile) as c:
+        body = await c.login({"grant_type": "password", "username": user, "password": password})
+    return str(body["access_token"])
+
+
+async def put_as(lab: IamLab, node: int, key: bytes, token: str) -> grpc.StatusCode:
+    """Put ``key`` on one node's Chainfire with ``token``; the status code it answers."""
+    cfg = lab.lab.configs()[node]
+    async with dial(client_target(cfg), lab.tls) as ch:
+        try:
+            await rpc_pb2_grpc.KVStub(ch).Put(
+                pb.PutRequest(key=key, value=b"v"), metadata=(("token", token),), timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def flaredb_as(lab: IamLab, url: str, sql: str, token: str, write: bool = False) -> int:
+    """One FlareDB request with a bearer token; the HTTP status."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as s:
+        if write:
+            req = s.post(url + "/db/execute", json=[sql], headers=headers, ssl=lab.ssl_ctx())
+        else:
+            req = s.get(url + "/db/query", params={"q": sql}, headers=headers, ssl=lab.ssl_ctx())
+        async with req as r:
+            return r.status
+
+
+async def test_token_from_node01_works_on_node03_and_policy_decides(iam_lab: IamLab) -> None:
+    urls = iam_lab.iam_urls()
+    token = await password_token(urls[:1], iam_lab.lab.layout.ca_file, "alice", ALICE_PW)
+    assert await put_as(iam_lab, 2, b"app/x", token) == grpc.StatusCode.OK
+    node03_db = iam_lab.flaredb_urls()[2]
+    assert await flaredb_as(iam_lab, node03_db, "SELECT 1", token) == 200
+    # outside the policy: etcd's refusal, and FlareDB's 403
+    cfg = iam_lab.lab.configs()[2]
+    async with dial(client_target(cfg), iam_lab.tls) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await rpc_pb2_grpc.KVStub(ch).Put(
+                pb.PutRequest(key=b"other/x", value=b"v"), metadata=(("token", token),)
+            )
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert exc.value.details() == "etcdserver: permission denied"
+    assert await flaredb_as(iam_lab, node03_db, "CREATE TABLE t (x)", token, write=True) == 403
+    # garbage is not a token anywhere
+    assert await put_as(iam_lab, 0, b"app/y", "not-a-token") == grpc.StatusCode.UNAUTHENTICATED
+    assert await flaredb_as(iam_lab, node03_db, "SELECT 1", "not-a-token") == 401
+
+
+async def test_a_certificate_the_cluster_does_not_trust_needs_a_token(
+    iam_lab: IamLab, tmp_path: Path
+) -> None:
+    ca = pki.load_ca(iam_lab.lab.layout.pki_dir)
+    pki.issue_client(ca, tmp_path, "stranger")
+    stranger = TLSConfig(
+        ca_file=iam_lab.tls.ca_file,
+        cert_file=tmp_path / "stranger.crt",
+        key_file=tmp_path / "stranger.key",
+    )
+    async with dial(client_target(iam_lab.lab.configs()[1]), stranger) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await rpc_pb2_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"app/x"), timeout=5)
+    assert exc.value.details() == "etcdserver: user name is empty"
+    ctx = ssl.create_default_context(cafile=str(stranger.ca_file))
+    ctx.load_cert_chain(str(stranger.cert_file), str(stranger.key_file))
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(iam_lab.flaredb_urls()[1] + "/db/query", params={"q": "SELECT 1"}, ssl=ctx) as r,
+    ):
+        assert r.status == 401
+
+
+def etcdctl(lab: IamLab, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = etcdctl_env(lab.lab)
+    env.pop("ETCDCTL_USER", None)
+    if user is not None:
+        env["ETCDCTL_USER"] = user
+    return subprocess.run(
+        ["etcdctl", "--command-timeout=10s", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_etcdctl_user_logs_in_through_iam(iam_lab: IamLab) -> None:
+    alice = f"alice:{ALICE_PW}"
+    ok = etcdctl(iam_lab, "put", "app/from-etcdctl", "v", user=alice)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "OK"), ok.stderr
+    got = etcdctl(iam_lab, "get", "app/from-etcdctl", "--print-value-only", user=alice)
+    assert got.stdout.strip() == "v", got.stderr
+    denied = etcdctl(iam_lab, "put", "other/x", "v", user=alice)
+    assert denied.returncode != 0 and "etcdserver: permission denied" in denied.stderr
+    # the lab's admin, exactly as `plasma lab env` exports it, may do anything
+    admin = AdminCredentials.read(iam_lab.lab.layout.admin_credentials)
+    members = etcdctl(iam_lab, "member", "list", user=f"{admin.username}:{admin.password}")
+    assert members.returncode == 0 and members.stdout.count(", started, ") == 3
+
+
+def test_client_credentials_token_from_curl_drives_etcdctl_and_flaredb(iam_lab: IamLab) -> None:
+    ca = str(iam_lab.tls.ca_file)
+    form = ["-d", "grant_type=client_credentials", "-u", f"{iam_lab.sa_id}:{iam_lab.sa_secret}"]
+    got = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            ca,
+            *form,
+            iam_lab.iam_urls()[1] + "/oauth2/token",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    token = json.loads(got.stdout)["access_token"]
+    as_bot = f"{iam_lab.sa_id}:{token}"
+    put = etcdctl(iam_lab, "put", "app/from-bot", "1", user=as_bot)
+    assert put.returncode == 0, put.stderr
+    refused = etcdctl(iam_lab, "del", "other/x", user=as_bot)
+    assert "etcdserver: permission denied" in refused.stderr
+
+    def curl(url: str, *args: str) -> tuple[int, str]:
+        tls = [
+            "--cacert",
+            ca,
+            "--cert",
+            str(iam_lab.tls.cert_file),
+            "--key",
+            str(iam_lab.tls.key_file),
+        ]
+        bearer = ["-H", f"Authorization: Bearer {token}"]
+        done = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", *tls, *bearer, "-w", "\n%{http_code}", *args, url],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+        body, _, code = done.stdout.rpartition("\n")
+        return int(code), body
+
+    db = iam_lab.flaredb_urls()[0]
+    code, body = curl(db + "/db/query?q=SELECT+1")
+    assert code == 200 and json.loads(body)["results"][0]["values"] == [[1]]
+    code, body = curl(db + "/db/execute", "-H", "Content-Type: application/json", "-d", "[]")
+    assert code == 403 and "flaredb:Execute" in body
+
+
+async def test_revoked_token_stops_working_on_every_node(iam_lab: IamLab) -> None:
+    urls = iam_lab.iam_urls()
+    token = await password_token(urls, iam_lab.lab.layout.ca_file, "alice", ALICE_PW)
+    dbs = iam_lab.flaredb_urls()
+    for node in range(3):  # accepted everywhere first (and cached by every verifier)
+        assert await put_as(iam_lab, node, b"app/r", token) == grpc.StatusCode.OK
+        assert await flaredb_as(iam_lab, dbs[node], "SELECT 1", token) == 200
+    async with aiohttp.ClientSession() as s:
+        ctx = iam_lab.ssl_ctx()
+        async with s.post(urls[2] + "/oauth2/revoke", data={"token": token}, ssl=ctx) as r:
+            assert r.status == 200
+    refused: set[tuple[str, int]] = set()
+    deadline = time.monotonic() + REVOCATION_DEADLINE_S
+    while len(refused) < 6 and time.monotonic() < deadline:
+        for node in range(3):
+            if await put_as(iam_lab, node, b"app/r", token) == grpc.StatusCode.UNAUTHENTICATED:
+                refused.add(("chainfire", node))
+            if await flaredb_as(iam_lab, dbs[node], "SELECT 1", token) == 401:
+                refused.add(("flaredb", node))
+        await asyncio.sleep(0.5)
+    assert len(refused) == 6, f"still accepted after {REVOCATION_DEADLINE_S}s: {refused}"
+
+
+async def test_one_iam_node_down_leaves_login_and_verification_working(iam_lab: IamLab) -> None:
+    lab = iam_lab.lab
+    (rec,) = [r for r in lab.state.records("node01") if r.service == "iam"]
+    os.killpg(rec.pgid, signal.SIGKILL)  # a process group this lab started
+    try:
+        urls = iam_lab.iam_urls()
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await s.get(urls[0] + "/health", ssl=iam_lab.ssl_ctx())
+        # login through the clients' failover (node01 first, as most configs list it)
+        token = await password_token(urls, lab.layout.ca_file, "alice", ALICE_PW)
+        # node01's Chainfire and FlareDB ask their own IAM first: they must fail over
+        assert await put_as(iam_lab, 0, b"app/failover", token) == grpc.StatusCode.OK
+        assert await flaredb_as(iam_lab, iam_lab.flaredb_urls()[0], "SELECT 1", token) == 200
+        assert await put_as(iam_lab, 0, b"other/failover", token) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+    finally:
+        lab.backend.start_node("node01")  # restarts only what is not running
+    await lab.wait_ready(timeout=READY_TIMEOUT_S)
