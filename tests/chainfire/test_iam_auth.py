@@ -3,6 +3,7 @@ its policies, etcd's error codes and messages for refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -168,3 +169,19 @@ class _Ctx:
 )
 def test_peer_ip(peer: str, ip: str | None) -> None:
     assert peer_ip(_Ctx(peer)) == ip  # type: ignore[arg-type]
+
+
+async def test_watchers_are_authorized_one_by_one(secured: Served) -> None:
+    login = await secured.auth.Authenticate(
+        pb.AuthenticateRequest(name="alice", password="alice-password-1")
+    )
+    call = secured.watch.Watch(metadata=(("token", login.token),))
+    try:
+        await call.write(pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"other/k")))
+        refused = await asyncio.wait_for(call.read(), 5)
+        assert refused.canceled and refused.cancel_reason == errors.PERMISSION_DENIED.message
+        create = pb.WatchCreateRequest(key=b"app/", range_end=b"app0")
+        await call.write(pb.WatchRequest(create_request=create))
+        assert (await asyncio.wait_for(call.read(), 5)).created
+    finally:
+        call.cancel()
