@@ -13,6 +13,7 @@ APT_PACKAGES=(
   sqlite3
   python3-venv                                      # e2e: the PyPI etcd3 client's own venv
   curl                                              # FlareDB lab test drives the API with curl
+  prometheus                                        # validate: a real Prometheus scrapes every target
   qemu-system-x86 ipxe-qemu vde2 zstd              # QEMU lab: VMs + iPXE ROM, VDE switch, initramfs
 )
 

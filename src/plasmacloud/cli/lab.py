@@ -26,7 +26,7 @@ from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
 from plasmacloud.lab.probe import ClusterView
 from plasmacloud.lab.services import FLAREDB, flaredb_url, iam_base_url, runs_iam
 from plasmacloud.lab.spec import busy_ports
-from plasmacloud.validate.checks import run_checks
+from plasmacloud.validate.lab_target import validate_lab
 from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
 
 app = typer.Typer(
@@ -190,8 +190,17 @@ JunitOpt = Annotated[
 ]
 
 
-def _validate(lab: Lab, as_json: bool, junit: Path | None = None) -> int:
-    results = asyncio.run(run_checks(lab.configs(), lab.operator_tls, lab.services))
+PersistenceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--persistence",
+        help="also write markers, restart every node's services and check they are back",
+    ),
+]
+
+
+def _validate(lab: Lab, as_json: bool, junit: Path | None = None, persistence: bool = False) -> int:
+    results = asyncio.run(validate_lab(lab, persistence))
     if junit is not None:
         junit.write_text(report_junit(results))
     if as_json:
@@ -231,6 +240,7 @@ def up(
     wipe: Annotated[bool, typer.Option("--wipe", help="delete old data, configs, PKI")] = False,
     validate: Annotated[bool, typer.Option("--validate", help="run the checklist once up")] = False,
     junit: JunitOpt = None,
+    persistence: PersistenceOpt = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for a healthy cluster")] = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -273,7 +283,7 @@ def up(
         console.print()
         console.print(_where(lab))
     if validate:
-        raise typer.Exit(_validate(lab, as_json, junit))
+        raise typer.Exit(_validate(lab, as_json, junit, persistence))
 
 
 @app.command()
@@ -332,9 +342,15 @@ def env(lab_dir: DirOpt = None) -> None:
 
 
 @app.command("validate")
-def validate_cmd(lab_dir: DirOpt = None, as_json: JsonOpt = False, junit: JunitOpt = None) -> None:
+def validate_cmd(
+    lab_dir: DirOpt = None,
+    as_json: JsonOpt = False,
+    junit: JunitOpt = None,
+    persistence: PersistenceOpt = False,
+) -> None:
     """Run the cluster checklist against the running lab (non-zero exit on any failure)."""
-    raise typer.Exit(_validate(_open(lab_dir), as_json, junit))
+    lab = _open(lab_dir)
+    raise typer.Exit(_validate(lab, as_json, junit, persistence))
 
 
 @app.command()

@@ -29,7 +29,8 @@ def report_table(results: list[CheckResult], title: str = "Cluster validation") 
                 mark = "[green]PASS[/green]" if r.ok else "[red]FAIL[/red]"
                 cells.append(f"{mark} {r.evidence}")
         status = "[green]✔[/green]" if check.ok else "[red]✘[/red]"
-        table.add_row(f"{status} {check.check_id}\n[dim]{check.title}[/dim]", *cells)
+        head = f"{status} {check.check_id}\n[dim]{check.title} ({check.seconds:.1f}s)[/dim]"
+        table.add_row(head, *cells)
     return table
 
 
@@ -42,6 +43,7 @@ def report_json(results: list[CheckResult]) -> dict[str, Any]:
                 "id": c.check_id,
                 "title": c.title,
                 "ok": c.ok,
+                "seconds": round(c.seconds, 3),
                 "nodes": [
                     {"node": r.node_id, "ok": r.ok, "evidence": r.evidence} for r in c.results
                 ],
@@ -60,7 +62,13 @@ def report_junit(results: list[CheckResult], suite: str = "plasmacloud-validate"
         root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures), errors="0"
     )
     for check, r in cases:
-        tc = ET.SubElement(ts, "testcase", classname=check.check_id, name=r.node_id)
+        tc = ET.SubElement(
+            ts,
+            "testcase",
+            classname=check.check_id,
+            name=r.node_id,
+            time=f"{check.seconds:.3f}",
+        )
         if not r.ok:
             ET.SubElement(tc, "failure", message=f"{check.title}: {r.evidence}")
         ET.SubElement(tc, "system-out").text = r.evidence

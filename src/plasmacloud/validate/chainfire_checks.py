@@ -1,0 +1,104 @@
+"""Chainfire's part of the checklist: members, one agreed leader, and put/get/delete
+through each node read back linearizably on every node. The etcd v3 API is the same
+for the reference etcd, so these checks run unchanged against it."""
+
+from __future__ import annotations
+
+import secrets
+
+import grpc
+
+from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.lab.probe import client_target, dial
+from plasmacloud.validate.target import RPC_TIMEOUT_S, NodeResult, Target
+
+
+async def check_members(t: Target) -> list[NodeResult]:
+    """Chainfire lists every configured node as a member, on every node."""
+    want = sorted(p.node_id for p in t.configs[0].peers)
+    return [
+        NodeResult(
+            v.node_id,
+            v.error is None and v.members == want,
+            v.error or f"{len(v.members)} members: {', '.join(v.members)}",
+        )
+        for v in t.view.nodes
+    ]
+
+
+async def check_leader(t: Target) -> list[NodeResult]:
+    """One leader, and every node names the same one."""
+    ids = {v.member_id: v.node_id for v in t.view.nodes if v.member_id}
+    agreed = t.view.leader_node
+    out = []
+    for v in t.view.nodes:
+        says = ids.get(v.leader_id or 0, f"{v.leader_id:x}" if v.leader_id else "none")
+        ok = agreed is not None and v.error is None
+        evidence = v.error or f"leader {says}, term {v.raft_term}"
+        out.append(NodeResult(v.node_id, ok, evidence if ok else f"{evidence} (not agreed)"))
+    return out
+
+
+async def put(cfg: NodeConfig, tls: TLSConfig, key: bytes, value: bytes) -> int:
+    """Put through ``cfg``'s node; the revision it got."""
+    async with dial(client_target(cfg), tls) as channel:
+        resp = await rpc_pb2_grpc.KVStub(channel).Put(
+            rpc_pb2.PutRequest(key=key, value=value), timeout=RPC_TIMEOUT_S
+        )
+    return int(resp.header.revision)
+
+
+async def get(cfg: NodeConfig, tls: TLSConfig, key: bytes) -> bytes | None:
+    """Linearizable get (etcd's default Range) on ``cfg``'s node; None when absent."""
+    async with dial(client_target(cfg), tls) as channel:
+        resp = await rpc_pb2_grpc.KVStub(channel).Range(
+            rpc_pb2.RangeRequest(key=key), timeout=RPC_TIMEOUT_S
+        )
+    return bytes(resp.kvs[0].value) if resp.kvs else None
+
+
+async def delete(cfg: NodeConfig, tls: TLSConfig, key: bytes) -> int:
+    """Delete through ``cfg``'s node; how many keys went."""
+    async with dial(client_target(cfg), tls) as channel:
+        resp = await rpc_pb2_grpc.KVStub(channel).DeleteRange(
+            rpc_pb2.DeleteRangeRequest(key=key), timeout=RPC_TIMEOUT_S
+        )
+    return int(resp.deleted)
+
+
+async def _get_everywhere(t: Target, key: bytes) -> dict[str, bytes | str | None]:
+    out: dict[str, bytes | str | None] = {}
+    for other in t.configs:
+        try:
+            out[other.node_id] = await get(other, t.tls, key)
+        except grpc.aio.AioRpcError as exc:
+            out[other.node_id] = f"{exc.code().name}: {exc.details()}"
+    return out
+
+
+async def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
+    key = f"/plasmacloud/validate/{cfg.node_id}/{secrets.token_hex(4)}".encode()
+    value = secrets.token_bytes(16)
+    try:
+        revision = await put(cfg, t.tls, key, value)
+        seen = await _get_everywhere(t, key)
+        deleted = await delete(cfg, t.tls, key)
+        after = await _get_everywhere(t, key)
+    except grpc.aio.AioRpcError as exc:
+        return NodeResult(cfg.node_id, False, f"{exc.code().name}: {exc.details()}")
+    stale = {n: v for n, v in seen.items() if v != value}
+    left = {n: v for n, v in after.items() if v is not None}
+    ok = not stale and not left and deleted == 1
+    evidence = (
+        f"put rev {revision}, linearizable read on {len(seen) - len(stale)}/{len(seen)} nodes"
+        + (f" (wrong: {stale})" if stale else "")
+        + f", deleted {deleted}, still there on {len(left)}"
+        + (f" ({left})" if left else "")
+    )
+    return NodeResult(cfg.node_id, ok, evidence)
+
+
+async def check_crud(t: Target) -> list[NodeResult]:
+    """Put through each node, read back on every node, delete, and see it gone everywhere."""
+    return [await _crud_one(t, cfg) for cfg in t.configs]

@@ -1,0 +1,127 @@
+"""FlareDB's part of the checklist: members, quorum, and CRUD read back linearizably.
+
+Every call goes through :class:`plasmacloud.flaredb.client.Client` (the wire models the
+server uses), run in a thread because that client is synchronous. The operator's
+certificate is trusted by the nodes, so no token is needed even with auth on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.common.tls import client_context
+from plasmacloud.flaredb.client import Client, Error, node_url
+from plasmacloud.flaredb.models import QueryResult, Statement
+from plasmacloud.flaredb.probe import agreed_leader, probe_flaredb
+from plasmacloud.validate.target import RPC_TIMEOUT_S, NodeResult, Target
+
+TABLE = "plasmacloud_validate"
+_CREATE = Statement(f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, value TEXT)")
+
+
+def client(cfg: NodeConfig, tls: TLSConfig) -> Client:
+    """A FlareDB client for one node, as the operator."""
+    return Client(node_url(cfg), client_context(tls), timeout=RPC_TIMEOUT_S)
+
+
+def write_row(cfg: NodeConfig, tls: TLSConfig, row_id: str, value: str) -> None:
+    """Insert (or replace) one row of the validation table through ``cfg``'s node."""
+    client(cfg, tls).execute(
+        [_CREATE, Statement(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?)", (row_id, value))]
+    )
+
+
+def read_row(cfg: NodeConfig, tls: TLSConfig, row_id: str) -> str | None:
+    """The row's value read with ``level=linearizable`` on ``cfg``'s node (None: absent)."""
+    (result,) = client(cfg, tls).query(
+        [Statement(f"SELECT value FROM {TABLE} WHERE id = ?", (row_id,))], level="linearizable"
+    )
+    if not isinstance(result, QueryResult):
+        raise Error(f"unexpected answer {result}")
+    return str(result.values[0][0]) if result.values else None
+
+
+def _read_everywhere(t: Target, row_id: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for other in t.configs:
+        try:
+            out[other.node_id] = read_row(other, t.tls, row_id)
+        except Error as exc:
+            out[other.node_id] = f"error: {exc}"
+    return out
+
+
+def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
+    row_id = f"{cfg.node_id}-{secrets.token_hex(4)}"
+    value = secrets.token_hex(8)
+    try:
+        write_row(cfg, t.tls, row_id, value)
+        seen = _read_everywhere(t, row_id)
+        deleted = delete_rows(cfg, t.tls, [row_id])
+        after = _read_everywhere(t, row_id)
+    except Error as exc:
+        return NodeResult(cfg.node_id, False, f"{type(exc).__name__}: {exc}")
+    stale = {n: v for n, v in seen.items() if v != value}
+    left = {n: v for n, v in after.items() if v is not None}
+    ok = not stale and not left and deleted == 1
+    evidence = (
+        f"insert here, linearizable read on {len(seen) - len(stale)}/{len(seen)} nodes"
+        + (f" (wrong: {stale})" if stale else "")
+        + f", deleted {deleted}, still there on {len(left)}"
+        + (f" ({left})" if left else "")
+    )
+    return NodeResult(cfg.node_id, ok, evidence)
+
+
+async def check_crud(t: Target) -> list[NodeResult]:
+    """Insert through each node, read back with level=linearizable on every node, delete."""
+    return [await asyncio.to_thread(_crud_one, t, cfg) for cfg in t.configs]
+
+
+def _members(cfg: NodeConfig, tls: TLSConfig) -> list[dict[str, object]]:
+    return client(cfg, tls).nodes()
+
+
+async def check_members(t: Target) -> list[NodeResult]:
+    """Every node's /nodes lists exactly the configured members."""
+    want = sorted(p.node_id for p in t.configs[0].peers)
+    out = []
+    for cfg in t.configs:
+        try:
+            nodes = await asyncio.to_thread(_members, cfg, t.tls)
+        except Error as exc:
+            out.append(NodeResult(cfg.node_id, False, f"{type(exc).__name__}: {exc}"))
+            continue
+        ids = sorted(str(n["id"]) for n in nodes)
+        out.append(NodeResult(cfg.node_id, ids == want, f"{len(ids)} members: {', '.join(ids)}"))
+    return out
+
+
+async def check_quorum(t: Target) -> list[NodeResult]:
+    """One leader named by every node, and each node reaches a majority of the voters."""
+    views = await probe_flaredb(t.configs, t.tls)
+    agreed = agreed_leader(views)
+    majority = len(t.configs[0].peers) // 2 + 1
+    out = []
+    for v in views:
+        if v.error:
+            out.append(NodeResult(v.node_id, False, v.error))
+            continue
+        evidence = f"leader {v.leader or 'none'}, {v.reachable}/{v.members} voters reachable"
+        if agreed is None:
+            evidence += " (leader not agreed by every node)"
+        elif v.reachable < majority:
+            evidence += f" (fewer than a majority of {majority})"
+        ok = agreed is not None and v.reachable >= majority
+        out.append(NodeResult(v.node_id, ok, evidence))
+    return out
+
+
+def delete_rows(cfg: NodeConfig, tls: TLSConfig, row_ids: list[str]) -> int:
+    """Delete rows of the validation table through ``cfg``'s node; how many went."""
+    results = client(cfg, tls).execute(
+        [Statement(f"DELETE FROM {TABLE} WHERE id = ?", (row_id,)) for row_id in row_ids]
+    )
+    return sum(getattr(r, "rows_affected", 0) for r in results)
