@@ -27,7 +27,7 @@ import aiohttp
 from plasmacloud.chainfire.client import ChainfireClient
 from plasmacloud.common.tls import client_context
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.services import SERVICES, flaredb_url
+from plasmacloud.lab.services import CHAINFIRE, FLAREDB, flaredb_url
 from plasmacloud.lab.spec import scratch_spec
 
 ROW = "x" * 256
@@ -190,7 +190,10 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="flaredb-bench-") as tmp:
         root = Path(tmp)
-        lab = Lab.open(root / "lab", scratch_spec(tls=not args.plain), services=SERVICES)
+        # Chainfire and FlareDB only (no IAM, so no auth): the cost of SQL over Raft.
+        lab = Lab.open(
+            root / "lab", scratch_spec(tls=not args.plain), services=(CHAINFIRE, FLAREDB)
+        )
         retried = [0]
         try:
             lab.up()
