@@ -7,19 +7,21 @@ import asyncio
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from plasmacloud.cli import app
 from plasmacloud.lab.services import SERVICES
+from plasmacloud.provision import pki
 
 pytestmark = pytest.mark.slow
 
 
-def test_lab_runs_flaredb_and_env_points_curl_at_it(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_lab_runs_flaredb_and_env_points_curl_at_it(lab_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert shutil.which("curl"), "curl must be installed (scripts/setup.sh)"
-    lab = lab_factory(SERVICES)  # Chainfire and FlareDB on every node, as `plasma lab up`
+    lab = lab_factory(SERVICES)  # every service on every node, as `plasma lab up`
     asyncio.run(lab.wait_ready(timeout=60))
     status = CliRunner().invoke(app, ["lab", "status", "--json", "--dir", str(lab.layout.root)])
     assert status.exit_code == 0, status.output
@@ -87,3 +89,32 @@ def test_lab_runs_flaredb_and_env_points_curl_at_it(lab_factory) -> None:  # typ
         timeout=20,
     )
     assert bare.returncode != 0
+    # The lab runs IAM, so FlareDB wants a token, except from trusted certificates (the
+    # operator's above): a certificate from the same CA with another name gets a 401.
+    stranger = pki.issue_client(pki.load_ca(lab.layout.pki_dir), tmp_path, "stranger")
+    denied = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            env["PLASMA_CACERT"],
+            "--cert",
+            str(stranger.cert_path),
+            "--key",
+            str(stranger.key_path),
+            "-w",
+            "\n%{http_code}",
+            urls[0] + "/db/query?q=SELECT+1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    body, code = denied.stdout.rsplit("\n", 1)
+    assert code == "401" and "authentication required" in json.loads(body)["error"]
+    assert "--iam-url" in " ".join(
+        next(p.argv for p in lab.state.processes if p.service == "flaredb")
+    )
