@@ -117,6 +117,9 @@ say "userspace"
 # A probe boot (is KVM usable?) ends here.
 grep -q plasmacloud.probe=1 /proc/cmdline && poweroff -f
 for m in $(cat /etc/modules); do modprobe "$m" 2>/dev/null; done
+# What udev would do on a distro: activate LVM volumes a previous install left, so
+# the agent sees /dev/<vg>/<lv> and keeps them (a re-run must never reformat).
+lvm vgchange -ay >/dev/null 2>&1 && say "lvm volumes active"
 ip link set lo up
 node=$(arg plasmacloud.node); mac=$(arg plasmacloud.mac); server=$(arg plasmacloud.server)
 [ -n "$node" ] && hostname "$node"
