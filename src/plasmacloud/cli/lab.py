@@ -130,7 +130,7 @@ def _iam_env_lines(lab: Lab, secrets: bool) -> list[str]:
     creds_path = lab.layout.admin_credentials
     if creds_path.exists():
         lines.append(f"export PLASMA_ADMIN_CREDENTIALS={creds_path}")
-        if secrets:
+        if secrets and lab.spec.tls:  # auth is on only with TLS (lab.services.with_auth)
             # etcdctl 3.4 reads ETCDCTL_USER as --user: it logs in through Auth.Authenticate
             creds = AdminCredentials.read(creds_path)
             user = shlex.quote(f"{creds.username}:{creds.password}")

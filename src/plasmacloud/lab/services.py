@@ -95,9 +95,15 @@ IAM = ServiceSpec(
 
 def with_auth(spec: ServiceSpec) -> ServiceSpec:
     """``spec`` started with auth on: ``--iam-url`` for every IAM node of the cluster
-    (this node's first) and the operator's certificate trusted like the nodes'."""
+    (this node's first) and the operator's certificate trusted like the nodes'.
+
+    Only with TLS: over plain TCP tokens would travel in the clear and the lab's own
+    tooling would have no certificate to be trusted by.
+    """
 
     def argv(config_path: Path, cfg: NodeConfig) -> list[str]:
+        if not cfg.tls.enabled:
+            return spec.argv(config_path, cfg)
         urls = [arg for url in iam_urls(cfg) for arg in ("--iam-url", url)]
         return [*spec.argv(config_path, cfg), *urls, "--trusted-cn", OPERATOR_NAME]
 
