@@ -185,3 +185,21 @@ async def test_watchers_are_authorized_one_by_one(secured: Served) -> None:
         assert (await asyncio.wait_for(call.read(), 5)).created
     finally:
         call.cancel()
+
+
+class AllowAllWithLogin:
+    """Auth on, every call allowed: what an admin sees."""
+
+    async def authorize(self, context: object, rpc: str, ranges: object) -> None:
+        return None
+
+    async def authenticate(self, name: str, password: str) -> str:
+        return "t"
+
+
+async def test_etcds_user_management_points_to_iam(served: Served) -> None:
+    off = await refusal(served.auth.UserAdd(pb.AuthUserAddRequest(name="bob")))
+    assert off == as_pair(errors.AUTH_NOT_ENABLED)
+    served.node.authorizer = AllowAllWithLogin()  # type: ignore[assignment]
+    code, message = await refusal(served.auth.UserAdd(pb.AuthUserAddRequest(name="bob")))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "PlasmaCloud IAM" in message

@@ -17,8 +17,16 @@ from plasmacloud.chainfire.auth import PasswordAuthenticator
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.chainfire.services.base import Servicer, unary
 
+# with auth on, etcd's user/role RPCs point to where identities live
+MANAGED_BY_IAM = errors.EtcdError(
+    grpc.StatusCode.FAILED_PRECONDITION,
+    "etcdserver: users, roles and auth are managed by PlasmaCloud IAM (plasma iam --help)",
+)
+
 
 async def _not_enabled(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    if isinstance(self.node.authorizer, PasswordAuthenticator):
+        raise MANAGED_BY_IAM
     raise errors.AUTH_NOT_ENABLED
 
 
