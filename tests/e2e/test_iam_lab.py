@@ -304,3 +304,18 @@ async def test_one_iam_node_down_leaves_login_and_verification_working(iam_lab: 
     finally:
         lab.backend.start_node("node01")  # restarts only what is not running
     await lab.wait_ready(timeout=READY_TIMEOUT_S)
+
+
+async def test_every_node_serves_one_issuers_discovery_and_jwks(iam_lab: IamLab) -> None:
+    issuers: set[str] = set()
+    key_sets: list[list[str]] = []
+    async with aiohttp.ClientSession() as s:
+        for url in iam_lab.iam_urls():
+            ssl_ctx = ssl.create_default_context(cafile=str(iam_lab.tls.ca_file))  # no cert
+            async with s.get(url + "/.well-known/openid-configuration", ssl=ssl_ctx) as r:
+                disco = await r.json()
+            async with s.get(disco["jwks_uri"], ssl=ssl_ctx) as r:
+                key_sets.append(sorted(k["kid"] for k in (await r.json())["keys"]))
+            issuers.add(disco["issuer"])
+    assert issuers == {iam_lab.iam_urls()[0]}
+    assert key_sets[0] and key_sets == [key_sets[0]] * 3
