@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from plasmacloud import __version__
-from plasmacloud.cli import chainfire, flaredb, iam, lab, provision
+from plasmacloud.cli import chainfire, flaredb, iam, lab, provision, validate
 from plasmacloud.cli import lab_chaos as lab_chaos  # registers extra `lab` commands
 
 app = typer.Typer(
@@ -31,3 +31,4 @@ app.add_typer(flaredb.app, name="flaredb")
 app.add_typer(iam.app, name="iam")
 app.add_typer(lab.app, name="lab")
 provision.register(app)
+app.command("validate")(validate.validate)

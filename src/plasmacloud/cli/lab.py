@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from plasmacloud.cli import lab_qemu
+from plasmacloud.cli.validate import emit
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.flaredb.probe import FlareNodeView, agreed_leader, probe_flaredb
 from plasmacloud.iam.bootstrap import Outcome
@@ -27,7 +28,6 @@ from plasmacloud.lab.probe import ClusterView
 from plasmacloud.lab.services import FLAREDB, flaredb_url, iam_base_url, runs_iam
 from plasmacloud.lab.spec import busy_ports
 from plasmacloud.validate.lab_target import validate_lab
-from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
 
 app = typer.Typer(
     help="Rehearse a cluster on this machine: up, status, env, validate, down.",
@@ -200,14 +200,7 @@ PersistenceOpt = Annotated[
 
 
 def _validate(lab: Lab, as_json: bool, junit: Path | None = None, persistence: bool = False) -> int:
-    results = asyncio.run(validate_lab(lab, persistence))
-    if junit is not None:
-        junit.write_text(report_junit(results))
-    if as_json:
-        typer.echo(json.dumps(report_json(results), indent=2))
-    else:
-        console.print(report_table(results))
-    return exit_code(results)
+    return emit(asyncio.run(validate_lab(lab, persistence)), as_json, junit)
 
 
 def _log_tails(lab: Lab, lines: int = 8) -> None:

@@ -1,0 +1,89 @@
+"""`plasma validate --spec cluster.yaml`: the cluster checklist against real machines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from plasmacloud.common.errors import EXIT_USAGE
+from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
+from plasmacloud.lab.services import SERVICES, service_named
+from plasmacloud.provision.spec import SpecError, load_spec
+from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
+from plasmacloud.validate.spec_target import operator_tls, validate_spec
+from plasmacloud.validate.target import CheckResult
+
+ADMIN_ENV = "PLASMA_ADMIN_CREDENTIALS"
+DEFAULT_SERVICES = ",".join(svc.name for svc in SERVICES)
+console = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+JunitOpt = Annotated[
+    Path | None, typer.Option("--junit", help="also write the checklist as JUnit XML here")
+]
+CaOpt = Annotated[Path | None, typer.Option(help="CA file (default: <out>/pki/ca.crt)")]
+CertOpt = Annotated[
+    Path | None, typer.Option(help="client cert (default: <out>/pki/clients/admin.crt)")
+]
+KeyOpt = Annotated[
+    Path | None, typer.Option(help="client key (default: <out>/pki/clients/admin.key)")
+]
+
+
+def emit(results: list[CheckResult], as_json: bool, junit: Path | None) -> int:
+    """Print the report (table or JSON), write JUnit if asked; the exit code."""
+    if junit is not None:
+        junit.write_text(report_junit(results))
+    if as_json:
+        typer.echo(json.dumps(report_json(results), indent=2))
+    else:
+        console.print(report_table(results))
+    return exit_code(results)
+
+
+def validate(
+    spec: Annotated[Path, typer.Option("--spec", "-s", help="the cluster spec")] = Path(
+        "cluster.yaml"
+    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="output directory of `plasma render`/`pki`")
+    ] = Path("out"),
+    cacert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    admin_credentials: Annotated[
+        Path | None,
+        typer.Option(help=f"IAM bootstrap admin file (default: ${ADMIN_ENV})", show_default=False),
+    ] = None,
+    services: Annotated[
+        str, typer.Option(help="services the nodes run, comma-separated")
+    ] = DEFAULT_SERVICES,
+    as_json: JsonOpt = False,
+    junit: JunitOpt = None,
+) -> None:
+    """Run the cluster checklist against the spec's control-plane nodes, at the spec's
+    addresses, with the render tree's CA and admin client certificate (non-zero on failure)."""
+    try:
+        cluster = load_spec(spec)
+        chosen = tuple(service_named(n.strip()) for n in services.split(",") if n.strip())
+        creds_path = admin_credentials or (Path(p) if (p := os.environ.get(ADMIN_ENV)) else None)
+        admin = AdminCredentials.read(creds_path) if creds_path else None
+    except (SpecError, KeyError, CredentialsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    tls = operator_tls(out, cacert, cert, key)
+    missing = [str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if not f.is_file()]
+    if missing:
+        typer.echo(
+            f"error: missing {', '.join(missing)} (`plasma pki init`, or --cacert/--cert/--key)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
+    results = asyncio.run(validate_spec(cluster, tls, chosen, admin))
+    raise typer.Exit(emit(results, as_json, junit))
