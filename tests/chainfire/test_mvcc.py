@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -267,6 +268,11 @@ def test_durable_state_and_replay_skip(tmp_path: Path) -> None:
 def test_snapshot_restore(tmp_path: Path, apply: Applier, store: MvccStore) -> None:
     apply(put(b"a", b"1"), put(b"b", b"2"), pb.LeaseGrantRequest(ID=9, TTL=20))
     data = store.snapshot()
+    image = sqlite3.connect(":memory:")  # a standalone database, not tied to a WAL file
+    image.deserialize(data)
+    assert image.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    assert image.execute("SELECT count(*) FROM cur").fetchone() == (2,)
+    image.close()
     other = MvccStore(tmp_path / "other.db")
     Applier(other)(put(b"junk"))
     other.restore(data, 3)
