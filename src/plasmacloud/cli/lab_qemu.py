@@ -19,10 +19,11 @@ from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.layout import default_lab_dir
 from plasmacloud.lab.probe import probe_cluster
 from plasmacloud.lab.qemu import QemuBackend
-from plasmacloud.lab.services import SERVICES, plasma_executable
+from plasmacloud.lab.services import plasma_executable
 from plasmacloud.provision.states import State, StateFile
-from plasmacloud.validate.checks import CheckResult, run_checks
+from plasmacloud.validate.checks import CheckResult, checklist, run_checks
 from plasmacloud.validate.report import exit_code, report_table
+from plasmacloud.validate.target import Target
 
 app = typer.Typer(
     help="The QEMU lab: VMs that PXE-boot from the netboot server and get installed.",
@@ -196,24 +197,31 @@ def power_cmd(
     console.print(f"{node}: {action} done")
 
 
-def validate(path: Path | None, inside: bool = False, wait: float = 0.0) -> int:
+def validate(
+    path: Path | None, inside: bool = False, wait: float = 0.0, only: list[str] | None = None
+) -> int:
     """The S6 checklist against the VMs, run inside the lab namespace (the host has no
-    route to 192.168.100.0/24), after waiting up to ``wait`` s for a ready cluster."""
+    route to 192.168.100.0/24), after waiting up to ``wait`` s for a ready cluster;
+    ``only``: run just these check ids."""
     backend = QemuBackend(lab_dir(path))
     if not inside:
         argv = [plasma_executable(), "lab", "qemu", "validate", "--dir", str(backend.paths.root)]
         argv += ["--wait", str(wait), "--inside"]
+        argv += [a for check in only or [] for a in ("--check", check)]
         return subprocess.run(backend.in_namespace(argv), check=False).returncode
-    configs, tls = backend.validation_target()
+    configs, tls, services = backend.validation_target()
 
     async def ready_then_check() -> list[CheckResult]:
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            view = await probe_cluster(configs, SERVICES, tls)
-            if view.ready:
+        while True:
+            view = await probe_cluster(configs, services, tls)
+            if view.ready or time.monotonic() > deadline:
                 break
             await asyncio.sleep(2)
-        return await run_checks(configs, tls, SERVICES)
+        checks = checklist(Target(configs, tls, services, view))
+        if only:
+            checks = [c for c in checks if c[0] in only]
+        return await run_checks(configs, tls, services, checks)
 
     t0 = time.monotonic()
     results = asyncio.run(ready_then_check())
@@ -226,7 +234,8 @@ def validate(path: Path | None, inside: bool = False, wait: float = 0.0) -> int:
 def validate_cmd(
     path: DirOpt = None,
     wait: Annotated[float, typer.Option(help="seconds to wait for a ready cluster")] = 0.0,
+    check: Annotated[list[str] | None, typer.Option(help="only this check id (repeatable)")] = None,
     inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
 ) -> None:
     """Run the cluster checklist against the VMs (from inside the lab namespace)."""
-    raise typer.Exit(validate(path, inside, wait))
+    raise typer.Exit(validate(path, inside, wait, check))

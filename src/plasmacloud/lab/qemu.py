@@ -35,7 +35,7 @@ from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
-from plasmacloud.lab.services import SERVICES, plasma_executable
+from plasmacloud.lab.services import SERVICES, ServiceSpec, plasma_executable, service_named
 from plasmacloud.provision import certs, pki
 from plasmacloud.provision.image import Image, build_image
 from plasmacloud.provision.layout import OutputLayout
@@ -74,6 +74,8 @@ class QemuState(BaseModel):
     accel: str = "tcg"
     memory_mb: int = DEFAULT_MEMORY_MB
     image_key: str | None = None
+    # services the installed VMs start (names from lab.services)
+    services: list[str] = Field(default_factory=lambda: [s.name for s in SERVICES])
     infra: list[Proc] = Field(default_factory=list)
     vms: list[VmRecord] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
@@ -181,7 +183,7 @@ def prepare_tree(paths: QemuPaths, tap: str) -> ClusterSpec:
     return spec
 
 
-def stage_image(image: Image, images: Path) -> None:
+def stage_image(image: Image, images: Path, services: list[str]) -> None:
     """Point ``<lab>/images`` at the built kernel and initrd, with the lab's extra
     kernel arguments: DHCP on the management NIC too (so SSH forwards work) and the
     services to start once installed (the lab's, as in the process backend)."""
@@ -190,8 +192,7 @@ def stage_image(image: Image, images: Path) -> None:
         link = images / name
         link.unlink(missing_ok=True)
         link.symlink_to(src)
-    services = ",".join(s.name for s in SERVICES)
-    args = f"plasmacloud.mgmt_dhcp=1 plasmacloud.services={services} quiet"
+    args = f"plasmacloud.mgmt_dhcp=1 plasmacloud.services={','.join(services)} quiet"
     (images / "cmdline").write_text(args + "\n")
 
 
@@ -312,6 +313,7 @@ class QemuBackend:
         memory_mb: int = DEFAULT_MEMORY_MB,
         image_cache: Path | None = None,
         ssh: bool = True,
+        services: list[str] | None = None,
     ) -> None:
         self.paths = QemuPaths(root)
         self.names = qemu_net.NetNames.for_lab(root)
@@ -321,6 +323,8 @@ class QemuBackend:
         self.state = self._load() or QemuState(
             namespace=self.names.namespace, tap=self.names.tap, memory_mb=memory_mb
         )
+        if services is not None:
+            self.state.services = [service_named(n).name for n in services]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -333,7 +337,7 @@ class QemuBackend:
         if self.state.image_key != image.key:
             self.state.accel = "kvm" if kvm_boots(image) else "tcg"
             self.state.image_key = image.key
-        stage_image(image, self.paths.images)
+        stage_image(image, self.paths.images, self.state.services)
         spec = prepare_tree(self.paths, self.names.tap)
         self._network_up(spec)
         self._save()
@@ -491,9 +495,10 @@ class QemuBackend:
         last = status.state if status else "unknown"
         raise LabError(f"{node_id} is {last}, not {want}, after {timeout:.0f} s; {where}")
 
-    def validation_target(self) -> tuple[list[NodeConfig], TLSConfig]:
-        """Node configs as rendered and the operator's client TLS (the admin cert
-        ``plasma pki`` issued), for validating from inside the lab namespace."""
+    def validation_target(self) -> tuple[list[NodeConfig], TLSConfig, tuple[ServiceSpec, ...]]:
+        """Node configs as rendered, the operator's client TLS (the admin cert
+        ``plasma pki`` issued) and the services the VMs run: what validating from inside
+        the lab namespace needs."""
         layout = OutputLayout(self.paths.out)
         nodes = self.only or [n.node_id for n in load_spec(self.paths.spec).nodes]
         configs = [NodeConfig.load(layout.config_path(n)) for n in nodes]
@@ -503,7 +508,7 @@ class QemuBackend:
             cert_file=layout.clients_dir / "admin.crt",
             key_file=layout.clients_dir / "admin.key",
         )
-        return configs, tls
+        return configs, tls, tuple(service_named(n) for n in self.state.services)
 
     def in_namespace(self, argv: list[str]) -> list[str]:
         """``argv`` run inside the lab namespace: the only place 192.168.100.0/24 exists."""
