@@ -65,9 +65,14 @@ def up(
     memory: int = 512,
     timeout: float = 1200.0,
     check: bool = False,
+    services: list[str] | None = None,
 ) -> int:
     """Bring the lab up and show each node's provisioning live until all are installed."""
-    backend = QemuBackend(lab_dir(path), nodes=nodes, memory_mb=memory)
+    try:
+        backend = QemuBackend(lab_dir(path), nodes=nodes, memory_mb=memory, services=services)
+    except KeyError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return EXIT_USAGE
     started = time.monotonic()
     try:
         console.print("building/reusing the netboot image and the lab network...")
@@ -105,9 +110,12 @@ def up_cmd(
     memory: Annotated[int, typer.Option(help="MiB per VM")] = 512,
     timeout: Annotated[float, typer.Option(help="seconds to wait for every install")] = 1200,
     check: Annotated[bool, typer.Option("--validate", help="then run the checklist")] = False,
+    service: Annotated[
+        list[str] | None, typer.Option(help="services the VMs run (default: all the lab's)")
+    ] = None,
 ) -> None:
     """Build the image, create the lab network, PXE-boot the VMs, follow their installs."""
-    raise typer.Exit(up(path, node, memory, timeout, check))
+    raise typer.Exit(up(path, node, memory, timeout, check, service))
 
 
 @app.command("down")
