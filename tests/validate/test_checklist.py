@@ -1,0 +1,73 @@
+"""Which checks run for which services, and the scrape config Prometheus is given
+(no cluster needed: node configs come from a lab layout in a temp dir)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plasmacloud.lab.layout import LabLayout
+from plasmacloud.lab.probe import ClusterView
+from plasmacloud.lab.reference import ETCD
+from plasmacloud.lab.services import CHAINFIRE, FLAREDB, IAM, SERVICES, ServiceSpec
+from plasmacloud.lab.spec import LabSpec
+from plasmacloud.validate import checks, prometheus
+from plasmacloud.validate.target import Target
+
+
+def target(tmp_path: Path, services: tuple[ServiceSpec, ...], restart: bool = False) -> Target:
+    layout, spec = LabLayout(tmp_path), LabSpec()
+    configs = [layout.node_config(spec, n) for n in spec.node_ids]
+
+    async def noop() -> None:
+        return None
+
+    return Target(
+        configs,
+        layout.operator_tls(spec),
+        services,
+        ClusterView([], expected_members=3),
+        restart=noop if restart else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("services", "present", "absent"),
+    [
+        ((ETCD,), {"chainfire.crud", "metrics"}, {"flaredb.crud", "iam.tokens"}),
+        ((CHAINFIRE, FLAREDB), {"flaredb.members", "flaredb.quorum"}, {"iam.discovery"}),
+        (SERVICES, {"flaredb.crud", "iam.discovery", "iam.tokens"}, {"persistence"}),
+    ],
+)
+def test_checklist_follows_the_services(
+    tmp_path: Path, services: tuple[ServiceSpec, ...], present: set[str], absent: set[str]
+) -> None:
+    ids = [cid for cid, _title, _fn in checks.checklist(target(tmp_path, services))]
+    assert ids[0] == "health" and len(ids) == len(set(ids))
+    assert present <= set(ids) and not absent & set(ids)
+    assert ("prometheus" in ids) == (prometheus.prometheus_binary() is not None)
+
+
+def test_persistence_runs_last_and_only_when_a_restart_is_given(tmp_path: Path) -> None:
+    ids = [cid for cid, _t, _f in checks.checklist(target(tmp_path, SERVICES, restart=True))]
+    assert ids[-1] == "persistence"
+
+
+def test_scrape_config_has_a_job_per_service_and_tls_only_where_https(tmp_path: Path) -> None:
+    t = target(tmp_path, (CHAINFIRE, FLAREDB, IAM))
+    jobs = {j["job_name"]: j for j in prometheus.scrape_config(t)["scrape_configs"]}
+    assert set(jobs) == {"chainfire", "flaredb", "iam"}
+    assert jobs["chainfire"]["scheme"] == "http" and "tls_config" not in jobs["chainfire"]
+    for name in ("flaredb", "iam"):
+        assert jobs[name]["scheme"] == "https"
+        assert jobs[name]["tls_config"] == {
+            "ca_file": str(t.tls.ca_file),
+            "cert_file": str(t.tls.cert_file),
+            "key_file": str(t.tls.key_file),
+        }
+    flaredb = jobs["flaredb"]
+    assert flaredb["metrics_path"] == "/metrics"
+    nodes = [s["labels"]["node"] for s in flaredb["static_configs"]]
+    assert nodes == ["node01", "node02", "node03"]
+    assert flaredb["static_configs"][0]["targets"] == ["127.0.0.11:4001"]
