@@ -203,3 +203,19 @@ async def test_etcds_user_management_points_to_iam(served: Served) -> None:
     served.node.authorizer = AllowAllWithLogin()  # type: ignore[assignment]
     code, message = await refusal(served.auth.UserAdd(pb.AuthUserAddRequest(name="bob")))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "PlasmaCloud IAM" in message
+
+
+async def test_after_a_revocation_the_same_password_logs_in_again(
+    secured: Served, iam: Iam
+) -> None:
+    alice = pb.AuthenticateRequest(name="alice", password="alice-password-1")
+    first = (await secured.auth.Authenticate(alice)).token
+    async with IamClient([iam.url]) as c:
+        await c.call("POST", "/oauth2/revoke", data={"token": first}, auth=False)
+    put = pb.PutRequest(key=b"app/x")
+    answer = await refusal(secured.kv.Put(put, metadata=(("token", first),)))
+    assert answer == as_pair(errors.INVALID_AUTH_TOKEN)
+    # what clientv3 does on "invalid auth token": log in again and retry
+    second = (await secured.auth.Authenticate(alice)).token
+    assert second != first
+    await secured.kv.Put(put, metadata=(("token", second),))

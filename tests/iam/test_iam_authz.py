@@ -235,11 +235,14 @@ async def test_password_login_is_cached_and_refused_when_wrong(iam_cluster: Clus
             with pytest.raises(TokenError) as exc:
                 await v.password_login(user, password)
             assert exc.value.reason == "invalid_credentials"
-        # the cached token is revoked: the cache does not outlive revocation
+        # the cached token is revoked: the cache does not outlive revocation, and the
+        # right password gets a new token (revoking a token does not disable the user)
         async with c.http.post(f"{c.url}/oauth2/revoke", data={"token": p.token}) as r:
             assert r.status == 200
         with pytest.raises(TokenError):
-            await v.password_login("alice", "alice-password")
+            await v.authenticate(p.token)
+        fresh = await v.password_login("alice", "alice-password")
+        assert fresh.jti != p.jti
     finally:
         await v.close()
 

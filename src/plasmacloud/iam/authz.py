@@ -359,7 +359,11 @@ class Verifier:
         cache_key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
         hit = self._logins.get(cache_key)
         if hit is not None and hit.expires_at - self._leeway > self._clock():
-            return await self.authenticate(hit.token)
+            try:
+                return await self.authenticate(hit.token)
+            except TokenError:
+                # revoked meanwhile: the right password must still get a fresh token
+                del self._logins[cache_key]
         try:
             status, body = await self._upstream.request(
                 "POST",
