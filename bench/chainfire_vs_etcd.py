@@ -7,7 +7,8 @@ back to back, so background load on a shared machine hits both alike. The
 client (grpc.aio, one channel to the leader) drives 8-byte keys / 256-byte values:
 puts at 1 and 64 in flight, linearizable and serializable gets at 1 and 64 in flight.
 Every case is bounded by time and by count. Prints ops/s, p50, p99 and the
-Chainfire/etcd ratios; never asserts.
+Chainfire/etcd ratios, and the CPU time the three server processes spent per operation
+(less sensitive than ops/s to whatever else loads the machine); never asserts.
 
     python bench/chainfire_vs_etcd.py [--seconds 5] [--json results.json] [--cases put ...]
 """
@@ -42,6 +43,33 @@ PRELOAD_KEYS = 1000
 MAX_OPS_PER_CASE = 200_000
 WARMUP_OPS = 200
 console = Console(width=max(130, shutil.get_terminal_size().columns))
+
+
+@dataclass
+class Measured:
+    """One case on one system: the client's view and the servers' CPU time per op."""
+
+    load: LoadResult
+    server_cpu_us: float  # user+system CPU of all three server processes per completed op
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes (from /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(lab: Lab) -> list[int]:
+    """The pids of every service process of the lab."""
+    return [
+        p.pid
+        for n in lab.spec.node_ids
+        for p in lab.backend.node_status(n).services
+        if p.pid is not None
+    ]
 
 
 @dataclass(frozen=True)
@@ -98,23 +126,29 @@ async def leader_kv(lab: Lab, stack: contextlib.AsyncExitStack) -> rpc_pb2_grpc.
 
 async def measure(
     labs: dict[str, Lab], cases: list[Case], seconds: float
-) -> dict[str, dict[str, LoadResult]]:
+) -> dict[str, dict[str, Measured]]:
     """Run every case on each system back to back (interleaved, so load from anything
     else on the machine hits both alike)."""
-    results: dict[str, dict[str, LoadResult]] = {name: {} for name in labs}
+    results: dict[str, dict[str, Measured]] = {name: {} for name in labs}
     async with contextlib.AsyncExitStack() as stack:
         stubs = {name: await leader_kv(lab, stack) for name, lab in labs.items()}
+        pids = {name: server_pids(lab) for name, lab in labs.items()}
         for case in cases:
             for name, kv in stubs.items():
                 op = case.make_op(kv)
                 await run_load(op, case.concurrency, WARMUP_OPS, seconds)
+                cpu0 = cpu_seconds(pids[name])
                 result = await run_load(op, case.concurrency, MAX_OPS_PER_CASE, seconds)
-                results[name][case.name] = result
-                console.print(f"  {name:9} {case.name:22} {result.ops_per_s:8,.0f} ops/s")
+                cpu_us = (cpu_seconds(pids[name]) - cpu0) / max(result.ok, 1) * 1e6
+                results[name][case.name] = Measured(result, cpu_us)
+                console.print(
+                    f"  {name:9} {case.name:22} {result.ops_per_s:8,.0f} ops/s"
+                    f" {cpu_us:6,.0f} us server CPU/op"
+                )
     return results
 
 
-def run_both(root: Path, cases: list[Case], seconds: float) -> dict[str, dict[str, LoadResult]]:
+def run_both(root: Path, cases: list[Case], seconds: float) -> dict[str, dict[str, Measured]]:
     """Bring both 3-node clusters up, measure, and always tear both down."""
     labs = {
         "chainfire": Lab.open(root / "chainfire", scratch_spec(), services=(CHAINFIRE,)),
@@ -134,7 +168,7 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
-def report(cf: dict[str, LoadResult], etcd: dict[str, LoadResult]) -> Table:
+def report(cf: dict[str, Measured], etcd: dict[str, Measured]) -> Table:
     table = Table(title="Chainfire vs etcd 3.4 (3 nodes, mTLS, 8 B keys / 256 B values)")
     for col in (
         "case",
@@ -146,10 +180,11 @@ def report(cf: dict[str, LoadResult], etcd: dict[str, LoadResult]) -> Table:
         "p99 ms",
         "ops/s ratio",
         "p50 ratio",
+        "CPU/op ratio",
     ):
         table.add_column(col, justify="right" if col != "case" else "left")
     for name in cf:
-        a, b = cf[name], etcd[name]
+        a, b = cf[name].load, etcd[name].load
         errs = f" ({a.errors}/{b.errors} errors)" if a.errors or b.errors else ""
         table.add_row(
             name + errs,
@@ -161,24 +196,31 @@ def report(cf: dict[str, LoadResult], etcd: dict[str, LoadResult]) -> Table:
             f"{b.percentile_ms(99):.2f}",
             ratio(a.ops_per_s, b.ops_per_s),
             ratio(a.percentile_ms(50), b.percentile_ms(50)),
+            ratio(cf[name].server_cpu_us, etcd[name].server_cpu_us),
         )
-    table.caption = "ratio = Chainfire / etcd (ops/s: higher is better; p50: lower is better)"
+    table.caption = (
+        "ratio = Chainfire / etcd (ops/s: higher is better; p50 and CPU/op: lower is better);"
+        " CPU/op = CPU time of the three server processes per completed operation"
+    )
     return table
 
 
-def as_json(results: dict[str, dict[str, LoadResult]]) -> dict[str, object]:
+def case_json(m: Measured) -> dict[str, object]:
+    r = m.load
     return {
-        system: {
-            name: {
-                "ops_per_s": r.ops_per_s,
-                "p50_ms": r.percentile_ms(50),
-                "p99_ms": r.percentile_ms(99),
-                "ok": r.ok,
-                "errors": r.errors,
-                "first_error": r.first_error,
-            }
-            for name, r in cases.items()
-        }
+        "ops_per_s": r.ops_per_s,
+        "p50_ms": r.percentile_ms(50),
+        "p99_ms": r.percentile_ms(99),
+        "server_cpu_us_per_op": m.server_cpu_us,
+        "ok": r.ok,
+        "errors": r.errors,
+        "first_error": r.first_error,
+    }
+
+
+def as_json(results: dict[str, dict[str, Measured]]) -> dict[str, object]:
+    return {
+        system: {name: case_json(m) for name, m in cases.items()}
         for system, cases in results.items()
     }
 
@@ -205,10 +247,12 @@ def main() -> int:
         console.print(f"[red]benchmark failed:[/red] {exc}; logs kept in {root}")
         return 1
     console.print(report(results["chainfire"], results["etcd"]))
-    for system, cases in results.items():
-        for name, r in cases.items():
-            if r.first_error:
-                console.print(f"[yellow]{system} / {name}: first error {r.first_error}[/yellow]")
+    for system, measured in results.items():
+        for name, m in measured.items():
+            if m.load.first_error:
+                console.print(
+                    f"[yellow]{system} / {name}: first error {m.load.first_error}[/yellow]"
+                )
     if args.json:
         args.json.write_text(json.dumps(as_json(results), indent=2) + "\n")
     shutil.rmtree(root, ignore_errors=True)

@@ -25,7 +25,7 @@ def serve(
         2 * 1024**3, help="backend size that raises the NOSPACE alarm (etcd's default 2 GiB)"
     ),
     snapshot_threshold: int | None = typer.Option(
-        None, help="applied entries between Raft snapshots (default: the engine's)"
+        None, help="applied entries between Raft snapshots (default 100000, etcd's)"
     ),
     auto_compaction_retention: int = typer.Option(
         0, help="revisions of history to keep, compacting older ones every 5 min (0: off)"
@@ -42,6 +42,7 @@ def serve(
     ),
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
+    from plasmacloud.chainfire.server import new_event_loop
     from plasmacloud.chainfire.server import serve as run
 
     logging.basicConfig(
@@ -70,7 +71,8 @@ def serve(
         )
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(main())
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc
