@@ -201,7 +201,9 @@ class SimFile:
 class SimNetwork:
     """Delivers encoded frames after random delays; can drop, duplicate and partition."""
 
-    def __init__(self, rng: random.Random, delay: tuple[float, float]) -> None:
+    def __init__(
+        self, rng: random.Random, delay: tuple[float, float], limit: int = 100_000
+    ) -> None:
         self.rng = rng
         self.delay = delay
         self.drop = 0.0
@@ -209,8 +211,15 @@ class SimNetwork:
         self.handlers: dict[str, Handler] = {}
         self.cut: set[tuple[str, str]] = set()
         self.sent = 0
+        # a run sends a few thousand messages; far more is a message storm (a livelock that
+        # virtual time cannot end): stop delivering so the run finishes and is reported
+        self.limit = limit
+        self.flooded = False
 
     def send(self, src: str, dst: str, msg: Message) -> None:
+        if self.sent >= self.limit:
+            self.flooded = True
+            return
         if (src, dst) in self.cut or self.rng.random() < self.drop:
             return
         frame = encode_frame(msg)  # every message goes through the real codec
@@ -403,6 +412,8 @@ class Simulation:
     def _raise_recorded(self) -> None:
         if self.violations:
             raise InvariantViolation(self.violations[0])
+        if self.net.flooded:
+            raise InvariantViolation(f"message storm: over {self.net.limit} messages sent")
 
     def _on_leader(self, node: RaftNode, leader_id: str | None, term: int) -> None:
         if leader_id != node.id:
@@ -560,6 +571,7 @@ class Simulation:
             await c
         deadline = loop.time() + self.heal_time
         while not self._converged():
+            self._raise_recorded()
             await self._rejoin()
             if loop.time() > deadline:
                 states = {n: (x.role, x.term, x.commit_index, x.applied_index, x.last_index)
