@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK
 from plasmacloud.lab.control import Lab
 from plasmacloud.validate.checks import run_checks
+from plasmacloud.validate.persistence import check_persistence
 from plasmacloud.validate.report import exit_code, report_json
 
 pytestmark = pytest.mark.slow
@@ -40,3 +43,30 @@ async def test_healthy_cluster_passes_every_check_then_a_dead_node_fails(etcd_la
     }
     assert "read on 2/3 nodes" in crud[alive] and dead in crud[alive], crud[alive]
     assert "UNAVAILABLE" in crud[dead] or "DEADLINE_EXCEEDED" in crud[dead], crud[dead]
+
+
+async def test_persistence_fails_when_the_restart_loses_the_data(etcd_lab: Lab) -> None:
+    await etcd_lab.wait_ready(timeout=60)
+    nodes = etcd_lab.spec.node_ids
+
+    async def restart_wiped() -> None:
+        """A restart that comes back empty: what a data dir on tmpfs would do."""
+        for n in nodes:
+            etcd_lab.backend.stop_node(n)
+        for n in nodes:
+            shutil.rmtree(etcd_lab.layout.data_dir(n))
+            etcd_lab.layout.data_dir(n).mkdir()
+        for n in nodes:
+            etcd_lab.backend.start_node(n)
+        await etcd_lab.wait_ready(timeout=60)
+
+    (persistence,) = await run_checks(
+        etcd_lab.configs(),
+        etcd_lab.operator_tls,
+        etcd_lab.services,
+        [("persistence", "markers back after a restart", check_persistence)],
+        restart=restart_wiped,
+    )
+    assert not persistence.ok
+    for r in persistence.results:
+        assert "0/3 Chainfire keys back" in r.evidence and "FlareDB" not in r.evidence, r

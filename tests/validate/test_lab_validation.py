@@ -113,6 +113,13 @@ async def test_green_with_persistence_then_each_check_red_for_its_reason(
     before_dead = nodes[(nodes.index(dead) - 1) % len(nodes)]  # its token goes to `dead`
     ok, text = evidence(results, "iam.tokens")[before_dead]
     assert not ok and f"{dead} chainfire: token UNAVAILABLE" in text, text
+    for n in alive:
+        ok, text = evidence(results, "chainfire.leader")[n]
+        assert not ok and text.endswith("(not agreed)"), text
+        ok, text = evidence(results, "flaredb.quorum")[n]
+        assert ok and "2/3 voters reachable" in text, text  # a majority still
+    assert not evidence(results, "flaredb.quorum")[dead][0]
+    assert "ClientConnectorError" in evidence(results, "metrics")[dead][1]
     prom = evidence(results, "prometheus")
     assert not prom[dead][0] and "chainfire down" in prom[dead][1], prom[dead]
     assert all(prom[n][0] for n in alive), prom

@@ -100,10 +100,14 @@ async def check_members(t: Target) -> list[NodeResult]:
 
 
 async def check_quorum(t: Target) -> list[NodeResult]:
-    """One leader named by every node, and each node reaches a majority of the voters."""
+    """One leader named by every answering node (a majority must answer), and each node
+    reaches a majority of the voters."""
     views = await probe_flaredb(t.configs, t.tls)
-    agreed = agreed_leader(views)
     majority = len(t.configs[0].peers) // 2 + 1
+    answering = [v for v in views if not v.error]
+    # a dead node fails its own row; the others still have quorum if a majority answers
+    # and every answering node names the same leader
+    agreed = agreed_leader(answering) if len(answering) >= majority else None
     out = []
     for v in views:
         if v.error:
@@ -111,7 +115,7 @@ async def check_quorum(t: Target) -> list[NodeResult]:
             continue
         evidence = f"leader {v.leader or 'none'}, {v.reachable}/{v.members} voters reachable"
         if agreed is None:
-            evidence += " (leader not agreed by every node)"
+            evidence += " (no leader agreed by a majority)"
         elif v.reachable < majority:
             evidence += f" (fewer than a majority of {majority})"
         ok = agreed is not None and v.reachable >= majority
