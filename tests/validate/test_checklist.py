@@ -11,13 +11,18 @@ from plasmacloud.lab.layout import LabLayout
 from plasmacloud.lab.probe import ClusterView
 from plasmacloud.lab.reference import ETCD
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, IAM, SERVICES, ServiceSpec
-from plasmacloud.lab.spec import LabSpec
+from plasmacloud.lab.spec import LabSpec, scratch_spec
 from plasmacloud.validate import checks, prometheus
-from plasmacloud.validate.target import Target
+from plasmacloud.validate.target import NodeResult, Target
 
 
-def target(tmp_path: Path, services: tuple[ServiceSpec, ...], restart: bool = False) -> Target:
-    layout, spec = LabLayout(tmp_path), LabSpec()
+def target(
+    tmp_path: Path,
+    services: tuple[ServiceSpec, ...],
+    restart: bool = False,
+    spec: LabSpec | None = None,
+) -> Target:
+    layout, spec = LabLayout(tmp_path), spec or LabSpec()
     configs = [layout.node_config(spec, n) for n in spec.node_ids]
 
     async def noop() -> None:
@@ -71,3 +76,24 @@ def test_scrape_config_has_a_job_per_service_and_tls_only_where_https(tmp_path: 
     nodes = [s["labels"]["node"] for s in flaredb["static_configs"]]
     assert nodes == ["node01", "node02", "node03"]
     assert flaredb["static_configs"][0]["targets"] == ["127.0.0.11:4001"]
+
+
+async def test_a_check_that_raises_fails_every_node_and_the_rest_still_run(
+    tmp_path: Path,
+) -> None:
+    # plain TCP on a scratch range nothing listens on: the probe only records errors
+    t = target(tmp_path, (ETCD,), spec=scratch_spec(tls=False))
+
+    async def broken(_t: Target) -> list[NodeResult]:
+        raise RuntimeError("certificate verify failed")
+
+    async def fine(t: Target) -> list[NodeResult]:
+        return [NodeResult(c.node_id, True, "ok") for c in t.configs]
+
+    results = await checks.run_checks(
+        t.configs, t.tls, t.services, [("a", "raises", broken), ("b", "fine", fine)]
+    )
+    assert [c.ok for c in results] == [False, True]
+    assert {r.evidence for r in results[0].results} == {
+        "check error: RuntimeError: certificate verify failed"
+    }

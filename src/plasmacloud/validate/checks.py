@@ -102,6 +102,10 @@ async def run_checks(
     results = []
     for cid, title, fn in checks if checks is not None else checklist(target):
         started = time.monotonic()
-        node_results = await fn(target)
+        try:
+            node_results = await fn(target)
+        except Exception as exc:  # one broken check must not hide the others' results
+            why = f"check error: {type(exc).__name__}: {exc}"
+            node_results = [NodeResult(c.node_id, False, why) for c in configs]
         results.append(CheckResult(cid, title, node_results, time.monotonic() - started))
     return results
