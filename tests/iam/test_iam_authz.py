@@ -17,7 +17,6 @@ import plasmacloud.iam.authz as authz_module
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.authz import (
     AuditRecord,
-    AuditShipper,
     Verifier,
     chainfire_action,
     chainfire_range,
@@ -269,40 +268,6 @@ async def test_policy_changes_apply_after_the_cache_ttl(iam_cluster: ClusterFact
             "stop",
         )
     finally:
-        await v.close()
-
-
-async def test_audit_shipper_delivers_service_decisions(iam_cluster: ClusterFactory) -> None:
-    c = await iam_cluster(2)
-    token = await _user_with_app_policy(c)
-    shipper = AuditShipper(
-        [c.nodes[1].url], c.admin.client_id, c.admin.client_secret, "chainfire@node02",
-        max_buffer=3,
-    )  # fmt: skip
-    v = Verifier([c.nodes[1].url], audit=shipper)
-    stop = asyncio.Event()
-    try:
-        p = await v.authenticate(token)
-        for key in ("key/app/1", "key/other/2"):
-            await v.authorize(p, "chainfire:Put", key)
-        runner = asyncio.create_task(shipper.run(stop, interval=60))
-        stop.set()
-        await asyncio.wait_for(runner, 10)
-        assert shipper.sent == 2 and shipper.dropped == 0
-        status, page = await c.call(
-            "GET", "/v1/audit", await c.token(), params={"sub": "user:alice"}
-        )
-        assert status == 200
-        got = [(e["resource"], e["decision"], e["source"]) for e in page["items"]]
-        assert got == [
-            ("key/app/1", "Allow", "chainfire@node02"),
-            ("key/other/2", "Deny", "chainfire@node02"),
-        ]
-        for i in range(5):  # bounded buffer: oldest dropped, counted
-            await v.authorize(p, "chainfire:Range", f"key/app/{i}")
-        assert shipper.dropped == 2
-    finally:
-        await shipper.close()
         await v.close()
 
 

@@ -43,7 +43,7 @@ from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
 from plasmacloud.chainfire.services.watch import WatchServicer
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context, grpc_pem_material, server_context
-from plasmacloud.iam.authz import Verifier
+from plasmacloud.iam.authz import AuditShipper, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class ChainfireServer:
         self._http: web.AppRunner | None = None
         self._store: MvccStore | None = None
         self._verifier: Verifier | None = None
+        self._shipper: AuditShipper | None = None
 
     def _raft_node(self, state_machine: Any) -> Any:
         # imported here: the engine is a sibling package with its own start-up cost
@@ -212,7 +213,16 @@ class ChainfireServer:
             client_credentials=channel_credentials(cfg),
         )
         if self.iam_urls:
-            self._verifier = Verifier(self.iam_urls, ssl_context=client_context(cfg.tls))
+            # decisions go to IAM's audit log, shipped with this node's certificate
+            iam_tls = client_context(cfg.tls)
+            self._shipper = AuditShipper(
+                self.iam_urls,
+                f"chainfire@{cfg.node_id}",
+                ssl_context=iam_tls,
+                registry=self.registry,
+            )
+            self._shipper.start()
+            self._verifier = Verifier(self.iam_urls, ssl_context=iam_tls, audit=self._shipper)
             trusted = {p.node_id for p in cfg.peers} | set(self.trusted_cns)
             self.node.authorizer = IamAuthorizer(self._verifier, trusted)
         await self._raft.start()
@@ -242,6 +252,8 @@ class ChainfireServer:
             await self.node.stop()
         if self._raft is not None:
             await self._raft.stop()
+        if self._shipper is not None:
+            await self._shipper.close()
         if self._verifier is not None:
             await self._verifier.close()
         if self._store is not None:

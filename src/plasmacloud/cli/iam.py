@@ -323,15 +323,16 @@ def audit(
     ctx: typer.Context,
     sub: Annotated[str | None, typer.Option(help="only this principal")] = None,
     action: Annotated[str | None, typer.Option(help="only this action")] = None,
+    decision: Annotated[str | None, typer.Option(help="only Allow or only Deny")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="only this service (chainfire) or node's (chainfire@node02)")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
     as_json: JsonOpt = False,
 ) -> None:
-    """Authorization decisions, oldest first."""
-    params = {
-        "limit": str(limit),
-        **({"sub": sub} if sub else {}),
-        **({"action": action} if action else {}),
-    }
+    """Authorization decisions (IAM's, Chainfire's, FlareDB's), oldest first."""
+    filters = {"sub": sub, "action": action, "decision": decision, "source": source}
+    params = {"limit": str(limit), **{k: v for k, v in filters.items() if v}}
     page = _run(ctx, lambda c: c.call("GET", "/v1/audit", params=params))
     _table(page["items"], ["sub", "action", "resource", "decision", "reason", "source"], as_json)
 

@@ -23,7 +23,7 @@ from plasmacloud.flaredb.client import node_url
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
-from plasmacloud.iam.authz import Verifier
+from plasmacloud.iam.authz import AuditShipper, Verifier
 from plasmacloud.raft.node import RaftConfig, RaftNode
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,22 @@ class FlareDBServer:
             PeerInfo(p.node_id, node_url(config, p.node_id), f"{p.hostname}:{p.ports.flaredb_raft}")
             for p in config.peers
         ]
-        self.verifier = Verifier(iam_urls, ssl_context=self.client_ssl) if iam_urls else None
+        # decisions go to IAM's audit log, shipped with this node's certificate
+        self.shipper = (
+            AuditShipper(
+                iam_urls,
+                f"flaredb@{config.node_id}",
+                ssl_context=self.client_ssl,
+                registry=self.metrics.registry,
+            )
+            if iam_urls
+            else None
+        )
+        self.verifier = (
+            Verifier(iam_urls, ssl_context=self.client_ssl, audit=self.shipper)
+            if iam_urls
+            else None
+        )
         trusted = {p.node_id for p in config.peers} | set(trusted_cns)
         self.api = HttpApi(
             config.node_id,
@@ -89,6 +104,8 @@ class FlareDBServer:
     async def start(self) -> None:
         """Start Raft, then serve the HTTP API."""
         await self.raft.start()
+        if self.shipper is not None:
+            self.shipper.start()
         self._runner = web.AppRunner(self.api.make_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(
@@ -106,6 +123,8 @@ class FlareDBServer:
             await self._runner.cleanup()
             self._runner = None
         await self.raft.stop()
+        if self.shipper is not None:
+            await self.shipper.close()
         if self.verifier is not None:
             await self.verifier.close()
         self.store.close()

@@ -20,6 +20,11 @@ from plasmacloud.iam.store import KVStore
 AUDIT_PREFIX = "/plasmacloud/iam/audit/"
 
 
+def _source_names(source: str) -> tuple[str, str]:
+    """The names a ``source`` filter matches: ``chainfire@node02`` and ``chainfire``."""
+    return source, source.partition("@")[0]
+
+
 @dataclass(frozen=True, slots=True)
 class AuditPage:
     entries: list[dict[str, Any]]
@@ -84,8 +89,11 @@ class AuditLog:
         sub: str | None = None,
         action: str | None = None,
         decision: str | None = None,
+        source: str | None = None,
     ) -> AuditPage:
-        """Entries oldest first; filters are exact matches. Scans at most 20 pages of input.
+        """Entries oldest first; filters are exact matches, except that ``source`` names a
+        service (``chainfire``: every node's) or one node's (``chainfire@node02``). Scans at
+        most 20 pages of input.
 
         Entry ids (and page tokens) are ``<batch key>.<index in batch>``.
         """
@@ -113,6 +121,7 @@ class AuditLog:
                         (sub is None or entry["sub"] == sub)
                         and (action is None or entry["action"] == action)
                         and (decision is None or entry["decision"] == decision)
+                        and (source is None or source in _source_names(entry["source"]))
                     ):
                         entry["id"] = f"{name}.{i}"
                         out.append(entry)

@@ -48,6 +48,8 @@ from plasmacloud.iam.tokens import TokenSettings
 
 log = logging.getLogger(__name__)
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+# the cluster's node ids: client certificates with one of these CNs may append audit records
+NODE_IDS_KEY: web.AppKey[frozenset[str]] = web.AppKey("node_ids", frozenset)
 
 
 # -- public: health, metrics, discovery ------------------------------------------------
@@ -275,14 +277,51 @@ async def audit_query(request: web.Request) -> web.Response:
     limit, token_ = page_params(request)
     q = request.query
     page = await service(request).audit.query(
-        limit, token_, sub=q.get("sub"), action=q.get("action"), decision=q.get("decision")
+        limit,
+        token_,
+        sub=q.get("sub"),
+        action=q.get("action"),
+        decision=q.get("decision"),
+        source=q.get("source"),
     )
     return web.json_response({"items": page.entries, "next_page_token": page.next_token})
 
 
+def peer_common_name(request: web.Request) -> str | None:
+    """CN of the client certificate the TLS handshake verified (None without one)."""
+    cert = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+async def audit_source(request: web.Request, source: str) -> str:
+    """Who may append audit records, and under which source they are stored.
+
+    With a token: a caller allowed ``iam:WriteAudit``, under the source it names. Without
+    one: Chainfire and FlareDB presenting their node's certificate (CN = a node id of the
+    cluster), so they need no secret of their own; the node then comes from the
+    certificate, not the body (``chainfire@node02``), so a node cannot speak for another.
+    """
+    if "Authorization" in request.headers:
+        await require(request, "iam:WriteAudit", "iam/audit")
+        return source
+    node = peer_common_name(request)
+    if node is None or node not in request.app[NODE_IDS_KEY]:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a bearer token or a cluster node's client certificate is required",
+            headers={"WWW-Authenticate": 'Bearer realm="plasmacloud-iam"'},
+        )
+    return f"{source.partition('@')[0]}@{node}"
+
+
 async def audit_append(request: web.Request) -> web.Response:
     body = await read_body(request, m.AuditBatch)
-    await require(request, "iam:WriteAudit", "iam/audit")
+    source = await audit_source(request, body.source)
     records = [
         AuditRecord(
             r.at, r.sub, r.action, r.resource,
@@ -290,7 +329,7 @@ async def audit_append(request: web.Request) -> web.Response:
         )
         for r in body.records
     ]  # fmt: skip
-    await service(request).audit.record_many(records, body.source)
+    await service(request).audit.record_many(records, source)
     return web.json_response({"recorded": len(records)}, status=201)
 
 
@@ -321,10 +360,12 @@ def public_routes() -> list[Route]:
         ),
         Route(
             "GET", "/v1/audit", audit_query, "Authorization decisions (filters: sub, action, "
-            "decision)", "Audit", "iam:ReadAudit", paginated=True,
+            "decision, source: a service such as chainfire or one node's, chainfire@node02)",
+            "Audit", "iam:ReadAudit", paginated=True,
         ),
         Route(
-            "POST", "/v1/audit", audit_append, "Report decisions made by a service", "Audit",
+            "POST", "/v1/audit", audit_append, "Report decisions made by a service (a token "
+            "allowed iam:WriteAudit, or a node's client certificate)", "Audit",
             "iam:WriteAudit", m.AuditBatch,
         ),
         Route("POST", "/v1/keys/rotate", rotate_keys, "Rotate the signing key", "Keys",
@@ -360,10 +401,12 @@ async def _errors_and_metrics(request: web.Request, handler: Any) -> web.StreamR
     return response
 
 
-def create_app(svc: IamService) -> web.Application:
-    """The aiohttp application for one IAM node."""
+def create_app(svc: IamService, node_ids: frozenset[str] = frozenset()) -> web.Application:
+    """The aiohttp application for one IAM node (``node_ids``: the cluster's nodes, whose
+    certificates may append audit records)."""
     app = web.Application(middlewares=[_errors_and_metrics], client_max_size=1024 * 1024)
     app[SERVICE_KEY] = svc
+    app[NODE_IDS_KEY] = node_ids
     routes: Sequence[Route] = [*public_routes(), *admin_routes()]
     for r in routes:
         app.router.add_route(r.method, r.path, r.handler)
@@ -389,10 +432,14 @@ def iam_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
 
 
 async def start_server(
-    svc: IamService, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    svc: IamService,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    node_ids: frozenset[str] = frozenset(),
 ) -> web.AppRunner:
     """Start serving; the caller owns the runner and calls ``cleanup()`` to stop."""
-    runner = web.AppRunner(create_app(svc), access_log=None)
+    runner = web.AppRunner(create_app(svc, node_ids), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
     await site.start()
@@ -419,7 +466,11 @@ async def serve(
     kv = store or EtcdStore.from_config(config)
     svc = IamService(kv, settings_from_config(config))
     runner = await start_server(
-        svc, config.listen_host, config.ports.iam_http, iam_ssl_context(config)
+        svc,
+        config.listen_host,
+        config.ports.iam_http,
+        iam_ssl_context(config),
+        frozenset(p.node_id for p in config.peers),
     )
     try:
         if bootstrap_out is not None:
