@@ -83,3 +83,13 @@ def test_store_data_reaches_the_database_file(tmp_path: Path) -> None:
         assert reopened.range(pb.RangeRequest(key=b"k", range_end=b"l")).count == ROWS
     finally:
         reopened.close()
+
+
+def test_a_missing_database_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "gone.db"
+    ckpt = WalCheckpointer(path, interval=3600)
+    try:
+        ckpt.checkpoint()  # logs a warning, creates nothing
+    finally:
+        ckpt.stop()
+    assert not path.exists()

@@ -52,7 +52,9 @@ class WalCheckpointer:
     def checkpoint(self) -> None:
         """One passive checkpoint now (copies what no reader still needs; never waits)."""
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # mode=rw: never create a database where the store's file has gone
+            uri = self.path.resolve().as_uri() + "?mode=rw"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             try:
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             finally:
