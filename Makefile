@@ -27,7 +27,7 @@ test-fast: protos
 
 ## Main job: a 3-node lab up, validated, torn down.
 run: protos
-	plasma lab up --dir $(LAB_DIR) --validate; rc=$$?; plasma lab down --dir $(LAB_DIR); exit $$rc
+	plasma lab up --dir $(LAB_DIR) --validate --persistence; rc=$$?; plasma lab down --dir $(LAB_DIR); exit $$rc
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .setup-stamp
