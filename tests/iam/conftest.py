@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from iam_fixtures import etcd_endpoint, iam_cluster
+from iam_fixtures import etcd_endpoint, iam_cluster, tls_iam
 
-__all__ = ["etcd_endpoint", "iam_cluster"]
+__all__ = ["etcd_endpoint", "iam_cluster", "tls_iam"]

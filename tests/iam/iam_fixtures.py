@@ -7,10 +7,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.tls import client_context
 from plasmacloud.iam.lockout import LockoutPolicy
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
-from plasmacloud.iam.server import start_server
+from plasmacloud.iam.server import iam_ssl_context, settings_from_config, start_server
 from plasmacloud.iam.service import AdminCredentials, IamService, IamSettings
 from plasmacloud.iam.store import KVStore, MemoryStore
 from plasmacloud.iam.tokens import TokenSettings
+from plasmacloud.provision.pki import init_ca, issue_client, issue_node
 
 ISSUER = "http://127.0.0.71:8080"
+TLS_IAM_IP = "127.0.0.96"
 
 
 def free_port(host: str) -> int:
@@ -182,3 +187,68 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real single-node etcd 3.4 on 127.0.0.81 (plain TCP), the Chainfire stand-in."""
     with etcd(["127.0.0.81"], tmp_path_factory.mktemp("etcd")) as port:
         yield f"127.0.0.81:{port}"
+
+
+@dataclass
+class TlsIam:
+    """One IAM node over TLS whose cluster config names node01; clients of three kinds."""
+
+    url: str
+    svc: IamService
+    store: MemoryStore
+    node_ctx: ssl.SSLContext  # node01's certificate: a node of the cluster
+    operator_ctx: ssl.SSLContext  # signed by the same CA, but no node id
+    anonymous_ctx: ssl.SSLContext  # trusts the CA, presents nothing
+    admin_token: str
+
+
+@pytest.fixture
+async def tls_iam(tmp_path: Path) -> AsyncIterator[TlsIam]:
+    """IAM on 127.0.0.96 with TLS (client certificates optional), admin bootstrapped."""
+    ca = init_ca(tmp_path / "pki")
+    node = issue_node(ca, tmp_path / "secrets", "node01", ["node01"], [TLS_IAM_IP])
+    operator = issue_client(ca, tmp_path / "secrets", "operator")
+    port = free_port(TLS_IAM_IP)
+    peer = {"node_id": "node01", "hostname": "node01", "ip": TLS_IAM_IP}
+    tls = {
+        "enabled": True,
+        "ca_file": str(node.ca_path),
+        "cert_file": str(node.cert_path),
+        "key_file": str(node.key_path),
+        "client_cert_auth": True,
+    }
+    cfg = NodeConfig.model_validate(
+        {
+            **peer,
+            "peers": [{**peer, "ports": {"iam_http": port}}],
+            "ports": {"iam_http": port},
+            "tls": tls,
+            "data_dir": str(tmp_path / "data"),
+        }
+    )
+    store = MemoryStore()
+    # few failed logins per address, so brute-force limits show quickly
+    limits = LockoutPolicy(ip_burst=3, ip_per_second=0.01)
+    settings = replace(settings_from_config(cfg), hashing=FAST_FOR_TESTS, lockout=limits)
+    svc = IamService(store, settings)
+    admin = await svc.bootstrap()
+    assert admin is not None
+    runner = await start_server(svc, TLS_IAM_IP, port, iam_ssl_context(cfg), frozenset({"node01"}))
+    node_ctx = client_context(cfg.tls)
+    assert node_ctx is not None
+    operator_ctx = ssl.create_default_context(cafile=str(node.ca_path))
+    operator_ctx.load_cert_chain(str(operator.cert_path), str(operator.key_path))
+    anonymous_ctx = ssl.create_default_context(cafile=str(node.ca_path))
+    url = f"https://{TLS_IAM_IP}:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": admin.client_id,
+                "client_secret": admin.client_secret,
+            }
+            async with http.post(f"{url}/oauth2/token", data=form, ssl=anonymous_ctx) as r:
+                token = str((await r.json())["access_token"])
+        yield TlsIam(url, svc, store, node_ctx, operator_ctx, anonymous_ctx, token)
+    finally:
+        await runner.cleanup()

@@ -7,44 +7,22 @@ certificate, as Chainfire and FlareDB do.
 from __future__ import annotations
 
 import json
-import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
-from pathlib import Path
 
 import aiohttp
 import pytest
-from iam_fixtures import free_port
+from iam_fixtures import TlsIam, free_port
 
-from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import client_context
 from plasmacloud.iam.audit import AUDIT_PREFIX
 from plasmacloud.iam.authz import AuditRecord, AuditShipper, Verifier
-from plasmacloud.iam.passwords import FAST_FOR_TESTS
 from plasmacloud.iam.policy import Decision, Policy, parse_policy
 from plasmacloud.iam.principal import Principal
-from plasmacloud.iam.server import iam_ssl_context, settings_from_config, start_server
-from plasmacloud.iam.service import IamService
 from plasmacloud.iam.store import MemoryStore
 from plasmacloud.iam.upstream import IamRefused, IamUnavailable
-from plasmacloud.provision.pki import init_ca, issue_client, issue_node
 
-IP = "127.0.0.96"
 DENY = Decision(False, "implicit-deny")
 APP_ONLY = parse_policy(
     {"Statement": [{"Effect": "Allow", "Action": "chainfire:*", "Resource": "key/app/*"}]}
 )
-
-
-@dataclass
-class TlsIam:
-    url: str
-    svc: IamService
-    store: MemoryStore
-    node_ctx: ssl.SSLContext  # node01's certificate: a node of the cluster
-    operator_ctx: ssl.SSLContext  # signed by the same CA, but no node id
-    anonymous_ctx: ssl.SSLContext  # trusts the CA, presents nothing
-    admin_token: str
 
 
 class AppOnly:
@@ -52,54 +30,6 @@ class AppOnly:
 
     async def policies_for(self, principal: Principal) -> list[tuple[str, Policy]]:
         return [("app", APP_ONLY)]
-
-
-@pytest.fixture
-async def tls_iam(tmp_path: Path) -> AsyncIterator[TlsIam]:
-    ca = init_ca(tmp_path / "pki")
-    node = issue_node(ca, tmp_path / "secrets", "node01", ["node01"], [IP])
-    operator = issue_client(ca, tmp_path / "secrets", "operator")
-    port = free_port(IP)
-    peer = {"node_id": "node01", "hostname": "node01", "ip": IP}
-    tls = {
-        "enabled": True,
-        "ca_file": str(node.ca_path),
-        "cert_file": str(node.cert_path),
-        "key_file": str(node.key_path),
-        "client_cert_auth": True,
-    }
-    cfg = NodeConfig.model_validate(
-        {
-            **peer,
-            "peers": [{**peer, "ports": {"iam_http": port}}],
-            "ports": {"iam_http": port},
-            "tls": tls,
-            "data_dir": str(tmp_path / "data"),
-        }
-    )
-    store = MemoryStore()
-    svc = IamService(store, replace(settings_from_config(cfg), hashing=FAST_FOR_TESTS))
-    admin = await svc.bootstrap()
-    assert admin is not None
-    runner = await start_server(svc, IP, port, iam_ssl_context(cfg), frozenset({"node01"}))
-    node_ctx = client_context(cfg.tls)
-    assert node_ctx is not None
-    operator_ctx = ssl.create_default_context(cafile=str(node.ca_path))
-    operator_ctx.load_cert_chain(str(operator.cert_path), str(operator.key_path))
-    anonymous_ctx = ssl.create_default_context(cafile=str(node.ca_path))
-    url = f"https://{IP}:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            form = {
-                "grant_type": "client_credentials",
-                "client_id": admin.client_id,
-                "client_secret": admin.client_secret,
-            }
-            async with http.post(f"{url}/oauth2/token", data=form, ssl=anonymous_ctx) as r:
-                token = str((await r.json())["access_token"])
-        yield TlsIam(url, svc, store, node_ctx, operator_ctx, anonymous_ctx, token)
-    finally:
-        await runner.cleanup()
 
 
 async def _stored_entries(store: MemoryStore) -> list[dict[str, object]]:

@@ -32,8 +32,9 @@ class Authorizer(Protocol):
 class PasswordAuthenticator(Protocol):
     """An authorizer that can also answer etcd's ``Auth.Authenticate`` (name + password)."""
 
-    async def authenticate(self, name: str, password: str) -> str:
-        """The token for these credentials; raise EtcdError (AUTH_FAILED) to refuse."""
+    async def authenticate(self, name: str, password: str, client_ip: str | None = None) -> str:
+        """The token for these credentials; raise EtcdError (AUTH_FAILED) to refuse.
+        ``client_ip`` is the caller's address (brute-force limits count per client)."""
 
 
 def touched_ranges(request: Any) -> list[KeyRange]:

@@ -85,15 +85,16 @@ class IamAuthorizer:
             log.info("refused: %s", verdict.message)
             raise errors.PERMISSION_DENIED
 
-    async def authenticate(self, name: str, password: str) -> str:
-        """etcd's Authenticate: an access token for a user name and password."""
+    async def authenticate(self, name: str, password: str, client_ip: str | None = None) -> str:
+        """etcd's Authenticate: an access token for a user name and password (IAM counts
+        failures against ``client_ip``, the caller's address, not this node's)."""
         if looks_like_jwt(password):
             try:
                 return (await self.verifier.authenticate(password)).token
             except TokenError:
                 pass  # not one of our tokens after all: try it as a password
         try:
-            return (await self.verifier.password_login(name, password)).token
+            return (await self.verifier.password_login(name, password, client_ip)).token
         except TokenError as exc:
             if exc.reason == "iam_unavailable":
                 raise IAM_UNAVAILABLE from None

@@ -40,7 +40,7 @@ class Guard:
         self.resource = flaredb_resource(database)
         self.trusted_cns = frozenset(trusted_cns)
 
-    async def _principal(self, header: str) -> Principal:
+    async def _principal(self, header: str, client_ip: str | None) -> Principal:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value:
             return await self.verifier.authenticate(value.strip())
@@ -51,7 +51,7 @@ class Guard:
                 user, sep, password = "", "", ""
             if not sep:
                 raise TokenError("malformed", "Basic credentials must be base64(user:password)")
-            return await self.verifier.password_login(user, password)
+            return await self.verifier.password_login(user, password, client_ip)
         raise TokenError("missing", "send Authorization: Bearer <token> (or Basic user:password)")
 
     def _trusted_peer(self, request: web.Request) -> bool:
@@ -68,7 +68,9 @@ class Guard:
         if "Authorization" not in request.headers and self._trusted_peer(request):
             return None
         try:
-            principal = await self._principal(request.headers.get("Authorization", ""))
+            principal = await self._principal(
+                request.headers.get("Authorization", ""), request.remote
+            )
         except TokenError as exc:
             return _deny(401, f"authentication required: {exc}")
         decision = await self.verifier.authorize(

@@ -270,8 +270,11 @@ class Verifier:
         self._verified[token] = claims
         return claims
 
-    async def authenticate_header(self, authorization: str) -> Principal:
-        """An HTTP ``Authorization`` value: ``Bearer <token>`` or ``Basic <user:pass>``."""
+    async def authenticate_header(
+        self, authorization: str, client_ip: str | None = None
+    ) -> Principal:
+        """An HTTP ``Authorization`` value: ``Bearer <token>`` or ``Basic <user:pass>``
+        (``client_ip``: see :meth:`password_login`)."""
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return await self.authenticate(value.strip())
@@ -283,7 +286,7 @@ class Verifier:
             except (binascii.Error, UnicodeDecodeError):
                 raise TokenError("malformed", "unreadable Basic credentials") from None
             if sep and user:
-                return await self.password_login(user, password)
+                return await self.password_login(user, password, client_ip)
         raise TokenError("no_credentials", "expected 'Bearer <token>' or 'Basic <user:pass>'")
 
     async def check(
@@ -339,7 +342,7 @@ class Verifier:
         if not authorization:
             return Verdict("unauthenticated", "credentials required (Bearer token or Basic)")
         try:
-            principal = await self.authenticate_header(authorization)
+            principal = await self.authenticate_header(authorization, source_ip)
         except TokenError as exc:
             return Verdict("unauthenticated", f"credentials refused ({exc.reason})")
         ctx: dict[str, ContextValue] = {}
@@ -349,10 +352,15 @@ class Verifier:
             ctx["plasma:SecureTransport"] = secure
         return await self.check(principal, action, [(resource, False)], ctx)
 
-    async def password_login(self, username: str, password: str) -> Principal:
+    async def password_login(
+        self, username: str, password: str, client_ip: str | None = None
+    ) -> Principal:
         """Log in with a user name and password (rqlite's ``-u``, etcd's Authenticate).
 
-        The password grant goes to IAM (where lockout and rate limits apply); the token is
+        The password grant goes to IAM (where lockout and rate limits apply), forwarding
+        the client's address (``X-Forwarded-For: client_ip``) so IAM limits failures per
+        client rather than per service; IAM believes it only from a node's certificate,
+        the one this Verifier presents when built with :meth:`for_config`. The token is
         cached under a hash of the credentials until shortly before it expires, so a
         client sending Basic auth on every request does not cost an IAM call each time.
         """
@@ -369,6 +377,7 @@ class Verifier:
                 "POST",
                 "/oauth2/token",
                 form={"grant_type": "password", "username": username, "password": password},
+                headers={"X-Forwarded-For": client_ip} if client_ip else None,
             )
         except IamUnavailable as exc:
             raise TokenError("iam_unavailable", str(exc)) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import logging
 import ssl
 from collections.abc import Sequence
@@ -140,9 +141,26 @@ def _field(form: dict[str, str], name: str) -> str:
     return value
 
 
+def client_address(request: web.Request) -> str:
+    """The address a login attempt is counted against (brute-force limits).
+
+    Normally the peer's. Chainfire and FlareDB log their users in on their behalf, so
+    from a cluster node's certificate the single address they forward in
+    ``X-Forwarded-For`` is used instead; from anyone else the header is ignored (it
+    would let a guesser pick a fresh address per attempt).
+    """
+    forwarded = request.headers.get("X-Forwarded-For", "").strip()
+    if forwarded and peer_common_name(request) in request.app[NODE_IDS_KEY]:
+        try:
+            return str(ipaddress.ip_address(forwarded))
+        except ValueError:
+            log.warning("ignoring a malformed X-Forwarded-For from a node: %.64r", forwarded)
+    return request.remote or "unknown"
+
+
 async def token(request: web.Request) -> web.Response:
     svc = service(request)
-    ip = request.remote or "unknown"
+    ip = client_address(request)
     try:
         if request.content_type == "application/json":
             raw = await request.json()

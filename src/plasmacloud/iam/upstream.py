@@ -28,11 +28,12 @@ class IamUpstream:
         token: str | None = None,
         form: Mapping[str, str] | None = None,
         body: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
         """``(status, JSON body)`` from the first IAM URL that answers below 500."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         errors = []
         n = len(self._urls)
         for i in range(n):

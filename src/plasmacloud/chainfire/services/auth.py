@@ -14,6 +14,7 @@ import grpc
 
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.auth import PasswordAuthenticator
+from plasmacloud.chainfire.iam_auth import peer_ip
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.chainfire.services.base import Servicer, unary
 
@@ -46,7 +47,7 @@ class AuthServicer(Servicer, rpc_pb2_grpc.AuthServicer):
         authenticator = self.node.authorizer
         if not isinstance(authenticator, PasswordAuthenticator):
             raise errors.AUTH_NOT_ENABLED
-        token = await authenticator.authenticate(request.name, request.password)
+        token = await authenticator.authenticate(request.name, request.password, peer_ip(context))
         return rpc_pb2.AuthenticateResponse(header=self.node.header(), token=token)
 
 
