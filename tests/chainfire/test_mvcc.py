@@ -312,17 +312,16 @@ def test_a_failing_entry_is_rolled_back_alone(
 ) -> None:
     apply(put(b"a", b"1"))
     real_put = MvccStore._put
-    calls = 0
+    seen: list[list[bytes]] = []
+    store.add_listener(lambda events: seen.append([e.key for e in events]))
 
-    def flaky_put(self: MvccStore, w: object, req: pb.PutRequest) -> pb.PutResponse:
-        nonlocal calls
-        calls += 1
+    def buggy_put(self: MvccStore, w: object, req: pb.PutRequest) -> pb.PutResponse:
         resp = real_put(self, w, req)  # type: ignore[arg-type]
-        if calls == 2:
+        if req.key == b"y":
             raise RuntimeError("simulated bug after a partial write")
         return resp
 
-    monkeypatch.setattr(MvccStore, "_put", flaky_put)
+    monkeypatch.setattr(MvccStore, "_put", buggy_put)
     txn = pb.TxnRequest(
         success=[pb.RequestOp(request_put=put(b"x")), pb.RequestOp(request_put=put(b"y"))]
     )
@@ -331,3 +330,15 @@ def test_a_failing_entry_is_rolled_back_alone(
     assert results[1].header.revision == 3  # the failed txn took no revision
     keys = [kv.key for kv in store.range(pb.RangeRequest(key=b"\0", range_end=b"\0")).kvs]
     assert keys == [b"a", b"z"]  # x (written before the failure) was rolled back
+    # the batch was redone entry by entry: watchers saw z once, and never x
+    assert seen == [[b"z"]]
+    assert store.applied_index() == apply.index
+
+
+def test_a_batch_without_failures_takes_no_savepoints(apply: Applier, store: MvccStore) -> None:
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    apply(put(b"a"), put(b"b"), pb.DeleteRangeRequest(key=b"a"))
+    store._db.set_trace_callback(None)
+    assert sum("INSERT OR REPLACE INTO cur" in s for s in statements) == 2
+    assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
