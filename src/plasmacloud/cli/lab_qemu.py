@@ -18,7 +18,7 @@ from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.layout import default_lab_dir
 from plasmacloud.lab.probe import probe_cluster
-from plasmacloud.lab.qemu import QemuBackend
+from plasmacloud.lab.qemu import DEFAULT_MEMORY_MB, QemuBackend
 from plasmacloud.lab.services import plasma_executable
 from plasmacloud.provision.states import State, StateFile
 from plasmacloud.validate.checks import CheckResult, checklist, run_checks
@@ -62,7 +62,7 @@ def progress_table(backend: QemuBackend, data: StateFile, started: float) -> Tab
 def up(
     path: Path | None,
     nodes: list[str] | None = None,
-    memory: int = 512,
+    memory: int = DEFAULT_MEMORY_MB,
     timeout: float = 1200.0,
     check: bool = False,
     services: list[str] | None = None,
@@ -107,7 +107,7 @@ def up(
 def up_cmd(
     path: DirOpt = None,
     node: Annotated[list[str] | None, typer.Option(help="only these nodes")] = None,
-    memory: Annotated[int, typer.Option(help="MiB per VM")] = 512,
+    memory: Annotated[int, typer.Option(help="MiB per VM")] = DEFAULT_MEMORY_MB,
     timeout: Annotated[float, typer.Option(help="seconds to wait for every install")] = 1200,
     check: Annotated[bool, typer.Option("--validate", help="then run the checklist")] = False,
     service: Annotated[

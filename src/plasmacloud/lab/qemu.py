@@ -47,7 +47,9 @@ from plasmacloud.provision.states import State, StateFile, load_states
 
 STATE_FILE = "qemu-lab.json"
 SSH_BASE_PORT = 2200  # node0N -> 127.0.0.1:220N, like the seed
-DEFAULT_MEMORY_MB = 512
+# The initramfs unpacks into a tmpfs capped at half the RAM: ~200 MB of image needs
+# more than 512 MB (the unpack then fails part-way, "No space left on device").
+DEFAULT_MEMORY_MB = 768
 DISK_SIZE = 4 * 1024**3  # sparse: costs only what the agent writes
 # Unknown machines get an address from this pool, so they reach the refusal script.
 UNKNOWN_POOL = ("192.168.100.200", "192.168.100.220")

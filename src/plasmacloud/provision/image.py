@@ -161,6 +161,8 @@ if [ "$rc" = 0 ] && [ -n "$services" ]; then
       >>"/var/log/$svc.log" 2>&1 &
     say "started $svc (pid $!)"
   done
+  # Service logs on the serial console too: `plasma lab qemu logs NODE` shows a crash.
+  tail -F /var/log/*.log >/dev/ttyS0 2>&1 &
 fi
 while true; do sleep 3600; done
 """
