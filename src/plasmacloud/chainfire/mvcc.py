@@ -353,12 +353,13 @@ class MvccStore:
         ``serialize`` reads every page once through this connection (the WAL's too); the
         engine takes a snapshot on the event loop, so this is a stall on every node every
         ``snapshot_threshold`` entries: an online backup into a memory database copied
-        each page twice and took 2-3x as long.
+        each page twice and took about twice as long.
         """
         with self._lock:
-            image = self._db.serialize()
+            image = memoryview(self._db.serialize())
         # header bytes 18/19 say "WAL mode"; a lone file image is a rollback-journal database
-        return image[:18] + b"\x01\x01" + image[20:]
+        # (joined from views: one copy, where slicing bytes made two)
+        return b"".join((image[:18], b"\x01\x01", image[20:]))
 
     def snapshot(self) -> bytes:
         return self.backup_bytes()
