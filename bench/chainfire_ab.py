@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""A/B: several Chainfire builds (and optionally etcd 3.4) side by side, put load, in rounds.
+
+Each variant is a ``plasma`` executable (e.g. a script that puts an older checkout's
+``src`` first on ``sys.path``); every one runs as a 3-node mTLS cluster on its own scratch
+loopback range, all up at once. Each round drives every cluster in turn (order reversed
+on odd rounds) with the same puts as bench/chainfire_vs_etcd.py and records ops/s,
+p50/p99 and the CPU time per put of the leader and of the followers (from /proc). Prints
+every round and the medians; never asserts. Bounded by rounds x seconds.
+
+    python bench/chainfire_ab.py --concurrency 64 --rounds 4 \\
+        before=/path/to/old/plasma after=$(python -c 'import sys; print(sys.prefix)')/bin/plasma \\
+        --etcd
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from chainfire_vs_etcd import WARMUP_OPS, cpu_seconds, leader_kv, put_op
+
+from plasmacloud.chainfire.proto.rpc_pb2_grpc import KVStub
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.reference import ETCD
+from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
+from plasmacloud.lab.spec import scratch_spec
+from plasmacloud.lab.workload import run_load
+
+MAX_OPS = 200_000
+
+
+@dataclasses.dataclass
+class Round:
+    ops_per_s: float
+    p50_ms: float
+    p99_ms: float
+    leader_cpu_us: float  # per put
+    follower_cpu_us: float  # per put, mean of the followers
+
+
+def chainfire_from(executable: str) -> ServiceSpec:
+    """Chainfire's service spec, started through another ``plasma`` executable."""
+    return dataclasses.replace(
+        CHAINFIRE,
+        argv=lambda path, _cfg: [executable, "chainfire", "serve", "--config", str(path)],
+    )
+
+
+def pids_by_node(lab: Lab) -> dict[str, int]:
+    out = {}
+    for node in lab.spec.node_ids:
+        for proc in lab.backend.node_status(node).services:
+            if proc.pid is not None:
+                out[node] = proc.pid
+    return out
+
+
+async def one_round(lab: Lab, kv: KVStub, concurrency: int, seconds: float) -> Round:
+    leader = (await lab.probe()).leader_node
+    pids = pids_by_node(lab)
+    op = put_op(kv)
+    await run_load(op, concurrency, WARMUP_OPS, seconds / 2)
+    before = {n: cpu_seconds([p]) for n, p in pids.items()}
+    r = await run_load(op, concurrency, MAX_OPS, seconds)
+    used = {n: cpu_seconds([p]) - before[n] for n, p in pids.items()}
+    ok = max(r.ok, 1)
+    followers = [used[n] for n in used if n != leader]
+    return Round(
+        r.ops_per_s,
+        r.percentile_ms(50),
+        r.percentile_ms(99),
+        used.get(leader or "", 0.0) / ok * 1e6,
+        statistics.mean(followers) / ok * 1e6 if followers else 0.0,
+    )
+
+
+async def measure(labs: dict[str, Lab], args: argparse.Namespace) -> dict[str, list[Round]]:
+    results: dict[str, list[Round]] = {name: [] for name in labs}
+    async with contextlib.AsyncExitStack() as stack:
+        kvs = {name: await leader_kv(lab, stack) for name, lab in labs.items()}
+        for i in range(args.rounds):
+            order = list(labs) if i % 2 == 0 else list(reversed(labs))
+            for name in order:
+                r = await one_round(labs[name], kvs[name], args.concurrency, args.seconds)
+                results[name].append(r)
+                print(f"round {i} {name:10} {_fmt(r)}", flush=True)
+    return results
+
+
+def _fmt(r: Round) -> str:
+    return (
+        f"{r.ops_per_s:7,.0f}/s p50 {r.p50_ms:6.2f} p99 {r.p99_ms:7.2f} ms; CPU per put: "
+        f"leader {r.leader_cpu_us:5,.0f} us, follower {r.follower_cpu_us:5,.0f} us"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="+", help="NAME=PATH_TO_PLASMA_EXECUTABLE")
+    parser.add_argument("--etcd", action="store_true", help="also run etcd 3.4")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="plasma-ab-"))
+    labs: dict[str, Lab] = {}
+    for variant in args.variants:
+        name, _, exe = variant.partition("=")
+        labs[name] = Lab.open(root / name, scratch_spec(), services=(chainfire_from(exe),))
+    if args.etcd:
+        labs["etcd"] = Lab.open(root / "etcd", scratch_spec(), services=(ETCD,))
+    try:
+        for lab in labs.values():
+            lab.up()
+        results = asyncio.run(measure(labs, args))
+    finally:
+        for lab in labs.values():
+            lab.down()
+        shutil.rmtree(root, ignore_errors=True)
+    print("medians:")
+    for name, rounds in results.items():
+        columns = zip(*map(dataclasses.astuple, rounds), strict=True)
+        med = Round(*(statistics.median(col) for col in columns))
+        print(f"  {name:10} {_fmt(med)}")
+
+
+if __name__ == "__main__":
+    main()
