@@ -109,6 +109,19 @@ class Cluster:
                 raise AssertionError(f"{node_id} applied {store.applied_index()} < {index}")
             await asyncio.sleep(0.05)
 
+    async def wait_all_applied(self, timeout: float = 15.0) -> None:
+        """Wait until every running node has applied all that any node has applied.
+
+        A write is acknowledged by the node that received it once that node has applied
+        it, which may be before the leader has: the leader applies only what its own log
+        has made durable, so two followers' acks can commit an entry and a follower apply
+        it while the leader's fsync is still pending. So the last acknowledged write is
+        covered by the highest applied index of any node, not by the leader's.
+        """
+        index = max(s.store.applied_index() for s in self.servers.values())
+        for node_id in self.servers:
+            await self.wait_applied(node_id, index, timeout)
+
     def dumps(self) -> dict[str, list[str]]:
         return {i: list(s.store.dump_sql()) for i, s in self.servers.items()}
 

@@ -82,9 +82,8 @@ async def test_crud_at_every_level_from_every_node(cluster: Cluster) -> None:
         [["INSERT INTO t(v) VALUES(?)", "tx-a"], ["INSERT INTO t(v) VALUES(?)", leader]],
     )
     assert "UNIQUE constraint failed" in doc["results"][-1]["error"]
-    index = cluster.servers[leader].store.applied_index()
+    await cluster.wait_all_applied()
     for node in cluster.ids:
-        await cluster.wait_applied(node, index)
         status, doc, _ = await call(
             "GET", cluster.url(node) + "/db/query?q=SELECT+v+FROM+t+ORDER+BY+v&level=none"
         )
@@ -143,10 +142,7 @@ async def test_replicas_identical_after_mixed_workload(cluster: Cluster) -> None
             "INSERT INTO m(v) SELECT v || '-copy' FROM m WHERE id < 5",
         ],
     )
-    leader = await cluster.leader()
-    index = cluster.servers[leader].store.applied_index()
-    for node in ids:
-        await cluster.wait_applied(node, index)
+    await cluster.wait_all_applied()
     dumps = cluster.dumps()
     assert dumps[ids[0]] == dumps[ids[1]] == dumps[ids[2]]
     assert sum(1 for line in dumps[ids[0]] if line.startswith('INSERT INTO "m"')) > 40
@@ -204,7 +200,7 @@ async def test_lagging_follower_catches_up_from_snapshot(cluster: Cluster) -> No
     status = cluster.servers[leader].raft.status()
     assert status.snapshot_index > 1, status
     await cluster.start(lagging)
-    await cluster.wait_applied(lagging, cluster.servers[leader].store.applied_index())
+    await cluster.wait_all_applied()
     status, doc, _ = await call(
         "GET", cluster.url(lagging) + "/db/query?q=SELECT+count(*),sum(v)+FROM+s&level=none"
     )
