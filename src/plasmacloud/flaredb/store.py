@@ -15,7 +15,7 @@ import random
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -270,12 +270,24 @@ class SQLiteStore:
 
     # -- backup / load -----------------------------------------------------------------
 
-    def dump_sql(self) -> Iterator[str]:
-        """SQL text of the user's tables (FlareDB's own bookkeeping left out)."""
-        for line in self._r.iterdump():
-            if META_TABLE in line.split("(", 1)[0]:
-                continue
-            yield line + "\n"
+    def dump_sql(self) -> list[str]:
+        """SQL text of the user's tables (FlareDB's own bookkeeping left out), all of
+        them as of one applied batch."""
+        # iterdump reads table by table, each in its own autocommit read, so a batch
+        # committed meanwhile (the event loop applies while the reader thread dumps)
+        # would land in some tables of the dump and not others: e.g. rows without the
+        # audit rows their trigger wrote. One read transaction pins one state, and is
+        # always ended here (not left to a half-consumed generator), so the reader
+        # connection never keeps serving an old snapshot to later queries.
+        self._r.execute("BEGIN")
+        try:
+            return [
+                line + "\n"
+                for line in self._r.iterdump()
+                if META_TABLE not in line.split("(", 1)[0]
+            ]
+        finally:
+            self._r.execute("COMMIT")
 
     def backup_file(self) -> bytes:
         """A consistent copy of the database file without FlareDB's bookkeeping."""
