@@ -267,3 +267,16 @@ async def test_runaway_query_is_interrupted_and_the_node_keeps_serving(live_node
     assert status == 200 and doc["results"][0]["error"] == "interrupted"
     status, doc = await call("POST", u + "/db/query", ["SELECT 2"])
     assert doc["results"][0]["values"] == [[2]]
+
+
+async def test_linearizable_read_after_a_client_begin_sees_later_writes(
+    live_node: LiveNode,
+) -> None:
+    u = live_node.url
+    await call("POST", u + "/db/execute", ["CREATE TABLE t (x)", "INSERT INTO t VALUES (1)"])
+    status, _ = await call("POST", u + "/db/query?level=none", ["BEGIN", "SELECT * FROM t"])
+    assert status == 200
+    status, doc = await call("POST", u + "/db/execute", ["INSERT INTO t VALUES (2)"])
+    assert doc["results"] == [{"last_insert_id": 2, "rows_affected": 1}]
+    status, doc = await call("GET", u + "/db/query?q=SELECT+count(*)+FROM+t&level=linearizable")
+    assert status == 200 and doc["results"][0]["values"] == [[2]], doc

@@ -255,3 +255,17 @@ def test_dump_reads_every_table_from_one_state_while_entries_commit(store: SQLit
     ]
     (count,) = store.query([S("SELECT count(*) FROM m")])
     assert isinstance(count, QueryResult) and count.values == [[2]]
+
+
+@pytest.mark.parametrize("opener", ["BEGIN", "BEGIN DEFERRED", "SAVEPOINT sp"])
+def test_a_query_that_opens_a_transaction_does_not_pin_later_reads(
+    store: SQLiteStore, opener: str
+) -> None:
+    """Reads after a client's BEGIN on the read connection still see every later commit
+    (a linearizable read after its barrier must not answer from an old snapshot)."""
+    store.apply(entries(Command.new([S("CREATE TABLE t (x)"), S("INSERT INTO t VALUES (1)")])))
+    first = store.query([S(opener), S("SELECT count(*) FROM t"), S("SELECT sum(x) FROM t")])
+    assert [r.values for r in first[1:] if isinstance(r, QueryResult)] == [[[1]], [[1]]]
+    store.apply(entries(Command.new([S("INSERT INTO t VALUES (2)")]), start=2))
+    (count,) = store.query([S("SELECT count(*) FROM t")])
+    assert isinstance(count, QueryResult) and count.values == [[2]]

@@ -246,6 +246,8 @@ class SQLiteStore:
     def query(self, statements: Sequence[Statement], timeout: float | None = None) -> list[Result]:
         """Run read statements on the read-only connection (no replication).
 
+        A transaction the statements open (``BEGIN ...; SELECT ...``: several reads from
+        one state) is ended before returning, so each call reads the latest commit.
         Safe to call from one worker thread while the event loop applies entries (SQLite
         releases the GIL while it works). A statement still running after ``timeout``
         seconds is interrupted and answers "interrupted".
@@ -267,6 +269,12 @@ class SQLiteStore:
         finally:
             if deadline is not None:
                 self._r.set_progress_handler(None, 0)
+            if self._r.in_transaction:
+                # A client's BEGIN or SAVEPOINT ends with its request: an open read
+                # transaction pins this connection's snapshot, and every later read on
+                # the node, linearizable ones after their read barrier included, would
+                # keep answering from that old state.
+                self._r.execute("ROLLBACK")
 
     # -- backup / load -----------------------------------------------------------------
 
