@@ -209,8 +209,8 @@ def validate(
     path: Path | None, inside: bool = False, wait: float = 0.0, only: list[str] | None = None
 ) -> int:
     """The S6 checklist against the VMs, run inside the lab namespace (the host has no
-    route to 192.168.100.0/24), after waiting up to ``wait`` s for a ready cluster;
-    ``only``: run just these check ids."""
+    route to 192.168.100.0/24), repeated for up to ``wait`` s until green; ``only``:
+    run just these check ids."""
     backend = QemuBackend(lab_dir(path))
     if not inside:
         argv = [plasma_executable(), "lab", "qemu", "validate", "--dir", str(backend.paths.root)]
@@ -220,16 +220,19 @@ def validate(
     configs, tls, services = backend.validation_target()
 
     async def ready_then_check() -> list[CheckResult]:
+        # Under TCG a freshly (re)booted cluster may still change leaders for a while:
+        # with --wait, run the checklist again until it is green or the time is up.
         deadline = time.monotonic() + wait
         while True:
             view = await probe_cluster(configs, services, tls)
             if view.ready or time.monotonic() > deadline:
-                break
+                checks = checklist(Target(configs, tls, services, view))
+                if only:
+                    checks = [c for c in checks if c[0] in only]
+                results = await run_checks(configs, tls, services, checks)
+                if exit_code(results) == 0 or time.monotonic() > deadline:
+                    return results
             await asyncio.sleep(2)
-        checks = checklist(Target(configs, tls, services, view))
-        if only:
-            checks = [c for c in checks if c[0] in only]
-        return await run_checks(configs, tls, services, checks)
 
     t0 = time.monotonic()
     results = asyncio.run(ready_then_check())
