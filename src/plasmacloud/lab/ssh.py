@@ -1,0 +1,191 @@
+"""The ``ssh`` backend: the services of real machines, controlled over SSH.
+
+Each node of ``cluster.yaml`` is reached at its SSH target with the OpenSSH client
+(``BatchMode=yes``: never a password prompt, an identity file, host keys checked against
+a known_hosts file the operator supplies, or learned on first contact into a file the
+lab owns with ``StrictHostKeyChecking=accept-new``). What runs on the far side is a
+:class:`ServiceManager`: :class:`Systemd` in production, driving the
+``plasmacloud-<service>`` units the ``ssh`` deploy method installs; :class:`NodeCtl` for
+machines without systemd (the netns lab's namespaces, see :mod:`plasmacloud.lab.node_ctl`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
+from plasmacloud.provision.nix import SERVICES
+from plasmacloud.provision.spec import ClusterSpec, SSHTarget
+
+SSH_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 10
+
+
+def unit_name(service: str) -> str:
+    """The systemd unit of one service, as the ``ssh`` deploy method names it."""
+    return f"plasmacloud-{service}"
+
+
+class ServiceManager(Protocol):
+    """Builds the remote commands that control units on a node."""
+
+    def start(self, units: list[str]) -> list[str]: ...
+
+    def stop(self, units: list[str]) -> list[str]: ...
+
+    def kill(self, units: list[str], sig: signal.Signals) -> list[str]: ...
+
+    def is_active(self, units: list[str]) -> list[str]:
+        """Prints one state per unit, ``active`` for a running one."""
+        ...
+
+
+@dataclass(frozen=True)
+class Systemd:
+    """``systemctl`` verbs (systemd's own stop: SIGTERM, SIGKILL after TimeoutStopSec)."""
+
+    def start(self, units: list[str]) -> list[str]:
+        return ["systemctl", "start", *units]
+
+    def stop(self, units: list[str]) -> list[str]:
+        return ["systemctl", "stop", *units]
+
+    def kill(self, units: list[str], sig: signal.Signals) -> list[str]:
+        return ["systemctl", "kill", "-s", sig.name, *units]
+
+    def is_active(self, units: list[str]) -> list[str]:
+        return ["systemctl", "is-active", *units]
+
+
+@dataclass(frozen=True)
+class NodeCtl:
+    """The same verbs through a ``node_ctl``-style command (``prefix`` + verb + units)."""
+
+    prefix: tuple[str, ...]
+
+    def start(self, units: list[str]) -> list[str]:
+        return [*self.prefix, "start", *units]
+
+    def stop(self, units: list[str]) -> list[str]:
+        return [*self.prefix, "stop", *units]
+
+    def kill(self, units: list[str], sig: signal.Signals) -> list[str]:
+        return [*self.prefix, "kill", "-s", sig.name, *units]
+
+    def is_active(self, units: list[str]) -> list[str]:
+        return [*self.prefix, "is-active", *units]
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    """How the client authenticates the hosts and itself."""
+
+    known_hosts: Path  # the operator's, or a lab-owned file learned with accept-new
+    identity: Path | None = None
+    accept_new: bool = False  # learn unknown host keys into known_hosts (never changed ones)
+
+    def argv(self, target: SSHTarget) -> list[str]:
+        """``ssh`` up to (not including) the remote command."""
+        strict = "accept-new" if self.accept_new else "yes"
+        argv = [
+            "ssh",
+            "-o", "BatchMode=yes",
+            "-o", f"StrictHostKeyChecking={strict}",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+            "-p", str(target.port),
+        ]  # fmt: skip
+        if self.identity is not None:
+            argv += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
+        return [*argv, "--", f"{target.user}@{target.host}"]
+
+
+@dataclass
+class SSHBackend:
+    """Controls each node's service units over SSH (the :class:`NodeBackend` contract)."""
+
+    targets: dict[str, SSHTarget]
+    options: SSHOptions
+    manager: ServiceManager = field(default_factory=Systemd)
+    services: tuple[str, ...] = tuple(name for name, _ in SERVICES)
+    name: str = "ssh"
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ClusterSpec,
+        options: SSHOptions,
+        manager: ServiceManager | None = None,
+        services: tuple[str, ...] | None = None,
+    ) -> SSHBackend:
+        """One target per control-plane node of ``cluster.yaml`` (its ``ssh`` or root@ip)."""
+        return cls(
+            targets={n.node_id: n.target for n in spec.control_plane},
+            options=options,
+            manager=manager or Systemd(),
+            services=services or tuple(name for name, _ in SERVICES),
+        )
+
+    @property
+    def units(self) -> list[str]:
+        return [unit_name(s) for s in self.services]
+
+    def up(self) -> None:
+        for node_id in self.targets:
+            self.start_node(node_id)
+
+    def start_node(self, node_id: str) -> None:
+        self._run(node_id, self.manager.start(self.units))
+
+    def stop_node(self, node_id: str) -> None:
+        self._run(node_id, self.manager.stop(self.units))
+
+    def kill_node(self, node_id: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        self._run(node_id, self.manager.kill(self.units, sig))
+
+    def node_status(self, node_id: str) -> NodeStatus:
+        # is-active exits non-zero when any unit is not active; its output still says which
+        out = self._run(node_id, self.manager.is_active(self.units), check=False)
+        states = out.split()
+        if len(states) != len(self.units):
+            raise LabError(f"{node_id}: unexpected is-active answer {out.strip()!r}")
+        return NodeStatus(
+            node_id,
+            [
+                ServiceProcess(svc, state == "active", None, state)
+                for svc, state in zip(self.services, states, strict=True)
+            ],
+        )
+
+    def down(self) -> None:
+        for node_id in self.targets:
+            self.stop_node(node_id)
+
+    def _run(self, node_id: str, remote: list[str], check: bool = True) -> str:
+        """Run ``remote`` on the node; its stdout. ssh's own failures (255) always raise."""
+        if node_id not in self.targets:
+            raise LabError(f"no node {node_id!r} (nodes: {', '.join(self.targets)})")
+        target = self.targets[node_id]
+        argv = [*self.options.argv(target), shlex.join(remote)]
+        try:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=SSH_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise LabError(f"{node_id} ({target}): no answer in {SSH_TIMEOUT_S:.0f}s") from exc
+        if proc.returncode == 255 or (check and proc.returncode != 0):
+            raise LabError(
+                f"{node_id} ({target}): `{shlex.join(remote)}` failed "
+                f"(exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+            )
+        return proc.stdout
