@@ -269,3 +269,24 @@ def test_a_query_that_opens_a_transaction_does_not_pin_later_reads(
     store.apply(entries(Command.new([S("INSERT INTO t VALUES (2)")]), start=2))
     (count,) = store.query([S("SELECT count(*) FROM t")])
     assert isinstance(count, QueryResult) and count.values == [[2]]
+
+
+def test_entry_encoding_groups_runs_of_one_sql_text_and_round_trips() -> None:
+    ins = "INSERT INTO t(v, b) VALUES (?, ?)"
+    stmts = [S(ins, ("a", b"\x00\x01")), S(ins, (None, 1.5)), S("DELETE FROM t"), S(ins, (1, 2))]
+    stmts += [S("UPDATE t SET v=:v", {"v": "x"}), S("UPDATE t SET v=:v", {"v": None})]
+    cmd = Command.new(stmts, transaction=True)
+    data = cmd.encode()
+    assert data.count(ins.encode()) == 2  # once per run, not once per statement
+    back = Command.decode(data)
+    # BLOBs travel base64-encoded, as they do in a request body.
+    assert back.statements[0] == S(ins, ("a", "AAE="))
+    assert back.statements[1:] == tuple(stmts[1:])
+    assert (back.transaction, back.seed, back.kind) == (True, cmd.seed, cmd.kind)
+
+
+def test_entries_in_the_ungrouped_format_still_decode() -> None:
+    old = b'{"k":"execute","s":["CREATE TABLE t (v)",["INSERT INTO t VALUES (?)",true]],"seed":7}'
+    cmd = Command.decode(old)
+    assert cmd.statements == (S("CREATE TABLE t (v)"), S("INSERT INTO t VALUES (?)", (1,)))
+    assert (cmd.transaction, cmd.seed) == (False, 7)

@@ -40,11 +40,14 @@ class Command:
         return cls(tuple(statements), transaction, _SEEDS.getrandbits(63), kind)
 
     def encode(self) -> bytes:
-        doc: dict[str, Any] = {
-            "k": self.kind,
-            "s": [s.to_json() for s in self.statements],
-            "seed": self.seed,
-        }
+        """The entry's bytes: runs of statements sharing one SQL text store it once."""
+        runs: list[list[Any]] = []  # [sql, [params of each statement in the run]]
+        for s in self.statements:
+            if runs and runs[-1][0] == s.sql:
+                runs[-1][1].append(s.wire_params())
+            else:
+                runs.append([s.sql, [s.wire_params()]])
+        doc: dict[str, Any] = {"k": self.kind, "g": runs, "seed": self.seed}
         if self.transaction:
             doc["tx"] = True
         return json.dumps(doc, separators=(",", ":")).encode()
@@ -55,7 +58,15 @@ class Command:
         try:
             doc = json.loads(data)
             kind = doc["k"]
-            stmts = tuple(Statement.from_json(s, i) for i, s in enumerate(doc["s"], start=1))
+            if "g" in doc:
+                # Validated by the proposer before encoding, so no second check per value.
+                stmts = tuple(
+                    Statement(sql, p if isinstance(p, dict) else tuple(p))
+                    for sql, params in doc["g"]
+                    for p in params
+                )
+            else:  # entries written before runs were grouped
+                stmts = tuple(Statement.from_json(s, i) for i, s in enumerate(doc["s"], start=1))
             return cls(stmts, bool(doc.get("tx", False)), int(doc["seed"]), kind)
         except (ValueError, KeyError, TypeError) as exc:
             raise RequestError(f"malformed log entry: {exc}") from exc

@@ -50,6 +50,12 @@ class Statement:
             return self.sql
         return [self.sql, *(_encode_value(v) for v in self.params)]
 
+    def wire_params(self) -> list[Any] | dict[str, Any]:
+        """The parameters as JSON values (BLOBs base64-encoded, as in :meth:`to_json`)."""
+        if isinstance(self.params, dict):
+            return {k: _encode_value(v) for k, v in self.params.items()}
+        return [_encode_value(v) for v in self.params]
+
     @classmethod
     def from_json(cls, item: Any, position: int = 1) -> Statement:
         """Parse one item of a request array; ``position`` (1-based) goes into errors."""
