@@ -290,3 +290,35 @@ def test_entries_in_the_ungrouped_format_still_decode() -> None:
     cmd = Command.decode(old)
     assert cmd.statements == (S("CREATE TABLE t (v)"), S("INSERT INTO t VALUES (?)", (1,)))
     assert (cmd.transaction, cmd.seed) == (False, 7)
+
+
+def test_a_failed_statement_is_undone_alone_and_random_stays_seeded(tmp_path: Path) -> None:
+    """Statements run without their own savepoint until one fails; then the entry reruns
+    with one each: the failed statement's partial rows (INSERT OR FAIL) are gone, the
+    others' kept, and random() gives what a clean run from the entry's seed gives."""
+    setup = Command.new([S("CREATE TABLE f (x UNIQUE, r)"), S("INSERT INTO f VALUES (3, 0)")])
+    mixed = Command.new(
+        [
+            S("INSERT INTO f VALUES (1, random())"),
+            S("INSERT OR FAIL INTO f VALUES (2, 0), (3, 0)"),  # inserts 2, then fails
+            S("INSERT INTO f VALUES (4, random())"),
+        ]
+    )
+    clean = Command(
+        (S("INSERT INTO f VALUES (1, random())"), S("INSERT INTO f VALUES (4, random())")),
+        seed=mixed.seed,
+    )
+    a, b = SQLiteStore(tmp_path / "a"), SQLiteStore(tmp_path / "b")
+    try:
+        (_, res) = a.apply(entries(setup, mixed))
+        b.apply(entries(setup, clean))
+        assert isinstance(res[1], ErrorResult) and "UNIQUE" in res[1].error
+        assert [type(r) for r in (res[0], res[2])] == [ExecuteResult, ExecuteResult]
+        assert res[2].last_insert_id == 3  # type: ignore[union-attr]
+        rows = [S("SELECT x, r FROM f ORDER BY x")]
+        values = a.query(rows)[0].values  # type: ignore[union-attr]
+        assert values == b.query(rows)[0].values  # type: ignore[union-attr]
+        assert [v[0] for v in values] == [1, 3, 4]
+    finally:
+        a.close()
+        b.close()
