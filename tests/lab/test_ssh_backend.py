@@ -10,6 +10,7 @@ when a test fails.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -22,23 +23,56 @@ from pathlib import Path
 
 import pytest
 
+from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsNames, create_network, destroy_network, scratch_netns_spec
-from plasmacloud.lab.ssh import NodeCtl, SSHBackend, SSHOptions, Systemd, unit_name
+from plasmacloud.lab.probe import probe_cluster
+from plasmacloud.lab.services import CHAINFIRE, FLAREDB
+from plasmacloud.lab.spec import LabSpec
+from plasmacloud.lab.ssh import (
+    NodeCtl,
+    ServiceManager,
+    SSHBackend,
+    SSHOptions,
+    Systemd,
+    unit_name,
+)
 from plasmacloud.provision.spec import SSHTarget
+from plasmacloud.validate.checks import run_checks
+from plasmacloud.validate.ssh_target import ssh_restart
 
 pytestmark = pytest.mark.slow
 
 SSHD = "/usr/sbin/sshd"
 SERVICES = ("chainfire", "flaredb")
 PORT_WAIT_S = 20.0
+READY_TIMEOUT_S = 90.0
 
 
 @dataclass
-class SSHLab:
-    backend: SSHBackend
-    unit_dirs: dict[str, Path]
+class SSHNodes:
+    """Netns nodes each running an sshd; the backend reaches them with :attr:`options`."""
+
+    spec: LabSpec
+    targets: dict[str, SSHTarget]
+    options: SSHOptions
     known_hosts: Path
+
+    def backend(self, unit_dirs: dict[str, Path], services: tuple[str, ...]) -> SSHBackend:
+        """Driving each node through node_ctl on that node's unit directory."""
+        managers: dict[str, ServiceManager] = {
+            n: NodeCtl((sys.executable, "-m", "plasmacloud.lab.node_ctl", "--dir", str(d)))
+            for n, d in unit_dirs.items()
+        }
+        return SSHBackend(self.targets, self.options, services=services, managers=managers)
+
+
+def _write_units(units: Path, argv_of: dict[str, list[str]]) -> Path:
+    units.mkdir(parents=True, exist_ok=True)
+    for svc, argv in argv_of.items():
+        (units / f"{unit_name(svc)}.argv").write_text(json.dumps(argv))
+    return units
 
 
 def _keygen(path: Path) -> None:
@@ -77,42 +111,38 @@ def _wait_port(address: str, port: int) -> None:
 
 
 @pytest.fixture
-def ssh_lab(tmp_path: Path) -> Iterator[SSHLab]:
-    """Three netns nodes, each with an sshd and unit files for a long-running process."""
+def nodes(tmp_path: Path) -> Iterator[SSHNodes]:
+    """Three netns nodes on a random private /24, an sshd in each; all gone afterwards."""
     spec = scratch_netns_spec()
-    names = NetnsNames.for_lab(tmp_path)
+    names = NetnsNames.for_lab(tmp_path / "lab")
+    keys = tmp_path / "ssh"
+    keys.mkdir()
     sshds: list[subprocess.Popen[bytes]] = []
     try:
         create_network(names, spec)
-        _keygen(tmp_path / "id")
-        _keygen(tmp_path / "host_key")
-        (tmp_path / "authorized_keys").write_text((tmp_path / "id.pub").read_text())
+        _keygen(keys / "id")
+        _keygen(keys / "host_key")
+        (keys / "authorized_keys").write_text((keys / "id.pub").read_text())
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
-        targets, unit_dirs = {}, {}
+        targets = {}
         for node_id in spec.node_ids:
             address = str(spec.ip_of(node_id))
-            cfg = _sshd_config(tmp_path, address, node_id)
+            cfg = _sshd_config(keys, address, node_id)
             ns = names.namespace(node_id)
-            sshds.append(
-                subprocess.Popen(
-                    ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(cfg)],
-                    stdout=(tmp_path / f"sshd-{node_id}.log").open("ab"),
-                    stderr=subprocess.STDOUT,
+            with (keys / f"sshd-{node_id}.log").open("ab") as log:
+                sshds.append(
+                    subprocess.Popen(
+                        ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(cfg)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
                 )
-            )
-            units = tmp_path / node_id / "units"
-            units.mkdir(parents=True)
-            for svc in SERVICES:
-                argv = [sys.executable, "-c", f"import time; time.sleep(600)  # {node_id} {svc}"]
-                (units / f"{unit_name(svc)}.argv").write_text(json.dumps(argv))
             targets[node_id] = SSHTarget(host=address)
-            unit_dirs[node_id] = units
         for target in targets.values():
             _wait_port(target.host, 22)
-        known_hosts = tmp_path / "known_hosts"
-        options = SSHOptions(known_hosts=known_hosts, identity=tmp_path / "id", accept_new=True)
-        # the unit directory differs per node, so each node gets its own backend view
-        yield SSHLab(SSHBackend(targets, options, services=SERVICES), unit_dirs, known_hosts)
+        known_hosts = keys / "known_hosts"
+        options = SSHOptions(known_hosts=known_hosts, identity=keys / "id", accept_new=True)
+        yield SSHNodes(spec, targets, options, known_hosts)
     finally:
         for proc in sshds:
             proc.terminate()
@@ -124,35 +154,37 @@ def ssh_lab(tmp_path: Path) -> Iterator[SSHLab]:
         assert destroy_network(names) == []
 
 
-def _node_backend(lab: SSHLab, node_id: str) -> SSHBackend:
-    """The lab's backend driving ``node_id`` through node_ctl on that node's unit dir."""
-    prefix = (
-        sys.executable,
-        "-m",
-        "plasmacloud.lab.node_ctl",
-        "--dir",
-        str(lab.unit_dirs[node_id]),
-    )
-    b = lab.backend
-    return SSHBackend({node_id: b.targets[node_id]}, b.options, NodeCtl(prefix), b.services)
+def _sleepers(nodes: SSHNodes, tmp: Path) -> SSHBackend:
+    """Units that just sleep, one directory per node."""
+    dirs = {
+        n: _write_units(
+            tmp / n / "units",
+            {
+                svc: [sys.executable, "-c", f"import time; time.sleep(600)  # {n} {svc}"]
+                for svc in SERVICES
+            },
+        )
+        for n in nodes.spec.node_ids
+    }
+    return nodes.backend(dirs, SERVICES)
 
 
 def _running(backend: SSHBackend, node_id: str) -> list[bool]:
     return [s.running for s in backend.node_status(node_id).services]
 
 
-def test_start_stop_kill_over_ssh(ssh_lab: SSHLab) -> None:
+def test_start_stop_kill_over_ssh(nodes: SSHNodes, tmp_path: Path) -> None:
     node = "node02"
-    backend = _node_backend(ssh_lab, node)
+    backend = _sleepers(nodes, tmp_path)
     assert _running(backend, node) == [False, False]
     assert backend.node_status(node).services[0].note == "inactive"
     backend.start_node(node)
     assert _running(backend, node) == [True, True]
     assert backend.node_status(node).running
     # the host key was learned on first contact into the lab's own file
-    host = ssh_lab.backend.targets[node].host
+    host = nodes.targets[node].host
     found = subprocess.run(
-        ["ssh-keygen", "-F", host, "-f", str(ssh_lab.known_hosts)], capture_output=True, timeout=30
+        ["ssh-keygen", "-F", host, "-f", str(nodes.known_hosts)], capture_output=True, timeout=30
     )
     assert found.returncode == 0
     backend.stop_node(node)
@@ -164,18 +196,49 @@ def test_start_stop_kill_over_ssh(ssh_lab: SSHLab) -> None:
         time.sleep(0.1)
     assert _running(backend, node) == [False, False]
     # other nodes were never touched
-    other = _node_backend(ssh_lab, "node01")
-    assert _running(other, "node01") == [False, False]
+    assert _running(backend, "node01") == [False, False]
 
 
-def test_changed_host_key_is_refused(ssh_lab: SSHLab, tmp_path: Path) -> None:
+def test_changed_host_key_is_refused(nodes: SSHNodes, tmp_path: Path) -> None:
     node = "node01"
-    host = ssh_lab.backend.targets[node].host
+    host = nodes.targets[node].host
     _keygen(tmp_path / "other")
     fake = (tmp_path / "other.pub").read_text().split()[:2]
-    ssh_lab.known_hosts.write_text(f"{host} {' '.join(fake)}\n")
+    nodes.known_hosts.write_text(f"{host} {' '.join(fake)}\n")
     with pytest.raises(LabError, match="exit 255"):
-        _node_backend(ssh_lab, node).node_status(node)
+        _sleepers(nodes, tmp_path).node_status(node)
+
+
+async def test_validation_with_restart_over_ssh_is_green(nodes: SSHNodes, tmp_path: Path) -> None:
+    """Chainfire + FlareDB in the namespaces, started over SSH; the checklist, persistence
+    included (every node stopped and started over SSH), all green."""
+    lab = Lab.open(tmp_path / "lab", nodes.spec, services=(CHAINFIRE, FLAREDB), backend="netns")
+    lab.prepare()
+    dirs = {}
+    for n in nodes.spec.node_ids:
+        config_path = lab.layout.config_path(n)
+        cfg = NodeConfig.load(config_path)
+        argv = {svc.name: svc.argv(config_path, cfg) for svc in lab.services}
+        dirs[n] = _write_units(lab.layout.node_dir(n) / "units", argv)
+    backend = nodes.backend(dirs, ("chainfire", "flaredb"))
+    configs, tls = lab.configs(), lab.operator_tls
+    try:
+        await asyncio.to_thread(backend.up)
+        restart = ssh_restart(backend, configs, lab.services, tls, timeout=READY_TIMEOUT_S)
+        # the same wait as after the restart: healthy with one leader
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not (await probe_cluster(configs, lab.services, tls)).ready:
+            assert time.monotonic() < deadline, "cluster never became ready"
+            await asyncio.sleep(0.5)
+        results = await run_checks(configs, tls, lab.services, restart=restart)
+        failed = [
+            (r.check_id, [n.evidence for n in r.results if not n.ok]) for r in results if not r.ok
+        ]
+        assert failed == []
+        assert "persistence" in [r.check_id for r in results]
+        assert all(backend.node_status(n).running for n in nodes.spec.node_ids)
+    finally:
+        await asyncio.to_thread(backend.down)
 
 
 def test_systemd_commands_use_the_deployed_unit_names() -> None:

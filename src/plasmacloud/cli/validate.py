@@ -14,9 +14,11 @@ from rich.console import Console
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
 from plasmacloud.lab.services import SERVICES, service_named
+from plasmacloud.lab.ssh import SSHBackend, SSHOptions
 from plasmacloud.provision.spec import SpecError, load_spec
 from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
-from plasmacloud.validate.spec_target import operator_tls, validate_spec
+from plasmacloud.validate.spec_target import operator_tls, spec_configs, validate_spec
+from plasmacloud.validate.ssh_target import ssh_restart
 from plasmacloud.validate.target import CheckResult
 
 ADMIN_ENV = "PLASMA_ADMIN_CREDENTIALS"
@@ -66,6 +68,26 @@ def validate(
     ] = DEFAULT_SERVICES,
     as_json: JsonOpt = False,
     junit: JunitOpt = None,
+    persistence: Annotated[
+        bool,
+        typer.Option(
+            "--persistence",
+            help="also write markers, restart every node's services over SSH "
+            "(systemctl stop/start plasmacloud-*) and check they are back",
+        ),
+    ] = False,
+    identity: Annotated[
+        Path | None, typer.Option("--ssh-identity", help="SSH private key (--persistence)")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(
+            "--known-hosts",
+            help="host keys to check strictly (default: learn new ones into "
+            "<out>/known_hosts, refuse changed ones)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the cluster checklist against the spec's control-plane nodes, at the spec's
     addresses, with the render tree's CA and admin client certificate (non-zero on failure)."""
@@ -85,5 +107,14 @@ def validate(
             err=True,
         )
         raise typer.Exit(EXIT_USAGE)
-    results = asyncio.run(validate_spec(cluster, tls, chosen, admin))
+    restart = None
+    if persistence:
+        ssh = SSHOptions(
+            known_hosts=known_hosts or out / "known_hosts",
+            identity=identity,
+            accept_new=known_hosts is None,
+        )
+        backend = SSHBackend.from_spec(cluster, ssh, services=tuple(s.name for s in chosen))
+        restart = ssh_restart(backend, spec_configs(cluster), chosen, tls)
+    results = asyncio.run(validate_spec(cluster, tls, chosen, admin, restart))
     raise typer.Exit(emit(results, as_json, junit))

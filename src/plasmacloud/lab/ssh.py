@@ -115,6 +115,8 @@ class SSHBackend:
     manager: ServiceManager = field(default_factory=Systemd)
     services: tuple[str, ...] = tuple(name for name, _ in SERVICES)
     name: str = "ssh"
+    # node -> its own manager, for a fleet where some machines differ (default: manager)
+    managers: dict[str, ServiceManager] = field(default_factory=dict)
 
     @classmethod
     def from_spec(
@@ -141,17 +143,17 @@ class SSHBackend:
             self.start_node(node_id)
 
     def start_node(self, node_id: str) -> None:
-        self._run(node_id, self.manager.start(self.units))
+        self._run(node_id, self._manager(node_id).start(self.units))
 
     def stop_node(self, node_id: str) -> None:
-        self._run(node_id, self.manager.stop(self.units))
+        self._run(node_id, self._manager(node_id).stop(self.units))
 
     def kill_node(self, node_id: str, sig: signal.Signals = signal.SIGKILL) -> None:
-        self._run(node_id, self.manager.kill(self.units, sig))
+        self._run(node_id, self._manager(node_id).kill(self.units, sig))
 
     def node_status(self, node_id: str) -> NodeStatus:
         # is-active exits non-zero when any unit is not active; its output still says which
-        out = self._run(node_id, self.manager.is_active(self.units), check=False)
+        out = self._run(node_id, self._manager(node_id).is_active(self.units), check=False)
         states = out.split()
         if len(states) != len(self.units):
             raise LabError(f"{node_id}: unexpected is-active answer {out.strip()!r}")
@@ -166,6 +168,9 @@ class SSHBackend:
     def down(self) -> None:
         for node_id in self.targets:
             self.stop_node(node_id)
+
+    def _manager(self, node_id: str) -> ServiceManager:
+        return self.managers.get(node_id, self.manager)
 
     def _run(self, node_id: str, remote: list[str], check: bool = True) -> str:
         """Run ``remote`` on the node; its stdout. ssh's own failures (255) always raise."""

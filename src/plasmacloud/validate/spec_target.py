@@ -16,7 +16,7 @@ from plasmacloud.provision.nodeconfig import node_config
 from plasmacloud.provision.pki import CA_CERT
 from plasmacloud.provision.spec import ClusterSpec
 from plasmacloud.validate.checks import run_checks
-from plasmacloud.validate.target import CheckResult
+from plasmacloud.validate.target import CheckResult, Restart
 
 
 def spec_configs(spec: ClusterSpec) -> list[NodeConfig]:
@@ -42,6 +42,7 @@ async def validate_spec(
     tls: TLSConfig,
     services: tuple[ServiceSpec, ...] = SERVICES,
     admin: AdminCredentials | None = None,
+    restart: Restart | None = None,
 ) -> list[CheckResult]:
-    """The checklist against the spec's control-plane nodes."""
-    return await run_checks(spec_configs(spec), tls, services, admin=admin)
+    """The checklist against the spec's control-plane nodes (``restart``: add persistence)."""
+    return await run_checks(spec_configs(spec), tls, services, admin=admin, restart=restart)
