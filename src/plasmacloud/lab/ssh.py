@@ -149,6 +149,9 @@ class SSHBackend:
         self._run(node_id, self._manager(node_id).stop(self.units))
 
     def kill_node(self, node_id: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal every unit's processes. Under systemd the deployed units have
+        ``Restart=on-failure``, so a SIGKILLed service comes back by itself after
+        ``RestartSec`` (a crash as production sees it); node_ctl never restarts."""
         self._run(node_id, self._manager(node_id).kill(self.units, sig))
 
     def node_status(self, node_id: str) -> NodeStatus:
