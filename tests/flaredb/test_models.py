@@ -63,6 +63,9 @@ def test_parser_accepts_or_rejects_cleanly(doc: Any) -> None:
 
 def test_booleans_become_integers_and_errors_name_the_position() -> None:
     assert parse_request('[["SELECT ?, ?", true, false]]') == [Statement("SELECT ?, ?", (1, 0))]
+    # True == 1 in Python, so check the types too: SQLite must get the integers.
+    (stmt,) = parse_request('[["SELECT ?, ?, ?", true, false, 2]]')
+    assert [type(v) for v in stmt.params] == [int, int, int]
     with pytest.raises(
         RequestError, match=r"statement 2: parameter 'a' has unsupported type object"
     ):

@@ -79,6 +79,8 @@ class Statement:
             for name, value in rest[0].items():
                 named[name] = _check_param(value, f"{where}: parameter {name!r}")
             return cls(_check_sql(sql, where), named)
+        if all(type(v) in _SCALARS for v in rest):  # exact types: bool needs converting
+            return cls(_check_sql(sql, where), tuple(rest))
         positional = tuple(
             _check_param(v, f"{where}: parameter {i}") for i, v in enumerate(rest, start=1)
         )

@@ -10,6 +10,7 @@ that sees the last committed state (WAL mode), so they never wait for an apply.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import sqlite3
@@ -47,6 +48,12 @@ class _TransactionLost(Exception):
     or an interrupted write, which SQLite rolls back whole); the message says which."""
 
 
+@functools.lru_cache(maxsize=256)
+def _inserts(sql: str) -> bool:
+    # Cached: a bulk request repeats one INSERT text thousands of times.
+    return sql.lstrip().upper().startswith(("INSERT", "REPLACE"))
+
+
 def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
     """Run one statement; SQLite errors become an :class:`ErrorResult`."""
     start = time.perf_counter()
@@ -58,7 +65,7 @@ def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
         else:
             rows = max(cur.rowcount, 0)
             # lastrowid is the connection's, so only trust it right after a row was inserted.
-            inserted = rows and stmt.sql.lstrip().upper().startswith(("INSERT", "REPLACE"))
+            inserted = rows and _inserts(stmt.sql)
             result = ExecuteResult(int(cur.lastrowid or 0) if inserted else 0, rows)
     except (sqlite3.Error, OverflowError, ValueError) as exc:
         result = ErrorResult(str(exc))
