@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDictProxy
 
 from plasmacloud.common.config import NodeConfig, PeerConfig, ServicePorts, TLSConfig
 from plasmacloud.flaredb.server import FlareDBServer
@@ -128,7 +129,7 @@ class Cluster:
 
 async def call(
     method: str, url: str, body: Any = None, allow_redirects: bool = True
-) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+) -> tuple[int, Any, CIMultiDictProxy[str]]:
     data = json.dumps(body) if body is not None else None
     async with (
         aiohttp.ClientSession() as s,

@@ -197,11 +197,11 @@ async def test_lagging_follower_catches_up_from_snapshot(cluster: Cluster) -> No
             for k in range(150)
         )
     )
-    status = cluster.servers[leader].raft.status()
-    assert status.snapshot_index > 1, status
+    raft_status = cluster.servers[leader].raft.status()
+    assert raft_status.snapshot_index > 1, raft_status
     await cluster.start(lagging)
     await cluster.wait_all_applied()
-    status, doc, _ = await call(
+    _, doc, _ = await call(
         "GET", cluster.url(lagging) + "/db/query?q=SELECT+count(*),sum(v)+FROM+s&level=none"
     )
     assert values(doc) == [[150, sum(range(150))]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -86,7 +87,9 @@ def test_booleans_become_integers_and_errors_name_the_position() -> None:
     ),
     st.booleans(),
 )
-def test_query_result_round_trip(cols_rows: tuple[list[str], list[list[Any]]], assoc: bool) -> None:
+def test_query_result_round_trip(
+    cols_rows: tuple[list[str], list[Sequence[Any]]], assoc: bool
+) -> None:
     cols, rows = cols_rows
     q = QueryResult.from_rows(cols, rows)
     back = result_from_json(json.loads(json.dumps(q.to_json(associative=assoc))))
