@@ -105,7 +105,16 @@ def start_switch(names: NetNames, vde_dir: Path, log: Path, server_cidr: str) ->
     _ip("-n", ns, "addr", "replace", server_cidr, "dev", names.tap)
     _ip("-n", ns, "-6", "addr", "replace", RA_ADDRESS, "dev", names.tap, "nodad")
     _ip("-n", ns, "link", "set", names.tap, "up")
+    # The kernel gives the tap a link-local address that stays "tentative" for 1-2 s of
+    # duplicate address detection; dnsmasq's router advertisements need it, and started
+    # before it settles dnsmasq exits with "unknown interface".
+    wait_for(lambda: _addresses_settled(ns, names.tap), 15, f"addresses on {names.tap}")
     return proc
+
+
+def _addresses_settled(ns: str, dev: str) -> bool:
+    out = _ip("-n", ns, "-o", "addr", "show", "dev", dev)
+    return "inet6 fe80:" in out and "tentative" not in out
 
 
 def lab_dnsmasq_conf(spec: ClusterSpec, names: NetNames, state_dir: Path, tftp: Path) -> str:

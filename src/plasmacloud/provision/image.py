@@ -43,13 +43,18 @@ import plasmacloud
 KERNEL_META = "linux-image-amd64"
 # What the first-boot agent runs (provision/disk.py's TOOLS and LVM_TOOLS) besides
 # busybox: sfdisk (fdisk), mkfs.vfat (dosfstools), LVM (lvm2, dmsetup), SSH into the
-# installer (dropbear-bin and its two libraries, which the host does not have).
+# installer (dropbear-bin and its two libraries). Libraries a fresh Debian host lacks
+# (lvm2's libdevmapper-event, libaio) come as debs too: the image must not depend on
+# what else happens to be installed on the build host.
 EXTRA_PACKAGES = (
     "busybox-static",
     "fdisk",
     "dosfstools",
     "lvm2",
     "dmsetup",
+    "libdevmapper1.02.1",
+    "libdevmapper-event1.02.1",
+    "libaio1",
     "dropbear-bin",
     "libtomcrypt1",
     "libtommath1",
