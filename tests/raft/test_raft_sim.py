@@ -8,12 +8,16 @@ acknowledged proposal survives. A failing seed prints its one-line replay comman
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import random
 
 import pytest
 
-from plasmacloud.raft.sim import InvariantViolation, Simulation, replay_command
+from plasmacloud.raft.codec import NORMAL, LogEntry
+from plasmacloud.raft.sim import InvariantViolation, SimDisk, Simulation, replay_command
+from plasmacloud.raft.storage import Storage
 
 SEEDS = int(os.environ.get("RAFT_SIM_SEEDS", "2000"))
 CHUNK = 100
@@ -61,3 +65,24 @@ def test_harness_detects_a_broken_engine(monkeypatch: pytest.MonkeyPatch) -> Non
             caught.append((seed, exc))
             break
     assert caught, "60 seeds of a broken engine passed every check"
+
+
+async def test_sim_disk_durability_never_goes_back() -> None:
+    """An fdatasync overtaken by a newer blocking sync (a segment roll while the worker
+    thread's sync of the same file is in flight) must not un-persist data on a crash:
+    otherwise the simulated disk tears a finished segment, which the storage rightly
+    reports as corruption (seed 85 with commit heartbeats that expect no answer)."""
+    disk = SimDisk(random.Random(1), (0.01, 0.01))
+    store = Storage(disk.mount(), "/sim/n1", segment_bytes=200)
+    store.open()
+    entries = [LogEntry.make(i, 1, NORMAL, b"x" * 40) for i in range(1, 9)]
+    store.append(entries[:3])
+    in_flight = asyncio.ensure_future(store.sync())  # captures entries 1-3 only
+    await asyncio.sleep(0)
+    store.append(entries[3:6])  # past segment_bytes: the next append rolls
+    store.append(entries[6:])  # roll: blocking sync of the first segment (1-6)
+    await in_flight  # completes after the roll's sync
+    for _ in range(20):  # crashes tear only unsynced data in the newest segment
+        disk.crash()
+        recovered = Storage(disk.mount(), "/sim/n1", segment_bytes=200).open()
+        assert [e.index for e in recovered.entries][:6] == [1, 2, 3, 4, 5, 6]

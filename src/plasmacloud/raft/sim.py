@@ -84,6 +84,17 @@ class SimLoop(asyncio.BaseEventLoop):
 class _FileState:
     data: bytearray = field(default_factory=bytearray)
     durable: bytes = b""
+    # bumped by every write and truncate: a sync that completes after a newer one (an
+    # fdatasync in a worker thread overtaken by a segment roll's blocking sync) must not
+    # make the file's durable contents go back in time, which no real disk does
+    version: int = 0
+    durable_version: int = 0
+
+    def make_durable(self, data: bytes, version: int) -> None:
+        """The contents as of ``version`` reached the disk (unless newer ones already did)."""
+        if version >= self.durable_version:
+            self.durable = data
+            self.durable_version = version
 
 
 class SimDisk:
@@ -153,11 +164,11 @@ class SimMount:
 
     async def datasync(self, files: Sequence[Any]) -> None:
         self.check()
-        captured = [(f.state, bytes(f.state.data)) for f in files]
+        captured = [(f.state, bytes(f.state.data), f.state.version) for f in files]
         await asyncio.sleep(self.disk.rng.uniform(*self.disk.sync_delay))
         self.check()
-        for st, data in captured:
-            st.durable = data  # what was written when the sync began is on disk now
+        for st, data, version in captured:
+            st.make_durable(data, version)  # what was written when the sync began
 
     def write_atomic(self, path: str, data: bytes) -> None:
         self.check()[path] = _FileState(bytearray(data), bytes(data))
@@ -179,17 +190,19 @@ class SimFile:
     def write(self, data: bytes) -> None:
         self.mount.check()
         self.state.data.extend(data)
+        self.state.version += 1
 
     def truncate(self, size: int) -> None:
         self.mount.check()
         del self.state.data[size:]
+        self.state.version += 1
 
     def size(self) -> int:
         return len(self.state.data)
 
     def sync(self) -> None:
         self.mount.check()
-        self.state.durable = bytes(self.state.data)
+        self.state.make_durable(bytes(self.state.data), self.state.version)
 
     def close(self) -> None:
         pass
