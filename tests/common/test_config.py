@@ -104,3 +104,59 @@ def test_arbitrary_hostnames_never_crash_validation(name: str) -> None:
         PeerConfig(node_id="n1", hostname=name, ip="10.0.0.1")
     except ValueError as exc:
         assert "hostname" in str(exc)
+
+
+def test_raft_timing_defaults_are_the_engines_and_older_files_still_load(tmp_path: Path) -> None:
+    raw = json.loads(_node().model_dump_json())
+    del raw["raft"]  # a cluster-config.json written before the field existed
+    path = tmp_path / "cluster-config.json"
+    path.write_text(json.dumps(raw))
+    cfg = NodeConfig.load(path)
+    assert cfg.raft.heartbeat_s == 0.05
+    assert cfg.raft.election_timeout_s == (0.3, 0.6)
+
+
+def test_raft_timing_from_the_file_and_in_the_schema(tmp_path: Path) -> None:
+    raw = json.loads(_node().model_dump_json())
+    raw["raft"] = {"heartbeat_ms": 200, "election_timeout_ms": [1000, 2000]}
+    path = tmp_path / "cluster-config.json"
+    path.write_text(json.dumps(raw))
+    cfg = NodeConfig.load(path)
+    assert cfg.raft.heartbeat_s == 0.2
+    assert cfg.raft.election_timeout_s == (1.0, 2.0)
+    defs = node_config_schema()["$defs"]
+    assert set(defs["RaftTiming"]["properties"]) == {"heartbeat_ms", "election_timeout_ms"}  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("raft", "message"),
+    [
+        ({"election_timeout_ms": [600, 300]}, r"raft: .*\[600, 300\].*1 <= min < max"),
+        ({"election_timeout_ms": [500, 500]}, r"min < max"),
+        ({"election_timeout_ms": [300]}, r"raft\.election_timeout_ms"),
+        ({"heartbeat_ms": 200}, r"heartbeat_ms \(200\) must be at most half"),
+        ({"heartbeat_ms": 0}, r"raft\.heartbeat_ms"),
+        ({"heartbeat": 50}, r"raft\.heartbeat"),
+    ],
+)
+def test_bad_raft_timing_names_the_field(tmp_path: Path, raft: object, message: str) -> None:
+    raw = json.loads(_node().model_dump_json())
+    raw["raft"] = raft
+    path = tmp_path / "cluster-config.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=message):
+        NodeConfig.load(path)
+
+
+def test_chainfire_and_flaredb_run_raft_with_the_configs_timing(tmp_path: Path) -> None:
+    from plasmacloud.chainfire.server import ChainfireServer
+    from plasmacloud.common.config import TLSConfig
+    from plasmacloud.flaredb.server import FlareDBServer
+
+    slow = {"heartbeat_ms": 250, "election_timeout_ms": [1000, 2000]}
+    cfg = _node(raft=slow, tls=TLSConfig(enabled=False), data_dir=tmp_path)
+    chainfire = ChainfireServer(cfg)._raft_node(state_machine=None)
+    flaredb = FlareDBServer(cfg).raft
+    for raft in (chainfire, flaredb):
+        assert raft.config.election_timeout == (1.0, 2.0)
+        assert raft.config.heartbeat_interval == 0.25

@@ -18,7 +18,7 @@ from plasmacloud.common.config import NodeConfig
 from plasmacloud.provision.nix import nix_str
 from plasmacloud.provision.render import render, render_files
 from plasmacloud.provision.sample import sample_spec
-from plasmacloud.provision.spec import ClusterSpec, parse_spec
+from plasmacloud.provision.spec import ClusterSpec, SpecError, parse_spec
 
 from .helpers import run_plasma
 
@@ -184,3 +184,16 @@ def test_render_cli_json_and_bad_spec(tmp_path: Path) -> None:
 
 def test_nix_strings_are_escaped() -> None:
     assert nix_str('a"b\\c${x}') == '"a\\"b\\\\c\\${x}"'
+
+
+def test_cluster_raft_timing_reaches_every_node_config() -> None:
+    text = sample_spec() + "raft:\n  heartbeat_ms: 200\n  election_timeout_ms: [1000, 2000]\n"
+    spec, issues = parse_spec(text)
+    assert issues == []
+    files = render_files(spec)
+    for i in (1, 2, 3):
+        cfg = NodeConfig.model_validate_json(files[f"node0{i}/secrets/cluster-config.json"])
+        assert cfg.raft.heartbeat_ms == 200
+        assert cfg.raft.election_timeout_s == (1.0, 2.0)
+    with pytest.raises(SpecError, match=r"raft: raft.election_timeout_ms is \[900, 100\]"):
+        parse_spec(sample_spec() + "raft:\n  election_timeout_ms: [900, 100]\n")

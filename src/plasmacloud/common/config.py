@@ -88,6 +88,45 @@ class TLSConfig(_Strict):
     client_cert_auth: bool = True
 
 
+class RaftTiming(_Strict):
+    """Raft timing of the node's consensus groups (Chainfire and FlareDB).
+
+    The defaults suit real machines and the process lab; slow hosts (emulated VMs, a
+    loaded box) need longer elections, or followers time out between heartbeats that
+    arrived late and the cluster keeps changing leaders.
+    """
+
+    heartbeat_ms: int = Field(50, ge=1, le=60_000, description="leader heartbeat interval")
+    election_timeout_ms: tuple[int, int] = Field(
+        (300, 600),
+        description="[min, max]: a follower starts an election after a random timeout in it",
+    )
+
+    @model_validator(mode="after")
+    def _sane(self) -> RaftTiming:
+        lo, hi = self.election_timeout_ms
+        if not 1 <= lo < hi <= 600_000:
+            raise ValueError(
+                f"raft.election_timeout_ms is [{lo}, {hi}]; give [min, max] with "
+                "1 <= min < max <= 600000 (the spread keeps nodes from timing out together)"
+            )
+        if self.heartbeat_ms * 2 > lo:
+            raise ValueError(
+                f"raft.heartbeat_ms ({self.heartbeat_ms}) must be at most half of "
+                f"raft.election_timeout_ms's min ({lo}), or followers start elections "
+                "between two heartbeats of a healthy leader"
+            )
+        return self
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.heartbeat_ms / 1000
+
+    @property
+    def election_timeout_s(self) -> tuple[float, float]:
+        return self.election_timeout_ms[0] / 1000, self.election_timeout_ms[1] / 1000
+
+
 class NodeConfig(_Strict):
     """Everything one node's services need; serialised as ``cluster-config.json``."""
 
@@ -109,6 +148,8 @@ class NodeConfig(_Strict):
     bind_address: IPv4Address | None = Field(
         None, description="address services bind to; defaults to `ip`"
     )
+    # model_validate({}): mypy (no pydantic plugin) does not see RaftTiming's defaults.
+    raft: RaftTiming = Field(default_factory=lambda: RaftTiming.model_validate({}))
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:

@@ -45,4 +45,5 @@ def node_config(spec: ClusterSpec, node: NodeSpec) -> NodeConfig:
         ports=spec.ports,
         tls=tls_paths(node),
         hosts=hosts_map(spec),
+        raft=spec.raft,
     )
