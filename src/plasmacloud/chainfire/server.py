@@ -189,6 +189,8 @@ class ChainfireServer:
             client_ssl=client_context(cfg.tls, check_hostname=False),
             resolve=cfg.resolve,
             registry=self.registry,
+            election_timeout=cfg.raft.election_timeout_s,
+            heartbeat_interval=cfg.raft.heartbeat_s,
             **tuning,
         )
         return RaftNode(raft_config, state_machine)
