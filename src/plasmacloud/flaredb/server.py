@@ -62,6 +62,8 @@ class FlareDBServer:
                 resolve=config.resolve,
                 registry=self.metrics.registry,
                 snapshot_threshold=snapshot_threshold,
+                election_timeout=config.raft.election_timeout_s,
+                heartbeat_interval=config.raft.heartbeat_s,
             ),
             self.store,
         )
