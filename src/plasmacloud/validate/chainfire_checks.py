@@ -11,6 +11,7 @@ import grpc
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.lab.probe import client_target, dial
+from plasmacloud.validate.crud import CrudOps, crud_round
 from plasmacloud.validate.target import RPC_TIMEOUT_S, NodeResult, Target
 
 
@@ -67,36 +68,26 @@ async def delete(cfg: NodeConfig, tls: TLSConfig, key: bytes) -> int:
     return int(resp.deleted)
 
 
-async def _get_everywhere(t: Target, key: bytes) -> dict[str, bytes | str | None]:
-    out: dict[str, bytes | str | None] = {}
-    for other in t.configs:
-        try:
-            out[other.node_id] = await get(other, t.tls, key)
-        except grpc.aio.AioRpcError as exc:
-            out[other.node_id] = f"{exc.code().name}: {exc.details()}"
-    return out
+def _rpc_error(exc: grpc.aio.AioRpcError) -> str:
+    return f"{exc.code().name}: {exc.details()}"
 
 
 async def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
     key = f"/plasmacloud/validate/{cfg.node_id}/{secrets.token_hex(4)}".encode()
     value = secrets.token_bytes(16)
-    try:
-        revision = await put(cfg, t.tls, key, value)
-        seen = await _get_everywhere(t, key)
-        deleted = await delete(cfg, t.tls, key)
-        after = await _get_everywhere(t, key)
-    except grpc.aio.AioRpcError as exc:
-        return NodeResult(cfg.node_id, False, f"{exc.code().name}: {exc.details()}")
-    stale = {n: v for n, v in seen.items() if v != value}
-    left = {n: v for n, v in after.items() if v is not None}
-    ok = not stale and not left and deleted == 1
-    evidence = (
-        f"put rev {revision}, linearizable read on {len(seen) - len(stale)}/{len(seen)} nodes"
-        + (f" (wrong: {stale})" if stale else "")
-        + f", deleted {deleted}, still there on {len(left)}"
-        + (f" ({left})" if left else "")
+
+    async def write() -> str:
+        return f"put rev {await put(cfg, t.tls, key, value)}"
+
+    ops = CrudOps[bytes, grpc.aio.AioRpcError](
+        write=write,
+        read=lambda node: get(node, t.tls, key),
+        delete=lambda: delete(cfg, t.tls, key),
+        failure=grpc.aio.AioRpcError,
+        describe=_rpc_error,
+        describe_read=_rpc_error,
     )
-    return NodeResult(cfg.node_id, ok, evidence)
+    return await crud_round(t, cfg, value, ops)
 
 
 async def check_crud(t: Target) -> list[NodeResult]:

@@ -15,6 +15,7 @@ from plasmacloud.common.tls import client_context
 from plasmacloud.flaredb.client import Client, Error, node_url
 from plasmacloud.flaredb.models import QueryResult, Statement
 from plasmacloud.flaredb.probe import agreed_leader, probe_flaredb
+from plasmacloud.validate.crud import CrudOps, crud_round
 from plasmacloud.validate.target import RPC_TIMEOUT_S, NodeResult, Target
 
 TABLE = "plasmacloud_validate"
@@ -43,41 +44,33 @@ def read_row(cfg: NodeConfig, tls: TLSConfig, row_id: str) -> str | None:
     return str(result.values[0][0]) if result.values else None
 
 
-def _read_everywhere(t: Target, row_id: str) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for other in t.configs:
-        try:
-            out[other.node_id] = read_row(other, t.tls, row_id)
-        except Error as exc:
-            out[other.node_id] = f"error: {exc}"
-    return out
+def _failed(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
-def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
+async def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
     row_id = f"{cfg.node_id}-{secrets.token_hex(4)}"
     value = secrets.token_hex(8)
-    try:
-        write_row(cfg, t.tls, row_id, value)
-        seen = _read_everywhere(t, row_id)
-        deleted = delete_rows(cfg, t.tls, [row_id])
-        after = _read_everywhere(t, row_id)
-    except Error as exc:
-        return NodeResult(cfg.node_id, False, f"{type(exc).__name__}: {exc}")
-    stale = {n: v for n, v in seen.items() if v != value}
-    left = {n: v for n, v in after.items() if v is not None}
-    ok = not stale and not left and deleted == 1
-    evidence = (
-        f"insert here, linearizable read on {len(seen) - len(stale)}/{len(seen)} nodes"
-        + (f" (wrong: {stale})" if stale else "")
-        + f", deleted {deleted}, still there on {len(left)}"
-        + (f" ({left})" if left else "")
+
+    async def write() -> str:
+        await asyncio.to_thread(write_row, cfg, t.tls, row_id, value)
+        return "insert here"
+
+    ops = CrudOps[str, Error](
+        write=write,
+        # the client is synchronous: each call runs in a thread to keep the loop free
+        read=lambda node: asyncio.to_thread(read_row, node, t.tls, row_id),
+        delete=lambda: asyncio.to_thread(delete_rows, cfg, t.tls, [row_id]),
+        failure=Error,
+        describe=_failed,
+        describe_read=lambda exc: f"error: {exc}",
     )
-    return NodeResult(cfg.node_id, ok, evidence)
+    return await crud_round(t, cfg, value, ops)
 
 
 async def check_crud(t: Target) -> list[NodeResult]:
     """Insert through each node, read back with level=linearizable on every node, delete."""
-    return [await asyncio.to_thread(_crud_one, t, cfg) for cfg in t.configs]
+    return [await _crud_one(t, cfg) for cfg in t.configs]
 
 
 def _members(cfg: NodeConfig, tls: TLSConfig) -> list[dict[str, object]]:
@@ -92,7 +85,7 @@ async def check_members(t: Target) -> list[NodeResult]:
         try:
             nodes = await asyncio.to_thread(_members, cfg, t.tls)
         except Error as exc:
-            out.append(NodeResult(cfg.node_id, False, f"{type(exc).__name__}: {exc}"))
+            out.append(NodeResult(cfg.node_id, False, _failed(exc)))
             continue
         ids = sorted(str(n["id"]) for n in nodes)
         out.append(NodeResult(cfg.node_id, ids == want, f"{len(ids)} members: {', '.join(ids)}"))
