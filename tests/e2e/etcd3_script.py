@@ -48,7 +48,7 @@ out["lease"] = {
 lease.revoke()
 out["after_revoke"] = c.get("/py/leased")[0]
 
-events = []
+events: list[tuple[str, str]] = []
 done = threading.Event()
 
 

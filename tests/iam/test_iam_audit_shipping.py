@@ -116,7 +116,7 @@ async def test_iam_unreachable_drops_oldest_and_counts_them() -> None:
     shipper = AuditShipper([f"http://127.0.0.97:{port}"], "chainfire@node01", max_buffer=3)
     try:
         for i in range(5):
-            assert shipper(AuditRecord(1.8e9 + i, "user:a", "chainfire:Put", "key/x", DENY)) is None
+            shipper(AuditRecord(1.8e9 + i, "user:a", "chainfire:Put", "key/x", DENY))
         assert (shipper.buffered, shipper.dropped) == (3, 2)
         with pytest.raises(IamUnavailable):
             await shipper.flush()

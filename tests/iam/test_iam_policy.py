@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.policy import Policy, PolicyError, evaluate, parse_policy
 from plasmacloud.iam.wildcard import covers_prefix, intersects_prefix, wildcard_match
 
@@ -61,7 +62,7 @@ NOT_ALICE = pol(
 )
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
-CTX = {
+CTX: dict[str, ContextValue] = {
     "plasma:SourceIp": "127.0.0.12",
     "plasma:CurrentTime": NOW,
     "plasma:username": "alice",
