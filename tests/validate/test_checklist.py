@@ -78,6 +78,16 @@ def test_scrape_config_has_a_job_per_service_and_tls_only_where_https(tmp_path: 
     assert flaredb["static_configs"][0]["targets"] == ["127.0.0.11:4001"]
 
 
+def test_scrape_timing_defaults_to_1s_and_slow_backends_choose_theirs(tmp_path: Path) -> None:
+    t = target(tmp_path, (CHAINFIRE,))
+    assert prometheus.scrape_config(t)["global"] == {
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+    }
+    slow = prometheus.scrape_config(t, interval_s=5, timeout_s=4.5)["global"]
+    assert slow == {"scrape_interval": "5s", "scrape_timeout": "4.5s"}
+
+
 async def test_a_check_that_raises_fails_every_node_and_the_rest_still_run(
     tmp_path: Path,
 ) -> None:

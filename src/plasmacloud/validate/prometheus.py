@@ -34,8 +34,9 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def scrape_config(t: Target) -> dict[str, Any]:
-    """One job per service that exports metrics, one static target per node (label node)."""
+def scrape_config(t: Target, interval_s: float = 1.0, timeout_s: float = 1.0) -> dict[str, Any]:
+    """One job per service that exports metrics, one static target per node (label node);
+    slow nodes (emulated VMs) need a longer ``timeout_s`` (at most ``interval_s``)."""
     jobs = []
     for svc in t.services:
         if svc.metrics_url is None:
@@ -58,7 +59,7 @@ def scrape_config(t: Target) -> dict[str, Any]:
             }
         jobs.append(job)
     return {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{timeout_s:g}s"},
         "scrape_configs": jobs,
     }
 
@@ -110,7 +111,9 @@ async def _targets(base: str) -> list[dict[str, Any]]:
     return list(doc["data"]["activeTargets"])
 
 
-async def wait_targets_up(base: str, expected: int, timeout: float) -> list[dict[str, Any]]:
+async def wait_targets_up(
+    base: str, expected: int, timeout: float, down_grace: float = DOWN_GRACE_S
+) -> list[dict[str, Any]]:
     """Poll until ``expected`` active targets are all up, or until ``timeout``; the last list."""
     deadline = time.monotonic() + timeout
     targets: list[dict[str, Any]] = []
@@ -124,21 +127,27 @@ async def wait_targets_up(base: str, expected: int, timeout: float) -> list[dict
         if len(targets) == expected and all(x.get("health") != "unknown" for x in targets):
             # every target scraped at least once and some are down: give them a few more
             # scrapes, not the whole timeout (a stopped node will not come back by itself)
-            deadline = min(deadline, time.monotonic() + DOWN_GRACE_S)
+            deadline = min(deadline, time.monotonic() + down_grace)
         await asyncio.sleep(0.5)
     return targets
 
 
-async def check_prometheus(t: Target, timeout: float = UP_TIMEOUT_S) -> list[NodeResult]:
-    """A real Prometheus scrapes every service of every node; each target must be up."""
+async def check_prometheus(
+    t: Target,
+    timeout: float = UP_TIMEOUT_S,
+    interval_s: float = 1.0,
+    scrape_timeout_s: float = 1.0,
+) -> list[NodeResult]:
+    """A real Prometheus scrapes every service of every node; each target must be up
+    (a target that failed a scrape gets at least three more before it counts as down)."""
     binary = prometheus_binary()
     if binary is None:
         why = "prometheus is not installed (apt-get install prometheus)"
         return [NodeResult(c.node_id, False, why) for c in t.configs]
-    config = scrape_config(t)
+    config = scrape_config(t, interval_s, scrape_timeout_s)
     expected = sum(len(j["static_configs"]) for j in config["scrape_configs"])
     async with running_prometheus(binary, config) as base:
-        targets = await wait_targets_up(base, expected, timeout)
+        targets = await wait_targets_up(base, expected, timeout, max(DOWN_GRACE_S, 3 * interval_s))
     out = []
     for cfg in t.configs:
         mine = [x for x in targets if x.get("labels", {}).get("node") == cfg.node_id]
