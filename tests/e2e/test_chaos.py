@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from plasmacloud.cli import app
 from plasmacloud.common.errors import EXIT_OK
 from plasmacloud.lab.chaos import ChaosConfig, ChaosResult, run_chaos
+from plasmacloud.lab.chaos_target import lab_target
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsNames, lab_objects, scratch_netns_spec
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec
@@ -51,7 +52,7 @@ async def test_chaos_on_processes_kill_restart_pause(
     lab = lab_factory((CHAINFIRE, FLAREDB))
     # seed 7 injects pause, kill, restart in that order; the first two always fit in 30 s
     cfg = _config(30, ("kill", "restart", "pause"), seed=7)
-    result = await run_chaos(lab, cfg, tmp_path / "history.jsonl", say=lambda _m: None)
+    result = await run_chaos(lab_target(lab), cfg, tmp_path / "history.jsonl", say=lambda _m: None)
     _assert_verified(result, {"pause", "kill"})
     # both Chainfire's set and FlareDB's table were checked
     sets = {op.key for op in result.history.ops if op.kind == "read_set"}

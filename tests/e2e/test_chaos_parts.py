@@ -13,6 +13,7 @@ from plasmacloud.cli import app
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.chaos import Fault, default_faults, next_acks, parse_faults
+from plasmacloud.lab.chaos_target import lab_target
 from plasmacloud.lab.chaos_workload import Budget, KeyRotation
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import netns_spec
@@ -21,8 +22,8 @@ from plasmacloud.validate.history import Op
 
 
 def test_faults_offered_and_accepted_per_backend(tmp_path: Path) -> None:
-    process = Lab.open(tmp_path / "p", LabSpec())
-    netns = Lab.open(tmp_path / "n", netns_spec(), backend="netns")
+    process = lab_target(Lab.open(tmp_path / "p", LabSpec()))
+    netns = lab_target(Lab.open(tmp_path / "n", netns_spec(), backend="netns"))
     assert default_faults(process) == "kill,restart,pause"
     assert default_faults(netns) == "kill,restart,pause,partition"
     assert parse_faults("kill, pause", process) == ("kill", "pause")

@@ -32,6 +32,7 @@ app.add_typer(iam.app, name="iam")
 app.add_typer(lab.app, name="lab")
 provision.register(app)
 app.command("validate")(validate.validate)
+app.command("chaos")(lab_chaos.chaos_spec)
 # `plasma sql` is the everyday FlareDB shell, so it also sits at the top level.
 app.command("sql", help="FlareDB SQL shell or one statement (-c); same as `plasma flaredb sql`.")(
     flaredb.sql

@@ -1,6 +1,8 @@
 """`plasma lab partition|heal|chaos`: network faults and fault runs on a running lab.
 
-Registered on the ``lab`` command group (``plasmacloud.cli.lab.app``).
+Registered on the ``lab`` command group (``plasmacloud.cli.lab.app``); the run, its
+report and ``--replay`` are shared with :func:`chaos_spec`, the top-level
+``plasma chaos --spec cluster.yaml`` against real machines over SSH.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console
+from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console, err
+from plasmacloud.cli.validate import DEFAULT_SERVICES, CaOpt, CertOpt, KeyOpt, KnownHostsOpt
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.chaos import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
+from plasmacloud.lab.chaos_target import ChaosTarget, lab_target, ssh_preflight, ssh_target
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, partitions
+from plasmacloud.lab.services import service_named
+from plasmacloud.lab.ssh import SSHBackend, SSHOptions
+from plasmacloud.provision.spec import SpecError, load_spec
 from plasmacloud.validate.history import History, Verdict, load_history
 from plasmacloud.validate.history_check import check_history, passed
+from plasmacloud.validate.spec_target import operator_tls, spec_configs
 
 
 def _netns(lab: Lab) -> NetnsBackend:
@@ -131,60 +139,63 @@ def _verdict_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:
     return [v.model_dump() for v in verdicts]
 
 
-@app.command()
-def chaos(
-    lab_dir: DirOpt = None,
-    duration: Annotated[str, typer.Option(help="how long the workload runs: 60s, 2m")] = "60s",
-    faults: Annotated[
-        str | None,
-        typer.Option(
-            help="kill,restart,pause,partition (default: all the backend supports; "
-            "partition needs netns)"
-        ),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed (default: time-based)")] = None,
-    history: Annotated[
-        Path | None, typer.Option(help="where to save the history (JSON lines)")
-    ] = None,
-    replay: Annotated[
-        Path | None, typer.Option(help="re-check a saved history instead of running")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Inject faults while recorded clients work; check the history (non-zero on violation)."""
-    if replay is not None:
-        try:
-            saved = load_history(replay)
-        except (OSError, ValueError) as exc:
-            raise _fail(exc, EXIT_USAGE) from exc
-        verdicts = check_history(saved)
-        if as_json:
-            typer.echo(json.dumps({"history": str(replay), "verdicts": _verdict_json(verdicts)}))
-        else:
-            console.print(f"{replay}: {_counts(saved)}; meta {saved.meta}")
-            console.print(_verdict_table(verdicts))
-        raise typer.Exit(EXIT_OK if passed(verdicts) else EXIT_FAILURE)
-    lab = _open(lab_dir)
-    run_seed = seed if seed is not None else int(time.time()) % 1_000_000
+FaultsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="kill,restart,pause,partition (default: all the backend supports; "
+        "partition needs netns)"
+    ),
+]
+DurationOpt = Annotated[str, typer.Option(help="how long the workload runs: 60s, 2m")]
+SeedOpt = Annotated[int | None, typer.Option(help="random seed (default: time-based)")]
+HistoryOpt = Annotated[Path | None, typer.Option(help="where to save the history (JSON lines)")]
+ReplayOpt = Annotated[Path | None, typer.Option(help="re-check a saved history instead of running")]
+
+
+def replay_history(replay: Path, as_json: bool) -> typer.Exit:
+    """Re-check a saved history; the exit to raise (1 on any violation)."""
     try:
-        cfg = ChaosConfig(
-            duration_s=parse_duration(duration),
-            faults=parse_faults(faults or default_faults(lab), lab),
-            seed=run_seed,
-        )
-    except LabError as exc:
-        raise _fail(exc, EXIT_USAGE) from exc
-    path = history or lab.layout.root / "chaos" / f"history-{run_seed}.jsonl"
+        saved = load_history(replay)
+    except (OSError, ValueError) as exc:
+        return _fail(exc, EXIT_USAGE)
+    verdicts = check_history(saved)
+    if as_json:
+        typer.echo(json.dumps({"history": str(replay), "verdicts": _verdict_json(verdicts)}))
+    else:
+        console.print(f"{replay}: {_counts(saved)}; meta {saved.meta}")
+        console.print(_verdict_table(verdicts))
+    return typer.Exit(EXIT_OK if passed(verdicts) else EXIT_FAILURE)
+
+
+def chaos_config(target: ChaosTarget, duration: str, faults: str | None, seed: int) -> ChaosConfig:
+    """The run's config from the options; LabError for faults the target cannot inject."""
+    return ChaosConfig(
+        duration_s=parse_duration(duration),
+        faults=parse_faults(faults or default_faults(target), target),
+        seed=seed,
+    )
+
+
+def run_and_report(
+    target: ChaosTarget, cfg: ChaosConfig, path: Path, as_json: bool, replay_cmd: str
+) -> typer.Exit:
+    """Run chaos, print faults, verdicts and problems; the exit to raise (0 only if
+    every property is verified and the run itself had no problem, 3 if the cluster
+    was not reachable or healthy to begin with)."""
     say = (lambda _m: None) if as_json else console.print
-    say(f"chaos: seed {run_seed}, {cfg.duration_s:.0f}s, faults {', '.join(cfg.faults)}")
+    say(
+        f"chaos ({target.name}): seed {cfg.seed}, {cfg.duration_s:.0f}s, "
+        f"faults {', '.join(cfg.faults)}"
+    )
     try:
-        result = asyncio.run(run_chaos(lab, cfg, path, say))
+        result = asyncio.run(run_chaos(target, cfg, path, say))
     except (LabError, ConnectionError) as exc:
-        raise _fail(exc, EXIT_UNAVAILABLE) from exc
+        return _fail(exc, EXIT_UNAVAILABLE)
     ok = passed(result.verdicts) and not result.problems
     if as_json:
         doc = {
-            "seed": run_seed,
+            "seed": cfg.seed,
+            "backend": target.name,
             "history": str(path),
             "ok": ok,
             "verdicts": _verdict_json(result.verdicts),
@@ -198,6 +209,96 @@ def chaos(
         console.print(_counts(result.history))
         for p in result.problems:
             console.print(f"[red]problem:[/red] {p}")
-        console.print(f"history saved: {path} (re-check: plasma lab chaos --replay {path})")
+        console.print(f"history saved: {path} (re-check: {replay_cmd} --replay {path})")
         console.print("[green]every property verified[/green]" if ok else "[red]FAILED[/red]")
-    raise typer.Exit(EXIT_OK if ok else EXIT_FAILURE)
+    return typer.Exit(EXIT_OK if ok else EXIT_FAILURE)
+
+
+def time_seed(seed: int | None) -> int:
+    """``seed``, or one from the clock (printed with the run, so it can be repeated)."""
+    return seed if seed is not None else int(time.time()) % 1_000_000
+
+
+@app.command()
+def chaos(
+    lab_dir: DirOpt = None,
+    duration: DurationOpt = "60s",
+    faults: FaultsOpt = None,
+    seed: SeedOpt = None,
+    history: HistoryOpt = None,
+    replay: ReplayOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inject faults while recorded clients work; check the history (non-zero on violation)."""
+    if replay is not None:
+        raise replay_history(replay, as_json)
+    lab = _open(lab_dir)
+    target = lab_target(lab)
+    run_seed = time_seed(seed)
+    try:
+        cfg = chaos_config(target, duration, faults, run_seed)
+    except LabError as exc:
+        raise _fail(exc, EXIT_USAGE) from exc
+    path = history or lab.layout.root / "chaos" / f"history-{run_seed}.jsonl"
+    raise run_and_report(target, cfg, path, as_json, "plasma lab chaos")
+
+
+def chaos_spec(
+    spec: Annotated[Path, typer.Option("--spec", "-s", help="the cluster spec")] = Path(
+        "cluster.yaml"
+    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="output directory of `plasma render`/`pki`")
+    ] = Path("out"),
+    cacert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    services: Annotated[
+        str, typer.Option(help="services the nodes run, comma-separated")
+    ] = DEFAULT_SERVICES,
+    identity: Annotated[Path | None, typer.Option("--ssh-identity", help="SSH private key")] = None,
+    known_hosts: KnownHostsOpt = None,
+    duration: DurationOpt = "60s",
+    faults: Annotated[
+        str | None,
+        typer.Option(help="kill,restart,pause (default: all three; partition is refused)"),
+    ] = None,
+    seed: SeedOpt = None,
+    history: HistoryOpt = None,
+    replay: ReplayOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Chaos against the spec's control-plane nodes: kill -9, restart and SIGSTOP their
+    plasmacloud-* units over SSH (systemctl) while recorded clients work at the spec's
+    addresses; check the history (non-zero on violation, 3 if a node does not answer)."""
+    if replay is not None:
+        raise replay_history(replay, as_json)
+    try:
+        cluster = load_spec(spec)
+        chosen = tuple(service_named(n.strip()) for n in services.split(",") if n.strip())
+    except (SpecError, KeyError) as exc:
+        raise _fail(exc, EXIT_USAGE) from exc
+    tls = operator_tls(out, cacert, cert, key)
+    missing = [str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if not f.is_file()]
+    if missing:
+        msg = f"missing {', '.join(missing)} (`plasma pki init`, or --cacert/--cert/--key)"
+        raise _fail(LabError(msg), EXIT_USAGE)
+    options = SSHOptions(
+        known_hosts=known_hosts or out / "known_hosts",
+        identity=identity,
+        accept_new=known_hosts is None,
+    )
+    backend = SSHBackend.from_spec(cluster, options, services=tuple(s.name for s in chosen))
+    target = ssh_target(backend, spec_configs(cluster), chosen, tls)
+    run_seed = time_seed(seed)
+    try:
+        cfg = chaos_config(target, duration, faults, run_seed)
+    except LabError as exc:
+        raise _fail(exc, EXIT_USAGE) from exc
+    problems = ssh_preflight(backend)
+    if problems:
+        for p in problems:
+            err.print(f"[red]error:[/red] {p}")
+        raise typer.Exit(EXIT_UNAVAILABLE)
+    path = history or out / "chaos" / f"history-{run_seed}.jsonl"
+    raise run_and_report(target, cfg, path, as_json, "plasma chaos")

@@ -36,6 +36,15 @@ CertOpt = Annotated[
 KeyOpt = Annotated[
     Path | None, typer.Option(help="client key (default: <out>/pki/clients/admin.key)")
 ]
+KnownHostsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--known-hosts",
+        help="host keys to check strictly (default: learn new ones into "
+        "<out>/known_hosts, refuse changed ones)",
+        show_default=False,
+    ),
+]
 
 
 def emit(results: list[CheckResult], as_json: bool, junit: Path | None) -> int:
@@ -79,15 +88,7 @@ def validate(
     identity: Annotated[
         Path | None, typer.Option("--ssh-identity", help="SSH private key (--persistence)")
     ] = None,
-    known_hosts: Annotated[
-        Path | None,
-        typer.Option(
-            "--known-hosts",
-            help="host keys to check strictly (default: learn new ones into "
-            "<out>/known_hosts, refuse changed ones)",
-            show_default=False,
-        ),
-    ] = None,
+    known_hosts: KnownHostsOpt = None,
 ) -> None:
     """Run the cluster checklist against the spec's control-plane nodes, at the spec's
     addresses, with the render tree's CA and admin client certificate (non-zero on failure)."""

@@ -1,9 +1,13 @@
-"""`plasma lab chaos`: faults against a running lab while recorded clients work, then a verdict.
+"""`plasma lab chaos` / `plasma chaos --spec`: faults against a running cluster while
+recorded clients work, then a verdict.
+
+The cluster is a :class:`~plasmacloud.lab.chaos_target.ChaosTarget`: a lab on this
+machine or real machines over SSH; nothing here depends on which.
 
 A run: wait for a healthy cluster; start the register, set and watch clients
 (:mod:`plasmacloud.lab.chaos_workload`); meanwhile the nemesis injects one fault at a time
 (kill -9 a node / the leader / two nodes and restart them, graceful restart, SIGSTOP +
-SIGCONT, isolate a node with a partition on the netns backend), waits for the cluster to
+SIGCONT, isolate a node with a partition where the target can partition), waits for the cluster to
 be healthy again, pauses, and injects the next. The first faults go through every kind
 requested once (in a seeded order), later ones are drawn at random from the same seed.
 Everything is bounded: the clients stop at the deadline (or, while the last fault is
@@ -27,6 +31,7 @@ from pathlib import Path
 from plasmacloud.common.tls import client_context
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.chaos_flaredb import FlareClients, create_table, final_reads, flaredb_worker
+from plasmacloud.lab.chaos_target import ChaosTarget
 from plasmacloud.lab.chaos_workload import (
     Budget,
     Clients,
@@ -39,8 +44,6 @@ from plasmacloud.lab.chaos_workload import (
     register_worker,
     set_worker,
 )
-from plasmacloud.lab.control import Lab
-from plasmacloud.lab.netns import NetnsBackend
 from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.services import flaredb_url
 from plasmacloud.validate.history import History, Op, Verdict, save_history
@@ -59,7 +62,7 @@ class ChaosConfig:
     seed: int = 0
     register_workers: int = 4
     set_workers: int = 2
-    flaredb_workers: int = 2  # when the lab runs FlareDB
+    flaredb_workers: int = 2  # when the cluster runs FlareDB
     watchers: int = 2
     max_ops: int = 50_000
     gap_s: tuple[float, float] = (1.0, 2.5)  # quiet time before each fault
@@ -101,19 +104,19 @@ class ChaosResult:
     problems: list[str] = field(default_factory=list)
 
 
-def default_faults(lab: Lab) -> str:
-    """Every fault the lab's backend can inject (partitions only on netns)."""
-    return ",".join(f for f in FAULTS if f != "partition" or lab.state.backend == "netns")
+def default_faults(target: ChaosTarget) -> str:
+    """Every fault the target can inject (partitions only with a partitioner)."""
+    return ",".join(f for f in FAULTS if f != "partition" or target.partitioner is not None)
 
 
-def parse_faults(text: str, lab: Lab) -> tuple[str, ...]:
-    """``kill,restart,pause,partition`` -> a checked tuple (partition needs netns)."""
+def parse_faults(text: str, target: ChaosTarget) -> tuple[str, ...]:
+    """``kill,restart,pause,partition`` -> a checked tuple (partition needs a partitioner)."""
     faults = tuple(f.strip() for f in text.split(",") if f.strip())
     unknown = [f for f in faults if f not in FAULTS]
     if unknown or not faults:
         raise LabError(f"unknown faults {unknown or text!r}; choose from {', '.join(FAULTS)}")
-    if "partition" in faults and lab.state.backend != "netns":
-        raise LabError("partition faults need the netns backend (`lab up --backend netns`)")
+    if "partition" in faults and target.partitioner is None:
+        raise LabError(target.no_partition or "this target cannot inject partition faults")
     return faults
 
 
@@ -121,9 +124,9 @@ class Nemesis:
     """Injects one fault at a time until the deadline and always undoes them."""
 
     def __init__(
-        self, lab: Lab, cfg: ChaosConfig, rec: Recorder, say: Callable[[str], None]
+        self, target: ChaosTarget, cfg: ChaosConfig, rec: Recorder, say: Callable[[str], None]
     ) -> None:
-        self.lab = lab
+        self.target = target
         self.cfg = cfg
         self.rec = rec
         self.say = say
@@ -164,7 +167,7 @@ class Nemesis:
             return False
         self.faults.append(fault)
         try:
-            await self.lab.wait_ready(timeout=self.cfg.recover_timeout_s)
+            await self.target.wait_ready(self.cfg.recover_timeout_s)
         except LabError as exc:
             self.problems.append(f"cluster did not recover after {fault.kind}: {exc}")
             self.say(f"[red]not recovered after {fault.kind}: {exc}[/red]")
@@ -176,8 +179,8 @@ class Nemesis:
     async def _targets(self, kind: str) -> tuple[list[str], str]:
         """Whom to hit: the Chainfire leader half the time, else a random node (a quarter
         of kills take two nodes); the note says whether the leader was among them."""
-        nodes = self.lab.spec.node_ids
-        leader = (await self.lab.probe()).leader_node
+        nodes = self.target.node_ids
+        leader = (await self.target.probe()).leader_node
         if kind == "kill" and self.rng.random() < 0.25:
             targets = self.rng.sample(nodes, 2)
             return targets, "two nodes, leader among them" if leader in targets else "two nodes"
@@ -187,10 +190,10 @@ class Nemesis:
         return [target], "chainfire leader" if target == leader else "follower"
 
     async def _inject(self, kind: str, hold: float) -> Fault:
-        backend = self.lab.backend
-        nodes = self.lab.spec.node_ids
+        backend = self.target.backend
+        nodes = self.target.node_ids
         targets, role = await self._targets(kind)
-        target = targets[0]
+        first = targets[0]
         # ``start`` is taken once the fault is in effect (the process is dead, stopped,
         # cut off), so the recovery time never counts writes the old leader finished first
         fault = Fault(kind=kind, targets=targets, start=0.0, note=role)
@@ -202,21 +205,23 @@ class Nemesis:
             for t in targets:
                 await asyncio.to_thread(backend.start_node, t)
         elif kind == "restart":
-            await asyncio.to_thread(backend.stop_node, target)
+            await asyncio.to_thread(backend.stop_node, first)
             fault.start = self._announce(fault, 0.0)
-            await asyncio.to_thread(backend.start_node, target)
+            await asyncio.to_thread(backend.start_node, first)
         elif kind == "pause":
-            await asyncio.to_thread(backend.kill_node, target, signal.SIGSTOP)
+            await asyncio.to_thread(backend.kill_node, first, signal.SIGSTOP)
             fault.start = self._announce(fault, hold)
             await asyncio.sleep(hold)
-            await asyncio.to_thread(backend.kill_node, target, signal.SIGCONT)
+            await asyncio.to_thread(backend.kill_node, first, signal.SIGCONT)
         else:
-            assert isinstance(backend, NetnsBackend)
-            others = [n for n in nodes if n != target]
-            await asyncio.to_thread(backend.partition, [target], others)
+            cut = self.target.partitioner
+            if cut is None:  # parse_faults refuses this; a LabError stops the run cleanly
+                raise LabError(self.target.no_partition)
+            others = [n for n in nodes if n != first]
+            await asyncio.to_thread(cut.partition, [first], others)
             fault.start = self._announce(fault, hold)
             await asyncio.sleep(hold)
-            await asyncio.to_thread(backend.heal)
+            await asyncio.to_thread(cut.heal)
         fault.healed = self.rec.now()
         return fault
 
@@ -229,14 +234,14 @@ class Nemesis:
     async def restore_all(self) -> None:
         """Resume, heal and start every node, whatever state the run left it in (a step
         that fails is recorded as a problem and the others still run)."""
-        backend = self.lab.backend
+        backend = self.target.backend
+        nodes = self.target.node_ids
         steps: list[tuple[str, Callable[[], None]]] = [
-            (f"resume {n}", partial(backend.kill_node, n, signal.SIGCONT))
-            for n in self.lab.spec.node_ids
+            (f"resume {n}", partial(backend.kill_node, n, signal.SIGCONT)) for n in nodes
         ]
-        if isinstance(backend, NetnsBackend):
-            steps.append(("heal", backend.heal))
-        steps += [(f"start {n}", partial(backend.start_node, n)) for n in self.lab.spec.node_ids]
+        if self.target.partitioner is not None:
+            steps.append(("heal", self.target.partitioner.heal))
+        steps += [(f"start {n}", partial(backend.start_node, n)) for n in nodes]
         for what, step in steps:
             try:
                 await asyncio.to_thread(step)
@@ -261,12 +266,12 @@ async def _final_reads(
             await read_register(proc, clients, rec, key, node)
 
 
-def _flare_clients(lab: Lab, table: str) -> FlareClients | None:
-    """FlareDB clients when the lab runs FlareDB, else ``None``."""
-    if "flaredb" not in {s.name for s in lab.services}:
+def _flare_clients(target: ChaosTarget, table: str) -> FlareClients | None:
+    """FlareDB clients when the cluster runs FlareDB, else ``None``."""
+    if not target.runs("flaredb"):
         return None
-    ssl_ctx = client_context(lab.operator_tls) if lab.spec.tls else None
-    return FlareClients({c.node_id: flaredb_url(c) for c in lab.configs()}, ssl_ctx, table)
+    ssl_ctx = client_context(target.tls) if target.tls.enabled else None
+    return FlareClients({c.node_id: flaredb_url(c) for c in target.configs}, ssl_ctx, table)
 
 
 def service_of(op: Op) -> str:
@@ -288,17 +293,17 @@ def next_acks(faults: list[Fault], ops: list[Op]) -> None:
 
 
 async def run_chaos(
-    lab: Lab, cfg: ChaosConfig, history_path: Path, say: Callable[[str], None] = print
+    target: ChaosTarget, cfg: ChaosConfig, history_path: Path, say: Callable[[str], None] = print
 ) -> ChaosResult:
-    """One bounded chaos run against a running lab (see the module docs)."""
-    await lab.wait_ready(timeout=cfg.recover_timeout_s)
+    """One bounded chaos run against a running cluster (see the module docs)."""
+    await target.wait_ready(cfg.recover_timeout_s)
     rng = random.Random(cfg.seed)
     stamp = int(time.time())
     prefix = f"/chaos/{cfg.seed}-{stamp}"
-    flare = _flare_clients(lab, f"chaos_{cfg.seed}_{stamp}")
-    clients = Clients({c.node_id: dial(client_target(c), lab.operator_tls) for c in lab.configs()})
+    flare = _flare_clients(target, f"chaos_{cfg.seed}_{stamp}")
+    clients = Clients({c.node_id: dial(client_target(c), target.tls) for c in target.configs})
     rec = Recorder()
-    nemesis = Nemesis(lab, cfg, rec, say)
+    nemesis = Nemesis(target, cfg, rec, say)
     watch_tasks: list[asyncio.Task[None]] = []
     problems: list[str] = []
     try:
@@ -330,7 +335,7 @@ async def run_chaos(
             await nemesis.restore_all()
         say(f"[{rec.now():5.1f}s] workload done ({len(rec.ops)} ops); every node restored")
         try:
-            await lab.wait_ready(timeout=cfg.recover_timeout_s)
+            await target.wait_ready(cfg.recover_timeout_s)
             final = len(seeds) + cfg.flaredb_workers
             await _final_reads(final, clients, flare, rec, prefix, keys)
             revision = await current_revision(clients)
@@ -353,7 +358,7 @@ async def run_chaos(
             "seed": cfg.seed,
             "faults": list(cfg.faults),
             "duration_s": cfg.duration_s,
-            "backend": lab.state.backend,
+            "backend": target.name,
             "prefix": prefix,
             "injected": [f"{f.kind} {','.join(f.targets)} @{f.start:.2f}" for f in nemesis.faults],
         },
