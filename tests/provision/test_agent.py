@@ -243,6 +243,9 @@ class FakeLVMDisk:
             return (0 if argv[1].split("/")[1] in self.lvs else 5), ""
         elif cmd == "lvcreate":
             self.lvs.add(argv[argv.index("-n") + 1])
+            self.nodes.add(f"/dev/pool/{argv[argv.index('-n') + 1]}")  # active once created
+        elif cmd == "vgchange":
+            self.nodes |= {f"/dev/pool/{lv}" for lv in self.lvs}
         elif cmd.startswith("mkfs."):
             self.fs[argv[-1]] = "vfat" if cmd == "mkfs.vfat" else "ext4"
         return 0, ""
@@ -266,6 +269,21 @@ def test_lvm_layout_commands_and_idempotence() -> None:
     assert ["lvcreate", "-y", "-l", "100%FREE", "-n", "data", "pool"] in fake.calls
     fake.calls.clear()
     assert DiskPrep(fake).prepare(DiskSpec(device=device, root_size="80G")) == []
+    mutating = {"sfdisk", "pvcreate", "vgcreate", "lvcreate", "mkfs.vfat", "mkfs.ext4", "wipefs"}
+    assert not [c for c in fake.calls if c[0] in mutating and c[1] != "--json"]
+
+
+def test_lvm_volumes_of_an_earlier_install_are_activated_not_recreated() -> None:
+    device = "/dev/fakedisk"
+    fake = FakeLVMDisk(device)
+    DiskPrep(fake).prepare(DiskSpec(device=device))
+    fake.nodes -= {"/dev/pool/root", "/dev/pool/data"}  # a reboot: the LVs are inactive
+    fake.calls.clear()
+    assert DiskPrep(fake).prepare(DiskSpec(device=device)) == ["activated volume group pool"]
+    assert ["vgchange", "-ay", "pool"] in fake.calls
+    # activated before any filesystem is looked at, and nothing was formatted again
+    first_blkid = next(i for i, c in enumerate(fake.calls) if c[0] == "blkid" and "pool" in c[-1])
+    assert fake.calls.index(["vgchange", "-ay", "pool"]) < first_blkid
     mutating = {"sfdisk", "pvcreate", "vgcreate", "lvcreate", "mkfs.vfat", "mkfs.ext4", "wipefs"}
     assert not [c for c in fake.calls if c[0] in mutating and c[1] != "--json"]
 

@@ -25,7 +25,7 @@ ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 LVM_TYPE = "E6D6D379-F71E-44CA-AEA6-2E3AB6B3C6A1"
 TOOLS = ("sfdisk", "blkid", "wipefs", "partx", "mkfs.vfat", "mkfs.ext4")
-LVM_TOOLS = ("pvcreate", "vgcreate", "vgs", "lvs", "lvcreate")
+LVM_TOOLS = ("pvcreate", "vgcreate", "vgs", "lvs", "lvcreate", "vgchange")
 
 
 class DiskError(RuntimeError):
@@ -202,7 +202,23 @@ class DiskPrep:
             if self.run(["lvs", f"{VG}/{lv}"])[0] != 0:
                 self._must(["lvcreate", "-y", *size, "-n", lv, VG])
                 done.append(f"lvcreate {VG}/{lv}")
-        return done
+        return done + self.activate()
+
+    def activate(self) -> list[str]:
+        """Activate the volume group's logical volumes when their device nodes are missing.
+
+        After a reboot nothing activates them in an installer without udev rules, and
+        an LV without its /dev node would look unformatted: activation must come before
+        any filesystem check, or a re-run could format an earlier install's data.
+        """
+        lvs = [f"/dev/{VG}/{lv}" for lv in ("root", "data")]
+        if all(self.exists(p) for p in lvs):
+            return []
+        self._must(["vgchange", "-ay", VG])
+        missing = [p for p in lvs if not self.exists(p)]
+        if missing:
+            raise DiskError(f"vgchange -ay {VG} left no {', '.join(missing)}")
+        return [f"activated volume group {VG}"]
 
 
 def mount_points(disk: DiskSpec, device: str) -> list[tuple[Volume, Path]]:
