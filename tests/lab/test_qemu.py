@@ -11,12 +11,28 @@ import threading
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from plasmacloud.cli import app, lab_qemu
+from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab import qemu_net
-from plasmacloud.lab.qemu import QemuPaths, ensure_ssh_key, lab_spec_text, qemu_argv, qmp
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.qemu import (
+    QemuBackend,
+    QemuPaths,
+    ensure_ssh_key,
+    lab_spec_text,
+    prepare_tree,
+    qemu_argv,
+    qmp,
+    stage_image,
+)
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
+from plasmacloud.lab.spec import LabSpec
 from plasmacloud.provision import image
 from plasmacloud.provision.spec import ClusterSpec, parse_spec
+
+runner = CliRunner()
 
 
 def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
@@ -217,3 +233,116 @@ def test_prune_keeps_the_newest_images_only(tmp_path: Path) -> None:
     removed = image.prune(tmp_path, keep=2)
     assert [p.name for p in removed] == ["b2", "a1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c3", "d4", "debs"]
+
+
+# -- a lab tree without VMs: TCG timing, IAM arguments, the KVM probe cache, lab kind ------
+
+
+def _prepared(tmp_path: Path) -> QemuBackend:
+    """A qemu lab directory as `lab up` leaves it (spec, tree, PKI, state), no VM."""
+    backend = QemuBackend(tmp_path / "lab", ssh=False)
+    backend.paths.root.mkdir(parents=True)
+    prepare_tree(backend.paths, backend.names.tap)
+    backend._save()
+    return backend
+
+
+def test_lab_configs_carry_raft_timing_for_emulated_cpus(tmp_path: Path) -> None:
+    backend = _prepared(tmp_path)
+    configs, _tls, _services = backend.validation_target()
+    for cfg in configs:
+        assert cfg.raft.election_timeout_ms == (1500, 3000)
+        assert cfg.raft.heartbeat_ms == 200
+
+
+def test_iam_lab_nodes_get_their_auth_arguments_on_the_kernel_cmdline(tmp_path: Path) -> None:
+    backend = _prepared(tmp_path)
+    configs, _tls, _services = backend.validation_target()
+    kernel, initrd = tmp_path / "kernel", tmp_path / "initrd"
+    kernel.write_bytes(b"k")
+    initrd.write_bytes(b"i")
+    img = image.Image("key", tmp_path, kernel, initrd, True, 0.0)
+    images = backend.paths.images
+    stage_image(img, images, ["chainfire", "flaredb", "iam"], configs)
+    shared = (images / "cmdline").read_text().split()
+    assert "plasmacloud.services=chainfire,flaredb,iam" in shared
+    node02 = (images / "node02" / "cmdline").read_text().split()
+    assert node02[: len(shared)] == shared
+    urls = [f"https://192.168.100.1{i}:8443" for i in (2, 1, 3)]  # its own first
+    assert f"plasmacloud.iam_urls={','.join(urls)}" in node02
+    assert "plasmacloud.trusted_cn=admin" in node02  # the CN of the lab's client cert
+    # the init script turns them into the flags the process lab starts services with
+    assert "--iam-url $url" in image.INIT_SCRIPT and "--trusted-cn $cn" in image.INIT_SCRIPT
+    # without IAM nothing per node is left behind
+    stage_image(img, images, ["chainfire", "flaredb"], configs)
+    assert not (images / "node02" / "cmdline").exists()
+
+
+def test_kvm_probe_runs_once_per_image_and_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plasmacloud.lab import qemu
+
+    calls: list[Path] = []
+
+    def probe(img: image.Image, timeout: float = 20.0) -> bool:
+        calls.append(img.directory)
+        return False
+
+    monkeypatch.setattr(qemu, "kvm_boots", probe)
+    img = image.Image("k1", tmp_path, tmp_path / "kernel", tmp_path / "initrd", True, 0.0)
+    assert qemu.cached_kvm_boots(img) is False
+    assert qemu.cached_kvm_boots(img) is False
+    assert len(calls) == 1
+    record = tmp_path / qemu.KVM_PROBE_FILE
+    record.write_text(json.dumps({"host": "another machine", "kvm": True}))
+    assert qemu.cached_kvm_boots(img) is False and len(calls) == 2  # other host: probe again
+
+
+def test_lab_commands_detect_a_qemu_lab_from_its_state_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _prepared(tmp_path)
+    root = backend.paths.root
+    assert lab_qemu.existing_lab(root) == root.resolve()
+    process = tmp_path / "process"
+    Lab.open(process, LabSpec()).prepare()
+    assert lab_qemu.existing_lab(process) is None
+    # no --dir: the default qemu lab, unless a process lab is in the default place
+    monkeypatch.delenv("PLASMA_LAB_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert lab_qemu.existing_lab(None) is None
+    default_qemu = tmp_path / "state/plasmacloud/lab-qemu"
+    QemuBackend(default_qemu)._save()
+    assert lab_qemu.existing_lab(None) == default_qemu.resolve()
+    Lab.open(tmp_path / "state/plasmacloud/lab", LabSpec()).prepare()
+    assert lab_qemu.existing_lab(None) is None
+
+
+def test_lab_env_logs_and_down_understand_a_qemu_lab(tmp_path: Path) -> None:
+    backend = _prepared(tmp_path)
+    root = str(backend.paths.root)
+    result = runner.invoke(app, ["lab", "env", "--dir", root])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"export PLASMA_LAB_NETNS={backend.names.namespace}" in lines
+    assert (
+        "export ETCDCTL_ENDPOINTS=https://192.168.100.11:2379,https://192.168.100.12:2379,"
+        "https://192.168.100.13:2379"
+    ) in lines
+    assert f"export ETCDCTL_CERT={backend.paths.out}/pki/clients/admin.crt" in lines
+    assert "export IAM_URL=https://192.168.100.11:8443" in lines
+    assert not any("ETCDCTL_USER" in line for line in lines)  # no admin bootstrapped yet
+
+    serial = backend.paths.serial("node02")
+    serial.parent.mkdir(parents=True)
+    serial.write_text("".join(f"line {i}\n" for i in range(100)))
+    result = runner.invoke(app, ["lab", "logs", "node02", "--dir", root, "-n", "2"])
+    assert result.exit_code == 0 and result.output == "line 98\nline 99\n"
+
+    result = runner.invoke(app, ["lab", "kill", "node02", "--dir", root, "--signal", "STOP"])
+    assert result.exit_code == EXIT_USAGE
+    result = runner.invoke(app, ["lab", "down", "--dir", root, "--wipe"])
+    assert result.exit_code == 0, result.output
+    assert not backend.paths.state.exists() and not backend.paths.out.exists()
+    assert not serial.exists() and backend.paths.ssh_key.exists()

@@ -282,6 +282,8 @@ def up(
 @app.command()
 def status(lab_dir: DirOpt = None, as_json: JsonOpt = False) -> None:
     """Members, leader agreement, health per node and service, processes."""
+    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+        raise typer.Exit(lab_qemu.status(qemu, as_json=as_json))
     lab = _open(lab_dir)
     if not lab.layout.state_path.exists():
         raise _fail(LabError(f"no lab in {lab.layout.root}; `plasma lab up` first"), EXIT_USAGE)
@@ -331,6 +333,9 @@ def _flaredb_table(views: list[FlareNodeView]) -> Table:
 @app.command()
 def env(lab_dir: DirOpt = None) -> None:
     """Print shell exports for etcdctl: `eval "$(plasma lab env)"; etcdctl member list`."""
+    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+        typer.echo("\n".join(lab_qemu.env_lines(qemu)))
+        return
     typer.echo("\n".join(_env_lines(_open(lab_dir))))
 
 
@@ -342,6 +347,10 @@ def validate_cmd(
     persistence: PersistenceOpt = False,
 ) -> None:
     """Run the cluster checklist against the running lab (non-zero exit on any failure)."""
+    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+        if persistence:
+            raise _fail(LabError("--persistence is not available for a qemu lab yet"), EXIT_USAGE)
+        raise typer.Exit(lab_qemu.validate(qemu, as_json=as_json, junit=junit))
     lab = _open(lab_dir)
     raise typer.Exit(_validate(lab, as_json, junit, persistence))
 
@@ -354,7 +363,10 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="lines to show")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
 ) -> None:
-    """Show a node's service log (optionally follow it like tail -f)."""
+    """Show a node's service log (optionally follow it like tail -f); in a qemu lab the
+    node's serial console, which carries every service's log."""
+    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+        raise typer.Exit(lab_qemu.logs(qemu, node, lines, follow))
     lab = _open(lab_dir)
     if node not in lab.spec.node_ids:
         raise _fail(LabError(f"no node {node!r} (nodes: {', '.join(lab.spec.node_ids)})"), 2)
@@ -373,6 +385,11 @@ def logs(
 
 
 def _node_op(lab_dir: Path | None, node: str, op: str, sig: signal.Signals | None = None) -> None:
+    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+        # a VM's power: start = on (PXE boot), stop = off (QMP quit), kill = cut the power
+        if op == "kill" and sig not in (None, signal.SIGKILL):
+            raise _fail(LabError("a qemu lab node can only be killed (power cut)"), EXIT_USAGE)
+        raise typer.Exit(lab_qemu.power(qemu, node, {"start": "on", "stop": "off"}.get(op, "cut")))
     lab = _open(lab_dir)
     try:
         backend = lab.backend
@@ -420,6 +437,8 @@ def down(
     wipe: Annotated[bool, typer.Option("--wipe", help="also delete data, configs, PKI")] = False,
 ) -> None:
     """Stop exactly the processes this lab started (data kept unless --wipe)."""
+    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+        raise typer.Exit(lab_qemu.down(qemu, wipe))
     lab = _open(lab_dir)
     try:
         n = len(lab.state.processes)

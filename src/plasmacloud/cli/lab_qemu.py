@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import os
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -14,15 +17,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from plasmacloud.iam.bootstrap import Outcome
+from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.layout import default_lab_dir
-from plasmacloud.lab.probe import probe_cluster
-from plasmacloud.lab.qemu import DEFAULT_MEMORY_MB, QemuBackend
-from plasmacloud.lab.services import plasma_executable
+from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
+from plasmacloud.lab.probe import ClusterView, probe_cluster
+from plasmacloud.lab.qemu import DEFAULT_MEMORY_MB, STATE_FILE, QemuBackend
+from plasmacloud.lab.services import flaredb_url, iam_base_url, plasma_executable
+from plasmacloud.lab.state import load_state
 from plasmacloud.provision.states import State, StateFile
-from plasmacloud.validate.checks import CheckResult, checklist, run_checks
-from plasmacloud.validate.report import exit_code, report_table
+from plasmacloud.validate import prometheus
+from plasmacloud.validate.checks import Check, CheckResult, checklist, run_checks
+from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
 from plasmacloud.validate.target import Target
 
 app = typer.Typer(
@@ -39,9 +46,32 @@ DirOpt = Annotated[
 NodeArg = Annotated[str, typer.Argument(help="node id, e.g. node01")]
 
 
+# Prometheus against TCG VMs: a TLS scrape of a Python service on an emulated CPU takes
+# longer than the checklist's 1 s default (and the first scrapes land during start-up).
+SLOW_PROMETHEUS = functools.partial(
+    prometheus.check_prometheus, timeout=120.0, interval_s=5.0, scrape_timeout_s=4.5
+)
+
+
 def lab_dir(path: Path | None) -> Path:
     """The QEMU lab's directory: ``--dir`` or beside the default process lab."""
     return (path or default_lab_dir().with_name("lab-qemu")).expanduser().resolve()
+
+
+def existing_lab(path: Path | None) -> Path | None:
+    """The QEMU lab a ``plasma lab`` command means, or None if it means a process lab.
+
+    With a directory (``--dir`` / ``$PLASMA_LAB_DIR``): that directory, if its state file
+    is a QEMU lab's. Without one: the default QEMU lab, when there is no process lab in
+    the default place but ``plasma lab up --backend qemu`` left a lab in its own.
+    """
+    if path is not None:
+        root = path.expanduser().resolve()
+        return root if (root / STATE_FILE).exists() else None
+    if load_state(default_lab_dir() / "lab.json") is not None:
+        return None
+    root = lab_dir(None)
+    return root if (root / STATE_FILE).exists() else None
 
 
 def progress_table(backend: QemuBackend, data: StateFile, started: float) -> Table:
@@ -97,7 +127,10 @@ def up(
     elapsed = time.monotonic() - started
     console.print(f"all installed in {elapsed:.0f} s; SSH: plasma lab qemu ssh node01")
     if not check:
-        return 0
+        if not backend.runs_iam():
+            return 0
+        # the admin `plasma lab env` exports: needs the cluster formed, so it may wait
+        return bootstrap(path, wait=max(60.0, deadline - time.monotonic()))
     rc = validate(path, wait=max(60.0, deadline - time.monotonic()))
     console.print(f"up + validate: {time.monotonic() - started:.0f} s")
     return rc
@@ -118,23 +151,159 @@ def up_cmd(
     raise typer.Exit(up(path, node, memory, timeout, check, service))
 
 
-@app.command("down")
-def down_cmd(path: DirOpt = None) -> None:
-    """Power off every VM, stop dnsmasq/netboot/switch, delete the lab namespace."""
+def down(path: Path | None, wipe: bool = False) -> int:
+    """Stop the VMs and the lab network; ``wipe``: also delete disks, tree, admin, state."""
     backend = QemuBackend(lab_dir(path))
     try:
         backend.down()
+        if wipe:
+            backend.wipe()
     except (LabError, RuntimeError) as exc:
         err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_FAILURE) from exc
-    console.print(f"qemu lab {backend.paths.root}: down, namespace {backend.names.namespace} gone")
+        return EXIT_FAILURE
+    done = f"down, namespace {backend.names.namespace} gone" + (", wiped" if wipe else "")
+    console.print(f"qemu lab {backend.paths.root}: {done}")
+    return EXIT_OK
+
+
+@app.command("down")
+def down_cmd(
+    path: DirOpt = None,
+    wipe: Annotated[bool, typer.Option("--wipe", help="also delete disks, configs, PKI")] = False,
+) -> None:
+    """Power off every VM, stop dnsmasq/netboot/switch, delete the lab namespace."""
+    raise typer.Exit(down(path, wipe))
+
+
+def cluster_table(view: ClusterView) -> Table:
+    """Nodes x (health per service, members, leader, term) as the probe saw them."""
+    table = Table(title="cluster (probed inside the lab namespace)")
+    for col in ("node", "health", "members", "leader", "term"):
+        table.add_column(col)
+    names = {v.member_id: v.node_id for v in view.nodes if v.member_id}
+    for v in view.nodes:
+        health = ", ".join(
+            f"{s} [green]ok[/green]" if ok else f"{s} [red]{d[:50]}[/red]"
+            for s, (ok, d) in v.health.items()
+        )
+        leader = names.get(v.leader_id or 0, "-") if v.leader_id else "[red]none[/red]"
+        members = (v.error and f"[red]{v.error[:50]}[/red]") or str(len(v.members))
+        table.add_row(v.node_id, health, members, leader, str(v.raft_term or "-"))
+    agreed = view.leader_node
+    table.caption = f"leader agreed: {agreed}" if agreed else "[red]no agreed leader[/red]"
+    return table
+
+
+def status(path: Path | None, inside: bool = False, as_json: bool = False) -> int:
+    """VMs and provisioning from the state files, then the cluster as probed from inside
+    the lab namespace; EXIT_OK only when the cluster is ready."""
+    backend = QemuBackend(lab_dir(path))
+    if not inside:
+        return _in_namespace(backend, "status", *(["--json"] if as_json else []))
+    data = backend.provisioning()
+    configs, tls, services = backend.validation_target()
+    view = asyncio.run(probe_cluster(configs, services, tls))
+    if as_json:
+        doc = {
+            "dir": str(backend.paths.root),
+            "backend": "qemu",
+            "accel": backend.state.accel,
+            "ready": view.ready,
+            "leader": view.leader_node,
+            "nodes": [
+                {
+                    "node": v.node_id,
+                    "vm": backend.node_status(v.node_id).running,
+                    "provisioning": data.nodes[v.node_id].state
+                    if v.node_id in data.nodes
+                    else None,
+                    "health": {s: {"ok": ok, "detail": d} for s, (ok, d) in v.health.items()},
+                    "members": v.members,
+                    "leader": v.leader_id,
+                    "member_id": v.member_id,
+                    "raft_term": v.raft_term,
+                    "error": v.error,
+                }
+                for v in view.nodes
+            ],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        console.print(progress_table(backend, data, time.monotonic()))
+        console.print(cluster_table(view))
+    return EXIT_OK if view.ready else EXIT_UNAVAILABLE
 
 
 @app.command("status")
-def status_cmd(path: DirOpt = None) -> None:
-    """Each node's VM and provisioning state."""
+def status_cmd(
+    path: DirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
+) -> None:
+    """Each node's VM and provisioning state, and the cluster's health, members, leader."""
+    raise typer.Exit(status(path, inside, as_json))
+
+
+def env_lines(path: Path | None) -> list[str]:
+    """Shell exports for clients of the VMs' cluster. Its addresses exist only in the lab
+    namespace, so the clients must run there (``ip netns exec $PLASMA_LAB_NETNS ...``)."""
     backend = QemuBackend(lab_dir(path))
-    console.print(progress_table(backend, backend.provisioning(), time.monotonic()))
+    configs, tls, services = backend.validation_target()
+    ns = backend.names.namespace
+    lines = [
+        f"# the lab's addresses exist only in its namespace: ip netns exec {ns} etcdctl ...",
+        f"export PLASMA_LAB_NETNS={ns}",
+        "export ETCDCTL_API=3",
+    ]
+    endpoints = [f"https://{c.ip}:{c.ports.chainfire_client}" for c in configs]
+    if not tls.enabled:
+        endpoints = [e.replace("https://", "http://") for e in endpoints]
+    lines.append(f"export ETCDCTL_ENDPOINTS={','.join(endpoints)}")
+    if tls.enabled:
+        for var, f in (("CACERT", tls.ca_file), ("CERT", tls.cert_file), ("KEY", tls.key_file)):
+            lines += [f"export ETCDCTL_{var}={f}", f"export PLASMA_{var}={f}"]
+    names = {s.name for s in services}
+    if "flaredb" in names:
+        urls = [flaredb_url(c) for c in configs]
+        lines += [f"export FLAREDB_URL={urls[0]}", f"export FLAREDB_URLS={','.join(urls)}"]
+    if "iam" in names:
+        urls = [iam_base_url(c) for c in configs]
+        lines += [f"export IAM_URL={urls[0]}", f"export IAM_URLS={','.join(urls)}"]
+        if tls.enabled:
+            lines.append(f"export IAM_CACERT={tls.ca_file}")
+        if backend.paths.admin.exists():
+            lines.append(f"export PLASMA_ADMIN_CREDENTIALS={backend.paths.admin}")
+            if tls.enabled:  # auth is on only with TLS, as in the process lab
+                creds = AdminCredentials.read(backend.paths.admin)
+                user = shlex.quote(f"{creds.username}:{creds.password}")
+                lines.append(f"export ETCDCTL_USER={user}")
+    lines.append(f"export {LAB_DIR_ENV}={backend.paths.root}")
+    return lines
+
+
+@app.command("env")
+def env_cmd(path: DirOpt = None) -> None:
+    """Shell exports for etcdctl/curl against the VMs (run them in the lab namespace)."""
+    typer.echo("\n".join(env_lines(path)))
+
+
+def logs(path: Path | None, node: str, lines: int = 60, follow: bool = False) -> int:
+    """Print the end of the node's serial console (kernel, installer, agent and, once
+    installed, every service's log), optionally following it."""
+    serial = QemuBackend(lab_dir(path)).paths.serial(node)
+    if not serial.exists():
+        err.print(f"no console log {serial}")
+        return EXIT_USAGE
+    with serial.open("r", errors="replace") as fh:
+        for line in fh.readlines()[-lines:]:
+            typer.echo(line, nl=False)
+        while follow:
+            line = fh.readline()
+            if line:
+                typer.echo(line, nl=False)
+            else:
+                time.sleep(0.2)
+    return EXIT_OK
 
 
 @app.command("logs")
@@ -142,14 +311,10 @@ def logs_cmd(
     node: NodeArg,
     path: DirOpt = None,
     lines: Annotated[int, typer.Option("--lines", "-n")] = 60,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
 ) -> None:
-    """The node's serial console (kernel, installer and agent output)."""
-    serial = QemuBackend(lab_dir(path)).paths.serial(node)
-    if not serial.exists():
-        err.print(f"no console log {serial}")
-        raise typer.Exit(EXIT_USAGE)
-    tail = serial.read_text(errors="replace").splitlines()[-lines:]
-    typer.echo("\n".join(tail))
+    """The node's serial console (kernel, installer and agent output, service logs)."""
+    raise typer.Exit(logs(path, node, lines, follow))
 
 
 @app.command("ssh")
@@ -180,13 +345,8 @@ def ssh_cmd(
     os.execvp(argv[0], argv)
 
 
-@app.command("power")
-def power_cmd(
-    node: NodeArg,
-    action: Annotated[str, typer.Argument(help="on | off | reset | cut")],
-    path: DirOpt = None,
-) -> None:
-    """Power control: on (PXE boot), off (QMP quit), reset (QMP), cut (SIGKILL QEMU)."""
+def power(path: Path | None, node: str, action: str) -> int:
+    """on (PXE boot), off (QMP quit), reset (QMP), cut (SIGKILL QEMU); the exit code."""
     backend = QemuBackend(lab_dir(path))
     ops = {
         "on": backend.start_node,
@@ -196,49 +356,133 @@ def power_cmd(
     }
     if action not in ops:
         err.print(f"unknown action {action!r}; one of {', '.join(ops)}")
-        raise typer.Exit(EXIT_USAGE)
+        return EXIT_USAGE
     try:
         ops[action](node)
-    except (LabError, OSError, KeyError) as exc:
+    except KeyError as exc:
+        err.print(f"[red]error:[/red] no node {exc}")
+        return EXIT_USAGE
+    except (LabError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_FAILURE) from exc
+        return EXIT_FAILURE
     console.print(f"{node}: {action} done")
+    return EXIT_OK
+
+
+@app.command("power")
+def power_cmd(
+    node: NodeArg,
+    action: Annotated[str, typer.Argument(help="on | off | reset | cut")],
+    path: DirOpt = None,
+) -> None:
+    """Power control: on (PXE boot), off (QMP quit), reset (QMP), cut (SIGKILL QEMU)."""
+    raise typer.Exit(power(path, node, action))
+
+
+def _in_namespace(backend: QemuBackend, command: str, *args: str) -> int:
+    """Run ``plasma lab qemu COMMAND --inside`` in the lab namespace (the host has no
+    route to 192.168.100.0/24); its exit code."""
+    argv = [plasma_executable(), "lab", "qemu", command, "--dir", str(backend.paths.root)]
+    argv += [*args, "--inside"]
+    return subprocess.run(backend.in_namespace(argv), check=False).returncode
+
+
+async def _admin(backend: QemuBackend) -> AdminCredentials | None:
+    """IAM's bootstrap admin, created now if need be; None while Chainfire cannot take it
+    yet (not formed) or when its credentials file was lost (said on stderr)."""
+    try:
+        outcome = await backend.bootstrap_iam()
+    except Exception:  # gRPC and store errors share no base class worth naming
+        return None
+    if outcome == Outcome.LOST:
+        err.print(
+            f"[yellow]warning:[/yellow] IAM was bootstrapped before, {backend.paths.admin} is gone"
+        )
+    try:
+        return AdminCredentials.read(backend.paths.admin)
+    except CredentialsError:
+        return None
+
+
+def _qemu_checks(checks: list[Check], only: list[str] | None) -> list[Check]:
+    """The checklist with the VM-paced Prometheus check, cut to ``only`` if given."""
+    checks = [(c, t, SLOW_PROMETHEUS if c == "prometheus" else fn) for c, t, fn in checks]
+    return [c for c in checks if c[0] in only] if only else checks
 
 
 def validate(
-    path: Path | None, inside: bool = False, wait: float = 0.0, only: list[str] | None = None
+    path: Path | None,
+    inside: bool = False,
+    wait: float = 0.0,
+    only: list[str] | None = None,
+    as_json: bool = False,
+    junit: Path | None = None,
 ) -> int:
-    """The S6 checklist against the VMs, run inside the lab namespace (the host has no
-    route to 192.168.100.0/24), repeated for up to ``wait`` s until green; ``only``:
-    run just these check ids."""
+    """The S6 checklist against the VMs, run inside the lab namespace, repeated for up to
+    ``wait`` s until green; ``only``: run just these check ids. With IAM, its first admin
+    is bootstrapped first (once) for the token checks."""
     backend = QemuBackend(lab_dir(path))
     if not inside:
-        argv = [plasma_executable(), "lab", "qemu", "validate", "--dir", str(backend.paths.root)]
-        argv += ["--wait", str(wait), "--inside"]
-        argv += [a for check in only or [] for a in ("--check", check)]
-        return subprocess.run(backend.in_namespace(argv), check=False).returncode
+        args = ["--wait", str(wait), *(a for check in only or [] for a in ("--check", check))]
+        args += ["--json"] if as_json else []
+        args += ["--junit", str(junit.resolve())] if junit else []
+        return _in_namespace(backend, "validate", *args)
     configs, tls, services = backend.validation_target()
 
     async def ready_then_check() -> list[CheckResult]:
         # Under TCG a freshly (re)booted cluster may still change leaders for a while:
         # with --wait, run the checklist again until it is green or the time is up.
         deadline = time.monotonic() + wait
+        admin = None
         while True:
             view = await probe_cluster(configs, services, tls)
             if view.ready or time.monotonic() > deadline:
-                checks = checklist(Target(configs, tls, services, view))
-                if only:
-                    checks = [c for c in checks if c[0] in only]
-                results = await run_checks(configs, tls, services, checks)
+                if admin is None and backend.runs_iam():
+                    admin = await _admin(backend)
+                checks = _qemu_checks(checklist(Target(configs, tls, services, view)), only)
+                results = await run_checks(configs, tls, services, checks, admin=admin)
                 if exit_code(results) == 0 or time.monotonic() > deadline:
                     return results
             await asyncio.sleep(2)
 
     t0 = time.monotonic()
     results = asyncio.run(ready_then_check())
-    console.print(report_table(results, title=f"qemu lab {backend.paths.root}"))
-    console.print(f"validated in {time.monotonic() - t0:.0f} s (including the wait for ready)")
+    if junit is not None:
+        junit.write_text(report_junit(results))
+    if as_json:
+        typer.echo(json.dumps(report_json(results), indent=2))
+    else:
+        console.print(report_table(results, title=f"qemu lab {backend.paths.root}"))
+        console.print(f"validated in {time.monotonic() - t0:.0f} s (including the wait for ready)")
     return exit_code(results)
+
+
+def bootstrap(path: Path | None, inside: bool = False, wait: float = 0.0) -> int:
+    """Create IAM's first admin (``<lab>/admin.json``, 0600) once Chainfire has formed,
+    trying for up to ``wait`` s; run inside the lab namespace."""
+    backend = QemuBackend(lab_dir(path))
+    if not inside:
+        return _in_namespace(backend, "bootstrap-iam", "--wait", str(wait))
+    deadline = time.monotonic() + wait
+    while True:
+        admin = asyncio.run(_admin(backend))
+        if admin is not None:
+            console.print(f"IAM admin {admin.username!r}: {backend.paths.admin}")
+            return EXIT_OK
+        if time.monotonic() > deadline:
+            err.print(f"IAM bootstrap: Chainfire not ready after {wait:.0f} s")
+            return EXIT_UNAVAILABLE
+        time.sleep(2)
+
+
+@app.command("bootstrap-iam")
+def bootstrap_cmd(
+    path: DirOpt = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the cluster")] = 120.0,
+    inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
+) -> None:
+    """Create IAM's first admin in the VMs' cluster (idempotent; `lab up` does it)."""
+    raise typer.Exit(bootstrap(path, inside, wait))
 
 
 @app.command("validate")
@@ -247,6 +491,8 @@ def validate_cmd(
     wait: Annotated[float, typer.Option(help="seconds to wait for a ready cluster")] = 0.0,
     check: Annotated[list[str] | None, typer.Option(help="only this check id (repeatable)")] = None,
     inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    junit: Annotated[Path | None, typer.Option(help="also write JUnit XML here")] = None,
 ) -> None:
     """Run the cluster checklist against the VMs (from inside the lab namespace)."""
-    raise typer.Exit(validate(path, inside, wait, check))
+    raise typer.Exit(validate(path, inside, wait, check, as_json, junit))

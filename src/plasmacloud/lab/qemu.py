@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -32,11 +33,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field
 
 from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
+from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
 from plasmacloud.lab.services import SERVICES, ServiceSpec, plasma_executable, service_named
 from plasmacloud.provision import certs, pki
+from plasmacloud.provision.certs import ADMIN_CLIENT
 from plasmacloud.provision.image import Image, build_image
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.render import render
@@ -53,6 +57,10 @@ DEFAULT_MEMORY_MB = 768
 DISK_SIZE = 4 * 1024**3  # sparse: costs only what the agent writes
 # Unknown machines get an address from this pool, so they reach the refusal script.
 UNKNOWN_POOL = ("192.168.100.200", "192.168.100.220")
+# Raft timing of the lab's cluster: one emulated CPU per VM running three Python services
+# stalls event loops for hundreds of ms, and the engine's 0.3-0.6 s elections then churn.
+TCG_RAFT = {"heartbeat_ms": 200, "election_timeout_ms": [1500, 3000]}
+KVM_PROBE_FILE = "kvm-probe.json"
 
 
 class VmRecord(BaseModel):
@@ -132,6 +140,21 @@ class QemuPaths:
     def disk(self, node_id: str) -> Path:
         return self.node(node_id) / "disk.raw"
 
+    @property
+    def admin(self) -> Path:
+        """IAM's bootstrap admin (0600), written by :func:`bootstrap_iam`."""
+        return self.root / "admin.json"
+
+    @property
+    def client_tls(self) -> TLSConfig:
+        """The operator's client certificate (``plasma pki``'s admin) and the lab CA."""
+        clients = OutputLayout(self.out).clients_dir
+        return TLSConfig(
+            ca_file=clients / "ca.crt",
+            cert_file=clients / "admin.crt",
+            key_file=clients / "admin.key",
+        )
+
 
 # -- preparation ----------------------------------------------------------------------------
 
@@ -164,6 +187,7 @@ def lab_spec_text(public_key: str, tap: str) -> str:
     data["netboot"]["interface"] = tap
     data["netboot"]["dhcp_range"] = list(UNKNOWN_POOL)
     data["deploy"]["method"] = "image"
+    data["raft"] = dict(TCG_RAFT)
     for node in data["nodes"]:
         node.pop("ssh", None)
         node["disks"][0]["root_size"] = "3G"
@@ -185,10 +209,16 @@ def prepare_tree(paths: QemuPaths, tap: str) -> ClusterSpec:
     return spec
 
 
-def stage_image(image: Image, images: Path, services: list[str]) -> None:
+def stage_image(image: Image, images: Path, services: list[str], configs: list[NodeConfig]) -> None:
     """Point ``<lab>/images`` at the built kernel and initrd, with the lab's extra
     kernel arguments: DHCP on the management NIC too (so SSH forwards work) and the
-    services to start once installed (the lab's, as in the process backend)."""
+    services to start once installed (the lab's, as in the process backend).
+
+    With IAM (and TLS) each node gets its own ``<images>/<node>/cmdline``: the IAM URLs
+    its Chainfire and FlareDB verify tokens with, its own first, and the operator's
+    certificate name to let through, as :func:`~plasmacloud.lab.services.with_auth`
+    starts them in the process lab.
+    """
     images.mkdir(parents=True, exist_ok=True)
     for name, src in (("kernel", image.kernel), ("initrd", image.initrd)):
         link = images / name
@@ -196,6 +226,15 @@ def stage_image(image: Image, images: Path, services: list[str]) -> None:
         link.symlink_to(src)
     args = f"plasmacloud.mgmt_dhcp=1 plasmacloud.services={','.join(services)} quiet"
     (images / "cmdline").write_text(args + "\n")
+    for cfg in configs:
+        per_node = images / cfg.node_id / "cmdline"
+        if "iam" in services and cfg.tls.enabled:
+            urls = ",".join(iam_urls(cfg))
+            auth = f"plasmacloud.iam_urls={urls} plasmacloud.trusted_cn={ADMIN_CLIENT}"
+            per_node.parent.mkdir(exist_ok=True)
+            per_node.write_text(f"{args} {auth}\n")
+        else:
+            per_node.unlink(missing_ok=True)
 
 
 # -- QEMU ---------------------------------------------------------------------------------
@@ -270,6 +309,28 @@ def qmp(sock: Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
         return dict(reply)
 
 
+def kvm_host_id() -> str:
+    """What a KVM probe's answer depends on besides the image: the host and its kernel."""
+    u = os.uname()
+    return f"{u.nodename} {u.release} {u.version} {u.machine}"
+
+
+def cached_kvm_boots(image: Image, timeout: float = 20.0) -> bool:
+    """:func:`kvm_boots`, remembered beside the image for this host (a failing probe
+    costs its whole ``timeout``, ~10% of a cold start, on every new lab)."""
+    record = image.directory / KVM_PROBE_FILE
+    with contextlib.suppress(OSError, ValueError):
+        seen = json.loads(record.read_text())
+        if seen.get("host") == kvm_host_id() and isinstance(seen.get("kvm"), bool):
+            return bool(seen["kvm"])
+    ok = kvm_boots(image, timeout)
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next probe
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"host": kvm_host_id(), "kvm": ok}) + "\n")
+        os.replace(tmp, record)
+    return ok
+
+
 def kvm_boots(image: Image, timeout: float = 20.0) -> bool:
     """Probe: does the image reach userspace under KVM? (False without /dev/kvm, and on
     this machine's paravirtual KVM, which hangs a stock kernel.)"""
@@ -337,10 +398,13 @@ class QemuBackend:
         image = build_image(self.image_cache)
         self.state.timings["image_s"] = round(time.monotonic() - t0, 1)
         if self.state.image_key != image.key:
-            self.state.accel = "kvm" if kvm_boots(image) else "tcg"
+            self.state.accel = "kvm" if cached_kvm_boots(image) else "tcg"
             self.state.image_key = image.key
-        stage_image(image, self.paths.images, self.state.services)
         spec = prepare_tree(self.paths, self.names.tap)
+        configs = [
+            NodeConfig.load(OutputLayout(self.paths.out).config_path(n.node_id)) for n in spec.nodes
+        ]
+        stage_image(image, self.paths.images, self.state.services, configs)
         self._network_up(spec)
         self._save()
         for node_id in self.only or [n.node_id for n in spec.nodes]:
@@ -504,13 +568,19 @@ class QemuBackend:
         layout = OutputLayout(self.paths.out)
         nodes = self.only or [n.node_id for n in load_spec(self.paths.spec).nodes]
         configs = [NodeConfig.load(layout.config_path(n)) for n in nodes]
-        tls = TLSConfig(
-            enabled=configs[0].tls.enabled,
-            ca_file=layout.clients_dir / "ca.crt",
-            cert_file=layout.clients_dir / "admin.crt",
-            key_file=layout.clients_dir / "admin.key",
-        )
+        tls = self.paths.client_tls.model_copy(update={"enabled": configs[0].tls.enabled})
         return configs, tls, tuple(service_named(n) for n in self.state.services)
+
+    def runs_iam(self) -> bool:
+        """True if the VMs run IAM (then auth is on and the lab bootstraps an admin)."""
+        return "iam" in self.state.services
+
+    async def bootstrap_iam(self) -> Outcome:
+        """Create IAM's first admin once (re-runs change nothing), credentials 0600 in
+        ``<lab>/admin.json``. Talks to the VMs' Chainfire as the operator, so it must
+        run inside the lab namespace (``plasma lab qemu validate`` does)."""
+        configs, tls, _services = self.validation_target()
+        return await bootstrap_cluster(configs[0].model_copy(update={"tls": tls}), self.paths.admin)
 
     def in_namespace(self, argv: list[str]) -> list[str]:
         """``argv`` run inside the lab namespace: the only place 192.168.100.0/24 exists."""
@@ -524,6 +594,20 @@ class QemuBackend:
         left = qemu_net.leftovers(self.names)
         if left:
             raise LabError(f"still present after down: {', '.join(left)}")
+
+    def wipe(self) -> None:
+        """Delete what the lab wrote: disks, consoles, rendered tree and PKI, admin, state
+        (refused while a VM or the network runs)."""
+        if any(v.proc.alive() for v in self.state.vms) or any(p.alive() for p in self.state.infra):
+            raise LabError("refusing to wipe a running lab; `plasma lab down` first")
+        nodes = {v.node_id for v in self.state.vms}
+        if self.paths.spec.exists():
+            nodes |= {n.node_id for n in load_spec(self.paths.spec).nodes}
+        p = self.paths
+        for d in [*(p.node(n) for n in nodes), p.out, p.images, p.vde, p.dnsmasq, p.root / "logs"]:
+            shutil.rmtree(d, ignore_errors=True)
+        for f in (p.admin, p.spec, p.state):
+            f.unlink(missing_ok=True)
 
     def _network_down(self) -> None:
         for proc in reversed(self.state.infra):

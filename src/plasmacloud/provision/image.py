@@ -122,9 +122,6 @@ say "userspace"
 # A probe boot (is KVM usable?) ends here.
 grep -q plasmacloud.probe=1 /proc/cmdline && poweroff -f
 for m in $(cat /etc/modules); do modprobe "$m" 2>/dev/null; done
-# What udev would do on a distro: activate LVM volumes a previous install left, so
-# the agent sees /dev/<vg>/<lv> and keeps them (a re-run must never reformat).
-lvm vgchange -ay >/dev/null 2>&1 && say "lvm volumes active"
 ip link set lo up
 node=$(arg plasmacloud.node); mac=$(arg plasmacloud.mac); server=$(arg plasmacloud.server)
 [ -n "$node" ] && hostname "$node"
@@ -161,8 +158,17 @@ if [ "$rc" = 0 ] && [ -n "$services" ]; then
   mount --bind /mnt/etc/nixos /etc/nixos
   mount --bind /mnt/var/lib/plasmacloud /var/lib/plasmacloud
   cp /mnt/etc/hosts /etc/hosts
+  # With IAM: Chainfire and FlareDB check tokens against these IAM URLs (this node's
+  # first) and let the operator's certificate through (lab.services.with_auth).
+  auth=""
+  for url in $(arg plasmacloud.iam_urls | tr ',' ' '); do auth="$auth --iam-url $url"; done
+  cn=$(arg plasmacloud.trusted_cn)
+  [ -n "$auth" ] && [ -n "$cn" ] && auth="$auth --trusted-cn $cn"
   for svc in $services; do
-    plasma "$svc" serve --config /etc/nixos/secrets/cluster-config.json \
+    extra=$auth
+    [ "$svc" = iam ] && extra=""
+    # shellcheck disable=SC2086 # $extra is a list of words
+    plasma "$svc" serve --config /etc/nixos/secrets/cluster-config.json $extra \
       >>"/var/log/$svc.log" 2>&1 &
     say "started $svc (pid $!)"
   done
