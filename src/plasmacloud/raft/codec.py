@@ -413,7 +413,7 @@ def encode_frame(msg: Message) -> bytes:
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode_frame_header(header: bytes) -> tuple[int, int]:
+def decode_frame_header(header: bytes | bytearray) -> tuple[int, int]:
     """(payload length, crc) from the 8 header bytes; rejects oversized lengths."""
     length, crc = _FRAME.unpack(header)
     if length > MAX_FRAME:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Message], None]
 MAX_BUFFERED = 32 * 1024 * 1024  # per peer: beyond this, drop messages (Raft retransmits)
+READ_CHUNK = 256 * 1024
 
 
 class Transport(Protocol):
@@ -64,15 +65,29 @@ class _Peer:
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        self.pending: list[bytes] = []  # frames queued in this loop iteration
 
     def send(self, frame: bytes) -> None:
         w = self.writer
         if w is None or w.is_closing():
             self.wake.set()  # cut the reconnect backoff short: someone needs this peer
             return
+        # one write per loop iteration: each write is a TLS record and a send() syscall,
+        # and a leader often has an AppendEntries and a commit notification (a follower
+        # an AppendResp and a HeartbeatResp) for the same peer in one iteration
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.append(frame)
+
+    def flush(self) -> None:
+        """Write the frames queued since the last flush as one buffer."""
+        frames, self.pending = self.pending, []
+        w = self.writer
+        if not frames or w is None or w.is_closing():
+            return
         if w.transport.get_write_buffer_size() > MAX_BUFFERED:
             return
-        w.write(frame)
+        w.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = split_address(self.address)
@@ -173,16 +188,24 @@ class TcpTransport:
         assert task is not None
         self._conns[task] = writer
         peer = writer.get_extra_info("peername")
+        handler = self._handler
+        assert handler is not None
+        buf = bytearray()
         try:
-            while True:
-                header = await reader.readexactly(FRAME_HEADER)
-                length, crc = decode_frame_header(header)
-                payload = await reader.readexactly(length)
-                msg = check_frame(payload, crc)
-                assert self._handler is not None
-                self._handler(msg)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
+            # read whatever has arrived and handle every complete frame in it: one await per
+            # read rather than two per message
+            while chunk := await reader.read(READ_CHUNK):
+                buf += chunk
+                pos = 0
+                while len(buf) - pos >= FRAME_HEADER:
+                    length, crc = decode_frame_header(buf[pos : pos + FRAME_HEADER])
+                    end = pos + FRAME_HEADER + length
+                    if end > len(buf):
+                        break
+                    handler(check_frame(bytes(buf[pos + FRAME_HEADER : end]), crc))
+                    pos = end
+                del buf[:pos]
+            if buf:
                 log.warning("%s: truncated frame from %s; closing it", self.node_id, peer)
         except CodecError as exc:
             log.warning("%s: bad frame from %s (%s); closing it", self.node_id, peer, exc)
