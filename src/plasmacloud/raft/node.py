@@ -85,6 +85,7 @@ LEADER = "leader"
 MAX_INFLIGHT = 32  # AppendEntries per follower sent but not yet acknowledged
 MAX_BATCH_ENTRIES = 4096
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+COMMIT_ONLY_SEQ = 0  # heartbeat seq of a commit notification: no answer (periodic ones are >= 1)
 APPLY_BATCH = 4096
 SNAPSHOT_CHUNK = 1024 * 1024
 
@@ -976,7 +977,8 @@ class RaftNode:
         if commit > self.commit_index:
             self._set_commit(commit)
             self._apply()
-        self._send(m.src, HeartbeatResp(self.term, self.id, m.seq))
+        if m.seq != COMMIT_ONLY_SEQ:
+            self._send(m.src, HeartbeatResp(self.term, self.id, m.seq))
 
     def _set_commit(self, index: int) -> None:
         if index > self.commit_index:
@@ -1078,11 +1080,15 @@ class RaftNode:
                 self._send_commit(peer, pr)
 
     def _send_commit(self, peer: str, pr: _Progress) -> None:
-        """A heartbeat carrying a commit index this follower has not been told yet."""
+        """A heartbeat carrying a commit index this follower has not been told yet.
+
+        Sequence 0 asks for no answer: it only speeds up the follower's apply (a lost one is
+        covered by the next periodic heartbeat), and the answer would cost both sides a
+        message per replicated batch."""
         commit = min(self.commit_index, pr.match)
         if commit > pr.commit_sent:
             pr.commit_sent = commit
-            self._send(peer, Heartbeat(self.term, self.id, commit, self._hb_seq))
+            self._send(peer, Heartbeat(self.term, self.id, commit, COMMIT_ONLY_SEQ))
 
     def _broadcast_heartbeat(self) -> None:
         self._broadcast_scheduled = False
