@@ -21,7 +21,7 @@ from pathlib import Path
 
 from plasmacloud.flaredb.command import Command
 from plasmacloud.flaredb.http_api import _deterministic
-from plasmacloud.flaredb.models import Response, parse_request
+from plasmacloud.flaredb.models import Response, parse_request, parse_runs
 from plasmacloud.flaredb.store import SQLiteStore
 from plasmacloud.raft.api import Entry
 
@@ -42,17 +42,17 @@ def main() -> None:
         size = 0
         for run in range(args.runs):
             marks = [time.process_time()]
-            stmts = parse_request(body)
+            runs = parse_runs(body)
             marks.append(time.process_time())
-            rewritten = _deterministic(stmts)
+            rewritten = _deterministic(runs)
             marks.append(time.process_time())
-            data = Command.new(rewritten).encode()
+            data = Command.from_runs(rewritten).encode()
             marks.append(time.process_time())
             (results,) = store.apply([Entry(run + 2, 1, data)])
             marks.append(time.process_time())
             for r in results:
                 r.time = None  # as the server answers without ?timings
-            json.dumps(Response(results).to_json(), separators=(",", ":")).encode()
+            Response(results).dumps().encode()
             marks.append(time.process_time())
             for step, a, b in zip(STEPS, marks[:-1], marks[1:], strict=True):
                 times[step].append(b - a)

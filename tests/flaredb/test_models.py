@@ -10,15 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plasmacloud.flaredb import models
 from plasmacloud.flaredb.models import (
     ErrorResult,
     ExecuteResult,
     QueryResult,
     RequestError,
     Response,
+    Run,
     Statement,
     encode_request,
+    group_runs,
     parse_request,
+    parse_runs,
     result_from_json,
 )
 
@@ -117,3 +121,78 @@ def test_execute_and_error_shapes() -> None:
     assert Response.from_json(json.loads(json.dumps(resp.to_json()))) == resp
     with pytest.raises(RequestError, match="not a FlareDB response"):
         Response.from_json({"error": "nope"})
+
+
+json_values = st.recursive(
+    scalars | st.booleans(),
+    lambda x: st.lists(x, max_size=3) | st.dictionaries(st.text(max_size=3), x, max_size=2),
+    max_leaves=6,
+)
+# Mostly the bulk shape ([sql, scalar...] items, runs of one SQL text), with every way an
+# item can leave it: booleans, named or nested parameters, blank or non-text SQL, bare
+# strings, empty arrays.
+bulk_item = st.tuples(
+    st.sampled_from(["INSERT INTO t VALUES (?)", "INSERT INTO t VALUES (?)", "SELECT ?", " "]),
+    st.lists(scalars, max_size=3),
+).map(lambda t: [t[0], *t[1]])
+odd_item = (
+    st.tuples(st.sampled_from(["SELECT :a", "X"]), json_values).map(list)
+    | st.lists(json_values, max_size=3)
+    | st.sampled_from(["SELECT 1", "", []])
+)
+request_doc = st.lists(bulk_item, max_size=12) | st.lists(bulk_item | odd_item, max_size=8)
+
+
+@settings(max_examples=400)
+@given(request_doc | json_values)
+def test_fast_parser_agrees_with_the_full_one(doc: Any) -> None:
+    """parse_runs gives what parse_request then group_runs give: the same statements
+    (types included: repr tells True from 1 and -0.0 from 0.0), or the same error."""
+    body = json.dumps(doc)
+    try:
+        want = group_runs(parse_request(body))
+    except RequestError as exc:
+        with pytest.raises(RequestError) as got_exc:
+            parse_runs(body)
+        assert str(got_exc.value) == str(exc)
+    else:
+        assert repr(parse_runs(body)) == repr(want)
+
+
+def test_the_bulk_shape_takes_the_fast_path() -> None:
+    doc = [["INSERT INTO t VALUES (?, ?)", "a", 1]] * 3 + [["SELECT ?", None]]
+    assert models._fast_runs(doc) == [
+        Run("INSERT INTO t VALUES (?, ?)", (("a", 1),) * 3),
+        Run("SELECT ?", ((None,),)),
+    ]
+    for other in ([["SELECT ?", True]], [["SELECT :a", {"a": 1}]], ["SELECT 1"], [[" "]]):
+        assert models._fast_runs(other) is None
+
+
+def test_a_number_too_long_to_convert_is_a_request_error() -> None:
+    with pytest.raises(RequestError, match="not valid JSON"):
+        parse_runs("[" + "9" * 5000 + "]")
+
+
+results = st.lists(
+    st.builds(
+        ExecuteResult,
+        st.integers(-(2**63), 2**63 - 1),
+        st.integers(0, 2**31),
+        st.none() | st.floats(0, 10),
+    )
+    | st.builds(ErrorResult, st.text(max_size=10), st.none() | st.floats(0, 10))
+    | st.builds(
+        QueryResult,
+        st.just(["a"]),
+        st.just(["text"]),
+        st.lists(st.tuples(scalars).map(list), max_size=2),
+    ),
+    max_size=6,
+)
+
+
+@given(results, st.none() | st.floats(0, 10), st.booleans())
+def test_response_dumps_is_compact_json_dumps(rs: list[Any], t: float | None, assoc: bool) -> None:
+    resp = Response(rs, t)
+    assert resp.dumps(assoc) == json.dumps(resp.to_json(assoc), separators=(",", ":"))

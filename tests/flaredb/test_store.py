@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from plasmacloud.flaredb import store as store_module
 from plasmacloud.flaredb.command import LOAD, Command
-from plasmacloud.flaredb.models import ErrorResult, ExecuteResult, QueryResult, Statement
+from plasmacloud.flaredb.models import (
+    ErrorResult,
+    ExecuteResult,
+    QueryResult,
+    Statement,
+    group_runs,
+)
 from plasmacloud.flaredb.sqlscan import make_deterministic
 from plasmacloud.flaredb.store import SQLiteStore, load_statements
 from plasmacloud.raft.api import Entry
@@ -305,7 +313,11 @@ def test_a_failed_statement_is_undone_alone_and_random_stays_seeded(tmp_path: Pa
         ]
     )
     clean = Command(
-        (S("INSERT INTO f VALUES (1, random())"), S("INSERT INTO f VALUES (4, random())")),
+        tuple(
+            group_runs(
+                [S("INSERT INTO f VALUES (1, random())"), S("INSERT INTO f VALUES (4, random())")]
+            )
+        ),
         seed=mixed.seed,
     )
     a, b = SQLiteStore(tmp_path / "a"), SQLiteStore(tmp_path / "b")
@@ -322,3 +334,81 @@ def test_a_failed_statement_is_undone_alone_and_random_stays_seeded(tmp_path: Pa
     finally:
         a.close()
         b.close()
+
+
+def reference_results(setup: list[str], stmts: list[Statement]) -> list[tuple[str, int, int]]:
+    """(kind, last_insert_id, rows_affected) of each statement run one at a time on a plain
+    sqlite3 connection: what the bulk path must report for every row."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    for sql in setup:
+        conn.execute(sql)
+    out = []
+    for s in stmts:
+        try:
+            cur = conn.execute(s.sql, s.params)
+        except sqlite3.Error as exc:
+            out.append((str(exc), 0, 0))
+            continue
+        if cur.description is not None:
+            out.append((repr(cur.fetchall()), 0, 0))
+            continue
+        rows = max(cur.rowcount, 0)
+        inserted = rows and s.sql.upper().startswith(("INSERT", "REPLACE"))
+        out.append(("ok", int(cur.lastrowid or 0) if inserted else 0, rows))
+    conn.close()
+    return out
+
+
+def summary(results: list[Any]) -> list[tuple[str, int, int]]:
+    out = []
+    for r in results:
+        if isinstance(r, ErrorResult):
+            out.append((r.error, 0, 0))
+        elif isinstance(r, QueryResult):
+            out.append((repr([tuple(v) for v in r.values]), 0, 0))
+        else:
+            out.append(("ok", r.last_insert_id, r.rows_affected))
+    return out
+
+
+def test_bulk_runs_report_each_statements_own_counters(store: SQLiteStore) -> None:
+    """Runs go through one prepared statement in a tight loop; every row still gets what
+    running it alone reports: ids (explicit, automatic, negative), rows_affected 0 for an
+    ignored insert, counts of UPDATE/DELETE runs, rows of a SELECT or RETURNING run."""
+    setup = ["CREATE TABLE k (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"]
+    ins = "INSERT INTO k(v) VALUES (?)"
+    stmts = [S(ins, (f"a{i}",)) for i in range(50)]
+    stmts += [S("INSERT INTO k(id, v) VALUES (?, ?)", (i, f"b{i}")) for i in (-7, 500, 90)]
+    stmts += [S("INSERT OR IGNORE INTO k(v) VALUES (?)", (v,)) for v in ("a1", "new", "a2")]
+    stmts += [S("INSERT OR REPLACE INTO k(v) VALUES (?)", (v,)) for v in ("a3", "a4")]
+    stmts += [S("UPDATE k SET v = v || '!' WHERE id > ?", (n,)) for n in (40, 1000)]
+    stmts += [S("SELECT count(*) FROM k WHERE id < ?", (n,)) for n in (10, 0)]
+    stmts += [S("INSERT INTO k(v) VALUES (?) RETURNING id", (v,)) for v in ("r1", "r2")]
+    stmts += [S("DELETE FROM k WHERE id = ?", (i,)) for i in (1, 1, 2)]
+    want = reference_results(setup, stmts)
+    store.apply(entries(Command.new([S(setup[0])])))
+    for transaction, index in ((True, 2), (False, 3)):
+        store.apply(entries(Command.new([S("DELETE FROM k")]), start=index * 10))
+        (res,) = store.apply(entries(Command.new(stmts, transaction), start=index * 10 + 1))
+        # A table emptied by DELETE hands out rowids again from max(rowid) + 1, so the ids
+        # match the fresh reference database's.
+        assert summary(res) == want
+
+
+def test_a_failing_row_in_a_bulk_run(store: SQLiteStore) -> None:
+    """In a transaction the whole bulk request is undone and results stop at the failed
+    row; without one, only that row fails and every other row stays."""
+    store.apply(entries(Command.new([S("CREATE TABLE u (v TEXT UNIQUE)")])))
+    rows = [S("INSERT INTO u VALUES (?)", (v,)) for v in ("a", "b", "c", "b", "d", "e")]
+    (res,) = store.apply(entries(Command.new(rows, transaction=True), start=2))
+    assert [type(r) for r in res] == [ExecuteResult] * 3 + [ErrorResult]
+    assert "UNIQUE" in res[3].error  # type: ignore[union-attr]
+    (q,) = store.query([S("SELECT count(*) FROM u")])
+    assert isinstance(q, QueryResult) and q.values == [[0]]
+    (res,) = store.apply(entries(Command.new(rows), start=3))
+    assert [type(r).__name__ for r in res] == ["ExecuteResult"] * 3 + ["ErrorResult"] * 1 + [
+        "ExecuteResult"
+    ] * 2
+    assert [r.last_insert_id for r in res if isinstance(r, ExecuteResult)] == [1, 2, 3, 4, 5]
+    (q,) = store.query([S("SELECT group_concat(v, '') FROM u")])
+    assert isinstance(q, QueryResult) and q.values == [["abcde"]]

@@ -35,8 +35,10 @@ from plasmacloud.flaredb.models import (
     RequestError,
     Response,
     Result,
+    Run,
     Statement,
-    parse_request,
+    group_runs,
+    parse_runs,
 )
 from plasmacloud.flaredb.sqlscan import (
     NonDeterministicError,
@@ -240,7 +242,8 @@ class HttpApi:
         location = leader.api_url + request.path_qs
         return web.Response(status=301, headers={"Location": location})
 
-    async def _statements(self, request: web.Request) -> list[Statement]:
+    async def _runs(self, request: web.Request) -> list[Run]:
+        """The request's statements, grouped into runs of one SQL text."""
         body = b"" if request.method == "GET" else await request.read()
         if not body.strip():
             q = request.query.get("q")
@@ -249,24 +252,24 @@ class HttpApi:
                     f"{request.method} {request.path} needs a JSON array of statements "
                     "in the body (or the SQL in the q parameter)"
                 )
-            return [Statement(q)]
+            return [Run(q, ((),))]
         if len(body) > _OFFLOAD_BYTES:
             # Keep the event loop (and so Raft's heartbeats) responsive on bulk bodies.
-            return await asyncio.to_thread(parse_request, body)
-        return parse_request(body)
+            return await asyncio.to_thread(parse_runs, body)
+        return parse_runs(body)
 
     def _respond(self, results: list[Result], opts: Options, started: float) -> web.Response:
         if not opts.timings:
             for r in results:
                 r.time = None
         resp = Response(results, time.perf_counter() - started if opts.timings else None)
-        return _json(resp.to_json(opts.associative), pretty=opts.pretty)
+        if opts.pretty:
+            return _json(resp.to_json(opts.associative), pretty=True)
+        return web.Response(text=resp.dumps(opts.associative), content_type="application/json")
 
     async def _propose(self, cmd: Command, timeout: float) -> list[Result]:
         data = (
-            await asyncio.to_thread(cmd.encode)
-            if len(cmd.statements) > _OFFLOAD_STATEMENTS
-            else cmd.encode()
+            await asyncio.to_thread(cmd.encode) if len(cmd) > _OFFLOAD_STATEMENTS else cmd.encode()
         )
         if len(data) > self.max_entry:
             raise _Refused(
@@ -300,7 +303,7 @@ class HttpApi:
         if denied := await self._denied(request, EXECUTE):
             return denied
         opts = Options.from_query(request.query)
-        return await self._write(request, opts, await self._statements(request))
+        return await self._write(request, opts, await self._runs(request))
 
     async def query(self, request: web.Request) -> web.StreamResponse:
         """GET/POST /db/query: read statements at the requested consistency level."""
@@ -309,45 +312,45 @@ class HttpApi:
         if denied := await self._denied(request, QUERY):
             return denied
         opts = Options.from_query(request.query)
-        return await self._read(request, opts, await self._statements(request))
+        return await self._read(request, opts, await self._runs(request))
 
     async def db_request(self, request: web.Request) -> web.StreamResponse:
         """POST /db/request: reads take the query path, anything else the write path."""
         opts = Options.from_query(request.query)
-        stmts = await self._statements(request)
-        reads = bool(stmts) and all(is_read_only(s.sql) for s in stmts)
+        runs = await self._runs(request)
+        reads = bool(runs) and all(is_read_only(r.sql) for r in runs)
         if denied := await self._denied(request, QUERY if reads else EXECUTE):
             return denied
         if reads:
-            return await self._read(request, opts, stmts)
-        return await self._write(request, opts, stmts)
+            return await self._read(request, opts, runs)
+        return await self._write(request, opts, runs)
 
-    async def _write(
-        self, request: web.Request, opts: Options, stmts: list[Statement]
-    ) -> web.Response:
+    async def _write(self, request: web.Request, opts: Options, runs: list[Run]) -> web.Response:
         started = time.perf_counter()
         if opts.redirect and not self.raft.is_leader:
             return self._redirect(request)
         try:
-            if len(stmts) > _OFFLOAD_STATEMENTS:
-                rewritten = await asyncio.to_thread(_deterministic, stmts)
+            if len(runs) > _OFFLOAD_STATEMENTS:  # many distinct SQL texts to scan
+                rewritten = await asyncio.to_thread(_deterministic, runs)
             else:
-                rewritten = _deterministic(stmts)
+                rewritten = _deterministic(runs)
         except NonDeterministicError as exc:
             return _error(str(exc), 400)
         if not rewritten:
             return self._respond([], opts, started)
+        cmd = Command.from_runs(rewritten, opts.transaction)
         try:
-            results = await self._propose(Command.new(rewritten, opts.transaction), opts.timeout)
+            results = await self._propose(cmd, opts.timeout)
         except _Refused as exc:
             return _error(str(exc), exc.status)
         self.metrics.count("execute", results, time.perf_counter() - started)
         return self._respond(results, opts, started)
 
     async def _read(
-        self, request: web.Request, opts: Options, stmts: list[Statement]
+        self, request: web.Request, opts: Options, runs: list[Run]
     ) -> web.StreamResponse:
         started = time.perf_counter()
+        stmts = [s for run in runs for s in run.statements()]
         level = opts.level
         if level == "weak" and not self.raft.is_leader:
             if opts.redirect:
@@ -369,7 +372,7 @@ class HttpApi:
                         check_query(s.sql)
                     except NonDeterministicError as exc:
                         return _error(f"statement {i}: {exc}", 400)
-                results = await self._propose(Command.new(stmts), opts.timeout)
+                results = await self._propose(Command.from_runs(runs), opts.timeout)
             else:
                 if level == "linearizable":
                     await self._read_barrier(opts.timeout)
@@ -444,11 +447,13 @@ class HttpApi:
         # The dump passes the same determinism rules as any write (a schema with
         # DEFAULT CURRENT_TIMESTAMP would make later inserts differ per replica).
         try:
-            stmts = await asyncio.to_thread(lambda: _deterministic(load_statements(body)))
+            runs = await asyncio.to_thread(
+                lambda: _deterministic(group_runs(load_statements(body)))
+            )
         except NonDeterministicError as exc:
             return _error(f"load refused: {exc}", 400)
         try:
-            results = await self._propose(Command.new(stmts, True, LOAD), opts.timeout)
+            results = await self._propose(Command.from_runs(runs, True, LOAD), opts.timeout)
         except _Refused as exc:
             return _error(str(exc), exc.status)
         errors = [r for r in results if isinstance(r, ErrorResult)]
@@ -541,26 +546,25 @@ class HttpApi:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _deterministic(stmts: list[Statement]) -> list[Statement]:
-    """The statements as every replica must run them (clock fixed now, on this node)."""
+def _deterministic(runs: list[Run]) -> list[Run]:
+    """The statements as every replica must run them (clock fixed now, on this node).
+
+    The rewrite depends on the SQL text only, so each run (a bulk insert's thousands of
+    statements) and each text repeated in other runs is looked at once.
+    """
     now = datetime.now(UTC)
-    # SQL the rewriter left unchanged has no clock in it, so the same text needs no second
-    # look (a bulk insert repeats one statement thousands of times).
-    unchanged: set[str] = set()
+    rewritten: dict[str, str] = {}
     out = []
-    for i, s in enumerate(stmts, start=1):
-        if s.sql in unchanged:
-            out.append(s)
-            continue
-        try:
-            sql = make_deterministic(s.sql, now)
-        except NonDeterministicError as exc:
-            raise NonDeterministicError(f"statement {i}: {exc}") from None
-        if sql == s.sql:
-            unchanged.add(sql)
-            out.append(s)
-        else:
-            out.append(Statement(sql, s.params))
+    position = 1  # of the run's first statement, as errors count them
+    for run in runs:
+        sql = rewritten.get(run.sql)
+        if sql is None:
+            try:
+                sql = rewritten[run.sql] = make_deterministic(run.sql, now)
+            except NonDeterministicError as exc:
+                raise NonDeterministicError(f"statement {position}: {exc}") from None
+        out.append(run if sql == run.sql else Run(sql, run.params))
+        position += len(run.params)
     return out
 
 

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from typing import Any, TypeAlias
 
 Scalar: TypeAlias = str | int | float | bytes | None
 Params: TypeAlias = tuple[Scalar, ...] | dict[str, Scalar]
 
 _SCALARS = (str, int, float, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
+_PARAMS_OF_ITEM = itemgetter(slice(1, None))
+_COUNTERS = '{"last_insert_id":%d,"rows_affected":%d}'
 
 
 class RequestError(ValueError):
@@ -45,16 +50,16 @@ class Statement:
     def to_json(self) -> str | list[Any]:
         """The rqlite wire form: a bare string when there are no parameters."""
         if isinstance(self.params, dict):
-            return [self.sql, {k: _encode_value(v) for k, v in self.params.items()}]
+            return [self.sql, {k: wire_value(v) for k, v in self.params.items()}]
         if not self.params:
             return self.sql
-        return [self.sql, *(_encode_value(v) for v in self.params)]
+        return [self.sql, *(wire_value(v) for v in self.params)]
 
     def wire_params(self) -> list[Any] | dict[str, Any]:
         """The parameters as JSON values (BLOBs base64-encoded, as in :meth:`to_json`)."""
         if isinstance(self.params, dict):
-            return {k: _encode_value(v) for k, v in self.params.items()}
-        return [_encode_value(v) for v in self.params]
+            return {k: wire_value(v) for k, v in self.params.items()}
+        return [wire_value(v) for v in self.params]
 
     @classmethod
     def from_json(cls, item: Any, position: int = 1) -> Statement:
@@ -116,17 +121,88 @@ def _json_type(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def parse_request(body: bytes | str) -> list[Statement]:
-    """Parse an HTTP request body (a JSON array of statements) into statements."""
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive statements of one request that share their SQL text.
+
+    A bulk insert is one run: its SQL is checked, stored in the log entry and prepared
+    once, and ``params`` holds each statement's parameters (as in :class:`Statement`).
+    """
+
+    sql: str
+    params: tuple[Params, ...]
+
+    def statements(self) -> list[Statement]:
+        """The run as one :class:`Statement` per parameter set."""
+        return [Statement(self.sql, p) for p in self.params]
+
+
+def group_runs(statements: Iterable[Statement]) -> list[Run]:
+    """Statements grouped into runs of consecutive ones with the same SQL text."""
+    return [
+        Run(sql, tuple(s.params for s in group))
+        for sql, group in itertools.groupby(statements, key=attrgetter("sql"))
+    ]
+
+
+def statement_count(runs: Iterable[Run]) -> int:
+    """How many statements the runs hold."""
+    return sum(len(r.params) for r in runs)
+
+
+def _load_array(body: bytes | str) -> list[Any]:
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # also a number too long to convert, not only syntax
         raise RequestError(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(doc, list):
         raise RequestError(
             f"request body must be a JSON array of statements, got {_json_type(doc)}"
         )
+    return doc
+
+
+def parse_request(body: bytes | str) -> list[Statement]:
+    """Parse an HTTP request body (a JSON array of statements) into statements."""
+    doc = _load_array(body)
     return [Statement.from_json(item, i) for i, item in enumerate(doc, start=1)]
+
+
+def parse_runs(body: bytes | str) -> list[Run]:
+    """:func:`parse_request`, grouped into runs (:func:`group_runs`).
+
+    The shape of bulk requests (every item ``[sql, p1, ...]`` with parameters that are
+    strings, numbers or null) is checked a whole column at a time, without building an
+    object per statement; anything else, errors included, goes through the item-by-item
+    parser, so both give the same statements and the same messages.
+    """
+    doc = _load_array(body)
+    return _fast_runs(doc) or group_runs(
+        Statement.from_json(item, i) for i, item in enumerate(doc, start=1)
+    )
+
+
+def _fast_runs(doc: list[Any]) -> list[Run] | None:
+    """Runs of ``doc`` if it is all ``[sql, scalar...]`` items, else None."""
+    # Exact types throughout: a bool parameter needs converting and a dict is named
+    # parameters, so both leave to the full parser, as does any item it would reject.
+    if not doc or set(map(type, doc)) != {list} or not all(doc):
+        return None
+    sqls = list(map(itemgetter(0), doc))
+    if set(map(type, sqls)) != {str}:
+        return None
+    params = list(map(tuple, map(_PARAMS_OF_ITEM, doc)))
+    if not _SCALAR_TYPES.issuperset(map(type, itertools.chain.from_iterable(params))):
+        return None
+    runs = []
+    start = 0
+    for sql, group in itertools.groupby(sqls):
+        if not sql.strip():
+            return None
+        end = start + len(list(group))
+        runs.append(Run(sql, tuple(params[start:end])))
+        start = end
+    return runs
 
 
 def encode_request(statements: Sequence[Statement]) -> bytes:
@@ -134,7 +210,8 @@ def encode_request(statements: Sequence[Statement]) -> bytes:
     return json.dumps([s.to_json() for s in statements]).encode()
 
 
-def _encode_value(value: Any) -> Any:
+def wire_value(value: Any) -> Any:
+    """A parameter or column value as JSON can carry it (BLOBs base64-encoded)."""
     # JSON has no bytes; rqlite sends BLOBs base64-encoded and so do we.
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
@@ -187,7 +264,7 @@ class QueryResult:
 
     def to_json(self, associative: bool = False) -> dict[str, Any]:
         """The wire form; BLOBs base64-encoded; ``associative`` gives rows as objects."""
-        values = [[_encode_value(v) for v in row] for row in self.values]
+        values = [[wire_value(v) for v in row] for row in self.values]
         out: dict[str, Any]
         if associative:
             out = {
@@ -290,6 +367,21 @@ class Response:
         if self.time is not None:
             out["time"] = self.time
         return out
+
+    def dumps(self, associative: bool = False) -> str:
+        """Compact JSON text of :meth:`to_json`, the same characters as ``json.dumps``
+        with ``separators=(",", ":")``; a bulk write's thousands of counters are
+        formatted directly instead of through a dict each."""
+        parts: list[str] = []
+        append = parts.append
+        for r in self.results:
+            # Both counters set and no time: every row of a bulk insert without ?timings.
+            if type(r) is ExecuteResult and r.time is None and r.last_insert_id and r.rows_affected:
+                append(_COUNTERS % (r.last_insert_id, r.rows_affected))
+            else:
+                append(json.dumps(r.to_json(associative), separators=(",", ":")))
+        tail = "" if self.time is None else ',"time":' + json.dumps(self.time)
+        return '{"results":[' + ",".join(parts) + "]" + tail + "}"
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Response:

@@ -27,6 +27,7 @@ from plasmacloud.flaredb.models import (
     QueryResult,
     RequestError,
     Result,
+    Run,
     Statement,
 )
 from plasmacloud.flaredb.sqlscan import RESERVED_PREFIX, NonDeterministicError, check_query
@@ -54,20 +55,28 @@ def _inserts(sql: str) -> bool:
     return sql.lstrip().upper().startswith(("INSERT", "REPLACE"))
 
 
+_SQL_ERRORS = (sqlite3.Error, OverflowError, ValueError)
+
+
+def _rows_result(cur: sqlite3.Cursor, start: float) -> QueryResult:
+    columns = [d[0] for d in cur.description]
+    result = QueryResult.from_rows(columns, cur.fetchall())
+    result.time = time.perf_counter() - start
+    return result
+
+
 def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
     """Run one statement; SQLite errors become an :class:`ErrorResult`."""
     start = time.perf_counter()
     try:
         cur = conn.execute(stmt.sql, stmt.params)
         if cur.description is not None:
-            columns = [d[0] for d in cur.description]
-            result: Result = QueryResult.from_rows(columns, cur.fetchall())
-        else:
-            rows = max(cur.rowcount, 0)
-            # lastrowid is the connection's, so only trust it right after a row was inserted.
-            inserted = rows and _inserts(stmt.sql)
-            result = ExecuteResult(int(cur.lastrowid or 0) if inserted else 0, rows)
-    except (sqlite3.Error, OverflowError, ValueError) as exc:
+            return _rows_result(cur, start)
+        rows = max(cur.rowcount, 0)
+        # lastrowid is the connection's, so only trust it right after a row was inserted.
+        inserted = rows and _inserts(stmt.sql)
+        result: Result = ExecuteResult(int(cur.lastrowid or 0) if inserted else 0, rows)
+    except _SQL_ERRORS as exc:
         result = ErrorResult(str(exc))
     result.time = time.perf_counter() - start
     return result
@@ -184,62 +193,106 @@ class SQLiteStore:
         self._rng.seed(cmd.seed)
         conn = self._w
         conn.execute("SAVEPOINT entry")
+        runs = cmd.runs
         if cmd.kind == LOAD:
             # Inside the entry's savepoint: a load that fails leaves the old tables be.
             self._steps = 0
             self._drop_user_objects()
-            cmd = Command(cmd.statements, True, cmd.seed)
-        if cmd.transaction:
-            results = self._run(cmd.statements, transaction=True)
+        if cmd.transaction or cmd.kind == LOAD:
+            results = self._run(runs, transaction=True)
         else:
             # Optimistic: without a savepoint per statement (two extra SQLite calls each,
             # most of a bulk insert's apply time). Only a failed statement needs its own
             # savepoint (so its partial effects, e.g. INSERT OR FAIL, are undone), so on
             # any error the entry is undone and run again the careful way, with the
             # random() generator back where it was: the same outcome on every replica.
-            results = self._run(cmd.statements, transaction=False, savepoints=False)
+            results = self._run(runs, transaction=False, savepoints=False)
             if any(isinstance(r, ErrorResult) for r in results):
                 conn.execute("ROLLBACK TO entry")
                 self._rng.seed(cmd.seed)
-                results = self._run(cmd.statements, transaction=False)
+                results = self._run(runs, transaction=False)
         conn.execute("RELEASE entry")
         return results
 
-    def _run(
-        self, statements: Sequence[Statement], transaction: bool, savepoints: bool = True
-    ) -> list[Result]:
+    def _run(self, runs: Sequence[Run], transaction: bool, savepoints: bool = True) -> list[Result]:
         """Run an entry's statements inside its savepoint ``entry``.
 
         ``transaction``: all or nothing, stop at the first error. Otherwise each statement
         stands alone; ``savepoints=False`` skips undoing a failed one (the caller undoes
         the whole entry instead).
         """
-        conn = self._w
-        per_statement = savepoints and not transaction
         results: list[Result] = []
-        for stmt in statements:
-            if per_statement:
-                conn.execute("SAVEPOINT stmt")
-            self._steps = 0
-            result = _execute(conn, stmt)
-            if isinstance(result, ErrorResult) and result.error == "interrupted":
-                result.error = (
-                    f"interrupted: the statement exceeded FlareDB's work limit of "
-                    f"{WORK_LIMIT_STEPS:,} SQLite steps (the same on every replica)"
-                )
-            if not conn.in_transaction:
-                raise _TransactionLost(getattr(result, "error", "transaction rolled back"))
-            results.append(result)
-            if isinstance(result, ErrorResult):
+        for run in runs:
+            if savepoints and not transaction:
+                self._run_careful(run, results)
+            elif self._run_fast(run, results):
                 if transaction:
                     # All or nothing: undo the statements before it, skip the rest.
-                    conn.execute("ROLLBACK TO entry")
-                    break
-                if per_statement:
-                    conn.execute("ROLLBACK TO stmt")
-            if per_statement:
-                conn.execute("RELEASE stmt")
+                    self._w.execute("ROLLBACK TO entry")
+                break  # without savepoints the caller undoes and reruns the whole entry
         return results
+
+    def _run_fast(self, run: Run, results: list[Result]) -> bool:
+        """Run the statements of ``run``, without savepoints, until one fails; True if one
+        did. The hot loop of a bulk insert: one cursor and one prepared statement for the
+        run, no object per statement but its result."""
+        conn = self._w
+        sql = run.sql
+        inserts = _inserts(sql)
+        cur = conn.cursor()
+        execute = cur.execute
+        clock = time.perf_counter
+        append = results.append
+        start = clock()  # one clock reading per statement: its end is the next one's start
+        for params in run.params:
+            self._steps = 0
+            try:
+                execute(sql, params)
+            except _SQL_ERRORS as exc:
+                append(self._failed(exc, start))
+                return True
+            if not conn.in_transaction:
+                raise _TransactionLost("a statement ended the transaction")
+            if cur.description is None:
+                rows = cur.rowcount
+                # lastrowid is the connection's: only trust it right after a row was inserted.
+                last = cur.lastrowid if rows > 0 and inserts else 0
+                end = clock()
+                append(ExecuteResult(last or 0, rows if rows > 0 else 0, end - start))
+            else:
+                append(_rows_result(cur, start))
+                end = clock()
+            start = end
+        return False
+
+    def _run_careful(self, run: Run, results: list[Result]) -> None:
+        """Run ``run`` with a savepoint per statement, so a failed one is undone alone and
+        the others stand."""
+        conn = self._w
+        for stmt in run.statements():
+            conn.execute("SAVEPOINT stmt")
+            self._steps = 0
+            start = time.perf_counter()
+            result = _execute(conn, stmt)
+            if isinstance(result, ErrorResult):
+                result = self._failed(result.error, start)
+                conn.execute("ROLLBACK TO stmt")
+            elif not conn.in_transaction:
+                raise _TransactionLost("a statement ended the transaction")
+            results.append(result)
+            conn.execute("RELEASE stmt")
+
+    def _failed(self, exc: BaseException | str, start: float) -> ErrorResult:
+        """The result of a failed statement; raises if it ended the batch transaction."""
+        message = str(exc)
+        if message == "interrupted":
+            message = (
+                f"interrupted: the statement exceeded FlareDB's work limit of "
+                f"{WORK_LIMIT_STEPS:,} SQLite steps (the same on every replica)"
+            )
+        if not self._w.in_transaction:
+            raise _TransactionLost(message)
+        return ErrorResult(message, time.perf_counter() - start)
 
     def _drop_user_objects(self) -> None:
         rows = self._w.execute(
