@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -132,6 +133,27 @@ class FlareDBServer:
         self.store.close()
 
 
+# Container allocations between young collections (CPython's default is 700).
+GC_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Set the cyclic garbage collector up for a server process (call once, at start).
+
+    A bulk request allocates tens of thousands of containers (parsed items, parameter
+    tuples, results) that live until its response is sent: at the default threshold they
+    set off dozens of collections, each walking them all again, and the occasional full
+    one walks every module and object of the process too (together ~15% of a bulk
+    insert's CPU on every node, measured with perf). Everything that exists at start-up
+    lives as long as the process, so it is frozen out of collections; and young
+    collections run every GC_THRESHOLD allocations. Refcounting still frees everything
+    that is not part of a cycle at once, so memory is not held longer.
+    """
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, older, oldest)
+
+
 async def serve(
     config: NodeConfig,
     stop: asyncio.Event | None = None,
@@ -161,6 +183,7 @@ def run(
 ) -> None:
     """Foreground entry point of ``plasma flaredb serve``."""
     config = NodeConfig.load(config_path)
+    tune_gc()
     asyncio.run(
         serve(
             config,
