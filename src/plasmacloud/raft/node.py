@@ -85,6 +85,11 @@ LEADER = "leader"
 MAX_INFLIGHT = 32  # AppendEntries per follower sent but not yet acknowledged
 MAX_BATCH_ENTRIES = 4096
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+# proposal batches a leader has appended but not yet committed; proposals arriving meanwhile
+# wait and go out together once the oldest commits (every batch costs each member messages,
+# an fdatasync and an apply transaction, so many small batches cost far more CPU than a few
+# large ones; a lone proposal never waits)
+MAX_PROPOSAL_BATCHES = 2
 COMMIT_ONLY_SEQ = 0  # heartbeat seq of a commit notification: no answer (periodic ones are >= 1)
 APPLY_BATCH = 4096
 SNAPSHOT_CHUNK = 1024 * 1024
@@ -209,6 +214,7 @@ class RaftNode:
         self._prop_buf: list[tuple[int, bytes, asyncio.Future[Any]]] = []
         self._remote_buf: list[Propose] = []
         self._flush_scheduled = False
+        self._batch_ends: deque[int] = deque()  # leader: last index of each uncommitted batch
         self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}  # index -> (term, fut)
         self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap
         self._counter = itertools.count()
@@ -460,9 +466,7 @@ class RaftNode:
         fut: asyncio.Future[Any] = loop.create_future()
         if self.role == LEADER:
             self._prop_buf.append((kind, data, fut))
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush_proposals)
+            self._schedule_flush()
         else:
             self._fwd_buf.append((kind, data, fut))
             if not self._fwd_scheduled:
@@ -754,6 +758,9 @@ class RaftNode:
         self.role = FOLLOWER
         if was_leader:
             self._progress.clear()
+            self._batch_ends.clear()
+            if self._prop_buf or self._remote_buf:
+                self._schedule_flush()  # held proposals: refuse them now (not the leader)
             for _, _, fut in self._reads:
                 if not fut.done():
                     fut.set_exception(NoLeaderError("leadership lost during a read"))
@@ -799,6 +806,7 @@ class RaftNode:
             for p in self._peers()
         }
         self._hb_seq = 0
+        self._batch_ends.clear()
         self._last_quorum_check = now
         log.info("%s: leader in term %d (log ends at %d)", self.id, self.term, self.last_index)
         self._term_start = self.last_index + 1
@@ -1065,6 +1073,8 @@ class RaftNode:
         n = matches[self._quorum() - 1]
         if n > self.commit_index and self._term_at(n) == self.term:
             self._set_commit(n)
+            if self._prop_buf or self._remote_buf:
+                self._schedule_flush()  # proposals may be held behind the batch that committed
             self._apply()
             if not self._commit_notify_scheduled:
                 self._commit_notify_scheduled = True
@@ -1115,8 +1125,19 @@ class RaftNode:
 
     # --- proposals -----------------------------------------------------------------------
 
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_proposals)
+
     def _flush_proposals(self) -> None:
         self._flush_scheduled = False
+        if self.role == LEADER:
+            ends = self._batch_ends
+            while ends and ends[0] <= self.commit_index:
+                ends.popleft()
+            if len(ends) >= MAX_PROPOSAL_BATCHES:
+                return  # held: _maybe_commit flushes again once the oldest batch commits
         local, self._prop_buf = self._prop_buf, []
         remote, self._remote_buf = self._remote_buf, []
         if self.role != LEADER:
@@ -1153,6 +1174,7 @@ class RaftNode:
                 index += 1
         if entries:
             self._append_local(entries)
+            self._batch_ends.append(index - 1)
             self._replicate()
             if not self._progress:
                 self._maybe_commit()
@@ -1167,9 +1189,7 @@ class RaftNode:
             task.add_done_callback(self._forget_task)
             return
         self._remote_buf.append(m)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_proposals)
+        self._schedule_flush()
 
     def _flush_forwards(self) -> None:
         self._fwd_scheduled = False
