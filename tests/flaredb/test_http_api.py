@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -280,3 +281,27 @@ async def test_linearizable_read_after_a_client_begin_sees_later_writes(
     assert doc["results"] == [{"last_insert_id": 2, "rows_affected": 1}]
     status, doc = await call("GET", u + "/db/query?q=SELECT+count(*)+FROM+t&level=linearizable")
     assert status == 200 and doc["results"][0]["values"] == [[2]], doc
+
+
+async def test_a_forwarded_weak_read_waits_for_what_the_follower_applied(
+    live_node: LiveNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower forwards a weak read with its applied index; a leader behind it (its
+    fsync pending) passes a read barrier first, so the client sees the write the follower
+    acknowledged. A leader that is not behind reads at once."""
+    barriers = []
+
+    async def read_index(timeout: float = 5.0) -> int:
+        barriers.append(timeout)
+        return 0
+
+    monkeypatch.setattr(live_node.api.raft, "read_index", read_index)
+    applied = live_node.store.applied_index()
+    q = live_node.url + "/db/query?q=SELECT+1&level=weak"
+    for header, want in ((str(applied), 0), (str(applied + 5), 1), ("junk", 1)):
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(q, headers={"X-FlareDB-Forwarded": header}) as resp,
+        ):
+            assert resp.status == 200 and (await resp.json())["results"][0]["values"] == [[1]]
+        assert len(barriers) == want

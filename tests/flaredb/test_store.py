@@ -412,3 +412,41 @@ def test_a_failing_row_in_a_bulk_run(store: SQLiteStore) -> None:
     assert [r.last_insert_id for r in res if isinstance(r, ExecuteResult)] == [1, 2, 3, 4, 5]
     (q,) = store.query([S("SELECT group_concat(v, '') FROM u")])
     assert isinstance(q, QueryResult) and q.values == [["abcde"]]
+
+
+def test_the_wal_is_checkpointed_off_the_apply_path_and_stays_bounded(store: SQLiteStore) -> None:
+    """Commits only append to the WAL (SQLite's automatic checkpoint is off); past
+    CHECKPOINT_WAL_BYTES the checkpointer thread copies it into the database file, the
+    WAL starts over and is cut back, so it stays near that size however much is written."""
+    assert store._w.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    store.apply(entries(Command.new([S("CREATE TABLE w (v BLOB)")])))
+    blob = b"\x01" * 1_000_000
+    sizes = []
+    for i in range(24):  # 24 MB written in all
+        store.apply(entries(Command.new([S("INSERT INTO w VALUES (?)", (blob,))]), start=2 + i))
+        assert store._checkpointer.wait_idle(timeout=60)
+        sizes.append(Path(f"{store.path}-wal").stat().st_size)
+    limit = store_module.CHECKPOINT_WAL_BYTES
+    assert max(sizes) < 2 * limit + 2_000_000 and min(sizes[8:]) <= limit + 2_000_000
+    (q,) = store.query([S("SELECT count(*), sum(length(v)) FROM w")])
+    # BLOB parameters travel base64-encoded through the log, so each value is text here.
+    assert isinstance(q, QueryResult) and q.values[0][0] == 24
+
+
+def test_a_proposers_own_entry_is_applied_without_decoding_only_by_identity(
+    store: SQLiteStore,
+) -> None:
+    """The node that proposed an entry hands the engine's bytes object back to apply and
+    skips decoding it; equal bytes from anywhere else (the log on disk, a peer) are
+    decoded. Here the remembered command differs from the bytes on purpose, to show
+    which one ran."""
+    store.apply(entries(Command.new([S("CREATE TABLE p (v)")])))
+    data = Command.new([S("INSERT INTO p VALUES ('decoded')")]).encode()
+    other = Command.new([S("INSERT INTO p VALUES ('remembered')")])
+    store.remember_proposal(data, other)
+    store.apply([Entry(2, 1, bytes(bytearray(data)))])  # equal bytes, another object
+    store.apply([Entry(3, 1, data)])
+    store.forget_proposal(data)
+    (q,) = store.query([S("SELECT v FROM p ORDER BY rowid")])
+    assert isinstance(q, QueryResult) and q.values == [["decoded"], ["remembered"]]
+    assert store._proposed == {}

@@ -277,6 +277,7 @@ class HttpApi:
                 "limit of one replicated entry; split them into several requests",
                 413,
             )
+        self.store.remember_proposal(data, cmd)
         try:
             results = await self.raft.propose(data, timeout=timeout)
         except NotLeaderError as exc:
@@ -291,6 +292,8 @@ class HttpApi:
             reason = f"raft: {exc}"
         else:
             return list(results)
+        finally:
+            self.store.forget_proposal(data)
         raise _Refused(reason)
 
     async def _denied(self, request: web.Request, kind: str) -> web.Response | None:
@@ -374,7 +377,7 @@ class HttpApi:
                         return _error(f"statement {i}: {exc}", 400)
                 results = await self._propose(Command.from_runs(runs), opts.timeout)
             else:
-                if level == "linearizable":
+                if level == "linearizable" or self._behind_forwarder(request):
                     await self._read_barrier(opts.timeout)
                 elif level == "none" and opts.freshness is not None and self._leader() is None:
                     return _error("stale read: this node has no leader to be fresh against", 503)
@@ -387,6 +390,19 @@ class HttpApi:
             return _error(str(exc), exc.status)
         self.metrics.count("query", results, time.perf_counter() - started)
         return self._respond(results, opts, started)
+
+    def _behind_forwarder(self, request: web.Request) -> bool:
+        """True if a follower forwarded this read having applied more than this node.
+
+        A follower answers a write once it has applied it, which can be before the
+        leader has (its own fsync still pending while two followers' acks committed the
+        entry); a read the client then sends to that follower must still see its write.
+        """
+        try:
+            forwarder_applied = int(request.headers.get(FORWARDED_HEADER, "0"))
+        except ValueError:
+            return False
+        return forwarder_applied > self.store.applied_index()
 
     async def _read_barrier(self, timeout: float) -> None:
         try:
@@ -408,7 +424,8 @@ class HttpApi:
                 data=body,
                 headers={
                     "Content-Type": "application/json",
-                    FORWARDED_HEADER: "1",
+                    # The leader reads once it has applied what this node has.
+                    FORWARDED_HEADER: str(self.store.applied_index()),
                     # The leader checks the caller's credentials again.
                     **{k: v for k, v in request.headers.items() if k.lower() == "authorization"},
                 },
