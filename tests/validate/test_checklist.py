@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,7 +87,12 @@ def test_scrape_timing_defaults_to_1s_and_slow_backends_choose_theirs(tmp_path: 
         "scrape_timeout": "1s",
     }
     slow = prometheus.scrape_config(t, interval_s=5, timeout_s=4.5)["global"]
-    assert slow == {"scrape_interval": "5s", "scrape_timeout": "4.5s"}
+    assert slow == {"scrape_interval": "5s", "scrape_timeout": "4500ms"}  # no "4.5s"
+    # Prometheus itself accepts it (it refuses to start on "4.5s")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps(prometheus.scrape_config(t, interval_s=5, timeout_s=4.5)))
+    done = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 async def test_a_check_that_raises_fails_every_node_and_the_rest_still_run(

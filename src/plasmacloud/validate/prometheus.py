@@ -34,6 +34,12 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
+def _duration(seconds: float) -> str:
+    """A Prometheus duration: whole numbers with a unit only ("4.5s" is refused)."""
+    ms = round(seconds * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 def scrape_config(t: Target, interval_s: float = 1.0, timeout_s: float = 1.0) -> dict[str, Any]:
     """One job per service that exports metrics, one static target per node (label node);
     slow nodes (emulated VMs) need a longer ``timeout_s`` (at most ``interval_s``)."""
@@ -59,7 +65,10 @@ def scrape_config(t: Target, interval_s: float = 1.0, timeout_s: float = 1.0) ->
             }
         jobs.append(job)
     return {
-        "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{timeout_s:g}s"},
+        "global": {
+            "scrape_interval": _duration(interval_s),
+            "scrape_timeout": _duration(timeout_s),
+        },
         "scrape_configs": jobs,
     }
 
