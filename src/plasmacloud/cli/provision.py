@@ -313,26 +313,21 @@ def agent_cmd(
     """First-boot agent: fetch this node's bundle, prepare disks, install files, report."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cmdline = Path("/proc/cmdline")
-    args = agent.kernel_cmdline_args(cmdline.read_text() if cmdline.exists() else "")
-    # Booted by our iPXE script (plasmacloud.server= on the cmdline): we are the netboot
-    # installer, so the system goes onto the new disk mounted at /mnt.
-    installer = "server" in args
-    server, mac = server or args.get("server"), mac or args.get("mac")
-    if not server or not mac:
-        typer.echo(
-            "need --server and --mac (or plasmacloud.server=/mac= on the kernel cmdline)", err=True
+    try:
+        opts = agent.options_from_cmdline(
+            cmdline.read_text() if cmdline.exists() else "",
+            server=server,
+            mac=mac,
+            root=root,
+            mount=mount,
+            disks=disks,
+            wipe=wipe,
+            start=start,
+            join_timeout=join_timeout,
         )
-        raise typer.Exit(EXIT_USAGE)
-    opts = agent.AgentOptions(
-        server=server,
-        mac=mac,
-        root=root or (agent.INSTALLER_ROOT if installer else Path("/")),
-        disks=disks,
-        wipe=wipe,
-        mount=installer if mount is None else mount,
-        start=start,
-        join_timeout=join_timeout,
-    )
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
     try:
         results = agent.Agent(opts).run()
     except agent.AgentError as exc:

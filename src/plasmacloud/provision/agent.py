@@ -19,12 +19,14 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from plasmacloud.common.config import Role
 from plasmacloud.provision.bundle import ConfigBundle
@@ -258,6 +260,49 @@ def network_unit(bundle: ConfigBundle) -> str:
         lines.append(f"Gateway={bundle.gateway}")
     lines += [f"DNS={d}" for d in bundle.dns]
     return "\n".join(lines) + "\n"
+
+
+def options_from_cmdline(
+    cmdline: str,
+    server: str | None = None,
+    mac: str | None = None,
+    root: Path | None = None,
+    mount: bool | None = None,
+    **rest: Any,
+) -> AgentOptions:
+    """Options for this machine: what is given, else the kernel command line's
+    ``plasmacloud.server=``/``mac=``. Booted by our iPXE script (``server`` on the
+    cmdline) we are the netboot installer, so the system goes onto the new disk mounted
+    at /mnt. ValueError without a server and a MAC."""
+    args = kernel_cmdline_args(cmdline)
+    installer = "server" in args
+    server, mac = server or args.get("server"), mac or args.get("mac")
+    if not server or not mac:
+        raise ValueError(
+            "need --server and --mac (or plasmacloud.server=/mac= on the kernel cmdline)"
+        )
+    return AgentOptions(
+        server=server,
+        mac=mac,
+        root=root or (INSTALLER_ROOT if installer else Path("/")),
+        mount=installer if mount is None else mount,
+        **rest,
+    )
+
+
+def installer_main() -> int:
+    """``plasma agent`` as the netboot installer runs it, everything from the kernel
+    command line; the image calls this without loading the rest of the CLI."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        opts = options_from_cmdline(Path("/proc/cmdline").read_text())
+        results = Agent(opts).run()
+    except (ValueError, OSError, AgentError) as exc:
+        print(f"agent failed: {exc}", file=sys.stderr)
+        return 1
+    for r in results:
+        print(f"{r.name}: {'; '.join(r.changes) or 'already right'}")
+    return 0
 
 
 def kernel_cmdline_args(cmdline: str) -> dict[str, str]:
