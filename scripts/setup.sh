@@ -15,6 +15,7 @@ APT_PACKAGES=(
   curl                                              # FlareDB lab test drives the API with curl
   prometheus                                        # validate: a real Prometheus scrapes every target
   qemu-system-x86 ipxe-qemu vde2 zstd              # QEMU lab: VMs + iPXE ROM, VDE switch, initramfs
+  binutils                                          # QEMU lab image: strip debug sections
   openssh-server                                    # ssh backend tests: an sshd in each netns lab node
 )
 

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -346,3 +347,43 @@ def test_lab_env_logs_and_down_understand_a_qemu_lab(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert not backend.paths.state.exists() and not backend.paths.out.exists()
     assert not serial.exists() and backend.paths.ssh_key.exists()
+
+
+_LOADED = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('LOADED', *sorted(m for m in sys.modules"
+    " if m.startswith('plasmacloud.'))))\n"
+    "from plasmacloud.provision.image import image_plasma\n"
+    "image_plasma()\n"
+)
+
+
+@pytest.mark.parametrize("group", ["chainfire", "flaredb", "iam"])
+def test_image_plasma_runs_a_service_group_without_the_rest_of_the_cli(group: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED, group, "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"plasma {group} serve" in done.stdout and "--config" in done.stdout
+    loaded = done.stdout.split("LOADED")[-1].split()
+    assert f"plasmacloud.cli.{group}" in loaded
+    assert not {"plasmacloud.cli.lab", "plasmacloud.cli.provision", "plasmacloud.lab.qemu"} & set(
+        loaded
+    )
+
+
+def test_image_plasma_agent_is_the_agent_alone_and_the_rest_the_whole_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED, "agent"], capture_output=True, text=True, timeout=120
+    )
+    # on the host /proc/cmdline names no netboot server: the agent says what it needs
+    assert done.returncode == 1 and "need --server and --mac" in done.stderr
+    assert not [m for m in done.stdout.split() if m.startswith("plasmacloud.cli")]
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED, "version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.startswith("0.")
+    assert "plasmacloud.cli.lab" in done.stdout.split()

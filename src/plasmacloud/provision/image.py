@@ -24,6 +24,7 @@ so a second build with nothing changed returns at once.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata as md
 import os
 import re
@@ -34,6 +35,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +193,48 @@ case "$1" in
 esac
 exit 0
 """
+
+
+# The image's ``plasma`` (see :func:`image_plasma`).
+PLASMA_SCRIPT = f"""#!{PYTHON_DIR}/bin/python3
+from plasmacloud.provision.image import image_plasma
+
+image_plasma()
+"""
+# Command groups a node runs from the image (`plasma <group> serve ...`).
+SERVICE_GROUPS = ("chainfire", "flaredb", "iam")
+
+
+def image_plasma(argv: list[str] | None = None) -> None:
+    """``plasma`` in the netboot image: the installer's ``plasma agent`` and the node's
+    ``plasma chainfire|flaredb|iam ...`` load only what they run; anything else is the
+    whole CLI.
+
+    Under emulation every import costs ~20 times what it does on the host, and
+    ``plasmacloud/cli/__init__.py`` imports every command group (the lab, validation,
+    provisioning...): ~75 s before the agent's first step on a loaded 2-core host. A
+    service's group module needs nothing from that ``__init__``, so it is imported
+    under a bare package object instead.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["agent"]:
+        from plasmacloud.provision.agent import installer_main
+
+        sys.exit(installer_main())
+    if argv[:1] and argv[0] in SERVICE_GROUPS:
+        package = types.ModuleType("plasmacloud.cli")
+        package.__path__ = [str(Path(plasmacloud.__file__).parent / "cli")]
+        sys.modules.setdefault("plasmacloud.cli", package)
+        group = importlib.import_module(f"plasmacloud.cli.{argv[0]}")
+        import typer  # mounted as the CLI mounts it (a one-command group keeps its name)
+
+        root = typer.Typer()
+        root.add_typer(group.app, name=argv[0])
+        root(args=argv, prog_name="plasma")
+        return
+    from plasmacloud.cli import app
+
+    app(args=argv, prog_name="plasma")
 
 
 class ImageError(RuntimeError):
@@ -351,6 +395,8 @@ def _copy_python(stage: Path) -> None:
         rel = p.relative_to(stdlib)
         if rel.parts[0] in STDLIB_PRUNE or rel.parts[0].startswith("config-"):
             continue
+        if rel.parts[0] == "lib-dynload" and rel.name.startswith("_tkinter"):
+            continue  # it alone would pull Tcl/Tk and X11 libraries into the image
         _copy(p, dest / "lib" / ver / rel)
     site = dest / "lib" / ver / "site-packages"
     for dist in runtime_distributions():
@@ -369,7 +415,7 @@ def _copy_python(stage: Path) -> None:
     )
     plasma = stage / "usr/bin/plasma"
     plasma.parent.mkdir(parents=True, exist_ok=True)
-    plasma.write_text(f"#!{PYTHON_DIR}/bin/python3\nfrom plasmacloud.cli import app\n\napp()\n")
+    plasma.write_text(PLASMA_SCRIPT)
     plasma.chmod(0o755)
 
 
@@ -456,6 +502,15 @@ def _copy_libraries(stage: Path, debroot: Path) -> None:
         real = lib.resolve()
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(real, dest)
+
+
+def _strip_debug(stage: Path) -> None:
+    """Drop debug sections from the image's programs and libraries (not kernel modules,
+    whose signatures cover them): libpython and uvloop alone carry ~28 MB of them, which
+    every VM would download and unpack under emulation on each boot."""
+    elfs = [str(p) for p in _elf_files(stage)]
+    for i in range(0, len(elfs), 200):
+        _run(["strip", "--strip-debug", *elfs[i : i + 200]], "strip debug sections")
 
 
 def _userland(debroot: Path, stage: Path) -> None:
@@ -553,6 +608,7 @@ def build_image(cache: Path | None = None, force: bool = False) -> Image:
         kver = _modules(debroot, stage)
         _copy_python(stage)
         _copy_libraries(stage, debroot)
+        _strip_debug(stage)
         out = work / "out"
         out.mkdir()
         shutil.copy2(debroot / "boot" / f"vmlinuz-{kver}", out / "kernel")
