@@ -108,6 +108,7 @@ async def run(lab: Lab, local: sqlite3.Connection, runs: int, rows: int) -> list
             cpu = {n: cpu_seconds(p) - cpu0[n] for n, p in pids.items()}
             sqlite_s = local_bulk(local, rows)
             if i == 0:
+                print(f"warm-up: FlareDB {wall * 1e3:.1f} ms, SQLite {sqlite_s * 1e3:.1f} ms")
                 continue
             followers = [cpu[n] for n in sorted(cpu) if n != leader]
             out.append(
