@@ -114,8 +114,10 @@ def test_three_vms_pxe_install_validate_and_survive_a_reset(lab: QemuBackend) ->
         # The agent found its own disk layout, activated its volumes and kept them (no
         # repartitioning, no second pvcreate).
         serial = lab.paths.serial(node).read_text(errors="replace")
-        assert "disks: activated volume group pool" in serial
-        assert serial.count("pvcreate /dev/vda2") == 1
+        first_boot, _, after_reset = serial.rpartition("plasmacloud-init: userspace")
+        assert "pvcreate /dev/vda2" in first_boot
+        assert "disks: activated volume group pool" in after_reset
+        assert "pvcreate" not in after_reset and "formatted" not in after_reset
     again = _validate(lab)
     assert again == first
     assert _etcdctl(lab, "get", "lab/persist").split() == ["lab/persist", "before-reset"]
