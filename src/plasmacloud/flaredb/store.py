@@ -17,7 +17,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,20 @@ from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.models import (
     ErrorResult,
     ExecuteResult,
+    Params,
     QueryResult,
     RequestError,
     Result,
     Run,
     Statement,
 )
-from plasmacloud.flaredb.sqlscan import RESERVED_PREFIX, NonDeterministicError, check_query
+from plasmacloud.flaredb.sqlscan import (
+    RESERVED_PREFIX,
+    NonDeterministicError,
+    Token,
+    check_query,
+    tokenize,
+)
 from plasmacloud.raft.api import Entry
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,56 @@ def _inserts(sql: str) -> bool:
 
 
 _SQL_ERRORS = (sqlite3.Error, OverflowError, ValueError)
+_MAX_ROWID = 2**63 - 1
+_CLOSING_QUOTE = {'"': '"', "`": "`", "[": "]"}
+
+
+def _identifier(t: Token) -> str | None:
+    if t.kind == "word":
+        return t.text
+    if t.kind == "quoted" and len(t.text) > 1 and t.text[-1] == _CLOSING_QUOTE[t.text[0]]:
+        quote = t.text[0]
+        return t.text[1:-1] if quote == "[" else t.text[1:-1].replace(quote * 2, quote)
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_insert(sql: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(table, columns)`` if ``sql`` is ``INSERT INTO table (columns) VALUES (...)``
+    and nothing else (one VALUES row, no OR/UPSERT/RETURNING/schema prefix): every
+    execution inserts exactly one row or fails. None for any other statement."""
+    code = [t for t in tokenize(sql) if t.kind not in ("space", "comment")]
+    while code and code[-1].text == ";":
+        code.pop()
+    if len(code) < 8 or [t.text.upper() for t in code[:2]] != ["INSERT", "INTO"]:
+        return None
+    table = _identifier(code[2])
+    if table is None or code[3].text != "(":
+        return None
+    columns = []
+    i = 4
+    while i + 1 < len(code):
+        name = _identifier(code[i])
+        if name is None or code[i + 1].text not in (",", ")"):
+            return None
+        columns.append(name)
+        i += 2
+        if code[i - 1].text == ")":
+            break
+    else:
+        return None
+    if i + 1 >= len(code) or code[i].text.upper() != "VALUES" or code[i + 1].text != "(":
+        return None
+    depth = 0
+    for j in range(i + 1, len(code)):
+        depth += {"(": 1, ")": -1}.get(code[j].text, 0)
+        if depth == 0:
+            return (table, tuple(columns)) if j == len(code) - 1 else None
+    return None
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _rows_result(cur: sqlite3.Cursor, start: float) -> QueryResult:
@@ -338,6 +395,13 @@ class SQLiteStore:
         run, no object per statement but its result."""
         conn = self._w
         sql = run.sql
+        plain = _plain_insert(sql) if len(run.params) > 1 else None
+        if (
+            plain is not None
+            and self._many_rows_ok(*plain)
+            and self._run_many(run, plain[0], results)
+        ):
+            return False
         inserts = _inserts(sql)
         cur = conn.cursor()
         execute = cur.execute
@@ -364,6 +428,76 @@ class SQLiteStore:
                 end = clock()
             start = end
         return False
+
+    def _many_rows_ok(self, table: str, columns: tuple[str, ...]) -> bool:
+        """True if a plain INSERT into ``table`` gives each row the rowid one above the
+        previous row's: an ordinary rowid table, no triggers that could insert in between,
+        no REPLACE conflict clause, no temp objects that could shadow it, and no column
+        list naming the rowid (its INTEGER PRIMARY KEY or any primary key, to be safe)."""
+        conn = self._w
+        if conn.execute("SELECT 1 FROM sqlite_temp_master LIMIT 1").fetchone():
+            return False
+        row = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+            (table,),
+        ).fetchone()
+        if row is None or not row[0]:
+            return False
+        ddl = row[0].upper()
+        # ON CONFLICT REPLACE in the schema: a row replacing the table's last one takes
+        # its rowid again. (IGNORE shows in the row count, ABORT and the like as errors.)
+        if ddl.startswith("CREATE VIRTUAL") or "WITHOUT" in ddl or "REPLACE" in ddl:
+            return False
+        trigger = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE",
+            (table,),
+        ).fetchone()
+        if trigger is not None:
+            return False
+        keys = {r[1].lower() for r in conn.execute(f"PRAGMA table_info({_quote(table)})") if r[5]}
+        named = {c.lower() for c in columns}
+        return not named & (keys | {"rowid", "oid", "_rowid_"})
+
+    def _each_statement(self, params: Sequence[Params]) -> Iterator[Params]:
+        # executemany asks for each row's parameters just before running it: the work
+        # limit stays per statement, as in the loop.
+        for p in params:
+            self._steps = 0
+            yield p
+
+    def _run_many(self, run: Run, table: str, results: list[Result]) -> bool:
+        """A run of a plain INSERT through one ``executemany``; False, with nothing
+        applied and random() where it was, if it failed (the loop then reruns it and
+        reports the failing row). Each row's counters are exact without asking SQLite
+        per row: a plain INSERT changes one row, and into a table :meth:`_many_rows_ok`
+        accepted each new rowid is the previous one plus one, up to the last one."""
+        conn = self._w
+        n = len(run.params)
+        (top,) = conn.execute(f"SELECT max(rowid) FROM {_quote(table)}").fetchone()
+        if top is not None and top > _MAX_ROWID - n:
+            return False  # near the top SQLite picks random rowids
+        state = self._rng.getstate()
+        conn.execute("SAVEPOINT run")
+        start = time.perf_counter()
+        try:
+            cur = conn.executemany(run.sql, self._each_statement(run.params))
+            done = cur.rowcount == n
+        except _SQL_ERRORS as exc:
+            if not conn.in_transaction:
+                self._failed(exc, start)  # raises: the loop would have lost it the same way
+            done = False
+        if not conn.in_transaction:
+            raise _TransactionLost("a statement ended the transaction")
+        if not done:
+            conn.execute("ROLLBACK TO run")
+            conn.execute("RELEASE run")
+            self._rng.setstate(state)
+            return False
+        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+        conn.execute("RELEASE run")
+        each = (time.perf_counter() - start) / n
+        results.extend([ExecuteResult(rowid, 1, each) for rowid in range(last - n + 1, last + 1)])
+        return True
 
     def _run_careful(self, run: Run, results: list[Result]) -> None:
         """Run ``run`` with a savepoint per statement, so a failed one is undone alone and
