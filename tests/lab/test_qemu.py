@@ -225,6 +225,31 @@ def test_process_record_never_signals_a_pid_running_something_else(tmp_path: Pat
     assert not proc.alive()
 
 
+# Re-executes itself (same argv) 100 times, then sleeps: during each execve the kernel
+# shows an empty /proc/PID/cmdline for a moment.
+_REEXEC = (
+    "import os, sys, time\n"
+    "n = int(os.environ['N'])\n"
+    "if n < 100:\n"
+    "    os.environ['N'] = str(n + 1)\n"
+    "    os.execv(sys.executable, [sys.executable, '-S', '-c', sys.argv[-1], sys.argv[-1]])\n"
+    "time.sleep(30)\n"
+)
+
+
+def test_a_process_between_two_execs_is_still_alive(tmp_path: Path) -> None:
+    # `ip netns exec` hands over to dnsmasq and the netboot server the same way; a
+    # record that read that moment as an exit made `lab up` tear its network down.
+    argv = [sys.executable, "-S", "-c", _REEXEC, _REEXEC]
+    proc = spawn("reexec", argv, tmp_path / "reexec.log", env={"N": "0"})
+    try:
+        checks = [proc.alive() for _ in range(3000)]
+        assert all(checks), f"{checks.count(False)} of {len(checks)} checks saw it dead"
+    finally:
+        proc.stop(grace=1)
+    assert not proc.alive()  # and a real exit is still seen at once
+
+
 def test_prune_keeps_the_newest_images_only(tmp_path: Path) -> None:
     for i, key in enumerate(["a1", "b2", "c3", "d4"]):
         (tmp_path / key).mkdir()
