@@ -44,15 +44,42 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def is_ours(rec: ProcessRecord) -> bool:
-    """True if ``rec.pid`` is alive and still runs the argv we started.
+# How long an empty cmdline of a live process is taken for an execve in progress.
+EXEC_GRACE_S = 1.0
 
-    A script's argv shows up after its interpreter (``python3 /x/plasma ...``), so the
-    recorded argv must be the tail of the live cmdline.
+
+def _state(pid: int) -> str | None:
+    """The state letter in ``/proc/PID/stat`` (R, S, Z...), None without such a process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def runs_argv(pid: int, argv: list[str]) -> bool:
+    """True if ``pid`` is alive and still runs ``argv``.
+
+    A script's argv shows up after its interpreter (``python3 /x/plasma ...``), so
+    ``argv`` must be the tail of the live cmdline.
     """
-    _reap(rec.pid)
-    live = cmdline(rec.pid)
-    return live is not None and live[-len(rec.argv) :] == rec.argv
+    _reap(pid)
+    deadline = time.monotonic() + EXEC_GRACE_S
+    while True:
+        live = cmdline(pid)
+        if live is not None:
+            return live[-len(argv) :] == argv
+        # No argv: gone, a zombie, or in the middle of an execve (`ip netns exec`
+        # handing over to the service), when the kernel shows an empty cmdline for a
+        # moment. Taken for an exit, that made `lab up` tear a healthy network down.
+        if _state(pid) in (None, "Z", "X") or time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def is_ours(rec: ProcessRecord) -> bool:
+    """True if ``rec.pid`` is alive and still runs the argv we started."""
+    return runs_argv(rec.pid, rec.argv)
 
 
 def _wait_gone(recs: list[ProcessRecord], timeout: float) -> list[ProcessRecord]:

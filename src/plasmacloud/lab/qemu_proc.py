@@ -17,19 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from plasmacloud.lab.process import cmdline
-
-# How long an empty cmdline of a live process is taken for an execve in progress.
-EXEC_GRACE_S = 1.0
-
-
-def _state(pid: int) -> str | None:
-    """The state letter in ``/proc/PID/stat`` (R, S, Z...), None without such a process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
+from plasmacloud.lab.process import runs_argv
 
 
 class Proc(BaseModel):
@@ -44,19 +32,7 @@ class Proc(BaseModel):
 
     def alive(self) -> bool:
         """True while ``pid`` still runs the argv we started."""
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(self.pid, os.WNOHANG)  # reap our own exited children
-        deadline = time.monotonic() + EXEC_GRACE_S
-        while True:
-            live = cmdline(self.pid)
-            if live is not None:
-                return live[-len(self.argv) :] == self.argv
-            # No argv: gone, a zombie, or in the middle of an execve (`ip netns exec`
-            # handing over to dnsmasq), when the kernel shows an empty cmdline for a
-            # moment. Taken for an exit, that made `lab up` tear a healthy network down.
-            if _state(self.pid) in (None, "Z", "X") or time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
+        return runs_argv(self.pid, self.argv)
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; returns once it is gone."""
