@@ -18,19 +18,30 @@ import typer
 from rich.table import Table
 
 from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console, err
-from plasmacloud.cli.validate import DEFAULT_SERVICES, CaOpt, CertOpt, KeyOpt, KnownHostsOpt
+from plasmacloud.cli.validate import (
+    DEFAULT_SERVICES,
+    CaOpt,
+    CertOpt,
+    KeyOpt,
+    KnownHostsOpt,
+    OutOpt,
+    ServicesOpt,
+    SpecOpt,
+    parse_services,
+    spec_tls,
+    ssh_options,
+)
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.chaos import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
 from plasmacloud.lab.chaos_target import ChaosTarget, lab_target, ssh_preflight, ssh_target
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, partitions
-from plasmacloud.lab.services import service_named
-from plasmacloud.lab.ssh import SSHBackend, SSHOptions
+from plasmacloud.lab.ssh import SSHBackend
 from plasmacloud.provision.spec import SpecError, load_spec
 from plasmacloud.validate.history import History, Verdict, load_history
 from plasmacloud.validate.history_check import check_history, passed
-from plasmacloud.validate.spec_target import operator_tls, spec_configs
+from plasmacloud.validate.spec_target import spec_configs
 
 
 def _netns(lab: Lab) -> NetnsBackend:
@@ -244,18 +255,12 @@ def chaos(
 
 
 def chaos_spec(
-    spec: Annotated[Path, typer.Option("--spec", "-s", help="the cluster spec")] = Path(
-        "cluster.yaml"
-    ),
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="output directory of `plasma render`/`pki`")
-    ] = Path("out"),
+    spec: SpecOpt = Path("cluster.yaml"),
+    out: OutOpt = Path("out"),
     cacert: CaOpt = None,
     cert: CertOpt = None,
     key: KeyOpt = None,
-    services: Annotated[
-        str, typer.Option(help="services the nodes run, comma-separated")
-    ] = DEFAULT_SERVICES,
+    services: ServicesOpt = DEFAULT_SERVICES,
     identity: Annotated[Path | None, typer.Option("--ssh-identity", help="SSH private key")] = None,
     known_hosts: KnownHostsOpt = None,
     duration: DurationOpt = "60s",
@@ -275,19 +280,11 @@ def chaos_spec(
         raise replay_history(replay, as_json)
     try:
         cluster = load_spec(spec)
-        chosen = tuple(service_named(n.strip()) for n in services.split(",") if n.strip())
-    except (SpecError, KeyError) as exc:
+        chosen = parse_services(services)
+        tls = spec_tls(out, cacert, cert, key)
+    except (SpecError, KeyError, FileNotFoundError) as exc:
         raise _fail(exc, EXIT_USAGE) from exc
-    tls = operator_tls(out, cacert, cert, key)
-    missing = [str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if not f.is_file()]
-    if missing:
-        msg = f"missing {', '.join(missing)} (`plasma pki init`, or --cacert/--cert/--key)"
-        raise _fail(LabError(msg), EXIT_USAGE)
-    options = SSHOptions(
-        known_hosts=known_hosts or out / "known_hosts",
-        identity=identity,
-        accept_new=known_hosts is None,
-    )
+    options = ssh_options(out, known_hosts, identity)
     backend = SSHBackend.from_spec(cluster, options, services=tuple(s.name for s in chosen))
     target = ssh_target(backend, spec_configs(cluster), chosen, tls)
     run_seed = time_seed(seed)

@@ -11,9 +11,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from plasmacloud.common.config import TLSConfig
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
-from plasmacloud.lab.services import SERVICES, service_named
+from plasmacloud.lab.services import SERVICES, ServiceSpec, service_named
 from plasmacloud.lab.ssh import SSHBackend, SSHOptions
 from plasmacloud.provision.spec import SpecError, load_spec
 from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
@@ -45,6 +46,37 @@ KnownHostsOpt = Annotated[
         show_default=False,
     ),
 ]
+SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="the cluster spec")]
+OutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="output directory of `plasma render`/`pki`")
+]
+ServicesOpt = Annotated[str, typer.Option(help="services the nodes run, comma-separated")]
+
+
+def parse_services(text: str) -> tuple[ServiceSpec, ...]:
+    """``chainfire,flaredb`` -> the services' specs (KeyError naming an unknown one)."""
+    return tuple(service_named(n.strip()) for n in text.split(",") if n.strip())
+
+
+def spec_tls(out: Path, cacert: Path | None, cert: Path | None, key: Path | None) -> TLSConfig:
+    """The operator's CA and client certificate (``operator_tls``), all of them present:
+    FileNotFoundError naming the missing ones and how to make them otherwise."""
+    tls = operator_tls(out, cacert, cert, key)
+    missing = [str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"missing {', '.join(missing)} (`plasma pki init`, or --cacert/--cert/--key)"
+        )
+    return tls
+
+
+def ssh_options(out: Path, known_hosts: Path | None, identity: Path | None) -> SSHOptions:
+    """Strict host keys from ``known_hosts``, else learn new ones into <out>/known_hosts."""
+    return SSHOptions(
+        known_hosts=known_hosts or out / "known_hosts",
+        identity=identity,
+        accept_new=known_hosts is None,
+    )
 
 
 def emit(results: list[CheckResult], as_json: bool, junit: Path | None) -> int:
@@ -59,12 +91,8 @@ def emit(results: list[CheckResult], as_json: bool, junit: Path | None) -> int:
 
 
 def validate(
-    spec: Annotated[Path, typer.Option("--spec", "-s", help="the cluster spec")] = Path(
-        "cluster.yaml"
-    ),
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="output directory of `plasma render`/`pki`")
-    ] = Path("out"),
+    spec: SpecOpt = Path("cluster.yaml"),
+    out: OutOpt = Path("out"),
     cacert: CaOpt = None,
     cert: CertOpt = None,
     key: KeyOpt = None,
@@ -72,9 +100,7 @@ def validate(
         Path | None,
         typer.Option(help=f"IAM bootstrap admin file (default: ${ADMIN_ENV})", show_default=False),
     ] = None,
-    services: Annotated[
-        str, typer.Option(help="services the nodes run, comma-separated")
-    ] = DEFAULT_SERVICES,
+    services: ServicesOpt = DEFAULT_SERVICES,
     as_json: JsonOpt = False,
     junit: JunitOpt = None,
     persistence: Annotated[
@@ -94,27 +120,16 @@ def validate(
     addresses, with the render tree's CA and admin client certificate (non-zero on failure)."""
     try:
         cluster = load_spec(spec)
-        chosen = tuple(service_named(n.strip()) for n in services.split(",") if n.strip())
+        chosen = parse_services(services)
         creds_path = admin_credentials or (Path(p) if (p := os.environ.get(ADMIN_ENV)) else None)
         admin = AdminCredentials.read(creds_path) if creds_path else None
-    except (SpecError, KeyError, CredentialsError) as exc:
+        tls = spec_tls(out, cacert, cert, key)
+    except (SpecError, KeyError, CredentialsError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc
-    tls = operator_tls(out, cacert, cert, key)
-    missing = [str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if not f.is_file()]
-    if missing:
-        typer.echo(
-            f"error: missing {', '.join(missing)} (`plasma pki init`, or --cacert/--cert/--key)",
-            err=True,
-        )
-        raise typer.Exit(EXIT_USAGE)
     restart = None
     if persistence:
-        ssh = SSHOptions(
-            known_hosts=known_hosts or out / "known_hosts",
-            identity=identity,
-            accept_new=known_hosts is None,
-        )
+        ssh = ssh_options(out, known_hosts, identity)
         backend = SSHBackend.from_spec(cluster, ssh, services=tuple(s.name for s in chosen))
         restart = ssh_restart(backend, spec_configs(cluster), chosen, tls)
     results = asyncio.run(validate_spec(cluster, tls, chosen, admin, restart))
