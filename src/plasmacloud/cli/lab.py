@@ -6,7 +6,6 @@ import asyncio
 import json
 import shlex
 import signal
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from plasmacloud.cli import lab_qemu
+from plasmacloud.cli.tail import print_tail
 from plasmacloud.cli.validate import emit
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.flaredb.probe import FlareNodeView, agreed_leader, probe_flaredb
@@ -373,15 +373,7 @@ def logs(
     path = lab.layout.log_path(node, service)
     if not path.exists():
         raise _fail(LabError(f"{path} does not exist (services: {lab.state.services})"), 2)
-    with path.open("r", errors="replace") as fh:
-        for line in fh.readlines()[-lines:]:
-            typer.echo(line, nl=False)
-        while follow:
-            line = fh.readline()
-            if line:
-                typer.echo(line, nl=False)
-            else:
-                time.sleep(0.2)
+    print_tail(path, lines, follow)
 
 
 def _node_op(lab_dir: Path | None, node: str, op: str, sig: signal.Signals | None = None) -> None:

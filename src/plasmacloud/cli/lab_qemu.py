@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from plasmacloud.cli.tail import print_tail
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
@@ -294,15 +295,7 @@ def logs(path: Path | None, node: str, lines: int = 60, follow: bool = False) ->
     if not serial.exists():
         err.print(f"no console log {serial}")
         return EXIT_USAGE
-    with serial.open("r", errors="replace") as fh:
-        for line in fh.readlines()[-lines:]:
-            typer.echo(line, nl=False)
-        while follow:
-            line = fh.readline()
-            if line:
-                typer.echo(line, nl=False)
-            else:
-                time.sleep(0.2)
+    print_tail(serial, lines, follow)
     return EXIT_OK
 
 
