@@ -17,10 +17,12 @@ from typer.testing import CliRunner
 from plasmacloud.cli import app, lab_qemu
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab import qemu_net
+from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.qemu import (
     QemuBackend,
     QemuPaths,
+    VmRecord,
     ensure_ssh_key,
     lab_spec_text,
     prepare_tree,
@@ -31,7 +33,10 @@ from plasmacloud.lab.qemu import (
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.provision import image
+from plasmacloud.provision.layout import OutputLayout
+from plasmacloud.provision.netboot import state_path
 from plasmacloud.provision.spec import ClusterSpec, parse_spec
+from plasmacloud.provision.states import State, StateStore
 
 runner = CliRunner()
 
@@ -412,3 +417,44 @@ def test_image_plasma_agent_is_the_agent_alone_and_the_rest_the_whole_cli() -> N
     )
     assert done.returncode == 0 and done.stdout.startswith("0.")
     assert "plasmacloud.cli.lab" in done.stdout.split()
+
+
+def test_reboot_waits_for_an_installed_reached_after_the_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node was installed before the reset: that old "installed" must not end the wait;
+    # the next boot's must. The netboot server's records are written here as it would.
+    backend = _prepared(tmp_path)
+    sleepers = [spawn(role, ["sleep", "60"], tmp_path / f"{role}.log") for role in _ROLES]
+    try:
+        wait_for(lambda: all(p.alive() for p in sleepers), 5, "sleepers exec'd")
+        backend.state.infra = sleepers[:3]
+        backend.state.vms = [VmRecord(node_id="node01", mac=MAC1, proc=sleepers[3], ssh_port=None)]
+        store = StateStore(state_path(OutputLayout(backend.paths.out)), {"node01": MAC1})
+        for state in (State.BOOTING, State.INSTALLING, State.INSTALLED):
+            store.transition("node01", state)
+        resets: list[str] = []
+
+        def reset(node_id: str) -> None:
+            resets.append(node_id)
+            threading.Timer(1.2, store.transition, ("node01", State.BOOTING)).start()
+            threading.Timer(1.6, store.transition, ("node01", State.INSTALLING)).start()
+            threading.Timer(2.0, store.transition, ("node01", State.INSTALLED)).start()
+
+        monkeypatch.setattr(backend, "reset_node", reset)
+        backend.reboot(["node01"], timeout=30)
+        assert resets == ["node01"]
+        events = backend.provisioning().nodes["node01"].events
+        assert [e.state for e in events[-3:]] == [State.BOOTING, State.INSTALLING, State.INSTALLED]
+        assert len(events) == 6  # it returned on the second "installed", not the first
+
+        monkeypatch.setattr(backend, "reset_node", resets.append)  # a reset nothing follows
+        with pytest.raises(LabError, match=r"node01 is installed, not installed \(after the r"):
+            backend.reboot(["node01"], timeout=1)
+    finally:
+        for p in sleepers:
+            p.stop(grace=1)
+
+
+_ROLES = ("switch", "dnsmasq", "netboot", "vm:node01")
+MAC1 = "52:54:00:00:01:01"

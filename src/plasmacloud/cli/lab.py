@@ -194,7 +194,8 @@ PersistenceOpt = Annotated[
     bool,
     typer.Option(
         "--persistence",
-        help="also write markers, restart every node's services and check they are back",
+        help="also write markers, restart every node's services (a qemu lab: hard-reset "
+        "every VM) and check the markers are back",
     ),
 ]
 
@@ -348,9 +349,9 @@ def validate_cmd(
 ) -> None:
     """Run the cluster checklist against the running lab (non-zero exit on any failure)."""
     if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
-        if persistence:
-            raise _fail(LabError("--persistence is not available for a qemu lab yet"), EXIT_USAGE)
-        raise typer.Exit(lab_qemu.validate(qemu, as_json=as_json, junit=junit))
+        raise typer.Exit(
+            lab_qemu.validate(qemu, as_json=as_json, junit=junit, persistence=persistence)
+        )
     lab = _open(lab_dir)
     raise typer.Exit(_validate(lab, as_json, junit, persistence))
 

@@ -29,9 +29,10 @@ from plasmacloud.lab.services import flaredb_url, iam_base_url, plasma_executabl
 from plasmacloud.lab.state import load_state
 from plasmacloud.provision.states import State, StateFile
 from plasmacloud.validate import prometheus
-from plasmacloud.validate.checks import Check, CheckResult, checklist, run_checks
+from plasmacloud.validate.checks import PERSISTENCE, Check, CheckResult, checklist, run_checks
+from plasmacloud.validate.qemu_target import qemu_restart
 from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
-from plasmacloud.validate.target import Target
+from plasmacloud.validate.target import NodeResult, Target
 
 app = typer.Typer(
     help="The QEMU lab: VMs that PXE-boot from the netboot server and get installed.",
@@ -410,15 +411,18 @@ def validate(
     only: list[str] | None = None,
     as_json: bool = False,
     junit: Path | None = None,
+    persistence: bool = False,
 ) -> int:
     """The S6 checklist against the VMs, run inside the lab namespace, repeated for up to
     ``wait`` s until green; ``only``: run just these check ids. With IAM, its first admin
-    is bootstrapped first (once) for the token checks."""
+    is bootstrapped first (once) for the token checks. ``persistence``: then, once, write
+    markers, hard-reset every VM and read them back (several minutes under TCG)."""
     backend = QemuBackend(lab_dir(path))
     if not inside:
         args = ["--wait", str(wait), *(a for check in only or [] for a in ("--check", check))]
         args += ["--json"] if as_json else []
         args += ["--junit", str(junit.resolve())] if junit else []
+        args += ["--persistence"] if persistence else []
         return _in_namespace(backend, "validate", *args)
     configs, tls, services = backend.validation_target()
 
@@ -435,8 +439,11 @@ def validate(
                 checks = _qemu_checks(checklist(Target(configs, tls, services, view)), only)
                 results = await run_checks(configs, tls, services, checks, admin=admin)
                 if exit_code(results) == 0 or time.monotonic() > deadline:
-                    return results
+                    break
             await asyncio.sleep(2)
+        if persistence:
+            results.append(await _persistence(backend, results))
+        return results
 
     t0 = time.monotonic()
     results = asyncio.run(ready_then_check())
@@ -448,6 +455,19 @@ def validate(
         console.print(report_table(results, title=f"qemu lab {backend.paths.root}"))
         console.print(f"validated in {time.monotonic() - t0:.0f} s (including the wait for ready)")
     return exit_code(results)
+
+
+async def _persistence(backend: QemuBackend, before: list[CheckResult]) -> CheckResult:
+    """The persistence check through a reset of every VM; not run (a failure saying why)
+    unless everything before it was green: a reset takes minutes and proves nothing then."""
+    cid, title, _fn = PERSISTENCE
+    configs, tls, services = backend.validation_target()
+    if exit_code(before) != 0:
+        why = "not run: the checks before it are not green"
+        return CheckResult(cid, title, [NodeResult(c.node_id, False, why) for c in configs])
+    restart = qemu_restart(backend)
+    results = await run_checks(configs, tls, services, [PERSISTENCE], restart=restart)
+    return results[0]
 
 
 def bootstrap(path: Path | None, inside: bool = False, wait: float = 0.0) -> int:
@@ -486,6 +506,9 @@ def validate_cmd(
     inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     junit: Annotated[Path | None, typer.Option(help="also write JUnit XML here")] = None,
+    persistence: Annotated[
+        bool, typer.Option(help="then hard-reset every VM and check every marker is back")
+    ] = False,
 ) -> None:
     """Run the cluster checklist against the VMs (from inside the lab namespace)."""
-    raise typer.Exit(validate(path, inside, wait, check, as_json, junit))
+    raise typer.Exit(validate(path, inside, wait, check, as_json, junit, persistence))

@@ -47,7 +47,7 @@ from plasmacloud.provision.render import render
 from plasmacloud.provision.sample import sample_spec
 from plasmacloud.provision.spec import ClusterSpec, load_spec
 from plasmacloud.provision.states import NodeStatus as ProvisionStatus
-from plasmacloud.provision.states import State, StateFile, load_states
+from plasmacloud.provision.states import State, StateFile, load_states, now_iso
 
 STATE_FILE = "qemu-lab.json"
 SSH_BASE_PORT = 2200  # node0N -> 127.0.0.1:220N, like the seed
@@ -539,13 +539,29 @@ class QemuBackend:
 
         return load_states(state_path(OutputLayout(self.paths.out)))
 
-    def wait_state(self, node_id: str, want: State, timeout: float) -> ProvisionStatus:
+    def reboot(self, node_ids: list[str], timeout: float) -> None:
+        """Hard-reset the nodes all at once (nothing survives in any VM's memory), then
+        wait until each has PXE-booted and been installed again from its kept disk."""
+        since = now_iso()
+        for node_id in node_ids:
+            self.reset_node(node_id)
+        for node_id in node_ids:
+            self.wait_state(node_id, State.INSTALLED, timeout, booted_since=since)
+
+    def wait_state(
+        self, node_id: str, want: State, timeout: float, booted_since: str | None = None
+    ) -> ProvisionStatus:
         """Block until ``node_id`` reaches ``want`` (LabError on ``failed`` or timeout,
-        naming the last step and where the serial console is)."""
+        naming the last step and where the serial console is). ``booted_since`` (an ISO
+        time as the netboot server writes them): only a state reached after a boot that
+        started then counts, so an earlier boot's ``installed`` is not taken for this one."""
         deadline = time.monotonic() + timeout
-        status = None
+        status = seen = None
         while time.monotonic() < deadline:
-            status = self.provisioning().nodes.get(node_id)
+            status = seen = self.provisioning().nodes.get(node_id)
+            if seen is not None and booted_since is not None:
+                again = any(e.state == State.BOOTING and e.at >= booted_since for e in seen.events)
+                status = seen if again else None
             if status is not None and status.state == want:
                 return status
             if status is not None and status.state == State.FAILED:
@@ -558,8 +574,9 @@ class QemuBackend:
         where = f"serial console: {self.paths.serial(node_id)}"
         if status is not None and status.state == State.FAILED:
             raise LabError(f"{node_id} failed at {status.last_step}: {status.error}; {where}")
-        last = status.state if status else "unknown"
-        raise LabError(f"{node_id} is {last}, not {want}, after {timeout:.0f} s; {where}")
+        last = seen.state if seen else "unknown"
+        reset = " (after the reset)" if booted_since else ""
+        raise LabError(f"{node_id} is {last}, not {want}{reset}, after {timeout:.0f} s; {where}")
 
     def validation_target(self) -> tuple[list[NodeConfig], TLSConfig, tuple[ServiceSpec, ...]]:
         """Node configs as rendered, the operator's client TLS (the admin cert

@@ -80,8 +80,9 @@ class StateFile(BaseModel):
     )
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+def now_iso() -> str:
+    """The current time as records here carry it (UTC, milliseconds: ordered as strings)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 class StateStore:
@@ -115,7 +116,7 @@ class StateStore:
         if to not in TRANSITIONS[node.state]:
             raise TransitionError(f"{node_id}: cannot go from {node.state} to {to}")
         node.state = to
-        node.updated_at = _now()
+        node.updated_at = now_iso()
         if step:
             node.last_step = step
         node.error = message if to == State.FAILED else None
@@ -128,7 +129,7 @@ class StateStore:
 
     def saw_unknown(self, mac: str) -> None:
         """Remember a machine that asked to boot but is not in the spec."""
-        self.data.unknown_macs[mac] = _now()
+        self.data.unknown_macs[mac] = now_iso()
         self.save()
 
     def save(self) -> None:

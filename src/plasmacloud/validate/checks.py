@@ -27,6 +27,7 @@ from plasmacloud.validate.target import CheckFn, CheckResult, NodeResult, Restar
 __all__ = ["CheckFn", "CheckResult", "NodeResult", "Target", "checklist", "run_checks"]
 
 Check = tuple[str, str, CheckFn]
+PERSISTENCE: Check = ("persistence", "every marker back after a restart", check_persistence)
 
 
 async def check_health(t: Target) -> list[NodeResult]:
@@ -83,7 +84,7 @@ def checklist(t: Target) -> list[Check]:
     if prometheus.prometheus_binary() is not None:
         checks.append(("prometheus", "Prometheus scrapes all up", prometheus.check_prometheus))
     if t.restart is not None:
-        checks.append(("persistence", "every marker back after a restart", check_persistence))
+        checks.append(PERSISTENCE)
     return checks
 
 
