@@ -9,12 +9,14 @@
   surviving nodes (round robin, one short-timeout attempt each, no waiting on probes)
   until one write is acknowledged: the time from the kill to that acknowledgement.
   For Chainfire, FlareDB and etcd; ``--rounds`` times each, restarting the node and
-  waiting for a healthy cluster between rounds.
+  waiting for a healthy cluster between rounds;
+* with ``--qemu``: the QEMU lab's cold start (image cached after the first run) until
+  every check is green, per phase (bench/lab_qemu.py; target <= 3 min).
 
 Everything runs on scratch loopback ranges (or a scratch private /24 for netns) with
 free ports; every loop is bounded. Prints medians and ratios to etcd; never asserts.
 
-    python bench/lab.py [--rounds 3] [--skip-netns] [--json results.json]
+    python bench/lab.py [--rounds 3] [--skip-netns] [--qemu] [--json results.json]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import lab_qemu  # bench/lab_qemu.py (this script's directory is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -209,6 +212,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     starts: list[ColdStart] = []
     fails: list[Failover] = []
     labs: list[Lab] = []
+    phases: dict[str, float] = {}
+    qemu_checks: dict[str, float] = {}
     try:
         cases: list[tuple[str, LabSpec, tuple[ServiceSpec, ...], str]] = [
             ("process (chainfire+flaredb)", scratch_spec(), (CHAINFIRE, FLAREDB), "process"),
@@ -242,12 +247,21 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                     leader_of, writer = partial(chainfire_leader, lab), etcd_writer(lab)
                 fails.append(await failovers(system, lab, leader_of, writer, args.rounds))
             console.print(f"failover measured on {case}")
+        if args.qemu:
+            console.print("qemu cold start (three VMs PXE-boot and get installed; minutes)")
+            phases = await asyncio.to_thread(lab_qemu.run, root / "qemu", False, qemu_checks)
     finally:
         for lab in labs:
             lab.down()
         shutil.rmtree(root, ignore_errors=True)
     report(starts, fails)
-    return {"cold_start": [asdict(s) for s in starts], "failover": [asdict(f) for f in fails]}
+    if args.qemu:
+        lab_qemu.report(phases, qemu_checks)
+    return {
+        "cold_start": [asdict(s) for s in starts],
+        "failover": [asdict(f) for f in fails],
+        "qemu_cold_start": {"phases_s": phases, "checks_s": qemu_checks},
+    }
 
 
 def _s(v: float | None) -> str:
@@ -284,6 +298,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--rounds", type=int, default=3, help="failovers per system")
     parser.add_argument("--skip-netns", action="store_true", help="no netns cold start")
+    parser.add_argument(
+        "--qemu", action="store_true", help="also the QEMU lab's cold start (bench/lab_qemu.py)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     ns = parser.parse_args()
     doc = asyncio.run(main(ns))

@@ -12,6 +12,8 @@ namespace, and the whole checklist green on every node).
 Prints a table; never asserts. Everything stays inside the lab namespace / loopback.
 
     python bench/lab_qemu.py [--dir /tmp/bench-qemu] [--keep]
+
+(``python bench/lab.py --qemu`` runs it after the process/netns/etcd cold starts.)
 """
 
 from __future__ import annotations
@@ -92,7 +94,12 @@ def main() -> None:
     finally:
         if args.dir is None and not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    table = Table(title="QEMU lab cold start (3 VMs, TCG unless KVM probes ok)")
+    report(phases, checks)
+
+
+def report(phases: dict[str, float], checks: dict[str, float]) -> None:
+    """The phase table (target: all green within 3 min) and the slowest checks."""
+    table = Table(title="QEMU lab cold start (3 VMs, TCG unless KVM probes ok; target <= 180 s)")
     table.add_column("phase")
     table.add_column("seconds", justify="right")
     for name, secs in phases.items():

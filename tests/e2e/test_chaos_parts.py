@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shlex
 import time
 from pathlib import Path
 
@@ -13,11 +14,14 @@ from plasmacloud.cli import app
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.chaos import Fault, default_faults, next_acks, parse_faults
-from plasmacloud.lab.chaos_target import lab_target
+from plasmacloud.lab.chaos_target import lab_target, qemu_target
 from plasmacloud.lab.chaos_workload import Budget, KeyRotation
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import netns_spec
+from plasmacloud.lab.qemu import QemuBackend, prepare_tree
 from plasmacloud.lab.spec import LabSpec
+from plasmacloud.lab.ssh import SSHBackend
+from plasmacloud.provision.image import INIT_SCRIPT, VM_NODE_CTL
 from plasmacloud.validate.history import Op
 
 
@@ -31,6 +35,37 @@ def test_faults_offered_and_accepted_per_backend(tmp_path: Path) -> None:
         parse_faults("kill,partition", process)
     with pytest.raises(LabError, match="unknown faults"):
         parse_faults("kill,meteor", netns)
+    with pytest.raises(LabError, match="power faults need VMs"):
+        parse_faults("power", netns)
+
+
+def test_qemu_lab_target_cuts_power_by_request_and_drives_vm_units_over_ssh(
+    tmp_path: Path,
+) -> None:
+    lab = QemuBackend(tmp_path / "lab", ssh=False)
+    lab.paths.root.mkdir()
+    prepare_tree(lab.paths, lab.names.tap)
+    target = qemu_target(lab)
+    assert target.name == "qemu" and target.power is lab
+    assert default_faults(target) == "kill,restart,pause"  # power cuts take minutes: opt-in
+    assert parse_faults("power,kill", target) == ("power", "kill")
+    with pytest.raises(LabError, match="need the netns backend; the qemu lab has power cuts"):
+        parse_faults("partition", target)
+    assert target.recover_timeout_s > 60
+    # Each VM at its lab address with the lab's key; its units through the image's node_ctl.
+    ssh = target.backend
+    assert isinstance(ssh, SSHBackend)
+    node01 = ssh.options.argv(ssh.targets["node01"])
+    assert node01[-1] == "root@192.168.100.11" and "StrictHostKeyChecking=no" in node01
+    assert node01[node01.index("-i") + 1] == str(lab.paths.ssh_key)
+    assert ssh.manager.stop(ssh.units) == [
+        *VM_NODE_CTL,
+        "stop",
+        "plasmacloud-chainfire",
+        "plasmacloud-flaredb",
+        "plasmacloud-iam",
+    ]
+    assert shlex.join(VM_NODE_CTL) in INIT_SCRIPT  # the init starts them the same way
 
 
 def test_cli_refuses_partitions_on_the_process_backend(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from plasmacloud.common.errors import EXIT_OK, EXIT_UNAVAILABLE
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.process import cmdline
+from plasmacloud.lab.pids import cmdline
 from plasmacloud.lab.services import SERVICES, plasma_executable
 from plasmacloud.lab.spec import scratch_spec
 

@@ -15,7 +15,8 @@ import pytest
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.process import cmdline, is_ours
+from plasmacloud.lab.pids import cmdline
+from plasmacloud.lab.process import is_ours
 from plasmacloud.lab.services import ServiceSpec
 from plasmacloud.lab.spec import LabSpec, scratch_spec
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -458,3 +459,29 @@ def test_reboot_waits_for_an_installed_reached_after_the_reset(
 
 _ROLES = ("switch", "dnsmasq", "netboot", "vm:node01")
 MAC1 = "52:54:00:00:01:01"
+
+
+def test_image_init_writes_each_service_as_a_node_ctl_unit(tmp_path: Path) -> None:
+    # The init's unit block, run by a POSIX sh with a stand-in `plasma` on PATH and the
+    # units directory moved here; node_ctl must read back exactly the argv to run.
+    start = image.INIT_SCRIPT.index("  units=")
+    end = image.INIT_SCRIPT.index(f"  {shlex.join(image.VM_NODE_CTL)} start")
+    block = image.INIT_SCRIPT[start:end].replace(image.VM_UNITS_DIR, str(tmp_path / "units"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/plasma").write_text("#!/bin/sh\n")
+    (tmp_path / "bin/plasma").chmod(0o755)
+    auth = "--iam-url https://192.168.100.11:8443 --iam-url https://192.168.100.12:8443"
+    script = f'services="chainfire iam"; auth=" {auth} --trusted-cn admin"\n{block}echo $names'
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["plasmacloud-chainfire", "plasmacloud-iam"]
+    config = ["--config", "/etc/nixos/secrets/cluster-config.json"]
+    plasma = str(tmp_path / "bin/plasma")
+    units = tmp_path / "units"
+    assert json.loads((units / "plasmacloud-chainfire.argv").read_text()) == [
+        plasma, "chainfire", "serve", *config, *auth.split(), "--trusted-cn", "admin"
+    ]  # fmt: skip
+    assert json.loads((units / "plasmacloud-iam.argv").read_text()) == [
+        plasma, "iam", "serve", *config
+    ]  # fmt: skip

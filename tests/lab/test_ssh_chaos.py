@@ -70,7 +70,7 @@ async def test_chaos_from_cluster_yaml_over_ssh_verifies_every_property(
     assert default_faults(target) == "kill,restart,pause"
     with pytest.raises(LabError, match="refused on the ssh backend"):
         parse_faults("kill,partition", target)
-    assert ssh_preflight(backend) == [
+    assert ssh_preflight(target) == [
         f"{n}: plasmacloud-chainfire inactive, plasmacloud-flaredb inactive; "
         "start them before a chaos run"
         for n in nodes.spec.node_ids
@@ -78,7 +78,7 @@ async def test_chaos_from_cluster_yaml_over_ssh_verifies_every_property(
     try:
         await asyncio.to_thread(backend.up)
         await target.wait_ready(READY_TIMEOUT_S)
-        assert await asyncio.to_thread(ssh_preflight, backend) == []
+        assert await asyncio.to_thread(ssh_preflight, target) == []
         # seed 9 injects kill, pause, restart in that order; each SSH command takes
         # seconds on a loaded machine, so 35 s leaves room for the first two
         cfg = ChaosConfig(

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from plasmacloud.cli import lab_qemu
 from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console, err
 from plasmacloud.cli.validate import (
     DEFAULT_SERVICES,
@@ -34,9 +35,16 @@ from plasmacloud.cli.validate import (
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.chaos import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
-from plasmacloud.lab.chaos_target import ChaosTarget, lab_target, ssh_preflight, ssh_target
+from plasmacloud.lab.chaos_target import (
+    ChaosTarget,
+    lab_target,
+    qemu_target,
+    ssh_preflight,
+    ssh_target,
+)
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, partitions
+from plasmacloud.lab.qemu import QemuBackend
 from plasmacloud.lab.ssh import SSHBackend
 from plasmacloud.provision.spec import SpecError, load_spec
 from plasmacloud.validate.history import History, Verdict, load_history
@@ -153,8 +161,8 @@ def _verdict_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:
 FaultsOpt = Annotated[
     str | None,
     typer.Option(
-        help="kill,restart,pause,partition (default: all the backend supports; "
-        "partition needs netns)"
+        help="kill,restart,pause,partition,power (default: all the backend supports but "
+        "power; partition needs netns, power the qemu lab: minutes per cut)"
     ),
 ]
 DurationOpt = Annotated[str, typer.Option(help="how long the workload runs: 60s, 2m")]
@@ -184,6 +192,7 @@ def chaos_config(target: ChaosTarget, duration: str, faults: str | None, seed: i
         duration_s=parse_duration(duration),
         faults=parse_faults(faults or default_faults(target), target),
         seed=seed,
+        recover_timeout_s=target.recover_timeout_s,
     )
 
 
@@ -225,6 +234,14 @@ def run_and_report(
     return typer.Exit(EXIT_OK if ok else EXIT_FAILURE)
 
 
+def preflight(target: ChaosTarget) -> bool:
+    """True if every node answers over SSH with its units active; else says what not."""
+    problems = ssh_preflight(target)
+    for p in problems:
+        err.print(f"[red]error:[/red] {p}")
+    return not problems
+
+
 def time_seed(seed: int | None) -> int:
     """``seed``, or one from the clock (printed with the run, so it can be repeated)."""
     return seed if seed is not None else int(time.time()) % 1_000_000
@@ -243,6 +260,8 @@ def chaos(
     """Inject faults while recorded clients work; check the history (non-zero on violation)."""
     if replay is not None:
         raise replay_history(replay, as_json)
+    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+        raise typer.Exit(qemu_chaos(qemu, duration, faults, seed, history, as_json, inside=False))
     lab = _open(lab_dir)
     target = lab_target(lab)
     run_seed = time_seed(seed)
@@ -292,10 +311,55 @@ def chaos_spec(
         cfg = chaos_config(target, duration, faults, run_seed)
     except LabError as exc:
         raise _fail(exc, EXIT_USAGE) from exc
-    problems = ssh_preflight(backend)
-    if problems:
-        for p in problems:
-            err.print(f"[red]error:[/red] {p}")
+    if not preflight(target):
         raise typer.Exit(EXIT_UNAVAILABLE)
     path = history or out / "chaos" / f"history-{run_seed}.jsonl"
     raise run_and_report(target, cfg, path, as_json, "plasma chaos")
+
+
+def qemu_chaos(
+    root: Path,
+    duration: str,
+    faults: str | None,
+    seed: int | None,
+    history: Path | None,
+    as_json: bool,
+    inside: bool,
+) -> int:
+    """Chaos against the QEMU lab's VMs, run inside the lab namespace (re-executed there
+    unless ``inside``); the exit code."""
+    backend = QemuBackend(lab_qemu.lab_dir(root))
+    run_seed = time_seed(seed)
+    if not inside:
+        args = ["--duration", duration, "--seed", str(run_seed)]
+        args += ["--faults", faults] if faults else []
+        args += ["--history", str(history.resolve())] if history else []
+        args += ["--json"] if as_json else []
+        return lab_qemu.run_inside(backend, "chaos", *args)
+    target = qemu_target(backend)
+    try:
+        cfg = chaos_config(target, duration, faults, run_seed)
+    except LabError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return EXIT_USAGE
+    if not preflight(target):
+        return EXIT_UNAVAILABLE
+    path = history or backend.paths.root / "chaos" / f"history-{run_seed}.jsonl"
+    return run_and_report(target, cfg, path, as_json, "plasma lab chaos").exit_code
+
+
+@lab_qemu.app.command("chaos")
+def qemu_chaos_cmd(
+    path: lab_qemu.DirOpt = None,
+    duration: DurationOpt = "60s",
+    faults: FaultsOpt = None,
+    seed: SeedOpt = None,
+    history: HistoryOpt = None,
+    as_json: JsonOpt = False,
+    inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
+) -> None:
+    """Faults against the VMs (service kill/restart/pause over SSH, power cuts through
+    QMP) while recorded clients work inside the lab namespace; check the history."""
+    raise typer.Exit(
+        qemu_chaos(lab_qemu.lab_dir(path), duration, faults, seed, history, as_json, inside)
+    )

@@ -201,7 +201,7 @@ def status(path: Path | None, inside: bool = False, as_json: bool = False) -> in
     the lab namespace; EXIT_OK only when the cluster is ready."""
     backend = QemuBackend(lab_dir(path))
     if not inside:
-        return _in_namespace(backend, "status", *(["--json"] if as_json else []))
+        return run_inside(backend, "status", *(["--json"] if as_json else []))
     data = backend.provisioning()
     configs, tls, services = backend.validation_target()
     view = asyncio.run(probe_cluster(configs, services, tls))
@@ -373,7 +373,7 @@ def power_cmd(
     raise typer.Exit(power(path, node, action))
 
 
-def _in_namespace(backend: QemuBackend, command: str, *args: str) -> int:
+def run_inside(backend: QemuBackend, command: str, *args: str) -> int:
     """Run ``plasma lab qemu COMMAND --inside`` in the lab namespace (the host has no
     route to 192.168.100.0/24); its exit code."""
     argv = [plasma_executable(), "lab", "qemu", command, "--dir", str(backend.paths.root)]
@@ -423,7 +423,7 @@ def validate(
         args += ["--json"] if as_json else []
         args += ["--junit", str(junit.resolve())] if junit else []
         args += ["--persistence"] if persistence else []
-        return _in_namespace(backend, "validate", *args)
+        return run_inside(backend, "validate", *args)
     configs, tls, services = backend.validation_target()
 
     async def ready_then_check() -> list[CheckResult]:
@@ -475,7 +475,7 @@ def bootstrap(path: Path | None, inside: bool = False, wait: float = 0.0) -> int
     trying for up to ``wait`` s; run inside the lab namespace."""
     backend = QemuBackend(lab_dir(path))
     if not inside:
-        return _in_namespace(backend, "bootstrap-iam", "--wait", str(wait))
+        return run_inside(backend, "bootstrap-iam", "--wait", str(wait))
     deadline = time.monotonic() + wait
     while True:
         admin = asyncio.run(_admin(backend))

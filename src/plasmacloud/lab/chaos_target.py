@@ -9,12 +9,15 @@ and, where the backend can do it safely, a :class:`Partitioner`.
 * :func:`ssh_target`: real machines from ``cluster.yaml``, controlled over SSH
   (:class:`~plasmacloud.lab.ssh.SSHBackend`). Partitions are refused: see
   :data:`SSH_NO_PARTITION`.
+* :func:`qemu_target`: the QEMU lab's VMs, their services over SSH like real machines,
+  plus power cuts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 from plasmacloud.common.config import NodeConfig, TLSConfig
@@ -22,8 +25,11 @@ from plasmacloud.lab.backend import LabError, NodeBackend
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend
 from plasmacloud.lab.probe import ClusterView, probe_cluster
+from plasmacloud.lab.qemu import QemuBackend
 from plasmacloud.lab.services import ServiceSpec
-from plasmacloud.lab.ssh import SSHBackend, unit_name
+from plasmacloud.lab.ssh import NodeCtl, SSHBackend, SSHOptions, unit_name
+from plasmacloud.provision.image import VM_NODE_CTL
+from plasmacloud.provision.spec import SSHTarget
 from plasmacloud.validate.ssh_target import wait_cluster_ready
 
 # A chaos run that dies (or loses its SSH connections) halfway through a partition would
@@ -36,6 +42,22 @@ SSH_NO_PARTITION = (
     "(`plasma lab up --backend netns`, then `plasma lab chaos --faults partition`)"
 )
 LAB_NO_PARTITION = "partition faults need the netns backend (`lab up --backend netns`)"
+QEMU_NO_PARTITION = "partition faults need the netns backend; the qemu lab has power cuts"
+# One service restart under emulation takes tens of seconds; a power cut means PXE boot,
+# the agent and three services starting on an emulated CPU (~3-4 min).
+QEMU_RECOVER_S = 600.0
+
+
+class PowerSwitch(Protocol):
+    """Cuts and restores machines' power (VMs: see :meth:`QemuBackend.cut_power`)."""
+
+    def cut_power(self, node_id: str) -> None:
+        """The machine stops dead, without warning."""
+        ...
+
+    def restore_power(self, node_id: str) -> None:
+        """Power back on (the machine boots again); nothing if it was not cut."""
+        ...
 
 
 class Partitioner(Protocol):
@@ -64,6 +86,9 @@ class ChaosTarget:
     wait_ready: Callable[[float], Awaitable[ClusterView]]
     partitioner: Partitioner | None = None
     no_partition: str = ""  # why there is no partitioner (the error a user sees)
+    power: PowerSwitch | None = None
+    # how long a fault's recovery may take before the run gives up (seconds)
+    recover_timeout_s: float = 60.0
 
     @property
     def node_ids(self) -> list[str]:
@@ -128,13 +153,33 @@ def ssh_target(
     )
 
 
-def ssh_preflight(backend: SSHBackend) -> list[str]:
-    """What stops a run before it starts: nodes that do not answer over SSH, units that
+def qemu_target(lab: QemuBackend) -> ChaosTarget:
+    """The QEMU lab's VMs, from inside the lab namespace (the only place their addresses
+    exist): each VM's services are node_ctl units (see the image's init), controlled over
+    SSH with the lab's key; power cuts through QMP. No partitions."""
+    configs, tls, services = lab.validation_target()
+    ssh = SSHBackend(
+        targets={c.node_id: SSHTarget(host=str(c.ip)) for c in configs},
+        options=SSHOptions(Path("/dev/null"), lab.paths.ssh_key, check_host_keys=False),
+        manager=NodeCtl(VM_NODE_CTL),
+        services=tuple(s.name for s in services),
+        name="qemu",
+    )
+    return replace(
+        ssh_target(ssh, configs, services, tls),
+        no_partition=QEMU_NO_PARTITION,
+        power=lab,
+        recover_timeout_s=QEMU_RECOVER_S,
+    )
+
+
+def ssh_preflight(target: ChaosTarget) -> list[str]:
+    """What stops a run over SSH before it starts: nodes that do not answer, units that
     are not active (a chaos run would start them; an operator should, knowingly)."""
     problems = []
-    for node_id in backend.targets:
+    for node_id in target.node_ids:
         try:
-            status = backend.node_status(node_id)
+            status = target.backend.node_status(node_id)
         except LabError as exc:
             problems.append(str(exc))
             continue

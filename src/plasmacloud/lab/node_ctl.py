@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from plasmacloud.lab.process import cmdline
+from plasmacloud.lab.pids import runs_argv
 
 STOP_GRACE_S = 10.0
 EXIT_INACTIVE = 3  # systemctl is-active's code for "not active"
@@ -36,10 +36,7 @@ def _pid(root: Path, unit: str) -> int | None:
         pid = int((root / f"{unit}.pid").read_text())
     except (FileNotFoundError, ValueError):
         return None
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-    live, argv = cmdline(pid), _argv(root, unit)
-    return pid if live is not None and live[-len(argv) :] == argv else None
+    return pid if runs_argv(pid, _argv(root, unit)) else None
 
 
 def start(root: Path, unit: str) -> None:

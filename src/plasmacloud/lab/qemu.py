@@ -521,6 +521,23 @@ class QemuBackend:
         """Hard reset (the reset button): the VM PXE-boots again."""
         qmp(self.paths.qmp(node_id), "system_reset")
 
+    def cut_power(self, node_id: str) -> None:
+        """Power failure, for chaos: the VM stops dead (QMP ``stop``: no shutdown, no
+        flush, silent on the network) until :meth:`restore_power`, which resets it, so
+        its memory is lost and only what reached the disk remains, as after a real one.
+        (Killing QEMU would do the same but need QEMU started again, from the host's
+        network namespace for the SSH forward; a chaos run works inside the lab's.)"""
+        qmp(self.paths.qmp(node_id), "stop")
+
+    def restore_power(self, node_id: str) -> None:
+        """Power back after :meth:`cut_power`: reset, run; the VM PXE-boots and the agent
+        brings the node back from its disk. Nothing happens to a VM that runs."""
+        sock = self.paths.qmp(node_id)
+        if qmp(sock, "query-status")["return"].get("running", True):
+            return
+        qmp(sock, "system_reset")
+        qmp(sock, "cont")
+
     def node_status(self, node_id: str) -> NodeStatus:
         vm = self._vm(node_id)
         prov = self.provisioning().nodes.get(node_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from plasmacloud.lab.process import runs_argv
+from plasmacloud.lab.pids import runs_argv
 
 
 class Proc(BaseModel):

@@ -28,6 +28,7 @@ import importlib
 import importlib.metadata as md
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -166,19 +167,37 @@ if [ "$rc" = 0 ] && [ -n "$services" ]; then
   for url in $(arg plasmacloud.iam_urls | tr ',' ' '); do auth="$auth --iam-url $url"; done
   cn=$(arg plasmacloud.trusted_cn)
   [ -n "$auth" ] && [ -n "$cn" ] && auth="$auth --trusted-cn $cn"
+  # Every service is a node_ctl unit, as on the netns lab's nodes, so `plasma lab chaos`
+  # can kill, pause and restart it over SSH by name; output goes to $units/UNIT.log.
+  units=@UNITS@
+  mkdir -p $units
+  plasma=$(command -v plasma)
+  names=""
   for svc in $services; do
     extra=$auth
     [ "$svc" = iam ] && extra=""
+    json=""  # the argv as a JSON list: its words hold no quotes or backslashes
     # shellcheck disable=SC2086 # $extra is a list of words
-    plasma "$svc" serve --config /etc/nixos/secrets/cluster-config.json $extra \
-      >>"/var/log/$svc.log" 2>&1 &
-    say "started $svc (pid $!)"
+    for word in "$plasma" "$svc" serve --config /etc/nixos/secrets/cluster-config.json $extra
+    do json="$json${json:+,}\"$word\""; done
+    echo "[$json]" >"$units/plasmacloud-$svc.argv"
+    names="$names plasmacloud-$svc"
   done
+  # shellcheck disable=SC2086 # $names is a list of words
+  @NODE_CTL@ start $names && say "started$names"
   # Service logs on the serial console too: `plasma lab qemu logs NODE` shows a crash.
-  tail -F /var/log/*.log >/dev/ttyS0 2>&1 &
+  tail -F $units/*.log >/dev/ttyS0 2>&1 &
 fi
 while true; do sleep 3600; done
 """
+
+# Where the node's service units live, and the command that controls them (also over
+# SSH: `plasma lab chaos` against the QEMU lab).
+VM_UNITS_DIR = "/run/plasmacloud"
+VM_NODE_CTL = (f"{PYTHON_DIR}/bin/python3", "-m", "plasmacloud.lab.node_ctl", "--dir", VM_UNITS_DIR)
+INIT_SCRIPT = INIT_SCRIPT.replace("@UNITS@", VM_UNITS_DIR).replace(
+    "@NODE_CTL@", shlex.join(VM_NODE_CTL)
+)
 
 UDHCPC_SCRIPT = r"""#!/bin/sh
 # busybox udhcpc hook: configure the lease on the interface.
