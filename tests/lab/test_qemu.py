@@ -374,6 +374,12 @@ def test_lab_env_logs_and_down_understand_a_qemu_lab(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["lab", "kill", "node02", "--dir", root, "--signal", "STOP"])
     assert result.exit_code == EXIT_USAGE
+    result = runner.invoke(app, ["lab", "ssh", "node02", "--dir", root])  # no VM runs
+    assert result.exit_code == EXIT_USAGE
+    process = tmp_path / "process"
+    Lab.open(process, LabSpec()).prepare()
+    result = runner.invoke(app, ["lab", "ssh", "node02", "--dir", str(process)])
+    assert result.exit_code == EXIT_USAGE and "needs a qemu lab" in result.output
     result = runner.invoke(app, ["lab", "down", "--dir", root, "--wipe"])
     assert result.exit_code == 0, result.output
     assert not backend.paths.state.exists() and not backend.paths.out.exists()

@@ -377,6 +377,25 @@ def logs(
     print_tail(path, lines, follow)
 
 
+@app.command("ssh")
+def ssh_cmd(
+    node: NodeArg,
+    lab_dir: DirOpt = None,
+    command: Annotated[list[str] | None, typer.Argument(help="command to run")] = None,
+) -> None:
+    """SSH into a qemu lab's VM with the lab's key (process and netns nodes are local
+    processes: `plasma lab logs`, or `ip netns exec` for a netns node)."""
+    if (qemu := lab_qemu.existing_lab(lab_dir)) is None:
+        raise _fail(
+            LabError(
+                "`plasma lab ssh` needs a qemu lab (`plasma lab up --backend qemu`); the "
+                "nodes of a process or netns lab are processes on this machine"
+            ),
+            EXIT_USAGE,
+        )
+    raise typer.Exit(lab_qemu.ssh(qemu, node, command))
+
+
 def _node_op(lab_dir: Path | None, node: str, op: str, sig: signal.Signals | None = None) -> None:
     if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
         # a VM's power: start = on (PXE boot), stop = off (QMP quit), kill = cut the power

@@ -311,18 +311,14 @@ def logs_cmd(
     raise typer.Exit(logs(path, node, lines, follow))
 
 
-@app.command("ssh")
-def ssh_cmd(
-    node: NodeArg,
-    path: DirOpt = None,
-    command: Annotated[list[str] | None, typer.Argument(help="command to run")] = None,
-) -> None:
-    """SSH into the node (127.0.0.1:220N) with the lab's key."""
+def ssh(path: Path | None, node: str, command: list[str] | None) -> int:
+    """Replace this process with ``ssh`` into the node (127.0.0.1:220N, the lab's key);
+    the exit code when that is not possible."""
     backend = QemuBackend(lab_dir(path))
     vm = next((v for v in backend.state.vms if v.node_id == node), None)
     if vm is None or vm.ssh_port is None:
         err.print(f"{node} is not running with an SSH forward")
-        raise typer.Exit(EXIT_USAGE)
+        return EXIT_USAGE
     argv = [
         "ssh",
         "-i",
@@ -333,10 +329,22 @@ def ssh_cmd(
         "StrictHostKeyChecking=no",
         "-o",
         "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",  # the VMs make a new host key on every boot: no warning each time
         "root@127.0.0.1",
         *(command or []),
     ]
     os.execvp(argv[0], argv)
+
+
+@app.command("ssh")
+def ssh_cmd(
+    node: NodeArg,
+    path: DirOpt = None,
+    command: Annotated[list[str] | None, typer.Argument(help="command to run")] = None,
+) -> None:
+    """SSH into the node (127.0.0.1:220N) with the lab's key."""
+    raise typer.Exit(ssh(path, node, command))
 
 
 def power(path: Path | None, node: str, action: str) -> int:
