@@ -9,7 +9,6 @@ Marked vm + slow; it runs in CI (about 10 minutes: 4 to install, 6 of faults).""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +16,11 @@ import pytest
 
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.qemu import QemuBackend
-from plasmacloud.lab.services import plasma_executable
 from plasmacloud.provision.states import State
 from plasmacloud.validate.history import load_history
 from plasmacloud.validate.history_check import check_history
+
+from .qemu_lab import plasma, qemu_lab
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(3000)]
 NODES = ["node01", "node02", "node03"]
@@ -31,16 +31,8 @@ SEED = 6
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[QemuBackend]:
-    backend = QemuBackend(tmp_path / "lab", ssh=False)
-    try:
+    with qemu_lab(tmp_path / "lab") as backend:
         yield backend
-    finally:
-        backend.down()
-
-
-def _plasma(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    argv = [plasma_executable(), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_chaos_against_vms_kills_pauses_and_cuts_power_and_every_property_holds(
@@ -50,17 +42,17 @@ def test_chaos_against_vms_kills_pauses_and_cuts_power_and_every_property_holds(
     for node in NODES:
         lab.wait_state(node, State.INSTALLED, timeout=1200)
     root = str(lab.paths.root)
-    ready = _plasma("lab", "qemu", "validate", "--dir", root, "--wait", "900", "--check", "health")
+    ready = plasma("lab", "qemu", "validate", "--dir", root, "--wait", "900", "--check", "health")
     assert ready.returncode == 0, ready.stdout + ready.stderr
 
     # Partitions are the netns lab's; a clear refusal before anything runs.
-    refused = _plasma("lab", "chaos", "--dir", root, "--faults", "partition", timeout=300)
+    refused = plasma("lab", "chaos", "--dir", root, "--faults", "partition", timeout=300)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "partition faults need the netns backend" in refused.stderr
 
     history = tmp_path / "history.jsonl"
     args = ["--duration", "150s", "--faults", "kill,pause,power", "--seed", str(SEED)]
-    done = _plasma("lab", "chaos", "--dir", root, *args, "--history", str(history), "--json")
+    done = plasma("lab", "chaos", "--dir", root, *args, "--history", str(history), "--json")
     assert done.stdout.startswith("{"), done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["backend"] == "qemu"

@@ -17,8 +17,9 @@ import pytest
 
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.qemu import QemuBackend
-from plasmacloud.lab.services import plasma_executable
 from plasmacloud.provision.states import State
+
+from .qemu_lab import plasma, qemu_lab
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(3000)]
 NODES = ["node01", "node02", "node03"]
@@ -26,12 +27,8 @@ NODES = ["node01", "node02", "node03"]
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[QemuBackend]:
-    # No fixed host ports in tests (ssh off); the lab's services (Chainfire, FlareDB, IAM).
-    backend = QemuBackend(tmp_path / "lab", ssh=False)
-    try:
+    with qemu_lab(tmp_path / "lab") as backend:
         yield backend
-    finally:
-        backend.down()
 
 
 CHECKS = [
@@ -49,16 +46,11 @@ CHECKS = [
 ]
 
 
-def _plasma(*args: str, timeout: float = 1000) -> subprocess.CompletedProcess[str]:
-    argv = [plasma_executable(), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-
-
 def _validate(lab: QemuBackend, *extra: str) -> dict[str, list[bool]]:
     """The whole checklist, repeated until green (a TCG cluster may still be electing):
     check id -> ok per node of the last run."""
     root = str(lab.paths.root)
-    done = _plasma("lab", "qemu", "validate", "--dir", root, "--wait", "900", "--json", *extra)
+    done = plasma("lab", "qemu", "validate", "--dir", root, "--wait", "900", "--json", *extra)
     assert done.stdout.startswith("{"), done.stdout + done.stderr
     report = json.loads(done.stdout)
     failed = [c for c in report["checks"] if not c["ok"]]
@@ -96,7 +88,7 @@ def test_three_vms_pxe_install_validate_and_survive_a_reset(lab: QemuBackend) ->
     assert first == {c: [True, True, True] for c in CHECKS}
     assert lab.paths.admin.exists() and lab.paths.admin.stat().st_mode & 0o777 == 0o600
     # `plasma lab status` finds the qemu lab from its directory and probes it in the namespace
-    shown = _plasma("lab", "status", "--dir", str(lab.paths.root), "--json", timeout=120)
+    shown = plasma("lab", "status", "--dir", str(lab.paths.root), "--json", timeout=120)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert json.loads(shown.stdout)["ready"] is True
 
