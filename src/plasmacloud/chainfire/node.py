@@ -28,13 +28,13 @@ from plasmacloud.chainfire.metrics import ChainfireMetrics
 from plasmacloud.chainfire.mvcc import MvccStore
 from plasmacloud.chainfire.proto import rpc_pb2
 from plasmacloud.chainfire.watch import WatchHub
+from plasmacloud.raft import api as raft_api
 from plasmacloud.raft.api import (
     NoLeaderError,
     NotLeaderError,
     ProposalDroppedError,
     ProposalTimeoutError,
     RaftError,
-    RaftStatus,
     ShutdownError,
 )
 
@@ -52,24 +52,12 @@ QUOTA_CHECK_INTERVAL = 1.0
 ETCD_VERSION = "3.4.23"
 
 
-class Consensus(Protocol):
-    """What Chainfire needs from the Raft engine (``plasmacloud.raft.node.RaftNode``)."""
-
-    @property
-    def is_leader(self) -> bool: ...
-
-    @property
-    def leader_id(self) -> str | None: ...
-
-    async def propose(self, data: bytes, timeout: float = 5.0) -> Any: ...
-
-    async def read_index(self, timeout: float = 5.0) -> Any: ...
+class Consensus(raft_api.Consensus, Protocol):
+    """What Chainfire needs from the Raft engine: also membership and leader changes."""
 
     async def add_member(self, node_id: str, address: str) -> Any: ...
 
     async def remove_member(self, node_id: str) -> Any: ...
-
-    def status(self) -> RaftStatus: ...
 
     def add_leader_listener(self, cb: Callable[[str | None, int], None]) -> None: ...
 

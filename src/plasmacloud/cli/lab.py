@@ -109,12 +109,7 @@ def _view_json(lab: Lab, view: ClusterView) -> dict[str, Any]:
                     {"service": p.service, "running": p.running, "pid": p.pid, "note": p.note}
                     for p in backend.node_status(v.node_id).services
                 ],
-                "health": {s: {"ok": ok, "detail": d} for s, (ok, d) in v.health.items()},
-                "members": v.members,
-                "leader": v.leader_id,
-                "member_id": v.member_id,
-                "raft_term": v.raft_term,
-                "error": v.error,
+                **v.as_json(),
             }
             for v in view.nodes
         ],

@@ -219,12 +219,7 @@ def status(path: Path | None, inside: bool = False, as_json: bool = False) -> in
                     "provisioning": data.nodes[v.node_id].state
                     if v.node_id in data.nodes
                     else None,
-                    "health": {s: {"ok": ok, "detail": d} for s, (ok, d) in v.health.items()},
-                    "members": v.members,
-                    "leader": v.leader_id,
-                    "member_id": v.member_id,
-                    "raft_term": v.raft_term,
-                    "error": v.error,
+                    **v.as_json(),
                 }
                 for v in view.nodes
             ],

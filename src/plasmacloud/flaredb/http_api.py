@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -48,12 +48,12 @@ from plasmacloud.flaredb.sqlscan import (
 )
 from plasmacloud.flaredb.store import SQLiteStore, load_statements
 from plasmacloud.raft.api import (
+    Consensus,
     NoLeaderError,
     NotLeaderError,
     ProposalDroppedError,
     ProposalTimeoutError,
     RaftError,
-    RaftStatus,
 )
 
 # One request is one Raft entry, and the engine's frames and per-peer buffers are bounded
@@ -68,22 +68,6 @@ FORWARDED_HEADER = "X-FlareDB-Forwarded"
 LEVELS = ("none", "weak", "strong", "linearizable", "auto")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class Consensus(Protocol):
-    """What the API needs from the Raft node (``plasmacloud.raft.node.RaftNode``)."""
-
-    @property
-    def is_leader(self) -> bool: ...
-
-    @property
-    def leader_id(self) -> str | None: ...
-
-    async def propose(self, data: bytes, timeout: float = 5.0) -> Any: ...
-
-    async def read_index(self, timeout: float = 5.0) -> Any: ...
-
-    def status(self) -> RaftStatus: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import grpc
@@ -88,6 +89,17 @@ class NodeView:
     def health_summary(self) -> dict[str, str]:
         """service -> what its health endpoint said."""
         return {s: d for s, (_ok, d) in self.health.items()}
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``plasma lab status --json`` shows of the node's answer."""
+        return {
+            "health": {s: {"ok": ok, "detail": d} for s, (ok, d) in self.health.items()},
+            "members": self.members,
+            "leader": self.leader_id,
+            "member_id": self.member_id,
+            "raft_term": self.raft_term,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field
 
 from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.common.files import write_atomic
 from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
 from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.lab import qemu_net
@@ -325,9 +326,7 @@ def cached_kvm_boots(image: Image, timeout: float = 20.0) -> bool:
             return bool(seen["kvm"])
     ok = kvm_boots(image, timeout)
     with contextlib.suppress(OSError):  # a read-only cache only costs the next probe
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"host": kvm_host_id(), "kvm": ok}) + "\n")
-        os.replace(tmp, record)
+        write_atomic(record, (json.dumps({"host": kvm_host_id(), "kvm": ok}) + "\n").encode())
     return ok
 
 
@@ -665,7 +664,4 @@ class QemuBackend:
         return QemuState.model_validate_json(self.paths.state.read_text())
 
     def _save(self) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.paths.state.with_suffix(".tmp")
-        tmp.write_text(self.state.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, self.paths.state)
+        write_atomic(self.paths.state, (self.state.model_dump_json(indent=2) + "\n").encode())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from plasmacloud.common.files import write_atomic
 from plasmacloud.lab.spec import LabSpec
 
 
@@ -60,7 +60,4 @@ def load_state(path: Path) -> LabState | None:
 
 def save_state(path: Path, state: LabState) -> None:
     """Write ``lab.json`` atomically (a crash mid-write never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(state.model_dump_json(indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (state.model_dump_json(indent=2) + "\n").encode())

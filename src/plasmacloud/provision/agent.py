@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from plasmacloud.common.config import Role
+from plasmacloud.common.files import write_atomic
 from plasmacloud.provision.bundle import ConfigBundle
 from plasmacloud.provision.disk import DiskError, DiskPrep, Runner, mount_points, run_command
 from plasmacloud.provision.nix import SERVICES
@@ -229,14 +230,7 @@ def _write(path: Path, data: bytes, mode: int) -> bool:
             return False
         os.chmod(path, mode)
         return True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.agent-tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode)
     return True
 
 

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from plasmacloud.common.files import write_atomic
+
 PrivateKey = ec.EllipticCurvePrivateKey
 
 CA_CERT = "ca.crt"
@@ -63,18 +65,6 @@ def _now() -> dt.datetime:
 
 def _new_key() -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` atomically with ``mode`` (a 0400 file is replaced, not reopened)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
@@ -174,8 +164,8 @@ def init_ca(pki_dir: Path, common_name: str = "PlasmaCloud CA", days: int = 3650
     )
     # Key first: a crash between the two writes leaves a key without a cert, which
     # load_ca reports, rather than a cert whose key is lost.
-    _write(pki_dir / CA_KEY, _key_pem(key), KEY_MODE)
-    _write(pki_dir / CA_CERT, _cert_pem(cert), CERT_MODE)
+    write_atomic(pki_dir / CA_KEY, _key_pem(key), KEY_MODE)
+    write_atomic(pki_dir / CA_CERT, _cert_pem(cert), CERT_MODE)
     return CA(cert=cert, key=key, cert_path=pki_dir / CA_CERT, key_path=pki_dir / CA_KEY)
 
 
@@ -282,15 +272,15 @@ def _issue_files(
     ipset = {str(ipaddress.ip_address(i)) for i in ips}
     if force or not _still_good(ca, cert_path, key_path, dns, ipset, name):
         cert, key = _issue(ca, name, _san_entries(hostnames, ips), usages, days)
-        _write(key_path, _key_pem(key), KEY_MODE)
-        _write(cert_path, _cert_pem(cert), CERT_MODE)
+        write_atomic(key_path, _key_pem(key), KEY_MODE)
+        write_atomic(cert_path, _cert_pem(cert), CERT_MODE)
     else:
         # Keeping a good pair still converges its modes (a hand `chmod 644` is undone).
         os.chmod(key_path, KEY_MODE)
         os.chmod(cert_path, CERT_MODE)
     ca_pem = _cert_pem(ca.cert)
     if not ca_path.exists() or ca_path.read_bytes() != ca_pem:
-        _write(ca_path, ca_pem, CERT_MODE)
+        write_atomic(ca_path, ca_pem, CERT_MODE)
     else:
         os.chmod(ca_path, CERT_MODE)
     return IssuedCert(cert_path=cert_path, key_path=key_path, ca_path=ca_path)

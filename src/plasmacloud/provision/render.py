@@ -8,13 +8,13 @@ whose content is unchanged are not rewritten, and certificates and keys in the t
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from plasmacloud.common.config import node_config_schema
+from plasmacloud.common.files import write_atomic
 from plasmacloud.provision import ipxe, nix
 from plasmacloud.provision.dnsmasq import dnsmasq_conf
 from plasmacloud.provision.layout import OutputLayout
@@ -85,11 +85,7 @@ def _write_if_changed(path: Path, text: str) -> str:
         status = "updated"
     else:
         status = "created"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return status
 
 

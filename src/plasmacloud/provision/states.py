@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+from plasmacloud.common.files import write_atomic
 
 
 class State(StrEnum):
@@ -133,10 +134,7 @@ class StateStore:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(self.data.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, (self.data.model_dump_json(indent=2) + "\n").encode())
 
 
 def load_states(path: Path) -> StateFile:

@@ -108,3 +108,19 @@ class RaftStatus:
     last_log_index: int
     snapshot_index: int
     members: tuple[Member, ...] = field(default_factory=tuple)
+
+
+class Consensus(Protocol):
+    """What a service asks of its Raft node (:class:`plasmacloud.raft.node.RaftNode`)."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    async def propose(self, data: bytes, timeout: float = 5.0) -> Any: ...
+
+    async def read_index(self, timeout: float = 5.0) -> Any: ...
+
+    def status(self) -> RaftStatus: ...
