@@ -216,7 +216,8 @@ class ChainfireNode:
             raise raft_error(exc) from exc
 
     async def write(self, request: Message, *, grows: bool = False) -> Any:
-        """Replicate one request; return the state machine's response or raise EtcdError.
+        """Replicate one request; return the state machine's response (its header filled
+        in, see :meth:`fill`) or raise EtcdError.
 
         ``grows`` marks requests that add data, refused while over the space quota.
         """
@@ -233,6 +234,9 @@ class ChainfireNode:
             raise result
         if result is None:
             raise errors.TIMEOUT  # replayed entry: outcome already applied earlier
+        header = getattr(result, "header", None)
+        if isinstance(header, rpc_pb2.ResponseHeader):
+            self.fill(header)
         return result
 
     def _db_size(self) -> int:

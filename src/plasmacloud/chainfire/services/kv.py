@@ -163,7 +163,6 @@ class KVServicer(Servicer, rpc_pb2_grpc.KVServicer):
     ) -> rpc_pb2.PutResponse:
         check_put(request)
         resp: rpc_pb2.PutResponse = await self.node.write(request, grows=True)
-        self.node.fill(resp.header)
         return resp
 
     @unary
@@ -172,7 +171,6 @@ class KVServicer(Servicer, rpc_pb2_grpc.KVServicer):
     ) -> rpc_pb2.DeleteRangeResponse:
         check_delete(request)
         resp: rpc_pb2.DeleteRangeResponse = await self.node.write(request)
-        self.node.fill(resp.header)
         return resp
 
     @unary
@@ -195,5 +193,4 @@ class KVServicer(Servicer, rpc_pb2_grpc.KVServicer):
         self, request: rpc_pb2.CompactionRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.CompactionResponse:
         resp: rpc_pb2.CompactionResponse = await self.node.write(request)
-        self.node.fill(resp.header)
         return resp

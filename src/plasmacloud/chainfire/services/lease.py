@@ -23,7 +23,6 @@ class LeaseServicer(Servicer, rpc_pb2_grpc.LeaseServicer):
         self, request: rpc_pb2.LeaseGrantRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.LeaseGrantResponse:
         resp: rpc_pb2.LeaseGrantResponse = await self.node.write(request, grows=True)
-        self.node.fill(resp.header)
         return resp
 
     @unary
@@ -31,7 +30,6 @@ class LeaseServicer(Servicer, rpc_pb2_grpc.LeaseServicer):
         self, request: rpc_pb2.LeaseRevokeRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.LeaseRevokeResponse:
         resp: rpc_pb2.LeaseRevokeResponse = await self.node.write(request)
-        self.node.fill(resp.header)
         return resp
 
     async def LeaseKeepAlive(  # type: ignore[override]

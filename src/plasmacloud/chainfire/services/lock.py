@@ -29,5 +29,4 @@ class LockServicer(Servicer, v3lock_pb2_grpc.LockServicer):
         if not request.key:
             raise errors.EMPTY_KEY
         resp = await self.node.write(rpc_pb2.DeleteRangeRequest(key=request.key))
-        self.node.fill(resp.header)
         return v3lock_pb2.UnlockResponse(header=resp.header)

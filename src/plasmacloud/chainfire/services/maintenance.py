@@ -84,7 +84,6 @@ class MaintenanceServicer(Servicer, rpc_pb2_grpc.MaintenanceServicer):
             ]
             return rpc_pb2.AlarmResponse(header=self.node.header(), alarms=alarms)
         resp: rpc_pb2.AlarmResponse = await self.node.write(request)
-        self.node.fill(resp.header)
         return resp
 
     @unary
