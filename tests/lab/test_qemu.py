@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from plasmacloud.cli import app, lab_qemu
 from plasmacloud.common.errors import EXIT_USAGE
-from plasmacloud.lab import qemu_net
+from plasmacloud.lab import qemu, qemu_net
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.qemu import (
@@ -458,6 +458,8 @@ def test_reboot_waits_for_an_installed_reached_after_the_reset(
         monkeypatch.setattr(backend, "reset_node", resets.append)  # a reset nothing follows
         with pytest.raises(LabError, match=r"node01 is installed, not installed \(after the r"):
             backend.reboot(["node01"], timeout=1)
+        store.transition("node01", State.JOINED)  # joined: installed, and a member
+        assert backend.wait_state("node01", State.INSTALLED, timeout=1).state == State.JOINED
     finally:
         for p in sleepers:
             p.stop(grace=1)
@@ -491,3 +493,28 @@ def test_image_init_writes_each_service_as_a_node_ctl_unit(tmp_path: Path) -> No
     assert json.loads((units / "plasmacloud-iam.argv").read_text()) == [
         plasma, "iam", "serve", *config
     ]  # fmt: skip
+
+
+def test_mark_joined_reports_only_installed_nodes_to_the_netboot_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The report itself (post_report, shared with the agent) is exercised against a real
+    # netboot server by the agent tests; here: whom the lab reports, where, and as what.
+    backend = _prepared(tmp_path)
+    macs = {f"node0{i}": f"52:54:00:00:01:0{i}" for i in (1, 2, 3)}
+    store = StateStore(state_path(OutputLayout(backend.paths.out)), macs)
+    for state in (State.BOOTING, State.INSTALLING, State.INSTALLED):
+        store.transition("node01", state)
+    store.transition("node02", State.BOOTING)
+    sent: list[tuple[object, ...]] = []
+
+    def post(*args: object) -> None:
+        sent.append(args)
+        store.transition(str(args[1]), State.JOINED)
+
+    monkeypatch.setattr(qemu, "post_report", post)
+    backend.mark_joined(list(macs), "leader node02")
+    server = "http://192.168.100.1:8080"
+    assert sent == [(server, "node01", MAC1, "join", "ok", State.JOINED, "leader node02")]
+    backend.mark_joined(list(macs), "leader node02")  # already joined: nothing more
+    assert len(sent) == 1

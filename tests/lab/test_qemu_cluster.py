@@ -90,7 +90,10 @@ def test_three_vms_pxe_install_validate_and_survive_a_reset(lab: QemuBackend) ->
     # `plasma lab status` finds the qemu lab from its directory and probes it in the namespace
     shown = plasma("lab", "status", "--dir", str(lab.paths.root), "--json", timeout=120)
     assert shown.returncode == 0, shown.stdout + shown.stderr
-    assert json.loads(shown.stdout)["ready"] is True
+    status = json.loads(shown.stdout)
+    assert status["ready"] is True
+    # a ready cluster's installed nodes are recorded as joined, the last provisioning state
+    assert [n["provisioning"] for n in status["nodes"]] == ["joined"] * 3
 
     # etcdctl, from inside the lab namespace, through node02.
     assert _etcdctl(lab, "put", "lab/persist", "before-reset").strip() == "OK"

@@ -22,6 +22,7 @@ from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, E
 from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
 from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.control import describe
 from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
 from plasmacloud.lab.probe import ClusterView, probe_cluster
 from plasmacloud.lab.qemu import DEFAULT_MEMORY_MB, STATE_FILE, QemuBackend
@@ -202,9 +203,10 @@ def status(path: Path | None, inside: bool = False, as_json: bool = False) -> in
     backend = QemuBackend(lab_dir(path))
     if not inside:
         return run_inside(backend, "status", *(["--json"] if as_json else []))
-    data = backend.provisioning()
     configs, tls, services = backend.validation_target()
     view = asyncio.run(probe_cluster(configs, services, tls))
+    mark_joined(backend, view)
+    data = backend.provisioning()
     if as_json:
         doc = {
             "dir": str(backend.paths.root),
@@ -434,8 +436,13 @@ def validate(
         # with --wait, run the checklist again until it is green or the time is up.
         deadline = time.monotonic() + wait
         admin = None
+        said = ""
         while True:
             view = await probe_cluster(configs, services, tls)
+            await asyncio.to_thread(mark_joined, backend, view)
+            if not as_json and not view.ready and describe(view) != said:
+                said = describe(view)  # each new state of the formation, once
+                console.print(f"[{time.monotonic() - t0:3.0f}s] not ready yet: {said}")
             if view.ready or time.monotonic() > deadline:
                 if admin is None and backend.runs_iam():
                     admin = await _admin(backend)
@@ -471,6 +478,18 @@ async def _persistence(backend: QemuBackend, before: list[CheckResult]) -> Check
     restart = qemu_restart(backend)
     results = await run_checks(configs, tls, services, [PERSISTENCE], restart=restart)
     return results[0]
+
+
+def mark_joined(backend: QemuBackend, view: ClusterView) -> None:
+    """Once the cluster is ready, its installed nodes are recorded as ``joined`` (the last
+    provisioning state: the agent reports up to ``installed``, only a probe of the whole
+    cluster can tell membership). Inside the lab namespace; a miss is said, not fatal."""
+    if not view.ready:
+        return
+    try:
+        backend.mark_joined([v.node_id for v in view.nodes], f"leader {view.leader_node}")
+    except LabError as exc:
+        err.print(f"[yellow]warning:[/yellow] {exc}")
 
 
 def bootstrap(path: Path | None, inside: bool = False, wait: float = 0.0) -> int:

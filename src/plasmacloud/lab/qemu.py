@@ -41,6 +41,7 @@ from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
 from plasmacloud.lab.services import SERVICES, ServiceSpec, plasma_executable, service_named
 from plasmacloud.provision import certs, pki
+from plasmacloud.provision.agent import post_report
 from plasmacloud.provision.certs import ADMIN_CLIENT
 from plasmacloud.provision.image import Image, build_image
 from plasmacloud.provision.layout import OutputLayout
@@ -62,6 +63,12 @@ UNKNOWN_POOL = ("192.168.100.200", "192.168.100.220")
 # stalls event loops for hundreds of ms, and the engine's 0.3-0.6 s elections then churn.
 TCG_RAFT = {"heartbeat_ms": 200, "election_timeout_ms": [1500, 3000]}
 KVM_PROBE_FILE = "kvm-probe.json"
+
+
+def reached_after(state: State, want: State) -> bool:
+    """True if ``state`` comes after ``want`` on the way up (``joined`` is installed and
+    more), so a wait for ``installed`` ends on a node already marked joined."""
+    return want == State.INSTALLED and state == State.JOINED
 
 
 class VmRecord(BaseModel):
@@ -578,7 +585,7 @@ class QemuBackend:
             if seen is not None and booted_since is not None:
                 again = any(e.state == State.BOOTING and e.at >= booted_since for e in seen.events)
                 status = seen if again else None
-            if status is not None and status.state == want:
+            if status is not None and (status.state == want or reached_after(status.state, want)):
                 return status
             if status is not None and status.state == State.FAILED:
                 break
@@ -593,6 +600,23 @@ class QemuBackend:
         last = seen.state if seen else "unknown"
         reset = " (after the reset)" if booted_since else ""
         raise LabError(f"{node_id} is {last}, not {want}{reset}, after {timeout:.0f} s; {where}")
+
+    def mark_joined(self, node_ids: list[str], note: str) -> None:
+        """Report to the netboot server that these nodes, installed, are now members of
+        the formed cluster (state ``joined``), as the agent reports its own steps. The
+        server listens on the lab network: call this from inside the lab namespace."""
+        spec = load_spec(self.paths.spec)
+        server = f"http://{spec.netboot.server_ip}:{spec.netboot.http_port}"
+        for node_id in node_ids:
+            status = self.provisioning().nodes.get(node_id)
+            if status is None or status.state != State.INSTALLED:
+                continue  # not installed (yet), or already joined
+            mac = spec.node(node_id).mac
+            try:
+                post_report(server, node_id, mac, "join", "ok", State.JOINED, note)
+            except OSError as exc:
+                why = f"{node_id}: the netboot server did not take 'joined': {exc}"
+                raise LabError(why) from exc
 
     def validation_target(self) -> tuple[list[NodeConfig], TLSConfig, tuple[ServiceSpec, ...]]:
         """Node configs as rendered, the operator's client TLS (the admin cert

@@ -65,6 +65,30 @@ class AgentOptions:
     run: Runner = run_command
 
 
+def post_report(
+    server: str,
+    node_id: str,
+    mac: str,
+    step: str,
+    status: str,
+    state: State | None = None,
+    msg: str = "",
+) -> None:
+    """POST one step report to the netboot server at ``server`` (http://host:port);
+    OSError (urllib's HTTPError included) if it was not taken."""
+    body = {"mac": mac, "step": step, "status": status, "message": msg}
+    if state is not None:
+        body["state"] = state.value
+    req = urllib.request.Request(
+        f"{server.rstrip('/')}/api/v1/nodes/{node_id}/report",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10):
+        pass
+
+
 @dataclass
 class Agent:
     """Runs the steps for one machine and reports each to the server."""
@@ -93,18 +117,8 @@ class Agent:
         self, node_id: str, step: str, status: str, state: State | None = None, msg: str = ""
     ) -> None:
         """Tell the server about a step; an unreachable server does not stop the install."""
-        body = {"mac": self.opts.mac, "step": step, "status": status, "message": msg}
-        if state is not None:
-            body["state"] = state.value
-        req = urllib.request.Request(
-            self._url(f"/api/v1/nodes/{node_id}/report"),
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
         try:
-            with urllib.request.urlopen(req, timeout=10):
-                pass
+            post_report(self.opts.server, node_id, self.opts.mac, step, status, state, msg)
         except OSError as exc:
             log.warning("agent: could not report %s/%s: %s", step, status, exc)
 
