@@ -257,7 +257,8 @@ def chaos(
     replay: ReplayOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Inject faults while recorded clients work; check the history (non-zero on violation)."""
+    """Inject faults while recorded clients work; check the history (non-zero on violation).
+    A qemu lab runs it inside the lab namespace: services over SSH, power cuts via QMP."""
     if replay is not None:
         raise replay_history(replay, as_json)
     if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
