@@ -185,8 +185,9 @@ class ChainfireServer:
             members={p.node_id: f"{p.hostname}:{p.ports.chainfire_peer}" for p in cfg.peers},
             bootstrap=cfg.bootstrap,
             server_ssl=server_context(cfg.tls),
-            # peers are dialled by resolved IP; the CA chain is still verified
-            client_ssl=client_context(cfg.tls, check_hostname=False),
+            # dialled at the resolved IP with the peer's hostname as SNI, so its
+            # certificate must name it (as FlareDB's peers are checked)
+            client_ssl=client_context(cfg.tls),
             resolve=cfg.resolve,
             registry=self.registry,
             election_timeout=cfg.raft.election_timeout_s,
