@@ -32,7 +32,6 @@ from rich.table import Table
 
 from plasmacloud.lab.qemu import QemuBackend
 from plasmacloud.lab.services import plasma_executable
-from plasmacloud.provision.states import State
 
 
 def _at(stamp: str) -> float:
@@ -51,7 +50,7 @@ def run(root: Path, keep: bool, checks: dict[str, float]) -> dict[str, float]:
         up_done = time.time()
         nodes = list(backend.provisioning().nodes)
         for node in nodes:
-            backend.wait_state(node, State.INSTALLED, timeout=1800)
+            backend.wait_installed(node, timeout=1800)
         data = backend.provisioning().nodes
         booted = max(_at(e.at) for n in nodes for e in data[n].events if e.step == "ipxe")
         installed = max(_at(data[n].updated_at or "") for n in nodes)

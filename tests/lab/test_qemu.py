@@ -459,7 +459,7 @@ def test_reboot_waits_for_an_installed_reached_after_the_reset(
         with pytest.raises(LabError, match=r"node01 is installed, not installed \(after the r"):
             backend.reboot(["node01"], timeout=1)
         store.transition("node01", State.JOINED)  # joined: installed, and a member
-        assert backend.wait_state("node01", State.INSTALLED, timeout=1).state == State.JOINED
+        assert backend.wait_installed("node01", timeout=1).state == State.JOINED
     finally:
         for p in sleepers:
             p.stop(grace=1)

@@ -17,7 +17,6 @@ import pytest
 
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.qemu import QemuBackend
-from plasmacloud.provision.states import State
 from plasmacloud.validate.history import load_history
 from plasmacloud.validate.history_check import check_history
 
@@ -44,7 +43,7 @@ def test_chaos_against_vms_kills_pauses_and_cuts_power_and_every_property_holds(
 ) -> None:
     lab.up()
     for node in NODES:
-        lab.wait_state(node, State.INSTALLED, timeout=1200)
+        lab.wait_installed(node, timeout=1200)
     root = str(lab.paths.root)
     ready = plasma("lab", "qemu", "validate", "--dir", root, "--wait", "900", "--check", "health")
     assert ready.returncode == 0, ready.stdout + ready.stderr

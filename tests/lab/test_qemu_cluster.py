@@ -17,7 +17,6 @@ import pytest
 
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.qemu import QemuBackend
-from plasmacloud.provision.states import State
 
 from .qemu_lab import plasma, qemu_lab
 
@@ -83,7 +82,7 @@ def _etcdctl(lab: QemuBackend, *args: str) -> str:
 def test_three_vms_pxe_install_validate_and_survive_a_reset(lab: QemuBackend) -> None:
     lab.up()
     for node in NODES:
-        lab.wait_state(node, State.INSTALLED, timeout=1200)
+        lab.wait_installed(node, timeout=1200)
     first = _validate(lab)
     assert first == {c: [True, True, True] for c in CHECKS}
     assert lab.paths.admin.exists() and lab.paths.admin.stat().st_mode & 0o777 == 0o600

@@ -34,7 +34,7 @@ def lab(tmp_path: Path) -> Iterator[QemuBackend]:
 def test_one_vm_pxe_boots_installs_and_a_stranger_is_refused(lab: QemuBackend) -> None:
     lab.up()
     stray = lab.boot("stray", STRAY_MAC)
-    status = lab.wait_state("node01", State.INSTALLED, timeout=900)
+    status = lab.wait_installed("node01", timeout=900)
 
     # The whole path shows in the node's history: iPXE fetched its per-MAC script, the
     # agent reported each step, and the disk was laid out per the rendered layout.

@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from plasmacloud.cli.tail import print_tail
+from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
@@ -25,9 +26,16 @@ from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import describe
 from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
 from plasmacloud.lab.probe import ClusterView, probe_cluster
-from plasmacloud.lab.qemu import DEFAULT_MEMORY_MB, STATE_FILE, QemuBackend
-from plasmacloud.lab.services import flaredb_url, iam_base_url, plasma_executable
+from plasmacloud.lab.qemu import (
+    DEFAULT_MEMORY_MB,
+    INSTALLED,
+    STATE_FILE,
+    QemuBackend,
+    vm_ssh_options,
+)
+from plasmacloud.lab.services import ServiceSpec, flaredb_url, iam_base_url, plasma_executable
 from plasmacloud.lab.state import load_state
+from plasmacloud.provision.spec import SSHTarget
 from plasmacloud.provision.states import State, StateFile
 from plasmacloud.validate import prometheus
 from plasmacloud.validate.checks import PERSISTENCE, Check, CheckResult, checklist, run_checks
@@ -41,7 +49,6 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
-DONE = {State.INSTALLED, State.JOINED}
 
 DirOpt = Annotated[
     Path | None, typer.Option("--dir", help="lab directory (default: <lab dir>-qemu)")
@@ -121,7 +128,7 @@ def up(
             data = backend.provisioning()
             live.update(progress_table(backend, data, started))
             states = {n: data.nodes[n].state for n in wanted}
-            if all(s in DONE for s in states.values()):
+            if all(s in INSTALLED for s in states.values()):
                 break
             if any(s == State.FAILED for s in states.values()) or time.monotonic() > deadline:
                 err.print(f"not installed: {states}; `plasma lab qemu logs NODE` for the console")
@@ -316,21 +323,8 @@ def ssh(path: Path | None, node: str, command: list[str] | None) -> int:
     if vm is None or vm.ssh_port is None:
         err.print(f"{node} is not running with an SSH forward")
         return EXIT_USAGE
-    argv = [
-        "ssh",
-        "-i",
-        str(backend.paths.ssh_key),
-        "-p",
-        str(vm.ssh_port),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",  # the VMs make a new host key on every boot: no warning each time
-        "root@127.0.0.1",
-        *(command or []),
-    ]
+    options = vm_ssh_options(backend)
+    argv = [*options.argv(SSHTarget(host="127.0.0.1", port=vm.ssh_port)), *(command or [])]
     os.execvp(argv[0], argv)
 
 
@@ -440,8 +434,8 @@ def validate(
         while True:
             view = await probe_cluster(configs, services, tls)
             await asyncio.to_thread(mark_joined, backend, view)
-            if not as_json and not view.ready and describe(view) != said:
-                said = describe(view)  # each new state of the formation, once
+            if not as_json and not view.ready and (now := describe(view)) != said:
+                said = now  # each new state of the formation, once
                 console.print(f"[{time.monotonic() - t0:3.0f}s] not ready yet: {said}")
             if view.ready or time.monotonic() > deadline:
                 if admin is None and backend.runs_iam():
@@ -452,7 +446,7 @@ def validate(
                     break
             await asyncio.sleep(2)
         if persistence:
-            results.append(await _persistence(backend, results))
+            results.append(await _persistence(backend, configs, tls, services, results))
         return results
 
     t0 = time.monotonic()
@@ -467,11 +461,16 @@ def validate(
     return exit_code(results)
 
 
-async def _persistence(backend: QemuBackend, before: list[CheckResult]) -> CheckResult:
+async def _persistence(
+    backend: QemuBackend,
+    configs: list[NodeConfig],
+    tls: TLSConfig,
+    services: tuple[ServiceSpec, ...],
+    before: list[CheckResult],
+) -> CheckResult:
     """The persistence check through a reset of every VM; not run (a failure saying why)
     unless everything before it was green: a reset takes minutes and proves nothing then."""
     cid, title, _fn = PERSISTENCE
-    configs, tls, services = backend.validation_target()
     if exit_code(before) != 0:
         why = "not run: the checks before it are not green"
         return CheckResult(cid, title, [NodeResult(c.node_id, False, why) for c in configs])

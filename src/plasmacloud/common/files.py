@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import BaseModel
+
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` with ``mode`` so that a reader (or a crash) sees the old
@@ -21,3 +23,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def write_model(path: Path, model: BaseModel) -> None:
+    """A state/record file: ``model`` as indented JSON, written with :func:`write_atomic`."""
+    write_atomic(path, (model.model_dump_json(indent=2) + "\n").encode())

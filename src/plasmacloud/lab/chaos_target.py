@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Protocol
 
 from plasmacloud.common.config import NodeConfig, TLSConfig
@@ -25,9 +24,9 @@ from plasmacloud.lab.backend import LabError, NodeBackend
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend
 from plasmacloud.lab.probe import ClusterView, probe_cluster
-from plasmacloud.lab.qemu import QemuBackend
+from plasmacloud.lab.qemu import QemuBackend, vm_ssh_options
 from plasmacloud.lab.services import ServiceSpec
-from plasmacloud.lab.ssh import NodeCtl, SSHBackend, SSHOptions, unit_name
+from plasmacloud.lab.ssh import NodeCtl, SSHBackend, unit_name
 from plasmacloud.provision.image import VM_NODE_CTL
 from plasmacloud.provision.spec import SSHTarget
 from plasmacloud.validate.ssh_target import wait_cluster_ready
@@ -160,7 +159,7 @@ def qemu_target(lab: QemuBackend) -> ChaosTarget:
     configs, tls, services = lab.validation_target()
     ssh = SSHBackend(
         targets={c.node_id: SSHTarget(host=str(c.ip)) for c in configs},
-        options=SSHOptions(Path("/dev/null"), lab.paths.ssh_key, check_host_keys=False),
+        options=vm_ssh_options(lab),
         manager=NodeCtl(VM_NODE_CTL),
         services=tuple(s.name for s in services),
         name="qemu",

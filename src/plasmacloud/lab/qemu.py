@@ -33,13 +33,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field
 
 from plasmacloud.common.config import NodeConfig, TLSConfig
-from plasmacloud.common.files import write_atomic
+from plasmacloud.common.files import write_atomic, write_model
 from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
 from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
 from plasmacloud.lab.services import SERVICES, ServiceSpec, plasma_executable, service_named
+from plasmacloud.lab.ssh import SSHOptions
 from plasmacloud.provision import certs, pki
 from plasmacloud.provision.agent import post_report
 from plasmacloud.provision.certs import ADMIN_CLIENT
@@ -65,10 +66,9 @@ TCG_RAFT = {"heartbeat_ms": 200, "election_timeout_ms": [1500, 3000]}
 KVM_PROBE_FILE = "kvm-probe.json"
 
 
-def reached_after(state: State, want: State) -> bool:
-    """True if ``state`` comes after ``want`` on the way up (``joined`` is installed and
-    more), so a wait for ``installed`` ends on a node already marked joined."""
-    return want == State.INSTALLED and state == State.JOINED
+# A node is installed once the agent says so, and stays installed when the lab later
+# records it as joined (a member of the formed cluster).
+INSTALLED = frozenset({State.INSTALLED, State.JOINED})
 
 
 class VmRecord(BaseModel):
@@ -367,6 +367,12 @@ def kvm_boots(image: Image, timeout: float = 20.0) -> bool:
     return b"plasmacloud-init: userspace" in done.stdout
 
 
+def vm_ssh_options(lab: QemuBackend) -> SSHOptions:
+    """SSH into the lab's VMs: the lab's key; host keys unchecked (the installer makes a
+    new one on every boot, and the VMs are reachable only through the lab)."""
+    return SSHOptions(Path("/dev/null"), lab.paths.ssh_key, check_host_keys=False)
+
+
 # -- the backend ----------------------------------------------------------------------------
 
 
@@ -569,15 +575,16 @@ class QemuBackend:
         for node_id in node_ids:
             self.reset_node(node_id)
         for node_id in node_ids:
-            self.wait_state(node_id, State.INSTALLED, timeout, booted_since=since)
+            self.wait_installed(node_id, timeout, booted_since=since)
 
-    def wait_state(
-        self, node_id: str, want: State, timeout: float, booted_since: str | None = None
+    def wait_installed(
+        self, node_id: str, timeout: float, booted_since: str | None = None
     ) -> ProvisionStatus:
-        """Block until ``node_id`` reaches ``want`` (LabError on ``failed`` or timeout,
-        naming the last step and where the serial console is). ``booted_since`` (an ISO
-        time as the netboot server writes them): only a state reached after a boot that
-        started then counts, so an earlier boot's ``installed`` is not taken for this one."""
+        """Block until ``node_id`` is installed (or joined already; LabError on ``failed``
+        or timeout, naming the last step and where the serial console is).
+        ``booted_since`` (an ISO time as the netboot server writes them): only a state
+        reached after a boot that started then counts, so an earlier boot's ``installed``
+        is not taken for this one."""
         deadline = time.monotonic() + timeout
         status = seen = None
         while time.monotonic() < deadline:
@@ -585,7 +592,7 @@ class QemuBackend:
             if seen is not None and booted_since is not None:
                 again = any(e.state == State.BOOTING and e.at >= booted_since for e in seen.events)
                 status = seen if again else None
-            if status is not None and (status.state == want or reached_after(status.state, want)):
+            if status is not None and status.state in INSTALLED:
                 return status
             if status is not None and status.state == State.FAILED:
                 break
@@ -599,7 +606,7 @@ class QemuBackend:
             raise LabError(f"{node_id} failed at {status.last_step}: {status.error}; {where}")
         last = seen.state if seen else "unknown"
         reset = " (after the reset)" if booted_since else ""
-        raise LabError(f"{node_id} is {last}, not {want}{reset}, after {timeout:.0f} s; {where}")
+        raise LabError(f"{node_id} is {last}, not installed{reset}, after {timeout:.0f} s; {where}")
 
     def mark_joined(self, node_ids: list[str], note: str) -> None:
         """Report to the netboot server that these nodes, installed, are now members of
@@ -607,8 +614,9 @@ class QemuBackend:
         server listens on the lab network: call this from inside the lab namespace."""
         spec = load_spec(self.paths.spec)
         server = f"http://{spec.netboot.server_ip}:{spec.netboot.http_port}"
+        states = self.provisioning().nodes
         for node_id in node_ids:
-            status = self.provisioning().nodes.get(node_id)
+            status = states.get(node_id)
             if status is None or status.state != State.INSTALLED:
                 continue  # not installed (yet), or already joined
             mac = spec.node(node_id).mac
@@ -688,4 +696,4 @@ class QemuBackend:
         return QemuState.model_validate_json(self.paths.state.read_text())
 
     def _save(self) -> None:
-        write_atomic(self.paths.state, (self.state.model_dump_json(indent=2) + "\n").encode())
+        write_model(self.paths.state, self.state)

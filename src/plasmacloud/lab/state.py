@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from plasmacloud.common.files import write_atomic
+from plasmacloud.common.files import write_model
 from plasmacloud.lab.spec import LabSpec
 
 
@@ -60,4 +60,4 @@ def load_state(path: Path) -> LabState | None:
 
 def save_state(path: Path, state: LabState) -> None:
     """Write ``lab.json`` atomically (a crash mid-write never leaves half a file)."""
-    write_atomic(path, (state.model_dump_json(indent=2) + "\n").encode())
+    write_model(path, state)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from plasmacloud.common.files import write_atomic
+from plasmacloud.common.files import write_model
 
 
 class State(StrEnum):
@@ -134,7 +134,7 @@ class StateStore:
         self.save()
 
     def save(self) -> None:
-        write_atomic(self.path, (self.data.model_dump_json(indent=2) + "\n").encode())
+        write_model(self.path, self.data)
 
 
 def load_states(path: Path) -> StateFile:
