@@ -81,7 +81,7 @@ async def iam() -> AsyncIterator[Iam]:
 @pytest.fixture
 async def secured(served: Served, iam: Iam) -> AsyncIterator[Served]:
     verifier = Verifier([iam.url], revocation_refresh=0)
-    served.node.authorizer = IamAuthorizer(verifier, trusted_cns={"node01"})
+    served.node.authorizer = IamAuthorizer(verifier)
     try:
         yield served
     finally:
@@ -131,7 +131,7 @@ async def test_bad_credentials_and_tokens_get_etcds_errors(secured: Served) -> N
     for token in ("garbage", forged):
         answer = await refusal(secured.kv.Put(put, metadata=(("token", token),)))
         assert answer == as_pair(errors.INVALID_AUTH_TOKEN)
-    # no token and no trusted client certificate (this server is plain TCP)
+    # no token and no client certificate (this server is plain TCP)
     assert await refusal(secured.kv.Put(put)) == as_pair(errors.USER_EMPTY)
     assert secured.store.revision == 1
 

@@ -40,7 +40,7 @@ def audit_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
-        assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
+        assert lab.iam_bootstrap == Outcome.CREATED  # waiting for ready bootstrapped IAM
         yield IamLab(lab, *asyncio.run(_setup(lab)))
     finally:
         lab.down()

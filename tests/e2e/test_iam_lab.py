@@ -96,7 +96,8 @@ def iam_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
-        assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
+        # waiting for ready bootstrapped IAM: the operator's certificate needs its principal
+        assert lab.iam_bootstrap == Outcome.CREATED
         assert asyncio.run(lab.bootstrap_iam()) == Outcome.EXISTING  # idempotent
         mode = lab.layout.admin_credentials.stat().st_mode & 0o777
         assert mode == 0o600

@@ -154,8 +154,6 @@ class ChainfireServer:
     auto_compaction_retention: int = 0
     # auth on when given: every call is checked by these IAM nodes (chainfire.iam_auth)
     iam_urls: tuple[str, ...] = ()
-    # client certificate CNs allowed without a token besides the node ids (an operator)
-    trusted_cns: tuple[str, ...] = ()
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -225,9 +223,13 @@ class ChainfireServer:
                 registry=self.registry,
             )
             self._shipper.start()
-            self._verifier = Verifier(self.iam_urls, ssl_context=iam_tls, audit=self._shipper)
-            trusted = {p.node_id for p in cfg.peers} | set(self.trusted_cns)
-            self.node.authorizer = IamAuthorizer(self._verifier, trusted)
+            self._verifier = Verifier(
+                self.iam_urls,
+                ssl_context=iam_tls,
+                audit=self._shipper,
+                node_ids=[p.node_id for p in cfg.peers],
+            )
+            self.node.authorizer = IamAuthorizer(self._verifier)
         await self._raft.start()
         await self.node.start()
         self._grpc, address = grpc_server(cfg)
@@ -280,7 +282,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
     ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
-    auto_compaction_retention, iam_urls, trusted_cns).
+    auto_compaction_retention, iam_urls).
     """
     server = ChainfireServer(config, **options)
     try:

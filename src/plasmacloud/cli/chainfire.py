@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from plasmacloud.cli.removed import TrustedCnOpt
 from plasmacloud.common.config import ConfigError, NodeConfig
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 
@@ -32,14 +33,11 @@ def serve(
     ),
     iam_url: list[str] | None = typer.Option(
         None,
-        help="IAM base URL (repeatable); when given, auth is on: every call needs an IAM "
-        "token (etcdctl --user) allowing chainfire:<RPC> on key/<key>",
+        help="IAM base URL (repeatable); when given, auth is on: every call is made by an "
+        "IAM principal (an etcdctl --user token's, or the one a client certificate's CN "
+        "names) allowed chainfire:<RPC> on key/<key>",
     ),
-    trusted_cn: list[str] | None = typer.Option(
-        None,
-        help="with --iam-url: a client certificate CN allowed without a token (repeatable; "
-        "the cluster's node ids always are)",
-    ),
+    trusted_cn: TrustedCnOpt = None,
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
     from plasmacloud.chainfire.server import new_event_loop
@@ -67,7 +65,6 @@ def serve(
             snapshot_threshold=snapshot_threshold,
             auto_compaction_retention=auto_compaction_retention,
             iam_urls=tuple(iam_url or ()),
-            trusted_cns=tuple(trusted_cn or ()),
         )
 
     try:

@@ -432,14 +432,16 @@ def validate(
         admin = None
         said = ""
         while True:
+            # first: the probe's operator certificate is an IAM principal only once
+            # IAM is bootstrapped (which needs only Chainfire to have formed)
+            if admin is None and backend.runs_iam():
+                admin = await _admin(backend)
             view = await probe_cluster(configs, services, tls)
             await asyncio.to_thread(mark_joined, backend, view)
             if not as_json and not view.ready and (now := describe(view)) != said:
                 said = now  # each new state of the formation, once
                 console.print(f"[{time.monotonic() - t0:3.0f}s] not ready yet: {said}")
             if view.ready or time.monotonic() > deadline:
-                if admin is None and backend.runs_iam():
-                    admin = await _admin(backend)
                 checks = _qemu_checks(checklist(Target(configs, tls, services, view)), only)
                 results = await run_checks(configs, tls, services, checks, admin=admin)
                 if exit_code(results) == 0 or time.monotonic() > deadline:

@@ -28,6 +28,7 @@ from plasmacloud.common.tls import server_context
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
 from plasmacloud.iam.bootstrap import bootstrap_to_file
+from plasmacloud.iam.directory import NAME_RE
 from plasmacloud.iam.endpoints import issuer_for
 from plasmacloud.iam.http_util import (
     SERVICE_KEY,
@@ -337,6 +338,30 @@ async def audit_source(request: web.Request, source: str) -> str:
     return f"{source.partition('@')[0]}@{node}"
 
 
+async def certificate_identity(request: web.Request) -> web.Response:
+    """Who a client certificate whose CN is ``name`` speaks for, with its effective
+    policies: what Chainfire and FlareDB ask (with their node's certificate, the only
+    callers answered) to decide a call made without a token."""
+    if peer_common_name(request) not in request.app[NODE_IDS_KEY]:
+        raise ApiError(403, "forbidden", "only a cluster node's client certificate may look up")
+    svc = service(request)
+    name = request.match_info["name"]
+    subject = await svc.certificate_subject(name) if NAME_RE.match(name) else None
+    if subject is None:
+        raise ApiError(404, "not_found", f"no enabled user or service account is named {name!r}")
+    pairs = await svc.directory.effective_policies(subject.sub)
+    return web.json_response(
+        {
+            "sub": subject.sub,
+            "username": subject.username,
+            "groups": list(subject.groups),
+            "roles": list(subject.roles),
+            "client_id": subject.client_id,
+            "policies": [{"name": n, "document": pol.document} for n, pol in pairs],
+        }
+    )
+
+
 async def audit_append(request: web.Request) -> web.Response:
     body = await read_body(request, m.AuditBatch)
     source = await audit_source(request, body.source)
@@ -385,6 +410,12 @@ def public_routes() -> list[Route]:
             "POST", "/v1/audit", audit_append, "Report decisions made by a service (a token "
             "allowed iam:WriteAudit, or a node's client certificate)", "Audit",
             "iam:WriteAudit", m.AuditBatch,
+        ),
+        Route(
+            "GET", "/v1/certificate-identities/{name}", certificate_identity,
+            "The principal a client certificate's CN names and its effective policies (a "
+            "cluster node's certificate only: what Chainfire and FlareDB decide tokenless "
+            "calls with)", "Self",
         ),
         Route("POST", "/v1/keys/rotate", rotate_keys, "Rotate the signing key", "Keys",
               "iam:RotateSigningKey"),

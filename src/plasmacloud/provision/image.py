@@ -161,12 +161,10 @@ if [ "$rc" = 0 ] && [ -n "$services" ]; then
   mount --bind /mnt/etc/nixos /etc/nixos
   mount --bind /mnt/var/lib/plasmacloud /var/lib/plasmacloud
   cp /mnt/etc/hosts /etc/hosts
-  # With IAM: Chainfire and FlareDB check tokens against these IAM URLs (this node's
-  # first) and let the operator's certificate through (lab.services.with_auth).
+  # With IAM: Chainfire and FlareDB check every caller (token or client certificate)
+  # against these IAM URLs, this node's first (lab.services.with_auth).
   auth=""
   for url in $(arg plasmacloud.iam_urls | tr ',' ' '); do auth="$auth --iam-url $url"; done
-  cn=$(arg plasmacloud.trusted_cn)
-  [ -n "$auth" ] && [ -n "$cn" ] && auth="$auth --trusted-cn $cn"
   # Every service is a node_ctl unit, as on the netns lab's nodes, so `plasma lab chaos`
   # can kill, pause and restart it over SSH by name; output goes to $units/UNIT.log.
   units=@UNITS@
