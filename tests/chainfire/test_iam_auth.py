@@ -12,11 +12,18 @@ import grpc
 import pytest
 
 from plasmacloud.chainfire import errors
-from plasmacloud.chainfire.iam_auth import IamAuthorizer, looks_like_jwt, peer_ip
+from plasmacloud.chainfire.iam_auth import (
+    IAM_UNAVAILABLE,
+    IamAuthorizer,
+    looks_like_jwt,
+    peer_ip,
+)
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
-from plasmacloud.iam.authz import Verifier
+from plasmacloud.iam.authz import AuditRecord, IamUnavailable, Principal, Verifier
+from plasmacloud.iam.certidentity import CertificateIdentity
 from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
+from plasmacloud.iam.policy import parse_policy
 from plasmacloud.iam.server import start_server
 from plasmacloud.iam.service import IamService, IamSettings
 from plasmacloud.iam.store import MemoryStore
@@ -219,3 +226,109 @@ async def test_after_a_revocation_the_same_password_logs_in_again(
     second = (await secured.auth.Authenticate(alice)).token
     assert second != first
     await secured.kv.Put(put, metadata=(("token", second),))
+
+
+READ_APP = parse_policy(
+    {"Statement": [{"Effect": "Allow", "Action": "chainfire:Range", "Resource": "key/app/*"}]}
+)
+
+
+class Identities:
+    """IAM's answers to certificate lookups: ``reader`` may read key/app/*."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    async def resolve(self, common_name: str) -> CertificateIdentity | None:
+        if not self.up:
+            raise IamUnavailable("no IAM URL answered")
+        if common_name != "reader":
+            return None
+        who = Principal("user:reader", "reader", (), (), "", float("inf"), auth="certificate")
+        return CertificateIdentity(who, [("read-app", READ_APP)])
+
+
+class CertContext:
+    """What the authorizer reads of a call: the verified CN, metadata, the peer."""
+
+    def __init__(self, common_name: str | None, token: str | None = None) -> None:
+        self.common_name = common_name
+        self.token = token
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_common_name": [self.common_name.encode()]} if self.common_name else {}
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("token", self.token),) if self.token else ()
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.9:5000"
+
+
+@pytest.fixture
+async def by_certificate() -> AsyncIterator[tuple[IamAuthorizer, Identities, list[AuditRecord]]]:
+    """An authorizer whose IAM lookups are :class:`Identities` (IAM itself unreachable)."""
+    identities = Identities()
+    audited: list[AuditRecord] = []
+    verifier = Verifier(
+        ["http://127.0.0.1:9"],
+        node_ids=["node01"],
+        identity_source=identities,
+        audit=audited.append,
+    )
+    try:
+        yield IamAuthorizer(verifier), identities, audited
+    finally:
+        await verifier.close()
+
+
+async def refused_with(
+    authorizer: IamAuthorizer, ctx: CertContext, rpc: str, key: bytes | None = None
+) -> object:
+    """The EtcdError the call on ``key`` (None: the cluster) is refused with, or None."""
+    ranges = [(key, b"")] if key is not None else []
+    try:
+        await authorizer.authorize(ctx, rpc, ranges)  # type: ignore[arg-type]
+    except errors.EtcdError as exc:
+        return exc
+    return None
+
+
+async def test_a_certificate_is_decided_by_the_policies_of_the_principal_its_cn_names(
+    by_certificate: tuple[IamAuthorizer, Identities, list[AuditRecord]],
+) -> None:
+    authorizer, _identities, audited = by_certificate
+    reader = CertContext("reader")
+    assert await refused_with(authorizer, reader, "Range", b"app/x") is None
+    assert await refused_with(authorizer, reader, "Put", b"app/x") is errors.PERMISSION_DENIED
+    assert await refused_with(authorizer, reader, "Range", b"other") is errors.PERMISSION_DENIED
+    assert [(r.sub, r.action, r.decision.allowed) for r in audited] == [
+        ("user:reader", "chainfire:Range", True),
+        ("user:reader", "chainfire:Put", False),
+        ("user:reader", "chainfire:Range", False),
+    ]
+
+
+async def test_certificates_refused_as_etcd_refuses_them(
+    by_certificate: tuple[IamAuthorizer, Identities, list[AuditRecord]],
+) -> None:
+    authorizer, identities, _audited = by_certificate
+    # etcd 3.4 --client-cert-auth: a CN that is no user is "permission denied", no
+    # credentials at all "user name is empty"
+    stranger = await refused_with(authorizer, CertContext("stranger"), "Range", b"app/x")
+    assert stranger is errors.PERMISSION_DENIED
+    assert await refused_with(authorizer, CertContext(None), "Range", b"app/x") is errors.USER_EMPTY
+    # a token wins over the certificate (as in etcd): a bad one is refused as such
+    with_token = CertContext("reader", token="garbage")
+    assert (
+        await refused_with(authorizer, with_token, "Range", b"app/x") is errors.INVALID_AUTH_TOKEN
+    )
+    # a node's certificate: its system principal, no user keys, no IAM needed
+    node01 = CertContext("node01")
+    identities.up = False
+    assert await refused_with(authorizer, node01, "Range", b"app/x") is errors.PERMISSION_DENIED
+    assert await refused_with(authorizer, node01, "MemberAdd") is None
+    assert await refused_with(authorizer, node01, "MemberList") is errors.PERMISSION_DENIED
+    # IAM unreachable for a lookup it has no answer for: retryable, not a refusal
+    unknown = await refused_with(authorizer, CertContext("reader"), "Range", b"app/x")
+    assert unknown is IAM_UNAVAILABLE

@@ -359,10 +359,19 @@ def user_create(
     name: str,
     group: Annotated[list[str] | None, typer.Option(help="add to this group")] = None,
     policy: Annotated[list[str] | None, typer.Option(help="attach this policy")] = None,
+    certificate_only: Annotated[
+        bool,
+        typer.Option(
+            "--certificate-only",
+            help="no password: the user signs in only with a client certificate whose CN "
+            "is NAME (etcdctl --cert/--key, curl --cert)",
+        ),
+    ] = False,
 ) -> None:
-    """Create a user (password from stdin or a prompt)."""
-    password = _read_secret(f"password for {name}")
-    body = {"name": name, "password": password, "groups": group or [], "policies": policy or []}
+    """Create a user (password from stdin or a prompt, unless --certificate-only)."""
+    body: dict[str, object] = {"name": name, "groups": group or [], "policies": policy or []}
+    if not certificate_only:
+        body["password"] = _read_secret(f"password for {name}")
     _print(_run(ctx, lambda c: c.call("POST", "/v1/users", json=body)))
 
 

@@ -10,8 +10,8 @@ import typer
 TRUSTED_CN_REMOVED = (
     "--trusted-cn was removed: no certificate skips IAM any more. A client certificate's "
     "CN now names an IAM user or service account, whose policies decide its calls "
-    "(create one named after the CN and attach policies, e.g. `plasma iam user create "
-    "NAME --group admins`); the cluster's node ids are narrow system principals."
+    "(create one named after the CN, e.g. `plasma iam user create CN --certificate-only "
+    "--group admins`); the cluster's node ids are narrow system principals."
 )
 
 
