@@ -25,12 +25,9 @@ from plasmacloud.lab.services import SERVICES, plasma_executable
 from plasmacloud.lab.spec import scratch_spec
 
 from .conftest import READY_TIMEOUT_S
-from .test_iam_lab import ALICE_PW, IamLab, _setup, etcdctl
+from .test_iam_lab import ALICE_PW, AUDIT_DEADLINE_S, IamLab, _setup, etcdctl
 
 pytestmark = pytest.mark.slow
-
-# shippers flush every second; allow for a loaded machine
-AUDIT_DEADLINE_S = 30.0
 
 
 @pytest.fixture(scope="module")
