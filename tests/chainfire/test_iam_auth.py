@@ -19,11 +19,9 @@ from plasmacloud.chainfire.iam_auth import (
     peer_ip,
 )
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
-from plasmacloud.iam.authz import AuditRecord, IamUnavailable, Principal, Verifier
-from plasmacloud.iam.certidentity import CertificateIdentity
+from plasmacloud.iam.authz import AuditRecord, Verifier
 from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
-from plasmacloud.iam.policy import parse_policy
 from plasmacloud.iam.server import start_server
 from plasmacloud.iam.service import IamService, IamSettings
 from plasmacloud.iam.store import MemoryStore
@@ -228,26 +226,6 @@ async def test_after_a_revocation_the_same_password_logs_in_again(
     await secured.kv.Put(put, metadata=(("token", second),))
 
 
-READ_APP = parse_policy(
-    {"Statement": [{"Effect": "Allow", "Action": "chainfire:Range", "Resource": "key/app/*"}]}
-)
-
-
-class Identities:
-    """IAM's answers to certificate lookups: ``reader`` may read key/app/*."""
-
-    def __init__(self) -> None:
-        self.up = True
-
-    async def resolve(self, common_name: str) -> CertificateIdentity | None:
-        if not self.up:
-            raise IamUnavailable("no IAM URL answered")
-        if common_name != "reader":
-            return None
-        who = Principal("user:reader", "reader", (), (), "", float("inf"), auth="certificate")
-        return CertificateIdentity(who, [("read-app", READ_APP)])
-
-
 class CertContext:
     """What the authorizer reads of a call: the verified CN, metadata, the peer."""
 
@@ -266,20 +244,12 @@ class CertContext:
 
 
 @pytest.fixture
-async def by_certificate() -> AsyncIterator[tuple[IamAuthorizer, Identities, list[AuditRecord]]]:
-    """An authorizer whose IAM lookups are :class:`Identities` (IAM itself unreachable)."""
-    identities = Identities()
-    audited: list[AuditRecord] = []
-    verifier = Verifier(
-        ["http://127.0.0.1:9"],
-        node_ids=["node01"],
-        identity_source=identities,
-        audit=audited.append,
-    )
-    try:
-        yield IamAuthorizer(verifier), identities, audited
-    finally:
-        await verifier.close()
+def by_certificate(
+    cert_verifier: tuple[Verifier, list[AuditRecord]],
+) -> tuple[IamAuthorizer, list[AuditRecord]]:
+    """An authorizer whose certificate lookups need no IAM (tests/conftest.py)."""
+    verifier, audited = cert_verifier
+    return IamAuthorizer(verifier), audited
 
 
 async def refused_with(
@@ -295,9 +265,9 @@ async def refused_with(
 
 
 async def test_a_certificate_is_decided_by_the_policies_of_the_principal_its_cn_names(
-    by_certificate: tuple[IamAuthorizer, Identities, list[AuditRecord]],
+    by_certificate: tuple[IamAuthorizer, list[AuditRecord]],
 ) -> None:
-    authorizer, _identities, audited = by_certificate
+    authorizer, audited = by_certificate
     reader = CertContext("reader")
     assert await refused_with(authorizer, reader, "Range", b"app/x") is None
     assert await refused_with(authorizer, reader, "Put", b"app/x") is errors.PERMISSION_DENIED
@@ -310,9 +280,9 @@ async def test_a_certificate_is_decided_by_the_policies_of_the_principal_its_cn_
 
 
 async def test_certificates_refused_as_etcd_refuses_them(
-    by_certificate: tuple[IamAuthorizer, Identities, list[AuditRecord]],
+    by_certificate: tuple[IamAuthorizer, list[AuditRecord]],
 ) -> None:
-    authorizer, identities, _audited = by_certificate
+    authorizer, _audited = by_certificate
     # etcd 3.4 --client-cert-auth: a CN that is no user is "permission denied", no
     # credentials at all "user name is empty"
     stranger = await refused_with(authorizer, CertContext("stranger"), "Range", b"app/x")
@@ -325,10 +295,9 @@ async def test_certificates_refused_as_etcd_refuses_them(
     )
     # a node's certificate: its system principal, no user keys, no IAM needed
     node01 = CertContext("node01")
-    identities.up = False
     assert await refused_with(authorizer, node01, "Range", b"app/x") is errors.PERMISSION_DENIED
     assert await refused_with(authorizer, node01, "MemberAdd") is None
     assert await refused_with(authorizer, node01, "MemberList") is errors.PERMISSION_DENIED
     # IAM unreachable for a lookup it has no answer for: retryable, not a refusal
-    unknown = await refused_with(authorizer, CertContext("reader"), "Range", b"app/x")
+    unknown = await refused_with(authorizer, CertContext("offline"), "Range", b"app/x")
     assert unknown is IAM_UNAVAILABLE

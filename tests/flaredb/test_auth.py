@@ -18,10 +18,8 @@ from aiohttp.test_utils import make_mocked_request
 from plasmacloud.flaredb.auth import EXECUTE, QUERY, Guard
 from plasmacloud.flaredb.client import Client, ProgrammingError
 from plasmacloud.flaredb.models import ExecuteResult, Statement
-from plasmacloud.iam.authz import AuditRecord, IamUnavailable, Principal, Verifier
-from plasmacloud.iam.certidentity import CertificateIdentity
+from plasmacloud.iam.authz import AuditRecord, Verifier
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
-from plasmacloud.iam.policy import parse_policy
 from plasmacloud.iam.server import start_server
 from plasmacloud.iam.service import IamService, IamSettings
 from plasmacloud.iam.store import MemoryStore
@@ -198,26 +196,6 @@ async def test_followers_enforce_and_forward_credentials(tmp_path: Path) -> None
             await cluster.stop_all()
 
 
-READ_MAIN = parse_policy(
-    {"Statement": [{"Effect": "Allow", "Action": "flaredb:Query", "Resource": "db/main"}]}
-)
-
-
-class Identities:
-    """IAM's answers to certificate lookups: ``reader`` may query db/main."""
-
-    def __init__(self) -> None:
-        self.up = True
-
-    async def resolve(self, common_name: str) -> CertificateIdentity | None:
-        if not self.up:
-            raise IamUnavailable("no IAM URL answered")
-        if common_name != "reader":
-            return None
-        who = Principal("user:reader", "reader", (), (), "", float("inf"), auth="certificate")
-        return CertificateIdentity(who, [("read-main", READ_MAIN)])
-
-
 class PeerTransport:
     """The TLS transport aiohttp hands the handler: the verified client certificate."""
 
@@ -229,15 +207,10 @@ class PeerTransport:
         return self.cert if name == "peercert" else default
 
 
-async def test_a_certificate_is_decided_by_the_principal_its_cn_names() -> None:
-    identities = Identities()
-    audited: list[AuditRecord] = []
-    verifier = Verifier(
-        ["http://127.0.0.1:9"],
-        node_ids=["node01"],
-        identity_source=identities,
-        audit=audited.append,
-    )
+async def test_a_certificate_is_decided_by_the_principal_its_cn_names(
+    cert_verifier: tuple[Verifier, list[AuditRecord]],
+) -> None:
+    verifier, audited = cert_verifier  # certificate lookups need no IAM (tests/conftest.py)
     guard = Guard(verifier)
 
     async def answer(cn: str | None, kind: str, auth: str | None = None) -> tuple[int, str]:
@@ -248,25 +221,21 @@ async def test_a_certificate_is_decided_by_the_principal_its_cn_names() -> None:
         refused = await guard.check(request, kind)
         return (200, "") if refused is None else (refused.status, refused.text or "")
 
-    try:
-        assert await answer("reader", QUERY) == (200, "")
-        status, body = await answer("reader", EXECUTE)
-        assert status == 403 and "reader may not flaredb:Execute on db/main" in body
-        assert [(r.sub, r.action, r.decision.allowed) for r in audited] == [
-            ("user:reader", "flaredb:Query", True),
-            ("user:reader", "flaredb:Execute", False),
-        ]
-        status, body = await answer("stranger", QUERY)
-        assert status == 403 and "names no enabled IAM user" in body
-        status, body = await answer(None, QUERY)  # no certificate, no credentials
-        assert status == 401 and "authentication required" in body
-        status, _ = await answer("reader", QUERY, auth="Bearer garbage")  # the header wins
-        assert status == 401
-        # a node may forward reads to the leader, and nothing else; IAM is not asked
-        identities.up = False
-        assert await answer("node01", QUERY) == (200, "")
-        assert (await answer("node01", EXECUTE))[0] == 403
-        status, body = await answer("reader", QUERY)  # never looked up: IAM is needed
-        assert status == 503 and "certificate identity lookup" in body
-    finally:
-        await verifier.close()
+    assert await answer("reader", QUERY) == (200, "")
+    status, body = await answer("reader", EXECUTE)
+    assert status == 403 and "reader may not flaredb:Execute on db/main" in body
+    assert [(r.sub, r.action, r.decision.allowed) for r in audited] == [
+        ("user:reader", "flaredb:Query", True),
+        ("user:reader", "flaredb:Execute", False),
+    ]
+    status, body = await answer("stranger", QUERY)
+    assert status == 403 and "names no enabled IAM user" in body
+    status, body = await answer(None, QUERY)  # no certificate, no credentials
+    assert status == 401 and "authentication required" in body
+    status, _ = await answer("reader", QUERY, auth="Bearer garbage")  # the header wins
+    assert status == 401
+    # a node may forward reads to the leader, and nothing else; IAM is not asked
+    assert await answer("node01", QUERY) == (200, "")
+    assert (await answer("node01", EXECUTE))[0] == 403
+    status, body = await answer("offline", QUERY)  # IAM unreachable for the lookup
+    assert status == 503 and "certificate identity lookup" in body
