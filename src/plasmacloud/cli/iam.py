@@ -204,14 +204,26 @@ def bootstrap(
     out_path: Annotated[
         Path, typer.Option("--out", help="where to write the admin credentials (0600)")
     ],
-    username: Annotated[str, typer.Option(help="the admin's user name")] = "admin",
+    username: Annotated[
+        str,
+        typer.Option(help="the admin's user name (a client certificate with this CN is it too)"),
+    ] = "admin",
+    certificate_admin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="also make a client certificate with this CN an admin (a password-less "
+            "admin user of that name; repeatable, ensured on every run)"
+        ),
+    ] = None,
 ) -> None:
     """Create the first admin in the cluster's store, once (re-running changes nothing)."""
     from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
 
     node = _load_config(config)
     try:
-        outcome = asyncio.run(bootstrap_cluster(node, out_path, username))
+        outcome = asyncio.run(
+            bootstrap_cluster(node, out_path, username, certificate_admin or ())
+        )
     except Exception as exc:  # gRPC errors carry no common base worth naming here
         err.print(f"[red]error:[/red] Chainfire not reachable or refused: {exc}")
         raise typer.Exit(EXIT_UNAVAILABLE) from None
