@@ -221,9 +221,7 @@ def bootstrap(
 
     node = _load_config(config)
     try:
-        outcome = asyncio.run(
-            bootstrap_cluster(node, out_path, username, certificate_admin or ())
-        )
+        outcome = asyncio.run(bootstrap_cluster(node, out_path, username, certificate_admin or ()))
     except Exception as exc:  # gRPC errors carry no common base worth naming here
         err.print(f"[red]error:[/red] Chainfire not reachable or refused: {exc}")
         raise typer.Exit(EXIT_UNAVAILABLE) from None

@@ -22,7 +22,13 @@ import binascii
 
 from aiohttp import web
 
-from plasmacloud.iam.authz import Principal, Verifier, flaredb_action, flaredb_resource
+from plasmacloud.iam.authz import (
+    Principal,
+    Verifier,
+    flaredb_action,
+    flaredb_resource,
+    request_common_name,
+)
 from plasmacloud.iam.jwtcheck import TokenError
 
 QUERY = "Query"
@@ -32,16 +38,6 @@ EXECUTE = "Execute"
 def _deny(status: int, message: str) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="flaredb"'} if status == 401 else None
     return web.json_response({"error": message}, status=status, headers=headers)
-
-
-def peer_common_name(request: web.Request) -> str | None:
-    """CN of the client certificate the TLS handshake verified (None without one)."""
-    cert = request.transport.get_extra_info("peercert") if request.transport else None
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName" and value:
-                return str(value)
-    return None
 
 
 class Guard:
@@ -68,7 +64,7 @@ class Guard:
     async def _caller(self, request: web.Request) -> Principal | web.Response:
         """Who makes the request (see module doc), or the refusal to answer with."""
         header = request.headers.get("Authorization")
-        common_name = peer_common_name(request) if header is None else None
+        common_name = request_common_name(request) if header is None else None
         if common_name is None:
             try:
                 return await self._principal(header or "", request.remote)

@@ -50,6 +50,7 @@ from plasmacloud.iam.certidentity import (
     HttpIdentitySource,
     IdentitySource,
     node_principal,
+    request_common_name,
 )
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.endpoints import iam_urls
@@ -92,6 +93,7 @@ __all__ = [
     "chainfire_resource",
     "flaredb_action",
     "flaredb_resource",
+    "request_common_name",
     "token_from_metadata",
 ]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from plasmacloud.iam.cache import TtlCache
@@ -26,6 +26,9 @@ from plasmacloud.iam.directory import NAME_RE, ROOT
 from plasmacloud.iam.policy import Policy, parse_policy, parse_policy_list
 from plasmacloud.iam.principal import Principal
 from plasmacloud.iam.upstream import IamRefused, IamUpstream
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 # TEMPORARY, delete on merging the SystemKV service (branch sysks): until IAM's records
 # leave Chainfire's public keyspace, IAM reads and writes them through the public KV API
@@ -62,6 +65,17 @@ NODE_POLICY_DOCUMENT = {
 }
 NODE_POLICY_NAME = "plasmacloud:node"
 NODE_POLICY: list[tuple[str, Policy]] = [(NODE_POLICY_NAME, parse_policy(NODE_POLICY_DOCUMENT))]
+
+
+def request_common_name(request: web.Request) -> str | None:
+    """CN of the client certificate an aiohttp request's TLS handshake verified (None
+    without one, or with an empty CN)."""
+    cert = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and value:
+                return str(value)
+    return None
 
 
 def node_principal(node_id: str) -> Principal:

@@ -28,6 +28,7 @@ from plasmacloud.common.tls import server_context
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
 from plasmacloud.iam.bootstrap import bootstrap_to_file
+from plasmacloud.iam.certidentity import request_common_name
 from plasmacloud.iam.directory import NAME_RE
 from plasmacloud.iam.endpoints import issuer_for
 from plasmacloud.iam.http_util import (
@@ -151,7 +152,7 @@ def client_address(request: web.Request) -> str:
     would let a guesser pick a fresh address per attempt).
     """
     forwarded = request.headers.get("X-Forwarded-For", "").strip()
-    if forwarded and peer_common_name(request) in request.app[NODE_IDS_KEY]:
+    if forwarded and request_common_name(request) in request.app[NODE_IDS_KEY]:
         try:
             return str(ipaddress.ip_address(forwarded))
         except ValueError:
@@ -306,16 +307,6 @@ async def audit_query(request: web.Request) -> web.Response:
     return web.json_response({"items": page.entries, "next_page_token": page.next_token})
 
 
-def peer_common_name(request: web.Request) -> str | None:
-    """CN of the client certificate the TLS handshake verified (None without one)."""
-    cert = request.transport.get_extra_info("peercert") if request.transport else None
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
-
-
 async def audit_source(request: web.Request, source: str) -> str:
     """Who may append audit records, and under which source they are stored.
 
@@ -327,7 +318,7 @@ async def audit_source(request: web.Request, source: str) -> str:
     if "Authorization" in request.headers:
         await require(request, "iam:WriteAudit", "iam/audit")
         return source
-    node = peer_common_name(request)
+    node = request_common_name(request)
     if node is None or node not in request.app[NODE_IDS_KEY]:
         raise ApiError(
             401,
@@ -342,7 +333,7 @@ async def certificate_identity(request: web.Request) -> web.Response:
     """Who a client certificate whose CN is ``name`` speaks for, with its effective
     policies: what Chainfire and FlareDB ask (with their node's certificate, the only
     callers answered) to decide a call made without a token."""
-    if peer_common_name(request) not in request.app[NODE_IDS_KEY]:
+    if request_common_name(request) not in request.app[NODE_IDS_KEY]:
         raise ApiError(403, "forbidden", "only a cluster node's client certificate may look up")
     svc = service(request)
     name = request.match_info["name"]
