@@ -10,6 +10,7 @@ The venv's pip installs every runtime dependency itself (its cache may serve the
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,11 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.state import load_state
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PROTO_PACKAGE = "plasmacloud/chainfire/proto"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -57,6 +60,27 @@ def scratch() -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stub_runtime_versions(whl: zipfile.ZipFile) -> dict[str, Version]:
+    """The grpcio and protobuf releases the wheel's stubs check for when imported."""
+    grpc_stub = whl.read(f"{PROTO_PACKAGE}/rpc_pb2_grpc.py").decode()
+    pb_stub = whl.read(f"{PROTO_PACKAGE}/rpc_pb2.py").decode()
+    grpc = re.search(r"GRPC_GENERATED_VERSION = '([^']+)'", grpc_stub)
+    pb = re.search(r"# Protobuf Python Version: (\S+)", pb_stub)
+    assert grpc and pb, "the stubs no longer name the versions they need"
+    return {"grpcio": Version(grpc[1]), "protobuf": Version(pb[1])}
+
+
+def _requires_dist(whl: zipfile.ZipFile) -> dict[str, Requirement]:
+    """The wheel's runtime requirements by distribution name."""
+    (metadata,) = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
+    reqs = [
+        Requirement(line.removeprefix("Requires-Dist:").strip())
+        for line in whl.read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    return {r.name.lower(): r for r in reqs if r.marker is None}
 
 
 def _outside_env(venv: Path) -> dict[str, str]:
@@ -124,6 +148,11 @@ def test_wheel_from_a_clean_clone_installs_into_a_fresh_venv_and_runs_a_green_la
     }
     with zipfile.ZipFile(wheel) as whl:
         in_wheel = set(whl.namelist())
+        needs = _stub_runtime_versions(whl)
+        requires = _requires_dist(whl)
+    for dist, generated in needs.items():  # an older runtime refuses the stubs at import
+        floors = [Version(s.version) for s in requires[dist].specifier if s.operator == ">="]
+        assert floors and max(floors) >= generated, (dist, str(requires[dist]), generated)
     assert carried | {"plasmacloud/py.typed"} <= in_wheel
     with tarfile.open(sdist) as tar:  # names start with plasmacloud-<version>/
         in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
