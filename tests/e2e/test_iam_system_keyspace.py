@@ -1,17 +1,20 @@
 """Issue 18's check on a fresh 3-node lab with IAM (as `plasma lab up`): IAM's state is in
 Chainfire's system keyspace, so real etcdctl as the admin can neither see nor delete it,
 and a watch on every key sees none of IAM's writes; no certificate but a member's reaches
-the SystemKV service."""
+the SystemKV service. A lab whose data dirs have the old layout (IAM's keys public under
+``/plasmacloud/iam/``) is migrated on start."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -150,3 +153,61 @@ async def test_operator_and_admin_get_permission_denied_from_systemkv(iam_lab: I
                         timeout=5,
                     )
                 assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def to_old_layout(db_path: Path) -> int:
+    """Rewrite a stopped member's store as the previous release left it: IAM's records as
+    public keys under /plasmacloud/iam/ (one revision each), no system table rows and no
+    migration marker. Returns how many records moved."""
+    db = sqlite3.connect(db_path)
+    try:
+        with db:
+            rev = db.execute("SELECT v FROM meta WHERE k = 'revision'").fetchone()[0]
+            rows = db.execute("SELECT key, value FROM sys ORDER BY key").fetchall()
+            for key, value in rows:
+                rev += 1
+                db.execute(
+                    "INSERT INTO cur(key, create_rev, mod_rev, version, value, lease) "
+                    "VALUES(?,?,?,1,?,0)",
+                    (key, rev, rev, value),
+                )
+                db.execute(
+                    "INSERT INTO hist(rev, sub, key, create_rev, version, value, lease) "
+                    "VALUES(?,0,?,?,1,?,0)",
+                    (rev, key, rev, value),
+                )
+            db.execute("UPDATE meta SET v = ? WHERE k = 'revision'", (rev,))
+            db.execute("DELETE FROM sys")
+            db.execute("DELETE FROM meta WHERE k IN ('sys_migrated', 'sys_version')")
+    finally:
+        db.close()
+    return len(rows)
+
+
+def test_old_layout_data_dirs_are_migrated_on_start(tmp_path: Path) -> None:
+    lab = Lab.open(tmp_path / "lab", scratch_spec(), services=SERVICES)
+    try:
+        lab.up()
+        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+        assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
+        old = IamLab(lab, *asyncio.run(_setup(lab)))
+        lab.down()
+        moved = {to_old_layout(c.data_path("chainfire") / "kv.db") for c in lab.configs()}
+        assert len(moved) == 1  # the same records on every member
+        moved_count = moved.pop()
+        assert moved_count > 5
+        lab.up()
+        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+        asyncio.run(logins_work(old))  # the admin, alice and the bot came through
+        logs = "".join(lab.layout.log_path(n, "chainfire").read_text() for n in lab.spec.node_ids)
+        assert f"moved {moved_count} legacy IAM keys into the system keyspace" in logs
+        admin = admin_user(old)
+        listed = etcdctl(old, "get", "", "--prefix", "--keys-only", user=admin)
+        assert listed.returncode == 0 and listed.stdout.strip() == "", listed.stdout
+        # after the move, that prefix is an ordinary user's: written, read, and kept
+        assert etcdctl(old, "put", "/plasmacloud/iam/mine", "v", user=admin).returncode == 0
+        got = etcdctl(old, "get", "/plasmacloud/iam/mine", "--print-value-only", user=admin)
+        assert got.stdout.strip() == "v"
+        asyncio.run(logins_work(old))
+    finally:
+        lab.down()
