@@ -7,6 +7,7 @@ the SystemKV service. A lab whose data dirs have the old layout (IAM's keys publ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -34,9 +35,10 @@ from .test_iam_lab import IamLab, _setup, etcdctl
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def iam_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
-    lab = Lab.open(tmp_path_factory.mktemp("syslab"), scratch_spec(), services=SERVICES)
+@contextlib.contextmanager
+def started_iam_lab(root: Path) -> Iterator[IamLab]:
+    """A new lab as `plasma lab up` runs it, admin bootstrapped, alice and bot set up."""
+    lab = Lab.open(root, scratch_spec(), services=SERVICES)
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
@@ -44,6 +46,12 @@ def iam_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
         yield IamLab(lab, *asyncio.run(_setup(lab)))
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def iam_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
+    with started_iam_lab(tmp_path_factory.mktemp("syslab")) as lab:
+        yield lab
 
 
 def admin_user(lab: IamLab) -> str:
@@ -185,12 +193,8 @@ def to_old_layout(db_path: Path) -> int:
 
 
 def test_old_layout_data_dirs_are_migrated_on_start(tmp_path: Path) -> None:
-    lab = Lab.open(tmp_path / "lab", scratch_spec(), services=SERVICES)
-    try:
-        lab.up()
-        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
-        assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
-        old = IamLab(lab, *asyncio.run(_setup(lab)))
+    with started_iam_lab(tmp_path / "lab") as old:
+        lab = old.lab
         lab.down()
         moved = {to_old_layout(c.data_path("chainfire") / "kv.db") for c in lab.configs()}
         assert len(moved) == 1  # the same records on every member
@@ -209,5 +213,3 @@ def test_old_layout_data_dirs_are_migrated_on_start(tmp_path: Path) -> None:
         got = etcdctl(old, "get", "/plasmacloud/iam/mine", "--print-value-only", user=admin)
         assert got.stdout.strip() == "v"
         asyncio.run(logins_work(old))
-    finally:
-        lab.down()

@@ -112,27 +112,22 @@ class SystemKVServicer(system_pb2_grpc.SystemKVServicer):
     async def Put(
         self, request: system_pb2.PutRequest, context: grpc.aio.ServicerContext
     ) -> system_pb2.PutResponse:
-        self._check_key(request.key)
-        resp: system_pb2.PutResponse = await self.node.write(request)
-        return resp
+        return await self._write(request)
 
     @members_only
     async def Delete(
         self, request: system_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> system_pb2.DeleteResponse:
-        self._check_key(request.key)
-        resp: system_pb2.DeleteResponse = await self.node.write(request)
-        return resp
+        return await self._write(request)
 
     @members_only
     async def CompareAndSwap(
         self, request: system_pb2.CompareAndSwapRequest, context: grpc.aio.ServicerContext
     ) -> system_pb2.CompareAndSwapResponse:
-        self._check_key(request.key)
-        resp: system_pb2.CompareAndSwapResponse = await self.node.write(request)
-        return resp
+        return await self._write(request)
 
-    @staticmethod
-    def _check_key(key: bytes) -> None:
-        if not key:
+    async def _write(self, request: Any) -> Any:
+        """Replicate one system command (a follower's engine forwards it to the leader)."""
+        if not request.key:
             raise errors.EMPTY_KEY
+        return await self.node.write(request)
