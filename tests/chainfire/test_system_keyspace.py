@@ -145,3 +145,23 @@ def test_marker_survives_reopen(tmp_path: Path) -> None:
     again = MvccStore(path)
     assert again.sys_migrated
     again.close()
+
+
+def test_client_snapshot_leaves_the_system_table_out(
+    tmp_path: Path, apply: Applier, store: MvccStore
+) -> None:
+    """Maintenance.Snapshot (etcdctl snapshot save) streams this: user keys, no records."""
+    secret = b"signing-key-" + bytes(range(32)).hex().encode()
+    apply(
+        sys_pb.MigrateRequest(prefix=LEGACY_PREFIX),
+        sys_pb.PutRequest(key=b"/plasmacloud/iam/keys/k1", value=secret),
+        pb.PutRequest(key=b"app/1", value=b"user data"),
+    )
+    image = store.client_backup_bytes()
+    assert secret not in image and b"/plasmacloud/iam/keys" not in image
+    restored = MvccStore(tmp_path / "restored.db")
+    restored.restore(image, store.applied_index())
+    assert [kv.key for kv in restored.range(EVERYTHING).kvs] == [b"app/1"]
+    assert sys_keys(restored) == [] and restored.sys_migrated
+    restored.close()
+    assert len(sys_keys(store)) == 1  # the member's own copy is untouched

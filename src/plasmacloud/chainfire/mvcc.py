@@ -376,10 +376,20 @@ class MvccStore:
         each page twice and took about twice as long.
         """
         with self._lock:
-            image = memoryview(self._db.serialize())
-        # header bytes 18/19 say "WAL mode"; a lone file image is a rollback-journal database
-        # (joined from views: one copy, where slicing bytes made two)
-        return b"".join((image[:18], b"\x01\x01", image[20:]))
+            return _standalone(self._db.serialize())
+
+    def client_backup_bytes(self) -> bytes:
+        """:meth:`backup_bytes` without the system keyspace's records: what an etcd client
+        may download (Maintenance.Snapshot). IAM's records (password hashes, signing
+        keys) never leave through an etcd call; a cluster restored from it keeps its
+        user keys and needs IAM bootstrapped again."""
+        image = sqlite3.connect(":memory:", isolation_level=None)  # VACUUM needs autocommit
+        try:
+            image.deserialize(self.backup_bytes())
+            system.scrub(image)
+            return _standalone(image.serialize())
+        finally:
+            image.close()
 
     def snapshot(self) -> bytes:
         return self.backup_bytes()
@@ -912,6 +922,14 @@ def _compare_kv(c: rpc_pb2.Compare, kv: kv_pb2.KeyValue) -> bool:
     if result == rpc_pb2.Compare.LESS:
         return bool(actual < expected)
     return True
+
+
+def _standalone(serialized: bytes) -> bytes:
+    """A serialized database as a lone file image: header bytes 18/19 say "WAL mode", a
+    file without its WAL must be a rollback-journal database (joined from views: one
+    copy, where slicing bytes made two)."""
+    image = memoryview(serialized)
+    return b"".join((image[:18], b"\x01\x01", image[20:]))
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -111,6 +111,14 @@ def compare_and_swap(
     return system_pb2.CompareAndSwapResponse(succeeded=True, version=_write(db, req.key, req.value))
 
 
+def scrub(db: sqlite3.Connection) -> None:
+    """Empty the table for good in a copy of the database (no freed page keeps a
+    record); the migration marker stays, so a restore does not move user keys."""
+    db.execute("PRAGMA secure_delete=ON")
+    db.execute("DELETE FROM sys")
+    db.execute("VACUUM")
+
+
 def adopt(db: sqlite3.Connection, rows: list[tuple[bytes, bytes]]) -> None:
     """Copy legacy (key, value) rows in and set the migrated marker (the migration's
     system half; the store deletes the public copies in the same entry).
