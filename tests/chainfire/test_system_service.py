@@ -3,14 +3,21 @@ of that port): the KVStore operations IAM needs, none of it visible through etcd
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
+from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.mvcc import MvccStore
+from plasmacloud.chainfire.node import ChainfireNode, NodeIdentity
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 from plasmacloud.chainfire.proto import system_pb2 as sys_pb
 from plasmacloud.chainfire.proto import system_pb2_grpc
+from plasmacloud.chainfire.services.system import NOT_MIGRATED, SystemKVServicer
+from plasmacloud.chainfire.system import LEGACY_PREFIX
 
-from .conftest import Served
+from .conftest import Applier, LocalRaft, Served
 
 
 async def test_operations_leave_the_etcd_view_untouched(served: Served) -> None:
@@ -38,3 +45,19 @@ async def test_an_empty_key_is_refused(served: Served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.Put(sys_pb.PutRequest(key=b"", value=b"x"))
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_calls_wait_for_the_migration_marker(tmp_path: Path) -> None:
+    """No leader, so no migration: SystemKV answers UNAVAILABLE instead of an empty
+    keyspace that might still be about to receive the legacy records."""
+    store = MvccStore(tmp_path / "kv.db")
+    raft = LocalRaft(store)
+    raft.leader = None
+    node = ChainfireNode(store, raft, NodeIdentity(node_id="node01"), request_timeout=0.3)
+    servicer = SystemKVServicer(node, require_member_cert=False)
+    with pytest.raises(errors.EtcdError) as exc:
+        await servicer.ready()
+    assert exc.value == NOT_MIGRATED
+    Applier(store)(sys_pb.MigrateRequest(prefix=LEGACY_PREFIX))
+    await servicer.ready()  # the marker applied (by any leader): no wait
+    store.close()
