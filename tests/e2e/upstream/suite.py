@@ -47,6 +47,7 @@ class Suite:
 class Result:
     outcome: Outcome
     message: str  # first line of the failure or skip reason; empty if passed
+    text: str = ""  # the whole failure report
 
 
 @contextmanager
@@ -119,12 +120,17 @@ def venv_python(suite: Suite) -> Path:
 
 
 def run(
-    suite: Suite, tests: list[str], env: Mapping[str, str], report: Path, timeout: float
+    suite: Suite,
+    tests: list[str],
+    env: Mapping[str, str],
+    report: Path,
+    timeout: float,
+    extra_path: Path | None = None,
 ) -> dict[str, Result]:
     """Run the suite's pytest on ``tests`` (paths inside the sdist), return test id -> result.
 
     The library is imported from the unpacked sdist (it ships its generated code), so the
-    venv holds only the test dependencies.
+    venv holds only the test dependencies; ``extra_path`` goes on PYTHONPATH after it.
     """
     root = source(suite)
     subprocess.run(
@@ -139,7 +145,7 @@ def run(
             *tests,
         ],
         cwd=root,
-        env={**os.environ, **env, "PYTHONPATH": str(root)},
+        env={**os.environ, **env, "PYTHONPATH": ":".join(str(p) for p in (root, extra_path) if p)},
         timeout=timeout,
         check=False,  # failures are the data; a missing report below is the error
     )
@@ -160,6 +166,7 @@ def parse_junit(report: Path) -> dict[str, Result]:
         for tag, outcome in outcomes:
             found = case.find(tag)
             if found is not None:
-                text = found.get("message") or found.text or ""
-                results[test_id] = Result(outcome, text.strip().splitlines()[0] if text else "")
+                message = (found.get("message") or found.text or "").strip()
+                first = message.splitlines()[0] if message else ""
+                results[test_id] = Result(outcome, first, f"{message}\n{found.text or ''}")
     return results
