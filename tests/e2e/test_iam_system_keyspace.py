@@ -7,7 +7,6 @@ the SystemKV service. A lab whose data dirs have the old layout (IAM's keys publ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sqlite3
@@ -21,31 +20,14 @@ import grpc
 import pytest
 
 from plasmacloud.chainfire.proto import system_pb2, system_pb2_grpc
-from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.credentials import AdminCredentials
-from plasmacloud.lab.control import Lab
 from plasmacloud.lab.probe import client_target, dial
-from plasmacloud.lab.services import SERVICES
-from plasmacloud.lab.spec import scratch_spec
 
 from .conftest import READY_TIMEOUT_S, etcdctl_env
-from .test_iam_lab import IamLab, _setup, etcdctl
+from .test_iam_lab import IamLab, etcdctl, started_iam_lab
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def started_iam_lab(root: Path) -> Iterator[IamLab]:
-    """A new lab as `plasma lab up` runs it, admin bootstrapped, alice and bot set up."""
-    lab = Lab.open(root, scratch_spec(), services=SERVICES)
-    try:
-        lab.up()
-        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
-        assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
-        yield IamLab(lab, *asyncio.run(_setup(lab)))
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="module")
