@@ -7,11 +7,10 @@ unless the client asked for a serializable read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import grpc
 
 from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.mvcc import txn_writes
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.chainfire.services.base import Servicer, unary
 from plasmacloud.chainfire.watch import in_range
@@ -106,21 +105,6 @@ def _intervals(reqs: list[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[Interval
     return puts, dels
 
 
-def txn_writes(r: rpc_pb2.TxnRequest) -> tuple[bool, bool]:
-    """(has any put or delete, has any put) anywhere in the txn."""
-    writes = puts = False
-    for op in (*r.success, *r.failure):
-        kind = op.WhichOneof("request")
-        if kind == "request_put":
-            writes = puts = True
-        elif kind == "request_delete_range":
-            writes = True
-        elif kind == "request_txn":
-            w, p = txn_writes(op.request_txn)
-            writes, puts = writes or w, puts or p
-    return writes, puts
-
-
 def txn_serializable(r: rpc_pb2.TxnRequest) -> bool:
     """True if every range in a read-only txn asked for a serializable read (etcd's rule)."""
     for op in (*r.success, *r.failure):
@@ -130,17 +114,6 @@ def txn_serializable(r: rpc_pb2.TxnRequest) -> bool:
         if kind == "request_txn" and not txn_serializable(op.request_txn):
             return False
     return True
-
-
-def _fill_txn(fill: Callable[[rpc_pb2.ResponseHeader], None], resp: rpc_pb2.TxnResponse) -> None:
-    """Complete the headers of a txn response and of every response nested in it."""
-    fill(resp.header)
-    for out in resp.responses:
-        kind = out.WhichOneof("response")
-        if kind == "response_txn":
-            _fill_txn(fill, out.response_txn)
-        elif kind is not None:
-            fill(getattr(out, kind).header)
 
 
 class KVServicer(Servicer, rpc_pb2_grpc.KVServicer):
@@ -185,7 +158,7 @@ class KVServicer(Servicer, rpc_pb2_grpc.KVServicer):
             if not txn_serializable(request):
                 await self.node.barrier()
             resp = self.node.store.read_txn(request)
-        _fill_txn(self.node.fill, resp)
+            self.node.fill(resp.header)  # only the outer header, as etcd fills it
         return resp
 
     @unary
