@@ -4,11 +4,15 @@ them on every run."""
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
+
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.mvcc import MvccStore
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 
-from .conftest import Applier
+from .conftest import Applier, Served
 
 
 def _put(key: bytes, **kw: object) -> pb.RequestOp:
@@ -71,3 +75,38 @@ def test_txn_checks_every_put_before_any_range(apply: Applier, store: MvccStore)
         ]
     )
     assert apply(txn) == errors.LEASE_NOT_FOUND  # not the range's future revision
+
+
+async def _created(call: grpc.aio.StreamStreamCall, **create: object) -> pb.WatchResponse:
+    await call.write(pb.WatchRequest(create_request=pb.WatchCreateRequest(**create)))
+    resp = await asyncio.wait_for(call.read(), 5)
+    assert isinstance(resp, pb.WatchResponse) and resp.created
+    return resp
+
+
+async def test_watch_on_an_empty_range_is_refused_with_id_minus_one(served: Served) -> None:
+    call = served.watch.Watch()
+    refused = await _created(call, key=b"c", range_end=b"a")
+    assert (refused.watch_id, refused.canceled, refused.cancel_reason) == (
+        -1,
+        True,
+        "mvcc: watcher range is empty",
+    )
+    assert (await _created(call, key=b"c", range_end=b"\0")).watch_id == 0  # ">= c" is fine
+    call.cancel()
+
+
+async def test_watch_ids_are_never_reused_and_duplicates_get_minus_one(served: Served) -> None:
+    call = served.watch.Watch()
+    assert (await _created(call, key=b"a", watch_id=1)).watch_id == 1
+    assert (await _created(call, key=b"a")).watch_id == 0
+    await call.write(pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=0)))
+    assert (await asyncio.wait_for(call.read(), 5)).canceled
+    assert (await _created(call, key=b"a")).watch_id == 2  # 0 is free again, 1 is taken
+    dup = await _created(call, key=b"a", watch_id=2)
+    assert (dup.watch_id, dup.canceled, dup.cancel_reason) == (
+        -1,
+        True,
+        "mvcc: duplicate watch ID provided on the WatchStream",
+    )
+    call.cancel()

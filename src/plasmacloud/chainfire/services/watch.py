@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator
 
 import grpc
@@ -39,6 +38,7 @@ class _Stream:
     def __init__(self, node: ChainfireNode) -> None:
         self.node = node
         self.watchers: dict[int, Watcher] = {}
+        self.next_id = 0
         self.parked: list[Watcher] = []
         self.queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
         node.hub.on_close(self.shutdown)
@@ -101,17 +101,22 @@ class _Stream:
                 elif kind == "progress_request":
                     self._send(watch_id=-1)  # -1: for every watcher of the stream
 
+    def _refuse(self, reason: str) -> None:
+        """etcd answers a watcher it cannot create as created, canceled, with ID -1."""
+        self._send(watch_id=-1, created=True, canceled=True, cancel_reason=reason)
+
     def create(self, cr: rpc_pb2.WatchCreateRequest) -> None:
+        if cr.range_end not in (b"", b"\0") and cr.key >= cr.range_end:
+            self._refuse("mvcc: watcher range is empty")
+            return
         watch_id = cr.watch_id
-        if watch_id == 0:  # etcd's AutoWatchID
-            watch_id = next(i for i in itertools.count() if i not in self.watchers)
+        if watch_id == 0:  # etcd's AutoWatchID: the next unused ID, never one used before
+            while self.next_id in self.watchers:
+                self.next_id += 1
+            watch_id = self.next_id
+            self.next_id += 1
         elif watch_id in self.watchers:
-            self._send(
-                watch_id=watch_id,
-                created=True,
-                canceled=True,
-                cancel_reason="mvcc: duplicate watch ID provided on the WatchStream",
-            )
+            self._refuse("mvcc: duplicate watch ID provided on the WatchStream")
             return
         filters = set(cr.filters)
         w = Watcher(
