@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.mvcc import MvccStore
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
+from plasmacloud.chainfire.services.kv import check_txn
 
 from .conftest import Applier, Served
 
@@ -110,3 +112,18 @@ async def test_watch_ids_are_never_reused_and_duplicates_get_minus_one(served: S
         "mvcc: duplicate watch ID provided on the WatchStream",
     )
     call.cancel()
+
+
+def test_a_from_key_delete_does_not_clash_with_a_put_in_the_same_txn(
+    apply: Applier, store: MvccStore
+) -> None:
+    # etcd's checkIntervals compares range ends as plain bytes: [ab, "\0") is empty there
+    txn = pb.TxnRequest(success=[_delete(b"ab", b"\0"), _put(b"ab", value=b"x")])
+    check_txn(txn)
+    apply(pb.PutRequest(key=b"b", value=b"1"))
+    r = apply(txn)
+    assert r.header.revision == store.revision  # one revision: the delete, then the put
+    assert [kv.key for kv in store.range(pb.RangeRequest(key=b"a", range_end=b"\0")).kvs] == [b"ab"]
+    with pytest.raises(errors.EtcdError) as exc:  # a real range still clashes
+        check_txn(pb.TxnRequest(success=[_delete(b"a", b"b"), _put(b"ab")]))
+    assert exc.value == errors.DUPLICATE_KEY

@@ -13,7 +13,6 @@ from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.mvcc import txn_writes
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.chainfire.services.base import Servicer, unary
-from plasmacloud.chainfire.watch import in_range
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 
@@ -68,7 +67,9 @@ Interval = tuple[bytes, bytes]
 
 
 def _hits(dels: list[Interval], key: bytes) -> bool:
-    return any(in_range(key, start, end) for start, end in dels)
+    """Whether a delete of this branch covers ``key``, as etcd's checkIntervals sees it:
+    a plain byte interval, so a ``>= key`` delete (range_end ``\\0``) covers nothing."""
+    return any(key == start if not end else start <= key < end for start, end in dels)
 
 
 def _intervals(reqs: list[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[Interval]]:
