@@ -39,6 +39,8 @@ class _Stream:
         self.node = node
         self.watchers: dict[int, Watcher] = {}
         self.next_id = 0
+        # watchers sent events since the last progress tick: etcd skips their notification
+        self.busy: set[int] = set()
         self.parked: list[Watcher] = []
         self.queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
         node.hub.on_close(self.shutdown)
@@ -64,6 +66,7 @@ class _Stream:
             ev.event if w.prev_kv or ev.prev is None else _without_prev(ev.event) for ev in events
         ]
         self._send(header=self.node.header(events[-1].revision), watch_id=w.watch_id, events=out)
+        self.busy.add(w.watch_id)
         return True
 
     def resume(self) -> None:
@@ -148,9 +151,12 @@ class _Stream:
             self._send(watch_id=watch_id, canceled=True)
 
     def progress(self) -> None:
+        """A progress tick: tell every idle watcher that asked (not one catching up) the
+        current revision."""
         for w in self.watchers.values():
-            if w.progress_notify:
+            if w.progress_notify and w.watch_id not in self.busy and w not in self.parked:
                 self._send(watch_id=w.watch_id)
+        self.busy.clear()
 
 
 class WatchServicer(Servicer, rpc_pb2_grpc.WatchServicer):
