@@ -329,7 +329,7 @@ class MvccStore:
             rev = revision or self._rev
             if rev > self._rev:
                 raise errors.FUTURE_REV
-            if rev < self._compact_rev:
+            if 0 < revision <= self._compact_rev:  # etcd's hashByRev: the compacted one too
                 raise errors.COMPACTED
             h = 0
             cursor = self._db.execute(
@@ -725,7 +725,9 @@ class MvccStore:
                 rev = op.request_range.revision
                 if rev > cur_rev:
                     raise errors.FUTURE_REV
-                if 0 < rev < self._compact_rev:
+                # unlike a plain Range, a txn's checks hold a negative revision against
+                # the compacted one too (etcd's checkRequestRange)
+                if rev != 0 and rev < self._compact_rev:
                     raise errors.COMPACTED
 
     def _txn(self, w: _Write, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
@@ -822,7 +824,7 @@ class MvccStore:
         )
 
     def _alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
-        resp = rpc_pb2.AlarmResponse(header=rpc_pb2.ResponseHeader(revision=self._rev))
+        resp = rpc_pb2.AlarmResponse()
         member = rpc_pb2.AlarmMember(memberID=req.memberID, alarm=req.alarm)
         known = req.alarm in (rpc_pb2.NOSPACE, rpc_pb2.CORRUPT)
         if req.action == rpc_pb2.AlarmRequest.ACTIVATE and known:
