@@ -10,11 +10,13 @@ import grpc
 import pytest
 
 from plasmacloud.chainfire import errors
-from plasmacloud.chainfire.mvcc import MvccStore
+from plasmacloud.chainfire.leases import LeaseTimers
+from plasmacloud.chainfire.mvcc import MvccStore, WatchEvent
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 from plasmacloud.chainfire.services.kv import check_txn
+from plasmacloud.chainfire.services.watch import _Stream
 
-from .conftest import Applier, Served
+from .conftest import Applier, FakeClock, Served
 
 
 def _put(key: bytes, **kw: object) -> pb.RequestOp:
@@ -127,3 +129,70 @@ def test_a_from_key_delete_does_not_clash_with_a_put_in_the_same_txn(
     with pytest.raises(errors.EtcdError) as exc:  # a real range still clashes
         check_txn(pb.TxnRequest(success=[_delete(b"a", b"b"), _put(b"ab")]))
     assert exc.value == errors.DUPLICATE_KEY
+
+
+def test_time_to_live_rounds_the_time_left_down() -> None:
+    clock = FakeClock()
+    timers = LeaseTimers(clock)
+    timers.renew(1, 60)
+    assert timers.remaining(1) == 60  # no time has passed
+    clock.now += 0.001
+    assert timers.remaining(1) == 59  # etcd: int(59.999 s)
+    clock.now += 60
+    assert timers.remaining(1) == 0
+
+
+def test_a_txn_range_at_a_negative_revision_is_compacted(apply: Applier, store: MvccStore) -> None:
+    read = pb.TxnRequest(success=[_get(b"a", revision=-1)])
+    assert apply(read).succeeded  # nothing compacted yet: -1 is not below -1
+    assert apply(pb.TxnRequest(success=[_get(b"a", revision=-2)])) == errors.COMPACTED
+    apply(pb.PutRequest(key=b"a", value=b"1"))
+    apply(pb.CompactionRequest(revision=store.revision))
+    assert apply(read) == errors.COMPACTED
+    assert store.range(pb.RangeRequest(key=b"a", revision=-1)).kvs[0].value == b"1"
+
+
+def test_hash_kv_at_the_compacted_revision_is_compacted(apply: Applier, store: MvccStore) -> None:
+    apply(pb.PutRequest(key=b"a"), pb.PutRequest(key=b"a"))
+    apply(pb.CompactionRequest(revision=2))
+    with pytest.raises(errors.EtcdError) as exc:
+        store.hash_kv(2)
+    assert exc.value == errors.COMPACTED
+    assert store.hash_kv(3)[1:] == (2, 3)
+
+
+async def test_promoting_an_unknown_member_is_not_found(served: Served) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await served.cluster.MemberPromote(pb.MemberPromoteRequest(ID=12345))
+    assert (exc.value.code(), exc.value.details()) == (
+        grpc.StatusCode.NOT_FOUND,
+        "etcdserver: member not found",
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await served.cluster.MemberPromote(pb.MemberPromoteRequest(ID=served.node.member_id))
+    assert exc.value.details() == "etcdserver: can only promote a learner member"
+
+
+async def test_alarm_and_defragment_answers_have_no_header(served: Served) -> None:
+    get = await served.maintenance.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET))
+    arm = pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=1, alarm=pb.NOSPACE)
+    armed = await served.maintenance.Alarm(arm)
+    defrag = await served.maintenance.Defragment(pb.DefragmentRequest())
+    assert not any(r.HasField("header") for r in (get, armed, defrag))
+    assert [a.alarm for a in armed.alarms] == [pb.NOSPACE]
+
+
+def test_progress_ticks_skip_watchers_that_just_had_events(served: Served) -> None:
+    stream = _Stream(served.node)
+    stream.create(pb.WatchCreateRequest(key=b"k", progress_notify=True))
+    stream.create(pb.WatchCreateRequest(key=b"quiet"))  # did not ask: never notified
+    watcher = stream.watchers[0]
+    assert stream.queue.get_nowait().created and stream.queue.get_nowait().created
+    stream._deliver(watcher, [WatchEvent(2, b"k", (b"k", 2, 2, 1, b"v", 0), None)])
+    assert stream.queue.get_nowait().events
+    stream.progress()  # events since the last tick: nothing to tell
+    assert stream.queue.empty()
+    stream.progress()
+    notice = stream.queue.get_nowait()
+    assert (notice.watch_id, list(notice.events)) == (0, []) and stream.queue.empty()
+    stream.close()

@@ -32,7 +32,7 @@ ALL_KEYS = (b"\0", b"\0")  # key, range_end: every key (etcdctl's `get "" --pref
 # A lease no sequence ever grants: requests naming it must fail alike on both sides.
 MISSING_LEASE = 0x5EED
 # TTLs no sequence lives long enough to see expire (expiry is timed: see the focused tests)
-TTLS = (30, 60, 3600, 9_000_000_000, 9_000_000_001)
+TTLS = (30, 60, 3600, 30, 60, 9_000_000_000, 9_000_000_001)
 EXPLICIT_LEASE_IDS = (0, 0, 0, 7, 8, 0x7FFF_FFFF_FFFF_FFFF)
 CALL_TIMEOUT = 10.0
 
@@ -73,6 +73,7 @@ _REVISIONS = {
     "ResponseHeader": {"revision"},
     "KeyValue": {"create_revision", "mod_revision"},
     "WatchResponse": {"compact_revision"},
+    "HashKVResponse": {"compact_revision"},
 }
 _LEASE_IDS = {
     "KeyValue": {"lease"},
@@ -86,20 +87,24 @@ _DROPPED = {"ResponseHeader": {"cluster_id", "member_id", "raft_term"}}
 
 @dataclass
 class Ctx:
-    """A sequence on one side: where it started and which leases it granted."""
+    """A sequence on one side: where it started, where it is, which leases it granted."""
 
     side: Side
     base: int
+    current: int = 0  # the latest revision a response reported
     granted: list[int] = field(default_factory=list)
     labels: dict[int, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.current = self.base
+
     def rev(self, rel: int | None) -> int:
-        """The raw revision for a relative one (None: 0, i.e. the latest/unset)."""
-        return 0 if rel is None else self.base + rel
+        """The raw revision ``rel`` away from the current one (None: 0, i.e. unset)."""
+        return 0 if rel is None else self.current + rel
 
     def lease(self, ref: int | None) -> int:
         """The raw lease ID for a reference: None no lease, -1 one never granted, else the
-        ref-th lease granted in this sequence (modulo how many there are)."""
+        ref-th lease granted in this sequence (modulo how many there are; revoked ones too)."""
         if ref is None:
             return 0
         if ref < 0 or not self.granted:
@@ -143,28 +148,39 @@ class Ctx:
                 out[fd.name] = list(value) if fd.is_repeated else value
         return out
 
+    def answer(self, resp: Message) -> dict[str, Any]:
+        """A response as plain data; its header moves the current revision on."""
+        header = getattr(resp, "header", None)
+        if header is not None and header.revision:
+            self.current = header.revision
+        return self.plain(resp)
+
     async def call(self, rpc: Callable[..., Awaitable[Message]], req: Message) -> Any:
         """Send one unary request; its plain response, or ``("error", code, details)``."""
         try:
             resp = await rpc(req, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             return ("error", exc.code().name, exc.details())
-        return self.plain(resp)
+        return self.answer(resp)
 
 
 # -- operations -------------------------------------------------------------------------
 
-# Relative revisions: None for 0 (unset), -1 is just before the sequence, and a little past
-# its end is a future revision.
-revs = st.one_of(st.none(), st.integers(-1, 14))
-lease_refs = st.one_of(st.none(), st.integers(-1, 3))
+# Revisions relative to the current one: None for 0 (unset), mostly the past, sometimes
+# the future.
+revs = st.one_of(st.none(), st.integers(-6, 0), st.integers(-6, 0), st.integers(1, 3))
+# Leases a request names: mostly one granted in the sequence, sometimes none or a missing one
+lease_refs = st.one_of(st.none(), st.none(), st.integers(0, 3), st.just(-1))
+held_leases = st.one_of(st.integers(0, 3), st.integers(0, 3), st.just(-1))
 keys = st.sampled_from(KEYS)
+# flags that make a request fail on their own when set without care
+rarely = st.sampled_from((False, False, False, True))
 
 
 @st.composite
 def ranges(draw: st.DrawFn, empty_key: bool = True) -> tuple[bytes, bytes]:
     """(key, range_end): one key, a prefix, ``>= key``, an explicit (maybe empty) range."""
-    key = draw(st.sampled_from(KEYS + ((b"",) if empty_key else ()) + (b"\0",)))
+    key = draw(st.sampled_from((*KEYS, *KEYS, b"\0", *((b"",) if empty_key else ()))))
     end = draw(st.sampled_from((b"", b"", b"\0", "prefix", b"b", b"c", b"d", b"ab")))
     return key, prefix_end(key) if end == "prefix" else end  # type: ignore[return-value]
 
@@ -331,7 +347,7 @@ class LeaseGrant(Op):
         except grpc.aio.AioRpcError as exc:
             return ("error", exc.code().name, exc.details())
         ctx.granted.append(resp.ID)
-        return ctx.plain(resp)
+        return ctx.answer(resp)
 
 
 @dataclass(frozen=True)
@@ -377,7 +393,7 @@ class LeaseKeepAlive(Op):
             resp = await keep_alive_once(ctx.side.lease, ctx.lease(self.lease))
         except grpc.aio.AioRpcError as exc:
             return ("error", exc.code().name, exc.details())
-        return ctx.plain(resp)
+        return ctx.answer(resp)
 
 
 async def keep_alive_once(stub: rpc_pb2_grpc.LeaseStub, lease_id: int) -> pb.LeaseKeepAliveResponse:
@@ -413,15 +429,24 @@ range_ops = st.builds(
     revision=revs,
     serializable=st.booleans(),
 )
-put_ops = st.builds(
-    Put,
-    key=st.sampled_from((*KEYS, b"")),
-    value=st.sampled_from(VALUES),
-    lease=lease_refs,
-    prev_kv=st.booleans(),
-    ignore_value=st.booleans(),
-    ignore_lease=st.booleans(),
-)
+
+
+@st.composite
+def put_ops(draw: st.DrawFn) -> Put:
+    """Puts, with ignore_value/ignore_lease mostly used as meant (no value, no lease)."""
+    ignore_value, ignore_lease = draw(rarely), draw(rarely)
+    return Put(
+        key=draw(st.sampled_from((*KEYS, *KEYS, b""))),
+        value=draw(st.sampled_from((b"", b"", b"x") if ignore_value else VALUES)),
+        lease=draw(
+            st.one_of(st.none(), st.none(), st.none(), lease_refs) if ignore_lease else lease_refs
+        ),
+        prev_kv=draw(st.booleans()),
+        ignore_value=ignore_value,
+        ignore_lease=ignore_lease,
+    )
+
+
 delete_ops = st.builds(lambda kr, prev_kv: Delete(kr[0], kr[1], prev_kv), ranges(), st.booleans())
 compares = st.builds(
     lambda kr, **kw: Cmp(kr[0], kr[1], **kw),
@@ -440,18 +465,21 @@ def txn_ops(inner: st.SearchStrategy[Op]) -> st.SearchStrategy[Txn]:
     return st.builds(Txn, st.lists(compares, max_size=3).map(tuple), ops, ops)
 
 
-simple_ops = st.one_of(range_ops, put_ops, delete_ops)
+simple_ops = st.one_of(range_ops, put_ops(), delete_ops)
 nested_txns = txn_ops(st.one_of(simple_ops, txn_ops(simple_ops)))
+grants = st.builds(LeaseGrant, st.sampled_from(TTLS), st.sampled_from(EXPLICIT_LEASE_IDS))
 lease_ops = st.one_of(
-    st.builds(LeaseGrant, st.sampled_from(TTLS), st.sampled_from(EXPLICIT_LEASE_IDS)),
-    st.builds(LeaseRevoke, lease_refs),
-    st.builds(LeaseTimeToLive, lease_refs, st.booleans()),
-    st.builds(LeaseKeepAlive, lease_refs),
+    grants,
+    st.builds(LeaseRevoke, held_leases),
+    st.builds(LeaseTimeToLive, held_leases, st.booleans()),
+    st.builds(LeaseKeepAlive, held_leases),
     st.just(LeaseLeases()),
 )
 operations = st.one_of(
-    put_ops,
-    put_ops,
+    put_ops(),
+    put_ops(),
+    put_ops(),
+    grants,
     range_ops,
     range_ops,
     delete_ops,
@@ -500,15 +528,17 @@ watch_specs = st.builds(
         kr[0],
         kr[1],
         at_end=at_end,
+        # opened after the operations: replays history (maybe compacted); before: a
+        # revision the operations will reach
         start=start if at_end else (None if start is None else abs(start) % 3 + 1),
         **kw,
     ),
     ranges(empty_key=False),
     at_end=st.booleans(),
-    start=st.one_of(st.none(), st.integers(-1, 14)),
+    start=st.one_of(st.none(), st.integers(-8, 1), st.integers(-8, 1)),
     prev_kv=st.booleans(),
-    no_put=st.booleans(),
-    no_delete=st.booleans(),
+    no_put=rarely,
+    no_delete=rarely,
     progress_notify=st.booleans(),
     watch_id=st.sampled_from((0, 0, 0, 1, 2)),
     cancel=st.booleans(),

@@ -7,19 +7,22 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.reference import ETCD
-from plasmacloud.lab.services import CHAINFIRE
+from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
 from plasmacloud.lab.spec import scratch_spec
 
+from . import etcd_scenarios
 from .conftest import READY_TIMEOUT_S
 from .etcd_differential import (
     Op,
@@ -30,6 +33,7 @@ from .etcd_differential import (
     run_sequence,
     watch_specs,
 )
+from .etcd_scenarios import PROGRESS_INTERVAL
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +57,27 @@ class Peers:
         return self.runner.run(go())
 
 
+def with_flags(spec: ServiceSpec, *flags: str) -> ServiceSpec:
+    """``spec`` started with extra command-line flags."""
+
+    def argv(config_path: Path, cfg: NodeConfig) -> list[str]:
+        return [*spec.argv(config_path, cfg), *flags]
+
+    return replace(spec, argv=argv)
+
+
+# both with the same short progress notify interval, so that the scenario can see it
+SERVICES = (
+    with_flags(ETCD, f"--experimental-watch-progress-notify-interval={PROGRESS_INTERVAL:g}s"),
+    with_flags(CHAINFIRE, f"--watch-progress-notify-interval={PROGRESS_INTERVAL:g}"),
+)
+
+
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     assert shutil.which("etcd"), "etcd-server must be installed (scripts/setup.sh)"
     labs = [
-        Lab.open(tmp_path_factory.mktemp(s.name), scratch_spec(), services=(s,))
-        for s in (ETCD, CHAINFIRE)
+        Lab.open(tmp_path_factory.mktemp(s.name), scratch_spec(), services=(s,)) for s in SERVICES
     ]
     with asyncio.Runner() as runner:
         try:
@@ -87,9 +106,9 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
                 lab.down()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    ops=st.lists(operations, min_size=1, max_size=12),
+    ops=st.lists(operations, min_size=3, max_size=16),
     watches=st.lists(watch_specs, max_size=3),
 )
 def test_generated_sequences_answer_like_etcd(
@@ -98,3 +117,35 @@ def test_generated_sequences_answer_like_etcd(
     etcd, chainfire = peers.both(run_sequence, ops, watches)
     difference = first_difference(ops, watches, etcd, chainfire)
     assert difference is None, difference
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        etcd_scenarios.lease_edges,
+        etcd_scenarios.lease_expiry,
+        etcd_scenarios.keep_alive_stream,
+        etcd_scenarios.txn_limits,
+        etcd_scenarios.negative_revisions,
+        etcd_scenarios.maintenance_answers,
+        etcd_scenarios.nospace_alarm,
+        etcd_scenarios.progress,
+        etcd_scenarios.cluster_shape,
+        etcd_scenarios.errors_outside_kv,
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_scenario_answers_like_etcd(
+    peers: Peers, scenario: Callable[[Side], Awaitable[Any]]
+) -> None:
+    etcd, chainfire = peers.both(scenario)
+    assert chainfire == etcd, differing(etcd, chainfire)
+
+
+def differing(etcd: Any, chainfire: Any) -> str:
+    """The first answer of a scenario where the two differ."""
+    if isinstance(etcd, list) and isinstance(chainfire, list):
+        for i, (a, b) in enumerate(zip(etcd, chainfire, strict=False)):
+            if a != b:
+                return f"answer {i}\n  etcd:      {a!r}\n  chainfire: {b!r}"
+    return f"\n  etcd:      {etcd!r}\n  chainfire: {chainfire!r}"
