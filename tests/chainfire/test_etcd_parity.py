@@ -196,3 +196,19 @@ def test_progress_ticks_skip_watchers_that_just_had_events(served: Served) -> No
     notice = stream.queue.get_nowait()
     assert (notice.watch_id, list(notice.events)) == (0, []) and stream.queue.empty()
     stream.close()
+
+
+async def test_a_compacted_watchers_id_stays_taken_until_cancelled(served: Served) -> None:
+    for value in (b"1", b"2", b"3"):
+        await served.kv.Put(pb.PutRequest(key=b"k", value=value))
+    await served.kv.Compact(pb.CompactionRequest(revision=3))
+    call = served.watch.Watch()
+    assert (await _created(call, key=b"k", start_revision=2, watch_id=5)).watch_id == 5
+    ended = await asyncio.wait_for(call.read(), 5)
+    assert (ended.watch_id, ended.canceled, ended.compact_revision) == (5, True, 3)
+    assert (await _created(call, key=b"k", watch_id=5)).watch_id == -1  # still taken
+    await call.write(pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=5)))
+    cancelled = await asyncio.wait_for(call.read(), 5)
+    assert (cancelled.watch_id, cancelled.canceled, cancelled.compact_revision) == (5, True, 0)
+    assert (await _created(call, key=b"k", watch_id=5)).watch_id == 5  # free again
+    call.cancel()

@@ -38,6 +38,9 @@ class _Stream:
     def __init__(self, node: ChainfireNode) -> None:
         self.node = node
         self.watchers: dict[int, Watcher] = {}
+        # watchers ended by compaction keep their ID until the client cancels it, as in
+        # etcd (a new watcher cannot take it; the cancel is answered)
+        self.ended: set[int] = set()
         self.next_id = 0
         # watchers sent events since the last progress tick: etcd skips their notification
         self.busy: set[int] = set()
@@ -114,11 +117,11 @@ class _Stream:
             return
         watch_id = cr.watch_id
         if watch_id == 0:  # etcd's AutoWatchID: the next unused ID, never one used before
-            while self.next_id in self.watchers:
+            while self._taken(self.next_id):
                 self.next_id += 1
             watch_id = self.next_id
             self.next_id += 1
-        elif watch_id in self.watchers:
+        elif self._taken(watch_id):
             self._refuse("mvcc: duplicate watch ID provided on the WatchStream")
             return
         filters = set(cr.filters)
@@ -140,15 +143,23 @@ class _Stream:
             return
         self.watchers[watch_id] = w
 
+    def _taken(self, watch_id: int) -> bool:
+        return watch_id in self.watchers or watch_id in self.ended
+
     def _compacted(self, w: Watcher, compact_revision: int) -> None:
         self.watchers.pop(w.watch_id, None)
+        self.ended.add(w.watch_id)
         self._send(watch_id=w.watch_id, compact_revision=compact_revision, canceled=True)
 
     def cancel(self, watch_id: int) -> None:
         w = self.watchers.pop(watch_id, None)
         if w is not None:
             self.node.hub.unsubscribe(w)
-            self._send(watch_id=watch_id, canceled=True)
+        elif watch_id in self.ended:
+            self.ended.discard(watch_id)
+        else:
+            return  # unknown: etcd does not answer
+        self._send(watch_id=watch_id, canceled=True)
 
     def progress(self) -> None:
         """A progress tick: tell every idle watcher that asked (not one catching up) the
