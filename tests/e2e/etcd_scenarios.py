@@ -103,10 +103,14 @@ async def txn_limits(side: Side) -> list[Any]:
         return pb.TxnRequest(success=ops)
 
     empty = pb.TxnRequest(success=[pb.RequestOp()])
+    mib = 1024 * 1024
     return [
         await ctx.call(side.kv.Txn, puts(128)),
         await ctx.call(side.kv.Txn, puts(129)),
         await ctx.call(side.kv.Txn, empty),
+        # etcd's --max-request-bytes (1.5 MiB)
+        await ctx.call(side.kv.Put, pb.PutRequest(key=b"big", value=bytes(mib + mib // 3))),
+        await ctx.call(side.kv.Put, pb.PutRequest(key=b"big", value=bytes(mib + mib // 2))),
     ]
 
 
@@ -238,8 +242,30 @@ async def errors_outside_kv(side: Side) -> list[Any]:
         (side.cluster.MemberPromote, pb.MemberPromoteRequest(ID=12345)),
         (side.kv.Range, pb.RangeRequest(key=b"")),
         (side.lease.LeaseRevoke, pb.LeaseRevokeRequest(ID=0)),
+        (side.auth.Authenticate, pb.AuthenticateRequest(name="root", password="x")),
     ]
     for rpc, req in calls:
         with contextlib.suppress(grpc.aio.AioRpcError):
             out.append(await ctx.call(rpc, req))
     return out
+
+
+async def watch_requests(side: Side) -> list[Any]:
+    """Watch requests the generated sequences do not send: cancelling an unknown ID (no
+    answer), an empty key, fragmenting asked for, a progress request with no watcher."""
+    ctx = await start(side)
+    session = WatchSession(side.watch)
+    try:
+        for req in (
+            pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=99)),
+            pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"")),
+            pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"f", fragment=True)),
+            pb.WatchRequest(progress_request=pb.WatchProgressRequest()),
+        ):
+            session.send(req)
+        await session.wait_for(lambda rs: len(rs) >= 3)
+        await side.kv.Put(pb.PutRequest(key=b"f", value=b"1"), timeout=CALL_TIMEOUT)
+        await session.wait_for(lambda rs: any(r.events for r in rs))
+        return [ctx.plain(r) for r in session.responses]
+    finally:
+        await session.close()
