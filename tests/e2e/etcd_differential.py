@@ -373,6 +373,8 @@ class LeaseTimeToLive(Op):
         if isinstance(out, dict) and out.get("TTL", 0) > 0:
             # the time left depends on when the call ran; its rounding has its own test
             out["TTL"] = "left"
+        if isinstance(out, dict) and "keys" in out:
+            out["keys"].sort()  # etcd lists them in Go map order, i.e. any order
         return out
 
 
