@@ -188,7 +188,7 @@ def test_progress_ticks_skip_watchers_that_just_had_events(served: Served) -> No
     stream.create(pb.WatchCreateRequest(key=b"quiet"))  # did not ask: never notified
     watcher = stream.watchers[0]
     assert stream.queue.get_nowait().created and stream.queue.get_nowait().created
-    stream._deliver(watcher, [WatchEvent(2, b"k", (b"k", 2, 2, 1, b"v", 0), None)])
+    stream._deliver(watcher, [WatchEvent(2, b"k", (b"k", 2, 2, 1, b"v", 0), None)], 2)
     assert stream.queue.get_nowait().events
     stream.progress()  # events since the last tick: nothing to tell
     assert stream.queue.empty()
@@ -211,4 +211,19 @@ async def test_a_compacted_watchers_id_stays_taken_until_cancelled(served: Serve
     cancelled = await asyncio.wait_for(call.read(), 5)
     assert (cancelled.watch_id, cancelled.canceled, cancelled.compact_revision) == (5, True, 0)
     assert (await _created(call, key=b"k", watch_id=5)).watch_id == 5  # free again
+    call.cancel()
+
+
+async def test_history_is_delivered_as_of_the_current_revision(served: Served) -> None:
+    for key in (b"h", b"h", b"other"):
+        await served.kv.Put(pb.PutRequest(key=key, value=b"v"))  # revisions 2, 3, 4
+    call = served.watch.Watch()
+    await _created(call, key=b"h", start_revision=2)
+    history = await asyncio.wait_for(call.read(), 5)
+    assert [e.kv.mod_revision for e in history.events] == [2, 3]
+    assert history.header.revision == 4  # etcd: the store's revision when it caught up
+    await served.kv.Put(pb.PutRequest(key=b"h", value=b"live"))
+    await served.kv.Put(pb.PutRequest(key=b"other", value=b"v"))
+    live = await asyncio.wait_for(call.read(), 5)
+    assert live.header.revision == live.events[0].kv.mod_revision == 5  # a live change: its own
     call.cancel()

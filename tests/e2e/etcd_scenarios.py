@@ -269,3 +269,23 @@ async def watch_requests(side: Side) -> list[Any]:
         return [ctx.plain(r) for r in session.responses]
     finally:
         await session.close()
+
+
+async def watch_headers(side: Side) -> list[Any]:
+    """The revision event responses report: the store's when catching up on history, the
+    change's own for a live change (batching of history is compared too, as nothing else
+    is written meanwhile)."""
+    ctx = await start(side)
+    for key in (b"h", b"h", b"other"):
+        await side.kv.Put(pb.PutRequest(key=key, value=b"v"), timeout=CALL_TIMEOUT)
+    session = WatchSession(side.watch)
+    try:
+        create = pb.WatchCreateRequest(key=b"h", start_revision=ctx.base + 1)
+        session.send(pb.WatchRequest(create_request=create))
+        await session.wait_for(lambda rs: any(r.events for r in rs))
+        for key in (b"h", b"other"):
+            await side.kv.Put(pb.PutRequest(key=key, value=b"live"), timeout=CALL_TIMEOUT)
+        await session.wait_for(lambda rs: sum(len(r.events) for r in rs) >= 3)
+        return [ctx.plain(r) for r in session.responses]
+    finally:
+        await session.close()

@@ -133,6 +133,7 @@ def test_generated_sequences_answer_like_etcd(
         etcd_scenarios.cluster_shape,
         etcd_scenarios.errors_outside_kv,
         etcd_scenarios.watch_requests,
+        etcd_scenarios.watch_headers,
     ],
     ids=lambda f: f.__name__,
 )

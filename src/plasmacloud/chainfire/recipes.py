@@ -38,7 +38,7 @@ async def watch_key(
     """
     queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
 
-    def sink(_: Watcher, events: list[WatchEvent]) -> bool:
+    def sink(_: Watcher, events: list[WatchEvent], _as_of: int) -> bool:
         for ev in events:
             queue.put_nowait(ev)
         return True

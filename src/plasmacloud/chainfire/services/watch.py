@@ -61,14 +61,14 @@ class _Stream:
         header = fields.pop("header", None) or self.node.header()
         self.queue.put_nowait(rpc_pb2.WatchResponse(header=header, **fields))  # type: ignore[arg-type]
 
-    def _deliver(self, w: Watcher, events: list[WatchEvent]) -> bool:
+    def _deliver(self, w: Watcher, events: list[WatchEvent], as_of: int) -> bool:
         if self.queue.qsize() >= MAX_QUEUED:
             self.parked.append(w)
             return False
         out = [
             ev.event if w.prev_kv or ev.prev is None else _without_prev(ev.event) for ev in events
         ]
-        self._send(header=self.node.header(events[-1].revision), watch_id=w.watch_id, events=out)
+        self._send(header=self.node.header(as_of), watch_id=w.watch_id, events=out)
         self.busy.add(w.watch_id)
         return True
 
