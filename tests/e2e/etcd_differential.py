@@ -35,6 +35,7 @@ MISSING_LEASE = 0x5EED
 TTLS = (30, 60, 3600, 30, 60, 9_000_000_000, 9_000_000_001)
 EXPLICIT_LEASE_IDS = (0, 0, 0, 7, 8, 0x7FFF_FFFF_FFFF_FFFF)
 CALL_TIMEOUT = 10.0
+BACKEND_COMMIT_INTERVAL = 0.15  # etcd's backend commits every 100 ms (and a margin)
 
 
 def prefix_end(key: bytes) -> bytes:
@@ -334,7 +335,12 @@ class Compact(Op):
 
     async def run(self, ctx: Ctx) -> Any:
         req = pb.CompactionRequest(revision=ctx.rev(self.revision), physical=self.physical)
-        return await ctx.call(ctx.side.kv.Compact, req)
+        out = await ctx.call(ctx.side.kv.Compact, req)
+        if isinstance(out, dict):
+            # etcd removes compacted history in a backend batch that readers (watchers
+            # catching up) only see committed, every 100 ms: until then they still find it
+            await asyncio.sleep(BACKEND_COMMIT_INTERVAL)
+        return out
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
                 lab.down()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=st.lists(operations, min_size=3, max_size=16),
     watches=st.lists(watch_specs, max_size=3),
