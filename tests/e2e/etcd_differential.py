@@ -2,11 +2,11 @@
 stubs to etcd and to Chainfire, their answers made comparable.
 
 An operation knows how to build its request for one side (revisions are given relative
-to the revision the side had when the sequence started, leases by the order they were
-granted in it) and how to send it. Answers are turned into plain data with revisions
-made relative to that start again, lease IDs replaced by the order they first appeared,
-and the header's cluster/member IDs and Raft term left out (they differ by design).
-Errors become ``("error", gRPC code, details)``: etcd's clients match on both.
+to the side's current revision, leases by the order they were granted in the sequence)
+and how to send it. Answers are turned into plain data with revisions made relative to
+the revision the sequence started at, lease IDs replaced by the order they first
+appeared, and the header's cluster/member IDs and Raft term left out (they differ by
+design). Errors become ``("error", gRPC code, details)``: etcd's clients match on both.
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ def ranges(draw: st.DrawFn, empty_key: bool = True) -> tuple[bytes, bytes]:
 
 
 class Op:
-    """One request; subclasses build it for a side and know which RPC carries it."""
+    """One request; subclasses send it for a side (KV ones also build it, so that a Txn
+    can carry it)."""
 
     def request(self, ctx: Ctx) -> Message:
         raise NotImplementedError
@@ -432,10 +433,10 @@ range_ops = st.builds(
     sort_target=st.sampled_from((0, 0, 1, 2, 3, 4)),
     keys_only=st.booleans(),
     count_only=st.booleans(),
-    min_mod=st.one_of(st.none(), revs),
-    max_mod=st.one_of(st.none(), revs),
-    min_create=st.one_of(st.none(), revs),
-    max_create=st.one_of(st.none(), revs),
+    min_mod=revs,
+    max_mod=revs,
+    min_create=revs,
+    max_create=revs,
     revision=revs,
     serializable=st.booleans(),
 )
