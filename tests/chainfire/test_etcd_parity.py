@@ -227,3 +227,10 @@ async def test_history_is_delivered_as_of_the_current_revision(served: Served) -
     live = await asyncio.wait_for(call.read(), 5)
     assert live.header.revision == live.events[0].kv.mod_revision == 5  # a live change: its own
     call.cancel()
+
+
+def test_a_sort_order_outside_the_enum_leaves_key_order(apply: Applier, store: MvccStore) -> None:
+    apply(*(pb.PutRequest(key=k, value=v) for k, v in ((b"a", b"2"), (b"b", b"1"), (b"c", b"3"))))
+    req = pb.RangeRequest(key=b"a", range_end=b"d", sort_target=pb.RangeRequest.VALUE)
+    req.sort_order = 7  # type: ignore[assignment]
+    assert [kv.key for kv in store.range(req).kvs] == [b"a", b"b", b"c"]

@@ -134,6 +134,7 @@ def test_generated_sequences_answer_like_etcd(
         etcd_scenarios.errors_outside_kv,
         etcd_scenarios.watch_requests,
         etcd_scenarios.watch_headers,
+        etcd_scenarios.odd_enums,
     ],
     ids=lambda f: f.__name__,
 )

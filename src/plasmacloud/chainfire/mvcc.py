@@ -648,7 +648,8 @@ class MvccStore:
         order = req.sort_order
         if req.sort_target != rpc_pb2.RangeRequest.KEY and order == rpc_pb2.RangeRequest.NONE:
             order = rpc_pb2.RangeRequest.ASCEND
-        if order != rpc_pb2.RangeRequest.NONE:
+        # an order outside the enum leaves the keys in key order, as etcd does
+        if order in (rpc_pb2.RangeRequest.ASCEND, rpc_pb2.RangeRequest.DESCEND):
             kvs.sort(
                 # an unknown target (proto3 enums are open) sorts by key
                 key=_SORT_KEYS.get(req.sort_target, _SORT_KEYS[rpc_pb2.RangeRequest.KEY]),
