@@ -35,7 +35,10 @@ MISSING_LEASE = 0x5EED
 TTLS = (30, 60, 3600, 30, 60, 9_000_000_000, 9_000_000_001)
 EXPLICIT_LEASE_IDS = (0, 0, 0, 7, 8, 0x7FFF_FFFF_FFFF_FFFF)
 CALL_TIMEOUT = 10.0
-BACKEND_COMMIT_INTERVAL = 0.15  # etcd's backend commits every 100 ms (and a margin)
+# etcd removes compacted history in a backend batch that readers (watchers catching up)
+# see only once committed, every 100 ms: until then they still find it. Watchers that
+# replay history are opened this long after the last compaction (a margin for load).
+COMPACTION_SETTLES = 0.3
 
 
 def prefix_end(key: bytes) -> bytes:
@@ -95,6 +98,7 @@ class Ctx:
     side: Side
     base: int
     current: int = 0  # the latest revision a response reported
+    compacted_at: float | None = None  # loop time of the last compaction it made
     granted: list[int] = field(default_factory=list)
     labels: dict[int, str] = field(default_factory=dict)
 
@@ -338,9 +342,7 @@ class Compact(Op):
         req = pb.CompactionRequest(revision=ctx.rev(self.revision), physical=self.physical)
         out = await ctx.call(ctx.side.kv.Compact, req)
         if isinstance(out, dict):
-            # etcd removes compacted history in a backend batch that readers (watchers
-            # catching up) only see committed, every 100 ms: until then they still find it
-            await asyncio.sleep(BACKEND_COMMIT_INTERVAL)
+            ctx.compacted_at = asyncio.get_running_loop().time()
         return out
 
 
@@ -731,6 +733,9 @@ async def run_sequence(
     try:
         created = [await _create(session, ctx, s) for s in watches if not s.at_end]
         results = [await op.run(ctx) for op in ops]
+        if ctx.compacted_at is not None:
+            settled = ctx.compacted_at + COMPACTION_SETTLES
+            await asyncio.sleep(max(0.0, settled - asyncio.get_running_loop().time()))
         created += [await _create(session, ctx, s) for s in watches if s.at_end]
         live = [
             (spec, c)
