@@ -13,6 +13,12 @@ from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.leases import LeaseTimers
 from plasmacloud.chainfire.mvcc import MvccStore, WatchEvent
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
+from plasmacloud.chainfire.proto import (
+    v3election_pb2,
+    v3election_pb2_grpc,
+    v3lock_pb2,
+    v3lock_pb2_grpc,
+)
 from plasmacloud.chainfire.services.kv import check_txn
 from plasmacloud.chainfire.services.watch import _Stream
 
@@ -234,3 +240,34 @@ def test_a_sort_order_outside_the_enum_leaves_key_order(apply: Applier, store: M
     req = pb.RangeRequest(key=b"a", range_end=b"d", sort_target=pb.RangeRequest.VALUE)
     req.sort_order = 7  # type: ignore[assignment]
     assert [kv.key for kv in store.range(req).kvs] == [b"a", b"b", b"c"]
+
+
+async def test_lock_takes_an_empty_name_and_reports_errors_as_unknown(served: Served) -> None:
+    lock = v3lock_pb2_grpc.LockStub(served.channel)
+    lease = (await served.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=60))).ID
+    held = await lock.Lock(v3lock_pb2.LockRequest(lease=lease))
+    assert held.key == b"/%x" % lease  # etcd's mutex under the prefix "/"
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await lock.Unlock(v3lock_pb2.UnlockRequest())
+    assert (exc.value.code(), exc.value.details()) == (
+        grpc.StatusCode.UNKNOWN,
+        "etcdserver: key is not provided",
+    )
+
+
+async def test_campaign_writes_once_and_answers_as_of_its_txn(served: Served) -> None:
+    election = v3election_pb2_grpc.ElectionStub(served.channel)
+    lease = (await served.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=60))).ID
+    rev = served.store.revision
+    won = await election.Campaign(
+        v3election_pb2.CampaignRequest(name=b"e", lease=lease, value=b"1")
+    )
+    assert won.header.revision == won.leader.rev == served.store.revision == rev + 1
+    again = await election.Campaign(
+        v3election_pb2.CampaignRequest(name=b"e", lease=lease, value=b"1")
+    )
+    assert served.store.revision == rev + 1  # same lease, same value: nothing written
+    assert again.leader.rev == won.leader.rev
+    await election.Campaign(v3election_pb2.CampaignRequest(name=b"e", lease=lease, value=b"2"))
+    leader = await election.Leader(v3election_pb2.LeaderRequest(name=b"e"))
+    assert (leader.kv.value, leader.kv.version) == (b"2", 2)  # a new value: proclaimed

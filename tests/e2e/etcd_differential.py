@@ -80,6 +80,7 @@ _REVISIONS = {
     "KeyValue": {"create_revision", "mod_revision"},
     "WatchResponse": {"compact_revision"},
     "HashKVResponse": {"compact_revision"},
+    "LeaderKey": {"rev"},
 }
 _LEASE_IDS = {
     "KeyValue": {"lease"},
@@ -87,6 +88,7 @@ _LEASE_IDS = {
     "LeaseKeepAliveResponse": {"ID"},
     "LeaseTimeToLiveResponse": {"ID"},
     "LeaseStatus": {"ID"},
+    "LeaderKey": {"lease"},
 }
 _DROPPED = {"ResponseHeader": {"cluster_id", "member_id", "raft_term"}}
 

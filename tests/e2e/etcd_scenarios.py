@@ -11,6 +11,12 @@ from typing import Any
 import grpc
 
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
+from plasmacloud.chainfire.proto import (
+    v3election_pb2,
+    v3election_pb2_grpc,
+    v3lock_pb2,
+    v3lock_pb2_grpc,
+)
 
 from .etcd_differential import (
     CALL_TIMEOUT,
@@ -317,3 +323,74 @@ async def odd_enums(side: Side) -> list[Any]:
     finally:
         await session.close()
     return out
+
+
+def _lease_names(ctx: Ctx, data: Any) -> Any:
+    """``data`` with every lease ID written in hex inside a key (the lock and election
+    recipes name keys ``<name>/<lease hex>``) replaced by the lease's label."""
+    if isinstance(data, dict):
+        return {k: _lease_names(ctx, v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return type(data)(_lease_names(ctx, v) for v in data)
+    if isinstance(data, bytes):
+        for raw in ctx.granted:
+            data = data.replace(b"%x" % raw, str(ctx.norm_lease(raw)).encode())
+    return data
+
+
+async def lock_service(side: Side) -> list[Any]:
+    """v3lock: Lock names its key after the lease, a missing lease fails, Unlock deletes."""
+    ctx = await start(side)
+    lock = v3lock_pb2_grpc.LockStub(side.channel)
+    await LeaseGrant(60).run(ctx)
+    held = await lock.Lock(
+        v3lock_pb2.LockRequest(name=b"lk", lease=ctx.granted[0]), timeout=CALL_TIMEOUT
+    )
+    out = [
+        ctx.answer(held),
+        await ctx.call(lock.Lock, v3lock_pb2.LockRequest(name=b"lk", lease=MISSING_LEASE)),
+        await ctx.call(side.kv.Range, pb.RangeRequest(key=b"lk/", range_end=b"lk0")),
+        await ctx.call(lock.Unlock, v3lock_pb2.UnlockRequest(key=held.key)),
+        await ctx.call(lock.Unlock, v3lock_pb2.UnlockRequest(key=b"lk/none")),
+        await ctx.call(side.kv.Range, pb.RangeRequest(key=b"lk/", range_end=b"lk0")),
+        await ctx.call(lock.Lock, v3lock_pb2.LockRequest(name=b"", lease=ctx.granted[0])),
+        await ctx.call(lock.Unlock, v3lock_pb2.UnlockRequest(key=b"")),
+    ]
+    return _lease_names(ctx, out)
+
+
+async def election_service(side: Side) -> list[Any]:
+    """v3election: campaign, leader, proclaim (by the leader and by a stranger), resign,
+    and the answers once nobody leads."""
+    ctx = await start(side)
+    el = v3election_pb2_grpc.ElectionStub(side.channel)
+    await LeaseGrant(60).run(ctx)
+    won = await el.Campaign(
+        v3election_pb2.CampaignRequest(name=b"el", lease=ctx.granted[0], value=b"v1"),
+        timeout=CALL_TIMEOUT,
+    )
+    stranger = v3election_pb2.LeaderKey(name=b"el", key=b"el/none", rev=won.leader.rev, lease=1)
+    leader = v3election_pb2.LeaderRequest(name=b"el")
+    out = [
+        ctx.answer(won),
+        await ctx.call(el.Leader, leader),
+        await ctx.call(el.Proclaim, v3election_pb2.ProclaimRequest(leader=won.leader, value=b"v2")),
+        await ctx.call(el.Proclaim, v3election_pb2.ProclaimRequest(leader=stranger, value=b"v3")),
+        await ctx.call(el.Leader, leader),
+        await ctx.call(el.Resign, v3election_pb2.ResignRequest(leader=won.leader)),
+        await ctx.call(el.Leader, leader),
+        await ctx.call(el.Resign, v3election_pb2.ResignRequest(leader=won.leader)),
+        await ctx.call(
+            el.Campaign, v3election_pb2.CampaignRequest(name=b"el", lease=MISSING_LEASE)
+        ),
+        await ctx.call(el.Proclaim, v3election_pb2.ProclaimRequest(value=b"v4")),
+        await ctx.call(el.Resign, v3election_pb2.ResignRequest()),
+        await ctx.call(el.Campaign, v3election_pb2.CampaignRequest(lease=ctx.granted[0])),
+        await ctx.call(el.Leader, v3election_pb2.LeaderRequest()),
+        # the same lease campaigns again with another value: it keeps its key
+        await ctx.call(
+            el.Campaign, v3election_pb2.CampaignRequest(lease=ctx.granted[0], value=b"v5")
+        ),
+        await ctx.call(el.Leader, v3election_pb2.LeaderRequest()),
+    ]
+    return _lease_names(ctx, out)

@@ -135,6 +135,8 @@ def test_generated_sequences_answer_like_etcd(
         etcd_scenarios.watch_requests,
         etcd_scenarios.watch_headers,
         etcd_scenarios.odd_enums,
+        etcd_scenarios.lock_service,
+        etcd_scenarios.election_service,
     ],
     ids=lambda f: f.__name__,
 )
@@ -146,9 +148,11 @@ def test_scenario_answers_like_etcd(
 
 
 def differing(etcd: Any, chainfire: Any) -> str:
-    """The first answer of a scenario where the two differ."""
-    if isinstance(etcd, list) and isinstance(chainfire, list):
-        for i, (a, b) in enumerate(zip(etcd, chainfire, strict=False)):
-            if a != b:
-                return f"answer {i}\n  etcd:      {a!r}\n  chainfire: {b!r}"
+    """Every answer of a scenario where the two differ."""
+    if isinstance(etcd, list) and isinstance(chainfire, list) and len(etcd) == len(chainfire):
+        return "".join(
+            f"\nanswer {i}\n  etcd:      {a!r}\n  chainfire: {b!r}"
+            for i, (a, b) in enumerate(zip(etcd, chainfire, strict=True))
+            if a != b
+        )
     return f"\n  etcd:      {etcd!r}\n  chainfire: {chainfire!r}"
