@@ -394,3 +394,35 @@ async def election_service(side: Side) -> list[Any]:
         await ctx.call(el.Leader, v3election_pb2.LeaderRequest()),
     ]
     return _lease_names(ctx, out)
+
+
+async def election_observe(side: Side) -> list[Any]:
+    """Observe: nothing until someone leads, then the leader and each value it proclaims."""
+    ctx = await start(side)
+    el = v3election_pb2_grpc.ElectionStub(side.channel)
+    await LeaseGrant(60).run(ctx)
+    seen: list[Any] = []
+    call = el.Observe(v3election_pb2.LeaderRequest(name=b"ob"), timeout=CALL_TIMEOUT)
+
+    async def read() -> None:
+        async for resp in call:
+            seen.append(ctx.plain(resp))
+
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.sleep(0.2)  # observing before anyone campaigns
+        won = await el.Campaign(
+            v3election_pb2.CampaignRequest(name=b"ob", lease=ctx.granted[0], value=b"v1"),
+            timeout=CALL_TIMEOUT,
+        )
+        proclaim = v3election_pb2.ProclaimRequest(leader=won.leader, value=b"v2")
+        await el.Proclaim(proclaim, timeout=CALL_TIMEOUT)
+        for _ in range(50):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await reader
+    return _lease_names(ctx, seen)

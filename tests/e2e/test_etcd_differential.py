@@ -137,6 +137,7 @@ def test_generated_sequences_answer_like_etcd(
         etcd_scenarios.odd_enums,
         etcd_scenarios.lock_service,
         etcd_scenarios.election_service,
+        etcd_scenarios.election_observe,
     ],
     ids=lambda f: f.__name__,
 )
