@@ -660,11 +660,14 @@ def _transcript(
     ctx: Ctx, responses: Sequence[pb.WatchResponse], watch_id: int, until: int
 ) -> list[Any]:
     """What one watcher was told, events before revision ``until`` flattened (how etcd
-    batches them into responses depends on timing)."""
+    batches them into responses depends on timing), progress notifications left out (when
+    they come depends on timing too: a scenario compares them)."""
     out: list[Any] = []
     for r in responses:
         if r.watch_id != watch_id or r.created:
             continue
+        if not (r.events or r.canceled or r.compact_revision):
+            continue  # a progress notification
         events = [ctx.plain(ev) for ev in r.events if ev.kv.mod_revision < until]
         if events:
             out.extend(("event", ev) for ev in events)
