@@ -224,3 +224,30 @@ async def test_garbage_on_the_raft_port_changes_nothing(cluster: Cluster) -> Non
     assert await cluster.leader() == leader
     status, doc, _ = await call("POST", cluster.url(leader) + "/db/execute", ["CREATE TABLE g (x)"])
     assert status == 200 and doc["results"] == [{}]
+
+
+async def test_dropping_every_listed_table_single_quoted_leaves_the_cluster_writable(
+    cluster: Cluster,
+) -> None:
+    """An upstream client's teardown: every table sqlite_master lists, single-quoted. Our
+    bookkeeping's DROP is refused for that statement; every node goes on applying."""
+    leader = await cluster.leader()
+    url = cluster.url(leader)
+    status, _, _ = await call("POST", url + "/db/execute", ["CREATE TABLE a (x)"])
+    assert status == 200
+    status, doc, _ = await call(
+        "GET", url + "/db/query?q=SELECT+name+FROM+sqlite_master+WHERE+type='table'"
+    )
+    names = [row[0] for row in values(doc)]
+    assert "a" in names
+    status, doc, _ = await call("POST", url + "/db/execute", [f"DROP TABLE '{n}'" for n in names])
+    assert status == 200
+    outcome = dict(zip(names, doc["results"], strict=True))
+    assert "error" not in outcome["a"], outcome
+    refused = [n for n, r in outcome.items() if "error" in r]
+    assert all("reserved for FlareDB's own bookkeeping" in outcome[n]["error"] for n in refused)
+    for node in cluster.ids:
+        status, doc, _ = await call(
+            "POST", cluster.url(node) + "/db/execute", [f"CREATE TABLE after_{node} (x)"]
+        )
+        assert status == 200 and "error" not in doc["results"][0], doc

@@ -202,6 +202,42 @@ class _Checkpointer:
             self._idle.set()
 
 
+class _Seal:
+    """SQLite's authorizer for one connection, asked while a statement compiles: no client
+    statement may read, change, drop, alter, index, trigger on or PRAGMA-inspect FlareDB's
+    own tables, however the name is quoted (a dropped applied-index table stopped every
+    apply on every node). Deterministic: every replica compiles the same statements."""
+
+    def __init__(self) -> None:
+        self.internal = False  # the store's own statements compile under open()
+        self.denied: str | None = None  # the last name refused (for the error message)
+
+    def __call__(
+        self, _action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
+    ) -> int:
+        if self.internal:
+            return sqlite3.SQLITE_OK
+        for name in (arg1, arg2):
+            if name is not None and name.lower().startswith(RESERVED_PREFIX):
+                self.denied = name
+                return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    def take_denied(self) -> str | None:
+        """The name refused since the last call (the statement that failed on it)."""
+        denied, self.denied = self.denied, None
+        return denied
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[None]:
+        """Around the store's own statements on its bookkeeping table."""
+        self.internal = True
+        try:
+            yield
+        finally:
+            self.internal = False
+
+
 class SQLiteStore:
     """SQLite database of one node: applies log entries, answers local reads."""
 
@@ -234,8 +270,13 @@ class SQLiteStore:
         self._w.set_progress_handler(self._count_steps, _PROGRESS_EVERY)
         self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
         self._w.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('applied_index', 0)")
+        # From here on client SQL compiles under a seal; one per connection, since the
+        # reader thread dumps (unsealed) while the event loop applies client statements.
+        self._wseal, self._rseal = _Seal(), _Seal()
+        self._w.set_authorizer(self._wseal)
         self._r = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._r.execute("PRAGMA query_only=ON")
+        self._r.set_authorizer(self._rseal)
         self._applied = self._read_applied()
         self._checkpointer = _Checkpointer(path)
         # Commands this node proposed, by the identity of their entry's bytes (kept
@@ -292,8 +333,13 @@ class SQLiteStore:
     # -- StateMachine ----------------------------------------------------------------
 
     def _read_applied(self) -> int:
-        row = self._w.execute(f"SELECT v FROM {META_TABLE} WHERE k='applied_index'").fetchone()
+        with self._wseal.open():
+            row = self._w.execute(f"SELECT v FROM {META_TABLE} WHERE k='applied_index'").fetchone()
         return int(row[0]) if row else 0
+
+    def _write_applied(self, index: int) -> None:
+        with self._wseal.open():
+            self._w.execute(f"UPDATE {META_TABLE} SET v=? WHERE k='applied_index'", (index,))
 
     def applied_index(self) -> int:
         """Index of the last entry committed to the SQLite file."""
@@ -322,7 +368,7 @@ class SQLiteStore:
         return results
 
     def _commit_index(self, index: int) -> None:
-        self._w.execute(f"UPDATE {META_TABLE} SET v=? WHERE k='applied_index'", (index,))
+        self._write_applied(index)
         self._applied = index
 
     def _apply_batch(self, entries: Sequence[Entry]) -> list[Any]:
@@ -330,9 +376,7 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             results = [self._apply_entry(e) for e in entries]
-            conn.execute(
-                f"UPDATE {META_TABLE} SET v=? WHERE k='applied_index'", (entries[-1].index,)
-            )
+            self._write_applied(entries[-1].index)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -519,6 +563,9 @@ class SQLiteStore:
     def _failed(self, exc: BaseException | str, start: float) -> ErrorResult:
         """The result of a failed statement; raises if it ended the batch transaction."""
         message = str(exc)
+        denied = self._wseal.take_denied()
+        if denied is not None:  # SQLite says "not authorized" or "access to ... prohibited"
+            message = f"{denied} is reserved for FlareDB's own bookkeeping"
         if message == "interrupted":
             message = (
                 f"interrupted: the statement exceeded FlareDB's work limit of "
@@ -556,10 +603,13 @@ class SQLiteStore:
             src.backup(self._w)
         finally:
             src.close()
-        self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
-        self._w.execute(
-            f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('applied_index', ?)", (index,)
-        )
+        with self._wseal.open():
+            self._w.execute(
+                f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)"
+            )
+            self._w.execute(
+                f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('applied_index', ?)", (index,)
+            )
         self._applied = index
 
     # -- local reads -------------------------------------------------------------------
@@ -610,11 +660,12 @@ class SQLiteStore:
         # connection never keeps serving an old snapshot to later queries.
         self._r.execute("BEGIN")
         try:
-            return [
-                line + "\n"
-                for line in self._r.iterdump()
-                if META_TABLE not in line.split("(", 1)[0]
-            ]
+            with self._rseal.open():  # iterdump reads every table, ours too (left out below)
+                return [
+                    line + "\n"
+                    for line in self._r.iterdump()
+                    if META_TABLE not in line.split("(", 1)[0]
+                ]
         finally:
             self._r.execute("COMMIT")
 
