@@ -197,7 +197,8 @@ class MvccStore:
         meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())
         self._applied = int(meta.get("applied_index", 0))
         self._rev = int(meta.get("revision", 1))
-        self._compact_rev = int(meta.get("compact_revision", 0))
+        # -1 until the first compaction, like etcd (so compacting at 0 succeeds once)
+        self._compact_rev = int(meta.get("compact_revision", -1))
 
     def _reload_memory(self) -> None:
         """Re-read the in-memory copies of lease and alarm state from the database."""
@@ -348,7 +349,7 @@ class MvccStore:
             rev = revision or self._rev
             if rev > self._rev:
                 raise errors.FUTURE_REV
-            if rev < self._compact_rev:
+            if 0 < revision <= self._compact_rev:  # etcd's hashByRev: the compacted one too
                 raise errors.COMPACTED
             h = 0
             cursor = self._db.execute(
@@ -543,7 +544,9 @@ class MvccStore:
         if op is Op.PUT:
             if self._nospace:
                 raise errors.NO_SPACE
-            self._check_put(req)
+            # etcd's Put looks the lease up first; a put in a txn checks the key first
+            self._check_lease(req)
+            self._check_prev(req)
             return self._put(w, req)
         if op is Op.DELETE_RANGE:
             return self._delete_range(w, req)
@@ -594,11 +597,14 @@ class MvccStore:
         ).fetchone()
         return row
 
-    def _check_put(self, req: rpc_pb2.PutRequest) -> None:
-        if (req.ignore_value or req.ignore_lease) and self._get(req.key) is None:
-            raise errors.KEY_NOT_FOUND
+    def _check_lease(self, req: rpc_pb2.PutRequest) -> None:
         if req.lease and req.lease not in self._leases:
             raise errors.LEASE_NOT_FOUND
+
+    def _check_prev(self, req: rpc_pb2.PutRequest) -> None:
+        """ignore_value and ignore_lease need a key to take them from."""
+        if (req.ignore_value or req.ignore_lease) and self._get(req.key) is None:
+            raise errors.KEY_NOT_FOUND
 
     def _put(self, w: _Write, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         prev = self._get(req.key)
@@ -693,7 +699,8 @@ class MvccStore:
         order = req.sort_order
         if req.sort_target != rpc_pb2.RangeRequest.KEY and order == rpc_pb2.RangeRequest.NONE:
             order = rpc_pb2.RangeRequest.ASCEND
-        if order != rpc_pb2.RangeRequest.NONE:
+        # an order outside the enum leaves the keys in key order, as etcd does
+        if order in (rpc_pb2.RangeRequest.ASCEND, rpc_pb2.RangeRequest.DESCEND):
             kvs.sort(
                 # an unknown target (proto3 enums are open) sorts by key
                 key=_SORT_KEYS.get(req.sort_target, _SORT_KEYS[rpc_pb2.RangeRequest.KEY]),
@@ -749,34 +756,48 @@ class MvccStore:
         for op in req.success if d.succeeded else req.failure:
             yield op, (next(children) if op.HasField("request_txn") else None)
 
-    def _check_txn(self, req: rpc_pb2.TxnRequest, d: _Decision, cur_rev: int) -> bool:
-        """Validate every op on the chosen path before changing anything; True if it puts."""
-        puts = False
+    def _path(self, req: rpc_pb2.TxnRequest, d: _Decision) -> Iterator[rpc_pb2.RequestOp]:
+        """Every non-txn op on the chosen path, depth first in request order."""
         for op, child in self._walk(req, d):
-            kind = op.WhichOneof("request")
-            if kind == "request_put":
-                self._check_put(op.request_put)
-                puts = True
-            elif kind == "request_range":
+            if child is not None:
+                yield from self._path(op.request_txn, child)
+            else:
+                yield op
+
+    def _check_txn(self, req: rpc_pb2.TxnRequest, d: _Decision, cur_rev: int) -> None:
+        """Validate the chosen path before changing anything, in etcd's order (apply.go
+        checkRequests): every put first (its key, then its lease), then every range."""
+        ops = list(self._path(req, d))
+        for op in ops:
+            if op.WhichOneof("request") == "request_put":
+                self._check_prev(op.request_put)
+                self._check_lease(op.request_put)
+        for op in ops:
+            if op.WhichOneof("request") == "request_range":
                 rev = op.request_range.revision
                 if rev > cur_rev:
                     raise errors.FUTURE_REV
-                if 0 < rev < self._compact_rev:
+                # unlike a plain Range, a txn's checks hold a negative revision against
+                # the compacted one too (etcd's checkRequestRange)
+                if rev != 0 and rev < self._compact_rev:
                     raise errors.COMPACTED
-            elif kind == "request_txn" and child is not None:
-                puts |= self._check_txn(op.request_txn, child, cur_rev)
-        return puts
 
     def _txn(self, w: _Write, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        if self._nospace and txn_writes(req)[1]:
+            raise errors.NO_SPACE  # etcd's capped applier refuses any txn that puts
         decision = self._decide(req)
-        if self._check_txn(req, decision, self._rev) and self._nospace:
-            raise errors.NO_SPACE
+        self._check_txn(req, decision, self._rev)
         resp = self._run_txn(w, req, decision)
-        self._stamp(resp, w.rev if w.sub else w.rev - 1)
+        # only the outer header carries the txn's revision; etcd leaves nested txns'
+        # headers empty
+        resp.header.revision = w.rev if w.sub else w.rev - 1
         return resp
 
     def _run_txn(self, w: _Write, req: rpc_pb2.TxnRequest, d: _Decision) -> rpc_pb2.TxnResponse:
+        """Each op's response carries the revision as of that op, like etcd's txn: the
+        new revision once the txn has changed something, the old one before."""
         resp = rpc_pb2.TxnResponse(succeeded=d.succeeded)
+        resp.header.SetInParent()
         for op, child in self._walk(req, d):
             kind = op.WhichOneof("request")
             out = resp.responses.add()
@@ -791,16 +812,6 @@ class MvccStore:
             elif kind == "request_txn" and child is not None:
                 out.response_txn.CopyFrom(self._run_txn(w, op.request_txn, child))
         return resp
-
-    def _stamp(self, resp: rpc_pb2.TxnResponse, rev: int) -> None:
-        """Give a txn and every nested response the txn's final revision, like etcd."""
-        resp.header.revision = rev
-        for out in resp.responses:
-            kind = out.WhichOneof("response")
-            if kind == "response_txn":
-                self._stamp(out.response_txn, rev)
-            elif kind is not None:
-                getattr(out, kind).header.revision = rev
 
     # -- compaction, leases, alarms ----------------------------------------------------
 
@@ -865,7 +876,7 @@ class MvccStore:
         )
 
     def _alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
-        resp = rpc_pb2.AlarmResponse(header=rpc_pb2.ResponseHeader(revision=self._rev))
+        resp = rpc_pb2.AlarmResponse()
         member = rpc_pb2.AlarmMember(memberID=req.memberID, alarm=req.alarm)
         known = req.alarm in (rpc_pb2.NOSPACE, rpc_pb2.CORRUPT)
         if req.action == rpc_pb2.AlarmRequest.ACTIVATE and known:
@@ -882,6 +893,21 @@ class MvccStore:
                 resp.alarms.append(member)
         self._nospace = self._nospace_raised()
         return resp
+
+
+def txn_writes(r: rpc_pb2.TxnRequest) -> tuple[bool, bool]:
+    """(has any put or delete, has any put) anywhere in the txn."""
+    writes = puts = False
+    for op in (*r.success, *r.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_put":
+            writes = puts = True
+        elif kind == "request_delete_range":
+            writes = True
+        elif kind == "request_txn":
+            w, p = txn_writes(op.request_txn)
+            writes, puts = writes or w, puts or p
+    return writes, puts
 
 
 def _filter_revisions(

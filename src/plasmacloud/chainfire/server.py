@@ -46,7 +46,7 @@ from plasmacloud.chainfire.services.lease import LeaseServicer
 from plasmacloud.chainfire.services.lock import LockServicer
 from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
 from plasmacloud.chainfire.services.system import SystemKVServicer
-from plasmacloud.chainfire.services.watch import WatchServicer
+from plasmacloud.chainfire.services.watch import DEFAULT_PROGRESS_INTERVAL, WatchServicer
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context, grpc_pem_material, server_context
 from plasmacloud.iam.authz import AuditShipper, Verifier
@@ -164,6 +164,9 @@ class ChainfireServer:
     snapshot_threshold: int | None = None
     # revisions of history to keep (0: no automatic compaction, like etcd's default)
     auto_compaction_retention: int = 0
+    # seconds between progress notifications to idle watchers that asked for them
+    # (etcd's --experimental-watch-progress-notify-interval, 10 minutes by default)
+    watch_progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     # auth on when given: every call is checked by these IAM nodes (chainfire.iam_auth)
     iam_urls: tuple[str, ...] = ()
     # client certificate CNs allowed without a token besides the node ids (an operator)
@@ -243,7 +246,12 @@ class ChainfireServer:
         await self._raft.start()
         await self.node.start()
         self._grpc, address = grpc_server(cfg)
-        add_servicers(self._grpc, self.node, tls=cfg.tls.enabled)
+        add_servicers(
+            self._grpc,
+            self.node,
+            tls=cfg.tls.enabled,
+            progress_interval=self.watch_progress_interval,
+        )
         await self._grpc.start()
         self._http = await start_http(self.node, cfg.listen_host, cfg.ports.chainfire_metrics)
         log.info(
@@ -292,7 +300,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
     ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
-    auto_compaction_retention, iam_urls, trusted_cns).
+    auto_compaction_retention, watch_progress_interval, iam_urls, trusted_cns).
     """
     server = ChainfireServer(config, **options)
     try:
