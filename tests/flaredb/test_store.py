@@ -536,3 +536,117 @@ def test_only_single_row_inserts_with_a_column_list_count_as_plain() -> None:
         "INSERT INTO t(a VALUES (?)",
     ):
         assert plain(sql) is None, sql
+
+
+def write(store: SQLiteStore, *sql: str) -> list[Any]:
+    """Apply one entry of ``sql`` statements as the next log index; its results."""
+    (res,) = store.apply(entries(Command.new([S(s) for s in sql]), start=store.applied_index() + 1))
+    assert isinstance(res, list)
+    return res
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP TABLE '_flaredb_meta'",
+        'DROP TABLE "_flaredb_meta"',
+        "DROP TABLE [_flaredb_meta]",
+        "DROP TABLE `_flaredb_meta`",
+        "DROP TABLE _FlareDB_Meta",
+        "DROP TABLE IF EXISTS main.'_FLAREDB_META'",
+        "ALTER TABLE '_flaredb_meta' RENAME TO mine",
+        "ALTER TABLE _flaredb_meta ADD COLUMN x",
+        "UPDATE '_flaredb_meta' SET v = 0",
+        "DELETE FROM [_flaredb_meta]",
+        "INSERT INTO `_flaredb_meta` VALUES ('x', 1)",
+        "CREATE INDEX i ON '_flaredb_meta'(v)",
+        "CREATE TRIGGER tr AFTER UPDATE ON _flaredb_meta BEGIN SELECT 1; END",
+        "CREATE TABLE _flaredb_other (x)",
+        "CREATE TABLE t2 AS SELECT * FROM '_flaredb_meta'",
+        "PRAGMA table_info('_flaredb_meta')",
+        "SAVEPOINT entry",
+        "RELEASE entry",
+        "COMMIT",
+    ],
+)
+def test_client_statements_cannot_touch_the_bookkeeping(store: SQLiteStore, sql: str) -> None:
+    write(store, "CREATE TABLE t (x)")
+    (res,) = write(store, sql)
+    assert isinstance(res, ErrorResult)
+    assert (
+        "reserved for FlareDB's bookkeeping" in res.error
+        or "not supported" in res.error
+        or ("PRAGMA" in res.error)
+    )
+    assert summary(write(store, "INSERT INTO t VALUES (1)")) == [("ok", 1, 1)]
+    assert store.applied_index() == 3
+    restarted = SQLiteStore(store.path)
+    assert restarted.applied_index() == 3
+    restarted.close()
+
+
+def test_views_and_triggers_cannot_reach_the_bookkeeping(store: SQLiteStore) -> None:
+    write(store, "CREATE TABLE t (x)")
+    # SQLite resolves a view's or trigger's body when a statement uses it: creating
+    # them succeeds, every use is refused (and the write after it still applies).
+    created = write(
+        store,
+        "CREATE VIEW v AS SELECT * FROM '_flaredb_meta'",
+        'CREATE TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM "_flaredb_meta"; END',
+    )
+    assert summary(created) == [("ok", 0, 0), ("ok", 0, 0)]
+    (via_trigger,) = write(store, "INSERT INTO t VALUES (1)")
+    assert isinstance(via_trigger, ErrorResult) and "reserved" in via_trigger.error
+    for res in [
+        *write(store, "INSERT INTO t SELECT v FROM v"),
+        *store.query([S("SELECT * FROM v")]),
+    ]:
+        assert isinstance(res, ErrorResult) and "reserved" in res.error
+    write(store, "DROP TRIGGER IF EXISTS tr")
+    assert summary(write(store, "INSERT INTO t VALUES (2)")) == [("ok", 1, 1)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM _flaredb_meta",
+        "SELECT v FROM '_flaredb_meta'",
+        "SELECT * FROM [_FLAREDB_META]",
+        "SELECT * FROM main.`_flaredb_meta`",
+        "PRAGMA table_info('_flaredb_meta')",
+        "PRAGMA main.table_xinfo(_flaredb_meta)",
+        "SELECT * FROM pragma_table_info('_flaredb_meta')",
+    ],
+)
+def test_queries_cannot_read_the_bookkeeping(store: SQLiteStore, sql: str) -> None:
+    (res,) = store.query([S(sql)])
+    assert isinstance(res, ErrorResult) and "reserved for FlareDB's bookkeeping" in res.error
+    (ok,) = store.query([S("SELECT count(*) FROM sqlite_master")])
+    assert isinstance(ok, QueryResult)
+
+
+def test_backups_and_dumps_leave_the_bookkeeping_out_and_loads_never_bring_it(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    write(store, "CREATE TABLE t (x)", "INSERT INTO t VALUES (1)")
+    backup = tmp_path / "backup.db"
+    backup.write_bytes(store.backup_file())
+    with sqlite3.connect(backup) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+    assert names == ["t"]
+    assert not [line for line in dump(store) if "_flaredb_" in line.lower()]
+    # A file copied off a node's disk (any case of the name) loads without its index.
+    with sqlite3.connect(backup) as conn:
+        conn.execute("CREATE TABLE _FLAREDB_META (k, v)")
+        conn.execute("INSERT INTO _FLAREDB_META VALUES ('applied_index', 99)")
+    stmts = load_statements(backup.read_bytes())
+    assert not [s for s in stmts if "_flaredb_" in s.sql.lower()]
+    (res,) = store.apply(entries(Command.new(stmts, True, LOAD), start=2))
+    assert not [r for r in res if isinstance(r, ErrorResult)]
+    assert store.applied_index() == 2
+    # Snapshots are the whole file: a restored replica keeps counting from the index.
+    other = SQLiteStore(tmp_path / "other.sqlite")
+    other.restore(store.snapshot(), 2)
+    assert summary(write(other, "INSERT INTO t VALUES (2)")) == [("ok", 2, 1)]
+    assert other.applied_index() == 3
+    other.close()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from plasmacloud.flaredb.authorizer import RESERVED_PREFIX, Sentry, is_reserved
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.models import (
     ErrorResult,
@@ -33,7 +34,6 @@ from plasmacloud.flaredb.models import (
     Statement,
 )
 from plasmacloud.flaredb.sqlscan import (
-    RESERVED_PREFIX,
     NonDeterministicError,
     Token,
     check_query,
@@ -127,8 +127,9 @@ def _rows_result(cur: sqlite3.Cursor, start: float) -> QueryResult:
     return result
 
 
-def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
-    """Run one statement; SQLite errors become an :class:`ErrorResult`."""
+def _execute(conn: sqlite3.Connection, stmt: Statement, sentry: Sentry) -> Result:
+    """Run one statement; SQLite errors (refusals of ``sentry``, the connection's
+    authorizer, included) become an :class:`ErrorResult`."""
     start = time.perf_counter()
     try:
         cur = conn.execute(stmt.sql, stmt.params)
@@ -139,7 +140,7 @@ def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
         inserted = rows and _inserts(stmt.sql)
         result: Result = ExecuteResult(int(cur.lastrowid or 0) if inserted else 0, rows)
     except _SQL_ERRORS as exc:
-        result = ErrorResult(str(exc))
+        result = ErrorResult(sentry.explain(str(exc)))
     result.time = time.perf_counter() - start
     return result
 
@@ -234,8 +235,15 @@ class SQLiteStore:
         self._w.set_progress_handler(self._count_steps, _PROGRESS_EVERY)
         self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
         self._w.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('applied_index', 0)")
+        # Client statements run under an authorizer that refuses FlareDB's own names (and,
+        # when applying, whatever would break the batch transaction): on the read
+        # connection always (only the dump turns it off), on the write connection only
+        # while an entry's statements run (see _client_sql).
+        self._w_sentry = Sentry(write=True)
+        self._r_sentry = Sentry(write=False)
         self._r = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._r.execute("PRAGMA query_only=ON")
+        self._r.set_authorizer(self._r_sentry)
         self._applied = self._read_applied()
         self._checkpointer = _Checkpointer(path)
         # Commands this node proposed, by the identity of their entry's bytes (kept
@@ -341,6 +349,28 @@ class SQLiteStore:
         self._applied = entries[-1].index
         return results
 
+    @contextlib.contextmanager
+    def _client_sql(self) -> Iterator[None]:
+        """Run the block with the write connection's authorizer on. Setting or clearing
+        an authorizer also expires the connection's prepared statements, so a client
+        statement whose text equals one of the store's own is compiled, and checked,
+        again rather than taken from the statement cache."""
+        self._w.set_authorizer(self._w_sentry)
+        try:
+            yield
+        finally:
+            self._w.set_authorizer(None)
+
+    @contextlib.contextmanager
+    def _own_sql(self) -> Iterator[None]:
+        """Inside :meth:`_client_sql`: run the store's own statements (savepoints,
+        schema lookups) with the authorizer off."""
+        self._w.set_authorizer(None)
+        try:
+            yield
+        finally:
+            self._w.set_authorizer(self._w_sentry)
+
     def _apply_entry(self, entry: Entry) -> list[Result]:
         try:
             cmd = self._decode(entry.data)
@@ -355,6 +385,12 @@ class SQLiteStore:
             # Inside the entry's savepoint: a load that fails leaves the old tables be.
             self._steps = 0
             self._drop_user_objects()
+        with self._client_sql():
+            results = self._run_entry(cmd, runs)
+        conn.execute("RELEASE entry")
+        return results
+
+    def _run_entry(self, cmd: Command, runs: Sequence[Run]) -> list[Result]:
         if cmd.transaction or cmd.kind == LOAD:
             results = self._run(runs, transaction=True)
         else:
@@ -365,10 +401,10 @@ class SQLiteStore:
             # random() generator back where it was: the same outcome on every replica.
             results = self._run(runs, transaction=False, savepoints=False)
             if any(isinstance(r, ErrorResult) for r in results):
-                conn.execute("ROLLBACK TO entry")
+                with self._own_sql():
+                    self._w.execute("ROLLBACK TO entry")
                 self._rng.seed(cmd.seed)
                 results = self._run(runs, transaction=False)
-        conn.execute("RELEASE entry")
         return results
 
     def _run(self, runs: Sequence[Run], transaction: bool, savepoints: bool = True) -> list[Result]:
@@ -385,7 +421,8 @@ class SQLiteStore:
             elif self._run_fast(run, results):
                 if transaction:
                     # All or nothing: undo the statements before it, skip the rest.
-                    self._w.execute("ROLLBACK TO entry")
+                    with self._own_sql():
+                        self._w.execute("ROLLBACK TO entry")
                 break  # without savepoints the caller undoes and reruns the whole entry
         return results
 
@@ -396,12 +433,11 @@ class SQLiteStore:
         conn = self._w
         sql = run.sql
         plain = _plain_insert(sql) if len(run.params) > 1 else None
-        if (
-            plain is not None
-            and self._many_rows_ok(*plain)
-            and self._run_many(run, plain[0], results)
-        ):
-            return False
+        if plain is not None:
+            with self._own_sql():
+                many = self._many_rows_ok(*plain)
+            if many and self._run_many(run, plain[0], results):
+                return False
         inserts = _inserts(sql)
         cur = conn.cursor()
         execute = cur.execute
@@ -477,7 +513,8 @@ class SQLiteStore:
         if top is not None and top > _MAX_ROWID - n:
             return False  # near the top SQLite picks random rowids
         state = self._rng.getstate()
-        conn.execute("SAVEPOINT run")
+        with self._own_sql():
+            conn.execute("SAVEPOINT run")
         start = time.perf_counter()
         try:
             cur = conn.executemany(run.sql, self._each_statement(run.params))
@@ -488,13 +525,14 @@ class SQLiteStore:
             done = False
         if not conn.in_transaction:
             raise _TransactionLost("a statement ended the transaction")
-        if not done:
-            conn.execute("ROLLBACK TO run")
+        with self._own_sql():
+            if not done:
+                conn.execute("ROLLBACK TO run")
+                conn.execute("RELEASE run")
+                self._rng.setstate(state)
+                return False
+            (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
             conn.execute("RELEASE run")
-            self._rng.setstate(state)
-            return False
-        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
-        conn.execute("RELEASE run")
         each = (time.perf_counter() - start) / n
         results.extend([ExecuteResult(rowid, 1, each) for rowid in range(last - n + 1, last + 1)])
         return True
@@ -504,21 +542,23 @@ class SQLiteStore:
         the others stand."""
         conn = self._w
         for stmt in run.statements():
-            conn.execute("SAVEPOINT stmt")
+            with self._own_sql():
+                conn.execute("SAVEPOINT stmt")
             self._steps = 0
             start = time.perf_counter()
-            result = _execute(conn, stmt)
-            if isinstance(result, ErrorResult):
-                result = self._failed(result.error, start)
-                conn.execute("ROLLBACK TO stmt")
-            elif not conn.in_transaction:
-                raise _TransactionLost("a statement ended the transaction")
-            results.append(result)
-            conn.execute("RELEASE stmt")
+            result = _execute(conn, stmt, self._w_sentry)
+            with self._own_sql():
+                if isinstance(result, ErrorResult):
+                    result = self._failed(result.error, start)
+                    conn.execute("ROLLBACK TO stmt")
+                elif not conn.in_transaction:
+                    raise _TransactionLost("a statement ended the transaction")
+                results.append(result)
+                conn.execute("RELEASE stmt")
 
     def _failed(self, exc: BaseException | str, start: float) -> ErrorResult:
         """The result of a failed statement; raises if it ended the batch transaction."""
-        message = str(exc)
+        message = self._w_sentry.explain(str(exc))
         if message == "interrupted":
             message = (
                 f"interrupted: the statement exceeded FlareDB's work limit of "
@@ -531,12 +571,11 @@ class SQLiteStore:
     def _drop_user_objects(self) -> None:
         rows = self._w.execute(
             "SELECT type, name FROM sqlite_master WHERE type IN ('table','view') "
-            "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE ?",
-            (RESERVED_PREFIX + "%",),
+            "AND name NOT LIKE 'sqlite_%'"
         ).fetchall()
         for kind, name in rows:
-            quoted = '"' + name.replace('"', '""') + '"'
-            self._w.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
+            if not is_reserved(name):
+                self._w.execute(f"DROP {kind.upper()} IF EXISTS {_quote(name)}")
         if self._w.execute("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'").fetchone():
             self._w.execute("DELETE FROM sqlite_sequence")
 
@@ -585,7 +624,7 @@ class SQLiteStore:
                 except NonDeterministicError as exc:
                     results.append(ErrorResult(str(exc)))
                     continue
-                results.append(_execute(self._r, stmt))
+                results.append(_execute(self._r, stmt, self._r_sentry))
             return results
         finally:
             if deadline is not None:
@@ -607,7 +646,10 @@ class SQLiteStore:
         # would land in some tables of the dump and not others: e.g. rows without the
         # audit rows their trigger wrote. One read transaction pins one state, and is
         # always ended here (not left to a half-consumed generator), so the reader
-        # connection never keeps serving an old snapshot to later queries.
+        # connection never keeps serving an old snapshot to later queries. The dump is
+        # the store's own reading (the authorizer would refuse its reads of our table),
+        # and only our table can have a reserved name: the authorizer refuses any other.
+        self._r.set_authorizer(None)
         self._r.execute("BEGIN")
         try:
             return [
@@ -617,12 +659,14 @@ class SQLiteStore:
             ]
         finally:
             self._r.execute("COMMIT")
+            self._r.set_authorizer(self._r_sentry)
 
     def backup_file(self) -> bytes:
-        """A consistent copy of the database file without FlareDB's bookkeeping."""
+        """A consistent copy of the database file without FlareDB's bookkeeping (the
+        backup API copies every page in one read, past the authorizer)."""
         with contextlib.closing(sqlite3.connect(":memory:")) as mem:
             self._r.backup(mem)
-            mem.execute(f"DROP TABLE IF EXISTS {META_TABLE}")
+            _drop_reserved(mem)
             return bytes(mem.serialize())
 
     def size_bytes(self) -> int:
@@ -661,12 +705,19 @@ def load_statements(data: bytes) -> list[Statement]:
                 check = conn.execute("PRAGMA integrity_check").fetchone()
                 if check is None or check[0] != "ok":
                     raise RequestError(f"database file fails integrity_check: {check}")
+                # A FlareDB backup has none, but a file copied off a node's disk
+                # would bring its applied index along.
+                _drop_reserved(conn)
                 lines = list(conn.iterdump())
             except sqlite3.DatabaseError as exc:
                 raise RequestError(f"not a usable SQLite database: {exc}") from exc
     skip = ("BEGIN TRANSACTION;", "COMMIT;")
-    return [
-        Statement(line)
-        for line in lines
-        if line not in skip and META_TABLE not in line.split("(", 1)[0]
-    ]
+    return [Statement(line) for line in lines if line not in skip]
+
+
+def _drop_reserved(conn: sqlite3.Connection) -> None:
+    """Drop the tables named with FlareDB's reserved prefix (any case) from a copy."""
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for name in names:
+        if is_reserved(name):
+            conn.execute(f"DROP TABLE {_quote(name)}")
