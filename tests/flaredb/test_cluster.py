@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from .cluster import Cluster, call, make_configs
@@ -224,3 +225,72 @@ async def test_garbage_on_the_raft_port_changes_nothing(cluster: Cluster) -> Non
     assert await cluster.leader() == leader
     status, doc, _ = await call("POST", cluster.url(leader) + "/db/execute", ["CREATE TABLE g (x)"])
     assert status == 200 and doc["results"] == [{}]
+
+
+async def test_a_cleanup_dropping_every_listed_table_leaves_writes_working(
+    cluster: Cluster,
+) -> None:
+    """An upstream client suite's teardown: list sqlite_master, drop each table named
+    there, single-quoted. FlareDB's own table is refused; the cluster still writes."""
+    leader = await cluster.leader()
+    url = cluster.url(cluster.followers(leader)[0])
+    status, doc, _ = await call(
+        "POST", url + "/db/execute", ["CREATE TABLE a (x)", "CREATE TABLE b (x)"]
+    )
+    assert status == 200
+    status, doc, _ = await call(
+        "GET", url + "/db/query?q=SELECT+name+FROM+sqlite_master+WHERE+type='table'&level=strong"
+    )
+    names = [row[0] for row in values(doc)]
+    assert {"a", "b"} <= set(names)
+    drops = [f"DROP TABLE '{n}'" for n in names]
+    status, doc, _ = await call("POST", url + "/db/execute", drops)
+    assert status == 200
+    for name, result in zip(names, doc["results"], strict=True):
+        if name.startswith("_flaredb_"):
+            assert "reserved for FlareDB's bookkeeping" in result["error"]
+        else:
+            assert "error" not in result, (name, result)
+    for node in cluster.ids:
+        status, doc, _ = await call(
+            "POST",
+            cluster.url(node) + "/db/execute",
+            ["CREATE TABLE IF NOT EXISTS c (x)", f"INSERT INTO c VALUES ('{node}')"],
+        )
+        assert status == 200 and doc["results"][1] == {
+            "last_insert_id": cluster.ids.index(node) + 1,
+            "rows_affected": 1,
+        }, doc
+    await cluster.wait_all_applied()
+    assert len(set(map(tuple, cluster.dumps().values()))) == 1
+
+
+async def test_a_node_whose_apply_raises_stops_loudly_and_the_others_go_on(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = await cluster.leader()
+    broken = cluster.followers(leader)[0]
+    server = cluster.servers[broken]
+
+    def bug(*_: object) -> None:
+        raise RuntimeError("simulated bug in the state machine")
+
+    monkeypatch.setattr(server.store, "_run_entry", bug)
+    status, doc, _ = await call("POST", cluster.url(leader) + "/db/execute", ["CREATE TABLE t (x)"])
+    assert status == 200 and doc["results"] == [{}]
+    for _ in range(100):
+        if server.store.failure is not None and server.raft._stopped:
+            break
+        await asyncio.sleep(0.05)
+    assert server.store.failure is not None and "simulated bug" in server.store.failure
+    assert server.raft._stopped
+    async with aiohttp.ClientSession() as s:
+        async with s.get(cluster.url(broken) + "/readyz") as resp:
+            assert resp.status == 503 and "store failed" in await resp.text()
+        async with s.get(cluster.url(broken) + "/metrics") as resp:
+            assert "flaredb_apply_failed 1.0" in await resp.text()
+    # The other two still make a majority and keep writing.
+    status, doc, _ = await call(
+        "POST", cluster.url(leader) + "/db/execute", ["INSERT INTO t VALUES (1)"]
+    )
+    assert status == 200 and doc["results"] == [{"last_insert_id": 1, "rows_affected": 1}]

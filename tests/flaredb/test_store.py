@@ -650,3 +650,26 @@ def test_backups_and_dumps_leave_the_bookkeeping_out_and_loads_never_bring_it(
     assert summary(write(other, "INSERT INTO t VALUES (2)")) == [("ok", 2, 1)]
     assert other.applied_index() == 3
     other.close()
+
+
+def test_an_apply_that_raises_fails_the_store_for_good_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures: list[str] = []
+    store = SQLiteStore(tmp_path / "db.sqlite", on_failure=failures.append)
+    write(store, "CREATE TABLE t (x)")
+
+    def bug(*_: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(store, "_run_entry", bug)
+    with pytest.raises(store_module.StoreFailedError, match="simulated bug"):
+        store.apply(entries(Command.new([S("INSERT INTO t VALUES (1)")]), start=2))
+    monkeypatch.undo()
+    # Not skipped, not retried: every later batch is refused the same way.
+    with pytest.raises(store_module.StoreFailedError, match="entries 2-2"):
+        store.apply(entries(Command.new([S("INSERT INTO t VALUES (2)")]), start=2))
+    assert failures == [store.failure] and store.applied_index() == 1
+    (count,) = store.query([S("SELECT count(*) FROM t")])
+    assert isinstance(count, QueryResult) and count.values == [[0]]
+    store.close()

@@ -48,7 +48,10 @@ class FlareDBServer:
         self.config = config
         data = config.data_path("flaredb")
         self.metrics = FlareMetrics()
-        self.store = SQLiteStore(data / "db.sqlite", on_apply=self.metrics.observe_apply)
+        self.store = SQLiteStore(
+            data / "db.sqlite", on_apply=self.metrics.observe_apply, on_failure=self._store_failed
+        )
+        self._stopping_raft: asyncio.Task[None] | None = None
         self.server_ssl = server_context(config.tls)
         self.client_ssl = client_context(config.tls)
         self.raft = RaftNode(
@@ -100,6 +103,16 @@ class FlareDBServer:
             guard=Guard(self.verifier, trusted_cns=trusted) if self.verifier else None,
         )
         self._runner: web.AppRunner | None = None
+
+    def _store_failed(self, reason: str) -> None:
+        """The store can no longer follow the log: flag it (/readyz is red from now on)
+        and leave the cluster's Raft group, so the others elect a leader without this
+        node instead of sending it entries it fails on, and nothing waits on it."""
+        self.metrics.apply_failed.set(1)
+        if self._stopping_raft is None:
+            self._stopping_raft = asyncio.get_running_loop().create_task(
+                self.raft.stop(handover=False)
+            )
 
     @property
     def url(self) -> str:

@@ -56,6 +56,11 @@ CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+class StoreFailedError(Exception):
+    """Applying committed entries raised something no statement result could stand for
+    (a bug, a full disk): the store stops applying for good, as the node must."""
+
+
 class _TransactionLost(Exception):
     """A statement ended the batch transaction (``INSERT OR ROLLBACK``, ``RAISE(ROLLBACK)``,
     or an interrupted write, which SQLite rolls back whole); the message says which."""
@@ -206,14 +211,23 @@ class _Checkpointer:
 class SQLiteStore:
     """SQLite database of one node: applies log entries, answers local reads."""
 
-    def __init__(self, path: Path, on_apply: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_apply: Callable[[int], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         """Open (or create) the database at ``path``.
 
-        ``on_apply(statements)`` is called after each applied batch (metrics).
+        ``on_apply(statements)`` is called after each applied batch (metrics);
+        ``on_failure(reason)`` once, if applying ever raises (see :meth:`apply`).
         """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._on_apply = on_apply
+        self._on_failure = on_failure
+        # Why applying stopped for good (None while the store follows the log).
+        self.failure: str | None = None
         self._rng = random.Random(0)
         self._w = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._w.execute("PRAGMA journal_mode=WAL")
@@ -308,9 +322,32 @@ class SQLiteStore:
         return self._applied
 
     def apply(self, entries: Sequence[Entry]) -> list[Any]:
-        """Apply committed entries: one SQLite transaction for the whole batch."""
+        """Apply committed entries: one SQLite transaction for the whole batch.
+
+        Every statement's outcome, errors included, is a result, the same on every
+        replica. Anything else that raises (a bug, a failing disk) leaves the batch
+        rolled back, marks the store failed, tells ``on_failure`` and raises
+        :class:`StoreFailedError`, now and on every later call: a replica that skipped
+        the entry would differ from the others for good, and one that retried it would
+        fail again on every tick with writes hanging behind it.
+        """
+        if self.failure is not None:
+            raise StoreFailedError(self.failure)
         if not entries:
             return []
+        try:
+            return self._apply_entries(entries)
+        except Exception as exc:
+            self.failure = (
+                f"applying log entries {entries[0].index}-{entries[-1].index} failed: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            log.critical("%s; this node stops applying the log", self.failure, exc_info=True)
+            if self._on_failure is not None:
+                self._on_failure(self.failure)
+            raise StoreFailedError(self.failure) from exc
+
+    def _apply_entries(self, entries: Sequence[Entry]) -> list[Any]:
         try:
             results = self._apply_batch(entries)
         except _TransactionLost:
