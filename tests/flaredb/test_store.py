@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from plasmacloud.flaredb import store as store_module
 from plasmacloud.flaredb.command import LOAD, Command
@@ -673,3 +675,102 @@ def test_an_apply_that_raises_fails_the_store_for_good_and_says_so(
     (count,) = store.query([S("SELECT count(*) FROM t")])
     assert isinstance(count, QueryResult) and count.values == [[0]]
     store.close()
+
+
+_NAMES = st.sampled_from(
+    [
+        "t",
+        "u",
+        "'t'",
+        '"u"',
+        "[t]",
+        "`u`",
+        "_flaredb_meta",
+        "'_flaredb_meta'",
+        "[_FLAREDB_META]",
+        '"_FlareDB_meta"',
+        "`_flaredb_meta`",
+        "main._flaredb_meta",
+        "sqlite_sequence",
+        "_flaredb_x",
+    ]
+)
+_STATEMENTS = st.one_of(
+    _NAMES.map(lambda n: f"CREATE TABLE {n} (id INTEGER PRIMARY KEY AUTOINCREMENT, v)"),
+    _NAMES.map(lambda n: f"CREATE TABLE IF NOT EXISTS {n} (v)"),
+    _NAMES.map(lambda n: f"DROP TABLE {n}"),
+    _NAMES.map(lambda n: f"DROP TABLE IF EXISTS {n}"),
+    st.tuples(_NAMES, _NAMES).map(lambda p: f"ALTER TABLE {p[0]} RENAME TO {p[1]}"),
+    _NAMES.map(lambda n: f"ALTER TABLE {n} ADD COLUMN w"),
+    _NAMES.map(lambda n: f"INSERT INTO {n} (v) VALUES (1)"),
+    _NAMES.map(lambda n: f"UPDATE {n} SET v = 2"),
+    _NAMES.map(lambda n: f"DELETE FROM {n}"),
+    _NAMES.map(lambda n: f"CREATE VIEW IF NOT EXISTS w AS SELECT * FROM {n}"),
+    _NAMES.map(lambda n: f"CREATE INDEX IF NOT EXISTS i ON {n}(v)"),
+    _NAMES.map(lambda n: f"PRAGMA table_info({n})"),
+    _NAMES.map(
+        lambda n: f"CREATE TRIGGER IF NOT EXISTS tr AFTER INSERT ON t BEGIN DELETE FROM {n}; END"
+    ),
+    st.sampled_from(
+        [
+            "VACUUM",
+            "BEGIN",
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+            "END",
+            "ROLLBACK",
+            "SAVEPOINT sp",
+            "SAVEPOINT entry",
+            "RELEASE entry",
+            "RELEASE stmt",
+            "ROLLBACK TO entry",
+            "ROLLBACK TO stmt",
+            "PRAGMA writable_schema = 1",
+            "PRAGMA journal_mode = DELETE",
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA user_version = 7",
+            "DROP VIEW IF EXISTS w",
+            "DROP TRIGGER IF EXISTS tr",
+            "SELECT * FROM sqlite_master",
+            "INSERT OR ROLLBACK INTO t (v) VALUES (1)",
+            "CREATE TRIGGER IF NOT EXISTS rb BEFORE UPDATE ON t "
+            "BEGIN SELECT RAISE(ROLLBACK, 'no'); END",
+        ]
+    ),
+)
+# An entry: some statements, as one request or with ?transaction.
+_ENTRIES = st.lists(
+    st.tuples(st.lists(_STATEMENTS, min_size=1, max_size=4), st.booleans()), min_size=1, max_size=8
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sequence=_ENTRIES, split=st.integers(min_value=1, max_value=8))
+def test_no_statement_sequence_stops_the_next_write_or_splits_replicas(
+    tmp_path_factory: pytest.TempPathFactory, sequence: list[tuple[list[str], bool]], split: int
+) -> None:
+    """Whatever clients send (the HTTP layer's text checks bypassed), every entry applies
+    with a result per statement, the next ordinary write still applies, and two replicas
+    applying the same entries in different batches end identical."""
+    tmp = tmp_path_factory.mktemp("prop")
+    cmds = [Command.new([S(s) for s in stmts], transaction) for stmts, transaction in sequence]
+    cmds.append(
+        Command.new([S("CREATE TABLE IF NOT EXISTS probe (v)"), S("INSERT INTO probe VALUES (1)")])
+    )
+    log = entries(*cmds)
+    one, other = SQLiteStore(tmp / "a.sqlite"), SQLiteStore(tmp / "b.sqlite")
+    try:
+        whole = one.apply(log)
+        parts = [r for i in range(0, len(log), split) for r in other.apply(log[i : i + split])]
+        assert [summary(r) for r in whole] == [summary(r) for r in parts]
+        assert one.applied_index() == other.applied_index() == len(log)
+        assert summary(whole[-1]) == [("ok", 0, 0), ("ok", whole[-1][1].last_insert_id, 1)]
+        assert dump(one) == dump(other)
+        for store in (one, other):
+            (meta,) = store._w.execute("SELECT v FROM _flaredb_meta").fetchall()
+            assert meta == (len(log),)
+    finally:
+        one.close()
+        other.close()
