@@ -564,6 +564,7 @@ def write(store: SQLiteStore, *sql: str) -> list[Any]:
         "CREATE INDEX i ON '_flaredb_meta'(v)",
         "CREATE TRIGGER tr AFTER UPDATE ON _flaredb_meta BEGIN SELECT 1; END",
         "CREATE TABLE _flaredb_other (x)",
+        "ALTER TABLE t RENAME TO '_FlareDB_t'",
         "CREATE TABLE t2 AS SELECT * FROM '_flaredb_meta'",
         "PRAGMA table_info('_flaredb_meta')",
         "SAVEPOINT entry",
@@ -585,6 +586,12 @@ def test_client_statements_cannot_touch_the_bookkeeping(store: SQLiteStore, sql:
     restarted = SQLiteStore(store.path)
     assert restarted.applied_index() == 3
     restarted.close()
+
+
+def test_columns_may_use_the_prefix(store: SQLiteStore) -> None:
+    write(store, "CREATE TABLE t (_flaredb_c)", "INSERT INTO t VALUES (1)")
+    (res,) = store.query([S("SELECT * FROM t")])
+    assert isinstance(res, QueryResult) and res.values == [[1]]
 
 
 def test_views_and_triggers_cannot_reach_the_bookkeeping(store: SQLiteStore) -> None:
@@ -701,6 +708,7 @@ _STATEMENTS = st.one_of(
     _NAMES.map(lambda n: f"DROP TABLE {n}"),
     _NAMES.map(lambda n: f"DROP TABLE IF EXISTS {n}"),
     st.tuples(_NAMES, _NAMES).map(lambda p: f"ALTER TABLE {p[0]} RENAME TO {p[1]}"),
+    _NAMES.map(lambda n: f"ALTER TABLE t RENAME TO {n}"),
     _NAMES.map(lambda n: f"ALTER TABLE {n} ADD COLUMN w"),
     _NAMES.map(lambda n: f"INSERT INTO {n} (v) VALUES (1)"),
     _NAMES.map(lambda n: f"UPDATE {n} SET v = 2"),
@@ -771,6 +779,8 @@ def test_no_statement_sequence_stops_the_next_write_or_splits_replicas(
         for store in (one, other):
             (meta,) = store._w.execute("SELECT v FROM _flaredb_meta").fetchall()
             assert meta == (len(log),)
+            tables = store._w.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            assert [n for (n,) in tables if n.lower().startswith("_flaredb_")] == ["_flaredb_meta"]
     finally:
         one.close()
         other.close()

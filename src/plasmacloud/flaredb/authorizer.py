@@ -26,6 +26,8 @@ _WRITE_REFUSED = {
     "restart or reach every replica",
 }
 
+_COLUMN_ACTIONS = {sqlite3.SQLITE_READ, sqlite3.SQLITE_UPDATE}
+
 
 def is_reserved(name: str | None) -> bool:
     """True for names FlareDB keeps for itself (any case)."""
@@ -45,7 +47,9 @@ class Sentry:
     def __call__(
         self, action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None
     ) -> int:
-        for name in (arg1, arg2):
+        # Reading or updating names the column second: columns may use any name.
+        names = (arg1,) if action in _COLUMN_ACTIONS else (arg1, arg2)
+        for name in names:
             if is_reserved(name):
                 return self._deny(f"{name} is reserved for FlareDB's bookkeeping")
         if self._write and action in _WRITE_REFUSED:

@@ -72,6 +72,11 @@ def _inserts(sql: str) -> bool:
     return sql.lstrip().upper().startswith(("INSERT", "REPLACE"))
 
 
+@functools.lru_cache(maxsize=256)
+def _alters(sql: str) -> bool:
+    return sql.lstrip().upper().startswith("ALTER")
+
+
 _SQL_ERRORS = (sqlite3.Error, OverflowError, ValueError)
 _MAX_ROWID = 2**63 - 1
 _CLOSING_QUOTE = {'"': '"', "`": "`", "[": "]"}
@@ -476,6 +481,7 @@ class SQLiteStore:
             if many and self._run_many(run, plain[0], results):
                 return False
         inserts = _inserts(sql)
+        alters = _alters(sql)
         cur = conn.cursor()
         execute = cur.execute
         clock = time.perf_counter
@@ -490,6 +496,9 @@ class SQLiteStore:
                 return True
             if not conn.in_transaction:
                 raise _TransactionLost("a statement ended the transaction")
+            if alters and (reserved := self._reserved_rename()) is not None:
+                append(ErrorResult(reserved, clock() - start))
+                return True
             if cur.description is None:
                 rows = cur.rowcount
                 # lastrowid is the connection's: only trust it right after a row was inserted.
@@ -584,6 +593,9 @@ class SQLiteStore:
             self._steps = 0
             start = time.perf_counter()
             result = _execute(conn, stmt, self._w_sentry)
+            if not isinstance(result, ErrorResult) and _alters(stmt.sql):
+                reserved = self._reserved_rename()
+                result = result if reserved is None else ErrorResult(reserved)
             with self._own_sql():
                 if isinstance(result, ErrorResult):
                     result = self._failed(result.error, start)
@@ -592,6 +604,14 @@ class SQLiteStore:
                     raise _TransactionLost("a statement ended the transaction")
                 results.append(result)
                 conn.execute("RELEASE stmt")
+
+    def _reserved_rename(self) -> str | None:
+        """Why the ALTER just run must be undone, if it renamed a table into the reserved
+        prefix: SQLite asks the authorizer about the old name only."""
+        for (name,) in self._w.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            if is_reserved(name) and name != META_TABLE:
+                return f"{name} is reserved for FlareDB's bookkeeping"
+        return None
 
     def _failed(self, exc: BaseException | str, start: float) -> ErrorResult:
         """The result of a failed statement; raises if it ended the batch transaction."""
