@@ -7,6 +7,9 @@ lease revoke share it; ``sub`` orders changes inside it). Two tables hold the da
 * ``hist`` — every change ever made and not yet compacted (historic reads, watch
   replay); a row with ``version = 0`` is a deletion tombstone.
 
+A third, ``sys``, is the system keyspace (:mod:`plasmacloud.chainfire.system`): written
+only by its own commands, outside the revisions, history and watch events above.
+
 The engine hands :meth:`MvccStore.apply` batches of committed entries; each batch is one
 SQLite transaction that also records the applied index, so after a crash the store
 knows exactly which entries it already holds. Results are the etcd response messages
@@ -29,10 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plasmacloud.chainfire import errors
+from plasmacloud.chainfire import errors, system
+from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.commands import CommandError, Op, decode
 from plasmacloud.chainfire.leases import MAX_TTL, MIN_TTL, LeaseTimers
-from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2
+from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, system_pb2
 from plasmacloud.chainfire.wal import WalCheckpointer
 from plasmacloud.raft.api import Entry
 
@@ -180,7 +184,7 @@ class MvccStore:
         db.execute("PRAGMA synchronous=NORMAL")
         # checkpoints (and their fsync) run on WalCheckpointer's thread, not in a COMMIT
         db.execute("PRAGMA wal_autocheckpoint=0")
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA + system.SCHEMA)
         return db
 
     def _load(self) -> None:
@@ -285,6 +289,22 @@ class MvccStore:
         with self._lock:
             return self._txn(_Write(rev=self._rev + 1), req)
 
+    def sys_get(self, req: system_pb2.GetRequest) -> system_pb2.GetResponse:
+        """One key of the system keyspace, from local state."""
+        with self._lock:
+            return system.get(self._db, req)
+
+    def sys_range(self, req: system_pb2.RangeRequest) -> system_pb2.RangeResponse:
+        """Keys of the system keyspace under a prefix, from local state."""
+        with self._lock:
+            return system.range_(self._db, req)
+
+    @property
+    def sys_migrated(self) -> bool:
+        """True once the legacy public IAM keys were moved into the system keyspace."""
+        with self._lock:
+            return system.migrated(self._db)
+
     def events_since(
         self, start_rev: int, key: bytes, range_end: bytes, until_rev: int
     ) -> list[WatchEvent]:
@@ -356,10 +376,20 @@ class MvccStore:
         each page twice and took about twice as long.
         """
         with self._lock:
-            image = memoryview(self._db.serialize())
-        # header bytes 18/19 say "WAL mode"; a lone file image is a rollback-journal database
-        # (joined from views: one copy, where slicing bytes made two)
-        return b"".join((image[:18], b"\x01\x01", image[20:]))
+            return _standalone(self._db.serialize())
+
+    def client_backup_bytes(self) -> bytes:
+        """:meth:`backup_bytes` without the system keyspace's records: what an etcd client
+        may download (Maintenance.Snapshot). IAM's records (password hashes, signing
+        keys) never leave through an etcd call; a cluster restored from it keeps its
+        user keys and needs IAM bootstrapped again."""
+        image = sqlite3.connect(":memory:", isolation_level=None)  # VACUUM needs autocommit
+        try:
+            image.deserialize(self.backup_bytes())
+            system.scrub(image)
+            return _standalone(image.serialize())
+        finally:
+            image.close()
 
     def snapshot(self) -> bytes:
         return self.backup_bytes()
@@ -533,7 +563,28 @@ class MvccStore:
             return rpc_pb2.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
         if op is Op.ALARM:
             return self._alarm(req)
+        if op is Op.SYS_PUT:
+            return system.put(self._db, req)
+        if op is Op.SYS_DELETE:
+            return system.delete(self._db, req)
+        if op is Op.SYS_CAS:
+            return system.compare_and_swap(self._db, req)
+        if op is Op.SYS_MIGRATE:
+            return self._sys_migrate(w, req)
         raise AssertionError(op)
+
+    def _sys_migrate(self, w: _Write, req: system_pb2.MigrateRequest) -> system_pb2.MigrateResponse:
+        """Move the public keys under the legacy prefix into the system keyspace, once:
+        after the marker is set, keys written there are ordinary user keys."""
+        if system.migrated(self._db):
+            return system_pb2.MigrateResponse(moved=0)
+        where, params = key_clause(req.prefix, prefix_end(req.prefix))
+        rows = self._db.execute(
+            f"SELECT {_CUR_COLS} FROM cur WHERE {where} ORDER BY key", params
+        ).fetchall()
+        system.adopt(self._db, [(r[0], r[4]) for r in rows])
+        self._delete_rows(w, rows)
+        return system_pb2.MigrateResponse(moved=len(rows))
 
     # -- KV operations -----------------------------------------------------------------
 
@@ -871,6 +922,14 @@ def _compare_kv(c: rpc_pb2.Compare, kv: kv_pb2.KeyValue) -> bool:
     if result == rpc_pb2.Compare.LESS:
         return bool(actual < expected)
     return True
+
+
+def _standalone(serialized: bytes) -> bytes:
+    """A serialized database as a lone file image: header bytes 18/19 say "WAL mode", a
+    file without its WAL must be a rollback-journal database (joined from views: one
+    copy, where slicing bytes made two)."""
+    image = memoryview(serialized)
+    return b"".join((image[:18], b"\x01\x01", image[20:]))
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -51,7 +51,7 @@ class Sentry:
         names = (arg1,) if action in _COLUMN_ACTIONS else (arg1, arg2)
         for name in names:
             if is_reserved(name):
-                return self._deny(f"{name} is reserved for FlareDB's bookkeeping")
+                return self._deny(f"{name} is reserved for FlareDB's own bookkeeping")
         if self._write and action in _WRITE_REFUSED:
             return self._deny(_WRITE_REFUSED[action])
         return sqlite3.SQLITE_OK

@@ -51,7 +51,6 @@ class FlareDBServer:
         self.store = SQLiteStore(
             data / "db.sqlite", on_apply=self.metrics.observe_apply, on_failure=self._store_failed
         )
-        self._stopping_raft: asyncio.Task[None] | None = None
         self.server_ssl = server_context(config.tls)
         self.client_ssl = client_context(config.tls)
         self.raft = RaftNode(
@@ -105,14 +104,9 @@ class FlareDBServer:
         self._runner: web.AppRunner | None = None
 
     def _store_failed(self, reason: str) -> None:
-        """The store can no longer follow the log: flag it (/readyz is red from now on)
-        and leave the cluster's Raft group, so the others elect a leader without this
-        node instead of sending it entries it fails on, and nothing waits on it."""
+        """The store can no longer follow the log (it raised, and the Raft engine stops
+        this node): /readyz is red from now on and says why; so does the metric."""
         self.metrics.apply_failed.set(1)
-        if self._stopping_raft is None:
-            self._stopping_raft = asyncio.get_running_loop().create_task(
-                self.raft.stop(handover=False)
-            )
 
     @property
     def url(self) -> str:

@@ -610,7 +610,7 @@ class SQLiteStore:
         prefix: SQLite asks the authorizer about the old name only."""
         for (name,) in self._w.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
             if is_reserved(name) and name != META_TABLE:
-                return f"{name} is reserved for FlareDB's bookkeeping"
+                return f"{name} is reserved for FlareDB's own bookkeeping"
         return None
 
     def _failed(self, exc: BaseException | str, start: float) -> ErrorResult:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.service import IamService
+from plasmacloud.iam.store import KVStore
 
 
 class Outcome(StrEnum):
@@ -25,12 +26,14 @@ async def bootstrap_to_file(svc: IamService, out: Path, username: str = "admin")
     return Outcome.EXISTING if out.exists() else Outcome.LOST
 
 
-async def bootstrap_cluster(config: NodeConfig, out: Path, username: str = "admin") -> Outcome:
-    """Bootstrap the cluster that ``config`` belongs to, talking to its Chainfire directly."""
-    from plasmacloud.iam.etcd_store import EtcdStore  # gRPC stubs only when needed
-    from plasmacloud.iam.server import settings_from_config
+async def bootstrap_cluster(
+    config: NodeConfig, out: Path, username: str = "admin", store: KVStore | None = None
+) -> Outcome:
+    """Bootstrap the cluster that ``config`` belongs to, in ``store`` (closed afterwards;
+    default: its Chainfire's system keyspace, with the node's certificate)."""
+    from plasmacloud.iam.server import open_store, settings_from_config
 
-    store = EtcdStore.from_config(config)
+    store = store or open_store(config)
     try:
         return await bootstrap_to_file(
             IamService(store, settings_from_config(config)), out, username

@@ -642,10 +642,13 @@ class QemuBackend:
 
     async def bootstrap_iam(self) -> Outcome:
         """Create IAM's first admin once (re-runs change nothing), credentials 0600 in
-        ``<lab>/admin.json``. Talks to the VMs' Chainfire as the operator, so it must
-        run inside the lab namespace (``plasma lab qemu validate`` does)."""
-        configs, tls, _services = self.validation_target()
-        return await bootstrap_cluster(configs[0].model_copy(update={"tls": tls}), self.paths.admin)
+        ``<lab>/admin.json``. Talks to the VMs' Chainfire with the first node's
+        certificate (IAM's state is in the system keyspace, which only members reach),
+        so it must run inside the lab namespace (``plasma lab qemu validate`` does)."""
+        configs, _operator, _services = self.validation_target()
+        node = configs[0]
+        tls = OutputLayout(self.paths.out).local_tls(node.node_id, node.tls)
+        return await bootstrap_cluster(node.model_copy(update={"tls": tls}), self.paths.admin)
 
     def in_namespace(self, argv: list[str]) -> list[str]:
         """``argv`` run inside the lab namespace: the only place 192.168.100.0/24 exists."""

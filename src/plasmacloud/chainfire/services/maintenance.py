@@ -66,7 +66,7 @@ class MaintenanceServicer(Servicer, rpc_pb2_grpc.MaintenanceServicer):
         if not await guard_stream(self, context, "Snapshot"):
             return
         count(self.node, f"{self.service}/Snapshot")
-        blob = snapshot_blob(self.node.store.backup_bytes())
+        blob = snapshot_blob(self.node.store.client_backup_bytes())
         header = self.node.header()
         for start in range(0, len(blob), SNAPSHOT_CHUNK):
             chunk = blob[start : start + SNAPSHOT_CHUNK]
