@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from .cluster import Cluster, call, make_configs
@@ -251,3 +252,34 @@ async def test_dropping_every_listed_table_single_quoted_leaves_the_cluster_writ
             "POST", cluster.url(node) + "/db/execute", [f"CREATE TABLE after_{node} (x)"]
         )
         assert status == 200 and "error" not in doc["results"][0], doc
+
+
+async def test_a_node_whose_apply_raises_stops_loudly_and_the_others_go_on(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = await cluster.leader()
+    broken = cluster.followers(leader)[0]
+    server = cluster.servers[broken]
+
+    def bug(*_: object) -> None:
+        raise RuntimeError("simulated bug in the state machine")
+
+    monkeypatch.setattr(server.store, "_run_entry", bug)
+    status, doc, _ = await call("POST", cluster.url(leader) + "/db/execute", ["CREATE TABLE t (x)"])
+    assert status == 200 and doc["results"] == [{}]
+    for _ in range(100):
+        if server.store.failure is not None and server.raft._stopped:
+            break
+        await asyncio.sleep(0.05)
+    assert server.store.failure is not None and "simulated bug" in server.store.failure
+    assert server.raft._stopped
+    async with aiohttp.ClientSession() as s:
+        async with s.get(cluster.url(broken) + "/readyz") as resp:
+            assert resp.status == 503 and "store failed" in await resp.text()
+        async with s.get(cluster.url(broken) + "/metrics") as resp:
+            assert "flaredb_apply_failed 1.0" in await resp.text()
+    # The other two still make a majority and keep writing.
+    status, doc, _ = await call(
+        "POST", cluster.url(leader) + "/db/execute", ["INSERT INTO t VALUES (1)"]
+    )
+    assert status == 200 and doc["results"] == [{"last_insert_id": 1, "rows_affected": 1}]

@@ -533,7 +533,12 @@ class HttpApi:
         return _json({e["id"]: e for e in entries}, pretty=pretty)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """GET /readyz: 200 when the node serves and (unless ?noleader) knows a leader."""
+        """GET /readyz: 200 when the node serves, its store follows the log, and (unless
+        ?noleader) it knows a leader."""
+        if self.store.failure is not None:
+            return web.Response(
+                text=f"[+]node ok\n[-]store failed: {self.store.failure}\n", status=503
+            )
         lines = ["[+]node ok", "[+]store ok"]
         if "noleader" not in request.query:
             if self.raft.leader_id is None:

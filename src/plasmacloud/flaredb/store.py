@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from plasmacloud.flaredb.authorizer import RESERVED_PREFIX, Sentry, is_reserved
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.models import (
     ErrorResult,
@@ -33,7 +34,6 @@ from plasmacloud.flaredb.models import (
     Statement,
 )
 from plasmacloud.flaredb.sqlscan import (
-    RESERVED_PREFIX,
     NonDeterministicError,
     Token,
     check_query,
@@ -56,6 +56,11 @@ CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+class StoreFailedError(Exception):
+    """Applying committed entries raised something no statement result could stand for
+    (a bug, a full disk): the store stops applying for good, as the node must."""
+
+
 class _TransactionLost(Exception):
     """A statement ended the batch transaction (``INSERT OR ROLLBACK``, ``RAISE(ROLLBACK)``,
     or an interrupted write, which SQLite rolls back whole); the message says which."""
@@ -65,6 +70,11 @@ class _TransactionLost(Exception):
 def _inserts(sql: str) -> bool:
     # Cached: a bulk request repeats one INSERT text thousands of times.
     return sql.lstrip().upper().startswith(("INSERT", "REPLACE"))
+
+
+@functools.lru_cache(maxsize=256)
+def _alters(sql: str) -> bool:
+    return sql.lstrip().upper().startswith("ALTER")
 
 
 _SQL_ERRORS = (sqlite3.Error, OverflowError, ValueError)
@@ -127,8 +137,9 @@ def _rows_result(cur: sqlite3.Cursor, start: float) -> QueryResult:
     return result
 
 
-def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
-    """Run one statement; SQLite errors become an :class:`ErrorResult`."""
+def _execute(conn: sqlite3.Connection, stmt: Statement, sentry: Sentry) -> Result:
+    """Run one statement; SQLite errors (refusals of ``sentry``, the connection's
+    authorizer, included) become an :class:`ErrorResult`."""
     start = time.perf_counter()
     try:
         cur = conn.execute(stmt.sql, stmt.params)
@@ -139,7 +150,7 @@ def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
         inserted = rows and _inserts(stmt.sql)
         result: Result = ExecuteResult(int(cur.lastrowid or 0) if inserted else 0, rows)
     except _SQL_ERRORS as exc:
-        result = ErrorResult(str(exc))
+        result = ErrorResult(sentry.explain(str(exc)))
     result.time = time.perf_counter() - start
     return result
 
@@ -202,53 +213,26 @@ class _Checkpointer:
             self._idle.set()
 
 
-class _Seal:
-    """SQLite's authorizer for one connection, asked while a statement compiles: no client
-    statement may read, change, drop, alter, index, trigger on or PRAGMA-inspect FlareDB's
-    own tables, however the name is quoted (a dropped applied-index table stopped every
-    apply on every node). Deterministic: every replica compiles the same statements."""
-
-    def __init__(self) -> None:
-        self.internal = False  # the store's own statements compile under open()
-        self.denied: str | None = None  # the last name refused (for the error message)
-
-    def __call__(
-        self, _action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
-    ) -> int:
-        if self.internal:
-            return sqlite3.SQLITE_OK
-        for name in (arg1, arg2):
-            if name is not None and name.lower().startswith(RESERVED_PREFIX):
-                self.denied = name
-                return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
-
-    def take_denied(self) -> str | None:
-        """The name refused since the last call (the statement that failed on it)."""
-        denied, self.denied = self.denied, None
-        return denied
-
-    @contextlib.contextmanager
-    def open(self) -> Iterator[None]:
-        """Around the store's own statements on its bookkeeping table."""
-        self.internal = True
-        try:
-            yield
-        finally:
-            self.internal = False
-
-
 class SQLiteStore:
     """SQLite database of one node: applies log entries, answers local reads."""
 
-    def __init__(self, path: Path, on_apply: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_apply: Callable[[int], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         """Open (or create) the database at ``path``.
 
-        ``on_apply(statements)`` is called after each applied batch (metrics).
+        ``on_apply(statements)`` is called after each applied batch (metrics);
+        ``on_failure(reason)`` once, if applying ever raises (see :meth:`apply`).
         """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._on_apply = on_apply
+        self._on_failure = on_failure
+        # Why applying stopped for good (None while the store follows the log).
+        self.failure: str | None = None
         self._rng = random.Random(0)
         self._w = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._w.execute("PRAGMA journal_mode=WAL")
@@ -270,13 +254,15 @@ class SQLiteStore:
         self._w.set_progress_handler(self._count_steps, _PROGRESS_EVERY)
         self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
         self._w.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('applied_index', 0)")
-        # From here on client SQL compiles under a seal; one per connection, since the
-        # reader thread dumps (unsealed) while the event loop applies client statements.
-        self._wseal, self._rseal = _Seal(), _Seal()
-        self._w.set_authorizer(self._wseal)
+        # Client statements run under an authorizer that refuses FlareDB's own names (and,
+        # when applying, whatever would break the batch transaction): on the read
+        # connection always (only the dump turns it off), on the write connection only
+        # while an entry's statements run (see _client_sql).
+        self._w_sentry = Sentry(write=True)
+        self._r_sentry = Sentry(write=False)
         self._r = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._r.execute("PRAGMA query_only=ON")
-        self._r.set_authorizer(self._rseal)
+        self._r.set_authorizer(self._r_sentry)
         self._applied = self._read_applied()
         self._checkpointer = _Checkpointer(path)
         # Commands this node proposed, by the identity of their entry's bytes (kept
@@ -333,22 +319,40 @@ class SQLiteStore:
     # -- StateMachine ----------------------------------------------------------------
 
     def _read_applied(self) -> int:
-        with self._wseal.open():
-            row = self._w.execute(f"SELECT v FROM {META_TABLE} WHERE k='applied_index'").fetchone()
+        row = self._w.execute(f"SELECT v FROM {META_TABLE} WHERE k='applied_index'").fetchone()
         return int(row[0]) if row else 0
-
-    def _write_applied(self, index: int) -> None:
-        with self._wseal.open():
-            self._w.execute(f"UPDATE {META_TABLE} SET v=? WHERE k='applied_index'", (index,))
 
     def applied_index(self) -> int:
         """Index of the last entry committed to the SQLite file."""
         return self._applied
 
     def apply(self, entries: Sequence[Entry]) -> list[Any]:
-        """Apply committed entries: one SQLite transaction for the whole batch."""
+        """Apply committed entries: one SQLite transaction for the whole batch.
+
+        Every statement's outcome, errors included, is a result, the same on every
+        replica. Anything else that raises (a bug, a failing disk) leaves the batch
+        rolled back, marks the store failed, tells ``on_failure`` and raises
+        :class:`StoreFailedError`, now and on every later call: a replica that skipped
+        the entry would differ from the others for good, and one that retried it would
+        fail again on every tick with writes hanging behind it.
+        """
+        if self.failure is not None:
+            raise StoreFailedError(self.failure)
         if not entries:
             return []
+        try:
+            return self._apply_entries(entries)
+        except Exception as exc:
+            self.failure = (
+                f"applying log entries {entries[0].index}-{entries[-1].index} failed: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            log.critical("%s; this node stops applying the log", self.failure, exc_info=True)
+            if self._on_failure is not None:
+                self._on_failure(self.failure)
+            raise StoreFailedError(self.failure) from exc
+
+    def _apply_entries(self, entries: Sequence[Entry]) -> list[Any]:
         try:
             results = self._apply_batch(entries)
         except _TransactionLost:
@@ -368,7 +372,7 @@ class SQLiteStore:
         return results
 
     def _commit_index(self, index: int) -> None:
-        self._write_applied(index)
+        self._w.execute(f"UPDATE {META_TABLE} SET v=? WHERE k='applied_index'", (index,))
         self._applied = index
 
     def _apply_batch(self, entries: Sequence[Entry]) -> list[Any]:
@@ -376,7 +380,9 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             results = [self._apply_entry(e) for e in entries]
-            self._write_applied(entries[-1].index)
+            conn.execute(
+                f"UPDATE {META_TABLE} SET v=? WHERE k='applied_index'", (entries[-1].index,)
+            )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -384,6 +390,28 @@ class SQLiteStore:
             raise
         self._applied = entries[-1].index
         return results
+
+    @contextlib.contextmanager
+    def _client_sql(self) -> Iterator[None]:
+        """Run the block with the write connection's authorizer on. Setting or clearing
+        an authorizer also expires the connection's prepared statements, so a client
+        statement whose text equals one of the store's own is compiled, and checked,
+        again rather than taken from the statement cache."""
+        self._w.set_authorizer(self._w_sentry)
+        try:
+            yield
+        finally:
+            self._w.set_authorizer(None)
+
+    @contextlib.contextmanager
+    def _own_sql(self) -> Iterator[None]:
+        """Inside :meth:`_client_sql`: run the store's own statements (savepoints,
+        schema lookups) with the authorizer off."""
+        self._w.set_authorizer(None)
+        try:
+            yield
+        finally:
+            self._w.set_authorizer(self._w_sentry)
 
     def _apply_entry(self, entry: Entry) -> list[Result]:
         try:
@@ -399,6 +427,12 @@ class SQLiteStore:
             # Inside the entry's savepoint: a load that fails leaves the old tables be.
             self._steps = 0
             self._drop_user_objects()
+        with self._client_sql():
+            results = self._run_entry(cmd, runs)
+        conn.execute("RELEASE entry")
+        return results
+
+    def _run_entry(self, cmd: Command, runs: Sequence[Run]) -> list[Result]:
         if cmd.transaction or cmd.kind == LOAD:
             results = self._run(runs, transaction=True)
         else:
@@ -409,10 +443,10 @@ class SQLiteStore:
             # random() generator back where it was: the same outcome on every replica.
             results = self._run(runs, transaction=False, savepoints=False)
             if any(isinstance(r, ErrorResult) for r in results):
-                conn.execute("ROLLBACK TO entry")
+                with self._own_sql():
+                    self._w.execute("ROLLBACK TO entry")
                 self._rng.seed(cmd.seed)
                 results = self._run(runs, transaction=False)
-        conn.execute("RELEASE entry")
         return results
 
     def _run(self, runs: Sequence[Run], transaction: bool, savepoints: bool = True) -> list[Result]:
@@ -429,7 +463,8 @@ class SQLiteStore:
             elif self._run_fast(run, results):
                 if transaction:
                     # All or nothing: undo the statements before it, skip the rest.
-                    self._w.execute("ROLLBACK TO entry")
+                    with self._own_sql():
+                        self._w.execute("ROLLBACK TO entry")
                 break  # without savepoints the caller undoes and reruns the whole entry
         return results
 
@@ -440,13 +475,13 @@ class SQLiteStore:
         conn = self._w
         sql = run.sql
         plain = _plain_insert(sql) if len(run.params) > 1 else None
-        if (
-            plain is not None
-            and self._many_rows_ok(*plain)
-            and self._run_many(run, plain[0], results)
-        ):
-            return False
+        if plain is not None:
+            with self._own_sql():
+                many = self._many_rows_ok(*plain)
+            if many and self._run_many(run, plain[0], results):
+                return False
         inserts = _inserts(sql)
+        alters = _alters(sql)
         cur = conn.cursor()
         execute = cur.execute
         clock = time.perf_counter
@@ -461,6 +496,9 @@ class SQLiteStore:
                 return True
             if not conn.in_transaction:
                 raise _TransactionLost("a statement ended the transaction")
+            if alters and (reserved := self._reserved_rename()) is not None:
+                append(ErrorResult(reserved, clock() - start))
+                return True
             if cur.description is None:
                 rows = cur.rowcount
                 # lastrowid is the connection's: only trust it right after a row was inserted.
@@ -521,7 +559,8 @@ class SQLiteStore:
         if top is not None and top > _MAX_ROWID - n:
             return False  # near the top SQLite picks random rowids
         state = self._rng.getstate()
-        conn.execute("SAVEPOINT run")
+        with self._own_sql():
+            conn.execute("SAVEPOINT run")
         start = time.perf_counter()
         try:
             cur = conn.executemany(run.sql, self._each_statement(run.params))
@@ -532,13 +571,14 @@ class SQLiteStore:
             done = False
         if not conn.in_transaction:
             raise _TransactionLost("a statement ended the transaction")
-        if not done:
-            conn.execute("ROLLBACK TO run")
+        with self._own_sql():
+            if not done:
+                conn.execute("ROLLBACK TO run")
+                conn.execute("RELEASE run")
+                self._rng.setstate(state)
+                return False
+            (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
             conn.execute("RELEASE run")
-            self._rng.setstate(state)
-            return False
-        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
-        conn.execute("RELEASE run")
         each = (time.perf_counter() - start) / n
         results.extend([ExecuteResult(rowid, 1, each) for rowid in range(last - n + 1, last + 1)])
         return True
@@ -548,24 +588,34 @@ class SQLiteStore:
         the others stand."""
         conn = self._w
         for stmt in run.statements():
-            conn.execute("SAVEPOINT stmt")
+            with self._own_sql():
+                conn.execute("SAVEPOINT stmt")
             self._steps = 0
             start = time.perf_counter()
-            result = _execute(conn, stmt)
-            if isinstance(result, ErrorResult):
-                result = self._failed(result.error, start)
-                conn.execute("ROLLBACK TO stmt")
-            elif not conn.in_transaction:
-                raise _TransactionLost("a statement ended the transaction")
-            results.append(result)
-            conn.execute("RELEASE stmt")
+            result = _execute(conn, stmt, self._w_sentry)
+            if not isinstance(result, ErrorResult) and _alters(stmt.sql):
+                reserved = self._reserved_rename()
+                result = result if reserved is None else ErrorResult(reserved)
+            with self._own_sql():
+                if isinstance(result, ErrorResult):
+                    result = self._failed(result.error, start)
+                    conn.execute("ROLLBACK TO stmt")
+                elif not conn.in_transaction:
+                    raise _TransactionLost("a statement ended the transaction")
+                results.append(result)
+                conn.execute("RELEASE stmt")
+
+    def _reserved_rename(self) -> str | None:
+        """Why the ALTER just run must be undone, if it renamed a table into the reserved
+        prefix: SQLite asks the authorizer about the old name only."""
+        for (name,) in self._w.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            if is_reserved(name) and name != META_TABLE:
+                return f"{name} is reserved for FlareDB's own bookkeeping"
+        return None
 
     def _failed(self, exc: BaseException | str, start: float) -> ErrorResult:
         """The result of a failed statement; raises if it ended the batch transaction."""
-        message = str(exc)
-        denied = self._wseal.take_denied()
-        if denied is not None:  # SQLite says "not authorized" or "access to ... prohibited"
-            message = f"{denied} is reserved for FlareDB's own bookkeeping"
+        message = self._w_sentry.explain(str(exc))
         if message == "interrupted":
             message = (
                 f"interrupted: the statement exceeded FlareDB's work limit of "
@@ -578,12 +628,11 @@ class SQLiteStore:
     def _drop_user_objects(self) -> None:
         rows = self._w.execute(
             "SELECT type, name FROM sqlite_master WHERE type IN ('table','view') "
-            "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE ?",
-            (RESERVED_PREFIX + "%",),
+            "AND name NOT LIKE 'sqlite_%'"
         ).fetchall()
         for kind, name in rows:
-            quoted = '"' + name.replace('"', '""') + '"'
-            self._w.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
+            if not is_reserved(name):
+                self._w.execute(f"DROP {kind.upper()} IF EXISTS {_quote(name)}")
         if self._w.execute("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'").fetchone():
             self._w.execute("DELETE FROM sqlite_sequence")
 
@@ -603,13 +652,10 @@ class SQLiteStore:
             src.backup(self._w)
         finally:
             src.close()
-        with self._wseal.open():
-            self._w.execute(
-                f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)"
-            )
-            self._w.execute(
-                f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('applied_index', ?)", (index,)
-            )
+        self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
+        self._w.execute(
+            f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('applied_index', ?)", (index,)
+        )
         self._applied = index
 
     # -- local reads -------------------------------------------------------------------
@@ -635,7 +681,7 @@ class SQLiteStore:
                 except NonDeterministicError as exc:
                     results.append(ErrorResult(str(exc)))
                     continue
-                results.append(_execute(self._r, stmt))
+                results.append(_execute(self._r, stmt, self._r_sentry))
             return results
         finally:
             if deadline is not None:
@@ -657,23 +703,27 @@ class SQLiteStore:
         # would land in some tables of the dump and not others: e.g. rows without the
         # audit rows their trigger wrote. One read transaction pins one state, and is
         # always ended here (not left to a half-consumed generator), so the reader
-        # connection never keeps serving an old snapshot to later queries.
+        # connection never keeps serving an old snapshot to later queries. The dump is
+        # the store's own reading (the authorizer would refuse its reads of our table),
+        # and only our table can have a reserved name: the authorizer refuses any other.
+        self._r.set_authorizer(None)
         self._r.execute("BEGIN")
         try:
-            with self._rseal.open():  # iterdump reads every table, ours too (left out below)
-                return [
-                    line + "\n"
-                    for line in self._r.iterdump()
-                    if META_TABLE not in line.split("(", 1)[0]
-                ]
+            return [
+                line + "\n"
+                for line in self._r.iterdump()
+                if META_TABLE not in line.split("(", 1)[0]
+            ]
         finally:
             self._r.execute("COMMIT")
+            self._r.set_authorizer(self._r_sentry)
 
     def backup_file(self) -> bytes:
-        """A consistent copy of the database file without FlareDB's bookkeeping."""
+        """A consistent copy of the database file without FlareDB's bookkeeping (the
+        backup API copies every page in one read, past the authorizer)."""
         with contextlib.closing(sqlite3.connect(":memory:")) as mem:
             self._r.backup(mem)
-            mem.execute(f"DROP TABLE IF EXISTS {META_TABLE}")
+            _drop_reserved(mem)
             return bytes(mem.serialize())
 
     def size_bytes(self) -> int:
@@ -712,12 +762,19 @@ def load_statements(data: bytes) -> list[Statement]:
                 check = conn.execute("PRAGMA integrity_check").fetchone()
                 if check is None or check[0] != "ok":
                     raise RequestError(f"database file fails integrity_check: {check}")
+                # A FlareDB backup has none, but a file copied off a node's disk
+                # would bring its applied index along.
+                _drop_reserved(conn)
                 lines = list(conn.iterdump())
             except sqlite3.DatabaseError as exc:
                 raise RequestError(f"not a usable SQLite database: {exc}") from exc
     skip = ("BEGIN TRANSACTION;", "COMMIT;")
-    return [
-        Statement(line)
-        for line in lines
-        if line not in skip and META_TABLE not in line.split("(", 1)[0]
-    ]
+    return [Statement(line) for line in lines if line not in skip]
+
+
+def _drop_reserved(conn: sqlite3.Connection) -> None:
+    """Drop the tables named with FlareDB's reserved prefix (any case) from a copy."""
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for name in names:
+        if is_reserved(name):
+            conn.execute(f"DROP TABLE {_quote(name)}")
