@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from plasmacloud.flaredb.models import (
     Response,
     Run,
     Statement,
+    WireForm,
     encode_request,
     group_runs,
     parse_request,
@@ -84,6 +84,11 @@ def test_booleans_become_integers_and_errors_name_the_position() -> None:
         lambda cols: st.tuples(
             st.just(cols),
             st.lists(
+                st.sampled_from(["integer", "text", "blob", "real", ""]),
+                min_size=len(cols),
+                max_size=len(cols),
+            ),
+            st.lists(
                 st.lists(scalars | st.binary(max_size=8), min_size=len(cols), max_size=len(cols)),
                 max_size=4,
             ),
@@ -92,18 +97,19 @@ def test_booleans_become_integers_and_errors_name_the_position() -> None:
     st.booleans(),
 )
 def test_query_result_round_trip(
-    cols_rows: tuple[list[str], list[Sequence[Any]]], assoc: bool
+    cols_types_rows: tuple[list[str], list[str], list[list[Any]]], assoc: bool
 ) -> None:
-    cols, rows = cols_rows
-    q = QueryResult.from_rows(cols, rows)
-    back = result_from_json(json.loads(json.dumps(q.to_json(associative=assoc))))
+    cols, types, rows = cols_types_rows
+    q = QueryResult(cols, types, rows)
+    back = result_from_json(json.loads(json.dumps(q.to_json(WireForm(associative=assoc)))))
     assert isinstance(back, QueryResult)
     if rows or not assoc:  # an empty associative result has no column order to keep
         assert back.columns == q.columns
     for i, t in enumerate(q.types):
         for orig, got in zip(rows, back.values, strict=True):
             # A value whose type matches its column's comes back unchanged (blobs via
-            # base64); SQLite columns may mix types, which rqlite's format cannot say.
+            # base64, whole floats as JSON integers, equal in Python); SQLite columns may
+            # mix types, which rqlite's format cannot say.
             if (t == "blob") == isinstance(orig[i], bytes):
                 assert got[i] == orig[i]
 
@@ -192,7 +198,14 @@ results = st.lists(
 )
 
 
-@given(results, st.none() | st.floats(0, 10), st.booleans())
-def test_response_dumps_is_compact_json_dumps(rs: list[Any], t: float | None, assoc: bool) -> None:
+forms = st.builds(
+    WireForm, st.booleans(), st.booleans(), st.sampled_from(["execute", "query", "request"])
+)
+
+
+@given(results, st.none() | st.floats(0, 10), forms)
+def test_response_dumps_is_compact_json_dumps(
+    rs: list[Any], t: float | None, form: WireForm
+) -> None:
     resp = Response(rs, t)
-    assert resp.dumps(assoc) == json.dumps(resp.to_json(assoc), separators=(",", ":"))
+    assert resp.dumps(form) == json.dumps(resp.to_json(form), separators=(",", ":"))

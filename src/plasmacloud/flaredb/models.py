@@ -14,6 +14,13 @@ Wire shapes follow rqlite 8:
   ``?associative``, ``{"types": {col: type}, "rows": [{col: value}]}``;
 * execute result: ``{"last_insert_id": N, "rows_affected": N}`` (zero fields omitted);
 * a failed statement: ``{"error": "..."}``; every result may carry ``"time"`` (seconds).
+
+How results are written depends on the request (:class:`WireForm`), as in rqlite 8's
+``command/encoding/json.go``: BLOBs are base64 (or arrays of byte values with
+``?blob_array``); a float with a whole value is written as Go writes it (``3``, not
+``3.0``); and the associative form differs by endpoint: ``/db/request`` adds
+``"rows": null`` to execute results so clients can tell them from queries, and a failed
+statement of ``/db/query`` still carries its (empty) ``"rows"``.
 """
 
 from __future__ import annotations
@@ -218,6 +225,33 @@ def wire_value(value: Any) -> Any:
     return value
 
 
+# Go's encoding/json writes a float64 in fixed notation below 1e21, so a whole one as
+# an integer: clients parsing rqlite's JSON get an int for REAL 3.0.
+_GO_FIXED_LIMIT = 1e21
+
+
+def _result_value(value: Any, blob_array: bool) -> Any:
+    """A column value as rqlite writes it."""
+    if type(value) is float and value.is_integer() and abs(value) < _GO_FIXED_LIMIT:
+        return int(value)
+    if blob_array and isinstance(value, bytes):
+        return list(value)
+    return wire_value(value)
+
+
+@dataclass(frozen=True, slots=True)
+class WireForm:
+    """How one response writes its results: rqlite's ``?associative`` and
+    ``?blob_array``, and the endpoint answering ("execute", "query" or "request")."""
+
+    associative: bool = False
+    blob_array: bool = False
+    endpoint: str = "query"
+
+
+_PLAIN = WireForm()
+
+
 def _decode_blob(value: Any) -> Any:
     # A column's type comes from its first value, so a TEXT value can sit in a "blob"
     # column (SQLite is dynamically typed); leave what is not base64 as it is.
@@ -229,19 +263,6 @@ def _decode_blob(value: Any) -> Any:
         return value
 
 
-def sqlite_type(value: Any) -> str:
-    """rqlite-style type name of one SQLite value."""
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "real"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "blob"
-    return "text"
-
-
 @dataclass(slots=True)
 class QueryResult:
     """Rows returned by a statement (SELECT, PRAGMA, ``RETURNING``)."""
@@ -251,26 +272,15 @@ class QueryResult:
     values: list[list[Any]]
     time: float | None = None
 
-    @classmethod
-    def from_rows(cls, columns: list[str], rows: list[Sequence[Any]]) -> QueryResult:
-        """Build a result; a column's type is that of its first non-NULL value."""
-        types = [""] * len(columns)
-        for i in range(len(columns)):
-            for row in rows:
-                if row[i] is not None:
-                    types[i] = sqlite_type(row[i])
-                    break
-        return cls(columns, types, [list(r) for r in rows])
-
-    def to_json(self, associative: bool = False) -> dict[str, Any]:
-        """The wire form; BLOBs base64-encoded; ``associative`` gives rows as objects."""
-        values = [[wire_value(v) for v in row] for row in self.values]
-        out: dict[str, Any]
-        if associative:
-            out = {
-                "types": dict(zip(self.columns, self.types, strict=True)),
-                "rows": [dict(zip(self.columns, row, strict=True)) for row in values],
-            }
+    def to_json(self, form: WireForm = _PLAIN) -> dict[str, Any]:
+        """The wire form; the associative one gives rows as objects (not for
+        /db/execute, which rqlite always answers in the plain form)."""
+        values = [[_result_value(v, form.blob_array) for v in row] for row in self.values]
+        out: dict[str, Any] = {}
+        if form.associative and form.endpoint != "execute":
+            if self.columns:
+                out["types"] = dict(zip(self.columns, self.types, strict=True))
+            out["rows"] = [dict(zip(self.columns, row, strict=True)) for row in values]
         else:
             out = {"columns": self.columns, "types": self.types}
             if values:  # rqlite omits "values" for an empty result set
@@ -307,7 +317,7 @@ class ExecuteResult:
     rows_affected: int = 0
     time: float | None = None
 
-    def to_json(self, associative: bool = False) -> dict[str, Any]:
+    def to_json(self, form: WireForm = _PLAIN) -> dict[str, Any]:
         """rqlite omits zero counters (a CREATE TABLE answers ``{}``)."""
         out: dict[str, Any] = {}
         if self.last_insert_id:
@@ -316,6 +326,8 @@ class ExecuteResult:
             out["rows_affected"] = self.rows_affected
         if self.time is not None:
             out["time"] = self.time
+        if form.associative and form.endpoint == "request":
+            out["rows"] = None
         return out
 
     @classmethod
@@ -332,8 +344,10 @@ class ErrorResult:
     error: str
     time: float | None = None
 
-    def to_json(self, associative: bool = False) -> dict[str, Any]:
+    def to_json(self, form: WireForm = _PLAIN) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.error}
+        if form.associative and form.endpoint == "query":
+            out = {"rows": [], **out}
         if self.time is not None:
             out["time"] = self.time
         return out
@@ -350,7 +364,7 @@ def result_from_json(doc: Mapping[str, Any]) -> Result:
     """Decide which result a wire object is (error, rows or counters) and read it."""
     if "error" in doc:
         return ErrorResult.from_json(doc)
-    if "columns" in doc or "rows" in doc:
+    if "columns" in doc or doc.get("rows") is not None:
         return QueryResult.from_json(doc)
     return ExecuteResult.from_json(doc)
 
@@ -362,24 +376,32 @@ class Response:
     results: list[Result] = field(default_factory=list)
     time: float | None = None
 
-    def to_json(self, associative: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"results": [r.to_json(associative) for r in self.results]}
+    def to_json(self, form: WireForm = _PLAIN) -> dict[str, Any]:
+        out: dict[str, Any] = {"results": [r.to_json(form) for r in self.results]}
         if self.time is not None:
             out["time"] = self.time
         return out
 
-    def dumps(self, associative: bool = False) -> str:
+    def dumps(self, form: WireForm = _PLAIN) -> str:
         """Compact JSON text of :meth:`to_json`, the same characters as ``json.dumps``
         with ``separators=(",", ":")``; a bulk write's thousands of counters are
         formatted directly instead of through a dict each."""
         parts: list[str] = []
         append = parts.append
+        # Both counters set, no time, no "rows": null: every row of a bulk insert without
+        # ?timings (and not an associative /db/request).
+        counters = not (form.associative and form.endpoint == "request")
         for r in self.results:
-            # Both counters set and no time: every row of a bulk insert without ?timings.
-            if type(r) is ExecuteResult and r.time is None and r.last_insert_id and r.rows_affected:
+            if (
+                counters
+                and type(r) is ExecuteResult
+                and r.time is None
+                and r.last_insert_id
+                and r.rows_affected
+            ):
                 append(_COUNTERS % (r.last_insert_id, r.rows_affected))
             else:
-                append(json.dumps(r.to_json(associative), separators=(",", ":")))
+                append(json.dumps(r.to_json(form), separators=(",", ":")))
         tail = "" if self.time is None else ',"time":' + json.dumps(self.time)
         return '{"results":[' + ",".join(parts) + "]" + tail + "}"
 
