@@ -167,12 +167,38 @@ def test_fast_parser_agrees_with_the_full_one(doc: Any) -> None:
 
 def test_the_bulk_shape_takes_the_fast_path() -> None:
     doc = [["INSERT INTO t VALUES (?, ?)", "a", 1]] * 3 + [["SELECT ?", None]]
-    assert models._fast_runs(doc) == [
-        Run("INSERT INTO t VALUES (?, ?)", (("a", 1),) * 3),
-        Run("SELECT ?", ((None,),)),
-    ]
+    for maybe_hex in (False, True):
+        assert models._fast_runs(doc, maybe_hex) == [
+            Run("INSERT INTO t VALUES (?, ?)", (("a", 1),) * 3),
+            Run("SELECT ?", ((None,),)),
+        ]
     for other in ([["SELECT ?", True]], [["SELECT :a", {"a": 1}]], ["SELECT 1"], [[" "]]):
-        assert models._fast_runs(other) is None
+        assert models._fast_runs(other, False) is None
+    # A string that is a BLOB needs converting: the full parser does it.
+    assert models._fast_runs([["SELECT ?", " x'00' "]], True) is None
+
+
+def test_blob_parameters_as_rqlite_reads_them() -> None:
+    """rqlite 8 (http/request_parser.go makeParameter, db.ParseHex): a string x'..' with
+    whole bytes of hex, spaces around it ignored, and an array of byte values are BLOBs;
+    any other string is text."""
+    body = json.dumps(
+        [
+            ["INSERT INTO t VALUES (?, ?, ?, ?)", "x'0aFF'", [0, 255], " X'' ", "x'0'"],
+            ["INSERT INTO t VALUES (:a, :b)", {"a": "x'41'", "b": "x'41"}],
+            ["INSERT INTO t VALUES (?)", "\u0078'42'"],
+        ]
+    )
+    runs = parse_runs(body)
+    assert [r.params for r in runs] == [
+        ((b"\n\xff", b"\x00\xff", b"", "x'0'"),),
+        ({"a": b"A", "b": "x'41"},),
+        ((b"B",),),
+    ]
+    assert parse_request(body) == [s for r in runs for s in r.statements()]
+    with pytest.raises(RequestError, match="array of byte values"):
+        parse_runs(json.dumps([["SELECT ?", [256]]]))
+    assert Statement("SELECT ?", (b"\x00A",)).to_json() == ["SELECT ?", "x'0041'"]
 
 
 def test_a_number_too_long_to_convert_is_a_request_error() -> None:

@@ -316,3 +316,23 @@ async def test_unified_endpoint_mixes_reads_and_writes_in_order(live_node: LiveN
         ["error"],
     ]
     assert (await select(live_node, "SELECT count(*) FROM foo"))["values"] == [[1]]
+
+
+async def test_blob_parameters(live_node: LiveNode) -> None:
+    """API doc "BLOB data": "You can also insert BLOB data as a parameterized value. Both
+    the "X" form and byte arrays are supported as values." v8 code: http/request_parser.go
+    makeParameter (db.ParseHex; an array of numbers 0-255). Any other string is text."""
+    results = await execute(
+        live_node,
+        "CREATE TABLE foo (data BLOB) STRICT",
+        ["INSERT INTO foo (data) VALUES (?)", "x'68656C6C6F20776F726C64'"],
+        ["INSERT INTO foo(data) VALUES(?)", [83, 81, 76, 105, 116, 101]],
+        ["INSERT INTO foo(data) VALUES(:d)", {"d": "aGk="}],
+    )
+    assert results[1:3] == [
+        {"last_insert_id": 1, "rows_affected": 1},
+        {"last_insert_id": 2, "rows_affected": 1},
+    ]
+    assert results[3] == {"error": "cannot store TEXT value in BLOB column foo.data"}
+    r = await select(live_node, "SELECT data, typeof(data) FROM foo")
+    assert r["values"] == [["aGVsbG8gd29ybGQ=", "blob"], ["U1FMaXRl", "blob"]]

@@ -9,7 +9,8 @@ rest.
 Wire shapes follow rqlite 8:
 
 * request body: a JSON array whose items are ``"SQL"``, ``["SQL", p1, p2, ...]`` or
-  ``["SQL", {"name": value}]``;
+  ``["SQL", {"name": value}]``; a parameter that is a string ``"x'0A1B'"`` or an array
+  of byte values ``[10, 27]`` is a BLOB (rqlite 8's ``http/request_parser.go``);
 * query result: ``{"columns": [...], "types": [...], "values": [[...]]}`` or, with
   ``?associative``, ``{"types": {col: type}, "rows": [{col: value}]}``;
 * execute result: ``{"last_insert_id": N, "rows_affected": N}`` (zero fields omitted);
@@ -29,6 +30,7 @@ import base64
 import binascii
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
@@ -41,6 +43,13 @@ _SCALARS = (str, int, float, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)
 _PARAMS_OF_ITEM = itemgetter(slice(1, None))
 _COUNTERS = '{"last_insert_id":%d,"rows_affected":%d}'
+# A BLOB parameter written as SQLite's literal (rqlite's db.ParseHex: spaces around it
+# are ignored, the hex digits must be complete bytes).
+_HEX_PARAM = re.compile(r"\s*[xX]'((?:[0-9A-Fa-f]{2})*)'\s*")
+# A decoded JSON string can only hold an apostrophe if the body holds one of these
+# (a search for one byte is far cheaper than for x' in a body of many x's).
+_QUOTES = ("'", "\\u0027")
+_QUOTES_BYTES = tuple(q.encode() for q in _QUOTES)
 
 
 class RequestError(ValueError):
@@ -56,17 +65,17 @@ class Statement:
 
     def to_json(self) -> str | list[Any]:
         """The rqlite wire form: a bare string when there are no parameters."""
-        if isinstance(self.params, dict):
-            return [self.sql, {k: wire_value(v) for k, v in self.params.items()}]
-        if not self.params:
-            return self.sql
-        return [self.sql, *(wire_value(v) for v in self.params)]
+        params = self.wire_params()
+        if isinstance(params, dict):
+            return [self.sql, params]
+        return [self.sql, *params] if params else self.sql
 
     def wire_params(self) -> list[Any] | dict[str, Any]:
-        """The parameters as JSON values (BLOBs base64-encoded, as in :meth:`to_json`)."""
+        """The parameters as JSON values (BLOBs as ``x'..'`` strings, as rqlite reads
+        them)."""
         if isinstance(self.params, dict):
-            return {k: wire_value(v) for k, v in self.params.items()}
-        return [wire_value(v) for v in self.params]
+            return {k: _wire_param(v) for k, v in self.params.items()}
+        return [_wire_param(v) for v in self.params]
 
     @classmethod
     def from_json(cls, item: Any, position: int = 1) -> Statement:
@@ -91,7 +100,8 @@ class Statement:
             for name, value in rest[0].items():
                 named[name] = _check_param(value, f"{where}: parameter {name!r}")
             return cls(_check_sql(sql, where), named)
-        if all(type(v) in _SCALARS for v in rest):  # exact types: bool needs converting
+        # Exact types: a bool needs converting; so does a string holding a BLOB.
+        if all(type(v) in _SCALARS for v in rest) and not _any_hex(rest):
             return cls(_check_sql(sql, where), tuple(rest))
         positional = tuple(
             _check_param(v, f"{where}: parameter {i}") for i, v in enumerate(rest, start=1)
@@ -105,14 +115,35 @@ def _check_sql(sql: str, where: str) -> str:
     return sql
 
 
+def _hex_blob(value: str) -> bytes | None:
+    m = _HEX_PARAM.fullmatch(value)
+    return bytes.fromhex(m.group(1)) if m else None
+
+
+def _any_hex(values: Iterable[Any]) -> bool:
+    return any(type(v) is str and _HEX_PARAM.fullmatch(v) for v in values)
+
+
+def _wire_param(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "x'" + bytes(value).hex() + "'"
+    return value
+
+
 def _check_param(value: Any, where: str) -> Scalar:
     # JSON true/false become SQLite's 1/0, as rqlite does.
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, str):
+        blob = _hex_blob(value)
+        return value if blob is None else blob
     if isinstance(value, _SCALARS):
         return value  # type: ignore[no-any-return]
+    if isinstance(value, list) and all(type(b) is int and 0 <= b <= 255 for b in value):
+        return bytes(value)
     raise RequestError(
-        f"{where} has unsupported type {_json_type(value)} (use a string, number, boolean or null)"
+        f"{where} has unsupported type {_json_type(value)} (use a string, number, boolean, "
+        "null or an array of byte values)"
     )
 
 
@@ -184,13 +215,16 @@ def parse_runs(body: bytes | str) -> list[Run]:
     parser, so both give the same statements and the same messages.
     """
     doc = _load_array(body)
-    return _fast_runs(doc) or group_runs(
+    quotes = _QUOTES if isinstance(body, str) else _QUOTES_BYTES
+    maybe_hex = any(q in body for q in quotes)  # type: ignore[operator]
+    return _fast_runs(doc, maybe_hex) or group_runs(
         Statement.from_json(item, i) for i, item in enumerate(doc, start=1)
     )
 
 
-def _fast_runs(doc: list[Any]) -> list[Run] | None:
-    """Runs of ``doc`` if it is all ``[sql, scalar...]`` items, else None."""
+def _fast_runs(doc: list[Any], maybe_hex: bool) -> list[Run] | None:
+    """Runs of ``doc`` if it is all ``[sql, scalar...]`` items, else None; ``maybe_hex``
+    says the body may hold a BLOB written ``x'..'`` (then strings are looked at)."""
     # Exact types throughout: a bool parameter needs converting and a dict is named
     # parameters, so both leave to the full parser, as does any item it would reject.
     if not doc or set(map(type, doc)) != {list} or not all(doc):
@@ -200,6 +234,8 @@ def _fast_runs(doc: list[Any]) -> list[Run] | None:
         return None
     params = list(map(tuple, map(_PARAMS_OF_ITEM, doc)))
     if not _SCALAR_TYPES.issuperset(map(type, itertools.chain.from_iterable(params))):
+        return None
+    if maybe_hex and _any_hex(itertools.chain.from_iterable(params)):
         return None
     runs = []
     start = 0
