@@ -336,3 +336,18 @@ async def test_blob_parameters(live_node: LiveNode) -> None:
     assert results[3] == {"error": "cannot store TEXT value in BLOB column foo.data"}
     r = await select(live_node, "SELECT data, typeof(data) FROM foo")
     assert r["values"] == [["aGVsbG8gd29ybGQ=", "blob"], ["U1FMaXRl", "blob"]]
+
+
+async def test_a_write_sent_as_a_query_fails_alone(live_node: LiveNode) -> None:
+    """API doc: /db/query "accepts only read requests"; v8 code (db.go queryWithConn):
+    a statement that is not read-only answers "attempt to change database via query
+    operation", and the others of the request are answered."""
+    await execute(live_node, "CREATE TABLE foo (x)")
+    status, doc = await post(
+        live_node.url + "/db/query", ["INSERT INTO foo VALUES (1)", "SELECT count(*) FROM foo"]
+    )
+    assert status == 200
+    assert doc["results"] == [
+        {"error": "attempt to change database via query operation"},
+        {"columns": ["count(*)"], "types": ["integer"], "values": [[0]]},
+    ]

@@ -80,6 +80,9 @@ def _alters(sql: str) -> bool:
 
 
 _SQL_ERRORS = (sqlite3.Error, OverflowError, ValueError)
+# A write on the read connection (PRAGMA query_only), and what rqlite says instead.
+_READ_ONLY = "attempt to write a readonly database"
+_RQLITE_READ_ONLY = "attempt to change database via query operation"
 _MAX_ROWID = 2**63 - 1
 _CLOSING_QUOTE = {'"': '"', "`": "`", "[": "]"}
 
@@ -696,7 +699,10 @@ class SQLiteStore:
                 except NonDeterministicError as exc:
                     results.append(ErrorResult(str(exc)))
                     continue
-                results.append(_execute(self._r, stmt, self._r_sentry, self._r_types))
+                result = _execute(self._r, stmt, self._r_sentry, self._r_types)
+                if isinstance(result, ErrorResult) and result.error == _READ_ONLY:
+                    result = ErrorResult(_RQLITE_READ_ONLY, result.time)  # rqlite's words
+                results.append(result)
             return results
         finally:
             if deadline is not None:
