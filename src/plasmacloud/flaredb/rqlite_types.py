@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from operator import itemgetter
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -166,7 +167,12 @@ def types_and_values(
     (lowercased) and whose rows SQLite returned (raises :class:`RqliteValueError`)."""
     times = [i for i, d in enumerate(declared) if d in _TIME_TYPES]
     flags = [i for i, d in enumerate(declared) if d == "boolean"]
-    texts = [i for i, d in enumerate(declared) if _is_text_type(d)]
+    # A BLOB in a text column is rare: look for one at C speed before converting.
+    texts = [
+        i
+        for i, d in enumerate(declared)
+        if _is_text_type(d) and bytes in set(map(type, map(itemgetter(i), rows)))
+    ]
     values = [list(row) for row in rows]
     if times or flags or texts:
         for row in values:
