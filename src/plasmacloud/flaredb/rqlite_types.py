@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from operator import itemgetter
 from datetime import UTC, datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any
 
 _TIME_TYPES = frozenset({"date", "datetime", "timestamp"})
