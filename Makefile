@@ -11,8 +11,8 @@ protos: setup
 	$(PY) scripts/gen_protos.py
 
 lint: protos
-	ruff check src tests bench scripts
-	ruff format --check src tests bench scripts
+	ruff check src tests bench scripts setup.py
+	ruff format --check src tests bench scripts setup.py
 
 typecheck: protos
 	mypy

@@ -11,7 +11,7 @@ APT_PACKAGES=(
   fdisk dosfstools e2fsprogs util-linux             # first-boot agent tests on loop devices
   iproute2 procps psmisc                            # lab networking and process inspection
   sqlite3
-  python3-venv                                      # e2e: the PyPI etcd3 client's own venv
+  python3-venv                                      # e2e: PyPI clients (and their own test suites) in venvs of their own
   curl                                              # FlareDB lab test drives the API with curl
   prometheus                                        # validate: a real Prometheus scrapes every target
   qemu-system-x86 ipxe-qemu vde2 zstd              # QEMU lab: VMs + iPXE ROM, VDE switch, initramfs

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.mvcc import txn_writes
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
-from plasmacloud.chainfire.services.kv import check_txn, txn_writes
+from plasmacloud.chainfire.services.kv import check_txn
 
 
 def put(key: bytes) -> pb.RequestOp:

@@ -23,7 +23,7 @@ class Model:
 
     def __init__(self) -> None:
         self.states: list[State] = [{}, {}]  # index = revision; revision 1 is empty
-        self.compacted = 0
+        self.compacted = -1  # etcd: nothing compacted yet, so compacting at 0 works once
 
     @property
     def rev(self) -> int:

@@ -24,7 +24,7 @@ def collecting(key: bytes, end: bytes = b"") -> tuple[Watcher, list[WatchEvent],
     got: list[WatchEvent] = []
     compacted: list[int] = []
 
-    def sink(_w: Watcher, evs: list[WatchEvent]) -> bool:
+    def sink(_w: Watcher, evs: list[WatchEvent], _as_of: int) -> bool:
         got.extend(evs)
         return True
 

@@ -17,15 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.credentials import AdminCredentials
-from plasmacloud.lab.control import Lab
-from plasmacloud.lab.services import SERVICES, plasma_executable
-from plasmacloud.lab.spec import scratch_spec
+from plasmacloud.lab.services import plasma_executable
 
-from .conftest import READY_TIMEOUT_S
-from .test_iam_lab import ALICE_PW, AUDIT_DEADLINE_S, IamLab, _setup, etcdctl
+from .test_iam_lab import ALICE_PW, AUDIT_DEADLINE_S, IamLab, etcdctl, started_iam_lab
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +29,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def audit_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
     """The lab with IAM everywhere and auth on; user alice may use key/app/* only."""
-    lab = Lab.open(tmp_path_factory.mktemp("auditlab"), scratch_spec(), services=SERVICES)
-    try:
-        lab.up()
-        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
-        assert lab.iam_bootstrap == Outcome.CREATED  # waiting for ready bootstrapped IAM
-        yield IamLab(lab, *asyncio.run(_setup(lab)))
-    finally:
-        lab.down()
+    with started_iam_lab(tmp_path_factory.mktemp("auditlab")) as started:
+        yield started
 
 
 async def _denials(lab: IamLab, source: str, want: tuple[str, str]) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ one IAM node down changes nothing, and real etcdctl and curl work with IAM crede
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -102,21 +103,28 @@ async def _setup(lab: Lab) -> tuple[str, str]:
     return str(sa["client_id"]), str(sa["client_secret"])
 
 
-@pytest.fixture(scope="module")
-def iam_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
-    """The lab as `plasma lab up` runs it (IAM everywhere, auth on), admin bootstrapped."""
-    lab = Lab.open(tmp_path_factory.mktemp("iamlab"), scratch_spec(), services=SERVICES)
+@contextlib.contextmanager
+def started_iam_lab(root: Path) -> Iterator[IamLab]:
+    """A new lab as `plasma lab up` runs it (IAM everywhere, auth on), admin bootstrapped,
+    alice and the service account set up; torn down afterwards."""
+    lab = Lab.open(root, scratch_spec(), services=SERVICES)
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
         # waiting for ready bootstrapped IAM: the operator's certificate needs its principal
         assert lab.iam_bootstrap == Outcome.CREATED
-        assert asyncio.run(lab.bootstrap_iam()) == Outcome.EXISTING  # idempotent
-        mode = lab.layout.admin_credentials.stat().st_mode & 0o777
-        assert mode == 0o600
         yield IamLab(lab, *asyncio.run(_setup(lab)))
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def iam_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamLab]:
+    with started_iam_lab(tmp_path_factory.mktemp("iamlab")) as started:
+        assert asyncio.run(started.lab.bootstrap_iam()) == Outcome.EXISTING  # idempotent
+        mode = started.lab.layout.admin_credentials.stat().st_mode & 0o777
+        assert mode == 0o600
+        yield started
 
 
 async def password_token(urls: list[str], cafile: Path, user: str, password: str) -> str:

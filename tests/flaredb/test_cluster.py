@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from .cluster import Cluster, call, make_configs
@@ -224,3 +225,61 @@ async def test_garbage_on_the_raft_port_changes_nothing(cluster: Cluster) -> Non
     assert await cluster.leader() == leader
     status, doc, _ = await call("POST", cluster.url(leader) + "/db/execute", ["CREATE TABLE g (x)"])
     assert status == 200 and doc["results"] == [{}]
+
+
+async def test_dropping_every_listed_table_single_quoted_leaves_the_cluster_writable(
+    cluster: Cluster,
+) -> None:
+    """An upstream client's teardown: every table sqlite_master lists, single-quoted. Our
+    bookkeeping's DROP is refused for that statement; every node goes on applying."""
+    leader = await cluster.leader()
+    url = cluster.url(leader)
+    status, _, _ = await call("POST", url + "/db/execute", ["CREATE TABLE a (x)"])
+    assert status == 200
+    status, doc, _ = await call(
+        "GET", url + "/db/query?q=SELECT+name+FROM+sqlite_master+WHERE+type='table'"
+    )
+    names = [row[0] for row in values(doc)]
+    assert "a" in names
+    status, doc, _ = await call("POST", url + "/db/execute", [f"DROP TABLE '{n}'" for n in names])
+    assert status == 200
+    outcome = dict(zip(names, doc["results"], strict=True))
+    assert "error" not in outcome["a"], outcome
+    refused = [n for n, r in outcome.items() if "error" in r]
+    assert all("reserved for FlareDB's own bookkeeping" in outcome[n]["error"] for n in refused)
+    for node in cluster.ids:
+        status, doc, _ = await call(
+            "POST", cluster.url(node) + "/db/execute", [f"CREATE TABLE after_{node} (x)"]
+        )
+        assert status == 200 and "error" not in doc["results"][0], doc
+
+
+async def test_a_node_whose_apply_raises_stops_loudly_and_the_others_go_on(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = await cluster.leader()
+    broken = cluster.followers(leader)[0]
+    server = cluster.servers[broken]
+
+    def bug(*_: object) -> None:
+        raise RuntimeError("simulated bug in the state machine")
+
+    monkeypatch.setattr(server.store, "_run_entry", bug)
+    status, doc, _ = await call("POST", cluster.url(leader) + "/db/execute", ["CREATE TABLE t (x)"])
+    assert status == 200 and doc["results"] == [{}]
+    for _ in range(100):
+        if server.store.failure is not None and server.raft._stopped:
+            break
+        await asyncio.sleep(0.05)
+    assert server.store.failure is not None and "simulated bug" in server.store.failure
+    assert server.raft._stopped
+    async with aiohttp.ClientSession() as s:
+        async with s.get(cluster.url(broken) + "/readyz") as resp:
+            assert resp.status == 503 and "store failed" in await resp.text()
+        async with s.get(cluster.url(broken) + "/metrics") as resp:
+            assert "flaredb_apply_failed 1.0" in await resp.text()
+    # The other two still make a majority and keep writing.
+    status, doc, _ = await call(
+        "POST", cluster.url(leader) + "/db/execute", ["INSERT INTO t VALUES (1)"]
+    )
+    assert status == 200 and doc["results"] == [{"last_insert_id": 1, "rows_affected": 1}]

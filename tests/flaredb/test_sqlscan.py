@@ -86,8 +86,6 @@ def test_rewrites(sql: str, want: str) -> None:
         ("PRAGMA foreign_keys = ON", "PRAGMA"),
         ("ATTACH DATABASE 'x' AS y", "ATTACH"),
         ("VACUUM", "VACUUM"),
-        ('DROP TABLE "_flaredb_meta"', "reserved"),
-        ("UPDATE _FLAREDB_meta SET v = 0", "reserved"),
     ],
 )
 def test_rejects(sql: str, fragment: str) -> None:
@@ -104,7 +102,6 @@ def test_query_checks_and_read_only() -> None:
         "PRAGMA query_only = 0",
         "PRAGMA query_only(0)",
         "PRAGMA main.journal_mode=DELETE",
-        "SELECT * FROM _flaredb_meta",
     ):
         with pytest.raises(NonDeterministicError):
             check_query(bad)

@@ -151,13 +151,13 @@ def test_bootstrap_command_against_etcd(etcd_endpoint: str, tmp_path: Path) -> N
     host, port = etcd_endpoint.split(":")
     cfg = node_config(tmp_path, host, free_port(host), chainfire_port=int(port))
     out = tmp_path / "secrets" / "admin.json"
-    first = runner.invoke(app, ["iam", "bootstrap", "--config", str(cfg), "--out", str(out)])
+    boot = ["iam", "bootstrap", "--store", "etcd", "--config", str(cfg)]
+    first = runner.invoke(app, [*boot, "--out", str(out)])
     assert first.exit_code == 0, first.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     content = out.read_text()
     # a re-run may make an operator certificate's CN an admin user
-    rerun = ["iam", "bootstrap", "--config", str(cfg), "--out", str(out)]
-    again = runner.invoke(app, [*rerun, "--certificate-admin", "operator"])
+    again = runner.invoke(app, [*boot, "--out", str(out), "--certificate-admin", "operator"])
     assert again.exit_code == 0 and "already bootstrapped" in again.output
     assert out.read_text() == content  # nothing rewritten
 
@@ -172,13 +172,13 @@ def test_bootstrap_command_against_etcd(etcd_endpoint: str, tmp_path: Path) -> N
 
     assert asyncio.run(operator_groups()) == ["admins"]
     other = tmp_path / "other.json"
-    lost = runner.invoke(app, ["iam", "bootstrap", "--config", str(cfg), "--out", str(other)])
+    lost = runner.invoke(app, [*boot, "--out", str(other)])
     assert lost.exit_code == 1 and not other.exists()
     assert json.loads(content)["password"] not in first.output + again.output
 
 
 def test_three_serve_processes_share_chainfire(tmp_path: Path) -> None:
-    """The production path: `plasma iam serve` x3 on one etcd, bootstrap, kill a node."""
+    """`plasma iam serve --store etcd` x3 on one real etcd, bootstrap, kill a node."""
     hosts = ["127.0.0.101", "127.0.0.102", "127.0.0.103"]
     with etcd(hosts, tmp_path) as etcd_port, contextlib.ExitStack() as stack:
         ports = [free_port(h) for h in hosts]
@@ -202,15 +202,15 @@ def test_three_serve_processes_share_chainfire(tmp_path: Path) -> None:
             )
             cfg.dump(node_dir / "cluster-config.json")
             url = f"http://{hosts[i]}:{ports[i]}"
-            argv = serve_argv(node_dir / "cluster-config.json")
+            argv = serve_argv(node_dir / "cluster-config.json", "--store", "etcd")
             procs.append(
                 stack.enter_context(process(argv, node_dir / "iam.log", partial(healthy, url)))
             )
             urls.append(url)
         creds = tmp_path / "admin.json"
         boot = runner.invoke(
-            app, ["iam", "bootstrap", "--config", str(tmp_path / "node01" / "cluster-config.json"),
-                  "--out", str(creds)],
+            app, ["iam", "bootstrap", "--store", "etcd", "--config",
+                  str(tmp_path / "node01" / "cluster-config.json"), "--out", str(creds)],
         )  # fmt: skip
         assert boot.exit_code == 0, boot.output
         secret = json.loads(creds.read_text())

@@ -2,27 +2,72 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
+from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
+from iam_fixtures import free_port
 
+from plasmacloud.chainfire.server import ChainfireServer
+from plasmacloud.common.config import NodeConfig, PeerConfig, ServicePorts, TLSConfig
 from plasmacloud.iam.etcd_store import EtcdStore
 from plasmacloud.iam.keyrange import prefix_end
 from plasmacloud.iam.store import KVStore, MemoryStore
+from plasmacloud.iam.system_store import ChainfireSystemStore
 
 
-@pytest.fixture(params=["memory", pytest.param("etcd", marks=pytest.mark.slow)])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[KVStore]:
-    if request.param == "memory":
-        s: KVStore = MemoryStore()
-    else:
-        s = EtcdStore([request.getfixturevalue("etcd_endpoint")])
+@contextlib.asynccontextmanager
+async def one_chainfire(root: Path) -> AsyncIterator[NodeConfig]:
+    """A one-member Chainfire in this process (plaintext: SystemKV checks no identity)."""
+    host = "127.0.0.97"
+    ports = ServicePorts(
+        chainfire_client=free_port(host),
+        chainfire_peer=free_port(host),
+        chainfire_metrics=free_port(host),
+    )
+    me = PeerConfig(node_id="node01", hostname="node01", ip=IPv4Address(host), ports=ports)
+    config = NodeConfig(
+        node_id="node01",
+        hostname="node01",
+        ip=IPv4Address(host),
+        peers=[me],
+        ports=ports,
+        tls=TLSConfig(enabled=False),
+        data_dir=root,
+    )
+    server = ChainfireServer(config)
+    await server.start()
     try:
-        yield s
+        yield config
     finally:
-        for kv in await s.range("/"):
-            await s.delete(kv.key)
-        await s.close()
+        await server.stop()
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("etcd", marks=pytest.mark.slow),
+        pytest.param("chainfire-system", marks=pytest.mark.slow),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KVStore]:
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "memory":
+            s: KVStore = MemoryStore()
+        elif request.param == "etcd":
+            s = EtcdStore([request.getfixturevalue("etcd_endpoint")])
+        else:
+            s = ChainfireSystemStore.from_config(
+                await stack.enter_async_context(one_chainfire(tmp_path))
+            )
+        try:
+            yield s
+        finally:
+            for kv in await s.range("/"):
+                await s.delete(kv.key)
+            await s.close()
 
 
 async def test_get_put_delete(store: KVStore) -> None:

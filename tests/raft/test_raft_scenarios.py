@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from plasmacloud.raft.api import ProposalTimeoutError, ShutdownError
+from plasmacloud.raft.api import Entry, ProposalTimeoutError, ShutdownError
 from plasmacloud.raft.memory import MemoryStateMachine
 from plasmacloud.raft.node import RaftConfig, RaftNode
 from plasmacloud.raft.sim import SimDisk, SimLoop, SimMount, SimNetwork, SimTransport
@@ -120,5 +120,33 @@ def test_fsync_failure_stops_the_node_and_the_rest_carry_on() -> None:
         new = next(n for n in others if n.is_leader)
         await new.propose(b"later")
         assert b"later" in new.sm.commands()  # type: ignore[attr-defined]
+
+    _run(scenario)
+
+
+class RaisingStateMachine(MemoryStateMachine):
+    """A state machine with a bug: it raises on one command instead of answering it."""
+
+    def apply(self, entries: Sequence[Entry]) -> list[int]:
+        if any(e.data == b"boom" for e in entries):
+            raise RuntimeError("bug in apply")
+        return super().apply(entries)
+
+
+def test_a_state_machine_that_raises_stops_its_node_and_the_rest_carry_on() -> None:
+    """Retrying the same entries would raise forever while every write waited silently:
+    the node stops where it shows (ShutdownError, no longer a member that answers)."""
+
+    async def scenario(net: SimNetwork, nodes: dict[str, RaftNode]) -> None:
+        leader_id = await nodes["n1"].wait_for_leader()
+        leader = nodes[leader_id]
+        victim = nodes[next(n for n in IDS if n != leader_id)]
+        victim.sm = RaisingStateMachine()
+        await leader.propose(b"boom")
+        await asyncio.sleep(1.0)
+        with pytest.raises(ShutdownError):
+            await victim.read_index()
+        await leader.propose(b"after")
+        assert b"after" in leader.sm.commands()  # type: ignore[attr-defined]
 
     _run(scenario)

@@ -2,7 +2,8 @@
 
 Replicating the request messages (rather than a richer internal format) keeps log
 entries compact and makes the state machine's input exactly what the client sent, after
-the server's validation.
+the server's validation. The system keyspace's commands (``SYS_*``) carry the
+messages of ``system.proto`` the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from enum import IntEnum
 
 from google.protobuf.message import DecodeError, Message
 
-from plasmacloud.chainfire.proto import rpc_pb2
+from plasmacloud.chainfire.proto import rpc_pb2, system_pb2
 
 
 class Op(IntEnum):
@@ -23,6 +24,10 @@ class Op(IntEnum):
     LEASE_REVOKE = 6
     LEASE_KEEPALIVE = 7
     ALARM = 8
+    SYS_PUT = 9
+    SYS_DELETE = 10
+    SYS_CAS = 11
+    SYS_MIGRATE = 12
 
 
 _TYPES: dict[Op, type[Message]] = {
@@ -34,6 +39,10 @@ _TYPES: dict[Op, type[Message]] = {
     Op.LEASE_REVOKE: rpc_pb2.LeaseRevokeRequest,
     Op.LEASE_KEEPALIVE: rpc_pb2.LeaseKeepAliveRequest,
     Op.ALARM: rpc_pb2.AlarmRequest,
+    Op.SYS_PUT: system_pb2.PutRequest,
+    Op.SYS_DELETE: system_pb2.DeleteRequest,
+    Op.SYS_CAS: system_pb2.CompareAndSwapRequest,
+    Op.SYS_MIGRATE: system_pb2.MigrateRequest,
 }
 _OP_OF = {cls: op for op, cls in _TYPES.items()}
 

@@ -51,13 +51,13 @@ class LeaseTimers:
             self._deadline = {lid: now + ttl for lid, ttl in leases.items()}
 
     def remaining(self, lease_id: int) -> int:
-        """Whole seconds left (rounded up like etcd), or -1 if the lease is unknown."""
+        """Whole seconds left, rounded down like etcd's TimeToLive (a lease granted for
+        60 s reports 59 right away), or -1 if the lease is unknown."""
         with self._lock:
             deadline = self._deadline.get(lease_id)
         if deadline is None:
             return -1
-        left = deadline - self._clock()
-        return max(0, int(left) + (1 if left > int(left) else 0))
+        return max(0, int(deadline - self._clock()))
 
     def expired(self) -> list[int]:
         """Leases whose deadline has passed, oldest first."""

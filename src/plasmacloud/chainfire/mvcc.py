@@ -7,6 +7,9 @@ lease revoke share it; ``sub`` orders changes inside it). Two tables hold the da
 * ``hist`` — every change ever made and not yet compacted (historic reads, watch
   replay); a row with ``version = 0`` is a deletion tombstone.
 
+A third, ``sys``, is the system keyspace (:mod:`plasmacloud.chainfire.system`): written
+only by its own commands, outside the revisions, history and watch events above.
+
 The engine hands :meth:`MvccStore.apply` batches of committed entries; each batch is one
 SQLite transaction that also records the applied index, so after a crash the store
 knows exactly which entries it already holds. Results are the etcd response messages
@@ -29,10 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plasmacloud.chainfire import errors
+from plasmacloud.chainfire import errors, system
+from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.commands import CommandError, Op, decode
 from plasmacloud.chainfire.leases import MAX_TTL, MIN_TTL, LeaseTimers
-from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2
+from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, system_pb2
 from plasmacloud.chainfire.wal import WalCheckpointer
 from plasmacloud.raft.api import Entry
 
@@ -180,7 +184,7 @@ class MvccStore:
         db.execute("PRAGMA synchronous=NORMAL")
         # checkpoints (and their fsync) run on WalCheckpointer's thread, not in a COMMIT
         db.execute("PRAGMA wal_autocheckpoint=0")
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA + system.SCHEMA)
         return db
 
     def _load(self) -> None:
@@ -193,7 +197,8 @@ class MvccStore:
         meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())
         self._applied = int(meta.get("applied_index", 0))
         self._rev = int(meta.get("revision", 1))
-        self._compact_rev = int(meta.get("compact_revision", 0))
+        # -1 until the first compaction, like etcd (so compacting at 0 succeeds once)
+        self._compact_rev = int(meta.get("compact_revision", -1))
 
     def _reload_memory(self) -> None:
         """Re-read the in-memory copies of lease and alarm state from the database."""
@@ -285,6 +290,22 @@ class MvccStore:
         with self._lock:
             return self._txn(_Write(rev=self._rev + 1), req)
 
+    def sys_get(self, req: system_pb2.GetRequest) -> system_pb2.GetResponse:
+        """One key of the system keyspace, from local state."""
+        with self._lock:
+            return system.get(self._db, req)
+
+    def sys_range(self, req: system_pb2.RangeRequest) -> system_pb2.RangeResponse:
+        """Keys of the system keyspace under a prefix, from local state."""
+        with self._lock:
+            return system.range_(self._db, req)
+
+    @property
+    def sys_migrated(self) -> bool:
+        """True once the legacy public IAM keys were moved into the system keyspace."""
+        with self._lock:
+            return system.migrated(self._db)
+
     def events_since(
         self, start_rev: int, key: bytes, range_end: bytes, until_rev: int
     ) -> list[WatchEvent]:
@@ -328,7 +349,7 @@ class MvccStore:
             rev = revision or self._rev
             if rev > self._rev:
                 raise errors.FUTURE_REV
-            if rev < self._compact_rev:
+            if 0 < revision <= self._compact_rev:  # etcd's hashByRev: the compacted one too
                 raise errors.COMPACTED
             h = 0
             cursor = self._db.execute(
@@ -356,10 +377,20 @@ class MvccStore:
         each page twice and took about twice as long.
         """
         with self._lock:
-            image = memoryview(self._db.serialize())
-        # header bytes 18/19 say "WAL mode"; a lone file image is a rollback-journal database
-        # (joined from views: one copy, where slicing bytes made two)
-        return b"".join((image[:18], b"\x01\x01", image[20:]))
+            return _standalone(self._db.serialize())
+
+    def client_backup_bytes(self) -> bytes:
+        """:meth:`backup_bytes` without the system keyspace's records: what an etcd client
+        may download (Maintenance.Snapshot). IAM's records (password hashes, signing
+        keys) never leave through an etcd call; a cluster restored from it keeps its
+        user keys and needs IAM bootstrapped again."""
+        image = sqlite3.connect(":memory:", isolation_level=None)  # VACUUM needs autocommit
+        try:
+            image.deserialize(self.backup_bytes())
+            system.scrub(image)
+            return _standalone(image.serialize())
+        finally:
+            image.close()
 
     def snapshot(self) -> bytes:
         return self.backup_bytes()
@@ -513,7 +544,9 @@ class MvccStore:
         if op is Op.PUT:
             if self._nospace:
                 raise errors.NO_SPACE
-            self._check_put(req)
+            # etcd's Put looks the lease up first; a put in a txn checks the key first
+            self._check_lease(req)
+            self._check_prev(req)
             return self._put(w, req)
         if op is Op.DELETE_RANGE:
             return self._delete_range(w, req)
@@ -533,7 +566,28 @@ class MvccStore:
             return rpc_pb2.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
         if op is Op.ALARM:
             return self._alarm(req)
+        if op is Op.SYS_PUT:
+            return system.put(self._db, req)
+        if op is Op.SYS_DELETE:
+            return system.delete(self._db, req)
+        if op is Op.SYS_CAS:
+            return system.compare_and_swap(self._db, req)
+        if op is Op.SYS_MIGRATE:
+            return self._sys_migrate(w, req)
         raise AssertionError(op)
+
+    def _sys_migrate(self, w: _Write, req: system_pb2.MigrateRequest) -> system_pb2.MigrateResponse:
+        """Move the public keys under the legacy prefix into the system keyspace, once:
+        after the marker is set, keys written there are ordinary user keys."""
+        if system.migrated(self._db):
+            return system_pb2.MigrateResponse(moved=0)
+        where, params = key_clause(req.prefix, prefix_end(req.prefix))
+        rows = self._db.execute(
+            f"SELECT {_CUR_COLS} FROM cur WHERE {where} ORDER BY key", params
+        ).fetchall()
+        system.adopt(self._db, [(r[0], r[4]) for r in rows])
+        self._delete_rows(w, rows)
+        return system_pb2.MigrateResponse(moved=len(rows))
 
     # -- KV operations -----------------------------------------------------------------
 
@@ -543,11 +597,14 @@ class MvccStore:
         ).fetchone()
         return row
 
-    def _check_put(self, req: rpc_pb2.PutRequest) -> None:
-        if (req.ignore_value or req.ignore_lease) and self._get(req.key) is None:
-            raise errors.KEY_NOT_FOUND
+    def _check_lease(self, req: rpc_pb2.PutRequest) -> None:
         if req.lease and req.lease not in self._leases:
             raise errors.LEASE_NOT_FOUND
+
+    def _check_prev(self, req: rpc_pb2.PutRequest) -> None:
+        """ignore_value and ignore_lease need a key to take them from."""
+        if (req.ignore_value or req.ignore_lease) and self._get(req.key) is None:
+            raise errors.KEY_NOT_FOUND
 
     def _put(self, w: _Write, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         prev = self._get(req.key)
@@ -642,7 +699,8 @@ class MvccStore:
         order = req.sort_order
         if req.sort_target != rpc_pb2.RangeRequest.KEY and order == rpc_pb2.RangeRequest.NONE:
             order = rpc_pb2.RangeRequest.ASCEND
-        if order != rpc_pb2.RangeRequest.NONE:
+        # an order outside the enum leaves the keys in key order, as etcd does
+        if order in (rpc_pb2.RangeRequest.ASCEND, rpc_pb2.RangeRequest.DESCEND):
             kvs.sort(
                 # an unknown target (proto3 enums are open) sorts by key
                 key=_SORT_KEYS.get(req.sort_target, _SORT_KEYS[rpc_pb2.RangeRequest.KEY]),
@@ -698,34 +756,48 @@ class MvccStore:
         for op in req.success if d.succeeded else req.failure:
             yield op, (next(children) if op.HasField("request_txn") else None)
 
-    def _check_txn(self, req: rpc_pb2.TxnRequest, d: _Decision, cur_rev: int) -> bool:
-        """Validate every op on the chosen path before changing anything; True if it puts."""
-        puts = False
+    def _path(self, req: rpc_pb2.TxnRequest, d: _Decision) -> Iterator[rpc_pb2.RequestOp]:
+        """Every non-txn op on the chosen path, depth first in request order."""
         for op, child in self._walk(req, d):
-            kind = op.WhichOneof("request")
-            if kind == "request_put":
-                self._check_put(op.request_put)
-                puts = True
-            elif kind == "request_range":
+            if child is not None:
+                yield from self._path(op.request_txn, child)
+            else:
+                yield op
+
+    def _check_txn(self, req: rpc_pb2.TxnRequest, d: _Decision, cur_rev: int) -> None:
+        """Validate the chosen path before changing anything, in etcd's order (apply.go
+        checkRequests): every put first (its key, then its lease), then every range."""
+        ops = list(self._path(req, d))
+        for op in ops:
+            if op.WhichOneof("request") == "request_put":
+                self._check_prev(op.request_put)
+                self._check_lease(op.request_put)
+        for op in ops:
+            if op.WhichOneof("request") == "request_range":
                 rev = op.request_range.revision
                 if rev > cur_rev:
                     raise errors.FUTURE_REV
-                if 0 < rev < self._compact_rev:
+                # unlike a plain Range, a txn's checks hold a negative revision against
+                # the compacted one too (etcd's checkRequestRange)
+                if rev != 0 and rev < self._compact_rev:
                     raise errors.COMPACTED
-            elif kind == "request_txn" and child is not None:
-                puts |= self._check_txn(op.request_txn, child, cur_rev)
-        return puts
 
     def _txn(self, w: _Write, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        if self._nospace and txn_writes(req)[1]:
+            raise errors.NO_SPACE  # etcd's capped applier refuses any txn that puts
         decision = self._decide(req)
-        if self._check_txn(req, decision, self._rev) and self._nospace:
-            raise errors.NO_SPACE
+        self._check_txn(req, decision, self._rev)
         resp = self._run_txn(w, req, decision)
-        self._stamp(resp, w.rev if w.sub else w.rev - 1)
+        # only the outer header carries the txn's revision; etcd leaves nested txns'
+        # headers empty
+        resp.header.revision = w.rev if w.sub else w.rev - 1
         return resp
 
     def _run_txn(self, w: _Write, req: rpc_pb2.TxnRequest, d: _Decision) -> rpc_pb2.TxnResponse:
+        """Each op's response carries the revision as of that op, like etcd's txn: the
+        new revision once the txn has changed something, the old one before."""
         resp = rpc_pb2.TxnResponse(succeeded=d.succeeded)
+        resp.header.SetInParent()
         for op, child in self._walk(req, d):
             kind = op.WhichOneof("request")
             out = resp.responses.add()
@@ -740,16 +812,6 @@ class MvccStore:
             elif kind == "request_txn" and child is not None:
                 out.response_txn.CopyFrom(self._run_txn(w, op.request_txn, child))
         return resp
-
-    def _stamp(self, resp: rpc_pb2.TxnResponse, rev: int) -> None:
-        """Give a txn and every nested response the txn's final revision, like etcd."""
-        resp.header.revision = rev
-        for out in resp.responses:
-            kind = out.WhichOneof("response")
-            if kind == "response_txn":
-                self._stamp(out.response_txn, rev)
-            elif kind is not None:
-                getattr(out, kind).header.revision = rev
 
     # -- compaction, leases, alarms ----------------------------------------------------
 
@@ -814,7 +876,7 @@ class MvccStore:
         )
 
     def _alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
-        resp = rpc_pb2.AlarmResponse(header=rpc_pb2.ResponseHeader(revision=self._rev))
+        resp = rpc_pb2.AlarmResponse()
         member = rpc_pb2.AlarmMember(memberID=req.memberID, alarm=req.alarm)
         known = req.alarm in (rpc_pb2.NOSPACE, rpc_pb2.CORRUPT)
         if req.action == rpc_pb2.AlarmRequest.ACTIVATE and known:
@@ -831,6 +893,21 @@ class MvccStore:
                 resp.alarms.append(member)
         self._nospace = self._nospace_raised()
         return resp
+
+
+def txn_writes(r: rpc_pb2.TxnRequest) -> tuple[bool, bool]:
+    """(has any put or delete, has any put) anywhere in the txn."""
+    writes = puts = False
+    for op in (*r.success, *r.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_put":
+            writes = puts = True
+        elif kind == "request_delete_range":
+            writes = True
+        elif kind == "request_txn":
+            w, p = txn_writes(op.request_txn)
+            writes, puts = writes or w, puts or p
+    return writes, puts
 
 
 def _filter_revisions(
@@ -871,6 +948,14 @@ def _compare_kv(c: rpc_pb2.Compare, kv: kv_pb2.KeyValue) -> bool:
     if result == rpc_pb2.Compare.LESS:
         return bool(actual < expected)
     return True
+
+
+def _standalone(serialized: bytes) -> bytes:
+    """A serialized database as a lone file image: header bytes 18/19 say "WAL mode", a
+    file without its WAL must be a rollback-journal database (joined from views: one
+    copy, where slicing bytes made two)."""
+    image = memoryview(serialized)
+    return b"".join((image[:18], b"\x01\x01", image[20:]))
 
 
 def _write_durably(path: Path, data: bytes) -> None:

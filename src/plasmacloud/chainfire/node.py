@@ -21,12 +21,12 @@ import grpc
 from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry
 
-from plasmacloud.chainfire import errors
+from plasmacloud.chainfire import errors, system
 from plasmacloud.chainfire.auth import Authorizer, touched_ranges
 from plasmacloud.chainfire.commands import encode
 from plasmacloud.chainfire.metrics import ChainfireMetrics
 from plasmacloud.chainfire.mvcc import MvccStore
-from plasmacloud.chainfire.proto import rpc_pb2
+from plasmacloud.chainfire.proto import rpc_pb2, system_pb2
 from plasmacloud.chainfire.watch import WatchHub
 from plasmacloud.raft import api as raft_api
 from plasmacloud.raft.api import (
@@ -155,6 +155,8 @@ class ChainfireNode:
         """Start the background loops (lease expiry). Call after the Raft node started."""
         self.hub.bind_loop(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self._lease_expiry_loop(), name="lease-expiry"))
+        if not self.store.sys_migrated:
+            self._tasks.append(asyncio.create_task(self._migrate_loop(), name="sys-migrate"))
         if self.auto_compaction_retention > 0:
             self._tasks.append(
                 asyncio.create_task(self._auto_compaction_loop(), name="auto-compaction")
@@ -276,6 +278,25 @@ class ChainfireNode:
                 task = asyncio.create_task(self._revoke(lease_id))
                 self._revokes.add(task)
                 task.add_done_callback(self._revokes.discard)
+
+    async def _migrate_loop(self) -> None:
+        """Until the system keyspace's marker is applied, the leader proposes the one
+        command that moves IAM's legacy public keys there (see chainfire.system).
+
+        Applying it twice is harmless (the second finds the marker), so a new leader
+        that has not yet applied its predecessor's proposal may propose again.
+        """
+        while not self.store.sys_migrated:
+            await asyncio.sleep(self.lease_check_interval)
+            if not self.raft.is_leader:
+                continue
+            try:
+                resp = await self.write(system_pb2.MigrateRequest(prefix=system.LEGACY_PREFIX))
+            except errors.EtcdError as exc:
+                log.warning("system keyspace migration not committed yet: %s", exc.message)
+                continue
+            if resp.moved:
+                log.info("moved %d legacy IAM keys into the system keyspace", resp.moved)
 
     async def _auto_compaction_loop(self) -> None:
         """On the leader, compact history older than the retained number of revisions.

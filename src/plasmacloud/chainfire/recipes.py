@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.client import prefix_end
@@ -38,7 +39,7 @@ async def watch_key(
     """
     queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
 
-    def sink(_: Watcher, events: list[WatchEvent]) -> bool:
+    def sink(_: Watcher, events: list[WatchEvent], _as_of: int) -> bool:
         for ev in events:
             queue.put_nowait(ev)
         return True
@@ -100,23 +101,24 @@ async def wait_turn(node: ChainfireNode, name: bytes, my_rev: int) -> None:
         await wait_deleted(node, resp.kvs[0].key, resp.header.revision)
 
 
-async def contend(
-    node: ChainfireNode, name: bytes, lease: int, value: bytes = b""
-) -> tuple[bytes, int]:
-    """Create (or find) this lease's contender key; (key, its create revision).
+@dataclass(frozen=True)
+class Contender:
+    """A lease's contender key for a lock or an election, as the txn placing it found it."""
+
+    key: bytes
+    rev: int  # its create revision: the fencing token
+    header: rpc_pb2.ResponseHeader  # of the txn that created (or found) it
+    found: kv_pb2.KeyValue | None  # the key as it already was, if it was not created now
+
+
+async def contend(node: ChainfireNode, name: bytes, lease: int, value: bytes = b"") -> Contender:
+    """Create (or find) this lease's contender key.
 
     An unknown lease fails the put inside the txn with etcd's lease-not-found error.
     """
     key = contender_key(name, lease)
     txn = rpc_pb2.TxnRequest(
-        compare=[
-            rpc_pb2.Compare(
-                key=key,
-                target=rpc_pb2.Compare.CREATE,
-                result=rpc_pb2.Compare.EQUAL,
-                create_revision=0,
-            )
-        ],
+        compare=[created_at(key, 0)],
         success=[
             rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))
         ],
@@ -124,19 +126,50 @@ async def contend(
     )
     resp: rpc_pb2.TxnResponse = await node.write(txn, grows=True)
     if resp.succeeded:
-        return key, resp.header.revision
-    return key, resp.responses[0].response_range.kvs[0].create_revision
+        return Contender(key, resp.header.revision, resp.header, None)
+    found = resp.responses[0].response_range.kvs[0]
+    return Contender(key, found.create_revision, resp.header, found)
+
+
+def created_at(key: bytes, rev: int) -> rpc_pb2.Compare:
+    """Holds while ``key`` is the one created at ``rev`` (0: while there is no such key)."""
+    return rpc_pb2.Compare(
+        key=key,
+        target=rpc_pb2.Compare.CREATE,
+        result=rpc_pb2.Compare.EQUAL,
+        create_revision=rev,
+    )
+
+
+async def set_value(
+    node: ChainfireNode, key: bytes, rev: int, lease: int, value: bytes
+) -> rpc_pb2.TxnResponse:
+    """Give a contender key a new value if it is still the one created at ``rev``."""
+    txn = rpc_pb2.TxnRequest(
+        compare=[created_at(key, rev)],
+        success=[
+            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))
+        ],
+    )
+    resp: rpc_pb2.TxnResponse = await node.write(txn, grows=True)
+    return resp
 
 
 async def acquire(
-    node: ChainfireNode, name: bytes, lease: int, value: bytes = b""
-) -> tuple[bytes, int]:
-    """Wait for ownership of ``name``; (key, fencing revision). Gives up the key on cancel."""
-    key, rev = await contend(node, name, lease, value)
+    node: ChainfireNode, name: bytes, lease: int, value: bytes = b"", *, update: bool = False
+) -> Contender:
+    """Wait for ownership of ``name``. Gives up the key on cancel.
+
+    ``update``: a key this lease already had gets ``value`` before the wait (an election's
+    re-campaign, as clientv3's Campaign does it); it keeps its value otherwise (a lock).
+    """
+    c = await contend(node, name, lease, value)
     try:
-        await wait_turn(node, name, rev)
+        if update and c.found is not None and c.found.value != value:
+            await set_value(node, c.key, c.rev, lease, value)
+        await wait_turn(node, name, c.rev)
     except BaseException:
         with contextlib.suppress(errors.EtcdError):
-            await node.write(rpc_pb2.DeleteRangeRequest(key=key))
+            await node.write(rpc_pb2.DeleteRangeRequest(key=c.key))
         raise
-    return key, rev
+    return c

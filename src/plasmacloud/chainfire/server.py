@@ -32,7 +32,12 @@ from plasmacloud.chainfire.node import (
     Consensus,
     NodeIdentity,
 )
-from plasmacloud.chainfire.proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+from plasmacloud.chainfire.proto import (
+    rpc_pb2_grpc,
+    system_pb2_grpc,
+    v3election_pb2_grpc,
+    v3lock_pb2_grpc,
+)
 from plasmacloud.chainfire.services.auth import AuthServicer
 from plasmacloud.chainfire.services.cluster import ClusterServicer
 from plasmacloud.chainfire.services.election import ElectionServicer
@@ -40,7 +45,8 @@ from plasmacloud.chainfire.services.kv import KVServicer
 from plasmacloud.chainfire.services.lease import LeaseServicer
 from plasmacloud.chainfire.services.lock import LockServicer
 from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
-from plasmacloud.chainfire.services.watch import WatchServicer
+from plasmacloud.chainfire.services.system import SystemKVServicer
+from plasmacloud.chainfire.services.watch import DEFAULT_PROGRESS_INTERVAL, WatchServicer
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context, grpc_pem_material, server_context
 from plasmacloud.iam.authz import AuditShipper, Verifier
@@ -81,8 +87,11 @@ def identity_from_config(config: NodeConfig) -> NodeIdentity:
     )
 
 
-def add_servicers(server: grpc.aio.Server, node: ChainfireNode, **watch_opts: Any) -> None:
-    """Register every etcd service of one member on a gRPC server."""
+def add_servicers(
+    server: grpc.aio.Server, node: ChainfireNode, *, tls: bool = False, **watch_opts: Any
+) -> None:
+    """Register every etcd service of one member on a gRPC server, and the system
+    keyspace's (members only when ``tls``: the port verifies client certificates)."""
     rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(node), server)
     rpc_pb2_grpc.add_WatchServicer_to_server(WatchServicer(node, **watch_opts), server)
     rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node), server)
@@ -91,6 +100,9 @@ def add_servicers(server: grpc.aio.Server, node: ChainfireNode, **watch_opts: An
     rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(node), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(LockServicer(node), server)
     v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionServicer(node), server)
+    system_pb2_grpc.add_SystemKVServicer_to_server(
+        SystemKVServicer(node, require_member_cert=tls), server
+    )
 
 
 def grpc_server(config: NodeConfig) -> tuple[grpc.aio.Server, str]:
@@ -152,6 +164,9 @@ class ChainfireServer:
     snapshot_threshold: int | None = None
     # revisions of history to keep (0: no automatic compaction, like etcd's default)
     auto_compaction_retention: int = 0
+    # seconds between progress notifications to idle watchers that asked for them
+    # (etcd's --experimental-watch-progress-notify-interval, 10 minutes by default)
+    watch_progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     # auth on when given: every call is checked by these IAM nodes (chainfire.iam_auth)
     iam_urls: tuple[str, ...] = ()
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -233,7 +248,12 @@ class ChainfireServer:
         await self._raft.start()
         await self.node.start()
         self._grpc, address = grpc_server(cfg)
-        add_servicers(self._grpc, self.node)
+        add_servicers(
+            self._grpc,
+            self.node,
+            tls=cfg.tls.enabled,
+            progress_interval=self.watch_progress_interval,
+        )
         await self._grpc.start()
         self._http = await start_http(self.node, cfg.listen_host, cfg.ports.chainfire_metrics)
         log.info(
@@ -282,7 +302,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
     ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
-    auto_compaction_retention, iam_urls).
+    auto_compaction_retention, watch_progress_interval, iam_urls).
     """
     server = ChainfireServer(config, **options)
     try:

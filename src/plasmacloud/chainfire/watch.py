@@ -17,9 +17,11 @@ from plasmacloud.chainfire.mvcc import MvccStore, WatchEvent
 
 HISTORY_CHUNK = 1000  # events per catch-up delivery, so one response never gets huge
 
-# A sink returns False when it cannot take more now (a slow client): the watcher is then
-# parked at the first refused event, and its owner resubscribes it later from history.
-Sink = Callable[["Watcher", list[WatchEvent]], bool]
+# A sink gets events and the revision the delivery is as of (what etcd puts in the
+# response header). It returns False when it cannot take more now (a slow client): the
+# watcher is then parked at the first refused event, and its owner resubscribes it later
+# from history.
+Sink = Callable[["Watcher", list[WatchEvent], int], bool]
 
 
 def in_range(key: bytes, start: bytes, end: bytes) -> bool:
@@ -60,9 +62,13 @@ class Watcher:
             out.append(ev)
         return out
 
-    def deliver(self, wanted: list[WatchEvent], through_rev: int) -> bool:
-        """Hand selected events to the sink; False (and nothing consumed) if it refused."""
-        if wanted and not self.sink(self, wanted):
+    def deliver(self, wanted: list[WatchEvent], through_rev: int, as_of: int = 0) -> bool:
+        """Hand selected events to the sink; False (and nothing consumed) if it refused.
+
+        ``as_of``: the revision the delivery reports; 0 for that of its last event (a live
+        change). History replayed is as of the store's revision then, as in etcd.
+        """
+        if wanted and not self.sink(self, wanted, as_of or wanted[-1].revision):
             self.next_rev = wanted[0].revision
             return False
         self.next_rev = max(self.next_rev, through_rev + 1)
@@ -153,7 +159,7 @@ class WatchHub:
     @staticmethod
     def _replay(watcher: Watcher, history: list[WatchEvent], through_rev: int) -> bool:
         for chunk in _chunks(watcher.select(history)):
-            if not watcher.deliver(chunk, chunk[-1].revision):
+            if not watcher.deliver(chunk, chunk[-1].revision, as_of=through_rev):
                 return False
         watcher.next_rev = through_rev + 1
         return True

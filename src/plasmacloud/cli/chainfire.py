@@ -31,6 +31,11 @@ def serve(
     auto_compaction_retention: int = typer.Option(
         0, help="revisions of history to keep, compacting older ones every 5 min (0: off)"
     ),
+    watch_progress_notify_interval: float = typer.Option(
+        600.0,
+        help="seconds between progress notifications to idle watchers that asked for them "
+        "(etcd's --experimental-watch-progress-notify-interval)",
+    ),
     iam_url: list[str] | None = typer.Option(
         None,
         help="IAM base URL (repeatable); when given, auth is on: every call is made by an "
@@ -64,6 +69,7 @@ def serve(
             quota_bytes=quota_bytes,
             snapshot_threshold=snapshot_threshold,
             auto_compaction_retention=auto_compaction_retention,
+            watch_progress_interval=watch_progress_notify_interval,
             iam_urls=tuple(iam_url or ()),
         )
 

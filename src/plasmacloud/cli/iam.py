@@ -156,13 +156,26 @@ def _load_config(path: Path) -> NodeConfig:
 
 # -- serving ----------------------------------------------------------------------------
 
+STORE_NAMES = ("chainfire", "etcd", "memory")
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        help="chainfire: Chainfire's system keyspace (production; no etcd client can reach "
+        "it); etcd: the public etcd v3 API (IAM on a real etcd); memory: one node, dev"
+    ),
+]
+
+
+def _check_store(store: str) -> None:
+    if store not in STORE_NAMES:
+        err.print(f"[red]error:[/red] --store must be one of {', '.join(STORE_NAMES)}")
+        raise typer.Exit(EXIT_USAGE)
+
 
 @app.command()
 def serve(
     config: ConfigOpt,
-    store: Annotated[
-        str, typer.Option(help="chainfire (shared, production) or memory (one node, dev)")
-    ] = "chainfire",
+    store: StoreOpt = "chainfire",
     bootstrap_out: Annotated[
         Path | None,
         typer.Option(help="create the first admin if none exists; write credentials here"),
@@ -170,15 +183,13 @@ def serve(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run this node's IAM server in the foreground (SIGTERM stops it)."""
+    from plasmacloud.iam.server import open_store
     from plasmacloud.iam.server import serve as run
-    from plasmacloud.iam.store import MemoryStore
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if store not in ("chainfire", "memory"):
-        err.print("[red]error:[/red] --store must be chainfire or memory")
-        raise typer.Exit(EXIT_USAGE)
+    _check_store(store)
     node = _load_config(config)
 
     async def main() -> None:
@@ -186,7 +197,7 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(node, stop, MemoryStore() if store == "memory" else None, bootstrap_out)
+        await run(node, stop, open_store(node, store), bootstrap_out)
 
     try:
         asyncio.run(main())
@@ -215,13 +226,22 @@ def bootstrap(
             "admin user of that name; repeatable, ensured on every run)"
         ),
     ] = None,
+    store: StoreOpt = "chainfire",
 ) -> None:
     """Create the first admin in the cluster's store, once (re-running changes nothing)."""
     from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
+    from plasmacloud.iam.server import open_store
 
+    _check_store(store)
     node = _load_config(config)
+
+    async def run() -> Outcome:
+        return await bootstrap_cluster(
+            node, out_path, username, certificate_admin or (), open_store(node, store)
+        )
+
     try:
-        outcome = asyncio.run(bootstrap_cluster(node, out_path, username, certificate_admin or ()))
+        outcome = asyncio.run(run())
     except Exception as exc:  # gRPC errors carry no common base worth naming here
         err.print(f"[red]error:[/red] Chainfire not reachable or refused: {exc}")
         raise typer.Exit(EXIT_UNAVAILABLE) from None

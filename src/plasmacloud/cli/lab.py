@@ -24,9 +24,10 @@ from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab, describe
 from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
+from plasmacloud.lab.netns import scratch_netns_spec
 from plasmacloud.lab.probe import ClusterView
 from plasmacloud.lab.services import FLAREDB, flaredb_url, iam_base_url, runs_iam
-from plasmacloud.lab.spec import busy_ports
+from plasmacloud.lab.spec import busy_ports, scratch_spec
 from plasmacloud.validate.lab_target import validate_lab
 
 app = typer.Typer(
@@ -49,9 +50,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 NodeArg = Annotated[str, typer.Argument(help="node id, e.g. node01")]
 
 
-def _open(lab_dir: Path | None, backend: str = "process") -> Lab:
+def _open(lab_dir: Path | None, backend: str = "process", scratch: bool = False) -> Lab:
+    """The lab in ``lab_dir``; ``scratch``: a lab not created yet gets a random free
+    address range (as the tests' labs do) instead of the fixed default."""
+    root = lab_dir or default_lab_dir()
     try:
-        return Lab.open(lab_dir or default_lab_dir(), backend=backend)
+        lab = Lab.open(root, backend=backend)
+        if scratch and not lab.layout.state_path.exists():
+            spec = scratch_netns_spec() if backend == "netns" else scratch_spec()
+            lab = Lab.open(root, spec, backend=backend)
+        return lab
     except LabError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc
@@ -232,16 +240,25 @@ def up(
     junit: JunitOpt = None,
     persistence: PersistenceOpt = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for a healthy cluster")] = 60.0,
+    scratch: Annotated[
+        bool,
+        typer.Option(
+            "--scratch",
+            help="a new lab picks a random free address range (process: 127.x.y.11-13, "
+            "netns: 10.x.y.0/24) instead of the default, so it runs beside other labs; "
+            "kept in its lab.json for later commands",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate certs and configs, start every node, wait for health and a leader."""
     if backend == "qemu":  # PXE-booted VMs: see `plasma lab qemu --help`
         raise typer.Exit(lab_qemu.up(lab_dir, check=validate))
-    lab = _open(lab_dir, backend)
+    lab = _open(lab_dir, backend, scratch)
     try:
         if wipe:
             lab.down(wipe=True)
-            lab = _open(lab_dir, backend)
+            lab = _open(lab_dir, backend, scratch)
         if not lab.running() and (busy := busy_ports(lab.spec)):
             raise LabError(
                 f"addresses already in use: {', '.join(busy)} (another lab? "

@@ -35,6 +35,11 @@ class FlareMetrics:
             ["endpoint"],
             registry=self.registry,
         )
+        self.apply_failed = Gauge(
+            "flaredb_apply_failed",
+            "1 once applying committed log entries raised: the node stopped (see its log)",
+            registry=self.registry,
+        )
         self._children: dict[str, tuple[Any, Any, Any]] = {}
         self.db_size = Gauge(
             "flaredb_db_size_bytes", "SQLite file plus WAL size", registry=self.registry

@@ -47,7 +47,9 @@ class FlareDBServer:
         self.config = config
         data = config.data_path("flaredb")
         self.metrics = FlareMetrics()
-        self.store = SQLiteStore(data / "db.sqlite", on_apply=self.metrics.observe_apply)
+        self.store = SQLiteStore(
+            data / "db.sqlite", on_apply=self.metrics.observe_apply, on_failure=self._store_failed
+        )
         self.server_ssl = server_context(config.tls)
         self.client_ssl = client_context(config.tls)
         self.raft = RaftNode(
@@ -103,6 +105,11 @@ class FlareDBServer:
             guard=Guard(self.verifier) if self.verifier else None,
         )
         self._runner: web.AppRunner | None = None
+
+    def _store_failed(self, reason: str) -> None:
+        """The store can no longer follow the log (it raised, and the Raft engine stops
+        this node): /readyz is red from now on and says why; so does the metric."""
+        self.metrics.apply_failed.set(1)
 
     @property
     def url(self) -> str:

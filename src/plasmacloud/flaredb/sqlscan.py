@@ -103,7 +103,6 @@ _READ_PRAGMAS = {
     "INTEGRITY_CHECK",
     "QUICK_CHECK",
 }
-RESERVED_PREFIX = "_flaredb_"
 # Cheap pre-check: SQL matching none of these has nothing to rewrite or reject except,
 # possibly, its first word (bulk inserts take this path; the full scan costs ~40 us).
 # Not \b before the names: the tokenizer ends a number at a letter, so "1CURRENT_DATE" is
@@ -111,7 +110,7 @@ RESERVED_PREFIX = "_flaredb_"
 _SUSPECT_RE = re.compile(
     r"(?<![A-Za-z_$\x80-\U0010ffff])"
     r"(?:current_\w+|date|time|datetime|julianday|unixepoch|strftime|timediff|changes|"
-    r"total_changes|last_insert_rowid|load_extension|sqlite_offset)\b|now|_flaredb_|--|/\*",
+    r"total_changes|last_insert_rowid|load_extension|sqlite_offset)\b|now|--|/\*",
     re.IGNORECASE,
 )
 _FIRST_WORD_RE = re.compile(r"\s*([A-Za-z_]+)")
@@ -141,19 +140,10 @@ def is_read_only(sql: str) -> bool:
     return False
 
 
-def _check_reserved(code: list[Token]) -> None:
-    for t in code:
-        name = t.text.strip('"`[]').lower()
-        if t.kind in ("word", "quoted") and name.startswith(RESERVED_PREFIX):
-            raise NonDeterministicError(
-                f"{t.text} is reserved for FlareDB's own bookkeeping and cannot be used"
-            )
-
-
 def check_query(sql: str) -> None:
-    """Refuse queries that would change the node's read connection or FlareDB's tables."""
+    """Refuse queries that would change the node's read connection (FlareDB's own tables
+    are sealed by the store's authorizer, see ``flaredb.authorizer``)."""
     code = _code(tokenize(sql))
-    _check_reserved(code)
     if code and code[0].kind == "word" and code[0].text.upper() == "PRAGMA":
         names = [t for t in code[1:] if t.kind in ("word", "quoted")]
         # "PRAGMA schema.name" names the pragma last.
@@ -189,7 +179,6 @@ def rewrite_full(sql: str, now: datetime) -> str:
     code = _code(tokens)
     if not code:
         return sql
-    _check_reserved(code)
     head = code[0].text.upper() if code[0].kind == "word" else ""
     if head in _REJECTED_FIRST_WORDS:
         raise NonDeterministicError(f"{head} cannot be replicated: {_REJECTED_FIRST_WORDS[head]}")

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from plasmacloud.flaredb.authorizer import RESERVED_PREFIX, Sentry, is_reserved
 from plasmacloud.flaredb.command import LOAD, Command
+from plasmacloud.flaredb.decltype import DeclaredTypes
 from plasmacloud.flaredb.models import (
     ErrorResult,
     ExecuteResult,
@@ -32,8 +34,8 @@ from plasmacloud.flaredb.models import (
     Run,
     Statement,
 )
+from plasmacloud.flaredb.rqlite_types import types_and_values
 from plasmacloud.flaredb.sqlscan import (
-    RESERVED_PREFIX,
     NonDeterministicError,
     Token,
     check_query,
@@ -56,6 +58,11 @@ CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+class StoreFailedError(Exception):
+    """Applying committed entries raised something no statement result could stand for
+    (a bug, a full disk): the store stops applying for good, as the node must."""
+
+
 class _TransactionLost(Exception):
     """A statement ended the batch transaction (``INSERT OR ROLLBACK``, ``RAISE(ROLLBACK)``,
     or an interrupted write, which SQLite rolls back whole); the message says which."""
@@ -67,7 +74,15 @@ def _inserts(sql: str) -> bool:
     return sql.lstrip().upper().startswith(("INSERT", "REPLACE"))
 
 
+@functools.lru_cache(maxsize=256)
+def _alters(sql: str) -> bool:
+    return sql.lstrip().upper().startswith("ALTER")
+
+
 _SQL_ERRORS = (sqlite3.Error, OverflowError, ValueError)
+# A write on the read connection (PRAGMA query_only), and what rqlite says instead.
+_READ_ONLY = "attempt to write a readonly database"
+_RQLITE_READ_ONLY = "attempt to change database via query operation"
 _MAX_ROWID = 2**63 - 1
 _CLOSING_QUOTE = {'"': '"', "`": "`", "[": "]"}
 
@@ -120,26 +135,31 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _rows_result(cur: sqlite3.Cursor, start: float) -> QueryResult:
+def _rows_result(cur: sqlite3.Cursor, start: float, declared: Sequence[str]) -> QueryResult:
+    """The rows of ``cur`` as rqlite reports them, given its columns' declared types."""
     columns = [d[0] for d in cur.description]
-    result = QueryResult.from_rows(columns, cur.fetchall())
+    types, values = types_and_values(declared, cur.fetchall())
+    result = QueryResult(columns, types, values)
     result.time = time.perf_counter() - start
     return result
 
 
-def _execute(conn: sqlite3.Connection, stmt: Statement) -> Result:
-    """Run one statement; SQLite errors become an :class:`ErrorResult`."""
+def _execute(
+    conn: sqlite3.Connection, stmt: Statement, sentry: Sentry, declared: DeclaredTypes
+) -> Result:
+    """Run one statement; SQLite errors (refusals of ``sentry``, the connection's
+    authorizer, included) become an :class:`ErrorResult`."""
     start = time.perf_counter()
     try:
         cur = conn.execute(stmt.sql, stmt.params)
         if cur.description is not None:
-            return _rows_result(cur, start)
+            return _rows_result(cur, start, declared.of(stmt.sql, len(cur.description)))
         rows = max(cur.rowcount, 0)
         # lastrowid is the connection's, so only trust it right after a row was inserted.
         inserted = rows and _inserts(stmt.sql)
         result: Result = ExecuteResult(int(cur.lastrowid or 0) if inserted else 0, rows)
     except _SQL_ERRORS as exc:
-        result = ErrorResult(str(exc))
+        result = ErrorResult(sentry.explain(str(exc)))
     result.time = time.perf_counter() - start
     return result
 
@@ -205,14 +225,23 @@ class _Checkpointer:
 class SQLiteStore:
     """SQLite database of one node: applies log entries, answers local reads."""
 
-    def __init__(self, path: Path, on_apply: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_apply: Callable[[int], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         """Open (or create) the database at ``path``.
 
-        ``on_apply(statements)`` is called after each applied batch (metrics).
+        ``on_apply(statements)`` is called after each applied batch (metrics);
+        ``on_failure(reason)`` once, if applying ever raises (see :meth:`apply`).
         """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._on_apply = on_apply
+        self._on_failure = on_failure
+        # Why applying stopped for good (None while the store follows the log).
+        self.failure: str | None = None
         self._rng = random.Random(0)
         self._w = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._w.execute("PRAGMA journal_mode=WAL")
@@ -234,8 +263,17 @@ class SQLiteStore:
         self._w.set_progress_handler(self._count_steps, _PROGRESS_EVERY)
         self._w.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v INTEGER)")
         self._w.execute(f"INSERT OR IGNORE INTO {META_TABLE} VALUES ('applied_index', 0)")
+        # Client statements run under an authorizer that refuses FlareDB's own names (and,
+        # when applying, whatever would break the batch transaction): on the read
+        # connection always (only the dump turns it off), on the write connection only
+        # while an entry's statements run (see _client_sql).
+        self._w_sentry = Sentry(write=True)
+        self._r_sentry = Sentry(write=False)
         self._r = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._r.execute("PRAGMA query_only=ON")
+        self._r.set_authorizer(self._r_sentry)
+        self._w_types = DeclaredTypes(self._w, path)
+        self._r_types = DeclaredTypes(self._r, path)
         self._applied = self._read_applied()
         self._checkpointer = _Checkpointer(path)
         # Commands this node proposed, by the identity of their entry's bytes (kept
@@ -300,9 +338,32 @@ class SQLiteStore:
         return self._applied
 
     def apply(self, entries: Sequence[Entry]) -> list[Any]:
-        """Apply committed entries: one SQLite transaction for the whole batch."""
+        """Apply committed entries: one SQLite transaction for the whole batch.
+
+        Every statement's outcome, errors included, is a result, the same on every
+        replica. Anything else that raises (a bug, a failing disk) leaves the batch
+        rolled back, marks the store failed, tells ``on_failure`` and raises
+        :class:`StoreFailedError`, now and on every later call: a replica that skipped
+        the entry would differ from the others for good, and one that retried it would
+        fail again on every tick with writes hanging behind it.
+        """
+        if self.failure is not None:
+            raise StoreFailedError(self.failure)
         if not entries:
             return []
+        try:
+            return self._apply_entries(entries)
+        except Exception as exc:
+            self.failure = (
+                f"applying log entries {entries[0].index}-{entries[-1].index} failed: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            log.critical("%s; this node stops applying the log", self.failure, exc_info=True)
+            if self._on_failure is not None:
+                self._on_failure(self.failure)
+            raise StoreFailedError(self.failure) from exc
+
+    def _apply_entries(self, entries: Sequence[Entry]) -> list[Any]:
         try:
             results = self._apply_batch(entries)
         except _TransactionLost:
@@ -341,6 +402,28 @@ class SQLiteStore:
         self._applied = entries[-1].index
         return results
 
+    @contextlib.contextmanager
+    def _client_sql(self) -> Iterator[None]:
+        """Run the block with the write connection's authorizer on. Setting or clearing
+        an authorizer also expires the connection's prepared statements, so a client
+        statement whose text equals one of the store's own is compiled, and checked,
+        again rather than taken from the statement cache."""
+        self._w.set_authorizer(self._w_sentry)
+        try:
+            yield
+        finally:
+            self._w.set_authorizer(None)
+
+    @contextlib.contextmanager
+    def _own_sql(self) -> Iterator[None]:
+        """Inside :meth:`_client_sql`: run the store's own statements (savepoints,
+        schema lookups) with the authorizer off."""
+        self._w.set_authorizer(None)
+        try:
+            yield
+        finally:
+            self._w.set_authorizer(self._w_sentry)
+
     def _apply_entry(self, entry: Entry) -> list[Result]:
         try:
             cmd = self._decode(entry.data)
@@ -355,6 +438,12 @@ class SQLiteStore:
             # Inside the entry's savepoint: a load that fails leaves the old tables be.
             self._steps = 0
             self._drop_user_objects()
+        with self._client_sql():
+            results = self._run_entry(cmd, runs)
+        conn.execute("RELEASE entry")
+        return results
+
+    def _run_entry(self, cmd: Command, runs: Sequence[Run]) -> list[Result]:
         if cmd.transaction or cmd.kind == LOAD:
             results = self._run(runs, transaction=True)
         else:
@@ -365,10 +454,10 @@ class SQLiteStore:
             # random() generator back where it was: the same outcome on every replica.
             results = self._run(runs, transaction=False, savepoints=False)
             if any(isinstance(r, ErrorResult) for r in results):
-                conn.execute("ROLLBACK TO entry")
+                with self._own_sql():
+                    self._w.execute("ROLLBACK TO entry")
                 self._rng.seed(cmd.seed)
                 results = self._run(runs, transaction=False)
-        conn.execute("RELEASE entry")
         return results
 
     def _run(self, runs: Sequence[Run], transaction: bool, savepoints: bool = True) -> list[Result]:
@@ -385,7 +474,8 @@ class SQLiteStore:
             elif self._run_fast(run, results):
                 if transaction:
                     # All or nothing: undo the statements before it, skip the rest.
-                    self._w.execute("ROLLBACK TO entry")
+                    with self._own_sql():
+                        self._w.execute("ROLLBACK TO entry")
                 break  # without savepoints the caller undoes and reruns the whole entry
         return results
 
@@ -396,36 +486,46 @@ class SQLiteStore:
         conn = self._w
         sql = run.sql
         plain = _plain_insert(sql) if len(run.params) > 1 else None
-        if (
-            plain is not None
-            and self._many_rows_ok(*plain)
-            and self._run_many(run, plain[0], results)
-        ):
-            return False
+        if plain is not None:
+            with self._own_sql():
+                many = self._many_rows_ok(*plain)
+            if many and self._run_many(run, plain[0], results):
+                return False
         inserts = _inserts(sql)
+        alters = _alters(sql)
         cur = conn.cursor()
         execute = cur.execute
         clock = time.perf_counter
         append = results.append
         start = clock()  # one clock reading per statement: its end is the next one's start
+        declared: Sequence[str] | None = None
         for params in run.params:
             self._steps = 0
             try:
                 execute(sql, params)
+                if not conn.in_transaction:
+                    raise _TransactionLost("a statement ended the transaction")
+                if alters and (reserved := self._reserved_rename()) is not None:
+                    append(ErrorResult(reserved, clock() - start))
+                    return True
+                if cur.description is None:
+                    rows = cur.rowcount
+                    # lastrowid is the connection's: only trust it right after a row was
+                    # inserted.
+                    last = cur.lastrowid if rows > 0 and inserts else 0
+                    end = clock()
+                    append(ExecuteResult(last or 0, rows if rows > 0 else 0, end - start))
+                else:
+                    # One SQL text, one schema: its declared types are asked once. Rows
+                    # are read here, and reading them can fail too (an overflow in the
+                    # third row, text that is not UTF-8).
+                    if declared is None:
+                        declared = self._w_types.of(sql, len(cur.description))
+                    append(_rows_result(cur, start, declared))
+                    end = clock()
             except _SQL_ERRORS as exc:
                 append(self._failed(exc, start))
                 return True
-            if not conn.in_transaction:
-                raise _TransactionLost("a statement ended the transaction")
-            if cur.description is None:
-                rows = cur.rowcount
-                # lastrowid is the connection's: only trust it right after a row was inserted.
-                last = cur.lastrowid if rows > 0 and inserts else 0
-                end = clock()
-                append(ExecuteResult(last or 0, rows if rows > 0 else 0, end - start))
-            else:
-                append(_rows_result(cur, start))
-                end = clock()
             start = end
         return False
 
@@ -477,7 +577,8 @@ class SQLiteStore:
         if top is not None and top > _MAX_ROWID - n:
             return False  # near the top SQLite picks random rowids
         state = self._rng.getstate()
-        conn.execute("SAVEPOINT run")
+        with self._own_sql():
+            conn.execute("SAVEPOINT run")
         start = time.perf_counter()
         try:
             cur = conn.executemany(run.sql, self._each_statement(run.params))
@@ -488,13 +589,14 @@ class SQLiteStore:
             done = False
         if not conn.in_transaction:
             raise _TransactionLost("a statement ended the transaction")
-        if not done:
-            conn.execute("ROLLBACK TO run")
+        with self._own_sql():
+            if not done:
+                conn.execute("ROLLBACK TO run")
+                conn.execute("RELEASE run")
+                self._rng.setstate(state)
+                return False
+            (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
             conn.execute("RELEASE run")
-            self._rng.setstate(state)
-            return False
-        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
-        conn.execute("RELEASE run")
         each = (time.perf_counter() - start) / n
         results.extend([ExecuteResult(rowid, 1, each) for rowid in range(last - n + 1, last + 1)])
         return True
@@ -504,21 +606,34 @@ class SQLiteStore:
         the others stand."""
         conn = self._w
         for stmt in run.statements():
-            conn.execute("SAVEPOINT stmt")
+            with self._own_sql():
+                conn.execute("SAVEPOINT stmt")
             self._steps = 0
             start = time.perf_counter()
-            result = _execute(conn, stmt)
-            if isinstance(result, ErrorResult):
-                result = self._failed(result.error, start)
-                conn.execute("ROLLBACK TO stmt")
-            elif not conn.in_transaction:
-                raise _TransactionLost("a statement ended the transaction")
-            results.append(result)
-            conn.execute("RELEASE stmt")
+            result = _execute(conn, stmt, self._w_sentry, self._w_types)
+            if not isinstance(result, ErrorResult) and _alters(stmt.sql):
+                reserved = self._reserved_rename()
+                result = result if reserved is None else ErrorResult(reserved)
+            with self._own_sql():
+                if isinstance(result, ErrorResult):
+                    result = self._failed(result.error, start)
+                    conn.execute("ROLLBACK TO stmt")
+                elif not conn.in_transaction:
+                    raise _TransactionLost("a statement ended the transaction")
+                results.append(result)
+                conn.execute("RELEASE stmt")
+
+    def _reserved_rename(self) -> str | None:
+        """Why the ALTER just run must be undone, if it renamed a table into the reserved
+        prefix: SQLite asks the authorizer about the old name only."""
+        for (name,) in self._w.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            if is_reserved(name) and name != META_TABLE:
+                return f"{name} is reserved for FlareDB's own bookkeeping"
+        return None
 
     def _failed(self, exc: BaseException | str, start: float) -> ErrorResult:
         """The result of a failed statement; raises if it ended the batch transaction."""
-        message = str(exc)
+        message = self._w_sentry.explain(str(exc))
         if message == "interrupted":
             message = (
                 f"interrupted: the statement exceeded FlareDB's work limit of "
@@ -531,12 +646,11 @@ class SQLiteStore:
     def _drop_user_objects(self) -> None:
         rows = self._w.execute(
             "SELECT type, name FROM sqlite_master WHERE type IN ('table','view') "
-            "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE ?",
-            (RESERVED_PREFIX + "%",),
+            "AND name NOT LIKE 'sqlite_%'"
         ).fetchall()
         for kind, name in rows:
-            quoted = '"' + name.replace('"', '""') + '"'
-            self._w.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
+            if not is_reserved(name):
+                self._w.execute(f"DROP {kind.upper()} IF EXISTS {_quote(name)}")
         if self._w.execute("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'").fetchone():
             self._w.execute("DELETE FROM sqlite_sequence")
 
@@ -585,7 +699,10 @@ class SQLiteStore:
                 except NonDeterministicError as exc:
                     results.append(ErrorResult(str(exc)))
                     continue
-                results.append(_execute(self._r, stmt))
+                result = _execute(self._r, stmt, self._r_sentry, self._r_types)
+                if isinstance(result, ErrorResult) and result.error == _READ_ONLY:
+                    result = ErrorResult(_RQLITE_READ_ONLY, result.time)  # rqlite's words
+                results.append(result)
             return results
         finally:
             if deadline is not None:
@@ -607,7 +724,10 @@ class SQLiteStore:
         # would land in some tables of the dump and not others: e.g. rows without the
         # audit rows their trigger wrote. One read transaction pins one state, and is
         # always ended here (not left to a half-consumed generator), so the reader
-        # connection never keeps serving an old snapshot to later queries.
+        # connection never keeps serving an old snapshot to later queries. The dump is
+        # the store's own reading (the authorizer would refuse its reads of our table),
+        # and only our table can have a reserved name: the authorizer refuses any other.
+        self._r.set_authorizer(None)
         self._r.execute("BEGIN")
         try:
             return [
@@ -617,12 +737,14 @@ class SQLiteStore:
             ]
         finally:
             self._r.execute("COMMIT")
+            self._r.set_authorizer(self._r_sentry)
 
     def backup_file(self) -> bytes:
-        """A consistent copy of the database file without FlareDB's bookkeeping."""
+        """A consistent copy of the database file without FlareDB's bookkeeping (the
+        backup API copies every page in one read, past the authorizer)."""
         with contextlib.closing(sqlite3.connect(":memory:")) as mem:
             self._r.backup(mem)
-            mem.execute(f"DROP TABLE IF EXISTS {META_TABLE}")
+            _drop_reserved(mem)
             return bytes(mem.serialize())
 
     def size_bytes(self) -> int:
@@ -661,12 +783,19 @@ def load_statements(data: bytes) -> list[Statement]:
                 check = conn.execute("PRAGMA integrity_check").fetchone()
                 if check is None or check[0] != "ok":
                     raise RequestError(f"database file fails integrity_check: {check}")
+                # A FlareDB backup has none, but a file copied off a node's disk
+                # would bring its applied index along.
+                _drop_reserved(conn)
                 lines = list(conn.iterdump())
             except sqlite3.DatabaseError as exc:
                 raise RequestError(f"not a usable SQLite database: {exc}") from exc
     skip = ("BEGIN TRANSACTION;", "COMMIT;")
-    return [
-        Statement(line)
-        for line in lines
-        if line not in skip and META_TABLE not in line.split("(", 1)[0]
-    ]
+    return [Statement(line) for line in lines if line not in skip]
+
+
+def _drop_reserved(conn: sqlite3.Connection) -> None:
+    """Drop the tables named with FlareDB's reserved prefix (any case) from a copy."""
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for name in names:
+        if is_reserved(name):
+            conn.execute(f"DROP TABLE {_quote(name)}")

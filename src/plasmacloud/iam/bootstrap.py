@@ -9,6 +9,7 @@ from pathlib import Path
 
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.service import IamService
+from plasmacloud.iam.store import KVStore
 
 
 class Outcome(StrEnum):
@@ -43,13 +44,13 @@ async def bootstrap_cluster(
     out: Path,
     username: str = "admin",
     certificate_admins: Sequence[str] = (),
+    store: KVStore | None = None,
 ) -> Outcome:
-    """Bootstrap the cluster that ``config`` belongs to, talking to its Chainfire directly
-    with ``config``'s certificate (a node's: Chainfire lets nodes reach IAM's records)."""
-    from plasmacloud.iam.etcd_store import EtcdStore  # gRPC stubs only when needed
-    from plasmacloud.iam.server import settings_from_config
+    """Bootstrap the cluster that ``config`` belongs to, in ``store`` (closed afterwards;
+    default: its Chainfire's system keyspace, with the node's certificate)."""
+    from plasmacloud.iam.server import open_store, settings_from_config
 
-    store = EtcdStore.from_config(config)
+    store = store or open_store(config)
     try:
         svc = IamService(store, settings_from_config(config))
         return await bootstrap_to_file(svc, out, username, certificate_admins)

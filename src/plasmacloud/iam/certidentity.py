@@ -22,24 +22,13 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from plasmacloud.iam.cache import TtlCache
-from plasmacloud.iam.directory import NAME_RE, ROOT
+from plasmacloud.iam.directory import NAME_RE
 from plasmacloud.iam.policy import Policy, parse_policy, parse_policy_list
 from plasmacloud.iam.principal import Principal
 from plasmacloud.iam.upstream import IamRefused, IamUpstream
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-# TEMPORARY, delete on merging the SystemKV service (branch sysks): until IAM's records
-# leave Chainfire's public keyspace, IAM reads and writes them through the public KV API
-# with its node's certificate, so a node may make exactly the calls IAM's store makes
-# (chainfire:Range/Put/DeleteRange/Txn) on IAM's prefix, and nowhere else.
-IAM_STORE_STATEMENT = {
-    "Sid": "IamStoreUntilSystemKV",
-    "Effect": "Allow",
-    "Action": ["chainfire:Range", "chainfire:Put", "chainfire:DeleteRange", "chainfire:Txn"],
-    "Resource": f"key/{ROOT}*",
-}
 
 # What members must do to each other on the client ports, and nothing else: a follower
 # hands a membership change it received (and authorized) to the leader, and a FlareDB
@@ -60,7 +49,6 @@ NODE_POLICY_DOCUMENT = {
             "Action": "flaredb:Query",
             "Resource": "db/*",
         },
-        IAM_STORE_STATEMENT,
     ],
 }
 NODE_POLICY_NAME = "plasmacloud:node"

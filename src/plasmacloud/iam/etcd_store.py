@@ -1,30 +1,28 @@
-"""The production :class:`~plasmacloud.iam.store.KVStore`: Chainfire over the etcd v3 API.
+"""A :class:`~plasmacloud.iam.store.KVStore` over the public etcd v3 KV API.
 
-Uses the etcd-compatible stubs Chainfire generates (``plasmacloud.chainfire.proto``), so
-it works against Chainfire and against a real etcd 3.4 alike. One gRPC channel per
-endpoint; a call that finds its endpoint unavailable moves on to the next (bounded to
-one pass over the list), so losing one Chainfire node does not stop IAM.
+For running IAM on a real etcd 3.4 (``plasma iam serve --store etcd``; tested in
+tests/iam/test_iam_on_etcd.py). On Chainfire, IAM uses the system keyspace instead
+(:mod:`plasmacloud.iam.system_store`): here its keys are ordinary keys, which any
+client allowed to (an admin's ``del --prefix ""``) can read, watch or delete.
+Uses the etcd-compatible stubs Chainfire generates (``plasmacloud.chainfire.proto``);
+failover between endpoints as in :mod:`plasmacloud.iam.failover`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 import grpc
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import grpc_pem_material
+from plasmacloud.iam.failover import Failover, endpoints_from_config
 from plasmacloud.iam.keyrange import prefix_end
-from plasmacloud.iam.store import KeyValue, StoreUnavailable
-
-T = TypeVar("T")
-_RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+from plasmacloud.iam.store import KeyValue
 
 
 class EtcdStore:
-    """KVStore over etcd v3 gRPC (Chainfire or etcd)."""
+    """KVStore over etcd v3 gRPC (a real etcd, or Chainfire's public keyspace)."""
 
     def __init__(
         self,
@@ -32,48 +30,14 @@ class EtcdStore:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 5.0,
     ):
-        if not endpoints:
-            raise ValueError("at least one Chainfire endpoint (host:port) is required")
-        self._channels = [
-            grpc.aio.secure_channel(e, credentials) if credentials else grpc.aio.insecure_channel(e)
-            for e in endpoints
-        ]
-        self._kv = [rpc_pb2_grpc.KVStub(ch) for ch in self._channels]
-        self._current = 0
+        self._kv = Failover(endpoints, credentials, rpc_pb2_grpc.KVStub)
+        self._call = self._kv.call
         self._timeout = timeout
 
     @classmethod
     def from_config(cls, config: NodeConfig) -> EtcdStore:
         """This node's Chainfire first, then the other peers (mTLS when TLS is on)."""
-        peers = [config.me] + [p for p in config.peers if p.node_id != config.node_id]
-        endpoints = [f"{p.ip}:{p.ports.chainfire_client}" for p in peers]
-        creds = None
-        if config.tls.enabled:
-            ca, cert, key = grpc_pem_material(config.tls)
-            creds = grpc.ssl_channel_credentials(ca, key, cert)
-        return cls(endpoints, creds)
-
-    async def _call(self, op: Callable[[Any], Awaitable[T]], read: bool = False) -> T:
-        # A timed-out write may still have been applied, and re-sending a compare-and-swap
-        # would then report a false "lost the race": writes move on only when the
-        # endpoint was unreachable, reads also after a timeout.
-        retry = _RETRY if read else {grpc.StatusCode.UNAVAILABLE}
-        n = len(self._kv)
-        last: grpc.aio.AioRpcError | None = None
-        for i in range(n):
-            idx = (self._current + i) % n
-            try:
-                result = await op(self._kv[idx])
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() in _RETRY and exc.code() not in retry:
-                    raise StoreUnavailable(f"write outcome unknown: {exc.details()}") from exc
-                if exc.code() not in retry:
-                    raise
-                last = exc
-                continue
-            self._current = idx
-            return result
-        raise StoreUnavailable(f"no Chainfire endpoint answered: {last}") from last
+        return cls(*endpoints_from_config(config))
 
     async def get(self, key: str) -> KeyValue | None:
         resp = await self._call(
@@ -135,5 +99,4 @@ class EtcdStore:
         return bool(resp.succeeded)
 
     async def close(self) -> None:
-        for ch in self._channels:
-            await ch.close()
+        await self._kv.close()

@@ -46,7 +46,7 @@ from plasmacloud.iam.openapi import openapi_document
 from plasmacloud.iam.policy import Decision, evaluate, parse_policy
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
 from plasmacloud.iam.service import GrantError, IamService, IamSettings
-from plasmacloud.iam.store import KVStore, StoreUnavailable
+from plasmacloud.iam.store import KVStore, MemoryStore, StoreUnavailable
 from plasmacloud.iam.tokens import TokenSettings
 
 log = logging.getLogger(__name__)
@@ -489,6 +489,24 @@ async def start_server(
     return runner
 
 
+def open_store(config: NodeConfig, kind: str = "chainfire") -> KVStore:
+    """IAM's store by name: ``chainfire`` (production: Chainfire's system keyspace, which
+    no etcd client can reach), ``etcd`` (the public etcd v3 API, for IAM on a real etcd)
+    or ``memory`` (one process, development)."""
+    # gRPC stubs imported only when a store needs them
+    if kind == "chainfire":
+        from plasmacloud.iam.system_store import ChainfireSystemStore
+
+        return ChainfireSystemStore.from_config(config)
+    if kind == "etcd":
+        from plasmacloud.iam.etcd_store import EtcdStore
+
+        return EtcdStore.from_config(config)
+    if kind == "memory":
+        return MemoryStore()
+    raise ValueError(f"unknown IAM store {kind!r}: chainfire, etcd or memory")
+
+
 async def serve(
     config: NodeConfig,
     stop: asyncio.Event,
@@ -497,13 +515,11 @@ async def serve(
 ) -> None:
     """Run this node's IAM until ``stop`` is set.
 
-    ``store`` defaults to Chainfire from the config (this node's member first). With
+    ``store`` defaults to Chainfire's system keyspace (:func:`open_store`). With
     ``bootstrap_out`` the first admin is created if the cluster has none and its
     credentials are written there (0600); they are never logged.
     """
-    from plasmacloud.iam.etcd_store import EtcdStore  # gRPC stubs only when serving
-
-    kv = store or EtcdStore.from_config(config)
+    kv = store or open_store(config)
     svc = IamService(kv, settings_from_config(config))
     runner = await start_server(
         svc,

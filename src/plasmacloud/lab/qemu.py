@@ -644,14 +644,14 @@ class QemuBackend:
         """Create IAM's first admin once (re-runs change nothing), credentials 0600 in
         ``<lab>/admin.json``; the operator's certificate (CN ``admin``, the admin user
         itself) is thus an admin by policy. Talks to the VMs' Chainfire with the first
-        node's certificate (nodes may reach IAM's records without IAM, which the operator
-        may not before this), so it must run inside the lab namespace (``plasma lab qemu
-        validate`` does)."""
-        configs, _tls, _services = self.validation_target()
-        first = configs[0]
-        node_tls = OutputLayout(self.paths.out).local_tls(first.node_id, first.tls)
+        node's certificate (IAM's state is in the system keyspace, which only members
+        reach), so it must run inside the lab namespace (``plasma lab qemu validate``
+        does)."""
+        configs, _operator, _services = self.validation_target()
+        node = configs[0]
+        tls = OutputLayout(self.paths.out).local_tls(node.node_id, node.tls)
         return await bootstrap_cluster(
-            first.model_copy(update={"tls": node_tls}),
+            node.model_copy(update={"tls": tls}),
             self.paths.admin,
             certificate_admins=(ADMIN_CLIENT,),
         )

@@ -675,11 +675,16 @@ class RaftNode:
         try:
             yield
         except OSError as exc:
-            if not self._stopped:
-                log.critical("%s: %s failed (%s); stopping this node", self.id, what, exc)
-                task = asyncio.get_running_loop().create_task(self.stop())
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._halt(f"{what} failed ({exc})")
             raise
+
+    def _halt(self, why: str) -> None:
+        """Stop this node loudly (its health goes red: no leader, no progress) instead of
+        going on in a state that can no longer be trusted."""
+        if not self._stopped:
+            log.critical("%s: %s; stopping this node", self.id, why, exc_info=True)
+            task = asyncio.get_running_loop().create_task(self.stop())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _append_local(self, entries: list[LogEntry]) -> None:
         with self._disk("log append"):
@@ -1348,7 +1353,14 @@ class RaftNode:
             entries = self._log[lo - self._snap_index - 1 : hi - self._snap_index]
             normal = [Entry(e.index, e.term, e.data) for e in entries if e.kind == NORMAL]
             t0 = time.perf_counter()
-            results = self.sm.apply(normal) if normal else []
+            try:
+                results = self.sm.apply(normal) if normal else []
+            except Exception as exc:
+                # A state machine answers a failing command with a result; one that raises
+                # has a bug, and retrying the same entries would fail the same way forever
+                # while every write waits silently. Stop instead, where it shows.
+                self._halt(f"applying entries {lo}-{hi} raised {type(exc).__name__}: {exc}")
+                raise
             if self._metrics:
                 self._metrics.apply.observe(time.perf_counter() - t0)
                 self._metrics.committed.inc(len(normal))

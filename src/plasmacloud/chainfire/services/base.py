@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -64,3 +65,13 @@ async def guard_stream(servicer: Servicer, context: grpc.aio.ServicerContext, rp
 def count(node: ChainfireNode, method: str, code: str = "OK") -> None:
     """Record one call by method and status code."""
     node.metrics.request_counter(method, code).inc()
+
+
+@contextlib.contextmanager
+def as_client_errors() -> Iterator[None]:
+    """etcd's lock and election services work through etcd's own client, whose errors
+    reach the caller with their message but gRPC code UNKNOWN."""
+    try:
+        yield
+    except errors.EtcdError as exc:
+        raise errors.EtcdError(grpc.StatusCode.UNKNOWN, exc.message) from exc

@@ -122,6 +122,9 @@ class ClusterServicer(Servicer, rpc_pb2_grpc.ClusterServicer):
     async def MemberPromote(
         self, request: rpc_pb2.MemberPromoteRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.MemberPromoteResponse:
+        # there are no learners: every member is a voter already
+        if all(member_id(m.node_id) != request.ID for m in self.node.raft.status().members):
+            raise errors.MEMBER_NOT_FOUND
         raise errors.EtcdError(
             grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: can only promote a learner member"
         )

@@ -9,21 +9,24 @@ import grpc
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.proto import rpc_pb2, v3election_pb2, v3election_pb2_grpc
-from plasmacloud.chainfire.recipes import acquire, first_contender, watch_key
-from plasmacloud.chainfire.services.base import Servicer, count, guard_stream, unary
+from plasmacloud.chainfire.recipes import (
+    acquire,
+    created_at,
+    first_contender,
+    set_value,
+    watch_key,
+)
+from plasmacloud.chainfire.services.base import (
+    Servicer,
+    as_client_errors,
+    count,
+    guard_stream,
+    unary,
+)
 
 NOT_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, "election: not leader")
 NO_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, "election: no leader")
 MISSING_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, '"leader" field must be provided')
-
-
-def _is_holder(leader: v3election_pb2.LeaderKey) -> rpc_pb2.Compare:
-    return rpc_pb2.Compare(
-        key=leader.key,
-        target=rpc_pb2.Compare.CREATE,
-        result=rpc_pb2.Compare.EQUAL,
-        create_revision=leader.rev,
-    )
 
 
 class ElectionServicer(Servicer, v3election_pb2_grpc.ElectionServicer):
@@ -33,26 +36,15 @@ class ElectionServicer(Servicer, v3election_pb2_grpc.ElectionServicer):
     async def Campaign(
         self, request: v3election_pb2.CampaignRequest, context: grpc.aio.ServicerContext
     ) -> v3election_pb2.CampaignResponse:
-        if not request.name:
-            raise errors.EMPTY_KEY
-        key, rev = await acquire(self.node, request.name, request.lease, request.value)
-        leader = v3election_pb2.LeaderKey(name=request.name, key=key, rev=rev, lease=request.lease)
-        # a re-campaign by the same lease keeps its key: make its value the new one
-        await self._proclaim(leader, request.value)
-        return v3election_pb2.CampaignResponse(header=self.node.header(), leader=leader)
-
-    async def _proclaim(self, leader: v3election_pb2.LeaderKey, value: bytes) -> None:
-        txn = rpc_pb2.TxnRequest(
-            compare=[_is_holder(leader)],
-            success=[
-                rpc_pb2.RequestOp(
-                    request_put=rpc_pb2.PutRequest(key=leader.key, value=value, lease=leader.lease)
-                )
-            ],
+        # an empty name is etcd's too: the election lives under "/"
+        with as_client_errors():
+            # a re-campaign by the same lease keeps its key and takes the new value
+            won = await acquire(self.node, request.name, request.lease, request.value, update=True)
+        leader = v3election_pb2.LeaderKey(
+            name=request.name, key=won.key, rev=won.rev, lease=request.lease
         )
-        resp: rpc_pb2.TxnResponse = await self.node.write(txn, grows=True)
-        if not resp.succeeded:
-            raise NOT_LEADER
+        # as of the campaign's own txn, like clientv3's Campaign
+        return v3election_pb2.CampaignResponse(header=won.header, leader=leader)
 
     @unary
     async def Proclaim(
@@ -60,8 +52,12 @@ class ElectionServicer(Servicer, v3election_pb2_grpc.ElectionServicer):
     ) -> v3election_pb2.ProclaimResponse:
         if not request.HasField("leader"):
             raise MISSING_LEADER
-        await self._proclaim(request.leader, request.value)
-        return v3election_pb2.ProclaimResponse(header=self.node.header())
+        leader = request.leader
+        with as_client_errors():
+            resp = await set_value(self.node, leader.key, leader.rev, leader.lease, request.value)
+        if not resp.succeeded:
+            raise NOT_LEADER
+        return v3election_pb2.ProclaimResponse(header=resp.header)
 
     @unary
     async def Leader(
@@ -108,12 +104,13 @@ class ElectionServicer(Servicer, v3election_pb2_grpc.ElectionServicer):
         if not request.HasField("leader"):
             raise MISSING_LEADER
         txn = rpc_pb2.TxnRequest(
-            compare=[_is_holder(request.leader)],
+            compare=[created_at(request.leader.key, request.leader.rev)],
             success=[
                 rpc_pb2.RequestOp(
                     request_delete_range=rpc_pb2.DeleteRangeRequest(key=request.leader.key)
                 )
             ],
         )
-        await self.node.write(txn)
-        return v3election_pb2.ResignResponse(header=self.node.header())
+        with as_client_errors():
+            resp: rpc_pb2.TxnResponse = await self.node.write(txn)
+        return v3election_pb2.ResignResponse(header=resp.header)

@@ -7,14 +7,12 @@ unless the client asked for a serializable read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import grpc
 
 from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.mvcc import txn_writes
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.chainfire.services.base import Servicer, unary
-from plasmacloud.chainfire.watch import in_range
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 
@@ -69,7 +67,9 @@ Interval = tuple[bytes, bytes]
 
 
 def _hits(dels: list[Interval], key: bytes) -> bool:
-    return any(in_range(key, start, end) for start, end in dels)
+    """Whether a delete of this branch covers ``key``, as etcd's checkIntervals sees it:
+    a plain byte interval, so a ``>= key`` delete (range_end ``\\0``) covers nothing."""
+    return any(key == start if not end else start <= key < end for start, end in dels)
 
 
 def _intervals(reqs: list[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[Interval]]:
@@ -106,21 +106,6 @@ def _intervals(reqs: list[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[Interval
     return puts, dels
 
 
-def txn_writes(r: rpc_pb2.TxnRequest) -> tuple[bool, bool]:
-    """(has any put or delete, has any put) anywhere in the txn."""
-    writes = puts = False
-    for op in (*r.success, *r.failure):
-        kind = op.WhichOneof("request")
-        if kind == "request_put":
-            writes = puts = True
-        elif kind == "request_delete_range":
-            writes = True
-        elif kind == "request_txn":
-            w, p = txn_writes(op.request_txn)
-            writes, puts = writes or w, puts or p
-    return writes, puts
-
-
 def txn_serializable(r: rpc_pb2.TxnRequest) -> bool:
     """True if every range in a read-only txn asked for a serializable read (etcd's rule)."""
     for op in (*r.success, *r.failure):
@@ -130,17 +115,6 @@ def txn_serializable(r: rpc_pb2.TxnRequest) -> bool:
         if kind == "request_txn" and not txn_serializable(op.request_txn):
             return False
     return True
-
-
-def _fill_txn(fill: Callable[[rpc_pb2.ResponseHeader], None], resp: rpc_pb2.TxnResponse) -> None:
-    """Complete the headers of a txn response and of every response nested in it."""
-    fill(resp.header)
-    for out in resp.responses:
-        kind = out.WhichOneof("response")
-        if kind == "response_txn":
-            _fill_txn(fill, out.response_txn)
-        elif kind is not None:
-            fill(getattr(out, kind).header)
 
 
 class KVServicer(Servicer, rpc_pb2_grpc.KVServicer):
@@ -185,7 +159,7 @@ class KVServicer(Servicer, rpc_pb2_grpc.KVServicer):
             if not txn_serializable(request):
                 await self.node.barrier()
             resp = self.node.store.read_txn(request)
-        _fill_txn(self.node.fill, resp)
+            self.node.fill(resp.header)  # only the outer header, as etcd fills it
         return resp
 
     @unary

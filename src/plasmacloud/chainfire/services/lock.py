@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.proto import rpc_pb2, v3lock_pb2, v3lock_pb2_grpc
 from plasmacloud.chainfire.recipes import acquire
-from plasmacloud.chainfire.services.base import Servicer, unary
+from plasmacloud.chainfire.services.base import Servicer, as_client_errors, unary
+from plasmacloud.chainfire.services.kv import check_delete
 
 
 class LockServicer(Servicer, v3lock_pb2_grpc.LockServicer):
@@ -17,16 +17,17 @@ class LockServicer(Servicer, v3lock_pb2_grpc.LockServicer):
     async def Lock(
         self, request: v3lock_pb2.LockRequest, context: grpc.aio.ServicerContext
     ) -> v3lock_pb2.LockResponse:
-        if not request.name:
-            raise errors.EMPTY_KEY
-        key, _ = await acquire(self.node, request.name, request.lease)
-        return v3lock_pb2.LockResponse(header=self.node.header(), key=key)
+        # an empty name is etcd's too: the lock lives under "/"
+        with as_client_errors():
+            held = await acquire(self.node, request.name, request.lease)
+        return v3lock_pb2.LockResponse(header=self.node.header(), key=held.key)
 
     @unary
     async def Unlock(
         self, request: v3lock_pb2.UnlockRequest, context: grpc.aio.ServicerContext
     ) -> v3lock_pb2.UnlockResponse:
-        if not request.key:
-            raise errors.EMPTY_KEY
-        resp = await self.node.write(rpc_pb2.DeleteRangeRequest(key=request.key))
+        delete = rpc_pb2.DeleteRangeRequest(key=request.key)
+        with as_client_errors():
+            check_delete(delete)
+            resp = await self.node.write(delete)
         return v3lock_pb2.UnlockResponse(header=resp.header)

@@ -66,7 +66,7 @@ class MaintenanceServicer(Servicer, rpc_pb2_grpc.MaintenanceServicer):
         if not await guard_stream(self, context, "Snapshot"):
             return
         count(self.node, f"{self.service}/Snapshot")
-        blob = snapshot_blob(self.node.store.backup_bytes())
+        blob = snapshot_blob(self.node.store.client_backup_bytes())
         header = self.node.header()
         for start in range(0, len(blob), SNAPSHOT_CHUNK):
             chunk = blob[start : start + SNAPSHOT_CHUNK]
@@ -78,12 +78,14 @@ class MaintenanceServicer(Servicer, rpc_pb2_grpc.MaintenanceServicer):
     async def Alarm(
         self, request: rpc_pb2.AlarmRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.AlarmResponse:
+        # etcd answers alarm requests (and Defragment) without a response header
         if request.action == rpc_pb2.AlarmRequest.GET:
             alarms = [
                 a for a in self.node.store.alarms() if request.alarm in (rpc_pb2.NONE, a.alarm)
             ]
-            return rpc_pb2.AlarmResponse(header=self.node.header(), alarms=alarms)
+            return rpc_pb2.AlarmResponse(alarms=alarms)
         resp: rpc_pb2.AlarmResponse = await self.node.write(request)
+        resp.ClearField("header")
         return resp
 
     @unary
@@ -91,7 +93,7 @@ class MaintenanceServicer(Servicer, rpc_pb2_grpc.MaintenanceServicer):
         self, request: rpc_pb2.DefragmentRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.DefragmentResponse:
         self.node.store.defragment()
-        return rpc_pb2.DefragmentResponse(header=self.node.header())
+        return rpc_pb2.DefragmentResponse()
 
     @unary
     async def MoveLeader(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator
 
 import grpc
@@ -39,6 +38,12 @@ class _Stream:
     def __init__(self, node: ChainfireNode) -> None:
         self.node = node
         self.watchers: dict[int, Watcher] = {}
+        # watchers ended by compaction keep their ID until the client cancels it, as in
+        # etcd (a new watcher cannot take it; the cancel is answered)
+        self.ended: set[int] = set()
+        self.next_id = 0
+        # watchers sent events since the last progress tick: etcd skips their notification
+        self.busy: set[int] = set()
         self.parked: list[Watcher] = []
         self.queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
         node.hub.on_close(self.shutdown)
@@ -56,14 +61,15 @@ class _Stream:
         header = fields.pop("header", None) or self.node.header()
         self.queue.put_nowait(rpc_pb2.WatchResponse(header=header, **fields))  # type: ignore[arg-type]
 
-    def _deliver(self, w: Watcher, events: list[WatchEvent]) -> bool:
+    def _deliver(self, w: Watcher, events: list[WatchEvent], as_of: int) -> bool:
         if self.queue.qsize() >= MAX_QUEUED:
             self.parked.append(w)
             return False
         out = [
             ev.event if w.prev_kv or ev.prev is None else _without_prev(ev.event) for ev in events
         ]
-        self._send(header=self.node.header(events[-1].revision), watch_id=w.watch_id, events=out)
+        self._send(header=self.node.header(as_of), watch_id=w.watch_id, events=out)
+        self.busy.add(w.watch_id)
         return True
 
     def resume(self) -> None:
@@ -101,17 +107,22 @@ class _Stream:
                 elif kind == "progress_request":
                     self._send(watch_id=-1)  # -1: for every watcher of the stream
 
+    def _refuse(self, reason: str) -> None:
+        """etcd answers a watcher it cannot create as created, canceled, with ID -1."""
+        self._send(watch_id=-1, created=True, canceled=True, cancel_reason=reason)
+
     def create(self, cr: rpc_pb2.WatchCreateRequest) -> None:
+        if cr.range_end not in (b"", b"\0") and cr.key >= cr.range_end:
+            self._refuse("mvcc: watcher range is empty")
+            return
         watch_id = cr.watch_id
-        if watch_id == 0:  # etcd's AutoWatchID
-            watch_id = next(i for i in itertools.count() if i not in self.watchers)
-        elif watch_id in self.watchers:
-            self._send(
-                watch_id=watch_id,
-                created=True,
-                canceled=True,
-                cancel_reason="mvcc: duplicate watch ID provided on the WatchStream",
-            )
+        if watch_id == 0:  # etcd's AutoWatchID: the next unused ID, never one used before
+            while self._taken(self.next_id):
+                self.next_id += 1
+            watch_id = self.next_id
+            self.next_id += 1
+        elif self._taken(watch_id):
+            self._refuse("mvcc: duplicate watch ID provided on the WatchStream")
             return
         filters = set(cr.filters)
         w = Watcher(
@@ -132,20 +143,31 @@ class _Stream:
             return
         self.watchers[watch_id] = w
 
+    def _taken(self, watch_id: int) -> bool:
+        return watch_id in self.watchers or watch_id in self.ended
+
     def _compacted(self, w: Watcher, compact_revision: int) -> None:
         self.watchers.pop(w.watch_id, None)
+        self.ended.add(w.watch_id)
         self._send(watch_id=w.watch_id, compact_revision=compact_revision, canceled=True)
 
     def cancel(self, watch_id: int) -> None:
         w = self.watchers.pop(watch_id, None)
         if w is not None:
             self.node.hub.unsubscribe(w)
-            self._send(watch_id=watch_id, canceled=True)
+        elif watch_id in self.ended:
+            self.ended.discard(watch_id)
+        else:
+            return  # unknown: etcd does not answer
+        self._send(watch_id=watch_id, canceled=True)
 
     def progress(self) -> None:
+        """A progress tick: tell every idle watcher that asked (not one catching up) the
+        current revision."""
         for w in self.watchers.values():
-            if w.progress_notify:
+            if w.progress_notify and w.watch_id not in self.busy and w not in self.parked:
                 self._send(watch_id=w.watch_id)
+        self.busy.clear()
 
 
 class WatchServicer(Servicer, rpc_pb2_grpc.WatchServicer):
