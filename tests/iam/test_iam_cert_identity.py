@@ -185,10 +185,8 @@ async def test_node_ids_are_the_narrow_system_principal_without_asking_iam() -> 
         assert await allowed("chainfire:MemberAdd", "cluster")
         assert await allowed("chainfire:MemberRemove", "cluster")
         assert await allowed("flaredb:Query", "db/main")
-        # temporary: IAM's own records, until they move to the SystemKV service
-        assert await allowed("chainfire:Range", "key//plasmacloud/iam/users/", prefix=True)
-        assert await allowed("chainfire:Txn", "key//plasmacloud/iam/meta/bootstrap")
-        # nothing of the users'
+        # nothing of the users', nor the public keys where IAM's records were before the
+        # system keyspace (IAM reaches its records through SystemKV)
         for action, resource, prefix in (
             ("chainfire:Range", "key/app/x", False),
             ("chainfire:Range", "key/", True),
@@ -196,6 +194,8 @@ async def test_node_ids_are_the_narrow_system_principal_without_asking_iam() -> 
             ("chainfire:Put", "key/app/x", False),
             ("chainfire:DeleteRange", "key//plasmacloud/iamx", False),
             ("chainfire:Watch", "key//plasmacloud/iam/", True),
+            ("chainfire:Range", "key//plasmacloud/iam/users/", True),
+            ("chainfire:Txn", "key//plasmacloud/iam/meta/bootstrap", False),
             ("chainfire:MemberList", "cluster", False),
             ("chainfire:Snapshot", "cluster", False),
             ("flaredb:Execute", "db/main", False),
