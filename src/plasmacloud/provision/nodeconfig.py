@@ -46,4 +46,5 @@ def node_config(spec: ClusterSpec, node: NodeSpec) -> NodeConfig:
         tls=tls_paths(node),
         hosts=hosts_map(spec),
         raft=spec.raft,
+        chainfire=spec.chainfire,
     )
