@@ -211,6 +211,11 @@ class NodeConfig(_Strict):
     # model_validate({}): mypy (no pydantic plugin) does not see RaftTiming's defaults.
     raft: RaftTiming = Field(default_factory=lambda: RaftTiming.model_validate({}))
     chainfire: ChainfireOptions = Field(default_factory=ChainfireOptions)
+    sealing_key_file: Path | None = Field(
+        None,
+        description="32-byte key (base64, mode 0400) that seals IAM's signing keys at rest; "
+        "the same file on every node. None: they are stored in clear",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
