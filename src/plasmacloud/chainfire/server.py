@@ -48,7 +48,13 @@ from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
 from plasmacloud.chainfire.services.system import SystemKVServicer
 from plasmacloud.chainfire.services.watch import DEFAULT_PROGRESS_INTERVAL, WatchServicer
 from plasmacloud.common.config import Compaction, NodeConfig
-from plasmacloud.common.tls import client_context, grpc_pem_material, server_context
+from plasmacloud.common.tls import (
+    client_context,
+    grpc_pem_material,
+    grpc_server_credentials,
+    server_context,
+    watch_certificates,
+)
 from plasmacloud.iam.authz import AuditShipper, Verifier
 
 log = logging.getLogger(__name__)
@@ -110,11 +116,7 @@ def grpc_server(config: NodeConfig) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server(options=GRPC_OPTIONS)
     address = f"{config.listen_host}:{config.ports.chainfire_client}"
     if config.tls.enabled:
-        ca, cert, key = grpc_pem_material(config.tls)
-        creds = grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=config.tls.client_cert_auth
-        )
-        server.add_secure_port(address, creds)
+        server.add_secure_port(address, grpc_server_credentials(config.tls))
     else:
         server.add_insecure_port(address)
     return server, address
@@ -305,8 +307,10 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     compaction, watch_progress_interval, iam_urls).
     """
     server = ChainfireServer(config, **options)
+    reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         await server.start()
         await stop.wait()
     finally:
+        reloads.cancel()
         await server.stop()

@@ -19,7 +19,7 @@ import uvloop
 from aiohttp import web
 
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import client_context, server_context
+from plasmacloud.common.tls import client_context, server_context, watch_certificates
 from plasmacloud.flaredb.auth import Guard
 from plasmacloud.flaredb.client import node_url
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
@@ -178,10 +178,12 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     server = FlareDBServer(config, snapshot_threshold, iam_urls)
+    reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         await server.start()
         await stop.wait()
     finally:
+        reloads.cancel()
         await server.stop()
 
 

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import server_context
+from plasmacloud.common.tls import server_context, watch_certificates
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
 from plasmacloud.iam.bootstrap import bootstrap_to_file
@@ -534,11 +534,13 @@ async def serve(
         iam_ssl_context(config),
         frozenset(p.node_id for p in config.peers),
     )
+    reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         if bootstrap_out is not None:
             outcome = await bootstrap_to_file(svc, bootstrap_out)
             log.info("bootstrap: %s (credentials file %s)", outcome.value, bootstrap_out)
         await stop.wait()
     finally:
+        reloads.cancel()
         await runner.cleanup()
         await kv.close()

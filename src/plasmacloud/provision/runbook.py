@@ -78,10 +78,14 @@ plasma pki init --spec cluster.yaml --out .
 plasma pki check --spec cluster.yaml --out .
 ```
 
-Writes `pki/ca.crt` + `pki/ca.key` (keep the key off the nodes) and, per node,
-`<node>/secrets/ca.crt`, `<node>.crt` (0644) and `<node>.key` (0400): exactly the names
-`cluster-config.json` references under `{SECRETS_DIR}`. Rotate with
-`plasma pki rotate --node <node>`.
+Writes `pki/ca.crt` + `pki/ca.key` (keep the key off the nodes), `pki/sealing.key`
+(seals IAM's signing keys at rest; keep it with the CA key) and, per node,
+`<node>/secrets/ca.crt`, `<node>.crt` (0644), `<node>.key` and `sealing.key` (0400):
+exactly the names `cluster-config.json` references under `{SECRETS_DIR}`. Rotate with
+`plasma pki rotate --node <node>` and copy the node's new files into place: running
+services load them within 5 s (or at once on `systemctl kill -s HUP <unit>`), without
+a restart. For a CA rollover, put the old and the new CA in `ca.crt` while certificates
+of both are in use.
 
 ## 2. Preflight
 
