@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from plasmacloud import __version__
-from plasmacloud.cli import chainfire, flaredb, iam, lab, provision, validate
+from plasmacloud.cli import chainfire, cluster, flaredb, iam, lab, provision, validate
 from plasmacloud.cli import lab_chaos as lab_chaos  # registers extra `lab` commands
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ def version() -> None:
 
 
 app.add_typer(chainfire.app, name="chainfire")
+app.add_typer(cluster.app, name="cluster")
 app.add_typer(flaredb.app, name="flaredb")
 app.add_typer(iam.app, name="iam")
 app.add_typer(lab.app, name="lab")
