@@ -10,8 +10,7 @@ from pathlib import Path
 import typer
 
 from plasmacloud.cli.removed import TrustedCnOpt
-from plasmacloud.common.config import ConfigError, NodeConfig
-from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
+from plasmacloud.common.config import NodeConfig
 
 app = typer.Typer(
     help="Chainfire: the etcd-compatible coordination KV store.", no_args_is_help=True
@@ -47,18 +46,15 @@ def serve(
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
     from plasmacloud.chainfire.server import new_event_loop
     from plasmacloud.chainfire.server import serve as run
+    from plasmacloud.common.serve_errors import serve_exit_codes
+    from plasmacloud.iam.authz import service_auth  # composed here: chainfire knows no IAM
 
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        node_config = NodeConfig.load(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from exc
 
-    async def main() -> None:
+    async def main(node_config: NodeConfig) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,15 +66,8 @@ def serve(
             snapshot_threshold=snapshot_threshold,
             auto_compaction_retention=auto_compaction_retention,
             watch_progress_interval=watch_progress_notify_interval,
-            iam_urls=tuple(iam_url or ()),
+            auth=service_auth("chainfire", iam_url or ()),
         )
 
-    try:
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(main())
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from exc
-    except OSError as exc:
-        typer.echo(f"error: chainfire could not start: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILURE) from exc
+    with serve_exit_codes("chainfire"), asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main(NodeConfig.load(config)))

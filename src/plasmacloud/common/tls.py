@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plasmacloud.common.config import ConfigError, TLSConfig
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -60,3 +64,14 @@ def grpc_pem_material(tls: TLSConfig) -> tuple[bytes, bytes, bytes]:
         _read(tls.cert_file, "certificate"),
         _read(tls.key_file, "key"),
     )
+
+
+def request_common_name(request: web.Request) -> str | None:
+    """CN of the client certificate an aiohttp request's TLS handshake verified (None
+    without one, or with an empty CN)."""
+    cert = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and value:
+                return str(value)
+    return None
