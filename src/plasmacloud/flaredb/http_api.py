@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 import ssl
 import time
@@ -26,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
+from plasmacloud.common import durations
 from plasmacloud.flaredb.auth import EXECUTE, QUERY, Guard
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.metrics import FlareMetrics
@@ -67,10 +67,8 @@ _OFFLOAD_BYTES = 256 * 1024
 _OFFLOAD_STATEMENTS = 1000
 FORWARDED_HEADER = "X-FlareDB-Forwarded"
 LEVELS = ("none", "weak", "strong", "linearizable", "auto")
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
 # The wire form of each endpoint's results (a load answers as an execute).
 _ENDPOINT_FORMS = {"execute": "execute", "load": "execute", "query": "query", "request": "request"}
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +81,11 @@ class PeerInfo:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from a Go-style duration ("2s", "500ms") or a bare number of seconds."""
-    m = _DURATION_RE.match(text.strip())
-    if not m:
-        raise RequestError(f"invalid duration {text!r} (use e.g. 500ms, 2s, 1m)")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    """Seconds from a query option's duration; RequestError (a 400) if it is none."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:
