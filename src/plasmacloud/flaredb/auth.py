@@ -32,6 +32,8 @@ from plasmacloud.common.tls import request_common_name
 
 QUERY = "Query"
 EXECUTE = "Execute"
+REMOVE = "RemoveNode"  # DELETE /remove, on the resource "cluster" as Chainfire's MemberRemove
+CLUSTER = "cluster"
 
 
 def _deny(status: int, message: str) -> web.Response:
@@ -74,21 +76,25 @@ class Guard(Generic[P]):
         except TokenError as exc:
             return _deny(503 if exc.reason == "iam_unavailable" else 403, str(exc))
 
-    async def check(self, request: web.Request, kind: str) -> web.Response | None:
-        """``None`` if the caller may do ``kind`` (Query/Execute), else the 401/403 answer."""
+    async def check(
+        self, request: web.Request, kind: str, resource: str | None = None
+    ) -> web.Response | None:
+        """``None`` if the caller may do ``kind`` (Query/Execute on the database, RemoveNode
+        on the cluster) on ``resource`` (default: the database), else the 401/403 answer."""
+        resource = resource or self.resource
         principal = await self._caller(request)
         if isinstance(principal, web.Response):
             return principal
         decision = await self.verifier.authorize(
             principal,
             flaredb_action(kind),
-            self.resource,
+            resource,
             {"plasma:SourceIp": request.remote or "", "plasma:SecureTransport": request.secure},
         )
         if not decision.allowed:
             return _deny(
                 403,
                 f"{principal.username or principal.sub} may not {flaredb_action(kind)} on "
-                f"{self.resource} ({decision.reason})",
+                f"{resource} ({decision.reason})",
             )
         return None

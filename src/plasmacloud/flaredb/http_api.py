@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import ssl
 import time
@@ -26,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
 from plasmacloud.common import durations
-from plasmacloud.flaredb.auth import EXECUTE, QUERY, Guard
+from plasmacloud.flaredb.auth import CLUSTER, EXECUTE, QUERY, REMOVE, Guard
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.models import (
@@ -56,6 +57,8 @@ from plasmacloud.raft.api import (
     ProposalTimeoutError,
     RaftError,
 )
+
+log = logging.getLogger(__name__)
 
 # One request is one Raft entry, and the engine's frames and per-peer buffers are bounded
 # (raft.codec.MAX_FRAME, raft.transport.MAX_BUFFERED): an entry near those would stall
@@ -197,6 +200,7 @@ class HttpApi:
         app.router.add_post("/db/load", self.load)
         app.router.add_get("/status", self.status)
         app.router.add_get("/nodes", self.nodes)
+        app.router.add_delete("/remove", self.remove)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.prometheus)
         app.on_cleanup.append(self._on_cleanup)
@@ -287,8 +291,10 @@ class HttpApi:
             self.store.forget_proposal(data)
         raise _Refused(reason)
 
-    async def _denied(self, request: web.Request, kind: str) -> web.Response | None:
-        return None if self.guard is None else await self.guard.check(request, kind)
+    async def _denied(
+        self, request: web.Request, kind: str, resource: str | None = None
+    ) -> web.Response | None:
+        return None if self.guard is None else await self.guard.check(request, kind, resource)
 
     # -- /db/* -----------------------------------------------------------------------
 
@@ -520,7 +526,10 @@ class HttpApi:
 
     async def nodes(self, request: web.Request) -> web.Response:
         """GET /nodes: every member with its API address, reachability and role."""
-        peers = sorted(self.peers.values(), key=lambda p: p.node_id)
+        members = {m.node_id for m in self.raft.status().members}
+        peers = sorted(
+            (p for p in self.peers.values() if p.node_id in members), key=lambda p: p.node_id
+        )
         reachable = await asyncio.gather(*(self._reachable(p) for p in peers))
         leader = self.raft.leader_id
         entries = [
@@ -538,6 +547,31 @@ class HttpApi:
         if request.query.get("ver") == "2":
             return _json({"nodes": entries}, pretty=pretty)
         return _json({e["id"]: e for e in entries}, pretty=pretty)
+
+    async def remove(self, request: web.Request) -> web.Response:
+        """DELETE /remove ``{"id": "node03"}``: take a node out of the cluster, as rqlite's
+        does (any node takes it; the leader commits the change)."""
+        if denied := await self._denied(request, REMOVE, CLUSTER):
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        node_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(node_id, str) or not node_id:
+            return _error('send the node to remove as JSON: {"id": "node03"}', 400)
+        members = {m.node_id for m in self.raft.status().members}
+        if node_id not in members:
+            return _error(f"{node_id} is not a member (members: {', '.join(sorted(members))})", 404)
+        if members == {node_id}:
+            return _error(f"{node_id} is the last member; a cluster cannot remove it", 400)
+        timeout = Options.from_query(request.query).timeout
+        try:
+            await self.raft.remove_member(node_id, timeout=timeout)
+        except RaftError as exc:
+            return _error(f"removing {node_id} did not commit: {exc}", 503)
+        log.info("removed %s from the cluster", node_id)
+        return web.Response(status=200)
 
     async def readyz(self, request: web.Request) -> web.Response:
         """GET /readyz: 200 when the node serves, its store follows the log, and (unless
