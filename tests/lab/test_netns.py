@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.cli import app
+from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
@@ -39,7 +40,6 @@ from plasmacloud.lab.netns import (
     partitions,
     scratch_netns_spec,
 )
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.process import is_ours
 from plasmacloud.lab.services import CHAINFIRE, plasma_executable
 from plasmacloud.lab.spec import LabSpec
