@@ -42,11 +42,11 @@ from rich.console import Console
 from rich.table import Table
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.chaos.flaredb_workload import FlareClients, create_table
 from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.tls import client_context
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.chaos_flaredb import FlareClients, create_table
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import scratch_netns_spec
 from plasmacloud.lab.reference import ETCD

@@ -17,18 +17,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from plasmacloud.chaos.history import load_history
+from plasmacloud.chaos.history_check import check_history
+from plasmacloud.chaos.run import ChaosConfig, default_faults, parse_faults, run_chaos
 from plasmacloud.cli import app
 from plasmacloud.cluster.control import ClusterError
 from plasmacloud.common.errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from plasmacloud.lab.chaos import ChaosConfig, default_faults, parse_faults, run_chaos
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 from plasmacloud.lab.ssh import SSHBackend
 from plasmacloud.lab.ssh_target import ssh_preflight, ssh_target
 from plasmacloud.provision.sample import sample_spec
 from plasmacloud.provision.spec import load_spec
-from plasmacloud.validate.history import load_history
-from plasmacloud.validate.history_check import check_history
 from plasmacloud.validate.spec_target import spec_configs
 
 from .ssh_nodes import SSHNodes, lab_units, node_ctl_managers, ssh_nodes

@@ -17,6 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from plasmacloud.chaos.history import History, Verdict, load_history
+from plasmacloud.chaos.history_check import check_history, passed
+from plasmacloud.chaos.run import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
 from plasmacloud.cli import lab_qemu
 from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console, err
 from plasmacloud.cli.validate import (
@@ -36,7 +39,6 @@ from plasmacloud.cluster.control import ClusterError
 from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.chaos import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, partitions
 from plasmacloud.lab.qemu import QemuBackend
@@ -45,8 +47,6 @@ from plasmacloud.lab.ssh import SSHBackend
 from plasmacloud.lab.ssh_target import ssh_preflight, ssh_target
 from plasmacloud.lab.target import lab_target
 from plasmacloud.provision.spec import SpecError, load_spec
-from plasmacloud.validate.history import History, Verdict, load_history
-from plasmacloud.validate.history_check import check_history, passed
 from plasmacloud.validate.spec_target import spec_configs
 
 

@@ -1,7 +1,7 @@
 """The services a PlasmaCloud node serves and where each answers: health, metrics, API URLs.
 
 This is the client's view of a node: how it was started is the starter's business (the
-lab adds an argv per service in :mod:`plasmacloud.lab.services`). When IAM runs, the
+lab adds how it starts each service: its ``ServiceSpec``). When IAM runs, the
 cluster's auth is on: tokens from any IAM node are checked by every service, and a
 client certificate's CN names the IAM principal it speaks for.
 """

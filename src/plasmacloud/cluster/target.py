@@ -3,9 +3,8 @@
 A :class:`ClusterTarget` says where the nodes are (their configs), how to dial them (the
 operator's TLS, IAM's admin), what they run, and what the caller may do to them: node
 control, partitions, power cuts, a whole-cluster restart. Whoever knows how the nodes were
-started builds it (``plasmacloud.lab.target.lab_target`` for a lab directory, the SSH and
-QEMU constructors beside their backends, ``plasmacloud.validate.spec_target`` for a
-``cluster.yaml``); nothing here depends on which.
+started builds it (the lab for a lab directory, its SSH and QEMU backends for machines
+and VMs, validation for a ``cluster.yaml``); nothing here depends on which.
 """
 
 from __future__ import annotations

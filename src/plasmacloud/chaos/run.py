@@ -5,7 +5,7 @@ The cluster is a :class:`~plasmacloud.cluster.target.ClusterTarget` with node co
 lab on this machine, its VMs, or real machines over SSH; nothing here depends on which.
 
 A run: wait for a healthy cluster; start the register, set and watch clients
-(:mod:`plasmacloud.lab.chaos_workload`); meanwhile the nemesis injects one fault at a time
+(:mod:`plasmacloud.chaos.workload`); meanwhile the nemesis injects one fault at a time
 (kill -9 a node / the leader / two nodes and restart them, graceful restart, SIGSTOP +
 SIGCONT, isolate a node with a partition where the target can partition, cut a VM's power
 where the target has VMs), waits for the cluster to
@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from plasmacloud.cluster.control import ClusterError, NodeControl
-from plasmacloud.cluster.probe import client_target, dial
-from plasmacloud.cluster.services import flaredb_url
-from plasmacloud.cluster.target import ClusterTarget
-from plasmacloud.lab.chaos_flaredb import FlareClients, create_table, final_reads, flaredb_worker
-from plasmacloud.lab.chaos_workload import (
+from plasmacloud.chaos.flaredb_workload import (
+    FlareClients,
+    create_table,
+    final_reads,
+    flaredb_worker,
+)
+from plasmacloud.chaos.history import History, Op, Verdict, save_history
+from plasmacloud.chaos.history_check import check_history
+from plasmacloud.chaos.workload import (
     Budget,
     Clients,
     KeyRotation,
@@ -46,8 +49,10 @@ from plasmacloud.lab.chaos_workload import (
     register_worker,
     set_worker,
 )
-from plasmacloud.validate.history import History, Op, Verdict, save_history
-from plasmacloud.validate.history_check import check_history
+from plasmacloud.cluster.control import ClusterError, NodeControl
+from plasmacloud.cluster.probe import client_target, dial
+from plasmacloud.cluster.services import flaredb_url
+from plasmacloud.cluster.target import ClusterTarget
 
 FAULTS = ("kill", "restart", "pause", "partition", "power")
 # A VM's power cut costs minutes (PXE boot, the agent, services starting under emulation):

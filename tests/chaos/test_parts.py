@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from plasmacloud.chaos.history import Op
+from plasmacloud.chaos.run import Fault, default_faults, next_acks, parse_faults
+from plasmacloud.chaos.workload import Budget, KeyRotation
 from plasmacloud.cli import app
 from plasmacloud.cluster.control import ClusterError
 from plasmacloud.common.errors import EXIT_USAGE
-from plasmacloud.lab.chaos import Fault, default_faults, next_acks, parse_faults
-from plasmacloud.lab.chaos_workload import Budget, KeyRotation
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import netns_spec
 from plasmacloud.lab.qemu import QemuBackend, prepare_tree
@@ -23,7 +24,6 @@ from plasmacloud.lab.spec import LabSpec
 from plasmacloud.lab.ssh import SSHBackend
 from plasmacloud.lab.target import lab_target
 from plasmacloud.provision.image import INIT_SCRIPT, VM_NODE_CTL
-from plasmacloud.validate.history import Op
 
 
 def test_faults_offered_and_accepted_per_backend(tmp_path: Path) -> None:
