@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shlex
 import time
@@ -11,7 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from plasmacloud.chaos.history import Op
-from plasmacloud.chaos.run import Fault, default_faults, next_acks, parse_faults
+from plasmacloud.chaos.run import (
+    ChaosConfig,
+    Fault,
+    default_faults,
+    next_acks,
+    parse_faults,
+    run_chaos,
+)
 from plasmacloud.chaos.workload import Budget, KeyRotation
 from plasmacloud.cli import app
 from plasmacloud.cluster.control import ClusterError
@@ -38,6 +46,16 @@ def test_faults_offered_and_accepted_per_backend(tmp_path: Path) -> None:
         parse_faults("kill,meteor", netns)
     with pytest.raises(ClusterError, match="power faults need VMs"):
         parse_faults("power", netns)
+
+
+async def test_a_target_without_node_control_is_refused_before_any_fault(
+    tmp_path: Path,
+) -> None:
+    # nothing is dialled: the run stops at the missing control, before the ready wait
+    looked_at = dataclasses.replace(lab_target(Lab.open(tmp_path / "p", LabSpec())), control=None)
+    with pytest.raises(ClusterError, match="chaos needs control of the nodes"):
+        await run_chaos(looked_at, ChaosConfig(duration_s=1), tmp_path / "history.jsonl")
+    assert not (tmp_path / "history.jsonl").exists()
 
 
 def test_qemu_lab_target_cuts_power_by_request_and_drives_vm_units_over_ssh(

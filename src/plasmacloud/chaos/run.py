@@ -148,10 +148,15 @@ class Nemesis:
     """Injects one fault at a time until the deadline and always undoes them."""
 
     def __init__(
-        self, target: ClusterTarget, cfg: ChaosConfig, rec: Recorder, say: Callable[[str], None]
+        self,
+        target: ClusterTarget,
+        control: NodeControl,
+        cfg: ChaosConfig,
+        rec: Recorder,
+        say: Callable[[str], None],
     ) -> None:
         self.target = target
-        self.control = node_control(target)
+        self.control = control
         self.cfg = cfg
         self.rec = rec
         self.say = say
@@ -329,6 +334,7 @@ async def run_chaos(
     target: ClusterTarget, cfg: ChaosConfig, history_path: Path, say: Callable[[str], None] = print
 ) -> ChaosResult:
     """One bounded chaos run against a running cluster (see the module docs)."""
+    control = node_control(target)
     await target.wait_ready(cfg.recover_timeout_s)
     rng = random.Random(cfg.seed)
     stamp = int(time.time())
@@ -336,7 +342,7 @@ async def run_chaos(
     flare = _flare_clients(target, f"chaos_{cfg.seed}_{stamp}")
     clients = Clients({c.node_id: dial(client_target(c), target.tls) for c in target.configs})
     rec = Recorder()
-    nemesis = Nemesis(target, cfg, rec, say)
+    nemesis = Nemesis(target, control, cfg, rec, say)
     watch_tasks: list[asyncio.Task[None]] = []
     problems: list[str] = []
     try:
