@@ -185,25 +185,26 @@ async def test_node_ids_are_the_narrow_system_principal_without_asking_iam() -> 
         assert await allowed("chainfire:MemberAdd", "cluster")
         assert await allowed("chainfire:MemberRemove", "cluster")
         assert await allowed("flaredb:Query", "db/main")
-        # temporary: IAM's own records, until they move to the SystemKV service
-        assert await allowed("chainfire:Range", "key//plasmacloud/iam/users/", prefix=True)
-        assert await allowed("chainfire:Txn", "key//plasmacloud/iam/meta/bootstrap")
-        # nothing of the users'
-        for action, resource, prefix in (
+        # nothing of the users', nor the public keys where IAM's records were before the
+        # system keyspace (IAM reaches its records through SystemKV)
+        refused = (
             ("chainfire:Range", "key/app/x", False),
             ("chainfire:Range", "key/", True),
             ("chainfire:Range", "key//plasmacloud/", True),
             ("chainfire:Put", "key/app/x", False),
             ("chainfire:DeleteRange", "key//plasmacloud/iamx", False),
             ("chainfire:Watch", "key//plasmacloud/iam/", True),
+            ("chainfire:Range", "key//plasmacloud/iam/users/", True),
+            ("chainfire:Txn", "key//plasmacloud/iam/meta/bootstrap", False),
             ("chainfire:MemberList", "cluster", False),
             ("chainfire:Snapshot", "cluster", False),
             ("flaredb:Execute", "db/main", False),
-        ):
+        )
+        for action, resource, prefix in refused:
             assert not await allowed(action, resource, prefix), (action, resource)
         # the cluster's own traffic is not audited, a node's refusal is
         assert {r.decision.allowed for r in audited} == {False}
-        assert len(audited) == 9 and audited[0].decision.policy is None
+        assert len(audited) == len(refused) and audited[0].decision.policy is None
         allowed_by = (await v.authorize(node, "flaredb:Query", "db/main")).policy
         assert allowed_by == NODE_POLICY_NAME  # the system policy, not an IAM one
         assert {r.sub for r in audited} == {"node:node01"}

@@ -47,7 +47,7 @@ from plasmacloud.chainfire.services.lock import LockServicer
 from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
 from plasmacloud.chainfire.services.system import SystemKVServicer
 from plasmacloud.chainfire.services.watch import DEFAULT_PROGRESS_INTERVAL, WatchServicer
-from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.config import Compaction, NodeConfig
 from plasmacloud.common.tls import client_context, grpc_pem_material, server_context
 from plasmacloud.iam.authz import AuditShipper, Verifier
 
@@ -162,8 +162,8 @@ class ChainfireServer:
     quota_bytes: int = DEFAULT_QUOTA_BYTES
     # applied entries between Raft snapshots; None: SNAPSHOT_THRESHOLD
     snapshot_threshold: int | None = None
-    # revisions of history to keep (0: no automatic compaction, like etcd's default)
-    auto_compaction_retention: int = 0
+    # automatic compaction; None: the node config's (cluster.yaml's chainfire block)
+    compaction: Compaction | None = None
     # seconds between progress notifications to idle watchers that asked for them
     # (etcd's --experimental-watch-progress-notify-interval, 10 minutes by default)
     watch_progress_interval: float = DEFAULT_PROGRESS_INTERVAL
@@ -224,7 +224,7 @@ class ChainfireServer:
             raft,
             identity_from_config(cfg),
             quota_bytes=self.quota_bytes,
-            auto_compaction_retention=self.auto_compaction_retention,
+            compaction=self.compaction or cfg.chainfire.auto_compaction,
             metrics=metrics,
             client_credentials=channel_credentials(cfg),
         )
@@ -302,7 +302,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
     ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
-    auto_compaction_retention, watch_progress_interval, iam_urls).
+    compaction, watch_progress_interval, iam_urls).
     """
     server = ChainfireServer(config, **options)
     try:

@@ -8,9 +8,10 @@ import signal
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from plasmacloud.cli.removed import TrustedCnOpt
-from plasmacloud.common.config import ConfigError, NodeConfig
+from plasmacloud.common.config import Compaction, ConfigError, NodeConfig
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 
 app = typer.Typer(
@@ -28,8 +29,15 @@ def serve(
     snapshot_threshold: int | None = typer.Option(
         None, help="applied entries between Raft snapshots (default 100000, etcd's)"
     ),
-    auto_compaction_retention: int = typer.Option(
-        0, help="revisions of history to keep, compacting older ones every 5 min (0: off)"
+    auto_compaction_mode: str | None = typer.Option(
+        None,
+        help="periodic (keep a duration of history) or revision (keep a number of "
+        "revisions); default: the config's chainfire.auto_compaction (periodic)",
+    ),
+    auto_compaction_retention: str | None = typer.Option(
+        None,
+        help="periodic: a duration like 1h or 30m (a bare number is hours); revision: a "
+        "number of revisions; 0 turns it off. Default: the config's (1h)",
     ),
     watch_progress_notify_interval: float = typer.Option(
         600.0,
@@ -54,6 +62,9 @@ def serve(
     )
     try:
         node_config = NodeConfig.load(config)
+        compaction = _compaction(
+            node_config.chainfire.auto_compaction, auto_compaction_mode, auto_compaction_retention
+        )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc
@@ -68,7 +79,7 @@ def serve(
             stop,
             quota_bytes=quota_bytes,
             snapshot_threshold=snapshot_threshold,
-            auto_compaction_retention=auto_compaction_retention,
+            compaction=compaction,
             watch_progress_interval=watch_progress_notify_interval,
             iam_urls=tuple(iam_url or ()),
         )
@@ -82,3 +93,19 @@ def serve(
     except OSError as exc:
         typer.echo(f"error: chainfire could not start: {exc}", err=True)
         raise typer.Exit(EXIT_FAILURE) from exc
+
+
+def _compaction(configured: Compaction, mode: str | None, retention: str | None) -> Compaction:
+    """The config's compaction policy with the command line's flags over it."""
+    if mode is None and retention is None:
+        return configured
+    try:
+        return Compaction(
+            mode=mode or configured.mode,  # type: ignore[arg-type]  # checked by the model
+            retention=retention if retention is not None else configured.retention,
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(
+            f"--auto-compaction-mode/--auto-compaction-retention: {problem}"
+        ) from None

@@ -23,7 +23,9 @@ from plasmacloud.cluster.services import Service
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.common.tls import client_context, grpc_pem_material
 
-PROBE_TIMEOUT_S = 2.0
+# A node's first call with a certificate asks IAM who its CN is and what that principal
+# may do (two HTTPS lookups, then cached); on emulated (TCG) VMs that alone took over 2 s.
+PROBE_TIMEOUT_S = 5.0
 READY_TIMEOUT_S = 90.0
 POLL_S = 0.5
 

@@ -45,6 +45,7 @@ from plasmacloud.iam.jwtcheck import ALLOWED_ALGORITHMS
 from plasmacloud.iam.openapi import openapi_document
 from plasmacloud.iam.policy import Decision, evaluate, parse_policy
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
+from plasmacloud.iam.sealing import read_sealing_key
 from plasmacloud.iam.service import GrantError, IamService, IamSettings
 from plasmacloud.iam.store import KVStore, MemoryStore, StoreUnavailable
 from plasmacloud.iam.tokens import TokenSettings
@@ -456,7 +457,12 @@ def create_app(svc: IamService, node_ids: frozenset[str] = frozenset()) -> web.A
 
 def settings_from_config(config: NodeConfig) -> IamSettings:
     """IAM settings of this node, derived from its ``cluster-config.json``."""
-    return IamSettings(node_id=config.node_id, tokens=TokenSettings(issuer=issuer_for(config)))
+    sealing = config.sealing_key_file
+    return IamSettings(
+        node_id=config.node_id,
+        tokens=TokenSettings(issuer=issuer_for(config)),
+        sealing_key=read_sealing_key(sealing) if sealing else None,
+    )
 
 
 def iam_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:

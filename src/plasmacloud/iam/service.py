@@ -28,6 +28,7 @@ from plasmacloud.iam.metrics import IamMetrics
 from plasmacloud.iam.passwords import Hasher, HashParams, check_secret, new_client_secret
 from plasmacloud.iam.policy import Decision, evaluate
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
+from plasmacloud.iam.sealing import Sealer
 from plasmacloud.iam.store import KVStore
 from plasmacloud.iam.tokens import IssuedTokens, Subject, TokenService, TokenSettings
 
@@ -57,6 +58,8 @@ class IamSettings:
     hashing: HashParams = field(default_factory=HashParams)
     key_cache_seconds: float = 5.0
     key_max_age: float = 30 * 86400.0  # signing keys rotate on first use after this
+    # the cluster's sealing key (iam.sealing); None: signing keys are stored in clear
+    sealing_key: bytes | None = field(default=None, repr=False)
 
 
 def _subject_of(entity: object) -> Subject:
@@ -97,6 +100,7 @@ class IamService:
             cache_seconds=settings.key_cache_seconds,
             max_age=settings.key_max_age,
             clock=clock,
+            sealer=Sealer(settings.sealing_key) if settings.sealing_key else None,
         )
         self.tokens = TokenService(store, self.keyring, settings.tokens, clock=clock)
         self.hasher = Hasher(settings.hashing)

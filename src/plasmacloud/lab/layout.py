@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.iam.sealing import SEALING_KEY
 from plasmacloud.lab.spec import LabSpec
 
 LAB_DIR_ENV = "PLASMA_LAB_DIR"
@@ -99,6 +100,7 @@ class LabLayout:
                 key_file=self.pki_dir / f"{node_id}.key",
             ),
             data_dir=self.data_dir(node_id),
+            sealing_key_file=self.pki_dir / SEALING_KEY,
             # Peers are named by hostname; the config resolves them without DNS.
             hosts={p.hostname: p.ip for p in peers},
             bind_address=None,

@@ -39,6 +39,14 @@ ports:
   flaredb_raft: 4002
   iam_http: 8443
 
+# Chainfire's automatic history compaction (etcd's --auto-compaction-mode/-retention):
+# periodic keeps a duration of history (1h, 30m), revision keeps a number of revisions;
+# retention "0" turns it off. Without it the database grows until the space alarm.
+chainfire:
+  auto_compaction:
+    mode: periodic
+    retention: 1h
+
 # The provisioning host on the nodes' network (`plasma netboot serve`).
 netboot:
   server_ip: 192.168.100.1
