@@ -17,18 +17,19 @@ from rich.table import Table
 from plasmacloud.cli import lab_qemu
 from plasmacloud.cli.tail import print_tail
 from plasmacloud.cli.validate import emit
+from plasmacloud.cluster.probe import ClusterView, describe
+from plasmacloud.cluster.services import FLAREDB, flaredb_url, iam_base_url, runs_iam
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.flaredb.probe import FlareNodeView, agreed_leader, probe_flaredb
 from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.control import Lab, describe
+from plasmacloud.lab.control import Lab
 from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
 from plasmacloud.lab.netns import scratch_netns_spec
-from plasmacloud.lab.probe import ClusterView
-from plasmacloud.lab.services import FLAREDB, flaredb_url, iam_base_url, runs_iam
 from plasmacloud.lab.spec import busy_ports, scratch_spec
-from plasmacloud.validate.lab_target import validate_lab
+from plasmacloud.lab.target import lab_target
+from plasmacloud.validate.checks import run_checks
 
 app = typer.Typer(
     help="Rehearse a cluster on this machine: up, status, env, validate, down.",
@@ -204,7 +205,8 @@ PersistenceOpt = Annotated[
 
 
 def _validate(lab: Lab, as_json: bool, junit: Path | None = None, persistence: bool = False) -> int:
-    return emit(asyncio.run(validate_lab(lab, persistence)), as_json, junit)
+    results = asyncio.run(run_checks(lab_target(lab), persistence=persistence))
+    return emit(results, as_json, junit)
 
 
 def _log_tails(lab: Lab, lines: int = 8) -> None:

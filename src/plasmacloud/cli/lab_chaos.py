@@ -17,6 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from plasmacloud.chaos.history import History, Verdict, load_history
+from plasmacloud.chaos.history_check import check_history, passed
+from plasmacloud.chaos.run import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
 from plasmacloud.cli import lab_qemu
 from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console, err
 from plasmacloud.cli.validate import (
@@ -32,24 +35,19 @@ from plasmacloud.cli.validate import (
     spec_tls,
     ssh_options,
 )
+from plasmacloud.cluster.control import ClusterError
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common import durations
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.chaos import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
-from plasmacloud.lab.chaos_target import (
-    ChaosTarget,
-    lab_target,
-    qemu_target,
-    ssh_preflight,
-    ssh_target,
-)
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, partitions
 from plasmacloud.lab.qemu import QemuBackend
+from plasmacloud.lab.qemu_target import qemu_target
 from plasmacloud.lab.ssh import SSHBackend
+from plasmacloud.lab.ssh_target import ssh_preflight, ssh_target
+from plasmacloud.lab.target import lab_target
 from plasmacloud.provision.spec import SpecError, load_spec
-from plasmacloud.validate.history import History, Verdict, load_history
-from plasmacloud.validate.history_check import check_history, passed
 from plasmacloud.validate.spec_target import spec_configs
 
 
@@ -184,8 +182,10 @@ def replay_history(replay: Path, as_json: bool) -> typer.Exit:
     return typer.Exit(EXIT_OK if passed(verdicts) else EXIT_FAILURE)
 
 
-def chaos_config(target: ChaosTarget, duration: str, faults: str | None, seed: int) -> ChaosConfig:
-    """The run's config from the options; LabError for faults the target cannot inject."""
+def chaos_config(
+    target: ClusterTarget, duration: str, faults: str | None, seed: int
+) -> ChaosConfig:
+    """The run's config from the options; ClusterError for faults the target cannot inject."""
     return ChaosConfig(
         duration_s=parse_duration(duration),
         faults=parse_faults(faults or default_faults(target), target),
@@ -195,7 +195,7 @@ def chaos_config(target: ChaosTarget, duration: str, faults: str | None, seed: i
 
 
 def run_and_report(
-    target: ChaosTarget, cfg: ChaosConfig, path: Path, as_json: bool, replay_cmd: str
+    target: ClusterTarget, cfg: ChaosConfig, path: Path, as_json: bool, replay_cmd: str
 ) -> typer.Exit:
     """Run chaos, print faults, verdicts and problems; the exit to raise (0 only if
     every property is verified and the run itself had no problem, 3 if the cluster
@@ -207,7 +207,7 @@ def run_and_report(
     )
     try:
         result = asyncio.run(run_chaos(target, cfg, path, say))
-    except (LabError, ConnectionError) as exc:
+    except (ClusterError, ConnectionError) as exc:
         return _fail(exc, EXIT_UNAVAILABLE)
     ok = passed(result.verdicts) and not result.problems
     if as_json:
@@ -232,7 +232,7 @@ def run_and_report(
     return typer.Exit(EXIT_OK if ok else EXIT_FAILURE)
 
 
-def preflight(target: ChaosTarget) -> bool:
+def preflight(target: ClusterTarget) -> bool:
     """True if every node answers over SSH with its units active; else says what not."""
     problems = ssh_preflight(target)
     for p in problems:
@@ -266,7 +266,7 @@ def chaos(
     run_seed = time_seed(seed)
     try:
         cfg = chaos_config(target, duration, faults, run_seed)
-    except LabError as exc:
+    except ClusterError as exc:
         raise _fail(exc, EXIT_USAGE) from exc
     path = history or lab.layout.root / "chaos" / f"history-{run_seed}.jsonl"
     raise run_and_report(target, cfg, path, as_json, "plasma lab chaos")
@@ -308,7 +308,7 @@ def chaos_spec(
     run_seed = time_seed(seed)
     try:
         cfg = chaos_config(target, duration, faults, run_seed)
-    except LabError as exc:
+    except ClusterError as exc:
         raise _fail(exc, EXIT_USAGE) from exc
     if not preflight(target):
         raise typer.Exit(EXIT_UNAVAILABLE)
@@ -338,7 +338,7 @@ def qemu_chaos(
     target = qemu_target(backend)
     try:
         cfg = chaos_config(target, duration, faults, run_seed)
-    except LabError as exc:
+    except ClusterError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return EXIT_USAGE
     if not preflight(target):

@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -18,14 +19,14 @@ from rich.live import Live
 from rich.table import Table
 
 from plasmacloud.cli.tail import print_tail
-from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.cluster.probe import ClusterView, describe, probe_cluster
+from plasmacloud.cluster.services import flaredb_url, iam_base_url
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.control import describe
 from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
-from plasmacloud.lab.probe import ClusterView, probe_cluster
 from plasmacloud.lab.qemu import (
     DEFAULT_MEMORY_MB,
     INSTALLED,
@@ -33,15 +34,15 @@ from plasmacloud.lab.qemu import (
     QemuBackend,
     vm_ssh_options,
 )
-from plasmacloud.lab.services import ServiceSpec, flaredb_url, iam_base_url, plasma_executable
+from plasmacloud.lab.qemu_target import qemu_target
+from plasmacloud.lab.services import plasma_executable
 from plasmacloud.lab.state import load_state
 from plasmacloud.provision.spec import SSHTarget
 from plasmacloud.provision.states import State, StateFile
 from plasmacloud.validate import prometheus
 from plasmacloud.validate.checks import PERSISTENCE, Check, CheckResult, checklist, run_checks
-from plasmacloud.validate.qemu_target import qemu_restart
 from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
-from plasmacloud.validate.target import NodeResult, Target
+from plasmacloud.validate.results import NodeResult
 
 app = typer.Typer(
     help="The QEMU lab: VMs that PXE-boot from the netboot server and get installed.",
@@ -423,7 +424,8 @@ def validate(
         args += ["--junit", str(junit.resolve())] if junit else []
         args += ["--persistence"] if persistence else []
         return run_inside(backend, "validate", *args)
-    configs, tls, services = backend.validation_target()
+    target = qemu_target(backend)
+    configs, tls, services = target.configs, target.tls, target.services
 
     async def ready_then_check() -> list[CheckResult]:
         # Under TCG a freshly (re)booted cluster may still change leaders for a while:
@@ -442,13 +444,13 @@ def validate(
                 said = now  # each new state of the formation, once
                 console.print(f"[{time.monotonic() - t0:3.0f}s] not ready yet: {said}")
             if view.ready or time.monotonic() > deadline:
-                checks = _qemu_checks(checklist(Target(configs, tls, services, view)), only)
-                results = await run_checks(configs, tls, services, checks, admin=admin)
+                checks = _qemu_checks(checklist(target), only)
+                results = await run_checks(replace(target, admin=admin), checks)
                 if exit_code(results) == 0 or time.monotonic() > deadline:
                     break
             await asyncio.sleep(2)
         if persistence:
-            results.append(await _persistence(backend, configs, tls, services, results))
+            results.append(await _persistence(target, results))
         return results
 
     t0 = time.monotonic()
@@ -463,21 +465,14 @@ def validate(
     return exit_code(results)
 
 
-async def _persistence(
-    backend: QemuBackend,
-    configs: list[NodeConfig],
-    tls: TLSConfig,
-    services: tuple[ServiceSpec, ...],
-    before: list[CheckResult],
-) -> CheckResult:
+async def _persistence(target: ClusterTarget, before: list[CheckResult]) -> CheckResult:
     """The persistence check through a reset of every VM; not run (a failure saying why)
     unless everything before it was green: a reset takes minutes and proves nothing then."""
     cid, title, _fn = PERSISTENCE
     if exit_code(before) != 0:
         why = "not run: the checks before it are not green"
-        return CheckResult(cid, title, [NodeResult(c.node_id, False, why) for c in configs])
-    restart = qemu_restart(backend)
-    results = await run_checks(configs, tls, services, [PERSISTENCE], restart=restart)
+        return CheckResult(cid, title, [NodeResult(c.node_id, False, why) for c in target.configs])
+    results = await run_checks(target, [PERSISTENCE])
     return results[0]
 
 

@@ -38,7 +38,7 @@ from plasmacloud.common.config import NodeConfig, PeerConfig, TLSConfig
 from plasmacloud.common.files import write_atomic
 from plasmacloud.common.tls import client_context
 from plasmacloud.iam.system_store import ChainfireSystemStore
-from plasmacloud.lab.probe import dial
+from plasmacloud.cluster.probe import dial
 
 FORMAT = 1
 MANIFEST = "manifest.json"
