@@ -54,9 +54,9 @@ def test_same_seed_same_run() -> None:
 
 def test_harness_detects_a_broken_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Votes granted without the log up-to-date check must be caught as a safety failure."""
-    from plasmacloud.raft.node import RaftNode
+    from plasmacloud.raft.core import RaftCore
 
-    monkeypatch.setattr(RaftNode, "_log_ok", lambda self, index, term: True)
+    monkeypatch.setattr(RaftCore, "_log_ok", lambda self, index, term: True)
     caught = []
     for seed in range(60):
         try:

@@ -436,9 +436,13 @@ class Simulation:
         if other != node.id:
             self.violation(f"election safety: {other} and {node.id} lead term {term}")
         for index, data in self.applied_at.items():  # leader completeness
-            if index <= node._snap_index:
+            if index <= node.core.snap_index:
                 continue
-            entry = node._log[index - node._snap_index - 1] if index <= node.last_index else None
+            entry = (
+                node.core.log[index - node.core.snap_index - 1]
+                if index <= node.last_index
+                else None
+            )
             if entry is None or entry.kind != NORMAL or entry.data != data:
                 self.violation(
                     f"leader completeness: {node.id} leads term {term} without committed "
@@ -449,16 +453,16 @@ class Simulation:
         nodes = list(self.nodes.values())
         for i, a in enumerate(nodes):
             for b in nodes[i + 1 :]:
-                lo = max(a._snap_index, b._snap_index) + 1
-                hi = min(a.last_index, b.last_index)
-                top = next(
-                    (k for k in range(hi, lo - 1, -1) if a._term_at(k) == b._term_at(k)), None
-                )
+                ca, cb = a.core, b.core
+                lo = max(ca.snap_index, cb.snap_index) + 1
+                hi = min(ca.last_index, cb.last_index)
+                agree = (k for k in range(hi, lo - 1, -1) if ca.term_at(k) == cb.term_at(k))
+                top = next(agree, None)
                 if top is None:
                     continue
                 for k in range(lo, top + 1):
-                    ea = a._log[k - a._snap_index - 1]
-                    eb = b._log[k - b._snap_index - 1]
+                    ea = ca.log[k - ca.snap_index - 1]
+                    eb = cb.log[k - cb.snap_index - 1]
                     if (ea.term, ea.kind, ea.data) != (eb.term, eb.kind, eb.data):
                         raise InvariantViolation(
                             f"log matching: {a.id} and {b.id} agree on term at {top} but "
