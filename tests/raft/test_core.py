@@ -361,3 +361,20 @@ def test_same_seed_same_messages() -> None:
 
     assert trace(3) == trace(3)
     assert trace(3) != trace(4)  # the seed is what varies the election timeouts
+
+
+def test_a_new_leader_serves_reads_only_once_its_term_has_a_committed_entry() -> None:
+    """Thesis 6.4: until its no-op commits, a new leader's commit index may be behind the
+    last leader's, so a read then must wait (and is confirmed by a fresh heartbeat round)."""
+    cl = _cluster()
+    cl.lazy_disk = {"n2", "n3"}  # the no-op cannot commit
+    leader = cl.elect("n1")
+    assert leader.commit_index < leader.term_start
+    ctx = object()
+    leader.read_index(ctx)
+    leader.broadcast_heartbeat()
+    cl.settle()
+    assert not cl.read_states
+    cl.lazy_disk = set()
+    cl.tick()
+    assert cl.read_states == [(ctx, leader.term_start)]

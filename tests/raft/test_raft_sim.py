@@ -1,10 +1,10 @@
 """The deterministic simulation over many seeds (RAFT_SIM_SEEDS, default 2,000).
 
-Every seed runs a 3- or 5-node cluster through crashes (losing un-synced writes, tearing the
-last one), partitions, message loss, duplication and reordering, and checks election safety,
-log matching, leader completeness, state-machine safety, linearizable reads and that every
-acknowledged proposal survives. A failing seed prints its one-line replay command.
-"""
+The simulation steps the consensus core itself (no asyncio). Every seed runs a 3- or 5-node
+cluster through crashes (losing un-synced writes, tearing the last one), partitions, message
+loss, duplication and reordering, and checks election safety, log matching, leader
+completeness, state-machine safety, linearizable reads and that every acknowledged proposal
+survives. A failing seed prints its one-line replay command."""
 
 from __future__ import annotations
 
@@ -52,19 +52,33 @@ def test_same_seed_same_run() -> None:
     assert a == b
 
 
+def _first_violation(seeds: int) -> InvariantViolation | None:
+    for seed in range(seeds):
+        try:
+            Simulation(seed).run()
+        except InvariantViolation as exc:
+            return exc
+    return None
+
+
 def test_harness_detects_a_broken_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Votes granted without the log up-to-date check must be caught as a safety failure."""
     from plasmacloud.raft.core import RaftCore
 
     monkeypatch.setattr(RaftCore, "_log_ok", lambda self, index, term: True)
-    caught = []
-    for seed in range(60):
-        try:
-            Simulation(seed).run()
-        except InvariantViolation as exc:
-            caught.append((seed, exc))
-            break
-    assert caught, "60 seeds of a broken engine passed every check"
+    assert _first_violation(60) is not None, "60 seeds of a broken engine passed every check"
+
+
+def test_harness_detects_unconfirmed_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ReadIndex answered at once (no commit of the leader's term, no heartbeat round) must
+    be caught as a linearizability failure."""
+    from plasmacloud.raft.core import RaftCore
+
+    def read_at_once(self: RaftCore, ctx: object) -> None:
+        self._rd.read_states.append((ctx, self.commit_index))
+
+    monkeypatch.setattr(RaftCore, "read_index", read_at_once)
+    assert "linearizability" in str(_first_violation(200))
 
 
 async def test_sim_disk_durability_never_goes_back() -> None:

@@ -226,6 +226,7 @@ class RaftCore:
         self.term_start = 0  # index of this leader's no-op entry
         self._hb_seq = 0
         self._reads: list[tuple[int, int, Any]] = []  # (heartbeat seq needed, index, context)
+        self._reads_before_commit: list[Any] = []  # contexts waiting for the term's no-op
         self._last_quorum_check = 0
         self._batch_ends: deque[int] = deque()  # last index of each uncommitted batch
 
@@ -379,8 +380,7 @@ class RaftCore:
             self.progress.clear()
             self._batch_ends.clear()
             self._rd.stepped_down = True
-            self._rd.failed_reads.extend(ctx for _, _, ctx in self._reads)
-            self._reads.clear()
+            self._rd.failed_reads.extend(self.drop_reads())
         self._set_leader(leader)
         self._reset_election_timer()
 
@@ -594,6 +594,11 @@ class RaftCore:
         if index > self.commit_index:
             self.commit_index = index
             self._rd.commit_advanced = True
+            if self._reads_before_commit and index >= self.term_start:
+                ctxs, self._reads_before_commit = self._reads_before_commit, []
+                for ctx in ctxs:
+                    self.read_index(ctx)
+                self.broadcast_heartbeat()  # their confirmation round, without waiting a tick
 
     # --- local log mutation ------------------------------------------------------------
 
@@ -851,11 +856,15 @@ class RaftCore:
     # --- reads -------------------------------------------------------------------------
 
     def read_index(self, ctx: Any) -> None:
-        """Leader, once an entry of its term is applied (thesis 6.4): ``ctx`` is answered in
-        :attr:`Ready.read_states` with the current commit index after the next heartbeat
-        round is acknowledged by a majority (so no newer leader can exist)."""
+        """Leader (thesis 6.4): ``ctx`` is answered in :attr:`Ready.read_states` with the
+        commit index once (1) an entry of this leader's term is committed (before that its
+        commit index may lag behind its predecessor's) and (2) a heartbeat round begun after
+        that was acknowledged by a majority (so no newer leader can exist)."""
         assert self.role == LEADER
-        self._reads.append((self._hb_seq + 1, self.commit_index, ctx))
+        if self.commit_index < self.term_start:
+            self._reads_before_commit.append(ctx)
+        else:
+            self._reads.append((self._hb_seq + 1, self.commit_index, ctx))
 
     def _resolve_reads(self) -> None:
         seqs = [pr.hb_seq for p, pr in self.progress.items() if p in self.members]
@@ -872,8 +881,10 @@ class RaftCore:
         self._reads = keep
 
     def drop_reads(self) -> list[Any]:
-        """Forget every pending read (the driver is stopping); returns their contexts."""
-        ctxs = [ctx for _, _, ctx in self._reads]
+        """Forget every pending read (leadership lost, or the driver is stopping); returns
+        their contexts."""
+        ctxs = self._reads_before_commit + [ctx for _, _, ctx in self._reads]
+        self._reads_before_commit = []
         self._reads.clear()
         return ctxs
 

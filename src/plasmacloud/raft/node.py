@@ -35,6 +35,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from plasmacloud.raft import persist
 from plasmacloud.raft.api import (
     Entry,
     Member,
@@ -67,7 +68,6 @@ from plasmacloud.raft.core import (
     LEADER,
     SNAPSHOT_CHUNK,
     Append,
-    Install,
     RaftCore,
     Ready,
     Truncate,
@@ -75,7 +75,7 @@ from plasmacloud.raft.core import (
 )
 from plasmacloud.raft.disk import Disk, OsDisk
 from plasmacloud.raft.metrics import RaftMetrics
-from plasmacloud.raft.storage import HardState, SnapshotMeta, Storage
+from plasmacloud.raft.storage import SnapshotMeta, Storage
 from plasmacloud.raft.transport import TcpTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -209,15 +209,10 @@ class RaftNode:
         if self._started:
             return
         self._started = True
-        rec = self._storage.open()
-        hs = rec.hard_state
-        if hs is None:
-            hs = HardState(0, "", dict(self.config.members) if self.config.bootstrap else {})
-            self._storage.save_hard_state(hs)
         core = self.core
-        core.load(hs, rec.snapshot, rec.entries)
+        persist.load(self._storage, core, self.config.members if self.config.bootstrap else {})
         await self._storage.sync()  # what a crashed process left in the page cache
-        core.start(self._recover_state_machine())
+        core.start(persist.recover_state_machine(self._storage, core, self.sm))
         log.info(
             "%s: recovered term %d, snapshot %d, log %d..%d, applied %d, members %s",
             self.id,
@@ -235,26 +230,6 @@ class RaftNode:
         self._tasks.append(loop.create_task(self._ticker()))
         self._disk_tasks.append(loop.create_task(self._syncer()))
         self._update_gauges()
-
-    def _recover_state_machine(self) -> int:
-        """Bring the state machine to the snapshot if it is behind it; its applied index."""
-        sm_applied = self.sm.applied_index()
-        snap_index, last_index = self.core.snap_index, self.core.last_index
-        if snap_index and sm_applied < snap_index:
-            meta, data = self._storage.read_snapshot()
-            assert meta is not None and meta.index == snap_index
-            self.sm.restore(data, meta.index)
-            return meta.index
-        if sm_applied > last_index:
-            log.error(
-                "%s: state machine says it applied %d but the log ends at %d; replaying from "
-                "the log end",
-                self.id,
-                sm_applied,
-                last_index,
-            )
-            return last_index
-        return max(sm_applied, snap_index)
 
     async def stop(self, *, handover: bool = True) -> None:
         """Stop timers, transport and storage; fail everything pending. Idempotent.
@@ -491,12 +466,7 @@ class RaftNode:
     # --- feeding the core and doing what it asks ------------------------------------------
 
     def _process(self) -> None:
-        """Carry out every Ready the core has, then apply what is committed."""
-        while self.core.has_ready():
-            self._handle_ready(self.core.ready())
-        self._apply()
-        while self.core.has_ready():  # a removed leader stepped down
-            self._handle_ready(self.core.ready())
+        persist.drain(self.core, self._handle_ready, self._apply)
 
     def _handle_ready(self, rd: Ready) -> None:
         if rd.hard_state is not None:
@@ -505,17 +475,17 @@ class RaftNode:
             if self._metrics:
                 self._metrics.term.set(rd.hard_state.term)
         for w in rd.log_writes:
+            with self._disk(persist.WRITE_NAMES[type(w)]):
+                persist.write_log(self._storage, w)
             if isinstance(w, Append):
-                with self._disk("log append"):
-                    self._storage.append(w.entries)
                 self._sync_wanted.set()
             elif isinstance(w, Truncate):
-                with self._disk("log truncation"):
-                    self._storage.truncate_suffix(w.index)
                 dropped = ProposalDroppedError("entry overwritten by a new leader")
                 self._fail_waiters([i for i in self._waiters if i >= w.index], dropped)
-            elif isinstance(w, Install):
-                self._install_snapshot(w)
+            else:
+                self.sm.restore(w.data, w.meta.index)
+                unknown = ProposalTimeoutError("outcome unknown (replaced by a snapshot)")
+                self._fail_waiters([i for i in self._waiters if i <= w.meta.index], unknown)
         if rd.members_changed:
             self._transport.update_peers(self.core.members)
         for to, msg in rd.messages:
@@ -771,8 +741,6 @@ class RaftNode:
     # --- reads ---------------------------------------------------------------------------
 
     async def _leader_read_index(self) -> int:
-        while self.is_leader and self.core.applied_index < self.core.term_start:
-            await self._wait_applied(self.core.term_start)
         if not self.is_leader:
             raise NoLeaderError("leadership lost during a read")
         loop = asyncio.get_running_loop()
@@ -911,17 +879,6 @@ class RaftNode:
             log.error("%s: %s needs a snapshot but none is stored", self.id, peer)
             return
         self.core.send_snapshot(peer, meta, data)
-
-    def _install_snapshot(self, w: Install) -> None:
-        with self._disk("installing a snapshot"):
-            self._storage.write_snapshot(w.meta, w.data)
-            if w.keep_log:
-                self._storage.compact(w.meta.index)
-            else:
-                self._storage.reset(w.meta.index + 1)
-        self.sm.restore(w.data, w.meta.index)
-        unknown = ProposalTimeoutError("outcome unknown (replaced by a snapshot)")
-        self._fail_waiters([i for i in self._waiters if i <= w.meta.index], unknown)
 
     def _update_gauges(self) -> None:
         if self._metrics:

@@ -313,12 +313,22 @@ class Storage:
 
     async def sync(self) -> None:
         """``fdatasync`` everything appended so far (one call per batch of appends)."""
+        files = self.files_to_sync()
+        await self.disk.datasync(files)
+        self.close_synced(files)
+
+    def files_to_sync(self) -> list[AppendFile]:
+        """The files a sync of everything appended so far covers (for a caller that syncs
+        them itself, like the simulation; then :meth:`close_synced`)."""
         assert self._file is not None
-        retired = list(self._retired)
-        await self.disk.datasync([*retired, self._file])
-        for f in retired:
-            f.close()
-            self._retired.remove(f)
+        return [*self._retired, self._file]
+
+    def close_synced(self, files: list[AppendFile]) -> None:
+        """Close the retired segments among ``files``, which a sync has just covered."""
+        for f in files:
+            if f in self._retired:
+                f.close()
+                self._retired.remove(f)
 
     @staticmethod
     def _snapshot_blob(meta: SnapshotMeta, data: bytes) -> bytes:
