@@ -3,9 +3,12 @@ driver (delivers messages, reports syncs and applies) so each rule is checked ex
 
 from __future__ import annotations
 
+import ast
 import random
 from collections import deque
+from pathlib import Path
 
+from plasmacloud.raft import core as core_module
 from plasmacloud.raft.codec import (
     CONFIG,
     NOOP,
@@ -378,3 +381,15 @@ def test_a_new_leader_serves_reads_only_once_its_term_has_a_committed_entry() ->
     cl.lazy_disk = set()
     cl.tick()
     assert cl.read_states == [(ctx, leader.term_start)]
+
+
+def test_the_core_imports_no_event_loop_clock_or_io() -> None:
+    tree = ast.parse(Path(core_module.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    roots = {name.split(".")[0] for name in imported}
+    assert not roots & {"asyncio", "time", "os", "socket", "selectors", "threading"}, roots
+    assert not {m for m in imported if m.startswith("plasmacloud.raft.")} - {
+        "plasmacloud.raft.codec",
+        "plasmacloud.raft.storage",  # for the HardState and SnapshotMeta records only
+    }
