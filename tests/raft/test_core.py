@@ -14,6 +14,7 @@ from plasmacloud.raft.codec import (
     NOOP,
     NORMAL,
     AppendResp,
+    HardState,
     HeartbeatResp,
     LogEntry,
     Message,
@@ -30,7 +31,6 @@ from plasmacloud.raft.core import (
     Ready,
     Truncate,
 )
-from plasmacloud.raft.storage import HardState
 
 IDS = ["n1", "n2", "n3"]
 MEMBERS = {n: f"sim:{n}" for n in IDS}
@@ -389,7 +389,5 @@ def test_the_core_imports_no_event_loop_clock_or_io() -> None:
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     roots = {name.split(".")[0] for name in imported}
     assert not roots & {"asyncio", "time", "os", "socket", "selectors", "threading"}, roots
-    assert not {m for m in imported if m.startswith("plasmacloud.raft.")} - {
-        "plasmacloud.raft.codec",
-        "plasmacloud.raft.storage",  # for the HardState and SnapshotMeta records only
-    }
+    # only data formats from the engine: never storage, disk or transport
+    assert {m for m in imported if m.startswith("plasmacloud.")} == {"plasmacloud.raft.codec"}

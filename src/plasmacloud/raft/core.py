@@ -52,6 +52,7 @@ from plasmacloud.raft.codec import (
     NORMAL,
     AppendEntries,
     AppendResp,
+    HardState,
     Heartbeat,
     HeartbeatResp,
     LogEntry,
@@ -59,13 +60,13 @@ from plasmacloud.raft.codec import (
     Propose,
     ProposeResp,
     SnapshotChunk,
+    SnapshotMeta,
     SnapshotResp,
     TimeoutNow,
     VoteReq,
     VoteResp,
     decode_members,
 )
-from plasmacloud.raft.storage import HardState, SnapshotMeta
 
 log = logging.getLogger(__name__)
 

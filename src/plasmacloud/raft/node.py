@@ -61,6 +61,7 @@ from plasmacloud.raft.codec import (
     ProposeResp,
     ReadReq,
     ReadResp,
+    SnapshotMeta,
     decode_members,
     encode_members,
 )
@@ -75,7 +76,7 @@ from plasmacloud.raft.core import (
 )
 from plasmacloud.raft.disk import Disk, OsDisk
 from plasmacloud.raft.metrics import RaftMetrics
-from plasmacloud.raft.storage import SnapshotMeta, Storage
+from plasmacloud.raft.storage import Storage
 from plasmacloud.raft.transport import TcpTransport, Transport
 
 log = logging.getLogger(__name__)

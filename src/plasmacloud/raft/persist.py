@@ -9,8 +9,9 @@ import logging
 from collections.abc import Callable
 
 from plasmacloud.raft.api import StateMachine
+from plasmacloud.raft.codec import HardState
 from plasmacloud.raft.core import Append, Install, LogWrite, RaftCore, Ready, Truncate
-from plasmacloud.raft.storage import HardState, Storage
+from plasmacloud.raft.storage import Storage
 
 log = logging.getLogger(__name__)
 

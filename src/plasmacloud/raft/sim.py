@@ -35,6 +35,7 @@ from plasmacloud.raft.codec import (
     CONFIG,
     NORMAL,
     Message,
+    SnapshotMeta,
     check_frame,
     decode_frame_header,
     encode_frame,
@@ -50,7 +51,7 @@ from plasmacloud.raft.core import (
     election_ticks,
 )
 from plasmacloud.raft.memory import MemoryStateMachine
-from plasmacloud.raft.storage import SnapshotMeta, Storage
+from plasmacloud.raft.storage import Storage
 from plasmacloud.raft.transport import Handler
 
 log = logging.getLogger(__name__)

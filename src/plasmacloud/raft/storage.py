@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from plasmacloud.raft.codec import (
     REC_HEADER,
     CodecError,
+    HardState,
     LogEntry,
+    SnapshotMeta,
     decode_members,
     decode_record,
     encode_members,
@@ -44,20 +46,6 @@ _U32 = struct.Struct("<I")
 
 class CorruptLogError(RuntimeError):
     """The on-disk state is damaged somewhere a crash cannot explain; refuse to start."""
-
-
-@dataclass(slots=True)
-class HardState:
-    term: int = 0
-    vote: str = ""
-    members: dict[str, str] = field(default_factory=dict)  # bootstrap config (index 0)
-
-
-@dataclass(slots=True)
-class SnapshotMeta:
-    index: int
-    term: int
-    members: dict[str, str]
 
 
 @dataclass(slots=True)
