@@ -11,26 +11,30 @@ everywhere once the faults heal. Replay a seed with::
 
     python -m plasmacloud.raft.sim --seed 1234 [-v]
 
-The same disks and network also run the asyncio driver (:class:`~plasmacloud.raft.node.RaftNode`)
-on virtual time (:class:`SimLoop`, :class:`SimTransport`): the targeted scenario tests do.
+With ``driver=True`` (``--driver``) the same seeds run the asyncio driver
+(:class:`~plasmacloud.raft.node.RaftNode`) around the core instead, on an event loop with a
+virtual clock (:class:`SimLoop`, :class:`SimTransport`), under the same faults and checks; the
+targeted scenario tests use those pieces too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
 import random
 import selectors
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from plasmacloud.raft import persist
-from plasmacloud.raft.api import Entry
+from plasmacloud.raft.api import Entry, RaftError
 from plasmacloud.raft.codec import (
     CONFIG,
     NORMAL,
@@ -51,6 +55,7 @@ from plasmacloud.raft.core import (
     election_ticks,
 )
 from plasmacloud.raft.memory import MemoryStateMachine
+from plasmacloud.raft.node import RaftConfig, RaftNode
 from plasmacloud.raft.storage import Storage
 from plasmacloud.raft.transport import Handler
 
@@ -630,18 +635,136 @@ class _Node:
         step()
 
 
+class _DriverNode:
+    """The asyncio driver (:class:`RaftNode`) on the :class:`SimLoop`, behind the same
+    interface as :class:`_Node`, so the simulation also checks the driver's own duties
+    (forwarding to the leader, callers' futures, group commit, graceful stop)."""
+
+    def __init__(self, sim: Simulation, node_id: str, sm: _CheckedMachine) -> None:
+        self.sim = sim
+        self.id = node_id
+        self.node = RaftNode(
+            RaftConfig(
+                node_id=node_id,
+                data_dir=Path(f"/sim/{node_id}"),
+                listen_host="sim",
+                listen_port=0,
+                members=dict(sim.initial_members),
+                election_timeout=ELECTION,
+                heartbeat_interval=HEARTBEAT,
+                snapshot_threshold=sim.snapshot_threshold,
+                snapshot_chunk=64,
+            ),
+            sm,
+            transport=SimTransport(sim.net, node_id),
+            disk=sim.disks[node_id].mount(),
+            rng=random.Random(sim.rng.random()),
+        )
+        self.core = self.node.core
+        self.alive = True
+        self.node.add_leader_listener(lambda leader, term: sim.on_leader(self, leader, term))
+        self._booted: asyncio.Task[None] | None = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.sim.tasks.add(task)
+        task.add_done_callback(self.sim.tasks.discard)
+
+    def boot(self) -> None:
+        self._booted = asyncio.get_running_loop().create_task(self.node.start())
+
+    def halt(self) -> None:
+        self.alive = False
+
+        async def stop() -> None:
+            if self._booted is not None:
+                with contextlib.suppress(Exception):
+                    await self._booted
+            await self.node.stop(handover=False)
+
+        self._spawn(stop())
+
+    def propose(self, cmd: bytes, done: Done) -> None:
+        async def run() -> None:
+            try:
+                done(await self.node.propose(cmd, timeout=TIMEOUT))
+            except RaftError:
+                done(None)
+
+        self._spawn(run())
+
+    def read(self, done: Done) -> None:
+        async def run() -> None:
+            try:
+                await self.node.read_index(timeout=TIMEOUT)
+            except RaftError:
+                done(None)
+                return
+            done(self.core.applied_index)  # read_index returns once applied up to its index
+
+        self._spawn(run())
+
+    def change_members(self, members: dict[str, str]) -> bool:
+        current = self.core.members
+        added = [n for n in members if n not in current]
+        removed = [n for n in current if n not in members]
+        if added:
+            change = self.node.add_member(added[0], members[added[0]], timeout=TIMEOUT)
+        elif removed:
+            change = self.node.remove_member(removed[0], timeout=TIMEOUT)
+        else:
+            return False
+
+        async def run() -> None:
+            with contextlib.suppress(RaftError):
+                await change
+
+        self._spawn(run())
+        return True
+
+    def hand_over(self, then: Callable[[], None]) -> None:
+        async def run() -> None:
+            await self.node.transfer_leadership()
+            then()
+
+        self._spawn(run())
+
+
+SimNode = _Node | _DriverNode
+
+
+class _LoopClock:
+    """The :class:`SimLoop` seen as a :class:`Clock` (for the driver simulation)."""
+
+    def __init__(self, loop: SimLoop) -> None:
+        self.loop = loop
+
+    @property
+    def now(self) -> float:
+        return self.loop.now
+
+    def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
+        self.loop.call_later(delay, fn, *args)
+
+
 class Simulation:
     """One seeded run; :meth:`run` raises :class:`InvariantViolation` on a safety failure."""
 
-    def __init__(self, seed: int, duration: float = 3.0, heal_time: float = 6.0) -> None:
+    def __init__(
+        self, seed: int, duration: float = 3.0, heal_time: float = 6.0, driver: bool = False
+    ) -> None:
         self.seed = seed
+        # driver: run the asyncio RaftNode on a SimLoop instead of stepping the core
+        self.driver = driver
+        self.loop = SimLoop() if driver else None
+        self.tasks: set[asyncio.Task[None]] = set()
         self.rng = random.Random(seed)
         self.duration = duration
         self.heal_time = heal_time
         self.size = self.rng.choice([3, 3, 5])
         self.ids = [f"n{i}" for i in range(1, self.size + 1)]
         self.initial_members = {n: f"sim:{n}" for n in self.ids}
-        self.clock = Clock()
+        self.clock: Clock | _LoopClock = Clock() if self.loop is None else _LoopClock(self.loop)
         self.counter = itertools.count()
         self.net = SimNetwork(
             random.Random(self.rng.random()), delay=(0.001, 0.02), call_later=self.clock.call_later
@@ -650,7 +773,7 @@ class Simulation:
             n: SimDisk(random.Random(self.rng.random()), (0.0005, 0.02)) for n in self.ids
         }
         self.snapshot_threshold = self.rng.choice([8, 30, 10_000])
-        self.nodes: dict[str, _Node] = {}
+        self.nodes: dict[str, SimNode] = {}
         self.sms: dict[str, _CheckedMachine] = {}
         self.down: set[str] = set()
         self.leaders: dict[int, str] = {}  # term -> leader (election safety)
@@ -665,6 +788,38 @@ class Simulation:
         self.violations: list[str] = []
 
     def run(self) -> SimStats:
+        if self.loop is None:
+            self._begin()
+            assert isinstance(self.clock, Clock)
+            while not self._finished:
+                self.clock.step()
+        else:
+            try:
+                self.loop.run_until_complete(self._run_on_loop())
+            finally:
+                self.loop.run_until_complete(self._stop_all())
+                self.loop.close()
+        self.stats.torn_writes = sum(d.torn_writes for d in self.disks.values())
+        self.stats.virtual_seconds = self.clock.now
+        return self.stats
+
+    async def _run_on_loop(self) -> None:
+        self._begin()
+        while not self._finished:
+            self._raise_recorded()
+            await asyncio.sleep(0.05)
+
+    async def _stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.halt()
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+
+    def _begin(self) -> None:
         for node_id in self.ids:
             self._start(node_id)
         self._until = self.clock.now + self.duration
@@ -672,11 +827,6 @@ class Simulation:
             self._clients += 1
             self._client_next()
         self._nemesis_next()
-        while not self._finished:
-            self.clock.step()
-        self.stats.torn_writes = sum(d.torn_writes for d in self.disks.values())
-        self.stats.virtual_seconds = self.clock.now
-        return self.stats
 
     # nodes
 
@@ -689,7 +839,7 @@ class Simulation:
             if old is not None and old.persistent
             else _CheckedMachine(self, node_id, persistent=self.rng.random() < 0.5)
         )
-        node = _Node(self, node_id, sm)
+        node = (_DriverNode if self.driver else _Node)(self, node_id, sm)
         self.nodes[node_id], self.sms[node_id] = node, sm
         self.down.discard(node_id)
         node.boot()
@@ -703,7 +853,9 @@ class Simulation:
 
     # invariants
 
-    def violation(self, what: str) -> None:
+    def violation(self, what: str) -> NoReturn:
+        """Record a failed property and raise it (raised inside the driver or an event
+        loop callback, it would be swallowed: the run raises the record)."""
         self.violations.append(what)
         raise InvariantViolation(what)
 
@@ -713,7 +865,7 @@ class Simulation:
         if self.net.flooded:
             raise InvariantViolation(f"message storm: over {self.net.limit} messages sent")
 
-    def on_leader(self, node: _Node, leader_id: str | None, term: int) -> None:
+    def on_leader(self, node: SimNode, leader_id: str | None, term: int) -> None:
         if leader_id != node.id:
             return
         self.stats.elections += 1
@@ -745,22 +897,25 @@ class Simulation:
                     ea = a.log[k - a.snap_index - 1]
                     eb = b.log[k - b.snap_index - 1]
                     if (ea.term, ea.kind, ea.data) != (eb.term, eb.kind, eb.data):
-                        raise InvariantViolation(
+                        self.violation(
                             f"log matching: {a.id} and {b.id} agree on term at {top} but "
                             f"differ at {k}"
                         )
 
     # workload: each client proposes, and after an acknowledgement reads (ReadIndex)
 
-    def _leader(self) -> _Node | None:
+    def _leader(self) -> SimNode | None:
         return next((n for n in self.nodes.values() if n.core.role == LEADER), None)
 
-    def _pick_leader(self) -> _Node | None:
-        """A client asks a random live node, and follows its leader hint."""
+    def _pick_leader(self) -> SimNode | None:
+        """A client asks a random live node, and follows its leader hint (the driver
+        forwards to the leader itself)."""
         live = [n for n in self.ids if n in self.nodes]
         if not live:
             return None
         node = self.nodes[self.rng.choice(live)]
+        if self.driver:
+            return node
         hint = self.nodes.get(node.core.leader_id or "")
         for candidate in (node, hint):
             if candidate is not None and candidate.core.role == LEADER:
@@ -811,7 +966,7 @@ class Simulation:
             return
         reader.read(self._once(lambda read: self._client_read(reader, index, read)))
 
-    def _client_read(self, reader: _Node, acked: int, read: int | None) -> None:
+    def _client_read(self, reader: SimNode, acked: int, read: int | None) -> None:
         if read is not None and reader.alive:
             if read < acked or reader.core.applied_index < acked:
                 self.violation(
@@ -919,7 +1074,7 @@ class Simulation:
         if self.clock.now > self._heal_deadline:
             states = {n: (x.core.role, x.core.term, x.core.commit_index, x.core.applied_index,
                           x.core.last_index) for n, x in self.nodes.items()}  # fmt: skip
-            raise InvariantViolation(f"no convergence {self.heal_time}s after healing: {states}")
+            self.violation(f"no convergence {self.heal_time}s after healing: {states}")
         self.clock.call_later(0.05, self._converge)
 
     def _converged(self) -> bool:
@@ -937,14 +1092,14 @@ class Simulation:
         reference = self.sms[self.ids[0]].commands()
         for n, sm in self.sms.items():
             if sm.commands() != reference:
-                raise InvariantViolation(f"{n} applied a different command sequence")
+                self.violation(f"{n} applied a different command sequence")
         for cmd, index in self.acked.items():
             if self.applied_at.get(index) != cmd or cmd not in reference:
-                raise InvariantViolation(f"acknowledged {cmd!r} (index {index}) was lost")
+                self.violation(f"acknowledged {cmd!r} (index {index}) was lost")
 
 
-def replay_command(seed: int) -> str:
-    return f"python -m plasmacloud.raft.sim --seed {seed} -v"
+def replay_command(seed: int, driver: bool = False) -> str:
+    return f"python -m plasmacloud.raft.sim --seed {seed} -v" + (" --driver" if driver else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -952,6 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="run this one seed")
     p.add_argument("--seeds", type=int, default=100, help="else run seeds 0..N-1")
     p.add_argument("-v", "--verbose", action="store_true", help="log the engine's decisions")
+    p.add_argument("--driver", action="store_true", help="run the asyncio driver, not the core")
     args = p.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s %(levelname)s %(message)s")
@@ -959,10 +1115,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for seed in seeds:
         try:
-            stats = Simulation(seed).run()
+            stats = Simulation(seed, driver=args.driver).run()
         except Exception as exc:  # an invariant, or the engine itself blew up
             failures += 1
-            print(f"seed {seed}: FAILED: {exc!r}\n  replay: {replay_command(seed)}")
+            print(f"seed {seed}: FAILED: {exc!r}\n  replay: {replay_command(seed, args.driver)}")
             continue
         if args.seed is not None or args.verbose:
             print(stats)
