@@ -9,8 +9,8 @@ writes the log through :class:`~plasmacloud.raft.storage.Storage` on a
 :class:`~plasmacloud.raft.disk.Disk`, sends messages and applies committed entries to the
 :class:`~plasmacloud.raft.api.StateMachine`. It also owns what involves waiting: the futures
 of callers, forwarding to the leader, group commit and snapshots written off the loop. The
-deterministic simulation (:mod:`plasmacloud.raft.sim`) runs this same code on a virtual
-clock.
+deterministic simulation (:mod:`plasmacloud.raft.sim`) steps the core directly, and runs this
+driver around it on a virtual clock too (``driver=True``).
 
 Throughput comes from batching at every step: proposals made during one loop tick become one
 log write, one ``fdatasync`` (in a worker thread, while AppendEntries are already on their way
