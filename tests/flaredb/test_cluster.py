@@ -303,3 +303,7 @@ async def test_remove_takes_a_node_out_as_rqlite_does(cluster: Cluster) -> None:
         "POST", cluster.url(asker) + "/db/execute", ["CREATE TABLE after_remove(x)"]
     )
     assert status == 200 and "error" not in doc["results"][0], doc
+    # the removed node never sees its removal committed, so it asks the others and learns
+    # it (then `plasma flaredb serve` stops, as a removed etcd member does)
+    reason = await asyncio.wait_for(cluster.servers[gone].wait_removed(), timeout=30)
+    assert gone in reason and "without" in reason

@@ -33,6 +33,7 @@ from plasmacloud.chainfire.node import (
     NodeIdentity,
 )
 from plasmacloud.chainfire.proto import (
+    rpc_pb2,
     rpc_pb2_grpc,
     system_pb2_grpc,
     v3election_pb2_grpc,
@@ -50,6 +51,7 @@ from plasmacloud.chainfire.services.watch import DEFAULT_PROGRESS_INTERVAL, Watc
 from plasmacloud.common.authhook import NodeAuth, NodeAuthFactory
 from plasmacloud.common.config import Compaction, NodeConfig
 from plasmacloud.common.tls import grpc_pem_material, grpc_server_credentials, watch_certificates
+from plasmacloud.raft.removal import until_stopped_or_removed, wait_until_removed
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +239,35 @@ class ChainfireServer:
             cfg.ports.chainfire_metrics,
         )
 
+    async def wait_removed(self) -> str:
+        """Return (the reason) once this member is known to be out of the cluster."""
+        assert self._raft is not None, "start() first"
+        cfg = self.config
+        others = [p.node_id for p in cfg.peers if p.node_id != cfg.node_id]
+        return await wait_until_removed(self._raft, cfg.node_id, others, self._members_of)
+
+    async def _members_of(self, node_id: str) -> list[str] | None:
+        """The members a peer lists, with this node's certificate, if it knows a leader."""
+        peer = self.config.peer(node_id)
+        target = f"{peer.ip}:{peer.ports.chainfire_client}"
+        creds = channel_credentials(self.config)
+        channel = (
+            grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)
+        )
+        try:
+            async with channel:
+                status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                    rpc_pb2.StatusRequest(), timeout=2
+                )
+                if not status.leader:
+                    return None
+                listed = await rpc_pb2_grpc.ClusterStub(channel).MemberList(
+                    rpc_pb2.MemberListRequest(), timeout=2
+                )
+        except grpc.aio.AioRpcError:
+            return None
+        return [m.name for m in listed.members]
+
     async def stop(self) -> None:
         """Stop accepting clients, then stop Raft and close the store."""
         if self._grpc is not None:
@@ -276,7 +307,12 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         await server.start()
-        await stop.wait()
+        reason = await until_stopped_or_removed(stop, server.wait_removed())
+        if reason is not None:
+            # etcd: "the member has been permanently removed from the cluster"
+            log.error(
+                "chainfire %s removed from the cluster (%s); stopping", config.node_id, reason
+            )
     finally:
         reloads.cancel()
         await server.stop()

@@ -14,6 +14,7 @@ import logging
 import signal
 from pathlib import Path
 
+import aiohttp
 import uvloop
 from aiohttp import web
 
@@ -27,6 +28,7 @@ from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
 from plasmacloud.raft.node import RaftNode
 from plasmacloud.raft.nodeconfig import raft_config
+from plasmacloud.raft.removal import until_stopped_or_removed, wait_until_removed
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,26 @@ class FlareDBServer:
         await site.start()
         log.info("flaredb %s serving %s", self.config.node_id, self.url)
 
+    async def wait_removed(self) -> str:
+        """Return (the reason) once this node is known to be out of the cluster."""
+        others = [p.node_id for p in self.config.peers if p.node_id != self.config.node_id]
+        return await wait_until_removed(self.raft, self.config.node_id, others, self._members_of)
+
+    async def _members_of(self, node_id: str) -> list[str] | None:
+        """The members a peer lists on ``/nodes`` if it knows a leader, else None."""
+        url = node_url(self.config, node_id) + "/nodes?ver=2"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+                session.get(url, ssl=self.client_ssl or True) as resp,
+            ):
+                nodes = (await resp.json())["nodes"]
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+            return None
+        if not any(n.get("leader") for n in nodes):
+            return None
+        return [str(n["id"]) for n in nodes]
+
     async def stop(self) -> None:
         """Stop serving, stop Raft, close the database (safe to call twice)."""
         if self._runner is not None:
@@ -154,7 +176,11 @@ async def serve(
     reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         await server.start()
-        await stop.wait()
+        reason = await until_stopped_or_removed(stop, server.wait_removed())
+        if reason is not None:
+            log.error(
+                "flaredb %s was removed from the cluster (%s); stopping", config.node_id, reason
+            )
     finally:
         reloads.cancel()
         await server.stop()

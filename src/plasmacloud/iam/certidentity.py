@@ -41,6 +41,14 @@ NODE_POLICY_DOCUMENT = {
             "Resource": "cluster",
         },
         {
+            # a member that has had no leader for a while asks the others whether it was
+            # removed (raft.removal), as etcd's peers tell a removed member
+            "Sid": "AskWhoTheMembersAre",
+            "Effect": "Allow",
+            "Action": ["chainfire:Status", "chainfire:MemberList"],
+            "Resource": "cluster",
+        },
+        {
             "Sid": "ForwardWeakReads",
             "Effect": "Allow",
             "Action": "flaredb:Query",
