@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from plasmacloud.cli import app, lab_qemu
+from plasmacloud.cli import app
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab import qemu, qemu_net
 from plasmacloud.lab.backend import LabError
@@ -31,6 +31,7 @@ from plasmacloud.lab.qemu import (
     qmp,
     stage_image,
 )
+from plasmacloud.lab.qemu_layout import existing_qemu_lab
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.provision import image
@@ -336,19 +337,19 @@ def test_lab_commands_detect_a_qemu_lab_from_its_state_file(
 ) -> None:
     backend = _prepared(tmp_path)
     root = backend.paths.root
-    assert lab_qemu.existing_lab(root) == root.resolve()
+    assert existing_qemu_lab(root) == root.resolve()
     process = tmp_path / "process"
     Lab.open(process, LabSpec()).prepare()
-    assert lab_qemu.existing_lab(process) is None
+    assert existing_qemu_lab(process) is None
     # no --dir: the default qemu lab, unless a process lab is in the default place
     monkeypatch.delenv("PLASMA_LAB_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    assert lab_qemu.existing_lab(None) is None
+    assert existing_qemu_lab(None) is None
     default_qemu = tmp_path / "state/plasmacloud/lab-qemu"
     QemuBackend(default_qemu)._save()
-    assert lab_qemu.existing_lab(None) == default_qemu.resolve()
+    assert existing_qemu_lab(None) == default_qemu.resolve()
     Lab.open(tmp_path / "state/plasmacloud/lab", LabSpec()).prepare()
-    assert lab_qemu.existing_lab(None) is None
+    assert existing_qemu_lab(None) is None
 
 
 def test_lab_env_logs_and_down_understand_a_qemu_lab(tmp_path: Path) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 from pathlib import Path
 
 import typer
 
-from plasmacloud.common.config import ConfigError, NodeConfig
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 
 app = typer.Typer(
@@ -47,8 +45,11 @@ def serve(
     ),
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
+    import asyncio
+
     from plasmacloud.chainfire.server import new_event_loop
     from plasmacloud.chainfire.server import serve as run
+    from plasmacloud.common.config import ConfigError, NodeConfig
 
     logging.basicConfig(
         level=log_level.upper(),

@@ -18,10 +18,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.endpoints import iam_url, iam_urls
 from plasmacloud.lab.layout import OPERATOR_NAME
+
+if TYPE_CHECKING:  # annotations only: the CLI names the services at start
+    from plasmacloud.common.config import NodeConfig
 
 
 @dataclass(frozen=True)
