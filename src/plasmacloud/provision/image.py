@@ -24,7 +24,6 @@ so a second build with nothing changed returns at once.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.metadata as md
 import os
 import re
@@ -36,7 +35,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,46 +212,21 @@ exit 0
 """
 
 
-# The image's ``plasma`` (see :func:`image_plasma`).
+# The image's ``plasma``. The installer's ``plasma agent`` loads the agent alone: under
+# emulation every import costs ~20 times what it does on the host. Anything else (a
+# node's ``plasma chainfire|flaredb|iam serve``) is the CLI, whose command groups load
+# their subsystems only when they run.
 PLASMA_SCRIPT = f"""#!{PYTHON_DIR}/bin/python3
-from plasmacloud.provision.image import image_plasma
+import sys
 
-image_plasma()
+if sys.argv[1:] == ["agent"]:
+    from plasmacloud.provision.agent import installer_main
+
+    sys.exit(installer_main())
+from plasmacloud.cli import app
+
+app(prog_name="plasma")
 """
-# Command groups a node runs from the image (`plasma <group> serve ...`).
-SERVICE_GROUPS = ("chainfire", "flaredb", "iam")
-
-
-def image_plasma(argv: list[str] | None = None) -> None:
-    """``plasma`` in the netboot image: the installer's ``plasma agent`` and the node's
-    ``plasma chainfire|flaredb|iam ...`` load only what they run; anything else is the
-    whole CLI.
-
-    Under emulation every import costs ~20 times what it does on the host, and
-    ``plasmacloud/cli/__init__.py`` imports every command group (the lab, validation,
-    provisioning...): ~75 s before the agent's first step on a loaded 2-core host. A
-    service's group module needs nothing from that ``__init__``, so it is imported
-    under a bare package object instead.
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    if argv == ["agent"]:
-        from plasmacloud.provision.agent import installer_main
-
-        sys.exit(installer_main())
-    if argv[:1] and argv[0] in SERVICE_GROUPS:
-        package = types.ModuleType("plasmacloud.cli")
-        package.__path__ = [str(Path(plasmacloud.__file__).parent / "cli")]
-        sys.modules.setdefault("plasmacloud.cli", package)
-        group = importlib.import_module(f"plasmacloud.cli.{argv[0]}")
-        import typer  # mounted as the CLI mounts it (a one-command group keeps its name)
-
-        root = typer.Typer()
-        root.add_typer(group.app, name=argv[0])
-        root(args=argv, prog_name="plasma")
-        return
-    from plasmacloud.cli import app
-
-    app(args=argv, prog_name="plasma")
 
 
 class ImageError(RuntimeError):
