@@ -305,7 +305,8 @@ def test_iam_lab_nodes_get_their_auth_arguments_on_the_kernel_cmdline(tmp_path: 
     assert f"plasmacloud.iam_urls={','.join(urls)}" in node02
     assert "plasmacloud.trusted_cn=admin" in node02  # the CN of the lab's client cert
     # the init script turns them into the flags the process lab starts services with
-    assert "--iam-url $url" in image.INIT_SCRIPT and "--trusted-cn $cn" in image.INIT_SCRIPT
+    init = image.init_script()
+    assert "--iam-url $url" in init and "--trusted-cn $cn" in init
     # without IAM nothing per node is left behind
     stage_image(img, images, ["chainfire", "flaredb"], configs)
     assert not (images / "node02" / "cmdline").exists()
@@ -392,7 +393,7 @@ _LOADED = (
     "import atexit, sys\n"
     "atexit.register(lambda: print('LOADED', *sorted(m for m in sys.modules"
     " if m.startswith('plasmacloud.'))))\n"
-) + image.PLASMA_SCRIPT
+) + image.plasma_script()
 
 
 @pytest.mark.parametrize("group", ["chainfire", "flaredb", "iam"])
@@ -471,9 +472,10 @@ MAC1 = "52:54:00:00:01:01"
 def test_image_init_writes_each_service_as_a_node_ctl_unit(tmp_path: Path) -> None:
     # The init's unit block, run by a POSIX sh with a stand-in `plasma` on PATH and the
     # units directory moved here; node_ctl must read back exactly the argv to run.
-    start = image.INIT_SCRIPT.index("  units=")
-    end = image.INIT_SCRIPT.index(f"  {shlex.join(image.VM_NODE_CTL)} start")
-    block = image.INIT_SCRIPT[start:end].replace(image.VM_UNITS_DIR, str(tmp_path / "units"))
+    init = image.init_script()
+    start = init.index("  units=")
+    end = init.index(f"  {shlex.join(image.VM_NODE_CTL)} start")
+    block = init[start:end].replace(image.VM_UNITS_DIR, str(tmp_path / "units"))
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin/plasma").write_text("#!/bin/sh\n")
     (tmp_path / "bin/plasma").chmod(0o755)

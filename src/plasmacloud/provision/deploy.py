@@ -30,6 +30,7 @@ from plasmacloud.provision.pki import CERT_MODE, KEY_MODE
 from plasmacloud.provision.preflight import check_target
 from plasmacloud.provision.spec import SECRETS_DIR, ClusterSpec, NodeSpec
 from plasmacloud.provision.target import TargetFacts
+from plasmacloud.provision.templating import render_template
 
 VENV = Path("/opt/plasmacloud")
 
@@ -159,21 +160,15 @@ class SSHDriver:
 
 
 def systemd_unit(service: str, command: str) -> str:
-    """The systemd unit running one PlasmaCloud service (ssh method)."""
-    return f"""[Unit]
-Description=PlasmaCloud {service}
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart={VENV}/bin/plasma {command} serve --config {CONFIG_FILE}
-Restart=on-failure
-RestartSec=2
-StateDirectory=plasmacloud
-
-[Install]
-WantedBy=multi-user.target
-"""
+    """The systemd unit running one PlasmaCloud service (ssh method;
+    templates/systemd-unit.service.j2)."""
+    return render_template(
+        "systemd-unit.service.j2",
+        service=service,
+        command=command,
+        venv=VENV,
+        config_file=CONFIG_FILE,
+    )
 
 
 def _with_method(spec: ClusterSpec, method: str) -> ClusterSpec:
