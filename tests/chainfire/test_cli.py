@@ -50,6 +50,35 @@ def test_missing_tls_files_are_named(tmp_path: Path) -> None:
     assert str(tmp_path / "ca.crt") in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"], "revisions"),
+        (["--auto-compaction-retention", "soon"], "like 1h, 30m"),
+        (["--auto-compaction-mode", "hourly"], "periodic"),
+    ],
+)
+def test_bad_auto_compaction_flags_say_what_to_write(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    path = tmp_path / "cluster-config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "node_id": "node01",
+                "hostname": "node01",
+                "ip": "127.0.0.74",
+                "peers": [{"node_id": "node01", "hostname": "node01", "ip": "127.0.0.74"}],
+                "data_dir": str(tmp_path / "data"),
+            }
+        )
+    )
+    result = runner.invoke(app, ["chainfire", "serve", "--config", str(path), *flags])
+    assert result.exit_code == EXIT_USAGE
+    assert said in " ".join(result.output.split())
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
 def test_one_process_per_data_dir(tmp_path: Path) -> None:
     fd = lock_data_dir(tmp_path)
     try:

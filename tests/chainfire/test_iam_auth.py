@@ -12,9 +12,14 @@ import grpc
 import pytest
 
 from plasmacloud.chainfire import errors
-from plasmacloud.chainfire.iam_auth import IamAuthorizer, looks_like_jwt, peer_ip
+from plasmacloud.chainfire.iam_auth import (
+    IAM_UNAVAILABLE,
+    IamAuthorizer,
+    looks_like_jwt,
+    peer_ip,
+)
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
-from plasmacloud.iam.authz import Verifier
+from plasmacloud.iam.authz import AuditRecord, Verifier
 from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
 from plasmacloud.iam.server import start_server
@@ -81,7 +86,7 @@ async def iam() -> AsyncIterator[Iam]:
 @pytest.fixture
 async def secured(served: Served, iam: Iam) -> AsyncIterator[Served]:
     verifier = Verifier([iam.url], revocation_refresh=0)
-    served.node.authorizer = IamAuthorizer(verifier, trusted_cns={"node01"})
+    served.node.authorizer = IamAuthorizer(verifier)
     try:
         yield served
     finally:
@@ -131,7 +136,7 @@ async def test_bad_credentials_and_tokens_get_etcds_errors(secured: Served) -> N
     for token in ("garbage", forged):
         answer = await refusal(secured.kv.Put(put, metadata=(("token", token),)))
         assert answer == as_pair(errors.INVALID_AUTH_TOKEN)
-    # no token and no trusted client certificate (this server is plain TCP)
+    # no token and no client certificate (this server is plain TCP)
     assert await refusal(secured.kv.Put(put)) == as_pair(errors.USER_EMPTY)
     assert secured.store.revision == 1
 
@@ -219,3 +224,80 @@ async def test_after_a_revocation_the_same_password_logs_in_again(
     second = (await secured.auth.Authenticate(alice)).token
     assert second != first
     await secured.kv.Put(put, metadata=(("token", second),))
+
+
+class CertContext:
+    """What the authorizer reads of a call: the verified CN, metadata, the peer."""
+
+    def __init__(self, common_name: str | None, token: str | None = None) -> None:
+        self.common_name = common_name
+        self.token = token
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_common_name": [self.common_name.encode()]} if self.common_name else {}
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("token", self.token),) if self.token else ()
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.9:5000"
+
+
+@pytest.fixture
+def by_certificate(
+    cert_verifier: tuple[Verifier, list[AuditRecord]],
+) -> tuple[IamAuthorizer, list[AuditRecord]]:
+    """An authorizer whose certificate lookups need no IAM (tests/conftest.py)."""
+    verifier, audited = cert_verifier
+    return IamAuthorizer(verifier), audited
+
+
+async def refused_with(
+    authorizer: IamAuthorizer, ctx: CertContext, rpc: str, key: bytes | None = None
+) -> object:
+    """The EtcdError the call on ``key`` (None: the cluster) is refused with, or None."""
+    ranges = [(key, b"")] if key is not None else []
+    try:
+        await authorizer.authorize(ctx, rpc, ranges)  # type: ignore[arg-type]
+    except errors.EtcdError as exc:
+        return exc
+    return None
+
+
+async def test_a_certificate_is_decided_by_the_policies_of_the_principal_its_cn_names(
+    by_certificate: tuple[IamAuthorizer, list[AuditRecord]],
+) -> None:
+    authorizer, audited = by_certificate
+    reader = CertContext("reader")
+    assert await refused_with(authorizer, reader, "Range", b"app/x") is None
+    assert await refused_with(authorizer, reader, "Put", b"app/x") is errors.PERMISSION_DENIED
+    assert await refused_with(authorizer, reader, "Range", b"other") is errors.PERMISSION_DENIED
+    assert [(r.sub, r.action, r.decision.allowed) for r in audited] == [
+        ("user:reader", "chainfire:Range", True),
+        ("user:reader", "chainfire:Put", False),
+        ("user:reader", "chainfire:Range", False),
+    ]
+
+
+async def test_certificates_refused_as_etcd_refuses_them(
+    by_certificate: tuple[IamAuthorizer, list[AuditRecord]],
+) -> None:
+    authorizer, _audited = by_certificate
+    # etcd 3.4 --client-cert-auth: a CN that is no user is "permission denied", no
+    # credentials at all "user name is empty"
+    stranger = await refused_with(authorizer, CertContext("stranger"), "Range", b"app/x")
+    assert stranger is errors.PERMISSION_DENIED
+    assert await refused_with(authorizer, CertContext(None), "Range", b"app/x") is errors.USER_EMPTY
+    # a token wins over the certificate (as in etcd): a bad one is refused as such
+    with_token = CertContext("reader", token="garbage")
+    assert (
+        await refused_with(authorizer, with_token, "Range", b"app/x") is errors.INVALID_AUTH_TOKEN
+    )
+    # a node's certificate: its system principal, no user keys, no IAM needed
+    node01 = CertContext("node01")
+    assert await refused_with(authorizer, node01, "Range", b"app/x") is errors.PERMISSION_DENIED
+    assert await refused_with(authorizer, node01, "MemberAdd") is None
+    assert await refused_with(authorizer, node01, "MemberList") is errors.PERMISSION_DENIED
+    # IAM unreachable for a lookup it has no answer for: retryable, not a refusal
+    unknown = await refused_with(authorizer, CertContext("offline"), "Range", b"app/x")
+    assert unknown is IAM_UNAVAILABLE

@@ -8,9 +8,11 @@ import hashlib
 import grpc
 import pytest
 
+from plasmacloud.chainfire import node as chainfire_node
 from plasmacloud.chainfire.node import member_id
 from plasmacloud.chainfire.proto import kv_pb2
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
+from plasmacloud.common.config import Compaction
 
 from .conftest import Served
 
@@ -360,9 +362,12 @@ async def test_undecodable_messages_are_refused_and_change_nothing(served: Serve
     assert (await served.kv.Range(pb.RangeRequest(key=b"keep"))).kvs[0].value == b"me"
 
 
-async def test_auto_compaction_keeps_the_retained_revisions(served: Served) -> None:
+async def test_auto_compaction_keeps_the_retained_revisions(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
     node = served.node
-    node.auto_compaction_retention, node.auto_compaction_interval = 3, 0.02
+    monkeypatch.setattr(chainfire_node, "REVISION_COMPACTION_INTERVAL_S", 0.02)
+    node.compaction = Compaction(mode="revision", retention="3")
     await node.stop()
     await node.start()  # restart the loops with auto-compaction on
     for i in range(10):
@@ -373,3 +378,21 @@ async def test_auto_compaction_keeps_the_retained_revisions(served: Served) -> N
         await asyncio.sleep(0.02)
     assert served.store.compact_revision == served.store.revision - 3
     assert (await served.kv.Range(pb.RangeRequest(key=b"k", revision=8))).kvs[0].value == b"6"
+
+
+async def test_periodic_auto_compaction_keeps_one_period_of_history(served: Served) -> None:
+    """Mode periodic compacts up to the revision sampled one period ago, and no further."""
+    node = served.node
+    node.compaction = Compaction(mode="periodic", retention="1s")  # sampled every 0.1 s
+    await node.stop()
+    await node.start()
+    await served.kv.Put(pb.PutRequest(key=b"old", value=b"1"))
+    old = served.store.revision
+    await asyncio.sleep(1.5)  # one period and then some
+    await served.kv.Put(pb.PutRequest(key=b"new", value=b"2"))
+    for _ in range(100):
+        if served.store.compact_revision >= old:
+            break
+        await asyncio.sleep(0.05)
+    assert old <= served.store.compact_revision < served.store.revision
+    assert (await served.kv.Range(pb.RangeRequest(key=b"new"))).kvs[0].value == b"2"

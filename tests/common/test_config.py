@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from plasmacloud.common.config import (
+    Compaction,
     ConfigError,
     NodeConfig,
     PeerConfig,
     ServicePorts,
+    go_duration_s,
     node_config_schema,
 )
 
@@ -160,3 +163,33 @@ def test_chainfire_and_flaredb_run_raft_with_the_configs_timing(tmp_path: Path) 
     for raft in (chainfire, flaredb):
         assert raft.config.election_timeout == (1.0, 2.0)
         assert raft.config.heartbeat_interval == 0.25
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1h", 3600.0), ("30m", 1800.0), ("1h30m", 5400.0), ("1.5s", 1.5), ("250ms", 0.25)],
+)
+def test_go_durations_read_as_etcd_writes_them(text: str, seconds: float) -> None:
+    assert go_duration_s(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "1d", "1 h", "-1h", "1h-"])
+def test_a_bad_duration_names_the_expected_form(text: str) -> None:
+    with pytest.raises(ValueError, match="like 1h, 30m"):
+        go_duration_s(text)
+
+
+def test_compaction_is_on_by_default_and_reads_etcds_retention_forms() -> None:
+    default = Compaction()
+    assert (default.mode, default.enabled, default.period_s) == ("periodic", True, 3600.0)
+    assert Compaction(retention="2").period_s == 7200.0  # a bare number is hours, as in etcd
+    assert Compaction(mode="revision", retention="1000").revisions == 1000
+    assert not Compaction(retention="0").enabled
+    assert not Compaction(mode="revision", retention="0").enabled
+
+
+def test_compaction_errors_say_what_to_write() -> None:
+    with pytest.raises(ValidationError, match="number of revisions"):
+        Compaction(mode="revision", retention="1h")
+    with pytest.raises(ValidationError, match="like 1h, 30m"):
+        Compaction(retention="soon")

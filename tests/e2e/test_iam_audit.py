@@ -21,12 +21,9 @@ from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.lab.services import plasma_executable
 
-from .test_iam_lab import ALICE_PW, IamLab, etcdctl, started_iam_lab
+from .test_iam_lab import ALICE_PW, AUDIT_DEADLINE_S, IamLab, etcdctl, started_iam_lab
 
 pytestmark = pytest.mark.slow
-
-# shippers flush every second; allow for a loaded machine
-AUDIT_DEADLINE_S = 30.0
 
 
 @pytest.fixture(scope="module")

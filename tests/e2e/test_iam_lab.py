@@ -48,9 +48,22 @@ APP_POLICY = {
         }
     ],
 }
+# reads of the app/ subtree and of FlareDB, nothing else
+READ_APP_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["chainfire:Range", "flaredb:Query"],
+            "Resource": ["key/app/*", "db/main"],
+        }
+    ],
+}
 ALICE_PW = "alice-password-1"
 # the Verifier's documented revocation delay is 5 s plus one fetch; poll well past it
 REVOCATION_DEADLINE_S = 20.0
+# services ship audit records every second; allow for a loaded machine
+AUDIT_DEADLINE_S = 30.0
 
 
 @dataclass
@@ -98,7 +111,8 @@ def started_iam_lab(root: Path) -> Iterator[IamLab]:
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
-        assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
+        # waiting for ready bootstrapped IAM: the operator's certificate needs its principal
+        assert lab.iam_bootstrap == Outcome.CREATED
         yield IamLab(lab, *asyncio.run(_setup(lab)))
     finally:
         lab.down()
@@ -165,27 +179,156 @@ async def test_token_from_node01_works_on_node03_and_policy_decides(iam_lab: Iam
     assert await flaredb_as(iam_lab, node03_db, "SELECT 1", "not-a-token") == 401
 
 
-async def test_a_certificate_the_cluster_does_not_trust_needs_a_token(
-    iam_lab: IamLab, tmp_path: Path
-) -> None:
-    ca = pki.load_ca(iam_lab.lab.layout.pki_dir)
-    pki.issue_client(ca, tmp_path, "stranger")
-    stranger = TLSConfig(
-        ca_file=iam_lab.tls.ca_file,
-        cert_file=tmp_path / "stranger.crt",
-        key_file=tmp_path / "stranger.key",
+def client_cert(lab: IamLab, directory: Path, name: str) -> TLSConfig:
+    """A client certificate with CN ``name`` from the lab's CA (as `plasma pki` issues)."""
+    issued = pki.issue_client(pki.load_ca(lab.lab.layout.pki_dir), directory, name)
+    return TLSConfig(ca_file=lab.tls.ca_file, cert_file=issued.cert_path, key_file=issued.key_path)
+
+
+def etcdctl_as(
+    lab: IamLab, cert: TLSConfig, *args: str, endpoint: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Real etcdctl with this certificate and no --user: the certificate is the identity
+    (``endpoint``: only this one instead of every node's)."""
+    env = etcdctl_env(lab.lab)
+    if endpoint is not None:
+        env["ETCDCTL_ENDPOINTS"] = endpoint
+    for name in ("ETCDCTL_USER", "ETCDCTL_CERT", "ETCDCTL_KEY"):
+        env.pop(name, None)
+    tls = [f"--cert={cert.cert_file}", f"--key={cert.key_file}"]
+    return subprocess.run(
+        ["etcdctl", "--command-timeout=10s", *tls, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
-    async with dial(client_target(iam_lab.lab.configs()[1]), stranger) as ch:
-        with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await rpc_pb2_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"app/x"), timeout=5)
-    assert exc.value.details() == "etcdserver: user name is empty"
-    ctx = ssl.create_default_context(cafile=str(stranger.ca_file))
-    ctx.load_cert_chain(str(stranger.cert_file), str(stranger.key_file))
-    async with (
-        aiohttp.ClientSession() as s,
-        s.get(iam_lab.flaredb_urls()[1] + "/db/query", params={"q": "SELECT 1"}, ssl=ctx) as r,
-    ):
-        assert r.status == 401
+
+
+def curl_as(cert: TLSConfig, url: str, *args: str) -> tuple[int, str]:
+    """Real curl with this client certificate and no credentials: (HTTP status, body)."""
+    tls = [
+        "--cacert",
+        str(cert.ca_file),
+        "--cert",
+        str(cert.cert_file),
+        "--key",
+        str(cert.key_file),
+    ]
+    done = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", *tls, "-w", "\n%{http_code}", *args, url],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    body, _, code = done.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_a_certificate_is_the_iam_principal_its_cn_names(iam_lab: IamLab, tmp_path: Path) -> None:
+    """A user with a read-only policy, known by its certificate only: etcdctl and curl
+    read, their writes are refused with etcd's and FlareDB's answers, and audited."""
+    admin = AdminCredentials.read(iam_lab.lab.layout.admin_credentials)
+
+    async def create_reader() -> None:
+        async with IamClient(iam_lab.iam_urls(), iam_lab.lab.layout.ca_file) as c:
+            await c.login_admin(admin)
+            doc = {"name": "read-app", "document": READ_APP_POLICY}
+            await c.call("POST", "/v1/policies", json=doc)
+            await c.call("POST", "/v1/users", json={"name": "reader", "policies": ["read-app"]})
+
+    asyncio.run(create_reader())
+    alice = f"alice:{ALICE_PW}"
+    assert etcdctl(iam_lab, "put", "app/cert-read", "v1", user=alice).returncode == 0
+    reader = client_cert(iam_lab, tmp_path, "reader")
+    got = etcdctl_as(iam_lab, reader, "get", "app/cert-read", "--print-value-only")
+    assert (got.returncode, got.stdout.strip()) == (0, "v1"), got.stderr
+    put = etcdctl_as(iam_lab, reader, "put", "app/cert-read", "v2")
+    assert put.returncode != 0 and "etcdserver: permission denied" in put.stderr
+    other = etcdctl_as(iam_lab, reader, "get", "other/x")
+    assert other.returncode != 0 and "etcdserver: permission denied" in other.stderr
+
+    for db in iam_lab.flaredb_urls():  # a follower forwards the weak read to the leader
+        code, body = curl_as(reader, db + "/db/query?q=SELECT+1&level=weak")
+        assert code == 200 and json.loads(body)["results"][0]["values"] == [[1]], body
+    ddl = ["-H", "Content-Type: application/json", "-d", '["CREATE TABLE r (x)"]']
+    code, body = curl_as(reader, db + "/db/execute", *ddl)
+    assert code == 403 and "reader may not flaredb:Execute on db/main" in body
+
+    # recorded as a token call of that principal would be
+    wanted = {
+        ("chainfire:Range", "key/app/cert-read", "Allow"),
+        ("chainfire:Put", "key/app/cert-read", "Deny"),
+        ("flaredb:Query", "db/main", "Allow"),
+        ("flaredb:Execute", "db/main", "Deny"),
+    }
+
+    async def audited() -> set[tuple[str, str, str]]:
+        seen: set[tuple[str, str, str]] = set()
+        async with IamClient(iam_lab.iam_urls(), iam_lab.lab.layout.ca_file) as c:
+            await c.login_admin(admin)
+            deadline = time.monotonic() + AUDIT_DEADLINE_S
+            while time.monotonic() < deadline and not wanted <= seen:
+                await asyncio.sleep(0.5)
+                params = {"sub": "user:reader", "limit": "500"}
+                items = (await c.call("GET", "/v1/audit", params=params))["items"]
+                seen = {(e["action"], e["resource"], e["decision"]) for e in items}
+        return seen
+
+    assert wanted <= asyncio.run(audited())
+
+
+def test_the_operator_certificate_is_an_admin_by_policy(iam_lab: IamLab) -> None:
+    """What the lab's tooling relies on: no token, the operator's certificate, anything."""
+    op = iam_lab.tls
+    put = etcdctl_as(iam_lab, op, "put", "anywhere/op", "1")
+    assert (put.returncode, put.stdout.strip()) == (0, "OK"), put.stderr
+    members = etcdctl_as(iam_lab, op, "member", "list")
+    assert members.returncode == 0 and members.stdout.count(", started, ") == 3
+    # a follower hands a membership change to the leader with its node certificate:
+    # allowed through to the leader's own answer
+    leader = asyncio.run(iam_lab.lab.probe()).leader_node
+    nodes = iam_lab.lab.spec.node_ids
+    follower = iam_lab.lab.spec.client_endpoints()[
+        nodes.index(next(n for n in nodes if n != leader))
+    ]
+    removed = etcdctl_as(iam_lab, op, "member", "remove", "abc", endpoint=follower)
+    assert "etcdserver: member not found" in removed.stderr, removed.stderr
+    deleted = etcdctl_as(iam_lab, op, "del", "anywhere/op")
+    assert deleted.stdout.strip() == "1", deleted.stderr
+    ddl = ["-H", "Content-Type: application/json", "-d", '["CREATE TABLE op (x)"]']
+    code, _ = curl_as(op, iam_lab.flaredb_urls()[0] + "/db/execute", *ddl)
+    assert code == 200
+
+    async def operator_user() -> dict[str, object]:
+        admin = AdminCredentials.read(iam_lab.lab.layout.admin_credentials)
+        async with IamClient(iam_lab.iam_urls(), iam_lab.lab.layout.ca_file) as c:
+            await c.login_admin(admin)
+            return dict(await c.call("GET", "/v1/users/operator"))
+
+    assert asyncio.run(operator_user())["groups"] == ["admins"]  # by policy, not by name
+
+
+def test_a_node_certificate_cannot_touch_user_data(iam_lab: IamLab) -> None:
+    node = iam_lab.lab.configs()[0].tls  # node01's own certificate
+    assert etcdctl(iam_lab, "put", "app/node-read", "v", user=f"alice:{ALICE_PW}").returncode == 0
+    for args in (["get", "app/node-read"], ["put", "app/node-read", "x"], ["get", "", "--prefix"]):
+        done = etcdctl_as(iam_lab, node, *args)
+        assert done.returncode != 0 and "etcdserver: permission denied" in done.stderr, args
+    db = iam_lab.flaredb_urls()[1]
+    ddl = ["-H", "Content-Type: application/json", "-d", '["CREATE TABLE n (x)"]']
+    code, body = curl_as(node, db + "/db/execute", *ddl)
+    assert code == 403 and "node01 may not flaredb:Execute" in body
+
+
+def test_a_certificate_naming_no_principal_is_refused(iam_lab: IamLab, tmp_path: Path) -> None:
+    stranger = client_cert(iam_lab, tmp_path, "stranger")
+    # etcd 3.4 with --client-cert-auth answers a CN that is no user the same way
+    got = etcdctl_as(iam_lab, stranger, "get", "app/x")
+    assert got.returncode != 0 and "etcdserver: permission denied" in got.stderr
+    code, body = curl_as(stranger, iam_lab.flaredb_urls()[1] + "/db/query?q=SELECT+1")
+    assert code == 403 and "names no enabled IAM user" in body
 
 
 def etcdctl(lab: IamLab, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -242,30 +385,13 @@ def test_client_credentials_token_from_curl_drives_etcdctl_and_flaredb(iam_lab: 
     refused = etcdctl(iam_lab, "del", "other/x", user=as_bot)
     assert "etcdserver: permission denied" in refused.stderr
 
-    def curl(url: str, *args: str) -> tuple[int, str]:
-        tls = [
-            "--cacert",
-            ca,
-            "--cert",
-            str(iam_lab.tls.cert_file),
-            "--key",
-            str(iam_lab.tls.key_file),
-        ]
-        bearer = ["-H", f"Authorization: Bearer {token}"]
-        done = subprocess.run(
-            ["curl", "-sS", "--max-time", "10", *tls, *bearer, "-w", "\n%{http_code}", *args, url],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        )
-        body, _, code = done.stdout.rpartition("\n")
-        return int(code), body
-
+    # the token decides, not the (admin) operator certificate the connection presents
+    bearer = ["-H", f"Authorization: Bearer {token}"]
     db = iam_lab.flaredb_urls()[0]
-    code, body = curl(db + "/db/query?q=SELECT+1")
+    code, body = curl_as(iam_lab.tls, db + "/db/query?q=SELECT+1", *bearer)
     assert code == 200 and json.loads(body)["results"][0]["values"] == [[1]]
-    code, body = curl(db + "/db/execute", "-H", "Content-Type: application/json", "-d", "[]")
+    ddl = ["-H", "Content-Type: application/json", "-d", "[]"]
+    code, body = curl_as(iam_lab.tls, db + "/db/execute", *bearer, *ddl)
     assert code == 403 and "flaredb:Execute" in body
 
 

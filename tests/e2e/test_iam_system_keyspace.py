@@ -145,6 +145,23 @@ async def test_operator_and_admin_get_permission_denied_from_systemkv(iam_lab: I
                 assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_signing_keys_are_sealed_in_every_members_database(iam_lab: IamLab) -> None:
+    """What a copied data dir, a Raft snapshot or a backup carries of IAM's signing keys
+    opens only with the cluster's sealing key (the lab's pki/sealing.key, 0400)."""
+    for cfg in iam_lab.lab.configs():
+        assert cfg.sealing_key_file is not None
+        assert cfg.sealing_key_file.stat().st_mode & 0o777 == 0o400
+        db = sqlite3.connect(f"file:{cfg.data_path('chainfire') / 'kv.db'}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT key, value FROM sys").fetchall()
+        finally:
+            db.close()
+        keys = [bytes(v) for k, v in rows if bytes(k).startswith(b"/plasmacloud/iam/keys/")]
+        assert keys, cfg.node_id  # tokens were issued: there is a signing key
+        for value in keys:
+            assert b"PRIVATE KEY" not in value and b'"sealed"' in value
+
+
 def to_old_layout(db_path: Path) -> int:
     """Rewrite a stopped member's store as the previous release left it: IAM's records as
     public keys under /plasmacloud/iam/ (one revision each), no system table rows and no

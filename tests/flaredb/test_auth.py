@@ -13,11 +13,12 @@ from typing import Any
 import aiohttp
 import pyrqlite.dbapi2 as rqlite
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
-from plasmacloud.flaredb.auth import Guard
+from plasmacloud.flaredb.auth import EXECUTE, QUERY, Guard
 from plasmacloud.flaredb.client import Client, ProgrammingError
 from plasmacloud.flaredb.models import ExecuteResult, Statement
-from plasmacloud.iam.authz import Verifier
+from plasmacloud.iam.authz import AuditRecord, Verifier
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
 from plasmacloud.iam.server import start_server
 from plasmacloud.iam.service import IamService, IamSettings
@@ -193,3 +194,48 @@ async def test_followers_enforce_and_forward_credentials(tmp_path: Path) -> None
                 assert status == 200 and doc["results"][0]["values"] == [[0]], doc
         finally:
             await cluster.stop_all()
+
+
+class PeerTransport:
+    """The TLS transport aiohttp hands the handler: the verified client certificate."""
+
+    def __init__(self, common_name: str | None) -> None:
+        subject = ((("commonName", common_name),),) if common_name else ()
+        self.cert = {"subject": subject} if common_name else None
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.cert if name == "peercert" else default
+
+
+async def test_a_certificate_is_decided_by_the_principal_its_cn_names(
+    cert_verifier: tuple[Verifier, list[AuditRecord]],
+) -> None:
+    verifier, audited = cert_verifier  # certificate lookups need no IAM (tests/conftest.py)
+    guard = Guard(verifier)
+
+    async def answer(cn: str | None, kind: str, auth: str | None = None) -> tuple[int, str]:
+        headers = {"Authorization": auth} if auth else {}
+        request = make_mocked_request(
+            "GET", "/db/query", headers=headers, transport=PeerTransport(cn)
+        )
+        refused = await guard.check(request, kind)
+        return (200, "") if refused is None else (refused.status, refused.text or "")
+
+    assert await answer("reader", QUERY) == (200, "")
+    status, body = await answer("reader", EXECUTE)
+    assert status == 403 and "reader may not flaredb:Execute on db/main" in body
+    assert [(r.sub, r.action, r.decision.allowed) for r in audited] == [
+        ("user:reader", "flaredb:Query", True),
+        ("user:reader", "flaredb:Execute", False),
+    ]
+    status, body = await answer("stranger", QUERY)
+    assert status == 403 and "names no enabled IAM user" in body
+    status, body = await answer(None, QUERY)  # no certificate, no credentials
+    assert status == 401 and "authentication required" in body
+    status, _ = await answer("reader", QUERY, auth="Bearer garbage")  # the header wins
+    assert status == 401
+    # a node may forward reads to the leader, and nothing else; IAM is not asked
+    assert await answer("node01", QUERY) == (200, "")
+    assert (await answer("node01", EXECUTE))[0] == 403
+    status, body = await answer("offline", QUERY)  # IAM unreachable for the lookup
+    assert status == 503 and "certificate identity lookup" in body

@@ -100,8 +100,8 @@ async def test_bad_input_answers_clear_errors(live_node: LiveNode) -> None:
         ("POST", "/db/execute", None, b"[not json", 400, "not valid JSON"),
         ("POST", "/db/execute", {"sql": "x"}, None, 400, "must be a JSON array"),
         ("POST", "/db/execute", [42], None, 400, "statement 1: expected a string"),
-        ("POST", "/db/execute", [["SELECT ?", {"a": [1]}]], None, 400, "unsupported type array"),
-        ("POST", "/db/execute", [["SELECT ?", [1]]], None, 400, "parameter 1 has unsupported"),
+        ("POST", "/db/execute", [["SELECT ?", {"a": ["x"]}]], None, 400, "unsupported type array"),
+        ("POST", "/db/execute", [["SELECT ?", [256]]], None, 400, "parameter 1 has unsupported"),
         ("POST", "/db/execute", [[1, 2]], None, 400, "first item must be the SQL"),
         ("POST", "/db/execute", [""], None, 400, "empty SQL"),
         (

@@ -89,8 +89,8 @@ def test_lab_runs_flaredb_and_env_points_curl_at_it(lab_factory, tmp_path: Path)
         timeout=20,
     )
     assert bare.returncode != 0
-    # The lab runs IAM, so FlareDB wants a token, except from trusted certificates (the
-    # operator's above): a certificate from the same CA with another name gets a 401.
+    # The lab runs IAM, so a certificate speaks for the IAM principal its CN names (the
+    # operator's above is an admin): one from the same CA naming nobody gets a 403.
     stranger = pki.issue_client(pki.load_ca(lab.layout.pki_dir), tmp_path, "stranger")
     denied = subprocess.run(
         [
@@ -114,7 +114,7 @@ def test_lab_runs_flaredb_and_env_points_curl_at_it(lab_factory, tmp_path: Path)
         check=True,
     )
     body, code = denied.stdout.rsplit("\n", 1)
-    assert code == "401" and "authentication required" in json.loads(body)["error"]
+    assert code == "403" and "names no enabled IAM user" in json.loads(body)["error"]
     assert "--iam-url" in " ".join(
         next(p.argv for p in lab.state.processes if p.service == "flaredb")
     )

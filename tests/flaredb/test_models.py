@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from plasmacloud.flaredb.models import (
     Response,
     Run,
     Statement,
+    WireForm,
     encode_request,
     group_runs,
     parse_request,
@@ -84,6 +84,11 @@ def test_booleans_become_integers_and_errors_name_the_position() -> None:
         lambda cols: st.tuples(
             st.just(cols),
             st.lists(
+                st.sampled_from(["integer", "text", "blob", "real", ""]),
+                min_size=len(cols),
+                max_size=len(cols),
+            ),
+            st.lists(
                 st.lists(scalars | st.binary(max_size=8), min_size=len(cols), max_size=len(cols)),
                 max_size=4,
             ),
@@ -92,18 +97,19 @@ def test_booleans_become_integers_and_errors_name_the_position() -> None:
     st.booleans(),
 )
 def test_query_result_round_trip(
-    cols_rows: tuple[list[str], list[Sequence[Any]]], assoc: bool
+    cols_types_rows: tuple[list[str], list[str], list[list[Any]]], assoc: bool
 ) -> None:
-    cols, rows = cols_rows
-    q = QueryResult.from_rows(cols, rows)
-    back = result_from_json(json.loads(json.dumps(q.to_json(associative=assoc))))
+    cols, types, rows = cols_types_rows
+    q = QueryResult(cols, types, rows)
+    back = result_from_json(json.loads(json.dumps(q.to_json(WireForm(associative=assoc)))))
     assert isinstance(back, QueryResult)
     if rows or not assoc:  # an empty associative result has no column order to keep
         assert back.columns == q.columns
     for i, t in enumerate(q.types):
         for orig, got in zip(rows, back.values, strict=True):
             # A value whose type matches its column's comes back unchanged (blobs via
-            # base64); SQLite columns may mix types, which rqlite's format cannot say.
+            # base64, whole floats as JSON integers, equal in Python); SQLite columns may
+            # mix types, which rqlite's format cannot say.
             if (t == "blob") == isinstance(orig[i], bytes):
                 assert got[i] == orig[i]
 
@@ -161,12 +167,38 @@ def test_fast_parser_agrees_with_the_full_one(doc: Any) -> None:
 
 def test_the_bulk_shape_takes_the_fast_path() -> None:
     doc = [["INSERT INTO t VALUES (?, ?)", "a", 1]] * 3 + [["SELECT ?", None]]
-    assert models._fast_runs(doc) == [
-        Run("INSERT INTO t VALUES (?, ?)", (("a", 1),) * 3),
-        Run("SELECT ?", ((None,),)),
-    ]
+    for maybe_hex in (False, True):
+        assert models._fast_runs(doc, maybe_hex) == [
+            Run("INSERT INTO t VALUES (?, ?)", (("a", 1),) * 3),
+            Run("SELECT ?", ((None,),)),
+        ]
     for other in ([["SELECT ?", True]], [["SELECT :a", {"a": 1}]], ["SELECT 1"], [[" "]]):
-        assert models._fast_runs(other) is None
+        assert models._fast_runs(other, False) is None
+    # A string that is a BLOB needs converting: the full parser does it.
+    assert models._fast_runs([["SELECT ?", " x'00' "]], True) is None
+
+
+def test_blob_parameters_as_rqlite_reads_them() -> None:
+    """rqlite 8 (http/request_parser.go makeParameter, db.ParseHex): a string x'..' with
+    whole bytes of hex, spaces around it ignored, and an array of byte values are BLOBs;
+    any other string is text."""
+    body = json.dumps(
+        [
+            ["INSERT INTO t VALUES (?, ?, ?, ?)", "x'0aFF'", [0, 255], " X'' ", "x'0'"],
+            ["INSERT INTO t VALUES (:a, :b)", {"a": "x'41'", "b": "x'41"}],
+            ["INSERT INTO t VALUES (?)", "\u0078'42'"],
+        ]
+    )
+    runs = parse_runs(body)
+    assert [r.params for r in runs] == [
+        ((b"\n\xff", b"\x00\xff", b"", "x'0'"),),
+        ({"a": b"A", "b": "x'41"},),
+        ((b"B",),),
+    ]
+    assert parse_request(body) == [s for r in runs for s in r.statements()]
+    with pytest.raises(RequestError, match="array of byte values"):
+        parse_runs(json.dumps([["SELECT ?", [256]]]))
+    assert Statement("SELECT ?", (b"\x00A",)).to_json() == ["SELECT ?", "x'0041'"]
 
 
 def test_a_number_too_long_to_convert_is_a_request_error() -> None:
@@ -192,7 +224,14 @@ results = st.lists(
 )
 
 
-@given(results, st.none() | st.floats(0, 10), st.booleans())
-def test_response_dumps_is_compact_json_dumps(rs: list[Any], t: float | None, assoc: bool) -> None:
+forms = st.builds(
+    WireForm, st.booleans(), st.booleans(), st.sampled_from(["execute", "query", "request"])
+)
+
+
+@given(results, st.none() | st.floats(0, 10), forms)
+def test_response_dumps_is_compact_json_dumps(
+    rs: list[Any], t: float | None, form: WireForm
+) -> None:
     resp = Response(rs, t)
-    assert resp.dumps(assoc) == json.dumps(resp.to_json(assoc), separators=(",", ":"))
+    assert resp.dumps(form) == json.dumps(resp.to_json(form), separators=(",", ":"))

@@ -4,6 +4,7 @@ sqlalchemy-rqlite (SQLAlchemy dialect)."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 from urllib.parse import urlsplit
 
 import pyrqlite.dbapi2 as rqlite
@@ -38,6 +39,42 @@ def pyrqlite_cycle(url: str) -> None:
         cur.execute("SELECT count(*) FROM foo WHERE id = 10")
         assert cur.fetchone()[0] == 0
     finally:
+        conn.close()
+
+
+def pyrqlite_declared_types(url: str) -> None:
+    """DB-API detect_types: pyrqlite picks each column's converter by the declared type
+    rqlite reports (PARSE_DECLTYPES), and its DATE/TIMESTAMP converters read rqlite's
+    RFC 3339 form of those columns."""
+    parts = urlsplit(url)
+    conn = rqlite.connect(host=parts.hostname, port=parts.port, detect_types=rqlite.PARSE_DECLTYPES)
+    rqlite.converters["NUMBER"] = float
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "CREATE TABLE typed (i INTEGER, f FLOAT, n NUMBER(5), b BOOL, d DATE, "
+            "ts TIMESTAMP, bin BLOB, s VARCHAR(20))"
+        )
+        when = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456)
+        cur.execute(
+            "INSERT INTO typed VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (42, 2.0, 5, True, datetime.date(2024, 5, 6), when, b"\x00\xffbin", "text"),
+        )
+        cur.execute("SELECT * FROM typed")
+        row = tuple(cur.fetchone())
+        assert row == (42, 2.0, 5.0, True, datetime.date(2024, 5, 6), when, b"\x00\xffbin", "text")
+        assert [type(v) for v in row] == [
+            int,
+            float,
+            float,  # NUMBER(5): the converter is found by the declared type's first word
+            bool,
+            datetime.date,
+            datetime.datetime,
+            bytes,
+            str,
+        ]
+    finally:
+        del rqlite.converters["NUMBER"]
         conn.close()
 
 
@@ -81,6 +118,10 @@ def sqlalchemy_cycle(url: str) -> None:
 
 async def test_pyrqlite_dbapi(live_node: LiveNode) -> None:
     await asyncio.to_thread(pyrqlite_cycle, live_node.url)
+
+
+async def test_pyrqlite_converters_by_declared_type(live_node: LiveNode) -> None:
+    await asyncio.to_thread(pyrqlite_declared_types, live_node.url)
 
 
 async def test_sqlalchemy_rqlite_orm(live_node: LiveNode) -> None:

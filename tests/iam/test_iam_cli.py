@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from plasmacloud.cli import app
 from plasmacloud.common.config import NodeConfig
+from plasmacloud.iam.etcd_store import EtcdStore
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -154,9 +156,21 @@ def test_bootstrap_command_against_etcd(etcd_endpoint: str, tmp_path: Path) -> N
     assert first.exit_code == 0, first.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     content = out.read_text()
-    again = runner.invoke(app, [*boot, "--out", str(out)])
+    # a re-run may make an operator certificate's CN an admin user
+    again = runner.invoke(app, [*boot, "--out", str(out), "--certificate-admin", "operator"])
     assert again.exit_code == 0 and "already bootstrapped" in again.output
     assert out.read_text() == content  # nothing rewritten
+
+    async def operator_groups() -> list[str]:
+        store = EtcdStore([etcd_endpoint])
+        try:
+            kv = await store.get("/plasmacloud/iam/users/operator")
+        finally:
+            await store.close()
+        assert kv is not None
+        return list(json.loads(kv.value)["groups"])
+
+    assert asyncio.run(operator_groups()) == ["admins"]
     other = tmp_path / "other.json"
     lost = runner.invoke(app, [*boot, "--out", str(other)])
     assert lost.exit_code == 1 and not other.exists()

@@ -57,7 +57,7 @@ async def test_a_malformed_forwarded_address_counts_against_the_node(tls_iam: Tl
 
 async def test_chainfires_authenticate_forwards_the_callers_address(tls_iam: TlsIam) -> None:
     v = Verifier([tls_iam.url], ssl_context=tls_iam.node_ctx)
-    authorizer = IamAuthorizer(v, trusted_cns=())
+    authorizer = IamAuthorizer(v)
     try:
         for _ in range(3):
             with pytest.raises(errors.EtcdError) as refused:

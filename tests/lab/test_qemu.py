@@ -303,10 +303,11 @@ def test_iam_lab_nodes_get_their_auth_arguments_on_the_kernel_cmdline(tmp_path: 
     assert node02[: len(shared)] == shared
     urls = [f"https://192.168.100.1{i}:8443" for i in (2, 1, 3)]  # its own first
     assert f"plasmacloud.iam_urls={','.join(urls)}" in node02
-    assert "plasmacloud.trusted_cn=admin" in node02  # the CN of the lab's client cert
+    # no certificate skips IAM: the operator's (CN admin) is IAM's admin user
+    assert not any(arg.startswith("plasmacloud.trusted_cn") for arg in node02)
     # the init script turns them into the flags the process lab starts services with
     init = image.init_script()
-    assert "--iam-url $url" in init and "--trusted-cn $cn" in init
+    assert "--iam-url $url" in init and "--trusted-cn" not in init
     # without IAM nothing per node is left behind
     stage_image(img, images, ["chainfire", "flaredb"], configs)
     assert not (images / "node02" / "cmdline").exists()
@@ -480,7 +481,7 @@ def test_image_init_writes_each_service_as_a_node_ctl_unit(tmp_path: Path) -> No
     (tmp_path / "bin/plasma").write_text("#!/bin/sh\n")
     (tmp_path / "bin/plasma").chmod(0o755)
     auth = "--iam-url https://192.168.100.11:8443 --iam-url https://192.168.100.12:8443"
-    script = f'services="chainfire iam"; auth=" {auth} --trusted-cn admin"\n{block}echo $names'
+    script = f'services="chainfire iam"; auth=" {auth}"\n{block}echo $names'
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
@@ -489,7 +490,7 @@ def test_image_init_writes_each_service_as_a_node_ctl_unit(tmp_path: Path) -> No
     plasma = str(tmp_path / "bin/plasma")
     units = tmp_path / "units"
     assert json.loads((units / "plasmacloud-chainfire.argv").read_text()) == [
-        plasma, "chainfire", "serve", *config, *auth.split(), "--trusted-cn", "admin"
+        plasma, "chainfire", "serve", *config, *auth.split()
     ]  # fmt: skip
     assert json.loads((units / "plasmacloud-iam.argv").read_text()) == [
         plasma, "iam", "serve", *config

@@ -51,7 +51,7 @@ def evidence(results: list[CheckResult], check_id: str) -> dict[str, tuple[bool,
 def full_lab(lab_factory: Callable[[tuple[ServiceSpec, ...]], Lab]) -> Lab:
     lab = lab_factory(SERVICES)
     asyncio.run(lab.wait_ready(timeout=60))
-    assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
+    assert lab.iam_bootstrap == Outcome.CREATED  # waiting for ready bootstrapped IAM
     return lab
 
 

@@ -30,7 +30,7 @@ def netns_lab(tmp_path: Path) -> Iterator[Lab]:
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=90))
-        assert asyncio.run(lab.bootstrap_iam()) == Outcome.CREATED
+        assert lab.iam_bootstrap == Outcome.CREATED  # waiting for ready bootstrapped IAM
         yield lab
     finally:
         lab.down()

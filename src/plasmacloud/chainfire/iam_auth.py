@@ -9,17 +9,19 @@ A call is decided, in this order, like an etcd with auth on:
 * A call carrying a token is authorized as ``chainfire:<RPC>`` on the keys it touches
   (:meth:`Verifier.check_etcd_call`): a bad, expired or revoked token answers
   ``etcdserver: invalid auth token``, a policy refusal ``etcdserver: permission denied``.
-* A call without a token is allowed only over mTLS with a client certificate whose CN is
-  trusted: the cluster's node ids (IAM keeps its own state in Chainfire with the node
-  certificate; members call each other) and names given with ``--trusted-cn``, as etcd
-  takes a certificate's CN for the user (a CN ``root`` is root). Others get
+* A call without a token is made by its verified client certificate's CN, as etcd with
+  ``--client-cert-auth`` takes the CN for the user name: the CN names an IAM user or
+  service account whose policies decide exactly as for its token
+  (:meth:`Verifier.authenticate_certificate`; a node id is that node's narrow system
+  principal). A CN naming no enabled principal gets ``etcdserver: permission denied``
+  (etcd's answer for a CN that is no user), a call with neither token nor certificate
   ``etcdserver: user name is empty``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import grpc
 
@@ -63,9 +65,8 @@ def looks_like_jwt(text: str) -> bool:
 class IamAuthorizer:
     """The :class:`~plasmacloud.chainfire.auth.Authorizer` that asks IAM (see module doc)."""
 
-    def __init__(self, verifier: Verifier, trusted_cns: Iterable[str]) -> None:
+    def __init__(self, verifier: Verifier) -> None:
         self.verifier = verifier
-        self.trusted_cns = frozenset(trusted_cns)
 
     async def authorize(
         self, context: grpc.aio.ServicerContext, rpc: str, ranges: Sequence[KeyRange]
@@ -74,16 +75,20 @@ class IamAuthorizer:
         if rpc in OPEN_RPCS:
             return
         metadata = context.invocation_metadata()
-        if token_from_metadata(metadata) is None:
-            if peer_common_name(context) in self.trusted_cns:
-                return
+        common_name = peer_common_name(context)
+        if token_from_metadata(metadata) is None and not common_name:
             raise errors.USER_EMPTY
-        verdict = await self.verifier.check_etcd_call(metadata, rpc, ranges, peer_ip(context))
+        verdict = await self.verifier.check_etcd_call(
+            metadata, rpc, ranges, peer_ip(context), common_name
+        )
         if verdict.status == "unauthenticated":
             raise errors.INVALID_AUTH_TOKEN
         if verdict.status == "denied":
             log.info("refused: %s", verdict.message)
             raise errors.PERMISSION_DENIED
+        if verdict.status == "unavailable":
+            log.warning("refused: %s", verdict.message)
+            raise IAM_UNAVAILABLE
 
     async def authenticate(self, name: str, password: str, client_ip: str | None = None) -> str:
         """etcd's Authenticate: an access token for a user name and password (IAM counts

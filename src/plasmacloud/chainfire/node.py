@@ -9,6 +9,7 @@ The node also runs the leader-side lease expiry loop and the NOSPACE quota check
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -28,6 +29,7 @@ from plasmacloud.chainfire.metrics import ChainfireMetrics
 from plasmacloud.chainfire.mvcc import MvccStore
 from plasmacloud.chainfire.proto import rpc_pb2, system_pb2
 from plasmacloud.chainfire.watch import WatchHub
+from plasmacloud.common.config import Compaction
 from plasmacloud.raft import api as raft_api
 from plasmacloud.raft.api import (
     NoLeaderError,
@@ -49,6 +51,8 @@ DEFAULT_QUOTA_BYTES = 2 * 1024**3
 # how often writes re-measure the database against the quota (a stat per write is waste)
 QUOTA_CHECK_INTERVAL = 1.0
 # etcd 3.4's version string, so tools that check it are satisfied.
+# how often mode revision compacts (etcd: every 5 minutes)
+REVISION_COMPACTION_INTERVAL_S = 300.0
 ETCD_VERSION = "3.4.23"
 
 
@@ -112,8 +116,7 @@ class ChainfireNode:
         quota_bytes: int = DEFAULT_QUOTA_BYTES,
         request_timeout: float = 5.0,
         lease_check_interval: float = 0.5,
-        auto_compaction_retention: int = 0,
-        auto_compaction_interval: float = 300.0,
+        compaction: Compaction | None = None,
         metrics: ChainfireMetrics | None = None,
         client_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
@@ -125,9 +128,8 @@ class ChainfireNode:
         self.quota_bytes = quota_bytes
         self.request_timeout = request_timeout
         self.lease_check_interval = lease_check_interval
-        # keep this many revisions of history (0: never compact by itself, etcd's default)
-        self.auto_compaction_retention = auto_compaction_retention
-        self.auto_compaction_interval = auto_compaction_interval
+        # None or retention 0: never compact by itself (etcd's default)
+        self.compaction = compaction
         self.hub = WatchHub(store)
         # None: every request is allowed (etcd with auth disabled); see chainfire.auth
         self.authorizer: Authorizer | None = None
@@ -157,10 +159,13 @@ class ChainfireNode:
         self._tasks.append(asyncio.create_task(self._lease_expiry_loop(), name="lease-expiry"))
         if not self.store.sys_migrated:
             self._tasks.append(asyncio.create_task(self._migrate_loop(), name="sys-migrate"))
-        if self.auto_compaction_retention > 0:
-            self._tasks.append(
-                asyncio.create_task(self._auto_compaction_loop(), name="auto-compaction")
+        if self.compaction is not None and self.compaction.enabled:
+            loop = (
+                self._periodic_compaction
+                if self.compaction.mode == "periodic"
+                else (self._revision_compaction)
             )
+            self._tasks.append(asyncio.create_task(loop(self.compaction), name="auto-compaction"))
 
     async def stop(self) -> None:
         """Stop background loops (and revokes in flight) and end every watch stream."""
@@ -298,22 +303,38 @@ class ChainfireNode:
             if resp.moved:
                 log.info("moved %d legacy IAM keys into the system keyspace", resp.moved)
 
-    async def _auto_compaction_loop(self) -> None:
-        """On the leader, compact history older than the retained number of revisions.
-
-        etcd's ``--auto-compaction-mode=revision``: without it the history, and the
-        database, only ever grow until the NOSPACE alarm.
-        """
+    async def _revision_compaction(self, policy: Compaction) -> None:
+        """etcd's ``--auto-compaction-mode=revision``: every 5 minutes the leader compacts
+        all but the newest ``policy.revisions`` revisions."""
         while True:
-            await asyncio.sleep(self.auto_compaction_interval)
-            target = self.store.revision - self.auto_compaction_retention
-            if not self.raft.is_leader or target <= self.store.compact_revision:
-                continue
-            try:
-                await self.write(rpc_pb2.CompactionRequest(revision=target))
-                log.info("auto-compacted history up to revision %d", target)
-            except errors.EtcdError as exc:
-                log.warning("auto-compaction at revision %d failed: %s", target, exc.message)
+            await asyncio.sleep(REVISION_COMPACTION_INTERVAL_S)
+            await self._auto_compact(self.store.revision - policy.revisions)
+
+    async def _periodic_compaction(self, policy: Compaction) -> None:
+        """etcd's ``--auto-compaction-mode=periodic``: keep ``policy.period_s`` of history.
+
+        As etcd does, the revision is sampled every tenth of the period (at most hourly)
+        and the leader compacts up to the revision sampled one period ago; every member
+        samples, so a new leader has the history to go on.
+        """
+        period = policy.period_s
+        step = min(period / 10, 3600.0)
+        samples: collections.deque[int] = collections.deque(maxlen=round(period / step) + 1)
+        while True:
+            samples.append(self.store.revision)
+            if len(samples) == samples.maxlen:
+                await self._auto_compact(samples[0])
+            await asyncio.sleep(step)
+
+    async def _auto_compact(self, target: int) -> None:
+        """On the leader, compact up to ``target`` if that is past the last compaction."""
+        if not self.raft.is_leader or target <= self.store.compact_revision:
+            return
+        try:
+            await self.write(rpc_pb2.CompactionRequest(revision=target))
+            log.info("auto-compacted history up to revision %d", target)
+        except errors.EtcdError as exc:
+            log.warning("auto-compaction at revision %d failed: %s", target, exc.message)
 
     async def _revoke(self, lease_id: int) -> None:
         try:

@@ -47,8 +47,14 @@ from plasmacloud.chainfire.services.lock import LockServicer
 from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
 from plasmacloud.chainfire.services.system import SystemKVServicer
 from plasmacloud.chainfire.services.watch import DEFAULT_PROGRESS_INTERVAL, WatchServicer
-from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import client_context, grpc_pem_material, server_context
+from plasmacloud.common.config import Compaction, NodeConfig
+from plasmacloud.common.tls import (
+    client_context,
+    grpc_pem_material,
+    grpc_server_credentials,
+    server_context,
+    watch_certificates,
+)
 from plasmacloud.iam.authz import AuditShipper, Verifier
 
 log = logging.getLogger(__name__)
@@ -110,11 +116,7 @@ def grpc_server(config: NodeConfig) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server(options=GRPC_OPTIONS)
     address = f"{config.listen_host}:{config.ports.chainfire_client}"
     if config.tls.enabled:
-        ca, cert, key = grpc_pem_material(config.tls)
-        creds = grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=config.tls.client_cert_auth
-        )
-        server.add_secure_port(address, creds)
+        server.add_secure_port(address, grpc_server_credentials(config.tls))
     else:
         server.add_insecure_port(address)
     return server, address
@@ -162,15 +164,13 @@ class ChainfireServer:
     quota_bytes: int = DEFAULT_QUOTA_BYTES
     # applied entries between Raft snapshots; None: SNAPSHOT_THRESHOLD
     snapshot_threshold: int | None = None
-    # revisions of history to keep (0: no automatic compaction, like etcd's default)
-    auto_compaction_retention: int = 0
+    # automatic compaction; None: the node config's (cluster.yaml's chainfire block)
+    compaction: Compaction | None = None
     # seconds between progress notifications to idle watchers that asked for them
     # (etcd's --experimental-watch-progress-notify-interval, 10 minutes by default)
     watch_progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     # auth on when given: every call is checked by these IAM nodes (chainfire.iam_auth)
     iam_urls: tuple[str, ...] = ()
-    # client certificate CNs allowed without a token besides the node ids (an operator)
-    trusted_cns: tuple[str, ...] = ()
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -226,7 +226,7 @@ class ChainfireServer:
             raft,
             identity_from_config(cfg),
             quota_bytes=self.quota_bytes,
-            auto_compaction_retention=self.auto_compaction_retention,
+            compaction=self.compaction or cfg.chainfire.auto_compaction,
             metrics=metrics,
             client_credentials=channel_credentials(cfg),
         )
@@ -240,9 +240,13 @@ class ChainfireServer:
                 registry=self.registry,
             )
             self._shipper.start()
-            self._verifier = Verifier(self.iam_urls, ssl_context=iam_tls, audit=self._shipper)
-            trusted = {p.node_id for p in cfg.peers} | set(self.trusted_cns)
-            self.node.authorizer = IamAuthorizer(self._verifier, trusted)
+            self._verifier = Verifier(
+                self.iam_urls,
+                ssl_context=iam_tls,
+                audit=self._shipper,
+                node_ids=[p.node_id for p in cfg.peers],
+            )
+            self.node.authorizer = IamAuthorizer(self._verifier)
         await self._raft.start()
         await self.node.start()
         self._grpc, address = grpc_server(cfg)
@@ -300,11 +304,13 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
     ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
-    auto_compaction_retention, watch_progress_interval, iam_urls, trusted_cns).
+    compaction, watch_progress_interval, iam_urls).
     """
     server = ChainfireServer(config, **options)
+    reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         await server.start()
         await stop.wait()
     finally:
+        reloads.cancel()
         await server.stop()

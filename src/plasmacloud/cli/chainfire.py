@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+from plasmacloud.cli.removed import TrustedCnOpt
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from plasmacloud.common.config import Compaction
 
 app = typer.Typer(
     help="Chainfire: the etcd-compatible coordination KV store.", no_args_is_help=True
@@ -25,8 +30,15 @@ def serve(
     snapshot_threshold: int | None = typer.Option(
         None, help="applied entries between Raft snapshots (default 100000, etcd's)"
     ),
-    auto_compaction_retention: int = typer.Option(
-        0, help="revisions of history to keep, compacting older ones every 5 min (0: off)"
+    auto_compaction_mode: str | None = typer.Option(
+        None,
+        help="periodic (keep a duration of history) or revision (keep a number of "
+        "revisions); default: the config's chainfire.auto_compaction (periodic)",
+    ),
+    auto_compaction_retention: str | None = typer.Option(
+        None,
+        help="periodic: a duration like 1h or 30m (a bare number is hours); revision: a "
+        "number of revisions; 0 turns it off. Default: the config's (1h)",
     ),
     watch_progress_notify_interval: float = typer.Option(
         600.0,
@@ -35,14 +47,11 @@ def serve(
     ),
     iam_url: list[str] | None = typer.Option(
         None,
-        help="IAM base URL (repeatable); when given, auth is on: every call needs an IAM "
-        "token (etcdctl --user) allowing chainfire:<RPC> on key/<key>",
+        help="IAM base URL (repeatable); when given, auth is on: every call is made by an "
+        "IAM principal (an etcdctl --user token's, or the one a client certificate's CN "
+        "names) allowed chainfire:<RPC> on key/<key>",
     ),
-    trusted_cn: list[str] | None = typer.Option(
-        None,
-        help="with --iam-url: a client certificate CN allowed without a token (repeatable; "
-        "the cluster's node ids always are)",
-    ),
+    trusted_cn: TrustedCnOpt = None,
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
     import asyncio
@@ -57,6 +66,9 @@ def serve(
     )
     try:
         node_config = NodeConfig.load(config)
+        compaction = _compaction(
+            node_config.chainfire.auto_compaction, auto_compaction_mode, auto_compaction_retention
+        )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc
@@ -71,10 +83,9 @@ def serve(
             stop,
             quota_bytes=quota_bytes,
             snapshot_threshold=snapshot_threshold,
-            auto_compaction_retention=auto_compaction_retention,
+            compaction=compaction,
             watch_progress_interval=watch_progress_notify_interval,
             iam_urls=tuple(iam_url or ()),
-            trusted_cns=tuple(trusted_cn or ()),
         )
 
     try:
@@ -86,3 +97,23 @@ def serve(
     except OSError as exc:
         typer.echo(f"error: chainfire could not start: {exc}", err=True)
         raise typer.Exit(EXIT_FAILURE) from exc
+
+
+def _compaction(configured: Compaction, mode: str | None, retention: str | None) -> Compaction:
+    """The config's compaction policy with the command line's flags over it."""
+    from pydantic import ValidationError
+
+    from plasmacloud.common.config import Compaction, ConfigError
+
+    if mode is None and retention is None:
+        return configured
+    try:
+        return Compaction(
+            mode=mode or configured.mode,  # type: ignore[arg-type]  # checked by the model
+            retention=retention if retention is not None else configured.retention,
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(
+            f"--auto-compaction-mode/--auto-compaction-retention: {problem}"
+        ) from None

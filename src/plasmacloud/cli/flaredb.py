@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from plasmacloud.cli.removed import TrustedCnOpt
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -34,17 +35,12 @@ def serve(
     iam_url: Annotated[
         list[str] | None,
         typer.Option(
-            help="IAM base URL (repeatable); when given, /db/* requests need an IAM token "
-            "(Bearer, or Basic user:password) allowing flaredb:Query / flaredb:Execute"
+            help="IAM base URL (repeatable); when given, /db/* requests are made by an IAM "
+            "principal (a Bearer token's, Basic user:password's, or the one a client "
+            "certificate's CN names) allowed flaredb:Query / flaredb:Execute"
         ),
     ] = None,
-    trusted_cn: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="with --iam-url: a client certificate CN allowed without a token "
-            "(repeatable; the cluster's node ids always are)"
-        ),
-    ] = None,
+    trusted_cn: TrustedCnOpt = None,
 ) -> None:
     """Run this node's FlareDB (SQLite + Raft + HTTP API) in the foreground until SIGTERM."""
     from plasmacloud.common.config import ConfigError
@@ -54,12 +50,7 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        run(
-            config,
-            snapshot_threshold=snapshot_threshold,
-            iam_urls=iam_url or (),
-            trusted_cns=trusted_cn or (),
-        )
+        run(config, snapshot_threshold=snapshot_threshold, iam_urls=iam_url or ())
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc

@@ -226,7 +226,17 @@ def bootstrap(
     out_path: Annotated[
         Path, typer.Option("--out", help="where to write the admin credentials (0600)")
     ],
-    username: Annotated[str, typer.Option(help="the admin's user name")] = "admin",
+    username: Annotated[
+        str,
+        typer.Option(help="the admin's user name (a client certificate with this CN is it too)"),
+    ] = "admin",
+    certificate_admin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="also make a client certificate with this CN an admin (a password-less "
+            "admin user of that name; repeatable, ensured on every run)"
+        ),
+    ] = None,
     store: StoreOpt = "chainfire",
 ) -> None:
     """Create the first admin in the cluster's store, once (re-running changes nothing)."""
@@ -239,7 +249,9 @@ def bootstrap(
     node = _load_config(config)
 
     async def run() -> Outcome:
-        return await bootstrap_cluster(node, out_path, username, open_store(node, store))
+        return await bootstrap_cluster(
+            node, out_path, username, certificate_admin or (), open_store(node, store)
+        )
 
     try:
         outcome = asyncio.run(run())
@@ -394,10 +406,19 @@ def user_create(
     name: str,
     group: Annotated[list[str] | None, typer.Option(help="add to this group")] = None,
     policy: Annotated[list[str] | None, typer.Option(help="attach this policy")] = None,
+    certificate_only: Annotated[
+        bool,
+        typer.Option(
+            "--certificate-only",
+            help="no password: the user signs in only with a client certificate whose CN "
+            "is NAME (etcdctl --cert/--key, curl --cert)",
+        ),
+    ] = False,
 ) -> None:
-    """Create a user (password from stdin or a prompt)."""
-    password = _read_secret(f"password for {name}")
-    body = {"name": name, "password": password, "groups": group or [], "policies": policy or []}
+    """Create a user (password from stdin or a prompt, unless --certificate-only)."""
+    body: dict[str, object] = {"name": name, "groups": group or [], "policies": policy or []}
+    if not certificate_only:
+        body["password"] = _read_secret(f"password for {name}")
     _print(_run(ctx, lambda c: c.call("POST", "/v1/users", json=body)))
 
 

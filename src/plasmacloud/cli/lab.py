@@ -187,13 +187,14 @@ def _log_tails(lab: Lab, lines: int = 8) -> None:
 
 
 def _bootstrap_iam(lab: Lab) -> None:
-    """Create IAM's first admin once the cluster is up (idempotent); warn if its file is lost."""
+    """Create IAM's first admin once the cluster is up, unless waiting for it did
+    (idempotent); warn if its file is lost."""
     import asyncio
 
     from plasmacloud.iam.bootstrap import Outcome
 
     try:
-        outcome = asyncio.run(lab.bootstrap_iam())
+        outcome = lab.iam_bootstrap or asyncio.run(lab.bootstrap_iam())
     except Exception as exc:  # gRPC errors share no base class worth naming here
         raise fail(LabError(f"IAM bootstrap failed: {exc}"), EXIT_UNAVAILABLE) from exc
     if outcome == Outcome.LOST:

@@ -127,6 +127,66 @@ class RaftTiming(_Strict):
         return self.election_timeout_ms[0] / 1000, self.election_timeout_ms[1] / 1000
 
 
+_DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:h|m|s|ms))+$")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def go_duration_s(text: str) -> float:
+    """Seconds in a Go-style duration (``1h``, ``30m``, ``1h30m``, ``1.5s``, ``250ms``), the
+    form etcd's flags take; ValueError naming the expected form otherwise."""
+    if not _DURATION_RE.match(text):
+        raise ValueError(f"{text!r} is not a duration; write it like 1h, 30m, 1h30m or 90s")
+    return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART_RE.findall(text))
+
+
+class Compaction(_Strict):
+    """Chainfire's automatic history compaction, with etcd's two modes and their words.
+
+    ``periodic``: keep ``retention`` of time (``1h``, ``30m``; a bare number is hours, as
+    in etcd); ``revision``: keep the newest ``retention`` revisions. ``"0"`` turns it off
+    (etcd's default). On by default here (one hour): without it the history, and the
+    database, only grow until the space alarm stops every write.
+    """
+
+    mode: Literal["periodic", "revision"] = "periodic"
+    retention: str = "1h"
+
+    @model_validator(mode="after")
+    def _parse(self) -> Compaction:
+        if self.mode == "revision":
+            if not self.retention.isdigit():
+                raise ValueError(
+                    f"auto_compaction.retention is {self.retention!r}; with mode revision "
+                    "give the number of revisions to keep, like 10000 (0: off)"
+                )
+        elif not self.retention.replace(".", "", 1).isdigit():
+            go_duration_s(self.retention)  # raises with the expected form
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.retention.replace(".", "", 1).strip("0") != ""
+
+    @property
+    def revisions(self) -> int:
+        """Revisions to keep (mode revision)."""
+        return int(self.retention)
+
+    @property
+    def period_s(self) -> float:
+        """Seconds of history to keep (mode periodic)."""
+        if self.retention.replace(".", "", 1).isdigit():
+            return float(self.retention) * 3600.0
+        return go_duration_s(self.retention)
+
+
+class ChainfireOptions(_Strict):
+    """Chainfire settings that are the cluster's, not one node's."""
+
+    auto_compaction: Compaction = Field(default_factory=Compaction)
+
+
 class NodeConfig(_Strict):
     """Everything one node's services need; serialised as ``cluster-config.json``."""
 
@@ -150,6 +210,12 @@ class NodeConfig(_Strict):
     )
     # model_validate({}): mypy (no pydantic plugin) does not see RaftTiming's defaults.
     raft: RaftTiming = Field(default_factory=lambda: RaftTiming.model_validate({}))
+    chainfire: ChainfireOptions = Field(default_factory=ChainfireOptions)
+    sealing_key_file: Path | None = Field(
+        None,
+        description="32-byte key (base64, mode 0400) that seals IAM's signing keys at rest; "
+        "the same file on every node. None: they are stored in clear",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:

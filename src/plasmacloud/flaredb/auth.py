@@ -1,24 +1,34 @@
 """Optional IAM enforcement on FlareDB's HTTP API.
 
-When a node is started with IAM URLs, every ``/db/*`` request must carry
-``Authorization: Bearer <access token>`` (verified locally from IAM's JWKS) or, as rqlite
-clients send it, ``Basic user:password`` (exchanged at IAM for a token, cached). Reads
-need ``flaredb:Query`` and writes/loads ``flaredb:Execute`` on ``db/main``; health,
-status and metrics stay open so probes work without credentials. A request without
-``Authorization`` whose verified client certificate has a trusted CN (the cluster's node
-ids, forwarding for each other, and names given with ``--trusted-cn``) is let through, as
-Chainfire does.
+When a node is started with IAM URLs, every ``/db/*`` request is made by a principal and
+decided by its policies: reads need ``flaredb:Query`` and writes/loads
+``flaredb:Execute`` on ``db/main``; health, status and metrics stay open so probes work
+without credentials. The principal is, in this order:
+
+* ``Authorization: Bearer <access token>`` (verified locally from IAM's JWKS) or, as
+  rqlite clients send it, ``Basic user:password`` (exchanged at IAM for a token, cached);
+  bad credentials answer 401;
+* without ``Authorization``, the verified client certificate's CN, as Chainfire (and
+  etcd's ``--client-cert-auth``) takes it: the IAM user or service account of that name
+  (a node id is that node's system principal, which may only forward reads to the
+  leader). A CN naming no enabled principal answers 403, no certificate at all 401, IAM
+  unreachable for the lookup 503.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
 
 from aiohttp import web
 
-from plasmacloud.iam.authz import Principal, Verifier, flaredb_action, flaredb_resource
+from plasmacloud.iam.authz import (
+    Principal,
+    Verifier,
+    flaredb_action,
+    flaredb_resource,
+    request_common_name,
+)
 from plasmacloud.iam.jwtcheck import TokenError
 
 QUERY = "Query"
@@ -33,12 +43,9 @@ def _deny(status: int, message: str) -> web.Response:
 class Guard:
     """Authenticates a request and decides one FlareDB action on one database."""
 
-    def __init__(
-        self, verifier: Verifier, database: str = "main", trusted_cns: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, verifier: Verifier, database: str = "main") -> None:
         self.verifier = verifier
         self.resource = flaredb_resource(database)
-        self.trusted_cns = frozenset(trusted_cns)
 
     async def _principal(self, header: str, client_ip: str | None) -> Principal:
         scheme, _, value = header.partition(" ")
@@ -54,25 +61,25 @@ class Guard:
             return await self.verifier.password_login(user, password, client_ip)
         raise TokenError("missing", "send Authorization: Bearer <token> (or Basic user:password)")
 
-    def _trusted_peer(self, request: web.Request) -> bool:
-        """True if the TLS client certificate (verified by the handshake) has a trusted CN."""
-        cert = request.transport.get_extra_info("peercert") if request.transport else None
-        for rdn in (cert or {}).get("subject", ()):
-            for key, value in rdn:
-                if key == "commonName" and value in self.trusted_cns:
-                    return True
-        return False
+    async def _caller(self, request: web.Request) -> Principal | web.Response:
+        """Who makes the request (see module doc), or the refusal to answer with."""
+        header = request.headers.get("Authorization")
+        common_name = request_common_name(request) if header is None else None
+        if common_name is None:
+            try:
+                return await self._principal(header or "", request.remote)
+            except TokenError as exc:
+                return _deny(401, f"authentication required: {exc}")
+        try:
+            return await self.verifier.authenticate_certificate(common_name)
+        except TokenError as exc:
+            return _deny(503 if exc.reason == "iam_unavailable" else 403, str(exc))
 
     async def check(self, request: web.Request, kind: str) -> web.Response | None:
         """``None`` if the caller may do ``kind`` (Query/Execute), else the 401/403 answer."""
-        if "Authorization" not in request.headers and self._trusted_peer(request):
-            return None
-        try:
-            principal = await self._principal(
-                request.headers.get("Authorization", ""), request.remote
-            )
-        except TokenError as exc:
-            return _deny(401, f"authentication required: {exc}")
+        principal = await self._caller(request)
+        if isinstance(principal, web.Response):
+            return principal
         decision = await self.verifier.authorize(
             principal,
             flaredb_action(kind),

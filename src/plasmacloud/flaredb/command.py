@@ -15,13 +15,17 @@ The header is ``{"k": kind, "seed": N, "tx": true?, "g": [run, ...]}``. A run wh
 statements all have the same number of positional parameters is stored by column:
 ``[sql, statements, [column, ...]]`` where a column is ``"s"`` (all strings: taken, in
 order, from the string section, so a bulk insert's values are copied rather than
-JSON-escaped) or a JSON list of the column's values. Any other run is
-``[sql, statements, null, [params of each statement]]``. Entries written by earlier
-versions (a JSON object, ``{...}``) still decode.
+JSON-escaped), a JSON list of the column's values, or ``{"y": [...]}`` for a column
+holding BLOBs, each stored as a one-item list ``[base64]`` (no parameter is a list, so
+nothing else reads as one). Any other run is ``[sql, statements, null, [params of each
+statement]]``, with a fifth item ``true`` if its BLOBs are stored that way. Entries
+written by earlier versions (a JSON object, ``{...}``; BLOBs as plain base64 text,
+which they then were) still decode as they did.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import random
@@ -39,7 +43,6 @@ from plasmacloud.flaredb.models import (
     Statement,
     group_runs,
     statement_count,
-    wire_value,
 )
 
 # Seeds need to differ between entries, not to be secret (random() is a Mersenne Twister
@@ -52,6 +55,7 @@ _MAGIC = b"FDB\x02"
 _HEAD = struct.Struct("<4sI")
 _COUNT = struct.Struct("<I")
 _STRING_COLUMN = "s"
+_BLOB_COLUMN = "y"
 # The string section is UTF-8 with lone surrogates kept (JSON can carry "\ud800"), so
 # every Python str round-trips exactly; SQLite then refuses such a value as it would have.
 _UTF8_ERRORS = "surrogatepass"
@@ -145,15 +149,29 @@ def _encode_run(run: Run, strings: list[Sequence[str]]) -> list[Any]:
             elif types.isdisjoint(_BINARY_TYPES):
                 columns.append(column)
             else:
-                columns.append(list(map(wire_value, column)))
+                columns.append({_BLOB_COLUMN: list(map(_tag, column))})
         return [run.sql, len(params), columns]
     rows = [
-        {k: wire_value(v) for k, v in p.items()}
-        if isinstance(p, dict)
-        else list(map(wire_value, p))
+        {k: _tag(v) for k, v in p.items()} if isinstance(p, dict) else list(map(_tag, p))
         for p in params
     ]
-    return [run.sql, len(params), None, rows]
+    blobs = any(
+        type(v) in _BINARY_TYPES for p in params for v in (p.values() if isinstance(p, dict) else p)
+    )
+    return [run.sql, len(params), None, rows, True] if blobs else [run.sql, len(params), None, rows]
+
+
+def _tag(value: Any) -> Any:
+    """A parameter as the entry stores it: a BLOB as ``[base64]``."""
+    if type(value) in _BINARY_TYPES:
+        return [base64.b64encode(value).decode("ascii")]
+    return value
+
+
+def _untag(value: Any) -> Any:
+    if type(value) is list:
+        return base64.b64decode(value[0], validate=True)
+    return value
 
 
 def _decode(data: bytes) -> Command:
@@ -188,6 +206,13 @@ def _decode(data: bytes) -> Command:
         params: tuple[Params, ...]
         if columns is None:
             rows = desc[3]
+            if len(desc) > 4 and desc[4]:
+                rows = [
+                    {k: _untag(v) for k, v in p.items()}
+                    if isinstance(p, dict)
+                    else list(map(_untag, p))
+                    for p in rows
+                ]
             params = tuple(p if isinstance(p, dict) else tuple(p) for p in rows)
         else:
             values = []
@@ -195,6 +220,8 @@ def _decode(data: bytes) -> Command:
                 if column == _STRING_COLUMN:
                     column = strings[taken : taken + n]
                     taken += n
+                elif isinstance(column, dict):
+                    column = list(map(_untag, column[_BLOB_COLUMN]))
                 values.append(column)
             params = tuple(zip(*values, strict=True)) if values else ((),) * n
         if len(params) != n:

@@ -37,6 +37,7 @@ from plasmacloud.flaredb.models import (
     Result,
     Run,
     Statement,
+    WireForm,
     group_runs,
     parse_runs,
 )
@@ -67,6 +68,8 @@ _OFFLOAD_STATEMENTS = 1000
 FORWARDED_HEADER = "X-FlareDB-Forwarded"
 LEVELS = ("none", "weak", "strong", "linearizable", "auto")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
+# The wire form of each endpoint's results (a load answers as an execute).
+_ENDPOINT_FORMS = {"execute": "execute", "load": "execute", "query": "query", "request": "request"}
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -100,6 +103,7 @@ class Options:
     timings: bool = False
     pretty: bool = False
     associative: bool = False
+    blob_array: bool = False
     redirect: bool = False
     level: str = "weak"
     freshness: float | None = None
@@ -117,6 +121,7 @@ class Options:
             timings=_flag(query, "timings"),
             pretty=_flag(query, "pretty"),
             associative=_flag(query, "associative"),
+            blob_array=_flag(query, "blob_array"),
             redirect=_flag(query, "redirect"),
             level=level,
             freshness=parse_duration(query["freshness"]) if query.get("freshness") else None,
@@ -242,14 +247,18 @@ class HttpApi:
             return await asyncio.to_thread(parse_runs, body)
         return parse_runs(body)
 
-    def _respond(self, results: list[Result], opts: Options, started: float) -> web.Response:
+    def _respond(
+        self, request: web.Request, results: list[Result], opts: Options, started: float
+    ) -> web.Response:
         if not opts.timings:
             for r in results:
                 r.time = None
         resp = Response(results, time.perf_counter() - started if opts.timings else None)
+        endpoint = request.path.rsplit("/", 1)[-1]
+        form = WireForm(opts.associative, opts.blob_array, _ENDPOINT_FORMS.get(endpoint, "query"))
         if opts.pretty:
-            return _json(resp.to_json(opts.associative), pretty=True)
-        return web.Response(text=resp.dumps(opts.associative), content_type="application/json")
+            return _json(resp.to_json(form), pretty=True)
+        return web.Response(text=resp.dumps(form), content_type="application/json")
 
     async def _propose(self, cmd: Command, timeout: float) -> list[Result]:
         data = (
@@ -324,14 +333,14 @@ class HttpApi:
         except NonDeterministicError as exc:
             return _error(str(exc), 400)
         if not rewritten:
-            return self._respond([], opts, started)
+            return self._respond(request, [], opts, started)
         cmd = Command.from_runs(rewritten, opts.transaction)
         try:
             results = await self._propose(cmd, opts.timeout)
         except _Refused as exc:
             return _error(str(exc), exc.status)
         self.metrics.count("execute", results, time.perf_counter() - started)
-        return self._respond(results, opts, started)
+        return self._respond(request, results, opts, started)
 
     async def _read(
         self, request: web.Request, opts: Options, runs: list[Run]
@@ -373,7 +382,7 @@ class HttpApi:
         except _Refused as exc:
             return _error(str(exc), exc.status)
         self.metrics.count("query", results, time.perf_counter() - started)
-        return self._respond(results, opts, started)
+        return self._respond(request, results, opts, started)
 
     def _behind_forwarder(self, request: web.Request) -> bool:
         """True if a follower forwarded this read having applied more than this node.
@@ -400,7 +409,7 @@ class HttpApi:
         if leader is None:
             return _error("no leader is known; retry shortly or use level=none", 503)
         body = json.dumps([s.to_json() for s in stmts])
-        url = leader.api_url + request.path.replace("/db/request", "/db/query")
+        url = leader.api_url + request.path
         try:
             async with self._client().post(
                 url,
@@ -461,7 +470,7 @@ class HttpApi:
         if errors:
             return _error(f"load rolled back: {errors[0].error}", 400)
         rows = sum(r.rows_affected for r in results if isinstance(r, ExecuteResult))
-        return self._respond([ExecuteResult(0, rows)], opts, started)
+        return self._respond(request, [ExecuteResult(0, rows)], opts, started)
 
     # -- cluster and health -------------------------------------------------------------
 

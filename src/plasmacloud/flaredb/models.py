@@ -9,11 +9,19 @@ rest.
 Wire shapes follow rqlite 8:
 
 * request body: a JSON array whose items are ``"SQL"``, ``["SQL", p1, p2, ...]`` or
-  ``["SQL", {"name": value}]``;
+  ``["SQL", {"name": value}]``; a parameter that is a string ``"x'0A1B'"`` or an array
+  of byte values ``[10, 27]`` is a BLOB (rqlite 8's ``http/request_parser.go``);
 * query result: ``{"columns": [...], "types": [...], "values": [[...]]}`` or, with
   ``?associative``, ``{"types": {col: type}, "rows": [{col: value}]}``;
 * execute result: ``{"last_insert_id": N, "rows_affected": N}`` (zero fields omitted);
 * a failed statement: ``{"error": "..."}``; every result may carry ``"time"`` (seconds).
+
+How results are written depends on the request (:class:`WireForm`), as in rqlite 8's
+``command/encoding/json.go``: BLOBs are base64 (or arrays of byte values with
+``?blob_array``); a float with a whole value is written as Go writes it (``3``, not
+``3.0``); and the associative form differs by endpoint: ``/db/request`` adds
+``"rows": null`` to execute results so clients can tell them from queries, and a failed
+statement of ``/db/query`` still carries its (empty) ``"rows"``.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import base64
 import binascii
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
@@ -34,6 +43,9 @@ _SCALARS = (str, int, float, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)
 _PARAMS_OF_ITEM = itemgetter(slice(1, None))
 _COUNTERS = '{"last_insert_id":%d,"rows_affected":%d}'
+# A BLOB parameter written as SQLite's literal (rqlite's db.ParseHex: spaces around it
+# are ignored, the hex digits must be complete bytes).
+_HEX_PARAM = re.compile(r"\s*[xX]'((?:[0-9A-Fa-f]{2})*)'\s*")
 
 
 class RequestError(ValueError):
@@ -49,17 +61,17 @@ class Statement:
 
     def to_json(self) -> str | list[Any]:
         """The rqlite wire form: a bare string when there are no parameters."""
-        if isinstance(self.params, dict):
-            return [self.sql, {k: wire_value(v) for k, v in self.params.items()}]
-        if not self.params:
-            return self.sql
-        return [self.sql, *(wire_value(v) for v in self.params)]
+        params = self.wire_params()
+        if isinstance(params, dict):
+            return [self.sql, params]
+        return [self.sql, *params] if params else self.sql
 
     def wire_params(self) -> list[Any] | dict[str, Any]:
-        """The parameters as JSON values (BLOBs base64-encoded, as in :meth:`to_json`)."""
+        """The parameters as JSON values (BLOBs as ``x'..'`` strings, as rqlite reads
+        them)."""
         if isinstance(self.params, dict):
-            return {k: wire_value(v) for k, v in self.params.items()}
-        return [wire_value(v) for v in self.params]
+            return {k: _wire_param(v) for k, v in self.params.items()}
+        return [_wire_param(v) for v in self.params]
 
     @classmethod
     def from_json(cls, item: Any, position: int = 1) -> Statement:
@@ -84,7 +96,8 @@ class Statement:
             for name, value in rest[0].items():
                 named[name] = _check_param(value, f"{where}: parameter {name!r}")
             return cls(_check_sql(sql, where), named)
-        if all(type(v) in _SCALARS for v in rest):  # exact types: bool needs converting
+        # Exact types: a bool needs converting; so does a string holding a BLOB.
+        if all(type(v) in _SCALARS for v in rest) and not _any_hex(rest):
             return cls(_check_sql(sql, where), tuple(rest))
         positional = tuple(
             _check_param(v, f"{where}: parameter {i}") for i, v in enumerate(rest, start=1)
@@ -98,14 +111,35 @@ def _check_sql(sql: str, where: str) -> str:
     return sql
 
 
+def _hex_blob(value: str) -> bytes | None:
+    m = _HEX_PARAM.fullmatch(value)
+    return bytes.fromhex(m.group(1)) if m else None
+
+
+def _any_hex(values: Iterable[Any]) -> bool:
+    return any(type(v) is str and _HEX_PARAM.fullmatch(v) for v in values)
+
+
+def _wire_param(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "x'" + bytes(value).hex() + "'"
+    return value
+
+
 def _check_param(value: Any, where: str) -> Scalar:
     # JSON true/false become SQLite's 1/0, as rqlite does.
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, str):
+        blob = _hex_blob(value)
+        return value if blob is None else blob
     if isinstance(value, _SCALARS):
         return value  # type: ignore[no-any-return]
+    if isinstance(value, list) and all(type(b) is int and 0 <= b <= 255 for b in value):
+        return bytes(value)
     raise RequestError(
-        f"{where} has unsupported type {_json_type(value)} (use a string, number, boolean or null)"
+        f"{where} has unsupported type {_json_type(value)} (use a string, number, boolean, "
+        "null or an array of byte values)"
     )
 
 
@@ -177,13 +211,21 @@ def parse_runs(body: bytes | str) -> list[Run]:
     parser, so both give the same statements and the same messages.
     """
     doc = _load_array(body)
-    return _fast_runs(doc) or group_runs(
+    maybe_hex = _may_hold_quotes(body.encode() if isinstance(body, str) else body)
+    return _fast_runs(doc, maybe_hex) or group_runs(
         Statement.from_json(item, i) for i, item in enumerate(doc, start=1)
     )
 
 
-def _fast_runs(doc: list[Any]) -> list[Run] | None:
-    """Runs of ``doc`` if it is all ``[sql, scalar...]`` items, else None."""
+def _may_hold_quotes(body: bytes) -> bool:
+    """False if no string of the JSON ``body`` can hold an apostrophe (so none is a BLOB
+    written x'..'): one-byte searches, far cheaper on megabytes than looking for x'."""
+    return b"'" in body or (b"\\" in body and b"\\u0027" in body)
+
+
+def _fast_runs(doc: list[Any], maybe_hex: bool) -> list[Run] | None:
+    """Runs of ``doc`` if it is all ``[sql, scalar...]`` items, else None; ``maybe_hex``
+    says the body may hold a BLOB written ``x'..'`` (then strings are looked at)."""
     # Exact types throughout: a bool parameter needs converting and a dict is named
     # parameters, so both leave to the full parser, as does any item it would reject.
     if not doc or set(map(type, doc)) != {list} or not all(doc):
@@ -193,6 +235,8 @@ def _fast_runs(doc: list[Any]) -> list[Run] | None:
         return None
     params = list(map(tuple, map(_PARAMS_OF_ITEM, doc)))
     if not _SCALAR_TYPES.issuperset(map(type, itertools.chain.from_iterable(params))):
+        return None
+    if maybe_hex and _any_hex(itertools.chain.from_iterable(params)):
         return None
     runs = []
     start = 0
@@ -218,6 +262,33 @@ def wire_value(value: Any) -> Any:
     return value
 
 
+# Go's encoding/json writes a float64 in fixed notation below 1e21, so a whole one as
+# an integer: clients parsing rqlite's JSON get an int for REAL 3.0.
+_GO_FIXED_LIMIT = 1e21
+
+
+def _result_value(value: Any, blob_array: bool) -> Any:
+    """A column value as rqlite writes it."""
+    if type(value) is float and value.is_integer() and abs(value) < _GO_FIXED_LIMIT:
+        return int(value)
+    if blob_array and isinstance(value, bytes):
+        return list(value)
+    return wire_value(value)
+
+
+@dataclass(frozen=True, slots=True)
+class WireForm:
+    """How one response writes its results: rqlite's ``?associative`` and
+    ``?blob_array``, and the endpoint answering ("execute", "query" or "request")."""
+
+    associative: bool = False
+    blob_array: bool = False
+    endpoint: str = "query"
+
+
+_PLAIN = WireForm()
+
+
 def _decode_blob(value: Any) -> Any:
     # A column's type comes from its first value, so a TEXT value can sit in a "blob"
     # column (SQLite is dynamically typed); leave what is not base64 as it is.
@@ -229,19 +300,6 @@ def _decode_blob(value: Any) -> Any:
         return value
 
 
-def sqlite_type(value: Any) -> str:
-    """rqlite-style type name of one SQLite value."""
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "real"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "blob"
-    return "text"
-
-
 @dataclass(slots=True)
 class QueryResult:
     """Rows returned by a statement (SELECT, PRAGMA, ``RETURNING``)."""
@@ -251,26 +309,15 @@ class QueryResult:
     values: list[list[Any]]
     time: float | None = None
 
-    @classmethod
-    def from_rows(cls, columns: list[str], rows: list[Sequence[Any]]) -> QueryResult:
-        """Build a result; a column's type is that of its first non-NULL value."""
-        types = [""] * len(columns)
-        for i in range(len(columns)):
-            for row in rows:
-                if row[i] is not None:
-                    types[i] = sqlite_type(row[i])
-                    break
-        return cls(columns, types, [list(r) for r in rows])
-
-    def to_json(self, associative: bool = False) -> dict[str, Any]:
-        """The wire form; BLOBs base64-encoded; ``associative`` gives rows as objects."""
-        values = [[wire_value(v) for v in row] for row in self.values]
-        out: dict[str, Any]
-        if associative:
-            out = {
-                "types": dict(zip(self.columns, self.types, strict=True)),
-                "rows": [dict(zip(self.columns, row, strict=True)) for row in values],
-            }
+    def to_json(self, form: WireForm = _PLAIN) -> dict[str, Any]:
+        """The wire form; the associative one gives rows as objects (not for
+        /db/execute, which rqlite always answers in the plain form)."""
+        values = [[_result_value(v, form.blob_array) for v in row] for row in self.values]
+        out: dict[str, Any] = {}
+        if form.associative and form.endpoint != "execute":
+            if self.columns:
+                out["types"] = dict(zip(self.columns, self.types, strict=True))
+            out["rows"] = [dict(zip(self.columns, row, strict=True)) for row in values]
         else:
             out = {"columns": self.columns, "types": self.types}
             if values:  # rqlite omits "values" for an empty result set
@@ -307,7 +354,7 @@ class ExecuteResult:
     rows_affected: int = 0
     time: float | None = None
 
-    def to_json(self, associative: bool = False) -> dict[str, Any]:
+    def to_json(self, form: WireForm = _PLAIN) -> dict[str, Any]:
         """rqlite omits zero counters (a CREATE TABLE answers ``{}``)."""
         out: dict[str, Any] = {}
         if self.last_insert_id:
@@ -316,6 +363,8 @@ class ExecuteResult:
             out["rows_affected"] = self.rows_affected
         if self.time is not None:
             out["time"] = self.time
+        if form.associative and form.endpoint == "request":
+            out["rows"] = None
         return out
 
     @classmethod
@@ -332,8 +381,10 @@ class ErrorResult:
     error: str
     time: float | None = None
 
-    def to_json(self, associative: bool = False) -> dict[str, Any]:
+    def to_json(self, form: WireForm = _PLAIN) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.error}
+        if form.associative and form.endpoint == "query":
+            out = {"rows": [], **out}
         if self.time is not None:
             out["time"] = self.time
         return out
@@ -350,7 +401,7 @@ def result_from_json(doc: Mapping[str, Any]) -> Result:
     """Decide which result a wire object is (error, rows or counters) and read it."""
     if "error" in doc:
         return ErrorResult.from_json(doc)
-    if "columns" in doc or "rows" in doc:
+    if "columns" in doc or doc.get("rows") is not None:
         return QueryResult.from_json(doc)
     return ExecuteResult.from_json(doc)
 
@@ -362,24 +413,32 @@ class Response:
     results: list[Result] = field(default_factory=list)
     time: float | None = None
 
-    def to_json(self, associative: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"results": [r.to_json(associative) for r in self.results]}
+    def to_json(self, form: WireForm = _PLAIN) -> dict[str, Any]:
+        out: dict[str, Any] = {"results": [r.to_json(form) for r in self.results]}
         if self.time is not None:
             out["time"] = self.time
         return out
 
-    def dumps(self, associative: bool = False) -> str:
+    def dumps(self, form: WireForm = _PLAIN) -> str:
         """Compact JSON text of :meth:`to_json`, the same characters as ``json.dumps``
         with ``separators=(",", ":")``; a bulk write's thousands of counters are
         formatted directly instead of through a dict each."""
         parts: list[str] = []
         append = parts.append
+        # Both counters set, no time, no "rows": null: every row of a bulk insert without
+        # ?timings (and not an associative /db/request).
+        counters = not (form.associative and form.endpoint == "request")
         for r in self.results:
-            # Both counters set and no time: every row of a bulk insert without ?timings.
-            if type(r) is ExecuteResult and r.time is None and r.last_insert_id and r.rows_affected:
+            if (
+                counters
+                and type(r) is ExecuteResult
+                and r.time is None
+                and r.last_insert_id
+                and r.rows_affected
+            ):
                 append(_COUNTERS % (r.last_insert_id, r.rows_affected))
             else:
-                append(json.dumps(r.to_json(associative), separators=(",", ":")))
+                append(json.dumps(r.to_json(form), separators=(",", ":")))
         tail = "" if self.time is None else ',"time":' + json.dumps(self.time)
         return '{"results":[' + ",".join(parts) + "]" + tail + "}"
 

@@ -19,7 +19,7 @@ import uvloop
 from aiohttp import web
 
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import client_context, server_context
+from plasmacloud.common.tls import client_context, server_context, watch_certificates
 from plasmacloud.flaredb.auth import Guard
 from plasmacloud.flaredb.client import node_url
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
@@ -39,12 +39,11 @@ class FlareDBServer:
         config: NodeConfig,
         snapshot_threshold: int = 10_000,
         iam_urls: Sequence[str] = (),
-        trusted_cns: Sequence[str] = (),
     ) -> None:
         """Build the node; ``snapshot_threshold`` (entries between log compactions) is
         lowered by tests to exercise snapshot catch-up; with ``iam_urls`` every /db/*
-        request needs an IAM token allowing ``flaredb:Query``/``flaredb:Execute``, except
-        from client certificates whose CN is a node id or in ``trusted_cns``."""
+        request is made by an IAM principal (a token's, or the one a client
+        certificate's CN names) allowed ``flaredb:Query``/``flaredb:Execute``."""
         self.config = config
         data = config.data_path("flaredb")
         self.metrics = FlareMetrics()
@@ -87,11 +86,15 @@ class FlareDBServer:
             else None
         )
         self.verifier = (
-            Verifier(iam_urls, ssl_context=self.client_ssl, audit=self.shipper)
+            Verifier(
+                iam_urls,
+                ssl_context=self.client_ssl,
+                audit=self.shipper,
+                node_ids=[p.node_id for p in config.peers],
+            )
             if iam_urls
             else None
         )
-        trusted = {p.node_id for p in config.peers} | set(trusted_cns)
         self.api = HttpApi(
             config.node_id,
             self.store,
@@ -99,7 +102,7 @@ class FlareDBServer:
             peers,
             self.metrics,
             self.client_ssl,
-            guard=Guard(self.verifier, trusted_cns=trusted) if self.verifier else None,
+            guard=Guard(self.verifier) if self.verifier else None,
         )
         self._runner: web.AppRunner | None = None
 
@@ -167,7 +170,6 @@ async def serve(
     stop: asyncio.Event | None = None,
     snapshot_threshold: int = 10_000,
     iam_urls: Sequence[str] = (),
-    trusted_cns: Sequence[str] = (),
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
@@ -175,11 +177,13 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = FlareDBServer(config, snapshot_threshold, iam_urls, trusted_cns)
+    server = FlareDBServer(config, snapshot_threshold, iam_urls)
+    reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         await server.start()
         await stop.wait()
     finally:
+        reloads.cancel()
         await server.stop()
 
 
@@ -187,7 +191,6 @@ def run(
     config_path: Path,
     snapshot_threshold: int = 10_000,
     iam_urls: Sequence[str] = (),
-    trusted_cns: Sequence[str] = (),
 ) -> None:
     """Foreground entry point of ``plasma flaredb serve``."""
     config = NodeConfig.load(config_path)
@@ -196,11 +199,4 @@ def run(
     # sslproto is Python, and a bulk insert moves megabytes through TLS three times on
     # the leader (the request, and the entry to each follower).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(
-            serve(
-                config,
-                snapshot_threshold=snapshot_threshold,
-                iam_urls=iam_urls,
-                trusted_cns=trusted_cns,
-            )
-        )
+        runner.run(serve(config, snapshot_threshold=snapshot_threshold, iam_urls=iam_urls))

@@ -23,6 +23,7 @@ from typing import Any
 
 from plasmacloud.flaredb.authorizer import RESERVED_PREFIX, Sentry, is_reserved
 from plasmacloud.flaredb.command import LOAD, Command
+from plasmacloud.flaredb.decltype import DeclaredTypes
 from plasmacloud.flaredb.models import (
     ErrorResult,
     ExecuteResult,
@@ -33,6 +34,7 @@ from plasmacloud.flaredb.models import (
     Run,
     Statement,
 )
+from plasmacloud.flaredb.rqlite_types import types_and_values
 from plasmacloud.flaredb.sqlscan import (
     NonDeterministicError,
     Token,
@@ -78,6 +80,9 @@ def _alters(sql: str) -> bool:
 
 
 _SQL_ERRORS = (sqlite3.Error, OverflowError, ValueError)
+# A write on the read connection (PRAGMA query_only), and what rqlite says instead.
+_READ_ONLY = "attempt to write a readonly database"
+_RQLITE_READ_ONLY = "attempt to change database via query operation"
 _MAX_ROWID = 2**63 - 1
 _CLOSING_QUOTE = {'"': '"', "`": "`", "[": "]"}
 
@@ -130,21 +135,25 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _rows_result(cur: sqlite3.Cursor, start: float) -> QueryResult:
+def _rows_result(cur: sqlite3.Cursor, start: float, declared: Sequence[str]) -> QueryResult:
+    """The rows of ``cur`` as rqlite reports them, given its columns' declared types."""
     columns = [d[0] for d in cur.description]
-    result = QueryResult.from_rows(columns, cur.fetchall())
+    types, values = types_and_values(declared, cur.fetchall())
+    result = QueryResult(columns, types, values)
     result.time = time.perf_counter() - start
     return result
 
 
-def _execute(conn: sqlite3.Connection, stmt: Statement, sentry: Sentry) -> Result:
+def _execute(
+    conn: sqlite3.Connection, stmt: Statement, sentry: Sentry, declared: DeclaredTypes
+) -> Result:
     """Run one statement; SQLite errors (refusals of ``sentry``, the connection's
     authorizer, included) become an :class:`ErrorResult`."""
     start = time.perf_counter()
     try:
         cur = conn.execute(stmt.sql, stmt.params)
         if cur.description is not None:
-            return _rows_result(cur, start)
+            return _rows_result(cur, start, declared.of(stmt.sql, len(cur.description)))
         rows = max(cur.rowcount, 0)
         # lastrowid is the connection's, so only trust it right after a row was inserted.
         inserted = rows and _inserts(stmt.sql)
@@ -263,6 +272,8 @@ class SQLiteStore:
         self._r = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._r.execute("PRAGMA query_only=ON")
         self._r.set_authorizer(self._r_sentry)
+        self._w_types = DeclaredTypes(self._w, path)
+        self._r_types = DeclaredTypes(self._r, path)
         self._applied = self._read_applied()
         self._checkpointer = _Checkpointer(path)
         # Commands this node proposed, by the identity of their entry's bytes (kept
@@ -487,27 +498,34 @@ class SQLiteStore:
         clock = time.perf_counter
         append = results.append
         start = clock()  # one clock reading per statement: its end is the next one's start
+        declared: Sequence[str] | None = None
         for params in run.params:
             self._steps = 0
             try:
                 execute(sql, params)
+                if not conn.in_transaction:
+                    raise _TransactionLost("a statement ended the transaction")
+                if alters and (reserved := self._reserved_rename()) is not None:
+                    append(ErrorResult(reserved, clock() - start))
+                    return True
+                if cur.description is None:
+                    rows = cur.rowcount
+                    # lastrowid is the connection's: only trust it right after a row was
+                    # inserted.
+                    last = cur.lastrowid if rows > 0 and inserts else 0
+                    end = clock()
+                    append(ExecuteResult(last or 0, rows if rows > 0 else 0, end - start))
+                else:
+                    # One SQL text, one schema: its declared types are asked once. Rows
+                    # are read here, and reading them can fail too (an overflow in the
+                    # third row, text that is not UTF-8).
+                    if declared is None:
+                        declared = self._w_types.of(sql, len(cur.description))
+                    append(_rows_result(cur, start, declared))
+                    end = clock()
             except _SQL_ERRORS as exc:
                 append(self._failed(exc, start))
                 return True
-            if not conn.in_transaction:
-                raise _TransactionLost("a statement ended the transaction")
-            if alters and (reserved := self._reserved_rename()) is not None:
-                append(ErrorResult(reserved, clock() - start))
-                return True
-            if cur.description is None:
-                rows = cur.rowcount
-                # lastrowid is the connection's: only trust it right after a row was inserted.
-                last = cur.lastrowid if rows > 0 and inserts else 0
-                end = clock()
-                append(ExecuteResult(last or 0, rows if rows > 0 else 0, end - start))
-            else:
-                append(_rows_result(cur, start))
-                end = clock()
             start = end
         return False
 
@@ -592,7 +610,7 @@ class SQLiteStore:
                 conn.execute("SAVEPOINT stmt")
             self._steps = 0
             start = time.perf_counter()
-            result = _execute(conn, stmt, self._w_sentry)
+            result = _execute(conn, stmt, self._w_sentry, self._w_types)
             if not isinstance(result, ErrorResult) and _alters(stmt.sql):
                 reserved = self._reserved_rename()
                 result = result if reserved is None else ErrorResult(reserved)
@@ -681,7 +699,10 @@ class SQLiteStore:
                 except NonDeterministicError as exc:
                     results.append(ErrorResult(str(exc)))
                     continue
-                results.append(_execute(self._r, stmt, self._r_sentry))
+                result = _execute(self._r, stmt, self._r_sentry, self._r_types)
+                if isinstance(result, ErrorResult) and result.error == _READ_ONLY:
+                    result = ErrorResult(_RQLITE_READ_ONLY, result.time)  # rqlite's words
+                results.append(result)
             return results
         finally:
             if deadline is not None:

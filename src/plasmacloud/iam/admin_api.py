@@ -104,7 +104,7 @@ def _create(spec: KindSpec) -> Handler:
         svc = service(request)
         fields = body.model_dump(exclude_none=True, exclude={"password"})
         extra: dict[str, str] = {}
-        if isinstance(body, m.CreateUser):
+        if isinstance(body, m.CreateUser) and body.password is not None:
             fields["password_hash"] = await svc.hasher.hash(body.password)
         if spec.kind == Kind.SERVICE_ACCOUNT:
             secret, fields["secret_hash"] = new_client_secret()

@@ -52,7 +52,8 @@ class NamedBody(_Body):
 
 
 class CreateUser(_Memberships, NamedBody):
-    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
+    # None: the user signs in only with a client certificate whose CN is its name
+    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=1024)
 
 
 class UpdateUser(_Memberships):

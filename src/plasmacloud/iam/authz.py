@@ -13,6 +13,12 @@ It imports nothing from ``chainfire`` or ``flaredb`` (they import it). A
   tokens are refused (fail closed) until a fetch succeeds.
 * **Policies** of a principal (``/v1/self/policies``, fetched with the principal's own
   token) are cached for ``policy_ttl`` seconds, so policy edits apply within that time.
+* **Certificate identities**: a call without a token is made by the principal its
+  verified client certificate's CN names (``iam.certidentity``): a node id is that
+  node's system principal, decided locally; any other CN is looked up at IAM
+  (``/v1/certificate-identities/<cn>``) and the principal with its policies cached for
+  ``policy_ttl`` seconds (unknown names for ``negative_ttl``), so it costs no round trip
+  per call either.
 
 Naming: actions are ``chainfire:<RPC>`` (Range, Put, DeleteRange, Txn, Compact, Watch,
 LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases, MemberList,
@@ -38,6 +44,14 @@ from typing import Any, Literal, Protocol
 
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context
+from plasmacloud.iam.cache import TtlCache
+from plasmacloud.iam.certidentity import (
+    NODE_POLICY,
+    HttpIdentitySource,
+    IdentitySource,
+    node_principal,
+    request_common_name,
+)
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.iam.jwtcheck import PublicKey, TokenError, decode_token, keys_from_jwks, token_kid
@@ -51,7 +65,7 @@ from plasmacloud.iam.naming import (
     flaredb_action,
     flaredb_resource,
 )
-from plasmacloud.iam.policy import Decision, Policy, PolicyError, evaluate, parse_policy
+from plasmacloud.iam.policy import Decision, Policy, evaluate, parse_policy_list
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
 from plasmacloud.iam.shipper import AuditShipper
 from plasmacloud.iam.upstream import IamRefused, IamUnavailable, IamUpstream
@@ -79,6 +93,7 @@ __all__ = [
     "chainfire_resource",
     "flaredb_action",
     "flaredb_resource",
+    "request_common_name",
     "token_from_metadata",
 ]
 
@@ -89,17 +104,6 @@ class PolicySource(Protocol):
     async def policies_for(self, principal: Principal) -> list[tuple[str, Policy]]: ...
 
 
-def parse_policy_list(body: Mapping[str, Any]) -> list[tuple[str, Policy]]:
-    """``{"policies": [{"name", "document"}]}`` -> parsed pairs (bad entries are skipped)."""
-    out = []
-    for item in body.get("policies", []):
-        try:
-            out.append((str(item["name"]), parse_policy(item["document"])))
-        except (KeyError, TypeError, PolicyError) as exc:
-            log.warning("ignoring an unreadable policy from IAM: %s", exc)
-    return out
-
-
 class HttpPolicySource:
     """Fetches a principal's policies from IAM with its own token; caches per subject."""
 
@@ -107,38 +111,14 @@ class HttpPolicySource:
         self, upstream: IamUpstream, ttl: float, clock: Callable[[], float] = time.monotonic
     ):
         self._upstream = upstream
-        self._ttl = ttl
-        self._clock = clock
-        self._cache: dict[str, tuple[float, list[tuple[str, Policy]]]] = {}
-        self._inflight: dict[str, asyncio.Future[list[tuple[str, Policy]]]] = {}
+        self._cache: TtlCache[str, list[tuple[str, Policy]]] = TtlCache(lambda _: ttl, clock)
 
     async def policies_for(self, principal: Principal) -> list[tuple[str, Policy]]:
-        hit = self._cache.get(principal.sub)
-        if hit and self._clock() - hit[0] < self._ttl:
-            return hit[1]
-        # Concurrent misses for one principal share a single fetch.
-        pending = self._inflight.get(principal.sub)
-        if pending is None:
-            pending = asyncio.ensure_future(self._fetch(principal, hit))
-            self._inflight[principal.sub] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(principal.sub, None))
-        return await asyncio.shield(pending)
+        return await self._cache.get(principal.sub, lambda: self._fetch(principal))
 
-    async def _fetch(
-        self, principal: Principal, hit: tuple[float, list[tuple[str, Policy]]] | None
-    ) -> list[tuple[str, Policy]]:
-        now = self._clock()
-        try:
-            body = await self._upstream.get_json("/v1/self/policies", token=principal.token)
-        except IamUnavailable:
-            if hit:  # keep deciding with what we know while IAM is away
-                return hit[1]
-            raise
-        policies = parse_policy_list(body)
-        if len(self._cache) > 10_000:  # bound memory under many distinct callers
-            self._cache.clear()
-        self._cache[principal.sub] = (now, policies)
-        return policies
+    async def _fetch(self, principal: Principal) -> list[tuple[str, Policy]]:
+        body = await self._upstream.get_json("/v1/self/policies", token=principal.token)
+        return parse_policy_list(body)
 
 
 def token_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -157,10 +137,12 @@ class Verdict:
     """The outcome of checking one call: a service maps it onto its own error replies.
 
     ``status`` is ``"ok"``, ``"unauthenticated"`` (no or bad credentials: gRPC
-    UNAUTHENTICATED / HTTP 401) or ``"denied"`` (gRPC PERMISSION_DENIED / HTTP 403).
+    UNAUTHENTICATED / HTTP 401), ``"denied"`` (gRPC PERMISSION_DENIED / HTTP 403; also a
+    certificate naming no enabled principal, as etcd answers an unknown CN) or
+    ``"unavailable"`` (a certificate's principal could not be looked up: IAM unreachable).
     """
 
-    status: Literal["ok", "unauthenticated", "denied"]
+    status: Literal["ok", "unauthenticated", "denied", "unavailable"]
     message: str = ""
     principal: Principal | None = None
 
@@ -184,7 +166,12 @@ class Verifier:
         policy_source: PolicySource | None = None,
         audit: Callable[[AuditRecord], Awaitable[None] | None] | None = None,
         clock: Callable[[], float] = time.time,
+        node_ids: Iterable[str] = (),
+        identity_source: IdentitySource | None = None,
+        negative_ttl: float = 1.0,
     ):
+        """``node_ids``: the cluster's nodes, whose certificates are system principals
+        (see :meth:`authenticate_certificate`)."""
         self._upstream = IamUpstream(iam_urls, ssl_context, http_timeout)
         self._audience = audience
         self._issuer = issuer
@@ -194,6 +181,10 @@ class Verifier:
         self._leeway = leeway
         self._clock = clock
         self._policies = policy_source or HttpPolicySource(self._upstream, policy_ttl, clock)
+        self._node_ids = frozenset(node_ids)
+        self._identities = identity_source or HttpIdentitySource(
+            self._upstream, policy_ttl, negative_ttl, revocation_max_stale, clock
+        )
         self._audit = audit
         self._keys: dict[str, PublicKey] = {}
         self._jwks_fetched_at = float("-inf")
@@ -207,8 +198,14 @@ class Verifier:
     @classmethod
     def for_config(cls, config: NodeConfig, **options: Any) -> Verifier:
         """A Verifier for a service on this node: every IAM of the cluster, this node's
-        first, over the node's TLS (its certificate presented, the cluster CA trusted)."""
-        return cls(iam_urls(config), ssl_context=client_context(config.tls), **options)
+        first, over the node's TLS (its certificate presented, the cluster CA trusted),
+        the cluster's node ids as system principals."""
+        return cls(
+            iam_urls(config),
+            ssl_context=client_context(config.tls),
+            node_ids=[p.node_id for p in config.peers],
+            **options,
+        )
 
     async def _refresh_jwks(self) -> None:
         async with self._lock:
@@ -289,6 +286,27 @@ class Verifier:
                 return await self.password_login(user, password, client_ip)
         raise TokenError("no_credentials", "expected 'Bearer <token>' or 'Basic <user:pass>'")
 
+    async def authenticate_certificate(self, common_name: str) -> Principal:
+        """The principal a verified client certificate's CN names (a call without token).
+
+        A node id of the cluster is that node's system principal (no IAM call); any other
+        CN must name an enabled IAM user or service account, looked up once per
+        ``policy_ttl``. Raises :class:`TokenError` with reason ``unknown_identity`` or
+        ``iam_unavailable``.
+        """
+        if common_name in self._node_ids:
+            return node_principal(common_name)
+        try:
+            identity = await self._identities.resolve(common_name)
+        except (IamUnavailable, IamRefused) as exc:
+            raise TokenError("iam_unavailable", f"certificate identity lookup: {exc}") from None
+        if identity is None:
+            raise TokenError(
+                "unknown_identity",
+                f"certificate CN {common_name!r} names no enabled IAM user or service account",
+            )
+        return identity.principal
+
     async def check(
         self,
         principal: Principal,
@@ -313,19 +331,30 @@ class Verifier:
         rpc: str,
         ranges: Sequence[tuple[bytes, bytes]],
         source_ip: str | None = None,
+        common_name: str | None = None,
     ) -> Verdict:
-        """One Chainfire call: token from the metadata, ``chainfire:<rpc>`` on each range.
+        """One Chainfire call: the token from the metadata or, without one, the verified
+        client certificate's ``common_name`` (as etcd's ``--client-cert-auth``) says who
+        calls; ``chainfire:<rpc>`` on each range decides.
 
         A Txn is checked as ``chainfire:Txn`` on every range it touches; RPCs that touch
         no key (members, status, snapshot...) are checked on ``cluster``.
         """
         token = token_from_metadata(metadata)
-        if token is None:
-            return Verdict("unauthenticated", "a token is required (etcdctl --user)")
-        try:
-            principal = await self.authenticate(token)
-        except TokenError as exc:
-            return Verdict("unauthenticated", f"token refused ({exc.reason})")
+        if token is not None:
+            try:
+                principal = await self.authenticate(token)
+            except TokenError as exc:
+                return Verdict("unauthenticated", f"token refused ({exc.reason})")
+        elif common_name is not None:
+            try:
+                principal = await self.authenticate_certificate(common_name)
+            except TokenError as exc:
+                if exc.reason == "iam_unavailable":
+                    return Verdict("unavailable", str(exc))
+                return Verdict("denied", str(exc))
+        else:
+            return Verdict("unauthenticated", "a token or a client certificate is required")
         resources = [chainfire_range(k, e) for k, e in ranges] or [(CLUSTER_RESOURCE, False)]
         ctx: dict[str, ContextValue] = {"plasma:SourceIp": source_ip} if source_ip else {}
         return await self.check(principal, chainfire_action(rpc), resources, ctx)
@@ -405,18 +434,31 @@ class Verifier:
         """
         ctx = request_context(principal, self._clock(), context)
         try:
-            policies = await self._policies.policies_for(principal)
+            policies = await self._policies_of(principal)
         except (IamUnavailable, IamRefused) as exc:
             log.warning("policies for %s unavailable, denying: %s", principal.sub, exc)
             policies = []
         decision = evaluate(policies, action, resource, ctx, prefix)
-        if self._audit is not None:
+        # A node's allowed calls are the cluster's own traffic (IAM's store writes among
+        # them: auditing those would write more of them); its refusals are recorded.
+        if self._audit is not None and (principal.auth != "node" or not decision.allowed):
             pending = self._audit(
                 AuditRecord(self._clock(), principal.sub, action, resource + "*" * prefix, decision)
             )
             if pending is not None:
                 await pending
         return decision
+
+    async def _policies_of(self, principal: Principal) -> list[tuple[str, Policy]]:
+        if principal.auth == "node":
+            return NODE_POLICY
+        if principal.auth == "certificate":
+            identity = await self._identities.resolve(principal.username)
+            # gone or replaced by another principal of that name since: nothing applies
+            if identity is None or identity.principal.sub != principal.sub:
+                return []
+            return identity.policies
+        return await self._policies.policies_for(principal)
 
     async def close(self) -> None:
         """Close the HTTP session."""

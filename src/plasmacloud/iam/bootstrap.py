@@ -1,7 +1,9 @@
-"""Creating the cluster's first admin once, with its credentials written to a 0600 file."""
+"""Creating the cluster's first admin once, with its credentials written to a 0600 file,
+and making the operators' client certificates administrators by policy."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 
@@ -18,16 +20,31 @@ class Outcome(StrEnum):
     LOST = "lost"  # done before, but this file does not exist (use the one written then)
 
 
-async def bootstrap_to_file(svc: IamService, out: Path, username: str = "admin") -> Outcome:
-    """Bootstrap through ``svc``; idempotent, secrets go only to ``out`` (mode 0600)."""
+async def bootstrap_to_file(
+    svc: IamService,
+    out: Path,
+    username: str = "admin",
+    certificate_admins: Sequence[str] = (),
+) -> Outcome:
+    """Bootstrap through ``svc``; idempotent, secrets go only to ``out`` (mode 0600).
+
+    Every name in ``certificate_admins`` (an operator certificate's CN) is then ensured an
+    admin user, on every run: a cluster bootstrapped before it was listed gets it too.
+    """
     creds = await svc.bootstrap(username, deliver=lambda c: c.write(out))
+    for name in certificate_admins:
+        await svc.ensure_certificate_admin(name)
     if creds is not None:
         return Outcome.CREATED
     return Outcome.EXISTING if out.exists() else Outcome.LOST
 
 
 async def bootstrap_cluster(
-    config: NodeConfig, out: Path, username: str = "admin", store: KVStore | None = None
+    config: NodeConfig,
+    out: Path,
+    username: str = "admin",
+    certificate_admins: Sequence[str] = (),
+    store: KVStore | None = None,
 ) -> Outcome:
     """Bootstrap the cluster that ``config`` belongs to, in ``store`` (closed afterwards;
     default: its Chainfire's system keyspace, with the node's certificate)."""
@@ -35,8 +52,7 @@ async def bootstrap_cluster(
 
     store = store or open_store(config)
     try:
-        return await bootstrap_to_file(
-            IamService(store, settings_from_config(config)), out, username
-        )
+        svc = IamService(store, settings_from_config(config))
+        return await bootstrap_to_file(svc, out, username, certificate_admins)
     finally:
         await store.close()

@@ -3,8 +3,11 @@
 Exactly one key signs at a time (the store's ``keys-active`` pointer, updated by
 compare-and-swap so two nodes rotating at once agree on one winner). A retired key stays
 in the JWKS until every token it signed has expired (``retired_at + token_ttl + leeway``)
-and is then pruned. Private keys live in Chainfire next to the rest of IAM's state;
-Chainfire's mTLS is what protects them in transit.
+and is then pruned. Private keys live in Chainfire next to the rest of IAM's state,
+sealed with the cluster's sealing key when the node has one (``iam.sealing``), so no
+database file, snapshot or backup holds them in clear; Chainfire's mTLS protects them in
+transit. Keys an older release stored in clear are sealed the first time a node with
+the sealing key reads them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plasmacloud.iam.jwtcheck import PublicKey
+from plasmacloud.iam.sealing import Sealer, SealingError
 from plasmacloud.iam.store import KVStore
 
 KEYS_PREFIX = "/plasmacloud/iam/keys/"
@@ -63,12 +67,33 @@ class SigningKey:
     def public_key(self) -> PublicKey:
         return PublicKey(self.kid, ALGORITHM, self.private_key().public_key())
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+    def to_bytes(self, sealer: Sealer | None) -> bytes:
+        """The stored form: the private key sealed when there is a ``sealer``."""
+        record: dict[str, Any] = asdict(self)
+        if sealer is not None:
+            pem = record.pop("private_pem").encode()
+            record["sealed"] = sealer.seal(pem, aad=self.kid.encode())
+            record["sealed_with"] = sealer.key_id
+        return json.dumps(record).encode()
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> SigningKey:
-        return cls(**json.loads(raw))
+    def from_bytes(cls, raw: bytes, sealer: Sealer | None) -> SigningKey:
+        record = json.loads(raw)
+        if "sealed" in record:
+            if sealer is None:
+                raise SealingError(
+                    "IAM's signing keys are sealed and this node has no sealing key: set "
+                    "sealing_key_file in its cluster-config.json"
+                )
+            pem = sealer.open(
+                record.pop("sealed"), record.pop("sealed_with"), aad=record["kid"].encode()
+            )
+            record["private_pem"] = pem.decode()
+        return cls(**record)
+
+    @staticmethod
+    def is_sealed(raw: bytes) -> bool:
+        return "sealed" in json.loads(raw)
 
 
 @lru_cache(maxsize=64)
@@ -90,8 +115,10 @@ class KeyRing:
         cache_seconds: float = 5.0,
         max_age: float = 30 * 86400.0,
         clock: Callable[[], float] = time.time,
+        sealer: Sealer | None = None,
     ):
         self._store = store
+        self._sealer = sealer
         self._max_age = max_age
         self._keep_after_retire = token_ttl + leeway
         self._cache_seconds = cache_seconds
@@ -104,12 +131,13 @@ class KeyRing:
         if not force and self._cache and now - self._cache[0] < self._cache_seconds:
             return self._cache[1], self._cache[2]
         active = await self._store.get(ACTIVE_KEY)
-        keys = {
-            k.kid: k
-            for k in (
-                SigningKey.from_bytes(kv.value) for kv in await self._store.range(KEYS_PREFIX)
-            )
-        }
+        keys = {}
+        for kv in await self._store.range(KEYS_PREFIX):
+            key = SigningKey.from_bytes(kv.value, self._sealer)
+            keys[key.kid] = key
+            if self._sealer is not None and not SigningKey.is_sealed(kv.value):
+                # stored in clear by an older release: seal it (unless it changed meanwhile)
+                await self._store.compare_and_swap(kv.key, kv.version, key.to_bytes(self._sealer))
         active_kid = active.value.decode() if active else None
         self._cache = (now, active_kid, keys)
         return active_kid, keys
@@ -136,7 +164,7 @@ class KeyRing:
         if (pointer.value.decode() if pointer else None) != expected_active:
             return await self._winner()
         fresh = SigningKey.generate(self._clock())
-        await self._store.put(KEYS_PREFIX + fresh.kid, fresh.to_bytes())
+        await self._store.put(KEYS_PREFIX + fresh.kid, fresh.to_bytes(self._sealer))
         won = await self._store.compare_and_swap(
             ACTIVE_KEY, pointer.version if pointer else 0, fresh.kid.encode()
         )
@@ -146,8 +174,9 @@ class KeyRing:
         if expected_active is not None:
             old = await self._store.get(KEYS_PREFIX + expected_active)
             if old is not None:
-                retired = replace(SigningKey.from_bytes(old.value), retired_at=self._clock())
-                await self._store.put(KEYS_PREFIX + retired.kid, retired.to_bytes())
+                previous = SigningKey.from_bytes(old.value, self._sealer)
+                retired = replace(previous, retired_at=self._clock())
+                await self._store.put(KEYS_PREFIX + retired.kid, retired.to_bytes(self._sealer))
         self._cache = None
         return fresh
 

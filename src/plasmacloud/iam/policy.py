@@ -15,6 +15,7 @@ case-sensitively, both with ``*``/``?`` wildcards.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from plasmacloud.iam.conditions import (
     parse_condition_value,
 )
 from plasmacloud.iam.wildcard import covers_prefix, intersects_prefix, wildcard_match
+
+log = logging.getLogger(__name__)
 
 VERSIONS = ("2012-10-17", "2008-10-17")
 Effect = Literal["Allow", "Deny"]
@@ -302,6 +305,18 @@ def parse_policy(doc: Any) -> Policy:
     if errors:
         raise PolicyError(errors)
     return Policy(statements=tuple(statements), version=str(version), document=doc)
+
+
+def parse_policy_list(body: Mapping[str, Any]) -> list[tuple[str, Policy]]:
+    """``{"policies": [{"name", "document"}]}`` (as IAM serves them) -> parsed pairs; an
+    unreadable entry is skipped (it can only grant less)."""
+    out = []
+    for item in body.get("policies", []):
+        try:
+            out.append((str(item["name"]), parse_policy(item["document"])))
+        except (KeyError, TypeError, PolicyError) as exc:
+            log.warning("ignoring an unreadable policy from IAM: %s", exc)
+    return out
 
 
 def evaluate(

@@ -1,11 +1,12 @@
-"""Who a verified token speaks for, and the record of one authorization decision."""
+"""Who a verified caller is (by token or client certificate), and the record of one
+authorization decision."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.policy import Decision
@@ -13,7 +14,12 @@ from plasmacloud.iam.policy import Decision
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """A verified caller."""
+    """A verified caller.
+
+    ``auth`` says how: a bearer ``token``; a client ``certificate`` whose CN names this
+    IAM principal (no token, so ``jti`` is empty and ``expires_at`` infinite); or a cluster
+    ``node``'s certificate, the node's system principal (see ``iam.certidentity``).
+    """
 
     sub: str
     username: str
@@ -23,6 +29,7 @@ class Principal:
     expires_at: float
     client_id: str | None = None
     token: str = field(default="", repr=False)
+    auth: Literal["token", "certificate", "node"] = "token"
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any], token: str) -> Principal:

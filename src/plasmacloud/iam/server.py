@@ -24,10 +24,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import server_context
+from plasmacloud.common.tls import server_context, watch_certificates
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
 from plasmacloud.iam.bootstrap import bootstrap_to_file
+from plasmacloud.iam.certidentity import request_common_name
+from plasmacloud.iam.directory import NAME_RE
 from plasmacloud.iam.endpoints import issuer_for
 from plasmacloud.iam.http_util import (
     SERVICE_KEY,
@@ -43,6 +45,7 @@ from plasmacloud.iam.jwtcheck import ALLOWED_ALGORITHMS
 from plasmacloud.iam.openapi import openapi_document
 from plasmacloud.iam.policy import Decision, evaluate, parse_policy
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
+from plasmacloud.iam.sealing import read_sealing_key
 from plasmacloud.iam.service import GrantError, IamService, IamSettings
 from plasmacloud.iam.store import KVStore, MemoryStore, StoreUnavailable
 from plasmacloud.iam.tokens import TokenSettings
@@ -150,7 +153,7 @@ def client_address(request: web.Request) -> str:
     would let a guesser pick a fresh address per attempt).
     """
     forwarded = request.headers.get("X-Forwarded-For", "").strip()
-    if forwarded and peer_common_name(request) in request.app[NODE_IDS_KEY]:
+    if forwarded and request_common_name(request) in request.app[NODE_IDS_KEY]:
         try:
             return str(ipaddress.ip_address(forwarded))
         except ValueError:
@@ -305,16 +308,6 @@ async def audit_query(request: web.Request) -> web.Response:
     return web.json_response({"items": page.entries, "next_page_token": page.next_token})
 
 
-def peer_common_name(request: web.Request) -> str | None:
-    """CN of the client certificate the TLS handshake verified (None without one)."""
-    cert = request.transport.get_extra_info("peercert") if request.transport else None
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
-
-
 async def audit_source(request: web.Request, source: str) -> str:
     """Who may append audit records, and under which source they are stored.
 
@@ -326,7 +319,7 @@ async def audit_source(request: web.Request, source: str) -> str:
     if "Authorization" in request.headers:
         await require(request, "iam:WriteAudit", "iam/audit")
         return source
-    node = peer_common_name(request)
+    node = request_common_name(request)
     if node is None or node not in request.app[NODE_IDS_KEY]:
         raise ApiError(
             401,
@@ -335,6 +328,30 @@ async def audit_source(request: web.Request, source: str) -> str:
             headers={"WWW-Authenticate": 'Bearer realm="plasmacloud-iam"'},
         )
     return f"{source.partition('@')[0]}@{node}"
+
+
+async def certificate_identity(request: web.Request) -> web.Response:
+    """Who a client certificate whose CN is ``name`` speaks for, with its effective
+    policies: what Chainfire and FlareDB ask (with their node's certificate, the only
+    callers answered) to decide a call made without a token."""
+    if request_common_name(request) not in request.app[NODE_IDS_KEY]:
+        raise ApiError(403, "forbidden", "only a cluster node's client certificate may look up")
+    svc = service(request)
+    name = request.match_info["name"]
+    subject = await svc.certificate_subject(name) if NAME_RE.match(name) else None
+    if subject is None:
+        raise ApiError(404, "not_found", f"no enabled user or service account is named {name!r}")
+    pairs = await svc.directory.effective_policies(subject.sub)
+    return web.json_response(
+        {
+            "sub": subject.sub,
+            "username": subject.username,
+            "groups": list(subject.groups),
+            "roles": list(subject.roles),
+            "client_id": subject.client_id,
+            "policies": [{"name": n, "document": pol.document} for n, pol in pairs],
+        }
+    )
 
 
 async def audit_append(request: web.Request) -> web.Response:
@@ -386,6 +403,12 @@ def public_routes() -> list[Route]:
             "allowed iam:WriteAudit, or a node's client certificate)", "Audit",
             "iam:WriteAudit", m.AuditBatch,
         ),
+        Route(
+            "GET", "/v1/certificate-identities/{name}", certificate_identity,
+            "The principal a client certificate's CN names and its effective policies (a "
+            "cluster node's certificate only: what Chainfire and FlareDB decide tokenless "
+            "calls with)", "Self",
+        ),
         Route("POST", "/v1/keys/rotate", rotate_keys, "Rotate the signing key", "Keys",
               "iam:RotateSigningKey"),
     ]  # fmt: skip
@@ -434,7 +457,12 @@ def create_app(svc: IamService, node_ids: frozenset[str] = frozenset()) -> web.A
 
 def settings_from_config(config: NodeConfig) -> IamSettings:
     """IAM settings of this node, derived from its ``cluster-config.json``."""
-    return IamSettings(node_id=config.node_id, tokens=TokenSettings(issuer=issuer_for(config)))
+    sealing = config.sealing_key_file
+    return IamSettings(
+        node_id=config.node_id,
+        tokens=TokenSettings(issuer=issuer_for(config)),
+        sealing_key=read_sealing_key(sealing) if sealing else None,
+    )
 
 
 def iam_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
@@ -506,11 +534,13 @@ async def serve(
         iam_ssl_context(config),
         frozenset(p.node_id for p in config.peers),
     )
+    reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         if bootstrap_out is not None:
             outcome = await bootstrap_to_file(svc, bootstrap_out)
             log.info("bootstrap: %s (credentials file %s)", outcome.value, bootstrap_out)
         await stop.wait()
     finally:
+        reloads.cancel()
         await runner.cleanup()
         await kv.close()

@@ -14,6 +14,7 @@ from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.iam.directory import (
     ROOT,
     Directory,
+    Entity,
     Group,
     Kind,
     PolicyRecord,
@@ -27,6 +28,7 @@ from plasmacloud.iam.metrics import IamMetrics
 from plasmacloud.iam.passwords import Hasher, HashParams, check_secret, new_client_secret
 from plasmacloud.iam.policy import Decision, evaluate
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
+from plasmacloud.iam.sealing import Sealer
 from plasmacloud.iam.store import KVStore
 from plasmacloud.iam.tokens import IssuedTokens, Subject, TokenService, TokenSettings
 
@@ -56,6 +58,8 @@ class IamSettings:
     hashing: HashParams = field(default_factory=HashParams)
     key_cache_seconds: float = 5.0
     key_max_age: float = 30 * 86400.0  # signing keys rotate on first use after this
+    # the cluster's sealing key (iam.sealing); None: signing keys are stored in clear
+    sealing_key: bytes | None = field(default=None, repr=False)
 
 
 def _subject_of(entity: object) -> Subject:
@@ -70,6 +74,13 @@ def _subject_of(entity: object) -> Subject:
         roles=tuple(entity.roles),
         client_id=entity.name if is_sa else None,
     )
+
+
+def _in_admin_group(entity: Entity) -> Entity:
+    """``entity`` (a user) with the admins group among its groups."""
+    if not isinstance(entity, User) or ADMIN_GROUP in entity.groups:
+        return entity
+    return entity.model_copy(update={"groups": [*entity.groups, ADMIN_GROUP]})
 
 
 class IamService:
@@ -89,6 +100,7 @@ class IamService:
             cache_seconds=settings.key_cache_seconds,
             max_age=settings.key_max_age,
             clock=clock,
+            sealer=Sealer(settings.sealing_key) if settings.sealing_key else None,
         )
         self.tokens = TokenService(store, self.keyring, settings.tokens, clock=clock)
         self.hasher = Hasher(settings.hashing)
@@ -107,6 +119,19 @@ class IamService:
             Kind.USER if kind == "user" else Kind.SERVICE_ACCOUNT, name
         )
         return _subject_of(entity)
+
+    async def certificate_subject(self, name: str) -> Subject | None:
+        """The principal a client certificate with CN ``name`` speaks for: the user of that
+        name, else the service account of that name; ``None`` if neither exists or the
+        one found is disabled (a disabled user does not fall back to a service account)."""
+        for kind in (Kind.USER, Kind.SERVICE_ACCOUNT):
+            entity = await self.directory.get(kind, name)
+            if entity is not None:
+                try:
+                    return _subject_of(entity)
+                except GrantError:
+                    return None
+        return None
 
     def _refuse_if_throttled(self, ip: str) -> None:
         if self.ip_limiter.blocked(ip):
@@ -281,6 +306,22 @@ class IamService:
             deliver(creds)
         await self.store.put(BOOTSTRAP_KEY, json.dumps({**claim, "done": True}).encode())
         return creds
+
+    async def ensure_certificate_admin(self, name: str) -> bool:
+        """Make the holder of a client certificate with CN ``name`` an administrator by
+        policy: the user ``name`` (no password: it logs in by certificate only) in the
+        admins group, created or added to the group if need be. Run after
+        :meth:`bootstrap`; True if anything changed."""
+        d = self.directory
+        user = await d.get(Kind.USER, name)
+        if user is None:
+            desc = f"administrator by client certificate (CN {name})"
+            await d.create(Kind.USER, User(name=name, description=desc, groups=[ADMIN_GROUP]))
+            return True
+        if isinstance(user, User) and ADMIN_GROUP not in user.groups:
+            await d.update(Kind.USER, name, _in_admin_group)
+            return True
+        return False
 
     async def is_bootstrapped(self) -> bool:
         return await self.store.get(BOOTSTRAP_KEY) is not None

@@ -9,13 +9,16 @@ import asyncio
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import grpc
 
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
+from plasmacloud.iam.store import StoreUnavailable
 from plasmacloud.lab.backend import LabError, NodeBackend
-from plasmacloud.lab.layout import LabLayout
+from plasmacloud.lab.layout import OPERATOR_NAME, LabLayout
 from plasmacloud.lab.netns import NetnsBackend, NetnsNames, assert_lab_route, netns_spec
 from plasmacloud.lab.pki import ensure_lab_pki
 from plasmacloud.lab.probe import ClusterView, probe_cluster
@@ -34,6 +37,8 @@ class Lab:
     layout: LabLayout
     state: LabState
     services: tuple[ServiceSpec, ...]
+    # what the IAM bootstrap found when wait_ready ran it (None: not run yet, or no IAM)
+    iam_bootstrap: Outcome | None = field(default=None, init=False)
 
     @classmethod
     def open(
@@ -128,10 +133,15 @@ class Lab:
     ) -> ClusterView:
         """Poll until the nodes (default all) are healthy and agree on one leader.
 
-        Raises on timeout, and early when a recorded service process exits (naming its log).
+        With IAM, its bootstrap runs first (once Chainfire takes it): the probe, like all
+        the lab's tooling, calls as the operator's certificate, which names an IAM
+        principal only from then on. Raises on timeout, and early when a recorded service
+        process exits (naming its log).
         """
         deadline = time.monotonic() + timeout
         while True:
+            if self.iam_bootstrap is None and runs_iam(self.services):
+                self.iam_bootstrap = await self._try_bootstrap_iam()
             view = await self.probe(nodes)
             if on_view is not None:
                 on_view(view)
@@ -144,10 +154,22 @@ class Lab:
 
     async def bootstrap_iam(self) -> Outcome | None:
         """Create IAM's first admin once (re-runs change nothing), its credentials 0600 in
-        ``<lab>/admin.json``; ``None`` if the lab runs no IAM. Needs Chainfire up."""
+        ``<lab>/admin.json``, and make the operator's certificate (CN
+        :data:`~plasmacloud.lab.layout.OPERATOR_NAME`) an admin user by policy; ``None``
+        if the lab runs no IAM. Needs Chainfire up; writes with node01's certificate,
+        which Chainfire lets reach IAM's records without asking IAM."""
         if not runs_iam(self.services):
             return None
-        return await bootstrap_cluster(self.configs()[0], self.layout.admin_credentials)
+        return await bootstrap_cluster(
+            self.configs()[0], self.layout.admin_credentials, certificate_admins=(OPERATOR_NAME,)
+        )
+
+    async def _try_bootstrap_iam(self) -> Outcome | None:
+        """:meth:`bootstrap_iam`, or None while Chainfire cannot take it yet (forming)."""
+        try:
+            return await self.bootstrap_iam()
+        except (StoreUnavailable, grpc.aio.AioRpcError):
+            return None
 
     def _raise_if_exited(self) -> None:
         backend = self.backend

@@ -89,6 +89,7 @@ class LabLayout:
     def node_config(self, spec: LabSpec, node_id: str) -> NodeConfig:
         """The ``cluster-config.json`` of one lab node."""
         from plasmacloud.common.config import NodeConfig, TLSConfig
+        from plasmacloud.iam.sealing import SEALING_KEY
 
         peers = spec.peers()
         return NodeConfig(
@@ -105,6 +106,7 @@ class LabLayout:
                 key_file=self.pki_dir / f"{node_id}.key",
             ),
             data_dir=self.data_dir(node_id),
+            sealing_key_file=self.pki_dir / SEALING_KEY,
             # Peers are named by hostname; the config resolves them without DNS.
             hosts={p.hostname: p.ip for p in peers},
             bind_address=None,

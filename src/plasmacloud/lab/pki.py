@@ -17,3 +17,4 @@ def ensure_lab_pki(layout: LabLayout, spec: LabSpec) -> None:
         ips = [str(spec.ip_of(node_id)), "127.0.0.1"]
         pki.issue_node(ca, layout.pki_dir, node_id, [node_id], ips)
     pki.issue_client(ca, layout.pki_dir, OPERATOR_NAME)
+    pki.init_sealing_key(layout.pki_dir)

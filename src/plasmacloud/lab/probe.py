@@ -20,7 +20,9 @@ from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.common.tls import client_context, grpc_pem_material
 from plasmacloud.lab.services import ServiceSpec
 
-PROBE_TIMEOUT_S = 2.0
+# A node's first call with a certificate asks IAM who its CN is and what that principal
+# may do (two HTTPS lookups, then cached); on emulated (TCG) VMs that alone took over 2 s.
+PROBE_TIMEOUT_S = 5.0
 
 
 def dial(target: str, tls: TLSConfig) -> grpc.aio.Channel:

@@ -235,7 +235,7 @@ def stage_image(image: Image, images: Path, services: list[str], configs: list[N
         per_node = images / cfg.node_id / "cmdline"
         if "iam" in services and cfg.tls.enabled:
             urls = ",".join(iam_urls(cfg))
-            auth = f"plasmacloud.iam_urls={urls} plasmacloud.trusted_cn={ADMIN_CLIENT}"
+            auth = f"plasmacloud.iam_urls={urls}"
             per_node.parent.mkdir(exist_ok=True)
             per_node.write_text(f"{args} {auth}\n")
         else:
@@ -639,13 +639,19 @@ class QemuBackend:
 
     async def bootstrap_iam(self) -> Outcome:
         """Create IAM's first admin once (re-runs change nothing), credentials 0600 in
-        ``<lab>/admin.json``. Talks to the VMs' Chainfire with the first node's
-        certificate (IAM's state is in the system keyspace, which only members reach),
-        so it must run inside the lab namespace (``plasma lab qemu validate`` does)."""
+        ``<lab>/admin.json``; the operator's certificate (CN ``admin``, the admin user
+        itself) is thus an admin by policy. Talks to the VMs' Chainfire with the first
+        node's certificate (IAM's state is in the system keyspace, which only members
+        reach), so it must run inside the lab namespace (``plasma lab qemu validate``
+        does)."""
         configs, _operator, _services = self.validation_target()
         node = configs[0]
         tls = OutputLayout(self.paths.out).local_tls(node.node_id, node.tls)
-        return await bootstrap_cluster(node.model_copy(update={"tls": tls}), self.paths.admin)
+        return await bootstrap_cluster(
+            node.model_copy(update={"tls": tls}),
+            self.paths.admin,
+            certificate_admins=(ADMIN_CLIENT,),
+        )
 
     def in_namespace(self, argv: list[str]) -> list[str]:
         """``argv`` run inside the lab namespace: the only place 192.168.100.0/24 exists."""

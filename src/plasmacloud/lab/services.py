@@ -5,10 +5,10 @@ Adding a service to the lab (FlareDB, IAM) means appending a :class:`ServiceSpec
 says it is healthy. Everything else (start, stop, logs, health waits) is generic.
 
 The lab runs IAM on every node and turns auth on in Chainfire and FlareDB
-(:func:`with_auth`): tokens from any IAM node are checked by every service, and the
-node and operator certificates stay trusted so the lab's own tooling (probe, validate,
-chaos) keeps working. In the lab that trust gives nothing away: whoever can read the
-operator's key can read the nodes' keys beside it.
+(:func:`with_auth`): tokens from any IAM node are checked by every service, and a client
+certificate's CN names the IAM principal it speaks for. The lab's own tooling (probe,
+validate, chaos) uses the operator's certificate (CN ``lab.layout.OPERATOR_NAME``),
+which the lab's IAM bootstrap makes an admin user by policy (``Lab.bootstrap_iam``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from plasmacloud.iam.endpoints import iam_url, iam_urls
-from plasmacloud.lab.layout import OPERATOR_NAME
 
 if TYPE_CHECKING:  # annotations only: the CLI names the services at start
     from plasmacloud.common.config import NodeConfig
@@ -98,17 +97,17 @@ IAM = ServiceSpec(
 
 def with_auth(spec: ServiceSpec) -> ServiceSpec:
     """``spec`` started with auth on: ``--iam-url`` for every IAM node of the cluster
-    (this node's first) and the operator's certificate trusted like the nodes'.
+    (this node's first).
 
     Only with TLS: over plain TCP tokens would travel in the clear and the lab's own
-    tooling would have no certificate to be trusted by.
+    tooling would have no certificate to be known by.
     """
 
     def argv(config_path: Path, cfg: NodeConfig) -> list[str]:
         if not cfg.tls.enabled:
             return spec.argv(config_path, cfg)
         urls = [arg for url in iam_urls(cfg) for arg in ("--iam-url", url)]
-        return [*spec.argv(config_path, cfg), *urls, "--trusted-cn", OPERATOR_NAME]
+        return [*spec.argv(config_path, cfg), *urls]
 
     return replace(spec, argv=argv)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from cryptography.x509.oid import NameOID
 
 from plasmacloud.common.config import ConfigError, NodeConfig, TLSConfig
+from plasmacloud.common.files import write_atomic
+from plasmacloud.iam.sealing import SEALING_KEY
 from plasmacloud.provision import pki
 from plasmacloud.provision.findings import Finding, error, warning
 from plasmacloud.provision.layout import OutputLayout
@@ -63,10 +65,14 @@ def issue_cluster(
     Needs the CA (``pki init``). ``force`` reissues even valid certificates (rotation).
     """
     ca = pki.load_ca(out.pki_dir)
+    sealing = pki.init_sealing_key(out.pki_dir).read_bytes()
     results = []
     for node in spec.nodes:
         if nodes and node.node_id not in nodes:
             continue
+        copy = out.secrets_dir(node.node_id) / SEALING_KEY
+        if _read_or_none(copy) != sealing:
+            write_atomic(copy, sealing, pki.KEY_MODE)
         tls = node_tls(out, node)
         before = _read_or_none(tls.cert_file)
         dns, ips = expected_sans(spec, node)

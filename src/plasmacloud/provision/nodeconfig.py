@@ -5,6 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from plasmacloud.common.config import NodeConfig, PeerConfig, Role, TLSConfig
+from plasmacloud.iam.sealing import SEALING_KEY
 from plasmacloud.provision.pki import CA_CERT
 from plasmacloud.provision.spec import SECRETS_DIR, ClusterSpec, NodeSpec
 
@@ -46,4 +47,6 @@ def node_config(spec: ClusterSpec, node: NodeSpec) -> NodeConfig:
         tls=tls_paths(node),
         hosts=hosts_map(spec),
         raft=spec.raft,
+        chainfire=spec.chainfire,
+        sealing_key_file=SECRETS_DIR / SEALING_KEY,
     )

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from plasmacloud.common.files import write_atomic
+from plasmacloud.iam.sealing import SEALING_KEY, new_sealing_key
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
@@ -126,6 +127,16 @@ def expires_at(cert: x509.Certificate) -> dt.datetime:
 
 
 # -- CA --------------------------------------------------------------------------------
+
+
+def init_sealing_key(pki_dir: Path) -> Path:
+    """The cluster's sealing key in ``pki_dir`` (0400), created once; never replaced, since
+    it is what opens the signing keys already stored."""
+    path = Path(pki_dir) / SEALING_KEY
+    if not path.exists():
+        write_atomic(path, new_sealing_key(), KEY_MODE)
+    os.chmod(path, KEY_MODE)
+    return path
 
 
 def init_ca(pki_dir: Path, common_name: str = "PlasmaCloud CA", days: int = 3650) -> CA:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from plasmacloud.common.config import RaftTiming, Role, ServicePorts
+from plasmacloud.common.config import ChainfireOptions, RaftTiming, Role, ServicePorts
 
 SECRETS_DIR = Path("/etc/nixos/secrets")
 _MAC_RE = re.compile(r"^([0-9a-f]{2})([:-][0-9a-f]{2}){5}$")
@@ -212,6 +212,8 @@ class ClusterSpec(_Strict):
     ports: ServicePorts = Field(default_factory=lambda: ServicePorts.model_validate({}))
     # one Raft timing for the whole cluster (every voter must agree on it)
     raft: RaftTiming = Field(default_factory=lambda: RaftTiming.model_validate({}))
+    # Chainfire settings every member shares (auto-compaction)
+    chainfire: ChainfireOptions = Field(default_factory=ChainfireOptions)
     netboot: NetbootSpec = Field(default_factory=NetbootSpec)
     deploy: DeploySpec = Field(default_factory=DeploySpec)
     nodes: list[NodeSpec] = Field(min_length=1)

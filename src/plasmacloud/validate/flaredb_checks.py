@@ -1,8 +1,9 @@
 """FlareDB's part of the checklist: members, quorum, and CRUD read back linearizably.
 
 Every call goes through :class:`plasmacloud.flaredb.client.Client` (the wire models the
-server uses), run in a thread because that client is synchronous. The operator's
-certificate is trusted by the nodes, so no token is needed even with auth on.
+server uses), run in a thread because that client is synchronous. With auth on, the
+operator's certificate speaks for the IAM principal its CN names (an admin in the lab),
+so no token is needed.
 """
 
 from __future__ import annotations

@@ -72,14 +72,16 @@ async def validate_qemu(
     admin = None
     said = ""
     while True:
+        # first: the probe's operator certificate is an IAM principal only once IAM is
+        # bootstrapped (which needs only Chainfire to have formed)
+        if admin is None and backend.runs_iam():
+            admin = await bootstrap_admin(backend, warn)
         view = await probe_cluster(configs, services, tls)
         await asyncio.to_thread(mark_joined, backend, view, warn)
         if not view.ready and (now := describe(view)) != said:
             said = now
             on_waiting(said)
         if view.ready or time.monotonic() > deadline:
-            if admin is None and backend.runs_iam():
-                admin = await bootstrap_admin(backend, warn)
             checks = qemu_checks(checklist(Target(configs, tls, services, view)), only)
             results = await run_checks(configs, tls, services, checks, admin=admin)
             if exit_code(results) == 0 or time.monotonic() > deadline:

@@ -60,17 +60,9 @@ SUITE_TIMEOUT_S = 600
 # against any server (they error at setup with "fixture '...' not found").
 CONFTEST_FIXTURES = ("connection", "cursor", "users_table")
 
-BLOB_ARRAY = (
-    "binds a BLOB parameter as a JSON array of byte values, which rqlite accepts since "
-    "8.x (rqlite PR #1910); FlareDB answers `parameter N has unsupported type array`. "
-    "FlareDB's log entry format has no way to carry bytes parameters yet"
-)
-# test id -> why it fails against FlareDB
-EXPECTED_DIFFERENCES = {
-    "tests.test_blob_dbapi.TestAsyncBlob::test_async_insert_and_read_blob": BLOB_ARRAY,
-    "tests.test_blob_dbapi.TestAsyncBlob::test_async_empty_blob": BLOB_ARRAY,
-    "tests.test_blob_dbapi.TestAsyncBlob::test_async_large_blob": BLOB_ARRAY,
-}
+# test id -> why it fails against FlareDB (none today: the BLOB-array tests pass since
+# FlareDB carries bytes parameters through its log)
+EXPECTED_DIFFERENCES: dict[str, str] = {}
 
 
 def test_rqlite_client_suite_passes_on_flaredb(tmp_path: Path) -> None:
