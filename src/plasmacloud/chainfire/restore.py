@@ -1,0 +1,147 @@
+"""Lay a snapshot file down as a member's data, as ``etcdctl snapshot restore`` does.
+
+A snapshot file (``etcdctl snapshot save``, or a ``plasma cluster backup``) is the store's
+SQLite database followed by its SHA-256. Restoring it writes the database into a member's
+empty data directory with no Raft state: every member restored from the same file starts
+a new Raft group from the config's peer list at the snapshot's revision, as etcd's
+restore does with a new member list. The snapshot carries no system keyspace (a client
+never receives IAM's records); a backup's IAM records can be given to put back.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from plasmacloud.chainfire import system
+from plasmacloud.chainfire.mvcc import MvccStore
+from plasmacloud.common.files import write_atomic
+
+_DIGEST = hashlib.sha256().digest_size
+STORE_FILE = "kv.db"
+RAFT_DIR = "raft"
+
+
+class SnapshotError(ValueError):
+    """The file is not a usable snapshot, or the target is not empty; says which."""
+
+
+@dataclass(frozen=True)
+class SnapshotStatus:
+    """What ``etcdctl snapshot status`` prints: hash, revision, keys, size."""
+
+    hash: int  # CRC-32 of the history, as HashKV answers at this revision
+    revision: int
+    total_keys: int
+    total_size: int
+
+
+def read_snapshot(path: Path) -> bytes:
+    """The database in a snapshot file, its SHA-256 trailer checked."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"snapshot {path}: {exc.strerror}") from None
+    db, digest = blob[:-_DIGEST], blob[-_DIGEST:]
+    if len(blob) <= _DIGEST or hashlib.sha256(db).digest() != digest:
+        raise SnapshotError(
+            f"snapshot {path} fails its SHA-256 check: not a Chainfire snapshot, or cut "
+            "short; take it again with `etcdctl snapshot save`"
+        )
+    return db
+
+
+def _open_image(db: bytes) -> sqlite3.Connection:
+    image = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        image.deserialize(db)
+        image.execute("SELECT v FROM meta WHERE k = 'revision'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        image.close()
+        raise SnapshotError(f"the snapshot's database is not Chainfire's: {exc}") from None
+    return image
+
+
+def snapshot_status(path: Path) -> SnapshotStatus:
+    """Hash, revision, key count and size of a snapshot file."""
+    db = read_snapshot(path)
+    image = _open_image(db)
+    try:
+        keys = int(image.execute("SELECT count(*) FROM cur").fetchone()[0])
+    finally:
+        image.close()
+    scratch = path.with_name(f".{path.name}.status")
+    scratch.write_bytes(db)
+    try:
+        store = MvccStore(scratch)
+        try:
+            hash_, _compact, revision = store.hash_kv(0)
+        finally:
+            store.close()
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
+    return SnapshotStatus(hash_, revision, keys, len(db))
+
+
+def restore_member(
+    db: bytes, data_dir: Path, system_records: Iterable[tuple[bytes, bytes]] = ()
+) -> int:
+    """Write snapshot database ``db`` as the Chainfire data in ``data_dir`` (which must not
+    hold a member already), with ``system_records`` as its system keyspace; returns the
+    revision restored."""
+    store_path, raft = data_dir / STORE_FILE, data_dir / RAFT_DIR
+    if store_path.exists() or raft.exists():
+        raise SnapshotError(
+            f"{data_dir} already holds a member's data; restore into a new or emptied data "
+            "directory (etcdctl snapshot restore refuses an existing one too)"
+        )
+    image = _open_image(db)
+    try:
+        image.execute("BEGIN")
+        # a new Raft group applies from index 1 on top of this state
+        image.execute("INSERT OR REPLACE INTO meta(k, v) VALUES('applied_index', 0)")
+        image.execute("DELETE FROM alarm")  # etcd's restore starts without alarms too
+        system.adopt(image, list(system_records))
+        image.execute("COMMIT")
+        row = image.execute("SELECT v FROM meta WHERE k = 'revision'").fetchone()
+        revision = int(row[0]) if row else 1
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = store_path.with_suffix(".restore")
+        target = sqlite3.connect(tmp)
+        try:
+            image.backup(target)
+        finally:
+            target.close()
+        tmp.replace(store_path)
+    finally:
+        image.close()
+    return revision
+
+
+def write_system_records(path: Path, rows: Iterable[tuple[bytes, bytes]]) -> int:
+    """Save system keyspace records (a backup's IAM state) as JSON, mode 0600; returns
+    how many. Signing keys in them stay sealed."""
+    records = [
+        {"key": base64.b64encode(k).decode(), "value": base64.b64encode(v).decode()}
+        for k, v in rows
+    ]
+    write_atomic(path, json.dumps({"records": records}, indent=1).encode(), 0o600)
+    return len(records)
+
+
+def read_system_records(path: Path) -> list[tuple[bytes, bytes]]:
+    """The records :func:`write_system_records` saved."""
+    try:
+        doc = json.loads(path.read_text())
+        return [
+            (base64.b64decode(r["key"], validate=True), base64.b64decode(r["value"]))
+            for r in doc["records"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SnapshotError(f"system records {path} are not readable: {exc}") from None
