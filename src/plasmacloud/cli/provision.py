@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import shutil
 import signal
 from pathlib import Path
@@ -406,17 +405,13 @@ def deploy_cmd(
         )
         raise typer.Exit(EXIT_UNAVAILABLE)
     if not (dry_run or skip_preflight):
-        facts = ShellFacts(identity=identity)
-        findings = [f for n in nodes for f in drv.validate(cluster, n, facts.gather(n.target))]
+        findings = deploy.target_findings(drv, cluster, nodes, ShellFacts(identity=identity))
         if has_errors(findings):
             print_findings(findings, False, f"preflight for {drv.name}")
+    run = deploy.print_only if dry_run else deploy.stream_command
     for n in nodes:
         try:
-            if dry_run:
-                drv.stage(layout, n)
-                lines = [shlex.join(argv) for argv in drv.commands(cluster, layout, n)]
-            else:
-                lines = deploy.deploy_node(drv, cluster, layout, n, deploy.stream_command)
+            lines = deploy.deploy_node(drv, cluster, layout, n, run)
         except deploy.DeployError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(EXIT_FAILURE) from exc

@@ -29,7 +29,7 @@ from plasmacloud.provision.nix import CONFIG_FILE, SERVICES
 from plasmacloud.provision.pki import CERT_MODE, KEY_MODE
 from plasmacloud.provision.preflight import check_target
 from plasmacloud.provision.spec import SECRETS_DIR, ClusterSpec, NodeSpec
-from plasmacloud.provision.target import TargetFacts
+from plasmacloud.provision.target import FactsSource, TargetFacts
 from plasmacloud.provision.templating import render_template
 
 VENV = Path("/opt/plasmacloud")
@@ -193,6 +193,20 @@ def stream_command(argv: Sequence[str], stdin: str | None = None) -> tuple[int, 
         return subprocess.run(list(argv), input=stdin, text=True, timeout=7200).returncode, ""
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 127, str(exc)
+
+
+def print_only(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str]:
+    """The ``--dry-run`` runner: runs nothing, so :func:`deploy_node` stages the node's
+    files and lists the commands it would run."""
+    return 0, ""
+
+
+def target_findings(
+    drv: Driver, spec: ClusterSpec, nodes: list[NodeSpec], facts: FactsSource
+) -> list[Finding]:
+    """What ``drv`` finds wrong with each node's machine, from facts gathered now (a
+    deploy never starts on an error among them)."""
+    return [f for n in nodes for f in drv.validate(spec, n, facts.gather(n.target))]
 
 
 def deploy_node(
