@@ -16,6 +16,7 @@ import pytest
 ALLOWED = {
     "plasmacloud",
     "plasmacloud.common",
+    "plasmacloud.common.durations",
     "plasmacloud.common.errors",
     "plasmacloud.iam",
     "plasmacloud.iam.endpoints",
@@ -26,7 +27,7 @@ ALLOWED = {
     "plasmacloud.lab.services",
 }
 HEAVY = ("grpc", "cryptography", "pydantic", "aiohttp", "yaml", "jinja2", "asyncio")
-GROUPS = ["chainfire", "flaredb", "iam", "lab", "pki", "netboot", "provision"]
+GROUPS = ["chainfire", "cluster", "flaredb", "iam", "lab", "pki", "netboot", "provision"]
 
 
 def _loaded_after(argvs: list[list[str]]) -> tuple[list[str], list[int]]:

@@ -15,6 +15,7 @@ from multidict import CIMultiDictProxy
 
 from plasmacloud.common.config import NodeConfig, PeerConfig, ServicePorts, TLSConfig
 from plasmacloud.flaredb.server import FlareDBServer
+from plasmacloud.iam.authz import service_auth
 
 from .conftest import free_port
 
@@ -72,7 +73,7 @@ class Cluster:
 
     async def start(self, node_id: str) -> None:
         cfg = next(c for c in self.configs if c.node_id == node_id)
-        server = FlareDBServer(cfg, self.snapshot_threshold, self.iam_urls)
+        server = FlareDBServer(cfg, self.snapshot_threshold, service_auth("flaredb", self.iam_urls))
         await server.start()
         self.servers[node_id] = server
 

@@ -283,3 +283,23 @@ async def test_a_node_whose_apply_raises_stops_loudly_and_the_others_go_on(
         "POST", cluster.url(leader) + "/db/execute", ["INSERT INTO t VALUES (1)"]
     )
     assert status == 200 and doc["results"] == [{"last_insert_id": 1, "rows_affected": 1}]
+
+
+async def test_remove_takes_a_node_out_as_rqlite_does(cluster: Cluster) -> None:
+    """DELETE /remove {"id": ...} on any node commits the change; /nodes lists the rest,
+    and the two left still take writes (their quorum is both)."""
+    leader = await cluster.leader()
+    asker, gone = cluster.followers(leader)
+    status, doc, _ = await call("DELETE", cluster.url(asker) + "/remove", {"id": "nobody"})
+    assert status == 404 and "not a member" in doc["error"]
+    status, doc, _ = await call("DELETE", cluster.url(asker) + "/remove", {"name": gone})
+    assert status == 400 and '{"id": "node03"}' in doc["error"]
+    status, _, _ = await call("DELETE", cluster.url(asker) + "/remove", {"id": gone})
+    assert status == 200
+    for node in (leader, asker):
+        status, doc, _ = await call("GET", cluster.url(node) + "/nodes?ver=2")
+        assert status == 200 and sorted(n["id"] for n in doc["nodes"]) == sorted([leader, asker])
+    status, doc, _ = await call(
+        "POST", cluster.url(asker) + "/db/execute", ["CREATE TABLE after_remove(x)"]
+    )
+    assert status == 200 and "error" not in doc["results"][0], doc

@@ -23,8 +23,8 @@ from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context
 from plasmacloud.iam.lockout import LockoutPolicy
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
-from plasmacloud.iam.server import iam_ssl_context, settings_from_config, start_server
-from plasmacloud.iam.service import AdminCredentials, IamService, IamSettings
+from plasmacloud.iam.server import iam_ssl_context, start_server
+from plasmacloud.iam.service import AdminCredentials, IamService, IamSettings, settings_from_config
 from plasmacloud.iam.store import KVStore, MemoryStore
 from plasmacloud.iam.tokens import TokenSettings
 from plasmacloud.provision.pki import init_ca, issue_client, issue_node
@@ -200,6 +200,7 @@ class TlsIam:
     operator_ctx: ssl.SSLContext  # signed by the same CA, but no node id
     anonymous_ctx: ssl.SSLContext  # trusts the CA, presents nothing
     admin_token: str
+    config: NodeConfig  # node01's cluster config (TLS with node01's certificate)
 
 
 @pytest.fixture
@@ -249,6 +250,6 @@ async def tls_iam(tmp_path: Path) -> AsyncIterator[TlsIam]:
             }
             async with http.post(f"{url}/oauth2/token", data=form, ssl=anonymous_ctx) as r:
                 token = str((await r.json())["access_token"])
-        yield TlsIam(url, svc, store, node_ctx, operator_ctx, anonymous_ctx, token)
+        yield TlsIam(url, svc, store, node_ctx, operator_ctx, anonymous_ctx, token, cfg)
     finally:
         await runner.cleanup()

@@ -11,9 +11,10 @@ import json
 import aiohttp
 import pytest
 from iam_fixtures import TlsIam, free_port
+from prometheus_client import CollectorRegistry
 
 from plasmacloud.iam.audit import AUDIT_PREFIX
-from plasmacloud.iam.authz import AuditRecord, AuditShipper, Verifier
+from plasmacloud.iam.authz import AuditRecord, AuditShipper, Verifier, service_auth
 from plasmacloud.iam.policy import Decision, Policy, parse_policy
 from plasmacloud.iam.principal import Principal
 from plasmacloud.iam.store import MemoryStore
@@ -73,6 +74,29 @@ async def test_node_certificate_ships_decisions_queryable_by_service(tls_iam: Tl
     by_node = await tls_iam.svc.audit.query(100, source="chainfire@node01")
     assert [e["resource"] for e in by_node.entries] == ["key/app/x", "key/other/x"]
     assert (await tls_iam.svc.audit.query(100, source="flaredb")).entries == []
+
+
+async def test_the_hook_a_serve_command_composes_ships_as_service_at_node(
+    tls_iam: TlsIam,
+) -> None:
+    assert service_auth("flaredb", []) is None  # no IAM URL: auth off
+    factory = service_auth("flaredb", [tls_iam.url])
+    assert factory is not None
+    registry = CollectorRegistry()  # the service's: its /metrics shows the shipper's
+    hook = factory(tls_iam.config, registry)
+    hook.start()
+    try:
+        p = await hook.authenticate(tls_iam.admin_token)
+        assert (await hook.authorize(p, "flaredb:Query", "db/main")).allowed
+        node = await hook.authenticate_certificate("node01")  # the config's node ids
+        assert node.sub == "node:node01"
+    finally:
+        await hook.close()  # flushes the shipper
+    assert registry.get_sample_value("plasma_audit_records_shipped_total") == 1
+    entries = (await tls_iam.svc.audit.query(100, source="flaredb@node01")).entries
+    assert [(e["action"], e["resource"], e["decision"]) for e in entries] == [
+        ("flaredb:Query", "db/main", "Allow")
+    ]
 
 
 @pytest.mark.parametrize("who", ["anonymous", "operator"])

@@ -12,8 +12,8 @@ from iam_fixtures import free_port
 
 from plasmacloud.chainfire.server import ChainfireServer
 from plasmacloud.common.config import NodeConfig, PeerConfig, ServicePorts, TLSConfig
+from plasmacloud.common.keyrange import prefix_end
 from plasmacloud.iam.etcd_store import EtcdStore
-from plasmacloud.iam.keyrange import prefix_end
 from plasmacloud.iam.store import KVStore, MemoryStore
 from plasmacloud.iam.system_store import ChainfireSystemStore
 

@@ -14,8 +14,8 @@ from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.authz import Verifier
 from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.iam.passwords import FAST_FOR_TESTS
-from plasmacloud.iam.server import iam_ssl_context, settings_from_config, start_server
-from plasmacloud.iam.service import IamService
+from plasmacloud.iam.server import iam_ssl_context, start_server
+from plasmacloud.iam.service import IamService, settings_from_config
 from plasmacloud.iam.store import MemoryStore
 from plasmacloud.provision.pki import init_ca, issue_node
 

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.iam.sealing import read_sealing_key
 from plasmacloud.provision import certs, pki
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.spec import ClusterSpec, parse_spec
@@ -148,3 +150,16 @@ def test_missing_ca_pf010(tree: Path) -> None:
         "pki", "issue", "-s", str(tree / "cluster.yaml"), "-o", str(tree / "out")
     )
     assert code == 1 and "plasma pki init" in output
+
+
+def test_every_node_gets_the_one_sealing_key_and_the_host_finds_it(tree: Path) -> None:
+    out = OutputLayout(tree / "out")
+    keys = {(out.secrets_dir(n) / "sealing.key").read_bytes() for n in ("node01", "node02")}
+    assert len(keys) == 1 and keys == {(out.pki_dir / "sealing.key").read_bytes()}
+    assert (out.secrets_dir("node01") / "sealing.key").stat().st_mode & 0o777 == 0o400
+    config = NodeConfig.load(out.config_path("node01"))
+    assert config.sealing_key_file == Path("/etc/nixos/secrets/sealing.key")
+    local = out.local_config(config)  # what the host uses to act as node01 (qemu lab)
+    assert local.sealing_key_file == out.secrets_dir("node01") / "sealing.key"
+    assert local.tls.key_file == out.secrets_dir("node01") / "node01.key"
+    assert len(read_sealing_key(local.sealing_key_file)) == 32

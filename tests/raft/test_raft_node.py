@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from raft_certs import ScratchPKI
 from raft_cluster import Cluster
 
+from plasmacloud.common.config import TLSConfig
+from plasmacloud.common.tls import client_context, server_context
+from plasmacloud.provision import pki
 from plasmacloud.raft.api import NoLeaderError, ProposalTimeoutError, RaftStatus, ShutdownError
 from plasmacloud.raft.codec import Heartbeat, encode_frame
 from plasmacloud.raft.memory import MemoryStateMachine
@@ -160,9 +162,16 @@ async def test_mtls_cluster_and_untrusted_client_rejected(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     c = Cluster(tmp_path)
-    pki = ScratchPKI(tmp_path / "pki")
     ips = [a.rsplit(":", 1)[0] for a in c.members.values()]
-    c.server_ssl, c.client_ssl = pki.contexts(*pki.issue("node", ips))
+    issued = pki.issue_node(pki.init_ca(tmp_path / "pki"), tmp_path / "pki", "node", [], ips)
+    tls = TLSConfig(
+        enabled=True,
+        ca_file=issued.ca_path,
+        cert_file=issued.cert_path,
+        key_file=issued.key_path,
+        client_cert_auth=True,
+    )
+    c.server_ssl, c.client_ssl = server_context(tls), client_context(tls)
     try:
         await c.start_all()
         leader = await c.leader()

@@ -1,11 +1,11 @@
-"""The hook through which requests will be authorized (by IAM, through ``iam.authz``).
+"""The hook through which requests are authorized (by IAM: ``chainfire.iam_auth``).
 
 Chainfire does not authenticate by itself: with no :class:`Authorizer` installed on the
 node every request is allowed, as in an etcd whose auth is disabled. An authorizer sees
 the RPC name (``Put``, ``Range``, ``Watch``, ``MemberList``...) and every key range the
 request touches, and refuses by raising an :class:`~plasmacloud.chainfire.errors.EtcdError`
-(``PERMISSION_DENIED`` / ``UNAUTHENTICATED``); ``iam.authz`` maps those to
-``chainfire:<RPC>`` on ``key/<key>``.
+(``PERMISSION_DENIED`` / ``UNAUTHENTICATED``); IAM decides them as ``chainfire:<RPC>``
+on ``key/<key>``.
 """
 
 from __future__ import annotations

@@ -16,23 +16,13 @@ import grpc
 from plasmacloud.chainfire.errors import EtcdError
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from plasmacloud.common.config import NodeConfig, TLSConfig
+from plasmacloud.common.keyrange import prefix_end
 from plasmacloud.common.tls import grpc_pem_material
 
 T = TypeVar("T")
 
 # codes after which another endpoint may well succeed
 _RETRY_ON = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The range_end that selects every key starting with ``prefix`` (etcd's GetPrefixRangeEnd)."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"  # the prefix was all 0xff (or empty): every key from it on
 
 
 def _b(value: bytes | str) -> bytes:

@@ -1,4 +1,7 @@
-"""Chainfire's auth when enabled: every call checked by IAM through ``iam.authz``.
+"""Chainfire's auth when enabled: every call checked by IAM through the auth hook.
+
+Chainfire knows IAM only as ``plasmacloud.common.authhook.AuthHook`` (IAM's
+``Verifier`` in production, passed in where the server is composed).
 
 A call is decided, in this order, like an etcd with auth on:
 
@@ -7,12 +10,12 @@ A call is decided, in this order, like an etcd with auth on:
   metadata. A password that is itself an IAM access token (e.g. a service account's
   client-credentials token) logs in as that token, since etcdctl has no token flag.
 * A call carrying a token is authorized as ``chainfire:<RPC>`` on the keys it touches
-  (:meth:`Verifier.check_etcd_call`): a bad, expired or revoked token answers
+  (:meth:`AuthHook.check_etcd_call`): a bad, expired or revoked token answers
   ``etcdserver: invalid auth token``, a policy refusal ``etcdserver: permission denied``.
 * A call without a token is made by its verified client certificate's CN, as etcd with
   ``--client-cert-auth`` takes the CN for the user name: the CN names an IAM user or
   service account whose policies decide exactly as for its token
-  (:meth:`Verifier.authenticate_certificate`; a node id is that node's narrow system
+  (:meth:`AuthHook.authenticate_certificate`; a node id is that node's narrow system
   principal). A CN naming no enabled principal gets ``etcdserver: permission denied``
   (etcd's answer for a CN that is no user), a call with neither token nor certificate
   ``etcdserver: user name is empty``.
@@ -22,12 +25,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.auth import KeyRange
-from plasmacloud.iam.authz import TokenError, Verifier, token_from_metadata
+from plasmacloud.common.authhook import AuthHook, TokenError, token_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ def looks_like_jwt(text: str) -> bool:
 class IamAuthorizer:
     """The :class:`~plasmacloud.chainfire.auth.Authorizer` that asks IAM (see module doc)."""
 
-    def __init__(self, verifier: Verifier) -> None:
+    def __init__(self, verifier: AuthHook[Any]) -> None:
         self.verifier = verifier
 
     async def authorize(

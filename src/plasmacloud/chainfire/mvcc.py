@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from plasmacloud.chainfire import errors, system
-from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.commands import CommandError, Op, decode
 from plasmacloud.chainfire.leases import MAX_TTL, MIN_TTL, LeaseTimers
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, system_pb2
 from plasmacloud.chainfire.wal import WalCheckpointer
+from plasmacloud.common.keyrange import prefix_end
 from plasmacloud.raft.api import Entry
 
 log = logging.getLogger(__name__)

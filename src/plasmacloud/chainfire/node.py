@@ -50,9 +50,9 @@ GRPC_MAX_RECEIVE = MAX_REQUEST_BYTES + 512 * 1024
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
 # how often writes re-measure the database against the quota (a stat per write is waste)
 QUOTA_CHECK_INTERVAL = 1.0
-# etcd 3.4's version string, so tools that check it are satisfied.
 # how often mode revision compacts (etcd: every 5 minutes)
 REVISION_COMPACTION_INTERVAL_S = 300.0
+# etcd 3.4's version string, so tools that check it are satisfied.
 ETCD_VERSION = "3.4.23"
 
 
@@ -60,8 +60,6 @@ class Consensus(raft_api.Consensus, Protocol):
     """What Chainfire needs from the Raft engine: also membership and leader changes."""
 
     async def add_member(self, node_id: str, address: str) -> Any: ...
-
-    async def remove_member(self, node_id: str) -> Any: ...
 
     def add_leader_listener(self, cb: Callable[[str | None, int], None]) -> None: ...
 

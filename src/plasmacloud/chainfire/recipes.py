@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from plasmacloud.chainfire import errors
-from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.mvcc import WatchEvent
 from plasmacloud.chainfire.node import ChainfireNode
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2
 from plasmacloud.chainfire.watch import Watcher
+from plasmacloud.common.keyrange import prefix_end
 
 
 def contender_key(name: bytes, lease: int) -> bytes:

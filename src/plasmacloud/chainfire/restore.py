@@ -20,7 +20,6 @@ from pathlib import Path
 
 from plasmacloud.chainfire import system
 from plasmacloud.chainfire.mvcc import MvccStore
-from plasmacloud.common.files import write_atomic
 
 _DIGEST = hashlib.sha256().digest_size
 STORE_FILE = "kv.db"
@@ -124,19 +123,18 @@ def restore_member(
     return revision
 
 
-def write_system_records(path: Path, rows: Iterable[tuple[bytes, bytes]]) -> int:
-    """Save system keyspace records (a backup's IAM state) as JSON, mode 0600; returns
-    how many. Signing keys in them stay sealed."""
+def encode_system_records(rows: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """System keyspace records (a backup's IAM state) as the JSON a backup keeps (signing
+    keys in them stay sealed); :func:`read_system_records` reads it back."""
     records = [
         {"key": base64.b64encode(k).decode(), "value": base64.b64encode(v).decode()}
         for k, v in rows
     ]
-    write_atomic(path, json.dumps({"records": records}, indent=1).encode(), 0o600)
-    return len(records)
+    return json.dumps({"records": records}, indent=1).encode()
 
 
 def read_system_records(path: Path) -> list[tuple[bytes, bytes]]:
-    """The records :func:`write_system_records` saved."""
+    """The records :func:`encode_system_records` wrote to ``path``."""
     try:
         doc = json.loads(path.read_text())
         return [

@@ -47,15 +47,9 @@ from plasmacloud.chainfire.services.lock import LockServicer
 from plasmacloud.chainfire.services.maintenance import MaintenanceServicer
 from plasmacloud.chainfire.services.system import SystemKVServicer
 from plasmacloud.chainfire.services.watch import DEFAULT_PROGRESS_INTERVAL, WatchServicer
+from plasmacloud.common.authhook import NodeAuth, NodeAuthFactory
 from plasmacloud.common.config import Compaction, NodeConfig
-from plasmacloud.common.tls import (
-    client_context,
-    grpc_pem_material,
-    grpc_server_credentials,
-    server_context,
-    watch_certificates,
-)
-from plasmacloud.iam.authz import AuditShipper, Verifier
+from plasmacloud.common.tls import grpc_pem_material, grpc_server_credentials, watch_certificates
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +163,9 @@ class ChainfireServer:
     # seconds between progress notifications to idle watchers that asked for them
     # (etcd's --experimental-watch-progress-notify-interval, 10 minutes by default)
     watch_progress_interval: float = DEFAULT_PROGRESS_INTERVAL
-    # auth on when given: every call is checked by these IAM nodes (chainfire.iam_auth)
-    iam_urls: tuple[str, ...] = ()
+    # auth on when given: builds the hook every call is checked by (chainfire.iam_auth;
+    # IAM's, from iam.authz.service_auth, where the server is composed)
+    auth: NodeAuthFactory | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -180,36 +175,22 @@ class ChainfireServer:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._store: MvccStore | None = None
-        self._verifier: Verifier | None = None
-        self._shipper: AuditShipper | None = None
+        self._auth: NodeAuth | None = None
 
     def _raft_node(self, state_machine: Any) -> Any:
         # imported here: the engine is a sibling package with its own start-up cost
-        from plasmacloud.raft.node import RaftConfig, RaftNode
+        from plasmacloud.raft.node import RaftNode
+        from plasmacloud.raft.nodeconfig import raft_config
 
-        cfg = self.config
-        data = cfg.data_path("chainfire")
-        tuning: dict[str, Any] = {"snapshot_threshold": SNAPSHOT_THRESHOLD}
-        if self.snapshot_threshold is not None:
-            tuning["snapshot_threshold"] = self.snapshot_threshold
-        raft_config = RaftConfig(
-            node_id=cfg.node_id,
-            data_dir=data / "raft",
-            listen_host=cfg.listen_host,
-            listen_port=cfg.ports.chainfire_peer,
-            members={p.node_id: f"{p.hostname}:{p.ports.chainfire_peer}" for p in cfg.peers},
-            bootstrap=cfg.bootstrap,
-            server_ssl=server_context(cfg.tls),
-            # dialled at the resolved IP with the peer's hostname as SNI, so its
-            # certificate must name it (as FlareDB's peers are checked)
-            client_ssl=client_context(cfg.tls),
-            resolve=cfg.resolve,
+        threshold = self.snapshot_threshold
+        raft = raft_config(
+            self.config,
+            "chainfire",
+            lambda ports: ports.chainfire_peer,
             registry=self.registry,
-            election_timeout=cfg.raft.election_timeout_s,
-            heartbeat_interval=cfg.raft.heartbeat_s,
-            **tuning,
+            snapshot_threshold=SNAPSHOT_THRESHOLD if threshold is None else threshold,
         )
-        return RaftNode(raft_config, state_machine)
+        return RaftNode(raft, state_machine)
 
     async def start(self) -> None:
         """Open the store, start Raft, then the client and metrics ports."""
@@ -230,23 +211,10 @@ class ChainfireServer:
             metrics=metrics,
             client_credentials=channel_credentials(cfg),
         )
-        if self.iam_urls:
-            # decisions go to IAM's audit log, shipped with this node's certificate
-            iam_tls = client_context(cfg.tls)
-            self._shipper = AuditShipper(
-                self.iam_urls,
-                f"chainfire@{cfg.node_id}",
-                ssl_context=iam_tls,
-                registry=self.registry,
-            )
-            self._shipper.start()
-            self._verifier = Verifier(
-                self.iam_urls,
-                ssl_context=iam_tls,
-                audit=self._shipper,
-                node_ids=[p.node_id for p in cfg.peers],
-            )
-            self.node.authorizer = IamAuthorizer(self._verifier)
+        if self.auth is not None:
+            self._auth = self.auth(cfg, self.registry)
+            self._auth.start()
+            self.node.authorizer = IamAuthorizer(self._auth)
         await self._raft.start()
         await self.node.start()
         self._grpc, address = grpc_server(cfg)
@@ -279,10 +247,8 @@ class ChainfireServer:
             await self.node.stop()
         if self._raft is not None:
             await self._raft.stop()
-        if self._shipper is not None:
-            await self._shipper.close()
-        if self._verifier is not None:
-            await self._verifier.close()
+        if self._auth is not None:
+            await self._auth.close()
         if self._store is not None:
             self._store.close()
         if self._lock_fd is not None:
@@ -304,7 +270,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
     ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
-    compaction, watch_progress_interval, iam_urls).
+    compaction, watch_progress_interval, auth).
     """
     server = ChainfireServer(config, **options)
     reloads = asyncio.create_task(watch_certificates(), name="tls-reload")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.proto import system_pb2
+from plasmacloud.common.keyrange import prefix_end
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sys(

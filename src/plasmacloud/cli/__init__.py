@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from plasmacloud import __version__
-from plasmacloud.cli import chainfire, flaredb, iam, lab, lab_chaos, provision, validate
+from plasmacloud.cli import chainfire, cluster, flaredb, iam, lab, lab_chaos, provision, validate
 
 app = typer.Typer(
     name="plasma",
@@ -33,6 +33,7 @@ def version() -> None:
 
 
 app.add_typer(chainfire.app, name="chainfire")
+app.add_typer(cluster.app, name="cluster")
 app.add_typer(flaredb.app, name="flaredb")
 app.add_typer(iam.app, name="iam")
 app.add_typer(lab.app, name="lab")

@@ -59,22 +59,16 @@ def serve(
 
     from plasmacloud.chainfire.server import new_event_loop
     from plasmacloud.chainfire.server import serve as run
-    from plasmacloud.common.config import ConfigError, NodeConfig
+    from plasmacloud.common.config import NodeConfig
+    from plasmacloud.common.serve_errors import serve_exit_codes
+    from plasmacloud.iam.authz import service_auth  # composed here: chainfire knows no IAM
 
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        node_config = NodeConfig.load(config)
-        compaction = _compaction(
-            node_config.chainfire.auto_compaction, auto_compaction_mode, auto_compaction_retention
-        )
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from exc
 
-    async def main() -> None:
+    async def main(node_config: NodeConfig) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,18 +80,18 @@ def serve(
             snapshot_threshold=snapshot_threshold,
             compaction=compaction,
             watch_progress_interval=watch_progress_notify_interval,
-            iam_urls=tuple(iam_url or ()),
+            auth=service_auth("chainfire", iam_url or ()),
         )
 
-    try:
+    def load() -> tuple[NodeConfig, Compaction]:
+        node = NodeConfig.load(config)
+        configured = node.chainfire.auto_compaction
+        return node, _compaction(configured, auto_compaction_mode, auto_compaction_retention)
+
+    with serve_exit_codes("chainfire"):
+        node_config, compaction = load()  # refused before anything starts
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(main())
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from exc
-    except OSError as exc:
-        typer.echo(f"error: chainfire could not start: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILURE) from exc
+            runner.run(main(node_config))
 
 
 def _compaction(configured: Compaction, mode: str | None, retention: str | None) -> Compaction:

@@ -43,20 +43,19 @@ def serve(
     trusted_cn: TrustedCnOpt = None,
 ) -> None:
     """Run this node's FlareDB (SQLite + Raft + HTTP API) in the foreground until SIGTERM."""
-    from plasmacloud.common.config import ConfigError
+    from plasmacloud.common.serve_errors import serve_exit_codes
     from plasmacloud.flaredb.server import run  # the engine is only needed to serve
+    from plasmacloud.iam.authz import service_auth  # composed here: flaredb knows no IAM
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        run(config, snapshot_threshold=snapshot_threshold, iam_urls=iam_url or ())
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from exc
-    except OSError as exc:
-        typer.echo(f"error: flaredb could not start: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILURE) from exc
+    with serve_exit_codes("flaredb"):
+        run(
+            config,
+            snapshot_threshold=snapshot_threshold,
+            auth=service_auth("flaredb", iam_url or ()),
+        )
 
 
 def _ssl_context(cacert: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

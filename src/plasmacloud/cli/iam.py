@@ -193,9 +193,9 @@ def serve(
     """Run this node's IAM server in the foreground (SIGTERM stops it)."""
     import asyncio
 
-    from plasmacloud.common.config import ConfigError
-    from plasmacloud.iam.server import open_store
+    from plasmacloud.common.serve_errors import serve_exit_codes
     from plasmacloud.iam.server import serve as run
+    from plasmacloud.iam.stores import open_store
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -210,14 +210,8 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         await run(node, stop, open_store(node, store), bootstrap_out)
 
-    try:
+    with serve_exit_codes("IAM"):
         asyncio.run(main())
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from exc
-    except OSError as exc:
-        err.print(f"[red]error:[/red] IAM could not start: {exc}")
-        raise typer.Exit(EXIT_FAILURE) from exc
 
 
 @app.command()
@@ -243,7 +237,7 @@ def bootstrap(
     import asyncio
 
     from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
-    from plasmacloud.iam.server import open_store
+    from plasmacloud.iam.stores import open_store
 
     _check_store(store)
     node = _load_config(config)

@@ -31,6 +31,7 @@ from plasmacloud.cli.validate import (
     spec_tls,
     ssh_options,
 )
+from plasmacloud.common import durations
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.qemu_layout import existing_qemu_lab, qemu_lab_dir
@@ -96,14 +97,11 @@ def heal(lab_dir: DirOpt = None) -> None:
 
 
 def parse_duration(text: str) -> float:
-    """``60s``, ``2m``, ``90`` -> seconds."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    t = text.strip().lower()
-    scale = units.get(t[-1:])
+    """``60s``, ``2m``, ``90`` -> seconds (a usage error otherwise)."""
     try:
-        return float(t[:-1]) * scale if scale else float(t)
+        return durations.parse_duration(text)
     except ValueError as exc:
-        raise typer.BadParameter(f"not a duration: {text!r} (e.g. 60s, 2m)") from exc
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _verdict_table(verdicts: list[Verdict]) -> Table:

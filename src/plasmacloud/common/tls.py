@@ -30,6 +30,7 @@ from plasmacloud.common.config import ConfigError, TLSConfig
 
 if TYPE_CHECKING:
     import grpc
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +176,14 @@ def grpc_server_credentials(tls: TLSConfig) -> grpc.ServerCredentials:
     return grpc.dynamic_ssl_server_credentials(
         configuration(), fetch, require_client_authentication=tls.client_cert_auth
     )
+
+
+def request_common_name(request: web.Request) -> str | None:
+    """CN of the client certificate an aiohttp request's TLS handshake verified (None
+    without one, or with an empty CN)."""
+    cert = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and value:
+                return str(value)
+    return None

@@ -1,5 +1,8 @@
 """Optional IAM enforcement on FlareDB's HTTP API.
 
+FlareDB knows IAM only as ``plasmacloud.common.authhook.AuthHook`` (IAM's ``Verifier``
+in production, passed in where the server is composed).
+
 When a node is started with IAM URLs, every ``/db/*`` request is made by a principal and
 decided by its policies: reads need ``flaredb:Query`` and writes/loads
 ``flaredb:Execute`` on ``db/main``; health, status and metrics stay open so probes work
@@ -19,20 +22,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Generic
 
 from aiohttp import web
 
-from plasmacloud.iam.authz import (
-    Principal,
-    Verifier,
-    flaredb_action,
-    flaredb_resource,
-    request_common_name,
-)
-from plasmacloud.iam.jwtcheck import TokenError
+from plasmacloud.common.authhook import AuthHook, P, TokenError
+from plasmacloud.common.authnames import flaredb_action, flaredb_resource
+from plasmacloud.common.tls import request_common_name
 
 QUERY = "Query"
 EXECUTE = "Execute"
+REMOVE = "RemoveNode"  # DELETE /remove, on the resource "cluster" as Chainfire's MemberRemove
+CLUSTER = "cluster"
 
 
 def _deny(status: int, message: str) -> web.Response:
@@ -40,14 +41,14 @@ def _deny(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-class Guard:
+class Guard(Generic[P]):
     """Authenticates a request and decides one FlareDB action on one database."""
 
-    def __init__(self, verifier: Verifier, database: str = "main") -> None:
+    def __init__(self, verifier: AuthHook[P], database: str = "main") -> None:
         self.verifier = verifier
         self.resource = flaredb_resource(database)
 
-    async def _principal(self, header: str, client_ip: str | None) -> Principal:
+    async def _principal(self, header: str, client_ip: str | None) -> P:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value:
             return await self.verifier.authenticate(value.strip())
@@ -61,7 +62,7 @@ class Guard:
             return await self.verifier.password_login(user, password, client_ip)
         raise TokenError("missing", "send Authorization: Bearer <token> (or Basic user:password)")
 
-    async def _caller(self, request: web.Request) -> Principal | web.Response:
+    async def _caller(self, request: web.Request) -> P | web.Response:
         """Who makes the request (see module doc), or the refusal to answer with."""
         header = request.headers.get("Authorization")
         common_name = request_common_name(request) if header is None else None
@@ -75,21 +76,25 @@ class Guard:
         except TokenError as exc:
             return _deny(503 if exc.reason == "iam_unavailable" else 403, str(exc))
 
-    async def check(self, request: web.Request, kind: str) -> web.Response | None:
-        """``None`` if the caller may do ``kind`` (Query/Execute), else the 401/403 answer."""
+    async def check(
+        self, request: web.Request, kind: str, resource: str | None = None
+    ) -> web.Response | None:
+        """``None`` if the caller may do ``kind`` (Query/Execute on the database, RemoveNode
+        on the cluster) on ``resource`` (default: the database), else the 401/403 answer."""
+        resource = resource or self.resource
         principal = await self._caller(request)
         if isinstance(principal, web.Response):
             return principal
         decision = await self.verifier.authorize(
             principal,
             flaredb_action(kind),
-            self.resource,
+            resource,
             {"plasma:SourceIp": request.remote or "", "plasma:SecureTransport": request.secure},
         )
         if not decision.allowed:
             return _deny(
                 403,
                 f"{principal.username or principal.sub} may not {flaredb_action(kind)} on "
-                f"{self.resource} ({decision.reason})",
+                f"{resource} ({decision.reason})",
             )
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+import logging
 import sqlite3
 import ssl
 import time
@@ -26,7 +26,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
-from plasmacloud.flaredb.auth import EXECUTE, QUERY, Guard
+from plasmacloud.common import durations
+from plasmacloud.flaredb.auth import CLUSTER, EXECUTE, QUERY, REMOVE, Guard
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.models import (
@@ -57,6 +58,8 @@ from plasmacloud.raft.api import (
     RaftError,
 )
 
+log = logging.getLogger(__name__)
+
 # One request is one Raft entry, and the engine's frames and per-peer buffers are bounded
 # (raft.codec.MAX_FRAME, raft.transport.MAX_BUFFERED): an entry near those would stall
 # replication, so both the body and the encoded entry are capped well below them.
@@ -67,10 +70,8 @@ _OFFLOAD_BYTES = 256 * 1024
 _OFFLOAD_STATEMENTS = 1000
 FORWARDED_HEADER = "X-FlareDB-Forwarded"
 LEVELS = ("none", "weak", "strong", "linearizable", "auto")
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
 # The wire form of each endpoint's results (a load answers as an execute).
 _ENDPOINT_FORMS = {"execute": "execute", "load": "execute", "query": "query", "request": "request"}
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +84,11 @@ class PeerInfo:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from a Go-style duration ("2s", "500ms") or a bare number of seconds."""
-    m = _DURATION_RE.match(text.strip())
-    if not m:
-        raise RequestError(f"invalid duration {text!r} (use e.g. 500ms, 2s, 1m)")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    """Seconds from a query option's duration; RequestError (a 400) if it is none."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:
@@ -199,6 +200,7 @@ class HttpApi:
         app.router.add_post("/db/load", self.load)
         app.router.add_get("/status", self.status)
         app.router.add_get("/nodes", self.nodes)
+        app.router.add_delete("/remove", self.remove)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.prometheus)
         app.on_cleanup.append(self._on_cleanup)
@@ -289,8 +291,10 @@ class HttpApi:
             self.store.forget_proposal(data)
         raise _Refused(reason)
 
-    async def _denied(self, request: web.Request, kind: str) -> web.Response | None:
-        return None if self.guard is None else await self.guard.check(request, kind)
+    async def _denied(
+        self, request: web.Request, kind: str, resource: str | None = None
+    ) -> web.Response | None:
+        return None if self.guard is None else await self.guard.check(request, kind, resource)
 
     # -- /db/* -----------------------------------------------------------------------
 
@@ -522,7 +526,10 @@ class HttpApi:
 
     async def nodes(self, request: web.Request) -> web.Response:
         """GET /nodes: every member with its API address, reachability and role."""
-        peers = sorted(self.peers.values(), key=lambda p: p.node_id)
+        members = {m.node_id for m in self.raft.status().members}
+        peers = sorted(
+            (p for p in self.peers.values() if p.node_id in members), key=lambda p: p.node_id
+        )
         reachable = await asyncio.gather(*(self._reachable(p) for p in peers))
         leader = self.raft.leader_id
         entries = [
@@ -540,6 +547,31 @@ class HttpApi:
         if request.query.get("ver") == "2":
             return _json({"nodes": entries}, pretty=pretty)
         return _json({e["id"]: e for e in entries}, pretty=pretty)
+
+    async def remove(self, request: web.Request) -> web.Response:
+        """DELETE /remove ``{"id": "node03"}``: take a node out of the cluster, as rqlite's
+        does (any node takes it; the leader commits the change)."""
+        if denied := await self._denied(request, REMOVE, CLUSTER):
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        node_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(node_id, str) or not node_id:
+            return _error('send the node to remove as JSON: {"id": "node03"}', 400)
+        members = {m.node_id for m in self.raft.status().members}
+        if node_id not in members:
+            return _error(f"{node_id} is not a member (members: {', '.join(sorted(members))})", 404)
+        if members == {node_id}:
+            return _error(f"{node_id} is the last member; a cluster cannot remove it", 400)
+        timeout = Options.from_query(request.query).timeout
+        try:
+            await self.raft.remove_member(node_id, timeout=timeout)
+        except RaftError as exc:
+            return _error(f"removing {node_id} did not commit: {exc}", 503)
+        log.info("removed %s from the cluster", node_id)
+        return web.Response(status=200)
 
     async def readyz(self, request: web.Request) -> web.Response:
         """GET /readyz: 200 when the node serves, its store follows the log, and (unless

@@ -12,12 +12,12 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
 from pathlib import Path
 
 import uvloop
 from aiohttp import web
 
+from plasmacloud.common.authhook import NodeAuthFactory
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context, server_context, watch_certificates
 from plasmacloud.flaredb.auth import Guard
@@ -25,8 +25,8 @@ from plasmacloud.flaredb.client import node_url
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
-from plasmacloud.iam.authz import AuditShipper, Verifier
-from plasmacloud.raft.node import RaftConfig, RaftNode
+from plasmacloud.raft.node import RaftNode
+from plasmacloud.raft.nodeconfig import raft_config
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,13 @@ class FlareDBServer:
         self,
         config: NodeConfig,
         snapshot_threshold: int = 10_000,
-        iam_urls: Sequence[str] = (),
+        auth: NodeAuthFactory | None = None,
     ) -> None:
         """Build the node; ``snapshot_threshold`` (entries between log compactions) is
-        lowered by tests to exercise snapshot catch-up; with ``iam_urls`` every /db/*
-        request is made by an IAM principal (a token's, or the one a client
-        certificate's CN names) allowed ``flaredb:Query``/``flaredb:Execute``."""
+        lowered by tests to exercise snapshot catch-up; with ``auth`` (IAM's, from
+        ``iam.authz.service_auth``, where the server is composed) every /db/* request is
+        made by an IAM principal (a token's, or the one a client certificate's CN names)
+        allowed ``flaredb:Query``/``flaredb:Execute``."""
         self.config = config
         data = config.data_path("flaredb")
         self.metrics = FlareMetrics()
@@ -53,20 +54,14 @@ class FlareDBServer:
         self.server_ssl = server_context(config.tls)
         self.client_ssl = client_context(config.tls)
         self.raft = RaftNode(
-            RaftConfig(
-                node_id=config.node_id,
-                data_dir=data / "raft",
-                listen_host=config.listen_host,
-                listen_port=config.ports.flaredb_raft,
-                members={p.node_id: f"{p.hostname}:{p.ports.flaredb_raft}" for p in config.peers},
-                bootstrap=config.bootstrap,
+            raft_config(
+                config,
+                "flaredb",
+                lambda ports: ports.flaredb_raft,
                 server_ssl=self.server_ssl,
                 client_ssl=self.client_ssl,
-                resolve=config.resolve,
                 registry=self.metrics.registry,
                 snapshot_threshold=snapshot_threshold,
-                election_timeout=config.raft.election_timeout_s,
-                heartbeat_interval=config.raft.heartbeat_s,
             ),
             self.store,
         )
@@ -74,27 +69,7 @@ class FlareDBServer:
             PeerInfo(p.node_id, node_url(config, p.node_id), f"{p.hostname}:{p.ports.flaredb_raft}")
             for p in config.peers
         ]
-        # decisions go to IAM's audit log, shipped with this node's certificate
-        self.shipper = (
-            AuditShipper(
-                iam_urls,
-                f"flaredb@{config.node_id}",
-                ssl_context=self.client_ssl,
-                registry=self.metrics.registry,
-            )
-            if iam_urls
-            else None
-        )
-        self.verifier = (
-            Verifier(
-                iam_urls,
-                ssl_context=self.client_ssl,
-                audit=self.shipper,
-                node_ids=[p.node_id for p in config.peers],
-            )
-            if iam_urls
-            else None
-        )
+        self.auth = auth(config, self.metrics.registry) if auth is not None else None
         self.api = HttpApi(
             config.node_id,
             self.store,
@@ -102,7 +77,7 @@ class FlareDBServer:
             peers,
             self.metrics,
             self.client_ssl,
-            guard=Guard(self.verifier) if self.verifier else None,
+            guard=Guard(self.auth) if self.auth is not None else None,
         )
         self._runner: web.AppRunner | None = None
 
@@ -118,8 +93,8 @@ class FlareDBServer:
     async def start(self) -> None:
         """Start Raft, then serve the HTTP API."""
         await self.raft.start()
-        if self.shipper is not None:
-            self.shipper.start()
+        if self.auth is not None:
+            self.auth.start()
         self._runner = web.AppRunner(self.api.make_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(
@@ -137,10 +112,8 @@ class FlareDBServer:
             await self._runner.cleanup()
             self._runner = None
         await self.raft.stop()
-        if self.shipper is not None:
-            await self.shipper.close()
-        if self.verifier is not None:
-            await self.verifier.close()
+        if self.auth is not None:
+            await self.auth.close()
         self.store.close()
 
 
@@ -169,7 +142,7 @@ async def serve(
     config: NodeConfig,
     stop: asyncio.Event | None = None,
     snapshot_threshold: int = 10_000,
-    iam_urls: Sequence[str] = (),
+    auth: NodeAuthFactory | None = None,
 ) -> None:
     """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
@@ -177,7 +150,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = FlareDBServer(config, snapshot_threshold, iam_urls)
+    server = FlareDBServer(config, snapshot_threshold, auth)
     reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:
         await server.start()
@@ -190,7 +163,7 @@ async def serve(
 def run(
     config_path: Path,
     snapshot_threshold: int = 10_000,
-    iam_urls: Sequence[str] = (),
+    auth: NodeAuthFactory | None = None,
 ) -> None:
     """Foreground entry point of ``plasma flaredb serve``."""
     config = NodeConfig.load(config_path)
@@ -199,4 +172,4 @@ def run(
     # sslproto is Python, and a bulk insert moves megabytes through TLS three times on
     # the leader (the request, and the entry to each follower).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(config, snapshot_threshold=snapshot_threshold, iam_urls=iam_urls))
+        runner.run(serve(config, snapshot_threshold=snapshot_threshold, auth=auth))

@@ -1,7 +1,10 @@
-"""The enforcement library Chainfire and FlareDB use: verify tokens locally, decide requests.
+"""IAM's side of the services' auth hook: verify tokens locally, decide requests.
 
-It imports nothing from ``chainfire`` or ``flaredb`` (they import it). A
-:class:`Verifier` talks to IAM only to refresh caches, never once per request:
+:class:`Verifier` implements ``plasmacloud.common.authhook.AuthHook``, and
+:class:`ServiceVerifier` the hook a serving Chainfire or FlareDB node runs with; the
+services know only the interface, and the command that composes a server
+(:func:`service_auth`) passes IAM's in. A :class:`Verifier` talks to IAM only to refresh
+caches, never once per request:
 
 * **JWKS** (``/.well-known/jwks.json``) is fetched once and again only when a token names
   an unknown ``kid`` (a rotation happened), at most once per ``jwks_min_refresh``
@@ -40,22 +43,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol
 
-from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import client_context
-from plasmacloud.iam.cache import TtlCache
-from plasmacloud.iam.certidentity import (
-    NODE_POLICY,
-    HttpIdentitySource,
-    IdentitySource,
-    node_principal,
-    request_common_name,
-)
-from plasmacloud.iam.conditions import ContextValue
-from plasmacloud.iam.endpoints import iam_urls
-from plasmacloud.iam.jwtcheck import PublicKey, TokenError, decode_token, keys_from_jwks, token_kid
-from plasmacloud.iam.naming import (
+from prometheus_client import CollectorRegistry
+
+from plasmacloud.common.authhook import NodeAuthFactory, token_from_metadata
+from plasmacloud.common.authnames import (
     CHAINFIRE_ACTIONS,
     CLUSTER_RESOURCE,
     FLAREDB_ACTIONS,
@@ -65,6 +59,18 @@ from plasmacloud.iam.naming import (
     flaredb_action,
     flaredb_resource,
 )
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.tls import client_context
+from plasmacloud.iam.cache import TtlCache
+from plasmacloud.iam.certidentity import (
+    NODE_POLICY,
+    HttpIdentitySource,
+    IdentitySource,
+    node_principal,
+)
+from plasmacloud.iam.conditions import ContextValue
+from plasmacloud.iam.endpoints import iam_urls
+from plasmacloud.iam.jwtcheck import PublicKey, TokenError, decode_token, keys_from_jwks, token_kid
 from plasmacloud.iam.policy import Decision, Policy, evaluate, parse_policy_list
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
 from plasmacloud.iam.shipper import AuditShipper
@@ -72,7 +78,7 @@ from plasmacloud.iam.upstream import IamRefused, IamUnavailable, IamUpstream
 
 log = logging.getLogger(__name__)
 
-# One import path for the services: everything they need is reachable from here.
+# One import path for IAM's enforcement: what tests and the composing commands use.
 __all__ = [
     "CHAINFIRE_ACTIONS",
     "CLUSTER_RESOURCE",
@@ -85,6 +91,7 @@ __all__ = [
     "IamUnavailable",
     "PolicySource",
     "Principal",
+    "ServiceVerifier",
     "TokenError",
     "Verdict",
     "Verifier",
@@ -93,7 +100,7 @@ __all__ = [
     "chainfire_resource",
     "flaredb_action",
     "flaredb_resource",
-    "request_common_name",
+    "service_auth",
     "token_from_metadata",
 ]
 
@@ -119,17 +126,6 @@ class HttpPolicySource:
     async def _fetch(self, principal: Principal) -> list[tuple[str, Policy]]:
         body = await self._upstream.get_json("/v1/self/policies", token=principal.token)
         return parse_policy_list(body)
-
-
-def token_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
-    """The bearer token of a gRPC call: etcd clients send ``token``, others ``authorization``."""
-    for key, value in metadata or ():
-        text = value.decode() if isinstance(value, bytes) else value
-        if key.lower() == "token" and text:
-            return text
-        if key.lower() == "authorization" and text.lower().startswith("bearer "):
-            return text[7:].strip() or None
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,3 +459,43 @@ class Verifier:
     async def close(self) -> None:
         """Close the HTTP session."""
         await self._upstream.close()
+
+
+class ServiceVerifier(Verifier):
+    """The hook a serving Chainfire or FlareDB node runs with (``common.authhook.NodeAuth``):
+    over the node's TLS (its certificate presented, the cluster CA trusted), the cluster's
+    node ids as system principals, decisions shipped to IAM's audit log as
+    ``<service>@<node id>`` with the shipper's metrics in the service's ``registry``."""
+
+    def __init__(
+        self,
+        iam_urls: Sequence[str],
+        service: str,
+        config: NodeConfig,
+        registry: CollectorRegistry,
+    ) -> None:
+        ssl_context = client_context(config.tls)
+        self.shipper = AuditShipper(
+            iam_urls, f"{service}@{config.node_id}", ssl_context=ssl_context, registry=registry
+        )
+        super().__init__(
+            iam_urls,
+            ssl_context=ssl_context,
+            audit=self.shipper,
+            node_ids=[p.node_id for p in config.peers],
+        )
+
+    def start(self) -> None:
+        """Start shipping decisions (beside the service)."""
+        self.shipper.start()
+
+    async def close(self) -> None:
+        """Flush the audit shipper, then close the HTTP session."""
+        await self.shipper.close()
+        await super().close()
+
+
+def service_auth(service: str, urls: Sequence[str]) -> NodeAuthFactory | None:
+    """How ``plasma <service> serve --iam-url ...`` turns auth on: a factory of the node's
+    :class:`ServiceVerifier` asking these IAM nodes, or None (auth off) without URLs."""
+    return partial(ServiceVerifier, tuple(urls), service) if urls else None

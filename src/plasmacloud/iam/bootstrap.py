@@ -8,8 +8,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.iam.service import IamService
+from plasmacloud.iam.service import IamService, settings_from_config
 from plasmacloud.iam.store import KVStore
+from plasmacloud.iam.stores import open_store
 
 
 class Outcome(StrEnum):
@@ -48,8 +49,6 @@ async def bootstrap_cluster(
 ) -> Outcome:
     """Bootstrap the cluster that ``config`` belongs to, in ``store`` (closed afterwards;
     default: its Chainfire's system keyspace, with the node's certificate)."""
-    from plasmacloud.iam.server import open_store, settings_from_config
-
     store = store or open_store(config)
     try:
         svc = IamService(store, settings_from_config(config))

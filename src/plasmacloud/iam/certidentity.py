@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 from plasmacloud.iam.cache import TtlCache
@@ -26,9 +26,6 @@ from plasmacloud.iam.directory import NAME_RE
 from plasmacloud.iam.policy import Policy, parse_policy, parse_policy_list
 from plasmacloud.iam.principal import Principal
 from plasmacloud.iam.upstream import IamRefused, IamUpstream
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 # What members must do to each other on the client ports, and nothing else: a follower
 # hands a membership change it received (and authorized) to the leader, and a FlareDB
@@ -53,17 +50,6 @@ NODE_POLICY_DOCUMENT = {
 }
 NODE_POLICY_NAME = "plasmacloud:node"
 NODE_POLICY: list[tuple[str, Policy]] = [(NODE_POLICY_NAME, parse_policy(NODE_POLICY_DOCUMENT))]
-
-
-def request_common_name(request: web.Request) -> str | None:
-    """CN of the client certificate an aiohttp request's TLS handshake verified (None
-    without one, or with an empty CN)."""
-    cert = request.transport.get_extra_info("peercert") if request.transport else None
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName" and value:
-                return str(value)
-    return None
 
 
 def node_principal(node_id: str) -> Principal:

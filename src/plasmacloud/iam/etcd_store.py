@@ -16,8 +16,8 @@ import grpc
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.keyrange import prefix_end
 from plasmacloud.iam.failover import Failover, endpoints_from_config
-from plasmacloud.iam.keyrange import prefix_end
 from plasmacloud.iam.store import KeyValue
 
 

@@ -14,15 +14,9 @@ from typing import Any
 
 import jwt
 
+from plasmacloud.common.authhook import TokenError
+
 ALLOWED_ALGORITHMS = ("ES256", "RS256")
-
-
-class TokenError(Exception):
-    """A token was refused; ``reason`` is a short machine-readable word."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 @dataclass(frozen=True, slots=True)

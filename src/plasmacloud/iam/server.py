@@ -24,13 +24,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.common.tls import server_context, watch_certificates
+from plasmacloud.common.tls import request_common_name, server_context, watch_certificates
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
 from plasmacloud.iam.bootstrap import bootstrap_to_file
-from plasmacloud.iam.certidentity import request_common_name
 from plasmacloud.iam.directory import NAME_RE
-from plasmacloud.iam.endpoints import issuer_for
 from plasmacloud.iam.http_util import (
     SERVICE_KEY,
     ApiError,
@@ -45,10 +43,9 @@ from plasmacloud.iam.jwtcheck import ALLOWED_ALGORITHMS
 from plasmacloud.iam.openapi import openapi_document
 from plasmacloud.iam.policy import Decision, evaluate, parse_policy
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
-from plasmacloud.iam.sealing import read_sealing_key
-from plasmacloud.iam.service import GrantError, IamService, IamSettings
-from plasmacloud.iam.store import KVStore, MemoryStore, StoreUnavailable
-from plasmacloud.iam.tokens import TokenSettings
+from plasmacloud.iam.service import GrantError, IamService, settings_from_config
+from plasmacloud.iam.store import KVStore, StoreUnavailable
+from plasmacloud.iam.stores import open_store
 
 log = logging.getLogger(__name__)
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
@@ -455,16 +452,6 @@ def create_app(svc: IamService, node_ids: frozenset[str] = frozenset()) -> web.A
     return app
 
 
-def settings_from_config(config: NodeConfig) -> IamSettings:
-    """IAM settings of this node, derived from its ``cluster-config.json``."""
-    sealing = config.sealing_key_file
-    return IamSettings(
-        node_id=config.node_id,
-        tokens=TokenSettings(issuer=issuer_for(config)),
-        sealing_key=read_sealing_key(sealing) if sealing else None,
-    )
-
-
 def iam_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
     """The node's server TLS context, with client certificates optional.
 
@@ -493,24 +480,6 @@ async def start_server(
         "IAM %s serving on %s:%d (tls=%s)", svc.settings.node_id, host, port, bool(ssl_context)
     )
     return runner
-
-
-def open_store(config: NodeConfig, kind: str = "chainfire") -> KVStore:
-    """IAM's store by name: ``chainfire`` (production: Chainfire's system keyspace, which
-    no etcd client can reach), ``etcd`` (the public etcd v3 API, for IAM on a real etcd)
-    or ``memory`` (one process, development)."""
-    # gRPC stubs imported only when a store needs them
-    if kind == "chainfire":
-        from plasmacloud.iam.system_store import ChainfireSystemStore
-
-        return ChainfireSystemStore.from_config(config)
-    if kind == "etcd":
-        from plasmacloud.iam.etcd_store import EtcdStore
-
-        return EtcdStore.from_config(config)
-    if kind == "memory":
-        return MemoryStore()
-    raise ValueError(f"unknown IAM store {kind!r}: chainfire, etcd or memory")
 
 
 async def serve(

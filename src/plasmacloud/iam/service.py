@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.audit import AuditLog
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.credentials import AdminCredentials
@@ -21,6 +22,7 @@ from plasmacloud.iam.directory import (
     ServiceAccount,
     User,
 )
+from plasmacloud.iam.endpoints import issuer_for
 from plasmacloud.iam.jwtcheck import TokenError
 from plasmacloud.iam.keys import KeyRing
 from plasmacloud.iam.lockout import AccountLockout, IpFailureLimiter, LockoutPolicy
@@ -28,7 +30,7 @@ from plasmacloud.iam.metrics import IamMetrics
 from plasmacloud.iam.passwords import Hasher, HashParams, check_secret, new_client_secret
 from plasmacloud.iam.policy import Decision, evaluate
 from plasmacloud.iam.principal import AuditRecord, Principal, request_context
-from plasmacloud.iam.sealing import Sealer
+from plasmacloud.iam.sealing import Sealer, read_sealing_key
 from plasmacloud.iam.store import KVStore
 from plasmacloud.iam.tokens import IssuedTokens, Subject, TokenService, TokenSettings
 
@@ -50,7 +52,7 @@ class GrantError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class IamSettings:
-    """How one IAM node behaves (see :func:`plasmacloud.iam.server.settings_from_config`)."""
+    """How one IAM node behaves (see :func:`settings_from_config`)."""
 
     node_id: str
     tokens: TokenSettings
@@ -325,3 +327,13 @@ class IamService:
 
     async def is_bootstrapped(self) -> bool:
         return await self.store.get(BOOTSTRAP_KEY) is not None
+
+
+def settings_from_config(config: NodeConfig) -> IamSettings:
+    """IAM settings of this node, derived from its ``cluster-config.json``."""
+    sealing = config.sealing_key_file
+    return IamSettings(
+        node_id=config.node_id,
+        tokens=TokenSettings(issuer=issuer_for(config)),
+        sealing_key=read_sealing_key(sealing) if sealing else None,
+    )

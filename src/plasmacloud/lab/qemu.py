@@ -645,10 +645,9 @@ class QemuBackend:
         reach), so it must run inside the lab namespace (``plasma lab qemu validate``
         does)."""
         configs, _operator, _services = self.validation_target()
-        node = configs[0]
-        tls = OutputLayout(self.paths.out).local_tls(node.node_id, node.tls)
+        node = OutputLayout(self.paths.out).local_config(configs[0])
         return await bootstrap_cluster(
-            node.model_copy(update={"tls": tls}),
+            node,
             self.paths.admin,
             certificate_admins=(ADMIN_CLIENT,),
         )

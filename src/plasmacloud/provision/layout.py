@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plasmacloud.common.config import TLSConfig
+from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.provision.spec import SECRETS_DIR
 
 
@@ -61,5 +61,16 @@ class OutputLayout:
                 "ca_file": self.local(node_id, tls.ca_file),
                 "cert_file": self.local(node_id, tls.cert_file),
                 "key_file": self.local(node_id, tls.key_file),
+            }
+        )
+
+    def local_config(self, config: NodeConfig) -> NodeConfig:
+        """A node's config with its secrets (TLS files, sealing key) mapped into this
+        tree, for acting as that node from the provisioning host."""
+        sealing = config.sealing_key_file
+        return config.model_copy(
+            update={
+                "tls": self.local_tls(config.node_id, config.tls),
+                "sealing_key_file": self.local(config.node_id, sealing) if sealing else None,
             }
         )

@@ -123,4 +123,9 @@ class Consensus(Protocol):
 
     async def read_index(self, timeout: float = 5.0) -> Any: ...
 
+    async def remove_member(self, node_id: str, timeout: float = 10.0) -> None:
+        """Take one server out of the group (callable on any member); returns once the
+        change is committed."""
+        ...
+
     def status(self) -> RaftStatus: ...

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import grpc
 
 from plasmacloud.chainfire import errors
-from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.proto import rpc_pb2, v3election_pb2, v3election_pb2_grpc
 from plasmacloud.chainfire.recipes import (
     acquire,
@@ -23,6 +22,7 @@ from plasmacloud.chainfire.services.base import (
     guard_stream,
     unary,
 )
+from plasmacloud.common.keyrange import prefix_end
 
 NOT_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, "election: not leader")
 NO_LEADER = errors.EtcdError(grpc.StatusCode.UNKNOWN, "election: no leader")

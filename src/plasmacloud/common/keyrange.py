@@ -1,17 +1,18 @@
-"""etcd key-range arithmetic shared by the store client and the enforcement library."""
+"""etcd key-range arithmetic: Chainfire's store and clients, IAM's store and its names of
+key ranges all use it."""
 
 from __future__ import annotations
 
 
 def prefix_end(prefix: bytes) -> bytes:
-    """etcd's ``range_end`` for "every key starting with ``prefix``"."""
+    """The range_end that selects every key starting with ``prefix`` (etcd's GetPrefixRangeEnd)."""
     p = bytearray(prefix)
     while p:
         if p[-1] < 0xFF:
             p[-1] += 1
             return bytes(p)
         p.pop()
-    return b"\x00"  # all keys
+    return b"\0"  # the prefix was all 0xff (or empty): every key from it on
 
 
 def common_prefix(a: bytes, b: bytes) -> bytes:

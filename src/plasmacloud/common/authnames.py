@@ -1,4 +1,5 @@
-"""Names of what IAM policies govern in the other services.
+"""Names of what IAM policies govern in the services: the vocabulary IAM's policies and
+the services' guards share.
 
 Actions are ``chainfire:<RPC>`` on ``key/<key>`` (RPCs about the whole cluster on
 ``cluster``) and ``flaredb:Query`` / ``flaredb:Execute`` on ``db/<name>``.
@@ -6,7 +7,7 @@ Actions are ``chainfire:<RPC>`` on ``key/<key>`` (RPCs about the whole cluster o
 
 from __future__ import annotations
 
-from plasmacloud.iam.keyrange import common_prefix, prefix_end
+from plasmacloud.common.keyrange import common_prefix, prefix_end
 
 CHAINFIRE_ACTIONS = (
     "Range",

@@ -1,0 +1,130 @@
+"""`plasma cluster ...`: operate a running cluster (a lab's or real machines')."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
+
+app = typer.Typer(help="Operate a running cluster: backups.", no_args_is_help=True)
+backup_app = typer.Typer(
+    help="Back the cluster up (--out DIR), or check a backup (verify DIR).",
+    invoke_without_command=True,
+)
+app.add_typer(backup_app, name="backup")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="a node's cluster-config.json (its certificate reads IAM's records); default: "
+        "the first node of the lab $PLASMA_LAB_DIR names",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: object, code: int = EXIT_FAILURE) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _operator_tls(node_tls_enabled: bool) -> object:
+    """The operator's TLS files, from the variables etcdctl reads (`plasma lab env`
+    exports them)."""
+    from plasmacloud.common.config import TLSConfig
+
+    if not node_tls_enabled:
+        return TLSConfig(enabled=False)
+    names = ("ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY")
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise _fail(
+            f"{', '.join(missing)} not set: export the operator's CA, certificate and key "
+            '(or `eval "$(plasma lab env)"`)',
+            EXIT_USAGE,
+        )
+    ca, cert, key = (Path(os.environ[n]) for n in names)
+    return TLSConfig(ca_file=ca, cert_file=cert, key_file=key)
+
+
+@backup_app.callback()
+def backup(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="a new directory for the backup")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+) -> None:
+    """Take a consistent, checksummed backup of Chainfire, FlareDB and IAM while they
+    serve (files 0600, a manifest with their SHA-256)."""
+    import asyncio
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if out is None:
+        raise _fail("give --out DIR (or `plasma cluster backup verify DIR`)", EXIT_USAGE)
+    from dataclasses import asdict
+
+    from plasmacloud.cluster.backup import BackupError, take_backup
+    from plasmacloud.common.config import ConfigError, NodeConfig, TLSConfig
+
+    try:
+        node = NodeConfig.load(config or _lab_node_config())
+    except ConfigError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+    operator = _operator_tls(node.tls.enabled)
+    assert isinstance(operator, TLSConfig)
+    try:
+        manifest = asyncio.run(take_backup(node, operator, out))
+    except BackupError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(manifest)))
+        return
+    typer.echo(
+        f"backup of {manifest.cluster} in {out}: Chainfire revision "
+        f"{manifest.chainfire.detail['revision']} ({manifest.chainfire.bytes} bytes), FlareDB "
+        f"{manifest.flaredb.bytes} bytes, {manifest.iam.detail['records']} IAM records"
+    )
+
+
+def _lab_node_config() -> Path:
+    from plasmacloud.lab.layout import LAB_DIR_ENV, LabLayout
+
+    root = os.environ.get(LAB_DIR_ENV)
+    if not root:
+        raise _fail(f"give --config or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
+    layout = LabLayout(Path(root).expanduser().resolve())
+    configs = sorted(layout.root.glob("node*/cluster-config.json"))
+    if not configs:
+        raise _fail(f"no node configs under {layout.root}; is it a lab directory?", EXIT_USAGE)
+    return configs[0]
+
+
+@backup_app.command("verify")
+def verify(
+    directory: Annotated[Path, typer.Argument(help="a backup directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+) -> None:
+    """Check every file of a backup against its manifest and its own format."""
+    from dataclasses import asdict
+
+    from plasmacloud.cluster.backup import BackupError, verify_backup
+
+    try:
+        manifest = verify_backup(directory)
+    except BackupError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(manifest)))
+    else:
+        typer.echo(
+            f"ok: {directory} is a sound backup of {manifest.cluster} ({manifest.created_at})"
+        )

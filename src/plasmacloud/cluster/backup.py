@@ -1,0 +1,229 @@
+"""A consistent, checksummed backup of a running cluster's three services, and its check.
+
+One directory (0700) holds, each file 0600 with its SHA-256 in ``manifest.json``:
+
+* ``chainfire.db``: a Chainfire snapshot (``etcdctl snapshot save``'s format: the store's
+  SQLite database and its SHA-256) taken from the leader at one revision;
+* ``flaredb.sqlite``: FlareDB's database file from its leader (``/db/backup``);
+* ``iam.json``: IAM's records from Chainfire's system keyspace (users, policies, signing
+  keys, these sealed under the cluster's sealing key, which the backup does not hold).
+
+Taking it needs the operator's identity (snapshot, FlareDB backup) and a node's (only
+members read the system keyspace). It is what ``plasma cluster restore`` and ``plasma lab
+restore`` lay down again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import sqlite3
+import ssl
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from plasmacloud import __version__
+from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.chainfire.restore import (
+    SnapshotError,
+    encode_system_records,
+    read_snapshot,
+    read_system_records,
+)
+from plasmacloud.common.config import NodeConfig, PeerConfig, TLSConfig
+from plasmacloud.common.files import write_atomic
+from plasmacloud.common.tls import client_context
+from plasmacloud.iam.system_store import ChainfireSystemStore
+from plasmacloud.lab.probe import dial
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+CHAINFIRE_FILE = "chainfire.db"
+FLAREDB_FILE = "flaredb.sqlite"
+IAM_FILE = "iam.json"
+_PAGE = 500
+_TIMEOUT_S = 60.0
+
+
+class BackupError(RuntimeError):
+    """The cluster could not be backed up, or a backup fails its check; says which part."""
+
+
+@dataclass(frozen=True)
+class Part:
+    file: str
+    sha256: str
+    bytes: int
+    detail: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: int
+    cluster: str
+    created_at: str
+    plasmacloud_version: str
+    chainfire: Part
+    flaredb: Part
+    iam: Part
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        try:
+            doc = json.loads((directory / MANIFEST).read_text())
+            manifest = cls(
+                format=int(doc["format"]),
+                cluster=str(doc["cluster"]),
+                created_at=str(doc["created_at"]),
+                plasmacloud_version=str(doc["plasmacloud_version"]),
+                chainfire=Part(**doc["chainfire"]),
+                flaredb=Part(**doc["flaredb"]),
+                iam=Part(**doc["iam"]),
+            )
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise BackupError(f"{directory / MANIFEST} is not a backup manifest: {exc}") from None
+        if manifest.format != FORMAT:
+            raise BackupError(f"backup format {manifest.format}; this release reads {FORMAT}")
+        return manifest
+
+
+def _part(directory: Path, name: str, data: bytes, **detail: int) -> Part:
+    write_atomic(directory / name, data, 0o600)
+    return Part(name, hashlib.sha256(data).hexdigest(), len(data), detail)
+
+
+async def _leader_snapshot(peers: list[PeerConfig], tls: TLSConfig) -> tuple[bytes, int]:
+    """(snapshot blob, revision) from Chainfire's leader."""
+    errors = []
+    for peer in peers:
+        async with dial(f"{peer.ip}:{peer.ports.chainfire_client}", tls) as channel:
+            maintenance = rpc_pb2_grpc.MaintenanceStub(channel)
+            try:
+                status = await maintenance.Status(rpc_pb2.StatusRequest(), timeout=10)
+                if status.leader != status.header.member_id:
+                    continue
+                chunks = [
+                    r.blob
+                    async for r in maintenance.Snapshot(
+                        rpc_pb2.SnapshotRequest(), timeout=_TIMEOUT_S
+                    )
+                ]
+            except Exception as exc:  # gRPC errors: try the next member
+                errors.append(f"{peer.node_id}: {exc}")
+                continue
+            return b"".join(chunks), int(status.header.revision)
+    raise BackupError(f"no Chainfire leader gave a snapshot ({'; '.join(errors) or 'none'})")
+
+
+async def _flaredb_leader(
+    session: aiohttp.ClientSession, peers: list[PeerConfig], ctx: ssl.SSLContext | bool
+) -> str:
+    """FlareDB's leader's API URL, as any node's ``/nodes`` names it."""
+    scheme = "https" if ctx is not True else "http"
+    for peer in peers:
+        try:
+            url = f"{scheme}://{peer.ip}:{peer.ports.flaredb_http}/nodes"
+            async with session.get(url, ssl=ctx) as resp:
+                nodes = await resp.json()
+            return str(next(n["api_addr"] for n in nodes.values() if n.get("leader")))
+        except (aiohttp.ClientError, StopIteration, TimeoutError, ValueError, KeyError):
+            continue
+    raise BackupError("no FlareDB node names a leader")
+
+
+def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S))
+
+
+async def _flaredb_backup(peers: list[PeerConfig], tls: TLSConfig) -> bytes:
+    """FlareDB's database file from its leader (a follower's copy may lag)."""
+    ctx = client_context(tls) or True
+    async with _session() as session:
+        leader = await _flaredb_leader(session, peers, ctx)
+        async with session.get(f"{leader}/db/backup", ssl=ctx) as resp:
+            if resp.status != 200:
+                raise BackupError(f"FlareDB /db/backup answered {resp.status}")
+            return await resp.read()
+
+
+async def load_flaredb(peers: list[PeerConfig], tls: TLSConfig, database: bytes) -> None:
+    """Replace FlareDB's whole database with a backup's file (rqlite's ``/db/load``)."""
+    ctx = client_context(tls) or True
+    async with _session() as session:
+        leader = await _flaredb_leader(session, peers, ctx)
+        headers = {"Content-Type": "application/octet-stream"}
+        async with session.post(f"{leader}/db/load", data=database, headers=headers, ssl=ctx) as r:
+            if r.status != 200:
+                raise BackupError(f"FlareDB /db/load answered {r.status}: {await r.text()}")
+
+
+async def _iam_records(node: NodeConfig) -> list[tuple[bytes, bytes]]:
+    store = ChainfireSystemStore.from_config(node)
+    rows: list[tuple[bytes, bytes]] = []
+    try:
+        after = None
+        while True:
+            page = await store.range("", start_after=after, limit=_PAGE)
+            rows.extend((kv.key.encode(), kv.value) for kv in page)
+            if len(page) < _PAGE:
+                return rows
+            after = page[-1].key
+    finally:
+        await store.close()
+
+
+async def take_backup(node: NodeConfig, operator_tls: TLSConfig, out: Path) -> Manifest:
+    """Back ``node``'s cluster up into the new or empty directory ``out``: the operator's
+    TLS identity takes the snapshot and FlareDB's file, the node's certificate reads IAM's
+    records (only members may)."""
+    if out.exists() and any(out.iterdir()):
+        raise BackupError(f"{out} is not empty; back up into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    snapshot, revision = await _leader_snapshot(node.peers, operator_tls)
+    flaredb = await _flaredb_backup(node.peers, operator_tls)
+    records = await _iam_records(node)
+    manifest = Manifest(
+        format=FORMAT,
+        cluster=node.cluster_name,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        plasmacloud_version=__version__,
+        chainfire=_part(out, CHAINFIRE_FILE, snapshot, revision=revision),
+        flaredb=_part(out, FLAREDB_FILE, flaredb),
+        iam=_part(out, IAM_FILE, encode_system_records(records), records=len(records)),
+    )
+    write_atomic(out / MANIFEST, json.dumps(asdict(manifest), indent=2).encode(), 0o600)
+    return manifest
+
+
+def verify_backup(directory: Path) -> Manifest:
+    """Check every file against the manifest and its own format; BackupError naming the
+    first problem."""
+    manifest = Manifest.read(directory)
+    for part in (manifest.chainfire, manifest.flaredb, manifest.iam):
+        path = directory / part.file
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BackupError(f"{path}: {exc.strerror}") from None
+        if hashlib.sha256(data).hexdigest() != part.sha256:
+            raise BackupError(f"{path} does not match its SHA-256 in the manifest")
+    try:
+        read_snapshot(directory / manifest.chainfire.file)
+        read_system_records(directory / manifest.iam.file)
+    except SnapshotError as exc:
+        raise BackupError(str(exc)) from None
+    db = sqlite3.connect(f"file:{directory / manifest.flaredb.file}?mode=ro", uri=True)
+    try:
+        ok = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        ok = str(exc)
+    finally:
+        db.close()
+    if ok != "ok":
+        raise BackupError(f"{manifest.flaredb.file} is not a sound SQLite database: {ok}")
+    return manifest
