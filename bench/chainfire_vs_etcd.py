@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.reference import ETCD
 from plasmacloud.lab.services import CHAINFIRE
 from plasmacloud.lab.spec import scratch_spec

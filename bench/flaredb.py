@@ -25,9 +25,10 @@ from typing import Any
 import aiohttp
 
 from plasmacloud.chainfire.client import ChainfireClient
+from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.tls import client_context
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.services import CHAINFIRE, FLAREDB, flaredb_url
+from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 from plasmacloud.lab.spec import scratch_spec
 
 ROW = "x" * 256

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import aiohttp
 
+from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.tls import client_context
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.services import CHAINFIRE, FLAREDB, flaredb_url
+from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 from plasmacloud.lab.spec import scratch_spec
 
 ROW = "x" * 256

@@ -42,15 +42,17 @@ from rich.console import Console
 from rich.table import Table
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.chaos.flaredb_workload import FlareClients, create_table
+from plasmacloud.cluster.probe import client_target, dial
+from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.tls import client_context
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.chaos_flaredb import FlareClients, create_table
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import scratch_netns_spec
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.reference import ETCD
-from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec, flaredb_url
+from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec
 from plasmacloud.lab.spec import LabSpec, scratch_spec
+from plasmacloud.lab.target import lab_target
 from plasmacloud.validate.checks import run_checks
 
 READY_TIMEOUT_S = 90.0
@@ -95,7 +97,7 @@ async def cold_start(
     await asyncio.to_thread(lab.up)
     await lab.wait_ready(timeout=READY_TIMEOUT_S)
     result.ready_s = time.perf_counter() - t0
-    checks = await run_checks(lab.configs(), lab.operator_tls, lab.services)
+    checks = await run_checks(lab_target(lab))
     result.failing = [c.check_id for c in checks if not c.ok]
     if not result.failing:
         result.green_s = time.perf_counter() - t0

@@ -15,6 +15,9 @@ import pytest
 # dependencies (grpc, cryptography, pydantic, aiohttp, yaml) or asyncio are not.
 ALLOWED = {
     "plasmacloud",
+    "plasmacloud.cluster",
+    "plasmacloud.cluster.control",
+    "plasmacloud.cluster.services",
     "plasmacloud.common",
     "plasmacloud.common.durations",
     "plasmacloud.common.errors",
@@ -24,7 +27,6 @@ ALLOWED = {
     "plasmacloud.lab.backend",
     "plasmacloud.lab.layout",
     "plasmacloud.lab.qemu_layout",
-    "plasmacloud.lab.services",
 }
 HEAVY = ("grpc", "cryptography", "pydantic", "aiohttp", "yaml", "jinja2", "asyncio")
 GROUPS = ["chainfire", "cluster", "flaredb", "iam", "lab", "pki", "netboot", "provision"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.services import CHAINFIRE
 from plasmacloud.lab.spec import scratch_spec
 

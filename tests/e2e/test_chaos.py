@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from plasmacloud.chaos.history import Verdict, load_history
+from plasmacloud.chaos.history_check import check_history
+from plasmacloud.chaos.run import ChaosConfig, ChaosResult, run_chaos
 from plasmacloud.cli import app
 from plasmacloud.common.errors import EXIT_OK
-from plasmacloud.lab.chaos import ChaosConfig, ChaosResult, run_chaos
-from plasmacloud.lab.chaos_target import lab_target
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsNames, lab_objects, scratch_netns_spec
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec
-from plasmacloud.validate.history import Verdict, load_history
-from plasmacloud.validate.history_check import check_history
+from plasmacloud.lab.target import lab_target
 
 from .conftest import READY_TIMEOUT_S
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.reference import ETCD
 from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
 from plasmacloud.lab.spec import scratch_spec

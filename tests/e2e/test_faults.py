@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.services import CHAINFIRE
 from plasmacloud.lab.spec import scratch_spec
 from plasmacloud.lab.workload import put_acknowledged

@@ -22,14 +22,15 @@ import pytest
 
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 from plasmacloud.chainfire.proto import rpc_pb2_grpc
+from plasmacloud.cluster.probe import client_target, dial
+from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.config import TLSConfig
 from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.iam.endpoints import iam_url
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.probe import client_target, dial
-from plasmacloud.lab.services import SERVICES, flaredb_url
+from plasmacloud.lab.services import SERVICES
 from plasmacloud.lab.spec import scratch_spec
 from plasmacloud.provision import pki
 

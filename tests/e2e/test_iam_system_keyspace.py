@@ -20,9 +20,9 @@ import grpc
 import pytest
 
 from plasmacloud.chainfire.proto import system_pb2, system_pb2_grpc
+from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.credentials import AdminCredentials
-from plasmacloud.lab.probe import client_target, dial
 
 from .conftest import READY_TIMEOUT_S, etcdctl_env
 from .test_iam_lab import IamLab, etcdctl, started_iam_lab

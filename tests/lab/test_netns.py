@@ -22,7 +22,10 @@ import pytest
 from typer.testing import CliRunner
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.chaos.history import Op
+from plasmacloud.chaos.history_register import check_key
 from plasmacloud.cli import app
+from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
@@ -39,12 +42,9 @@ from plasmacloud.lab.netns import (
     partitions,
     scratch_netns_spec,
 )
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.process import is_ours
 from plasmacloud.lab.services import CHAINFIRE, plasma_executable
 from plasmacloud.lab.spec import LabSpec
-from plasmacloud.validate.history import Op
-from plasmacloud.validate.history_register import check_key
 
 READY_TIMEOUT_S = 60.0
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from plasmacloud.chaos.history import load_history
+from plasmacloud.chaos.history_check import check_history
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.qemu import QemuBackend
-from plasmacloud.validate.history import load_history
-from plasmacloud.validate.history_check import check_history
 
 from .qemu_lab import plasma, qemu_lab
 

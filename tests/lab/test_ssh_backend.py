@@ -6,6 +6,7 @@ are the production code paths; the units are driven through ``node_ctl``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -15,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from plasmacloud.cluster.probe import probe_cluster
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.probe import probe_cluster
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 from plasmacloud.lab.ssh import SSHBackend, SSHOptions, Systemd
+from plasmacloud.lab.ssh_target import ssh_restart, ssh_target
 from plasmacloud.provision.spec import SSHTarget
 from plasmacloud.validate.checks import run_checks
-from plasmacloud.validate.ssh_target import ssh_restart
 
 from .ssh_nodes import SSHNodes, keygen, lab_units, ssh_nodes, write_units
 
@@ -109,7 +110,10 @@ async def test_validation_with_restart_over_ssh_is_green(nodes: SSHNodes, tmp_pa
         while not (await probe_cluster(configs, lab.services, tls)).ready:
             assert time.monotonic() < deadline, "cluster never became ready"
             await asyncio.sleep(0.5)
-        results = await run_checks(configs, tls, lab.services, restart=restart)
+        target = dataclasses.replace(
+            ssh_target(backend, configs, lab.services, tls), restart=restart
+        )
+        results = await run_checks(target, persistence=True)
         failed = [
             (r.check_id, [n.evidence for n in r.results if not n.ok]) for r in results if not r.ok
         ]

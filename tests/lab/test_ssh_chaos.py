@@ -17,18 +17,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from plasmacloud.chaos.history import load_history
+from plasmacloud.chaos.history_check import check_history
+from plasmacloud.chaos.run import ChaosConfig, default_faults, parse_faults, run_chaos
 from plasmacloud.cli import app
+from plasmacloud.cluster.control import ClusterError
 from plasmacloud.common.errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.chaos import ChaosConfig, default_faults, parse_faults, run_chaos
-from plasmacloud.lab.chaos_target import ssh_preflight, ssh_target
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 from plasmacloud.lab.ssh import SSHBackend
+from plasmacloud.lab.ssh_target import ssh_preflight, ssh_target
 from plasmacloud.provision.sample import sample_spec
 from plasmacloud.provision.spec import load_spec
-from plasmacloud.validate.history import load_history
-from plasmacloud.validate.history_check import check_history
 from plasmacloud.validate.spec_target import spec_configs
 
 from .ssh_nodes import SSHNodes, lab_units, node_ctl_managers, ssh_nodes
@@ -68,7 +68,7 @@ async def test_chaos_from_cluster_yaml_over_ssh_verifies_every_property(
     backend = replace(backend, managers=node_ctl_managers(lab_units(lab)))
     target = ssh_target(backend, spec_configs(cluster), lab.services, lab.operator_tls)
     assert default_faults(target) == "kill,restart,pause"
-    with pytest.raises(LabError, match="refused on the ssh backend"):
+    with pytest.raises(ClusterError, match="refused on the ssh backend"):
         parse_faults("kill,partition", target)
     assert ssh_preflight(target) == [
         f"{n}: plasmacloud-chainfire inactive, plasmacloud-flaredb inactive; "

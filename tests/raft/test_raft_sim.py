@@ -1,10 +1,11 @@
 """The deterministic simulation over many seeds (RAFT_SIM_SEEDS, default 2,000).
 
-Every seed runs a 3- or 5-node cluster through crashes (losing un-synced writes, tearing the
-last one), partitions, message loss, duplication and reordering, and checks election safety,
-log matching, leader completeness, state-machine safety, linearizable reads and that every
-acknowledged proposal survives. A failing seed prints its one-line replay command.
-"""
+The simulation steps the consensus core itself (no asyncio), and runs the same seeds again
+with the asyncio driver around the core (RAFT_SIM_DRIVER_SEEDS). Every seed runs a 3- or 5-node
+cluster through crashes (losing un-synced writes, tearing the last one), partitions, message
+loss, duplication and reordering, and checks election safety, log matching, leader
+completeness, state-machine safety, linearizable reads and that every acknowledged proposal
+survives. A failing seed prints its one-line replay command."""
 
 from __future__ import annotations
 
@@ -21,18 +22,24 @@ from plasmacloud.raft.storage import Storage
 
 SEEDS = int(os.environ.get("RAFT_SIM_SEEDS", "2000"))
 CHUNK = 100
+# the same runs with the asyncio driver (RaftNode on a SimLoop) around the core
+DRIVER_SEEDS = int(os.environ.get("RAFT_SIM_DRIVER_SEEDS", str(SEEDS)))
+RUNS = [(False, s) for s in range(0, SEEDS, CHUNK)] + [
+    (True, s) for s in range(0, DRIVER_SEEDS, CHUNK)
+]
 
 
-@pytest.mark.parametrize("start", range(0, SEEDS, CHUNK))
-def test_simulation_seeds(start: int, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("driver", "start"), RUNS)
+def test_simulation_seeds(driver: bool, start: int, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.CRITICAL)  # the engine logs every election and torn tail
     failures = []
     totals = {"acked": 0, "crashes": 0, "torn": 0, "snapshots": 0, "membership": 0}
-    for seed in range(start, min(start + CHUNK, SEEDS)):
+    seeds = DRIVER_SEEDS if driver else SEEDS
+    for seed in range(start, min(start + CHUNK, seeds)):
         try:
-            stats = Simulation(seed).run()
+            stats = Simulation(seed, driver=driver).run()
         except Exception as exc:  # an invariant, or the engine itself blew up
-            failures.append(f"seed {seed}: {exc!r}\n  replay: {replay_command(seed)}")
+            failures.append(f"seed {seed}: {exc!r}\n  replay: {replay_command(seed, driver)}")
             continue
         totals["acked"] += stats.acked
         totals["crashes"] += stats.crashes
@@ -42,29 +49,44 @@ def test_simulation_seeds(start: int, caplog: pytest.LogCaptureFixture) -> None:
     assert not failures, "\n".join(failures)
     # the faults really happened (a harness that injects nothing proves nothing)
     assert totals["acked"] > 0 and totals["crashes"] > 0
-    if SEEDS - start >= CHUNK:
+    if seeds - start >= CHUNK:
         assert totals["torn"] > 0 and totals["snapshots"] > 0 and totals["membership"] > 0
 
 
-def test_same_seed_same_run() -> None:
+@pytest.mark.parametrize("driver", [False, True])
+def test_same_seed_same_run(driver: bool) -> None:
     """Determinism: a seed is a complete description of a run (so replays reproduce)."""
-    a, b = Simulation(7).run(), Simulation(7).run()
+    a, b = Simulation(7, driver=driver).run(), Simulation(7, driver=driver).run()
     assert a == b
+
+
+def _first_violation(seeds: int) -> InvariantViolation | None:
+    for seed in range(seeds):
+        try:
+            Simulation(seed).run()
+        except InvariantViolation as exc:
+            return exc
+    return None
 
 
 def test_harness_detects_a_broken_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Votes granted without the log up-to-date check must be caught as a safety failure."""
-    from plasmacloud.raft.node import RaftNode
+    from plasmacloud.raft.core import RaftCore
 
-    monkeypatch.setattr(RaftNode, "_log_ok", lambda self, index, term: True)
-    caught = []
-    for seed in range(60):
-        try:
-            Simulation(seed).run()
-        except InvariantViolation as exc:
-            caught.append((seed, exc))
-            break
-    assert caught, "60 seeds of a broken engine passed every check"
+    monkeypatch.setattr(RaftCore, "_log_ok", lambda self, index, term: True)
+    assert _first_violation(60) is not None, "60 seeds of a broken engine passed every check"
+
+
+def test_harness_detects_unconfirmed_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ReadIndex answered at once (no commit of the leader's term, no heartbeat round) must
+    be caught as a linearizability failure."""
+    from plasmacloud.raft.core import RaftCore
+
+    def read_at_once(self: RaftCore, ctx: object) -> None:
+        self._rd.read_states.append((ctx, self.commit_index))
+
+    monkeypatch.setattr(RaftCore, "read_index", read_at_once)
+    assert "linearizability" in str(_first_violation(200))
 
 
 async def test_sim_disk_durability_never_goes_back() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from plasmacloud.raft.codec import CONFIG, NORMAL, LogEntry, encode_members
+from plasmacloud.raft.codec import CONFIG, NORMAL, HardState, LogEntry, SnapshotMeta, encode_members
 from plasmacloud.raft.disk import OsDisk
-from plasmacloud.raft.storage import CorruptLogError, HardState, SnapshotMeta, Storage
+from plasmacloud.raft.storage import CorruptLogError, Storage
 
 
 def _entries(first: int, count: int, term: int = 1) -> list[LogEntry]:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from plasmacloud.cluster.probe import ClusterView
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.lab.layout import LabLayout
-from plasmacloud.lab.probe import ClusterView
 from plasmacloud.lab.reference import ETCD
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, IAM, SERVICES, ServiceSpec
 from plasmacloud.lab.spec import LabSpec, scratch_spec
 from plasmacloud.validate import checks, prometheus
-from plasmacloud.validate.target import NodeResult, Target
+from plasmacloud.validate.results import NodeResult
 
 
 def target(
@@ -23,19 +24,15 @@ def target(
     services: tuple[ServiceSpec, ...],
     restart: bool = False,
     spec: LabSpec | None = None,
-) -> Target:
+) -> ClusterTarget:
     layout, spec = LabLayout(tmp_path), spec or LabSpec()
     configs = [layout.node_config(spec, n) for n in spec.node_ids]
 
     async def noop() -> None:
         return None
 
-    return Target(
-        configs,
-        layout.operator_tls(spec),
-        services,
-        ClusterView([], expected_members=3),
-        restart=noop if restart else None,
+    return ClusterTarget(
+        "test", configs, layout.operator_tls(spec), services, restart=noop if restart else None
     )
 
 
@@ -56,9 +53,15 @@ def test_checklist_follows_the_services(
     assert ("prometheus" in ids) == (prometheus.prometheus_binary() is not None)
 
 
-def test_persistence_runs_last_and_only_when_a_restart_is_given(tmp_path: Path) -> None:
-    ids = [cid for cid, _t, _f in checks.checklist(target(tmp_path, SERVICES, restart=True))]
+def test_persistence_runs_last_and_only_when_asked_and_a_restart_is_given(
+    tmp_path: Path,
+) -> None:
+    restartable = target(tmp_path, SERVICES, restart=True)
+    ids = [cid for cid, _t, _f in checks.checklist(restartable, persistence=True)]
     assert ids[-1] == "persistence"
+    assert "persistence" not in [cid for cid, _t, _f in checks.checklist(restartable)]
+    fixed = checks.checklist(target(tmp_path, SERVICES), persistence=True)
+    assert "persistence" not in [cid for cid, _t, _f in fixed]
 
 
 def test_scrape_config_has_a_job_per_service_and_tls_only_where_https(tmp_path: Path) -> None:
@@ -101,15 +104,13 @@ async def test_a_check_that_raises_fails_every_node_and_the_rest_still_run(
     # plain TCP on a scratch range nothing listens on: the probe only records errors
     t = target(tmp_path, (ETCD,), spec=scratch_spec(tls=False))
 
-    async def broken(_t: Target) -> list[NodeResult]:
+    async def broken(_t: ClusterTarget, _view: ClusterView) -> list[NodeResult]:
         raise RuntimeError("certificate verify failed")
 
-    async def fine(t: Target) -> list[NodeResult]:
+    async def fine(t: ClusterTarget, _view: ClusterView) -> list[NodeResult]:
         return [NodeResult(c.node_id, True, "ok") for c in t.configs]
 
-    results = await checks.run_checks(
-        t.configs, t.tls, t.services, [("a", "raises", broken), ("b", "fine", fine)]
-    )
+    results = await checks.run_checks(t, [("a", "raises", broken), ("b", "fine", fine)])
     assert [c.ok for c in results] == [False, True]
     assert {r.evidence for r in results[0].results} == {
         "check error: RuntimeError: certificate verify failed"

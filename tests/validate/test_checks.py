@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK
 from plasmacloud.lab.control import Lab
+from plasmacloud.lab.target import lab_target
 from plasmacloud.validate.checks import run_checks
 from plasmacloud.validate.persistence import check_persistence
 from plasmacloud.validate.report import exit_code, report_json
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 async def test_healthy_cluster_passes_every_check_then_a_dead_node_fails(etcd_lab: Lab) -> None:
     view = await etcd_lab.wait_ready(timeout=60)
-    results = await run_checks(etcd_lab.configs(), etcd_lab.operator_tls, etcd_lab.services)
+    results = await run_checks(lab_target(etcd_lab))
     doc = report_json(results)
     assert doc["ok"], doc
     assert exit_code(results) == EXIT_OK
@@ -32,7 +34,7 @@ async def test_healthy_cluster_passes_every_check_then_a_dead_node_fails(etcd_la
     # a follower dies (the leader would make the others fail too until a re-election)
     dead, alive = (n for n in etcd_lab.spec.node_ids if n != view.leader_node)
     etcd_lab.backend.kill_node(dead)
-    results = await run_checks(etcd_lab.configs(), etcd_lab.operator_tls, etcd_lab.services)
+    results = await run_checks(lab_target(etcd_lab))
     assert exit_code(results) == EXIT_FAILURE
     failed = {(c.check_id, r.node_id) for c in results for r in c.results if not r.ok}
     assert ("health", dead) in failed
@@ -61,11 +63,8 @@ async def test_persistence_fails_when_the_restart_loses_the_data(etcd_lab: Lab) 
         await etcd_lab.wait_ready(timeout=60)
 
     (persistence,) = await run_checks(
-        etcd_lab.configs(),
-        etcd_lab.operator_tls,
-        etcd_lab.services,
+        dataclasses.replace(lab_target(etcd_lab), restart=restart_wiped),
         [("persistence", "markers back after a restart", check_persistence)],
-        restart=restart_wiped,
     )
     assert not persistence.ok
     for r in persistence.results:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.layout import LabLayout
-from plasmacloud.lab.probe import ClusterView
 from plasmacloud.lab.services import CHAINFIRE
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.validate.crud import CrudOps, crud_round
-from plasmacloud.validate.target import NodeResult, Target
+from plasmacloud.validate.results import NodeResult
 
 
 class Down(Exception):
@@ -59,15 +59,13 @@ class FakeStore:
         )
 
 
-def target(tmp_path: Path) -> Target:
+def target(tmp_path: Path) -> ClusterTarget:
     layout, spec = LabLayout(tmp_path), LabSpec()
     configs = [layout.node_config(spec, n) for n in spec.node_ids]
-    return Target(
-        configs, layout.operator_tls(spec), (CHAINFIRE,), ClusterView([], expected_members=3)
-    )
+    return ClusterTarget("test", configs, layout.operator_tls(spec), (CHAINFIRE,))
 
 
-async def round_with(t: Target, store: FakeStore) -> NodeResult:
+async def round_with(t: ClusterTarget, store: FakeStore) -> NodeResult:
     return await crud_round(t, t.configs[0], "v1", store.ops("v1"))
 
 

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.lab.services import SERVICES, ServiceSpec
+from plasmacloud.lab.target import lab_target
 from plasmacloud.provision import pki
 from plasmacloud.validate.checks import run_checks
-from plasmacloud.validate.lab_target import lab_admin, validate_lab
 from plasmacloud.validate.report import all_ok, report_json, report_junit
-from plasmacloud.validate.target import CheckResult
+from plasmacloud.validate.results import CheckResult
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,8 @@ async def test_green_with_persistence_then_each_check_red_for_its_reason(
     nodes = lab.spec.node_ids
 
     # all green, with the full restart; the report is well-formed JUnit
-    results = await validate_lab(lab, persistence=True)
+    target = lab_target(lab)
+    results = await run_checks(target, persistence=True)
     doc = report_json(results)
     assert doc["ok"], doc
     assert [c.check_id for c in results] == [*ALL_IDS, "persistence"]
@@ -77,7 +78,7 @@ async def test_green_with_persistence_then_each_check_red_for_its_reason(
     # a CA that did not sign the nodes' certificates: nothing is trusted
     pki.init_ca(tmp_path / "other-pki")
     bad_tls = lab.operator_tls.model_copy(update={"ca_file": tmp_path / "other-pki" / "ca.crt"})
-    results = await run_checks(lab.configs(), bad_tls, lab.services, admin=lab_admin(lab))
+    results = await run_checks(dataclasses.replace(target, tls=bad_tls))
     assert not all_ok(results)
     for check_id in ("chainfire.crud", "flaredb.crud", "iam.discovery"):
         for node, (ok, text) in evidence(results, check_id).items():
@@ -88,10 +89,10 @@ async def test_green_with_persistence_then_each_check_red_for_its_reason(
             )
 
     # wrong admin secret: IAM refuses to issue the token
-    admin = lab_admin(lab)
+    admin = target.admin
     assert admin is not None
     wrong = dataclasses.replace(admin, client_secret="not-the-secret")
-    results = await run_checks(lab.configs(), lab.operator_tls, lab.services, admin=wrong)
+    results = await run_checks(dataclasses.replace(target, admin=wrong))
     for node, (ok, text) in evidence(results, "iam.tokens").items():
         assert not ok and text.startswith("token: HTTP 401"), (node, text)
     assert all(c.ok for c in results if c.check_id != "iam.tokens")
@@ -101,7 +102,7 @@ async def test_green_with_persistence_then_each_check_red_for_its_reason(
     view = await lab.probe()
     dead = next(n for n in nodes if n != view.leader_node)
     lab.backend.stop_node(dead)
-    results = await run_checks(lab.configs(), lab.operator_tls, lab.services, admin=admin)
+    results = await run_checks(target)
     alive = [n for n in nodes if n != dead]
     health = evidence(results, "health")
     assert not health[dead][0] and "cannot connect" in health[dead][1]
@@ -131,7 +132,7 @@ async def test_green_with_persistence_then_each_check_red_for_its_reason(
         await rpc_pb2_grpc.ClusterStub(channel).MemberRemove(
             rpc_pb2.MemberRemoveRequest(ID=member_id), timeout=10
         )
-    results = await run_checks(lab.configs(), lab.operator_tls, lab.services, admin=admin)
+    results = await run_checks(target)
     members = evidence(results, "chainfire.members")
     for n in alive:
         ok, text = members[n]

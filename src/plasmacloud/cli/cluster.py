@@ -11,7 +11,9 @@ import typer
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 
-app = typer.Typer(help="Operate a running cluster: backups.", no_args_is_help=True)
+app = typer.Typer(
+    help="Operate a running cluster: backups, rolling restarts.", no_args_is_help=True
+)
 backup_app = typer.Typer(
     help="Back the cluster up (--out DIR), or check a backup (verify DIR).",
     invoke_without_command=True,
@@ -128,3 +130,50 @@ def verify(
         typer.echo(
             f"ok: {directory} is a sound backup of {manifest.cluster} ({manifest.created_at})"
         )
+
+
+@app.command("rolling-restart")
+def rolling_restart(
+    lab_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            envvar="PLASMA_LAB_DIR",
+            help="the lab whose nodes to restart (default: $PLASMA_LAB_DIR)",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="seconds each node may take until the cluster is ready")
+    ] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Restart every node once, one at a time: followers first, the leader last (it hands
+    leadership over as it stops), each only once the cluster is ready again; refused on
+    an unhealthy cluster."""
+    import asyncio
+    from dataclasses import asdict
+
+    from plasmacloud.cluster.control import ClusterError
+    from plasmacloud.cluster.rolling import rolling_restart as roll
+    from plasmacloud.lab.control import Lab
+    from plasmacloud.lab.target import lab_target
+
+    if lab_dir is None:
+        raise _fail("give --dir or set PLASMA_LAB_DIR (`plasma lab env` does)", EXIT_USAGE)
+    if not (lab_dir / "lab.json").exists():
+        raise _fail(f"{lab_dir} is not a lab directory (no lab.json)", EXIT_USAGE)
+
+    def progress(step: str) -> None:
+        if not as_json:
+            typer.echo(step, err=True)
+
+    try:
+        done = asyncio.run(roll(lab_target(Lab.open(lab_dir)), timeout, progress))
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps([asdict(d) for d in done]))
+        return
+    for d in done:
+        typer.echo(f"{d.node_id}{' (was leader)' if d.was_leader else ''}: {d.seconds:.1f} s")

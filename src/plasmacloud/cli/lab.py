@@ -19,9 +19,9 @@ from plasmacloud.lab.layout import LAB_DIR_ENV
 from plasmacloud.lab.qemu_layout import existing_qemu_lab
 
 if TYPE_CHECKING:
+    from plasmacloud.cluster.probe import ClusterView
     from plasmacloud.flaredb.probe import FlareNodeView
     from plasmacloud.lab.control import Lab
-    from plasmacloud.lab.probe import ClusterView
 
 app = typer.Typer(
     help="Rehearse a cluster on this machine: up, status, env, validate, down.",
@@ -85,8 +85,8 @@ def _view_json(lab: Lab, view: ClusterView) -> dict[str, Any]:
 
 def _iam_env_lines(lab: Lab, secrets: bool) -> list[str]:
     """IAM's URLs, CA and the bootstrap admin (as etcdctl's user when ``secrets``)."""
+    from plasmacloud.cluster.services import iam_base_url
     from plasmacloud.iam.credentials import AdminCredentials
-    from plasmacloud.lab.services import iam_base_url
 
     urls = [iam_base_url(cfg) for cfg in lab.configs()]
     lines = [f"export IAM_URL={urls[0]}", f"export IAM_URLS={','.join(urls)}"]
@@ -104,7 +104,7 @@ def _iam_env_lines(lab: Lab, secrets: bool) -> list[str]:
 
 
 def _env_lines(lab: Lab, secrets: bool = True) -> list[str]:
-    from plasmacloud.lab.services import FLAREDB, flaredb_url, runs_iam
+    from plasmacloud.cluster.services import FLAREDB, flaredb_url, runs_iam
 
     lines = [
         "export ETCDCTL_API=3",
@@ -171,9 +171,11 @@ def _validate(lab: Lab, as_json: bool, junit: Path | None = None, persistence: b
     import asyncio
 
     from plasmacloud.cli.validate import emit
-    from plasmacloud.validate.lab_target import validate_lab
+    from plasmacloud.lab.target import lab_target
+    from plasmacloud.validate.checks import run_checks
 
-    return emit(asyncio.run(validate_lab(lab, persistence)), as_json, junit)
+    results = asyncio.run(run_checks(lab_target(lab), persistence=persistence))
+    return emit(results, as_json, junit)
 
 
 def _log_tails(lab: Lab, lines: int = 8) -> None:
@@ -230,7 +232,7 @@ def up(
     from rich.console import Group
     from rich.live import Live
 
-    from plasmacloud.lab.control import describe
+    from plasmacloud.cluster.probe import describe
     from plasmacloud.lab.spec import busy_ports
 
     if backend == "qemu":  # PXE-booted VMs: see `plasma lab qemu --help`
@@ -279,9 +281,9 @@ def status(lab_dir: DirOpt = None, as_json: JsonOpt = False) -> None:
     """Members, leader agreement, health per node and service, processes."""
     import asyncio
 
+    from plasmacloud.cluster.probe import describe
+    from plasmacloud.cluster.services import FLAREDB
     from plasmacloud.flaredb.probe import agreed_leader, probe_flaredb
-    from plasmacloud.lab.control import describe
-    from plasmacloud.lab.services import FLAREDB
 
     if (qemu := existing_qemu_lab(lab_dir)) is not None:
         raise typer.Exit(lab_qemu.status(qemu, as_json=as_json))

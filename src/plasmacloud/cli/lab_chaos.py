@@ -31,17 +31,18 @@ from plasmacloud.cli.validate import (
     spec_tls,
     ssh_options,
 )
+from plasmacloud.cluster.control import ClusterError
 from plasmacloud.common import durations
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.qemu_layout import existing_qemu_lab, qemu_lab_dir
 
 if TYPE_CHECKING:
-    from plasmacloud.lab.chaos import ChaosConfig, Fault
-    from plasmacloud.lab.chaos_target import ChaosTarget
+    from plasmacloud.chaos.history import History, Verdict
+    from plasmacloud.chaos.run import ChaosConfig, Fault
+    from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.lab.control import Lab
     from plasmacloud.lab.netns import NetnsBackend
-    from plasmacloud.validate.history import History, Verdict
 
 
 def _netns(lab: Lab) -> NetnsBackend:
@@ -164,8 +165,8 @@ ReplayOpt = Annotated[Path | None, typer.Option(help="re-check a saved history i
 
 def replay_history(replay: Path, as_json: bool) -> typer.Exit:
     """Re-check a saved history; the exit to raise (1 on any violation)."""
-    from plasmacloud.validate.history import load_history
-    from plasmacloud.validate.history_check import check_history, passed
+    from plasmacloud.chaos.history import load_history
+    from plasmacloud.chaos.history_check import check_history, passed
 
     try:
         saved = load_history(replay)
@@ -180,9 +181,11 @@ def replay_history(replay: Path, as_json: bool) -> typer.Exit:
     return typer.Exit(EXIT_OK if passed(verdicts) else EXIT_FAILURE)
 
 
-def chaos_config(target: ChaosTarget, duration: str, faults: str | None, seed: int) -> ChaosConfig:
-    """The run's config from the options; LabError for faults the target cannot inject."""
-    from plasmacloud.lab.chaos import ChaosConfig, default_faults, parse_faults
+def chaos_config(
+    target: ClusterTarget, duration: str, faults: str | None, seed: int
+) -> ChaosConfig:
+    """The run's config from the options; ClusterError for faults the target cannot inject."""
+    from plasmacloud.chaos.run import ChaosConfig, default_faults, parse_faults
 
     return ChaosConfig(
         duration_s=parse_duration(duration),
@@ -193,15 +196,15 @@ def chaos_config(target: ChaosTarget, duration: str, faults: str | None, seed: i
 
 
 def run_and_report(
-    target: ChaosTarget, cfg: ChaosConfig, path: Path, as_json: bool, replay_cmd: str
+    target: ClusterTarget, cfg: ChaosConfig, path: Path, as_json: bool, replay_cmd: str
 ) -> typer.Exit:
     """Run chaos, print faults, verdicts and problems; the exit to raise (0 only if
     every property is verified and the run itself had no problem, 3 if the cluster
     was not reachable or healthy to begin with)."""
     import asyncio
 
-    from plasmacloud.lab.chaos import run_chaos
-    from plasmacloud.validate.history_check import passed
+    from plasmacloud.chaos.history_check import passed
+    from plasmacloud.chaos.run import run_chaos
 
     say = (lambda _m: None) if as_json else console.print
     say(
@@ -210,7 +213,7 @@ def run_and_report(
     )
     try:
         result = asyncio.run(run_chaos(target, cfg, path, say))
-    except (LabError, ConnectionError) as exc:
+    except (ClusterError, ConnectionError) as exc:
         return fail(exc, EXIT_UNAVAILABLE)
     ok = passed(result.verdicts) and not result.problems
     if as_json:
@@ -235,9 +238,9 @@ def run_and_report(
     return typer.Exit(EXIT_OK if ok else EXIT_FAILURE)
 
 
-def preflight(target: ChaosTarget) -> bool:
+def preflight(target: ClusterTarget) -> bool:
     """True if every node answers over SSH with its units active; else says what not."""
-    from plasmacloud.lab.chaos_target import ssh_preflight
+    from plasmacloud.lab.ssh_target import ssh_preflight
 
     problems = ssh_preflight(target)
     for p in problems:
@@ -261,7 +264,7 @@ def chaos(
 ) -> None:
     """Inject faults while recorded clients work; check the history (non-zero on violation).
     A qemu lab runs it inside the lab namespace: services over SSH, power cuts via QMP."""
-    from plasmacloud.lab.chaos_target import lab_target
+    from plasmacloud.lab.target import lab_target
 
     if replay is not None:
         raise replay_history(replay, as_json)
@@ -272,7 +275,7 @@ def chaos(
     run_seed = time_seed(seed)
     try:
         cfg = chaos_config(target, duration, faults, run_seed)
-    except LabError as exc:
+    except ClusterError as exc:
         raise fail(exc, EXIT_USAGE) from exc
     path = history or lab.layout.root / "chaos" / f"history-{run_seed}.jsonl"
     raise run_and_report(target, cfg, path, as_json, "plasma lab chaos")
@@ -300,8 +303,8 @@ def chaos_spec(
     """Chaos against the spec's control-plane nodes: kill -9, restart and SIGSTOP their
     plasmacloud-* units over SSH (systemctl) while recorded clients work at the spec's
     addresses; check the history (non-zero on violation, 3 if a node does not answer)."""
-    from plasmacloud.lab.chaos_target import ssh_target
     from plasmacloud.lab.ssh import SSHBackend
+    from plasmacloud.lab.ssh_target import ssh_target
     from plasmacloud.provision.spec import SpecError, load_spec
     from plasmacloud.validate.spec_target import spec_configs
 
@@ -319,7 +322,7 @@ def chaos_spec(
     run_seed = time_seed(seed)
     try:
         cfg = chaos_config(target, duration, faults, run_seed)
-    except LabError as exc:
+    except ClusterError as exc:
         raise fail(exc, EXIT_USAGE) from exc
     if not preflight(target):
         raise typer.Exit(EXIT_UNAVAILABLE)
@@ -338,8 +341,8 @@ def qemu_chaos(
 ) -> int:
     """Chaos against the QEMU lab's VMs, run inside the lab namespace (re-executed there
     unless ``inside``); the exit code."""
-    from plasmacloud.lab.chaos_target import qemu_target
     from plasmacloud.lab.qemu import QemuBackend
+    from plasmacloud.lab.qemu_target import qemu_target
 
     backend = QemuBackend(qemu_lab_dir(root))
     run_seed = time_seed(seed)
@@ -352,7 +355,7 @@ def qemu_chaos(
     target = qemu_target(backend)
     try:
         cfg = chaos_config(target, duration, faults, run_seed)
-    except LabError as exc:
+    except ClusterError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return EXIT_USAGE
     if not preflight(target):

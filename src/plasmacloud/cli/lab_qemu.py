@@ -20,7 +20,7 @@ from plasmacloud.lab.layout import LAB_DIR_ENV
 from plasmacloud.lab.qemu_layout import DEFAULT_MEMORY_MB, qemu_lab_dir
 
 if TYPE_CHECKING:
-    from plasmacloud.lab.probe import ClusterView
+    from plasmacloud.cluster.probe import ClusterView
     from plasmacloud.lab.qemu import QemuBackend
     from plasmacloud.provision.states import StateFile
 
@@ -166,7 +166,7 @@ def status(path: Path | None, inside: bool = False, as_json: bool = False) -> in
     the lab namespace; EXIT_OK only when the cluster is ready."""
     import asyncio
 
-    from plasmacloud.lab.probe import probe_cluster
+    from plasmacloud.cluster.probe import probe_cluster
     from plasmacloud.lab.qemu import QemuBackend
     from plasmacloud.lab.qemu_bringup import mark_joined
 
@@ -216,9 +216,9 @@ def status_cmd(
 def env_lines(path: Path | None) -> list[str]:
     """Shell exports for clients of the VMs' cluster. Its addresses exist only in the lab
     namespace, so the clients must run there (``ip netns exec $PLASMA_LAB_NETNS ...``)."""
+    from plasmacloud.cluster.services import flaredb_url, iam_base_url
     from plasmacloud.iam.credentials import AdminCredentials
     from plasmacloud.lab.qemu import QemuBackend
-    from plasmacloud.lab.services import flaredb_url, iam_base_url
 
     backend = QemuBackend(qemu_lab_dir(path))
     configs, tls, services = backend.validation_target()
@@ -377,7 +377,7 @@ def validate(
     import asyncio
 
     from plasmacloud.lab.qemu import QemuBackend
-    from plasmacloud.validate.qemu_target import validate_qemu
+    from plasmacloud.lab.qemu_bringup import validate_until_green
     from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
 
     backend = QemuBackend(qemu_lab_dir(path))
@@ -393,7 +393,7 @@ def validate(
             console.print(f"[{time.monotonic() - t0:3.0f}s] not ready yet: {said}")
 
     t0 = time.monotonic()
-    results = asyncio.run(validate_qemu(backend, wait, only, persistence, waiting, _warn))
+    results = asyncio.run(validate_until_green(backend, wait, only, persistence, waiting, _warn))
     if junit is not None:
         junit.write_text(report_junit(results))
     if as_json:

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plasmacloud.cli._common import JsonOpt, console
+from plasmacloud.cluster.services import SERVICES, Service, service_named
 from plasmacloud.common.errors import EXIT_USAGE
-from plasmacloud.lab.services import SERVICES, ServiceSpec, service_named
 
 if TYPE_CHECKING:
     from plasmacloud.common.config import TLSConfig
     from plasmacloud.lab.ssh import SSHOptions
-    from plasmacloud.validate.target import CheckResult
+    from plasmacloud.validate.results import CheckResult
 
 ADMIN_ENV = "PLASMA_ADMIN_CREDENTIALS"
 DEFAULT_SERVICES = ",".join(svc.name for svc in SERVICES)
@@ -47,7 +47,7 @@ OutOpt = Annotated[
 ServicesOpt = Annotated[str, typer.Option(help="services the nodes run, comma-separated")]
 
 
-def parse_services(text: str) -> tuple[ServiceSpec, ...]:
+def parse_services(text: str) -> tuple[Service, ...]:
     """``chainfire,flaredb`` -> the services' specs (KeyError naming an unknown one)."""
     return tuple(service_named(n.strip()) for n in text.split(",") if n.strip())
 
@@ -122,9 +122,10 @@ def validate(
 
     from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
     from plasmacloud.lab.ssh import SSHBackend
+    from plasmacloud.lab.ssh_target import ssh_restart
     from plasmacloud.provision.spec import SpecError, load_spec
-    from plasmacloud.validate.spec_target import spec_configs, validate_spec
-    from plasmacloud.validate.ssh_target import ssh_restart
+    from plasmacloud.validate.checks import run_checks
+    from plasmacloud.validate.spec_target import spec_configs, spec_target
 
     try:
         cluster = load_spec(spec)
@@ -140,5 +141,6 @@ def validate(
         ssh = ssh_options(out, known_hosts, identity)
         backend = SSHBackend.from_spec(cluster, ssh, services=tuple(s.name for s in chosen))
         restart = ssh_restart(backend, spec_configs(cluster), chosen, tls)
-    results = asyncio.run(validate_spec(cluster, tls, chosen, admin, restart))
+    target = spec_target(cluster, tls, chosen, admin, restart)
+    results = asyncio.run(run_checks(target, persistence=persistence))
     raise typer.Exit(emit(results, as_json, junit))

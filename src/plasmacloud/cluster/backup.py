@@ -34,11 +34,11 @@ from plasmacloud.chainfire.restore import (
     read_snapshot,
     read_system_records,
 )
+from plasmacloud.cluster.probe import dial
 from plasmacloud.common.config import NodeConfig, PeerConfig, TLSConfig
 from plasmacloud.common.files import write_atomic
 from plasmacloud.common.tls import client_context
 from plasmacloud.iam.system_store import ChainfireSystemStore
-from plasmacloud.lab.probe import dial
 
 FORMAT = 1
 MANIFEST = "manifest.json"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import grpc
 
+from plasmacloud.cluster.probe import ClusterView, describe, probe_cluster
+from plasmacloud.cluster.services import runs_iam
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
 from plasmacloud.iam.store import StoreUnavailable
@@ -21,9 +23,8 @@ from plasmacloud.lab.backend import LabError, NodeBackend
 from plasmacloud.lab.layout import OPERATOR_NAME, LabLayout
 from plasmacloud.lab.netns import NetnsBackend, NetnsNames, assert_lab_route, netns_spec
 from plasmacloud.lab.pki import ensure_lab_pki
-from plasmacloud.lab.probe import ClusterView, probe_cluster
 from plasmacloud.lab.process import ProcessBackend, is_ours
-from plasmacloud.lab.services import SERVICES, ServiceSpec, runs_iam
+from plasmacloud.lab.services import SERVICES, ServiceSpec
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.lab.state import LabState, load_state, save_state
 
@@ -179,20 +180,3 @@ class Lab:
                 if svc.service in recorded and not svc.running:
                     log = self.layout.log_path(node_id, svc.service)
                     raise LabError(f"{node_id}/{svc.service} {svc.note}; log: {log}")
-
-
-def describe(view: ClusterView) -> str:
-    """One line saying what is still wrong with a cluster view."""
-    problems = []
-    for n in view.nodes:
-        bad = [f"{s} {d}" for s, (ok, d) in n.health.items() if not ok]
-        if bad:
-            problems.append(f"{n.node_id}: unhealthy ({'; '.join(bad)})")
-        if n.error:
-            problems.append(f"{n.node_id}: {n.error}")
-        elif len(n.members) != view.expected_members:
-            problems.append(f"{n.node_id}: sees {len(n.members)} members")
-    if view.leader_node is None:
-        leaders = {n.node_id: n.leader_id for n in view.nodes}
-        problems.append(f"no agreed leader ({leaders})")
-    return "; ".join(problems) or "ready"

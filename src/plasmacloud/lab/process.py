@@ -15,8 +15,9 @@ import signal
 import subprocess
 import time
 
+from plasmacloud.cluster.control import NodeStatus, ServiceProcess
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
+from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.layout import LabLayout
 from plasmacloud.lab.pids import cmdline, runs_argv
 from plasmacloud.lab.services import ServiceSpec

@@ -32,15 +32,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field
 
+from plasmacloud.cluster.control import NodeStatus, ServiceProcess
+from plasmacloud.cluster.services import SERVICES, Service, service_named
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.common.files import write_atomic, write_model
 from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
 from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.lab import qemu_net
-from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
+from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.qemu_layout import DEFAULT_MEMORY_MB, STATE_FILE
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
-from plasmacloud.lab.services import SERVICES, ServiceSpec, plasma_executable, service_named
+from plasmacloud.lab.services import plasma_executable
 from plasmacloud.lab.ssh import SSHOptions
 from plasmacloud.provision import certs, pki
 from plasmacloud.provision.agent import post_report
@@ -623,7 +625,7 @@ class QemuBackend:
                 why = f"{node_id}: the netboot server did not take 'joined': {exc}"
                 raise LabError(why) from exc
 
-    def validation_target(self) -> tuple[list[NodeConfig], TLSConfig, tuple[ServiceSpec, ...]]:
+    def validation_target(self) -> tuple[list[NodeConfig], TLSConfig, tuple[Service, ...]]:
         """Node configs as rendered, the operator's client TLS (the admin cert
         ``plasma pki`` issued) and the services the VMs run: what validating from inside
         the lab namespace needs."""

@@ -1,18 +1,19 @@
 """The services a lab node runs: one entry per service, in start order.
 
 Adding a service to the lab (FlareDB, IAM) means appending a :class:`ServiceSpec` to
-:data:`SERVICES`: how to start it from the node's ``cluster-config.json`` and where it
-says it is healthy. Everything else (start, stop, logs, health waits) is generic.
+:data:`SERVICES`: the service's endpoints (:mod:`plasmacloud.cluster.services`) and how
+to start it from the node's ``cluster-config.json``. Everything else (start, stop, logs,
+health waits) is generic.
 
 The lab runs IAM on every node and turns auth on in Chainfire and FlareDB
-(:func:`with_auth`): tokens from any IAM node are checked by every service, and a client
-certificate's CN names the IAM principal it speaks for. The lab's own tooling (probe,
-validate, chaos) uses the operator's certificate (CN ``lab.layout.OPERATOR_NAME``),
-which the lab's IAM bootstrap makes an admin user by policy (``Lab.bootstrap_iam``).
+(:func:`with_auth`). The lab's own tooling (probe, validate, chaos) uses the operator's
+certificate (CN ``lab.layout.OPERATOR_NAME``), which the lab's IAM bootstrap makes an
+admin user by policy (``Lab.bootstrap_iam``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from collections.abc import Callable
@@ -20,23 +21,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plasmacloud.iam.endpoints import iam_url, iam_urls
+from plasmacloud.cluster import services as endpoints
+from plasmacloud.cluster.services import Service
+from plasmacloud.iam.endpoints import iam_urls
 
 if TYPE_CHECKING:  # annotations only: the CLI names the services at start
     from plasmacloud.common.config import NodeConfig
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """How one service of a node is started and probed."""
+@dataclass(frozen=True, kw_only=True)
+class ServiceSpec(Service):
+    """A service as the lab starts it: its endpoints plus the long-running process."""
 
-    name: str
     # (path of cluster-config.json, the config) -> argv of the long-running process
     argv: Callable[[Path, NodeConfig], list[str]]
-    # the config -> URL answering 200 (and ``{"health": "true"}`` if JSON) when healthy
-    health_url: Callable[[NodeConfig], str]
-    # the config -> Prometheus scrape URL, if the service exports metrics
-    metrics_url: Callable[[NodeConfig], str] | None = None
+
+
+def launched(service: Service, argv: Callable[[Path, NodeConfig], list[str]]) -> ServiceSpec:
+    """``service``'s endpoints, started with ``argv``."""
+    fields = {f.name: getattr(service, f.name) for f in dataclasses.fields(service)}
+    return ServiceSpec(**fields, argv=argv)
 
 
 def plasma_executable() -> str:
@@ -59,40 +63,9 @@ def plasma_serve(service: str) -> Callable[[Path, NodeConfig], list[str]]:
     return argv
 
 
-CHAINFIRE = ServiceSpec(
-    name="chainfire",
-    argv=plasma_serve("chainfire"),
-    health_url=lambda c: f"http://{c.listen_host}:{c.ports.chainfire_metrics}/health",
-    metrics_url=lambda c: f"http://{c.listen_host}:{c.ports.chainfire_metrics}/metrics",
-)
-
-
-def flaredb_url(c: NodeConfig) -> str:
-    """FlareDB's HTTP API of one node (https with client certificates when TLS is on)."""
-    return f"{'https' if c.tls.enabled else 'http'}://{c.listen_host}:{c.ports.flaredb_http}"
-
-
-FLAREDB = ServiceSpec(
-    name="flaredb",
-    argv=plasma_serve("flaredb"),
-    # /readyz answers 200 once the node serves and knows a Raft leader.
-    health_url=lambda c: flaredb_url(c) + "/readyz",
-    metrics_url=lambda c: flaredb_url(c) + "/metrics",
-)
-
-
-def iam_base_url(c: NodeConfig) -> str:
-    """IAM's base URL on one node (https when the lab runs TLS)."""
-    return iam_url(c.me, c.tls.enabled)
-
-
-IAM = ServiceSpec(
-    name="iam",
-    argv=plasma_serve("iam"),
-    # 503 until the node reaches its store (Chainfire)
-    health_url=lambda c: iam_base_url(c) + "/health",
-    metrics_url=lambda c: iam_base_url(c) + "/metrics",
-)
+CHAINFIRE = launched(endpoints.CHAINFIRE, plasma_serve("chainfire"))
+FLAREDB = launched(endpoints.FLAREDB, plasma_serve("flaredb"))
+IAM = launched(endpoints.IAM, plasma_serve("iam"))
 
 
 def with_auth(spec: ServiceSpec) -> ServiceSpec:
@@ -113,16 +86,3 @@ def with_auth(spec: ServiceSpec) -> ServiceSpec:
 
 
 SERVICES: tuple[ServiceSpec, ...] = (with_auth(CHAINFIRE), with_auth(FLAREDB), IAM)
-
-
-def runs_iam(services: tuple[ServiceSpec, ...]) -> bool:
-    """True if these services include IAM (then auth is on and an admin is bootstrapped)."""
-    return any(s.name == IAM.name for s in services)
-
-
-def service_named(name: str, services: tuple[ServiceSpec, ...] = SERVICES) -> ServiceSpec:
-    """Look a service up by name; the error lists the known ones."""
-    for s in services:
-        if s.name == name:
-            return s
-    raise KeyError(f"unknown service {name!r}; known: {', '.join(s.name for s in services)}")

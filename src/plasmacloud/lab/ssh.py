@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from plasmacloud.lab.backend import LabError, NodeStatus, ServiceProcess
+from plasmacloud.cluster.control import NodeStatus, ServiceProcess
+from plasmacloud.lab.backend import LabError
 from plasmacloud.provision.nix import SERVICES
 from plasmacloud.provision.spec import ClusterSpec, SSHTarget
 

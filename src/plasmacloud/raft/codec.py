@@ -107,6 +107,22 @@ def decode_members(buf: bytes | memoryview, pos: int = 0) -> tuple[dict[str, str
 
 
 @dataclass(slots=True)
+class HardState:
+    """What a node must remember across restarts besides its log (stored by storage.py)."""
+
+    term: int = 0
+    vote: str = ""
+    members: dict[str, str] = field(default_factory=dict)  # bootstrap config (index 0)
+
+
+@dataclass(slots=True)
+class SnapshotMeta:
+    index: int
+    term: int
+    members: dict[str, str]
+
+
+@dataclass(slots=True)
 class AppendEntries:
     term: int
     src: str

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from plasmacloud.raft.codec import (
     REC_HEADER,
     CodecError,
+    HardState,
     LogEntry,
+    SnapshotMeta,
     decode_members,
     decode_record,
     encode_members,
@@ -44,20 +46,6 @@ _U32 = struct.Struct("<I")
 
 class CorruptLogError(RuntimeError):
     """The on-disk state is damaged somewhere a crash cannot explain; refuse to start."""
-
-
-@dataclass(slots=True)
-class HardState:
-    term: int = 0
-    vote: str = ""
-    members: dict[str, str] = field(default_factory=dict)  # bootstrap config (index 0)
-
-
-@dataclass(slots=True)
-class SnapshotMeta:
-    index: int
-    term: int
-    members: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -313,12 +301,22 @@ class Storage:
 
     async def sync(self) -> None:
         """``fdatasync`` everything appended so far (one call per batch of appends)."""
+        files = self.files_to_sync()
+        await self.disk.datasync(files)
+        self.close_synced(files)
+
+    def files_to_sync(self) -> list[AppendFile]:
+        """The files a sync of everything appended so far covers (for a caller that syncs
+        them itself, like the simulation; then :meth:`close_synced`)."""
         assert self._file is not None
-        retired = list(self._retired)
-        await self.disk.datasync([*retired, self._file])
-        for f in retired:
-            f.close()
-            self._retired.remove(f)
+        return [*self._retired, self._file]
+
+    def close_synced(self, files: list[AppendFile]) -> None:
+        """Close the retired segments among ``files``, which a sync has just covered."""
+        for f in files:
+            if f in self._retired:
+                f.close()
+                self._retired.remove(f)
 
     @staticmethod
     def _snapshot_blob(meta: SnapshotMeta, data: bytes) -> bytes:

@@ -9,13 +9,14 @@ import secrets
 import grpc
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.cluster.probe import ClusterView, client_target, dial
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common.config import NodeConfig, TLSConfig
-from plasmacloud.lab.probe import client_target, dial
 from plasmacloud.validate.crud import CrudOps, crud_round
-from plasmacloud.validate.target import RPC_TIMEOUT_S, NodeResult, Target
+from plasmacloud.validate.results import RPC_TIMEOUT_S, NodeResult
 
 
-async def check_members(t: Target) -> list[NodeResult]:
+async def check_members(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """Chainfire lists every configured node as a member, on every node."""
     want = sorted(p.node_id for p in t.configs[0].peers)
     return [
@@ -24,16 +25,16 @@ async def check_members(t: Target) -> list[NodeResult]:
             v.error is None and v.members == want,
             v.error or f"{len(v.members)} members: {', '.join(v.members)}",
         )
-        for v in t.view.nodes
+        for v in view.nodes
     ]
 
 
-async def check_leader(t: Target) -> list[NodeResult]:
+async def check_leader(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """One leader, and every node names the same one."""
-    ids = {v.member_id: v.node_id for v in t.view.nodes if v.member_id}
-    agreed = t.view.leader_node
+    ids = {v.member_id: v.node_id for v in view.nodes if v.member_id}
+    agreed = view.leader_node
     out = []
-    for v in t.view.nodes:
+    for v in view.nodes:
         says = ids.get(v.leader_id or 0, f"{v.leader_id:x}" if v.leader_id else "none")
         ok = agreed is not None and v.error is None
         evidence = v.error or f"leader {says}, term {v.raft_term}"
@@ -72,7 +73,7 @@ def _rpc_error(exc: grpc.aio.AioRpcError) -> str:
     return f"{exc.code().name}: {exc.details()}"
 
 
-async def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
+async def _crud_one(t: ClusterTarget, cfg: NodeConfig) -> NodeResult:
     key = f"/plasmacloud/validate/{cfg.node_id}/{secrets.token_hex(4)}".encode()
     value = secrets.token_bytes(16)
 
@@ -90,6 +91,6 @@ async def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
     return await crud_round(t, cfg, value, ops)
 
 
-async def check_crud(t: Target) -> list[NodeResult]:
+async def check_crud(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """Put through each node, read back on every node, delete, and see it gone everywhere."""
     return [await _crud_one(t, cfg) for cfg in t.configs]

@@ -1,10 +1,11 @@
 """The cluster checklist (the seed's S6): each check returns one result per node, with evidence.
 
-A check is an async function of a :class:`Target` returning :class:`NodeResult`\\ s. The
-checklist adapts to the services the cluster runs (the lab's registry): Chainfire's
+A check is an async function of a :class:`~plasmacloud.cluster.target.ClusterTarget` and
+the run's one probe (:class:`~plasmacloud.cluster.probe.ClusterView`) returning
+:class:`NodeResult`\\ s. The checklist adapts to the services the cluster runs: Chainfire's
 checks always run (the reference etcd answers them too), FlareDB's and IAM's only when
 that service is there, Prometheus when it is installed, and persistence (which restarts
-the whole cluster) only when the caller gives a way to restart it.
+the whole cluster) only when the caller asks for it and the target can restart.
 """
 
 from __future__ import annotations
@@ -13,34 +14,32 @@ import time
 
 import aiohttp
 
-from plasmacloud.common.config import NodeConfig, TLSConfig
-from plasmacloud.iam.credentials import AdminCredentials
-from plasmacloud.lab.probe import http_get, probe_cluster
-from plasmacloud.lab.services import ServiceSpec
+from plasmacloud.cluster.probe import ClusterView, http_get
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.validate import chainfire_checks as cf
 from plasmacloud.validate import flaredb_checks as fdb
 from plasmacloud.validate import iam_checks as iam
 from plasmacloud.validate import prometheus
 from plasmacloud.validate.persistence import check_persistence
-from plasmacloud.validate.target import CheckFn, CheckResult, NodeResult, Restart, Target
+from plasmacloud.validate.results import CheckFn, CheckResult, NodeResult
 
-__all__ = ["CheckFn", "CheckResult", "NodeResult", "Target", "checklist", "run_checks"]
+__all__ = ["CheckFn", "CheckResult", "NodeResult", "checklist", "run_checks"]
 
 Check = tuple[str, str, CheckFn]
 PERSISTENCE: Check = ("persistence", "every marker back after a restart", check_persistence)
 
 
-async def check_health(t: Target) -> list[NodeResult]:
+async def check_health(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """Every service's health endpoint (FlareDB's /readyz) answers healthy on every node."""
     out = []
-    for view in t.view.nodes:
-        bad = {s: d for s, (ok, d) in view.health.items() if not ok}
-        detail = "; ".join(f"{s}: {d}" for s, d in (bad or view.health_summary()).items())
-        out.append(NodeResult(view.node_id, bool(view.health) and not bad, detail))
+    for node in view.nodes:
+        bad = {s: d for s, (ok, d) in node.health.items() if not ok}
+        detail = "; ".join(f"{s}: {d}" for s, d in (bad or node.health_summary()).items())
+        out.append(NodeResult(node.node_id, bool(node.health) and not bad, detail))
     return out
 
 
-async def check_metrics(t: Target) -> list[NodeResult]:
+async def check_metrics(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """Every service's Prometheus endpoint answers with samples."""
     out = []
     for cfg in t.configs:
@@ -61,8 +60,9 @@ async def check_metrics(t: Target) -> list[NodeResult]:
     return out
 
 
-def checklist(t: Target) -> list[Check]:
-    """The checks that apply to this cluster, in the order they run."""
+def checklist(t: ClusterTarget, persistence: bool = False) -> list[Check]:
+    """The checks that apply to this cluster, in the order they run (``persistence``: add
+    the restart-everything check, if the target can restart)."""
     checks: list[Check] = [
         ("health", "services report healthy", check_health),
         ("chainfire.members", "Chainfire lists every node as a member", cf.check_members),
@@ -83,30 +83,23 @@ def checklist(t: Target) -> list[Check]:
     checks.append(("metrics", "Prometheus endpoints answer", check_metrics))
     if prometheus.prometheus_binary() is not None:
         checks.append(("prometheus", "Prometheus scrapes all up", prometheus.check_prometheus))
-    if t.restart is not None:
+    if persistence and t.restart is not None:
         checks.append(PERSISTENCE)
     return checks
 
 
 async def run_checks(
-    configs: list[NodeConfig],
-    tls: TLSConfig,
-    services: tuple[ServiceSpec, ...],
-    checks: list[Check] | None = None,
-    *,
-    admin: AdminCredentials | None = None,
-    restart: Restart | None = None,
+    target: ClusterTarget, checks: list[Check] | None = None, *, persistence: bool = False
 ) -> list[CheckResult]:
     """Probe the cluster once, then run every check (default: :func:`checklist`) in order."""
-    view = await probe_cluster(configs, services, tls)
-    target = Target(configs, tls, services, view, admin=admin, restart=restart)
+    view = await target.probe()
     results = []
-    for cid, title, fn in checks if checks is not None else checklist(target):
+    for cid, title, fn in checks if checks is not None else checklist(target, persistence):
         started = time.monotonic()
         try:
-            node_results = await fn(target)
+            node_results = await fn(target, view)
         except Exception as exc:  # one broken check must not hide the others' results
             why = f"check error: {type(exc).__name__}: {exc}"
-            node_results = [NodeResult(c.node_id, False, why) for c in configs]
+            node_results = [NodeResult(c.node_id, False, why) for c in target.configs]
         results.append(CheckResult(cid, title, node_results, time.monotonic() - started))
     return results

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.validate.target import NodeResult, Target
+from plasmacloud.validate.results import NodeResult
 
 V = TypeVar("V")
 E = TypeVar("E", bound=Exception)
@@ -37,7 +38,7 @@ class CrudOps(Generic[V, E]):
     describe_read: Callable[[E], str]
 
 
-async def _read_everywhere(t: Target, ops: CrudOps[V, E]) -> dict[str, V | str | None]:
+async def _read_everywhere(t: ClusterTarget, ops: CrudOps[V, E]) -> dict[str, V | str | None]:
     # one node failing to read is part of the evidence, not the end of the round
     out: dict[str, V | str | None] = {}
     for other in t.configs:
@@ -48,7 +49,7 @@ async def _read_everywhere(t: Target, ops: CrudOps[V, E]) -> dict[str, V | str |
     return out
 
 
-async def crud_round(t: Target, cfg: NodeConfig, value: V, ops: CrudOps[V, E]) -> NodeResult:
+async def crud_round(t: ClusterTarget, cfg: NodeConfig, value: V, ops: CrudOps[V, E]) -> NodeResult:
     """Write ``value`` through ``cfg``'s node, read it on every node, delete it, read again.
 
     Passes when every node read ``value``, exactly one item was deleted and no node

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+from plasmacloud.cluster.probe import ClusterView
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.common.tls import client_context
 from plasmacloud.flaredb.client import Client, Error, node_url
 from plasmacloud.flaredb.models import QueryResult, Statement
 from plasmacloud.flaredb.probe import agreed_leader, probe_flaredb
 from plasmacloud.validate.crud import CrudOps, crud_round
-from plasmacloud.validate.target import RPC_TIMEOUT_S, NodeResult, Target
+from plasmacloud.validate.results import RPC_TIMEOUT_S, NodeResult
 
 TABLE = "plasmacloud_validate"
 _CREATE = Statement(f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, value TEXT)")
@@ -49,7 +51,7 @@ def _failed(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
+async def _crud_one(t: ClusterTarget, cfg: NodeConfig) -> NodeResult:
     row_id = f"{cfg.node_id}-{secrets.token_hex(4)}"
     value = secrets.token_hex(8)
 
@@ -69,7 +71,7 @@ async def _crud_one(t: Target, cfg: NodeConfig) -> NodeResult:
     return await crud_round(t, cfg, value, ops)
 
 
-async def check_crud(t: Target) -> list[NodeResult]:
+async def check_crud(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """Insert through each node, read back with level=linearizable on every node, delete."""
     return [await _crud_one(t, cfg) for cfg in t.configs]
 
@@ -78,7 +80,7 @@ def _members(cfg: NodeConfig, tls: TLSConfig) -> list[dict[str, object]]:
     return client(cfg, tls).nodes()
 
 
-async def check_members(t: Target) -> list[NodeResult]:
+async def check_members(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """Every node's /nodes lists exactly the configured members."""
     want = sorted(p.node_id for p in t.configs[0].peers)
     out = []
@@ -93,7 +95,7 @@ async def check_members(t: Target) -> list[NodeResult]:
     return out
 
 
-async def check_quorum(t: Target) -> list[NodeResult]:
+async def check_quorum(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """One leader named by every answering node (a majority must answer), and each node
     reaches a majority of the voters."""
     views = await probe_flaredb(t.configs, t.tls)

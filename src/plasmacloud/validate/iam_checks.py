@@ -13,17 +13,18 @@ import aiohttp
 import grpc
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.cluster.probe import ClusterView, client_target, dial
+from plasmacloud.cluster.services import iam_base_url
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.flaredb.client import Client, Error, node_url
 from plasmacloud.flaredb.models import Statement
-from plasmacloud.lab.probe import client_target, dial
-from plasmacloud.lab.services import iam_base_url
-from plasmacloud.validate.target import RPC_TIMEOUT_S, NodeResult, Target
+from plasmacloud.validate.results import RPC_TIMEOUT_S, NodeResult
 
 _TIMEOUT = aiohttp.ClientTimeout(total=RPC_TIMEOUT_S)
 
 
-async def _request(t: Target, method: str, url: str, **kw: Any) -> tuple[int, Any]:
+async def _request(t: ClusterTarget, method: str, url: str, **kw: Any) -> tuple[int, Any]:
     """(status, JSON or text) of one IAM call with the operator's TLS material."""
     async with (
         aiohttp.ClientSession(timeout=_TIMEOUT) as s,
@@ -36,7 +37,7 @@ async def _request(t: Target, method: str, url: str, **kw: Any) -> tuple[int, An
         return r.status, text[:200]
 
 
-async def _discovery_one(t: Target, cfg: NodeConfig) -> tuple[NodeResult, str | None]:
+async def _discovery_one(t: ClusterTarget, cfg: NodeConfig) -> tuple[NodeResult, str | None]:
     base = iam_base_url(cfg)
     try:
         status, doc = await _request(t, "GET", base + "/.well-known/openid-configuration")
@@ -53,7 +54,7 @@ async def _discovery_one(t: Target, cfg: NodeConfig) -> tuple[NodeResult, str | 
     return NodeResult(cfg.node_id, ok, evidence), str(issuer)
 
 
-async def check_discovery(t: Target) -> list[NodeResult]:
+async def check_discovery(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """OIDC discovery and a non-empty JWKS on every node, one issuer for the cluster."""
     pairs = [await _discovery_one(t, cfg) for cfg in t.configs]
     issuers = {iss for _r, iss in pairs if iss}
@@ -68,7 +69,7 @@ def forged(token: str) -> str:
     return token[:-4] + tail
 
 
-async def _chainfire_verdict(t: Target, cfg: NodeConfig, token: str) -> str:
+async def _chainfire_verdict(t: ClusterTarget, cfg: NodeConfig, token: str) -> str:
     """'accepted' or the gRPC status a Range with ``token`` got on ``cfg``'s node."""
     try:
         async with dial(client_target(cfg), t.tls) as channel:
@@ -82,7 +83,7 @@ async def _chainfire_verdict(t: Target, cfg: NodeConfig, token: str) -> str:
     return "accepted"
 
 
-def _flaredb_verdict(t: Target, cfg: NodeConfig, token: str) -> str:
+def _flaredb_verdict(t: ClusterTarget, cfg: NodeConfig, token: str) -> str:
     """'accepted' or the HTTP status a ``SELECT 1`` with ``token`` got on ``cfg``'s node."""
     try:
         Client(node_url(cfg), t.ssl_ctx, RPC_TIMEOUT_S, token=token).query([Statement("SELECT 1")])
@@ -91,7 +92,7 @@ def _flaredb_verdict(t: Target, cfg: NodeConfig, token: str) -> str:
     return "accepted"
 
 
-async def _token_one(t: Target, cfg: NodeConfig, other: NodeConfig) -> NodeResult:
+async def _token_one(t: ClusterTarget, cfg: NodeConfig, other: NodeConfig) -> NodeResult:
     admin = t.admin
     if admin is None:
         return NodeResult(cfg.node_id, False, "no bootstrap admin credentials to log in with")
@@ -124,7 +125,7 @@ async def _token_one(t: Target, cfg: NodeConfig, other: NodeConfig) -> NodeResul
     return NodeResult(cfg.node_id, ok, f"issued (expires_in {expires}); " + "; ".join(seen))
 
 
-async def check_tokens(t: Target) -> list[NodeResult]:
+async def check_tokens(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """Each node issues the admin a token; the next node's services verify it."""
     n = len(t.configs)
     return [await _token_one(t, cfg, t.configs[(i + 1) % n]) for i, cfg in enumerate(t.configs)]

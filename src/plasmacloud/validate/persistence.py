@@ -2,7 +2,7 @@
 and, when FlareDB runs, a FlareDB row each), every node's services stopped and started
 again, then every marker read back linearizably on every node, then removed.
 
-The restart itself is the caller's (:attr:`Target.restart`: the lab stops and starts
+The restart itself is the caller's (:attr:`ClusterTarget.restart`: the lab stops and starts
 each node through its backend and waits until the cluster is ready), so this module
 works for any backend.
 """
@@ -15,14 +15,16 @@ import time
 
 import grpc
 
+from plasmacloud.cluster.probe import ClusterView
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.flaredb.client import Error as FlareError
 from plasmacloud.validate import chainfire_checks, flaredb_checks
-from plasmacloud.validate.target import NodeResult, Target
+from plasmacloud.validate.results import NodeResult
 
 MARKER_PREFIX = "/plasmacloud/validate/persist"
 
 
-async def _write_markers(t: Target, tag: str) -> dict[str, str]:
+async def _write_markers(t: ClusterTarget, tag: str) -> dict[str, str]:
     """One marker per node, written through that node; marker name -> value."""
     markers = {}
     for cfg in t.configs:
@@ -35,7 +37,7 @@ async def _write_markers(t: Target, tag: str) -> dict[str, str]:
     return markers
 
 
-async def _read_back(t: Target, markers: dict[str, str]) -> list[NodeResult]:
+async def _read_back(t: ClusterTarget, markers: dict[str, str]) -> list[NodeResult]:
     out = []
     for cfg in t.configs:
         kv_ok = rows_ok = 0
@@ -62,7 +64,7 @@ async def _read_back(t: Target, markers: dict[str, str]) -> list[NodeResult]:
     return out
 
 
-async def _remove(t: Target, markers: dict[str, str]) -> None:
+async def _remove(t: ClusterTarget, markers: dict[str, str]) -> None:
     cfg = t.configs[0]
     for name in markers:
         await chainfire_checks.delete(cfg, t.tls, f"{MARKER_PREFIX}/{name}".encode())
@@ -71,10 +73,10 @@ async def _remove(t: Target, markers: dict[str, str]) -> None:
         await asyncio.to_thread(flaredb_checks.delete_rows, cfg, t.tls, ids)
 
 
-async def check_persistence(t: Target) -> list[NodeResult]:
+async def check_persistence(t: ClusterTarget, view: ClusterView) -> list[NodeResult]:
     """Write markers, restart every node, read every marker back on every node."""
     if t.restart is None:
-        raise ValueError("the persistence check needs a Target with restart")
+        raise ValueError("the persistence check needs a ClusterTarget with restart")
     try:
         markers = await _write_markers(t, secrets.token_hex(4))
     except (grpc.aio.AioRpcError, FlareError) as exc:

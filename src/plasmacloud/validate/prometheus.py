@@ -22,7 +22,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from plasmacloud.validate.target import NodeResult, Target
+from plasmacloud.cluster.probe import ClusterView
+from plasmacloud.cluster.target import ClusterTarget
+from plasmacloud.validate.results import NodeResult
 
 UP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -40,7 +42,9 @@ def _duration(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def scrape_config(t: Target, interval_s: float = 1.0, timeout_s: float = 1.0) -> dict[str, Any]:
+def scrape_config(
+    t: ClusterTarget, interval_s: float = 1.0, timeout_s: float = 1.0
+) -> dict[str, Any]:
     """One job per service that exports metrics, one static target per node (label node);
     slow nodes (emulated VMs) need a longer ``timeout_s`` (at most ``interval_s``)."""
     jobs = []
@@ -142,7 +146,8 @@ async def wait_targets_up(
 
 
 async def check_prometheus(
-    t: Target,
+    t: ClusterTarget,
+    view: ClusterView,
     timeout: float = UP_TIMEOUT_S,
     interval_s: float = 1.0,
     scrape_timeout_s: float = 1.0,

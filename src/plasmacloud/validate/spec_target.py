@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plasmacloud.cluster.services import SERVICES, Service
+from plasmacloud.cluster.target import ClusterTarget, Restart
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.iam.credentials import AdminCredentials
-from plasmacloud.lab.services import SERVICES, ServiceSpec
 from plasmacloud.provision.certs import ADMIN_CLIENT
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.nodeconfig import node_config
 from plasmacloud.provision.pki import CA_CERT
 from plasmacloud.provision.spec import ClusterSpec
-from plasmacloud.validate.checks import run_checks
-from plasmacloud.validate.target import CheckResult, Restart
 
 
 def spec_configs(spec: ClusterSpec) -> list[NodeConfig]:
@@ -37,12 +36,20 @@ def operator_tls(
     )
 
 
-async def validate_spec(
+def spec_target(
     spec: ClusterSpec,
     tls: TLSConfig,
-    services: tuple[ServiceSpec, ...] = SERVICES,
+    services: tuple[Service, ...] = SERVICES,
     admin: AdminCredentials | None = None,
     restart: Restart | None = None,
-) -> list[CheckResult]:
-    """The checklist against the spec's control-plane nodes (``restart``: add persistence)."""
-    return await run_checks(spec_configs(spec), tls, services, admin=admin, restart=restart)
+) -> ClusterTarget:
+    """The spec's control-plane nodes, dialled as the operator (``restart``: how to
+    restart them all, for the persistence check)."""
+    return ClusterTarget(
+        name="spec",
+        configs=spec_configs(spec),
+        tls=tls,
+        services=services,
+        admin=admin,
+        restart=restart,
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from plasmacloud.validate.history import History, Op, Status, Verdict, WatchEvent, WatchSpan
+from plasmacloud.chaos.history import History, Op, Status, Verdict, WatchEvent, WatchSpan
 
 MAX_DETAILS_PER_STREAM = 5
 WRITE_KINDS = ("write", "cas", "add")

@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from plasmacloud.validate.history import History, Op, Status, Verdict, worst
+from plasmacloud.chaos.history import History, Op, Status, Verdict, worst
 
 DEFAULT_MAX_STATES = 200_000
 REGISTER_KINDS = ("read", "write", "cas")

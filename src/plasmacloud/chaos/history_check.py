@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from plasmacloud.validate.history import History, Verdict
-from plasmacloud.validate.history_register import DEFAULT_MAX_STATES, check_registers
-from plasmacloud.validate.history_set import check_sets
-from plasmacloud.validate.history_watch import check_watches
+from plasmacloud.chaos.history import History, Verdict
+from plasmacloud.chaos.history_register import DEFAULT_MAX_STATES, check_registers
+from plasmacloud.chaos.history_set import check_sets
+from plasmacloud.chaos.history_watch import check_watches
 
 
 def check_history(history: History, max_states: int = DEFAULT_MAX_STATES) -> list[Verdict]:

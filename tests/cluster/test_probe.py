@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from plasmacloud.lab.control import describe
-from plasmacloud.lab.probe import ClusterView, NodeView, check_health
+from plasmacloud.cluster.probe import ClusterView, NodeView, check_health, describe
 
 OK = {"chainfire": (True, "ok")}
 

@@ -1,7 +1,8 @@
-"""Ask a running lab how it is: health URLs and the etcd-v3 view (members, leader) per node.
+"""Ask a running cluster how it is: health URLs and the etcd-v3 view (members, leader) per
+node, and wait until it is ready.
 
 The etcd v3 Maintenance/Cluster RPCs are the same for Chainfire and a reference etcd,
-so one probe serves the lab, the validation and the benchmark.
+so one probe serves the lab, the validation, chaos runs and the benchmark.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +18,16 @@ import aiohttp
 import grpc
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
+from plasmacloud.cluster.control import ClusterError
+from plasmacloud.cluster.services import Service
 from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.common.tls import client_context, grpc_pem_material
-from plasmacloud.lab.services import ServiceSpec
 
 # A node's first call with a certificate asks IAM who its CN is and what that principal
 # may do (two HTTPS lookups, then cached); on emulated (TCG) VMs that alone took over 2 s.
 PROBE_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 90.0
+POLL_S = 0.5
 
 
 def dial(target: str, tls: TLSConfig) -> grpc.aio.Channel:
@@ -136,9 +141,7 @@ class ClusterView:
         )
 
 
-async def probe_node(
-    cfg: NodeConfig, services: tuple[ServiceSpec, ...], tls: TLSConfig
-) -> NodeView:
+async def probe_node(cfg: NodeConfig, services: tuple[Service, ...], tls: TLSConfig) -> NodeView:
     """Health of each service plus Status and MemberList from the node's client port."""
     ssl_ctx = client_context(tls) if tls.enabled else None
     health = {s.name: await check_health(s.health_url(cfg), ssl_ctx) for s in services}
@@ -164,8 +167,43 @@ async def probe_node(
 
 
 async def probe_cluster(
-    configs: list[NodeConfig], services: tuple[ServiceSpec, ...], tls: TLSConfig
+    configs: list[NodeConfig], services: tuple[Service, ...], tls: TLSConfig
 ) -> ClusterView:
     """Probe the given nodes concurrently (every config lists the whole cluster as peers)."""
     views = await asyncio.gather(*(probe_node(c, services, tls) for c in configs))
     return ClusterView(list(views), expected_members=len(configs[0].peers))
+
+
+def describe(view: ClusterView) -> str:
+    """One line saying what is still wrong with a cluster view."""
+    problems = []
+    for n in view.nodes:
+        bad = [f"{s} {d}" for s, (ok, d) in n.health.items() if not ok]
+        if bad:
+            problems.append(f"{n.node_id}: unhealthy ({'; '.join(bad)})")
+        if n.error:
+            problems.append(f"{n.node_id}: {n.error}")
+        elif len(n.members) != view.expected_members:
+            problems.append(f"{n.node_id}: sees {len(n.members)} members")
+    if view.leader_node is None:
+        leaders = {n.node_id: n.leader_id for n in view.nodes}
+        problems.append(f"no agreed leader ({leaders})")
+    return "; ".join(problems) or "ready"
+
+
+async def wait_cluster_ready(
+    configs: list[NodeConfig],
+    services: tuple[Service, ...],
+    tls: TLSConfig,
+    timeout: float = READY_TIMEOUT_S,
+    when: str = "",
+) -> ClusterView:
+    """Poll the nodes until every one is healthy and all agree on one leader; ClusterError
+    saying what is still wrong after ``timeout`` seconds (``when``: e.g. "after the restart")."""
+    deadline = time.monotonic() + timeout
+    while not (view := await probe_cluster(configs, services, tls)).ready:
+        if time.monotonic() > deadline:
+            after = f" {when}" if when else ""
+            raise ClusterError(f"not ready {timeout:.0f}s{after}: {describe(view)}")
+        await asyncio.sleep(POLL_S)
+    return view

@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from plasmacloud.lab.chaos_workload import READS_PER_SET_READ, Budget, Recorder
-from plasmacloud.validate.history import Op, Outcome
+from plasmacloud.chaos.history import Op, Outcome
+from plasmacloud.chaos.workload import READS_PER_SET_READ, Budget, Recorder
 
 HTTP_TIMEOUT_S = 1.5
 TXN_EVERY = 4  # every 4th write inserts two rows in one transaction

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from plasmacloud.validate.history import History, Op, Status, Verdict, worst
+from plasmacloud.chaos.history import History, Op, Status, Verdict, worst
 
 MAX_LISTED = 5
 

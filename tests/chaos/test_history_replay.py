@@ -9,10 +9,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from plasmacloud.chaos.history import History, Op, WatchEvent, WatchSpan, save_history
 from plasmacloud.cli import app
 from plasmacloud.cli.lab_chaos import parse_duration
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from plasmacloud.validate.history import History, Op, WatchEvent, WatchSpan, save_history
 
 runner = CliRunner()
 

@@ -7,18 +7,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plasmacloud.validate.history import (
-    History,
-    Op,
-    WatchEvent,
-    WatchSpan,
-    load_history,
-    save_history,
-)
-from plasmacloud.validate.history_check import check_history, passed
-from plasmacloud.validate.history_register import check_key, check_registers
-from plasmacloud.validate.history_set import check_sets
-from plasmacloud.validate.history_watch import check_watches
+from plasmacloud.chaos.history import History, Op, WatchEvent, WatchSpan, load_history, save_history
+from plasmacloud.chaos.history_check import check_history, passed
+from plasmacloud.chaos.history_register import check_key, check_registers
+from plasmacloud.chaos.history_set import check_sets
+from plasmacloud.chaos.history_watch import check_watches
 
 
 def w(

@@ -28,7 +28,7 @@ import grpc
 
 from plasmacloud.chainfire.client import prefix_end
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
-from plasmacloud.validate.history import Op, OpKind, Outcome, WatchEvent, WatchSpan
+from plasmacloud.chaos.history import Op, OpKind, Outcome, WatchEvent, WatchSpan
 
 OP_TIMEOUT_S = 1.0  # short: a request stuck on a dead or paused node delays the next ack
 WATCH_IDLE_S = 5.0  # a stream silent this long (paused or cut-off node) is reopened elsewhere

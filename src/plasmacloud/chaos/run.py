@@ -1,11 +1,11 @@
 """`plasma lab chaos` / `plasma chaos --spec`: faults against a running cluster while
 recorded clients work, then a verdict.
 
-The cluster is a :class:`~plasmacloud.lab.chaos_target.ChaosTarget`: a lab on this
-machine or real machines over SSH; nothing here depends on which.
+The cluster is a :class:`~plasmacloud.cluster.target.ClusterTarget` with node control: a
+lab on this machine, its VMs, or real machines over SSH; nothing here depends on which.
 
 A run: wait for a healthy cluster; start the register, set and watch clients
-(:mod:`plasmacloud.lab.chaos_workload`); meanwhile the nemesis injects one fault at a time
+(:mod:`plasmacloud.chaos.workload`); meanwhile the nemesis injects one fault at a time
 (kill -9 a node / the leader / two nodes and restart them, graceful restart, SIGSTOP +
 SIGCONT, isolate a node with a partition where the target can partition, cut a VM's power
 where the target has VMs), waits for the cluster to
@@ -29,11 +29,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from plasmacloud.common.tls import client_context
-from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.chaos_flaredb import FlareClients, create_table, final_reads, flaredb_worker
-from plasmacloud.lab.chaos_target import ChaosTarget
-from plasmacloud.lab.chaos_workload import (
+from plasmacloud.chaos.flaredb_workload import (
+    FlareClients,
+    create_table,
+    final_reads,
+    flaredb_worker,
+)
+from plasmacloud.chaos.history import History, Op, Verdict, save_history
+from plasmacloud.chaos.history_check import check_history
+from plasmacloud.chaos.workload import (
     Budget,
     Clients,
     KeyRotation,
@@ -45,16 +49,17 @@ from plasmacloud.lab.chaos_workload import (
     register_worker,
     set_worker,
 )
-from plasmacloud.lab.probe import client_target, dial
-from plasmacloud.lab.services import flaredb_url
-from plasmacloud.validate.history import History, Op, Verdict, save_history
-from plasmacloud.validate.history_check import check_history
+from plasmacloud.cluster.control import ClusterError, NodeControl
+from plasmacloud.cluster.probe import client_target, dial
+from plasmacloud.cluster.services import flaredb_url
+from plasmacloud.cluster.target import ClusterTarget
 
 FAULTS = ("kill", "restart", "pause", "partition", "power")
 # A VM's power cut costs minutes (PXE boot, the agent, services starting under emulation):
 # asked for by name, never part of the default set.
 OPT_IN = ("power",)
 NO_POWER = "power faults need VMs (`plasma lab up --backend qemu`)"
+NO_CONTROL = "chaos needs control of the nodes (a lab, its VMs, or machines over SSH)"
 WRITE_KINDS = ("write", "cas", "add")
 
 
@@ -109,7 +114,7 @@ class ChaosResult:
     problems: list[str] = field(default_factory=list)
 
 
-def default_faults(target: ChaosTarget) -> str:
+def default_faults(target: ClusterTarget) -> str:
     """Every fault the target can inject (partitions only with a partitioner), except the
     opt-in ones."""
     return ",".join(
@@ -119,26 +124,39 @@ def default_faults(target: ChaosTarget) -> str:
     )
 
 
-def parse_faults(text: str, target: ChaosTarget) -> tuple[str, ...]:
+def parse_faults(text: str, target: ClusterTarget) -> tuple[str, ...]:
     """``kill,restart,pause,partition`` -> a checked tuple (partition needs a partitioner)."""
     faults = tuple(f.strip() for f in text.split(",") if f.strip())
     unknown = [f for f in faults if f not in FAULTS]
     if unknown or not faults:
-        raise LabError(f"unknown faults {unknown or text!r}; choose from {', '.join(FAULTS)}")
+        raise ClusterError(f"unknown faults {unknown or text!r}; choose from {', '.join(FAULTS)}")
     if "partition" in faults and target.partitioner is None:
-        raise LabError(target.no_partition or "this target cannot inject partition faults")
+        raise ClusterError(target.no_partition or "this target cannot inject partition faults")
     if "power" in faults and target.power is None:
-        raise LabError(NO_POWER)
+        raise ClusterError(NO_POWER)
     return faults
+
+
+def node_control(target: ClusterTarget) -> NodeControl:
+    """The target's node control; ClusterError if it has none."""
+    if target.control is None:
+        raise ClusterError(NO_CONTROL)
+    return target.control
 
 
 class Nemesis:
     """Injects one fault at a time until the deadline and always undoes them."""
 
     def __init__(
-        self, target: ChaosTarget, cfg: ChaosConfig, rec: Recorder, say: Callable[[str], None]
+        self,
+        target: ClusterTarget,
+        control: NodeControl,
+        cfg: ChaosConfig,
+        rec: Recorder,
+        say: Callable[[str], None],
     ) -> None:
         self.target = target
+        self.control = control
         self.cfg = cfg
         self.rec = rec
         self.say = say
@@ -173,14 +191,14 @@ class Nemesis:
         """Inject one fault, undo it, wait for a healthy cluster; False if that failed."""
         try:
             fault = await self._inject(kind, hold)
-        except LabError as exc:
+        except ClusterError as exc:
             self.problems.append(f"could not inject {kind}: {exc}")
             self.say(f"[red]could not inject {kind}: {exc}[/red]")
             return False
         self.faults.append(fault)
         try:
             await self.target.wait_ready(self.cfg.recover_timeout_s)
-        except LabError as exc:
+        except ClusterError as exc:
             self.problems.append(f"cluster did not recover after {fault.kind}: {exc}")
             self.say(f"[red]not recovered after {fault.kind}: {exc}[/red]")
             return False
@@ -202,7 +220,7 @@ class Nemesis:
         return [target], "chainfire leader" if target == leader else "follower"
 
     async def _inject(self, kind: str, hold: float) -> Fault:
-        backend = self.target.backend
+        backend = self.control
         nodes = self.target.node_ids
         targets, role = await self._targets(kind)
         first = targets[0]
@@ -227,16 +245,16 @@ class Nemesis:
             await asyncio.to_thread(backend.kill_node, first, signal.SIGCONT)
         elif kind == "power":
             power = self.target.power
-            if power is None:  # parse_faults refuses this; a LabError stops the run cleanly
-                raise LabError(NO_POWER)
+            if power is None:  # parse_faults refuses this; a ClusterError stops the run cleanly
+                raise ClusterError(NO_POWER)
             await asyncio.to_thread(power.cut_power, first)
             fault.start = self._announce(fault, hold)
             await asyncio.sleep(hold)
             await asyncio.to_thread(power.restore_power, first)
         else:
             cut = self.target.partitioner
-            if cut is None:  # parse_faults refuses this; a LabError stops the run cleanly
-                raise LabError(self.target.no_partition)
+            if cut is None:  # parse_faults refuses this; a ClusterError stops the run cleanly
+                raise ClusterError(self.target.no_partition)
             others = [n for n in nodes if n != first]
             await asyncio.to_thread(cut.partition, [first], others)
             fault.start = self._announce(fault, hold)
@@ -254,7 +272,7 @@ class Nemesis:
     async def restore_all(self) -> None:
         """Resume, heal and start every node, whatever state the run left it in (a step
         that fails is recorded as a problem and the others still run)."""
-        backend = self.target.backend
+        backend = self.control
         nodes = self.target.node_ids
         steps: list[tuple[str, Callable[[], None]]] = []
         if self.target.power is not None:
@@ -266,7 +284,7 @@ class Nemesis:
         for what, step in steps:
             try:
                 await asyncio.to_thread(step)
-            except LabError as exc:
+            except ClusterError as exc:
                 self.problems.append(f"could not {what}: {exc}")
 
 
@@ -287,12 +305,11 @@ async def _final_reads(
             await read_register(proc, clients, rec, key, node)
 
 
-def _flare_clients(target: ChaosTarget, table: str) -> FlareClients | None:
+def _flare_clients(target: ClusterTarget, table: str) -> FlareClients | None:
     """FlareDB clients when the cluster runs FlareDB, else ``None``."""
     if not target.runs("flaredb"):
         return None
-    ssl_ctx = client_context(target.tls) if target.tls.enabled else None
-    return FlareClients({c.node_id: flaredb_url(c) for c in target.configs}, ssl_ctx, table)
+    return FlareClients({c.node_id: flaredb_url(c) for c in target.configs}, target.ssl_ctx, table)
 
 
 def service_of(op: Op) -> str:
@@ -314,9 +331,10 @@ def next_acks(faults: list[Fault], ops: list[Op]) -> None:
 
 
 async def run_chaos(
-    target: ChaosTarget, cfg: ChaosConfig, history_path: Path, say: Callable[[str], None] = print
+    target: ClusterTarget, cfg: ChaosConfig, history_path: Path, say: Callable[[str], None] = print
 ) -> ChaosResult:
     """One bounded chaos run against a running cluster (see the module docs)."""
+    control = node_control(target)
     await target.wait_ready(cfg.recover_timeout_s)
     rng = random.Random(cfg.seed)
     stamp = int(time.time())
@@ -324,7 +342,7 @@ async def run_chaos(
     flare = _flare_clients(target, f"chaos_{cfg.seed}_{stamp}")
     clients = Clients({c.node_id: dial(client_target(c), target.tls) for c in target.configs})
     rec = Recorder()
-    nemesis = Nemesis(target, cfg, rec, say)
+    nemesis = Nemesis(target, control, cfg, rec, say)
     watch_tasks: list[asyncio.Task[None]] = []
     problems: list[str] = []
     try:
@@ -360,7 +378,7 @@ async def run_chaos(
             final = len(seeds) + cfg.flaredb_workers
             await _final_reads(final, clients, flare, rec, prefix, keys)
             revision = await current_revision(clients)
-        except (LabError, ConnectionError) as exc:
+        except (ClusterError, ConnectionError) as exc:
             # the history so far is still saved and checked; what is unverified says so
             problems.append(f"no final reads: {exc}")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shlex
 import time
@@ -10,19 +11,27 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from plasmacloud.chaos.history import Op
+from plasmacloud.chaos.run import (
+    ChaosConfig,
+    Fault,
+    default_faults,
+    next_acks,
+    parse_faults,
+    run_chaos,
+)
+from plasmacloud.chaos.workload import Budget, KeyRotation
 from plasmacloud.cli import app
+from plasmacloud.cluster.control import ClusterError
 from plasmacloud.common.errors import EXIT_USAGE
-from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.chaos import Fault, default_faults, next_acks, parse_faults
-from plasmacloud.lab.chaos_target import lab_target, qemu_target
-from plasmacloud.lab.chaos_workload import Budget, KeyRotation
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import netns_spec
 from plasmacloud.lab.qemu import QemuBackend, prepare_tree
+from plasmacloud.lab.qemu_target import qemu_target
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.lab.ssh import SSHBackend
+from plasmacloud.lab.target import lab_target
 from plasmacloud.provision.image import VM_NODE_CTL, init_script
-from plasmacloud.validate.history import Op
 
 
 def test_faults_offered_and_accepted_per_backend(tmp_path: Path) -> None:
@@ -31,12 +40,22 @@ def test_faults_offered_and_accepted_per_backend(tmp_path: Path) -> None:
     assert default_faults(process) == "kill,restart,pause"
     assert default_faults(netns) == "kill,restart,pause,partition"
     assert parse_faults("kill, pause", process) == ("kill", "pause")
-    with pytest.raises(LabError, match="need the netns backend"):
+    with pytest.raises(ClusterError, match="need the netns backend"):
         parse_faults("kill,partition", process)
-    with pytest.raises(LabError, match="unknown faults"):
+    with pytest.raises(ClusterError, match="unknown faults"):
         parse_faults("kill,meteor", netns)
-    with pytest.raises(LabError, match="power faults need VMs"):
+    with pytest.raises(ClusterError, match="power faults need VMs"):
         parse_faults("power", netns)
+
+
+async def test_a_target_without_node_control_is_refused_before_any_fault(
+    tmp_path: Path,
+) -> None:
+    # nothing is dialled: the run stops at the missing control, before the ready wait
+    looked_at = dataclasses.replace(lab_target(Lab.open(tmp_path / "p", LabSpec())), control=None)
+    with pytest.raises(ClusterError, match="chaos needs control of the nodes"):
+        await run_chaos(looked_at, ChaosConfig(duration_s=1), tmp_path / "history.jsonl")
+    assert not (tmp_path / "history.jsonl").exists()
 
 
 def test_qemu_lab_target_cuts_power_by_request_and_drives_vm_units_over_ssh(
@@ -49,11 +68,11 @@ def test_qemu_lab_target_cuts_power_by_request_and_drives_vm_units_over_ssh(
     assert target.name == "qemu" and target.power is lab
     assert default_faults(target) == "kill,restart,pause"  # power cuts take minutes: opt-in
     assert parse_faults("power,kill", target) == ("power", "kill")
-    with pytest.raises(LabError, match="need the netns backend; the qemu lab has power cuts"):
+    with pytest.raises(ClusterError, match="need the netns backend; the qemu lab has power cuts"):
         parse_faults("partition", target)
     assert target.recover_timeout_s > 60
     # Each VM at its lab address with the lab's key; its units through the image's node_ctl.
-    ssh = target.backend
+    ssh = target.control
     assert isinstance(ssh, SSHBackend)
     node01 = ssh.options.argv(ssh.targets["node01"])
     assert node01[-1] == "root@192.168.100.11" and "StrictHostKeyChecking=no" in node01
