@@ -28,6 +28,7 @@ Map of the package:
 
 Known differences from etcd: ``etcdctl snapshot save`` works, but the file is a SQLite
 database (plus etcd's trailing SHA-256), so ``etcdctl snapshot status/restore`` (which
-expect bbolt) do not apply; learners, MoveLeader and MemberUpdate are not supported;
+expect bbolt) do not apply (`plasma chainfire snapshot status` and `plasma chainfire
+restore` do); learners and MemberUpdate are not supported;
 authentication is delegated to IAM rather than etcd's own user store.
 """

@@ -68,6 +68,11 @@ LEADER_CHANGED = EtcdError(_C.UNAVAILABLE, "etcdserver: leader changed")
 STOPPED = EtcdError(_C.UNAVAILABLE, "etcdserver: server stopped")
 TIMEOUT = EtcdError(_C.UNAVAILABLE, "etcdserver: request timed out")
 NOT_CAPABLE = EtcdError(_C.UNAVAILABLE, "etcdserver: not capable")
+NOT_LEADER = EtcdError(_C.FAILED_PRECONDITION, "etcdserver: not leader")
+BAD_LEADER_TRANSFEREE = EtcdError(_C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
+LEADER_TRANSFER_TIMEOUT = EtcdError(
+    _C.UNAVAILABLE, "etcdserver: request timed out, leader transfer took too long"
+)
 
 
 def invalid_argument(message: str) -> EtcdError:

@@ -61,6 +61,10 @@ class Consensus(raft_api.Consensus, Protocol):
 
     async def add_member(self, node_id: str, address: str) -> Any: ...
 
+    async def transfer_leadership(
+        self, timeout: float | None = None, to: str | None = None
+    ) -> str | None: ...
+
     def add_leader_listener(self, cb: Callable[[str | None, int], None]) -> None: ...
 
 

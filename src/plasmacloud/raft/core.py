@@ -891,11 +891,14 @@ class RaftCore:
 
     # --- leadership transfer -----------------------------------------------------------
 
-    def transfer_step(self) -> tuple[str | None, bool]:
-        """One step of handing leadership over (thesis 3.10) to the most up-to-date voter:
-        catch it up, then tell it to campaign at once. Returns (target, whether it was told
-        to campaign); target None means there is no one to hand over to."""
+    def transfer_step(self, to: str | None = None) -> tuple[str | None, bool]:
+        """One step of handing leadership over (thesis 3.10) to voter ``to`` (default: the
+        most up-to-date one): catch it up, then tell it to campaign at once. Returns
+        (target, whether it was told to campaign); target None means there is no one to
+        hand over to."""
         voters = [p for p in self._peers() if p in self.progress]
+        if to is not None:
+            voters = [p for p in voters if p == to]
         if not voters:
             return None, False
         target = max(voters, key=lambda p: (self.progress[p].match, p))

@@ -297,15 +297,18 @@ class RaftNode:
     def leader_id(self) -> str | None:
         return self.core.leader_id
 
-    async def transfer_leadership(self, timeout: float | None = None) -> str | None:
-        """Best effort: make the most up-to-date follower leader (thesis 3.10). Returns the
-        leader afterwards (None if unknown); never raises for a transfer that did not happen."""
+    async def transfer_leadership(
+        self, timeout: float | None = None, to: str | None = None
+    ) -> str | None:
+        """Best effort: make follower ``to`` (default: the most up-to-date one) leader
+        (thesis 3.10). Returns the leader afterwards (None if unknown); never raises for a
+        transfer that did not happen."""
         loop = asyncio.get_running_loop()
         wait = self.config.heartbeat_interval / 5
         try:
             async with asyncio.timeout(timeout or self.config.election_timeout[1] * 2):
                 while self.is_leader:
-                    target, handed = self.core.transfer_step()
+                    target, handed = self.core.transfer_step(to)
                     self._process()
                     if target is None:
                         return self.id

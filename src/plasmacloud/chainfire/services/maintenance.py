@@ -99,4 +99,17 @@ class MaintenanceServicer(Servicer, rpc_pb2_grpc.MaintenanceServicer):
     async def MoveLeader(
         self, request: rpc_pb2.MoveLeaderRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.MoveLeaderResponse:
-        raise errors.NOT_CAPABLE
+        """Hand leadership to member ``targetID`` (etcdctl move-leader); only the leader
+        takes it, as in etcd, which answers others "not leader"."""
+        raft = self.node.raft
+        if not raft.is_leader:
+            raise errors.NOT_LEADER
+        members = [m.node_id for m in raft.status().members]
+        target = next((n for n in members if member_id(n) == request.targetID), None)
+        if target is None:
+            raise errors.BAD_LEADER_TRANSFEREE
+        if target != raft.leader_id:
+            leader = await raft.transfer_leadership(timeout=self.node.request_timeout, to=target)
+            if leader != target:
+                raise errors.LEADER_TRANSFER_TIMEOUT
+        return rpc_pb2.MoveLeaderResponse(header=self.node.header())
