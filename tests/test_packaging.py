@@ -30,6 +30,7 @@ from plasmacloud.lab.state import load_state
 
 REPO = Path(__file__).resolve().parents[1]
 PROTO_PACKAGE = "plasmacloud/chainfire/proto"
+TEMPLATES = "plasmacloud/provision/templates"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -154,6 +155,9 @@ def test_wheel_from_a_clean_clone_installs_into_a_fresh_venv_and_runs_a_green_la
         floors = [Version(s.version) for s in requires[dist].specifier if s.operator == ">="]
         assert floors and max(floors) >= generated, (dist, str(requires[dist]), generated)
     assert carried | {"plasmacloud/py.typed"} <= in_wheel
+    # provision's templates are package data, read through importlib.resources
+    templates = {f"{TEMPLATES}/{p.name}" for p in (clone / "src" / TEMPLATES).glob("*.j2")}
+    assert templates and templates <= in_wheel
     with tarfile.open(sdist) as tar:  # names start with plasmacloud-<version>/
         in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     assert {f"src/{path}" for path in carried} <= in_sdist

@@ -31,7 +31,7 @@ from plasmacloud.lab.qemu_target import qemu_target
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.lab.ssh import SSHBackend
 from plasmacloud.lab.target import lab_target
-from plasmacloud.provision.image import INIT_SCRIPT, VM_NODE_CTL
+from plasmacloud.provision.image import VM_NODE_CTL, init_script
 
 
 def test_faults_offered_and_accepted_per_backend(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_qemu_lab_target_cuts_power_by_request_and_drives_vm_units_over_ssh(
         "plasmacloud-flaredb",
         "plasmacloud-iam",
     ]
-    assert shlex.join(VM_NODE_CTL) in INIT_SCRIPT  # the init starts them the same way
+    assert shlex.join(VM_NODE_CTL) in init_script()  # the init starts them the same way
 
 
 def test_cli_refuses_partitions_on_the_process_backend(tmp_path: Path) -> None:

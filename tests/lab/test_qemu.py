@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from plasmacloud.cli import app, lab_qemu
+from plasmacloud.cli import app
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab import qemu, qemu_net
 from plasmacloud.lab.backend import LabError
@@ -31,6 +31,7 @@ from plasmacloud.lab.qemu import (
     qmp,
     stage_image,
 )
+from plasmacloud.lab.qemu_layout import existing_qemu_lab
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.provision import image
@@ -305,7 +306,8 @@ def test_iam_lab_nodes_get_their_auth_arguments_on_the_kernel_cmdline(tmp_path: 
     # no certificate skips IAM: the operator's (CN admin) is IAM's admin user
     assert not any(arg.startswith("plasmacloud.trusted_cn") for arg in node02)
     # the init script turns them into the flags the process lab starts services with
-    assert "--iam-url $url" in image.INIT_SCRIPT and "--trusted-cn" not in image.INIT_SCRIPT
+    init = image.init_script()
+    assert "--iam-url $url" in init and "--trusted-cn" not in init
     # without IAM nothing per node is left behind
     stage_image(img, images, ["chainfire", "flaredb"], configs)
     assert not (images / "node02" / "cmdline").exists()
@@ -337,19 +339,19 @@ def test_lab_commands_detect_a_qemu_lab_from_its_state_file(
 ) -> None:
     backend = _prepared(tmp_path)
     root = backend.paths.root
-    assert lab_qemu.existing_lab(root) == root.resolve()
+    assert existing_qemu_lab(root) == root.resolve()
     process = tmp_path / "process"
     Lab.open(process, LabSpec()).prepare()
-    assert lab_qemu.existing_lab(process) is None
+    assert existing_qemu_lab(process) is None
     # no --dir: the default qemu lab, unless a process lab is in the default place
     monkeypatch.delenv("PLASMA_LAB_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    assert lab_qemu.existing_lab(None) is None
+    assert existing_qemu_lab(None) is None
     default_qemu = tmp_path / "state/plasmacloud/lab-qemu"
     QemuBackend(default_qemu)._save()
-    assert lab_qemu.existing_lab(None) == default_qemu.resolve()
+    assert existing_qemu_lab(None) == default_qemu.resolve()
     Lab.open(tmp_path / "state/plasmacloud/lab", LabSpec()).prepare()
-    assert lab_qemu.existing_lab(None) is None
+    assert existing_qemu_lab(None) is None
 
 
 def test_lab_env_logs_and_down_understand_a_qemu_lab(tmp_path: Path) -> None:
@@ -387,17 +389,16 @@ def test_lab_env_logs_and_down_understand_a_qemu_lab(tmp_path: Path) -> None:
     assert not serial.exists() and backend.paths.ssh_key.exists()
 
 
+# the image's `plasma`, saying at exit which of our modules it loaded
 _LOADED = (
     "import atexit, sys\n"
     "atexit.register(lambda: print('LOADED', *sorted(m for m in sys.modules"
     " if m.startswith('plasmacloud.'))))\n"
-    "from plasmacloud.provision.image import image_plasma\n"
-    "image_plasma()\n"
-)
+) + image.plasma_script()
 
 
 @pytest.mark.parametrize("group", ["chainfire", "flaredb", "iam"])
-def test_image_plasma_runs_a_service_group_without_the_rest_of_the_cli(group: str) -> None:
+def test_image_plasma_runs_a_service_group_without_other_subsystems(group: str) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _LOADED, group, "serve", "--help"],
         capture_output=True,
@@ -408,9 +409,8 @@ def test_image_plasma_runs_a_service_group_without_the_rest_of_the_cli(group: st
     assert f"plasma {group} serve" in done.stdout and "--config" in done.stdout
     loaded = done.stdout.split("LOADED")[-1].split()
     assert f"plasmacloud.cli.{group}" in loaded
-    assert not {"plasmacloud.cli.lab", "plasmacloud.cli.provision", "plasmacloud.lab.qemu"} & set(
-        loaded
-    )
+    heavy = {"plasmacloud.lab.qemu", "plasmacloud.lab.control", "plasmacloud.provision.spec"}
+    assert not heavy & set(loaded)
 
 
 def test_image_plasma_agent_is_the_agent_alone_and_the_rest_the_whole_cli() -> None:
@@ -473,9 +473,10 @@ MAC1 = "52:54:00:00:01:01"
 def test_image_init_writes_each_service_as_a_node_ctl_unit(tmp_path: Path) -> None:
     # The init's unit block, run by a POSIX sh with a stand-in `plasma` on PATH and the
     # units directory moved here; node_ctl must read back exactly the argv to run.
-    start = image.INIT_SCRIPT.index("  units=")
-    end = image.INIT_SCRIPT.index(f"  {shlex.join(image.VM_NODE_CTL)} start")
-    block = image.INIT_SCRIPT[start:end].replace(image.VM_UNITS_DIR, str(tmp_path / "units"))
+    init = image.init_script()
+    start = init.index("  units=")
+    end = init.index(f"  {shlex.join(image.VM_NODE_CTL)} start")
+    block = init[start:end].replace(image.VM_UNITS_DIR, str(tmp_path / "units"))
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin/plasma").write_text("#!/bin/sh\n")
     (tmp_path / "bin/plasma").chmod(0o755)

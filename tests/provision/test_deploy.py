@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from plasmacloud.provision import deploy, nixos_anywhere
+from plasmacloud.provision.findings import has_errors
 from plasmacloud.provision.layout import OutputLayout
-from plasmacloud.provision.spec import ClusterSpec, parse_spec
+from plasmacloud.provision.spec import ClusterSpec, SSHTarget, parse_spec
 from plasmacloud.provision.target import TargetFacts
 
 from .helpers import run_plasma
@@ -131,3 +132,20 @@ def test_deploy_cli(tree: Path) -> None:
         assert code == 3 and "--dry-run" in output
     code, output = run_plasma("deploy", *args, "--method", "image", "--dry-run")
     assert code == 0 and "plasma netboot serve" in output and "52:54:00:00:01:03" in output
+
+
+def test_target_findings_gathers_each_nodes_facts_for_the_driver(tree: Path) -> None:
+    spec = _spec(tree)
+    small = TargetFacts(mem_mb=512, os_id="debian", kexec_load_disabled="0", systemd=True)
+    gathered = []
+
+    class Recorded:
+        def gather(self, target: SSHTarget) -> TargetFacts:
+            gathered.append(target)
+            return small
+
+    nodes = spec.nodes[:2]
+    findings = deploy.target_findings(deploy.driver("nixos-anywhere"), spec, nodes, Recorded())
+    assert gathered == [n.target for n in nodes]
+    low = [f for f in findings if f.id == "PF061-ram-low"]
+    assert len(low) == 2 and has_errors(findings)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from pydantic import ValidationError
 
 from plasmacloud.cli.removed import TrustedCnOpt
-from plasmacloud.common.config import Compaction, ConfigError, NodeConfig
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from plasmacloud.common.config import Compaction
 
 app = typer.Typer(
     help="Chainfire: the etcd-compatible coordination KV store.", no_args_is_help=True
@@ -54,8 +55,11 @@ def serve(
     trusted_cn: TrustedCnOpt = None,
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
+    import asyncio
+
     from plasmacloud.chainfire.server import new_event_loop
     from plasmacloud.chainfire.server import serve as run
+    from plasmacloud.common.config import NodeConfig
     from plasmacloud.common.serve_errors import serve_exit_codes
     from plasmacloud.iam.authz import service_auth  # composed here: chainfire knows no IAM
 
@@ -92,6 +96,10 @@ def serve(
 
 def _compaction(configured: Compaction, mode: str | None, retention: str | None) -> Compaction:
     """The config's compaction policy with the command line's flags over it."""
+    from pydantic import ValidationError
+
+    from plasmacloud.common.config import Compaction, ConfigError
+
     if mode is None and retention is None:
         return configured
     try:
@@ -155,6 +163,7 @@ def restore(
         read_system_records,
         restore_member,
     )
+    from plasmacloud.common.config import ConfigError, NodeConfig
 
     try:
         node = NodeConfig.load(config)

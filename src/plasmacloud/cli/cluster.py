@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -67,6 +66,8 @@ def backup(
 ) -> None:
     """Take a consistent, checksummed backup of Chainfire, FlareDB and IAM while they
     serve (files 0600, a manifest with their SHA-256)."""
+    import asyncio
+
     if ctx.invoked_subcommand is not None:
         return
     if out is None:
@@ -150,6 +151,7 @@ def rolling_restart(
     """Restart every node once, one at a time: followers first, the leader last (it hands
     leadership over as it stops), each only once the cluster is ready again; refused on
     an unhealthy cluster."""
+    import asyncio
     from dataclasses import asdict
 
     from plasmacloud.cluster.control import ClusterError

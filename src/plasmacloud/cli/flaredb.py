@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,15 +13,12 @@ from rich.table import Table
 
 from plasmacloud.cli.removed import TrustedCnOpt
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
-from plasmacloud.flaredb.client import Client, Error, OperationalError
-from plasmacloud.flaredb.models import (
-    ErrorResult,
-    ExecuteResult,
-    QueryResult,
-    Result,
-    Statement,
-)
-from plasmacloud.flaredb.sqlscan import split_statements
+
+if TYPE_CHECKING:
+    import ssl
+
+    from plasmacloud.flaredb.client import Client
+    from plasmacloud.flaredb.models import Result
 
 app = typer.Typer(
     help="FlareDB: replicated SQL with an rqlite-compatible API.", no_args_is_help=True
@@ -63,6 +59,8 @@ def serve(
 
 
 def _ssl_context(cacert: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    import ssl
+
     if cacert is None:
         return None
     ctx = ssl.create_default_context(cafile=str(cacert))
@@ -72,6 +70,8 @@ def _ssl_context(cacert: Path | None, cert: Path | None, key: Path | None) -> ss
 
 
 def _render(console: Console, result: Result) -> None:
+    from plasmacloud.flaredb.models import ExecuteResult, QueryResult
+
     if isinstance(result, QueryResult):
         table = Table(*result.columns, show_lines=False)
         for row in result.values:
@@ -87,6 +87,9 @@ def _render(console: Console, result: Result) -> None:
 
 def _run(client: Client, sql: str, level: str, as_json: bool, console: Console) -> bool:
     """Run a script; print each result; False if any statement failed."""
+    from plasmacloud.flaredb.models import ErrorResult, Statement
+    from plasmacloud.flaredb.sqlscan import split_statements
+
     stmts = [Statement(s) for s in split_statements(sql)]
     if not stmts:
         return True
@@ -101,6 +104,9 @@ def _run(client: Client, sql: str, level: str, as_json: bool, console: Console) 
 
 def _shell(client: Client, level: str, as_json: bool, console: Console) -> None:
     import readline  # noqa: F401  (line editing and history for input())
+
+    from plasmacloud.flaredb.client import Error
+    from plasmacloud.flaredb.sqlscan import split_statements
 
     console.print(
         f"FlareDB shell on {client.url} (level={level}); end statements with ';', "
@@ -150,6 +156,8 @@ def sql(
     ] = None,
 ) -> None:
     """FlareDB SQL shell, or run one script with -c (tables, or --json)."""
+    from plasmacloud.flaredb.client import Client, Error, OperationalError
+
     console = Console()
     try:
         ctx = _ssl_context(cacert, cert, key) if url.startswith("https") else None

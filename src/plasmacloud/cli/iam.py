@@ -7,25 +7,25 @@ Secrets are read from stdin or a prompt, never from the command line (``ps`` sho
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
-import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from plasmacloud.common.config import ConfigError, NodeConfig
+from plasmacloud.cli._common import JsonOpt
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
-from plasmacloud.iam.client import IamApiError, IamClient
-from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
+
+if TYPE_CHECKING:
+    from plasmacloud.common.config import NodeConfig
+    from plasmacloud.iam.client import IamClient
 
 app = typer.Typer(help="IAM: users, policies, tokens.", no_args_is_help=True)
 user_app = typer.Typer(help="Users.", no_args_is_help=True)
@@ -42,7 +42,6 @@ out = Console()
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="the node's cluster-config.json")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 @dataclass
@@ -86,6 +85,8 @@ def _common(
 
 
 def _need_credentials(ctx: typer.Context) -> Path:
+    from plasmacloud.iam.credentials import CredentialsError
+
     target: _Target = ctx.obj
     if target.credentials is None:
         raise CredentialsError("no credentials: pass --credentials or set PLASMA_ADMIN_CREDENTIALS")
@@ -96,6 +97,11 @@ def _run(
     ctx: typer.Context, work: Callable[[IamClient], Awaitable[Any]], login: bool = True
 ) -> Any:
     """Run ``work`` with a logged-in client; map failures to exit codes and clean messages."""
+    import asyncio
+
+    from plasmacloud.iam.client import IamApiError, IamClient
+    from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
+
     target: _Target = ctx.obj
 
     async def main() -> Any:
@@ -147,6 +153,8 @@ def _read_secret(what: str) -> str:
 
 
 def _load_config(path: Path) -> NodeConfig:
+    from plasmacloud.common.config import ConfigError, NodeConfig
+
     try:
         return NodeConfig.load(path)
     except ConfigError as exc:
@@ -183,6 +191,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run this node's IAM server in the foreground (SIGTERM stops it)."""
+    import asyncio
+
     from plasmacloud.common.serve_errors import serve_exit_codes
     from plasmacloud.iam.server import serve as run
     from plasmacloud.iam.stores import open_store
@@ -224,6 +234,8 @@ def bootstrap(
     store: StoreOpt = "chainfire",
 ) -> None:
     """Create the first admin in the cluster's store, once (re-running changes nothing)."""
+    import asyncio
+
     from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
     from plasmacloud.iam.stores import open_store
 
@@ -264,6 +276,7 @@ def token(
     as_json: JsonOpt = False,
 ) -> None:
     """Print an access token (the admin's by default): `export TOKEN=$(plasma iam token)`."""
+    from plasmacloud.iam.credentials import AdminCredentials
 
     async def work(c: IamClient) -> dict[str, Any]:
         if username is None:
@@ -284,6 +297,9 @@ def verify(
     access_token: Annotated[str, typer.Argument(help="the token ('-' reads it from stdin)")],
 ) -> None:
     """Verify a token the way Chainfire and FlareDB do (JWKS, expiry, revocation)."""
+    import asyncio
+    import ssl
+
     from plasmacloud.iam.authz import TokenError, Verifier
 
     target: _Target = ctx.obj

@@ -2,73 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
 from rich.table import Table
 
-from plasmacloud.cli import lab_qemu
-from plasmacloud.cli.tail import print_tail
-from plasmacloud.cli.validate import emit
-from plasmacloud.cluster.probe import ClusterView, describe
-from plasmacloud.cluster.services import FLAREDB, flaredb_url, iam_base_url, runs_iam
+from plasmacloud.cli import lab_chaos, lab_qemu
+from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, console, err, fail, open_lab
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from plasmacloud.flaredb.probe import FlareNodeView, agreed_leader, probe_flaredb
-from plasmacloud.iam.bootstrap import Outcome
-from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.control import Lab
-from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
-from plasmacloud.lab.netns import scratch_netns_spec
-from plasmacloud.lab.spec import busy_ports, scratch_spec
-from plasmacloud.lab.target import lab_target
-from plasmacloud.validate.checks import run_checks
+from plasmacloud.lab.layout import LAB_DIR_ENV
+from plasmacloud.lab.qemu_layout import existing_qemu_lab
+
+if TYPE_CHECKING:
+    from plasmacloud.cluster.probe import ClusterView
+    from plasmacloud.flaredb.probe import FlareNodeView
+    from plasmacloud.lab.control import Lab
 
 app = typer.Typer(
     help="Rehearse a cluster on this machine: up, status, env, validate, down.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
-
-DirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--dir",
-        envvar=LAB_DIR_ENV,
-        help="lab directory (default: $PLASMA_LAB_DIR or ~/.local/state/plasmacloud/lab)",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-NodeArg = Annotated[str, typer.Argument(help="node id, e.g. node01")]
-
-
-def _open(lab_dir: Path | None, backend: str = "process", scratch: bool = False) -> Lab:
-    """The lab in ``lab_dir``; ``scratch``: a lab not created yet gets a random free
-    address range (as the tests' labs do) instead of the fixed default."""
-    root = lab_dir or default_lab_dir()
-    try:
-        lab = Lab.open(root, backend=backend)
-        if scratch and not lab.layout.state_path.exists():
-            spec = scratch_netns_spec() if backend == "netns" else scratch_spec()
-            lab = Lab.open(root, spec, backend=backend)
-        return lab
-    except LabError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from exc
-
-
-def _fail(exc: Exception, code: int = EXIT_FAILURE) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(code)
 
 
 def _view_table(lab: Lab, view: ClusterView) -> Table:
@@ -127,6 +85,9 @@ def _view_json(lab: Lab, view: ClusterView) -> dict[str, Any]:
 
 def _iam_env_lines(lab: Lab, secrets: bool) -> list[str]:
     """IAM's URLs, CA and the bootstrap admin (as etcdctl's user when ``secrets``)."""
+    from plasmacloud.cluster.services import iam_base_url
+    from plasmacloud.iam.credentials import AdminCredentials
+
     urls = [iam_base_url(cfg) for cfg in lab.configs()]
     lines = [f"export IAM_URL={urls[0]}", f"export IAM_URLS={','.join(urls)}"]
     if lab.spec.tls:
@@ -143,6 +104,8 @@ def _iam_env_lines(lab: Lab, secrets: bool) -> list[str]:
 
 
 def _env_lines(lab: Lab, secrets: bool = True) -> list[str]:
+    from plasmacloud.cluster.services import FLAREDB, flaredb_url, runs_iam
+
     lines = [
         "export ETCDCTL_API=3",
         f"export ETCDCTL_ENDPOINTS={','.join(lab.spec.client_endpoints())}",
@@ -205,6 +168,12 @@ PersistenceOpt = Annotated[
 
 
 def _validate(lab: Lab, as_json: bool, junit: Path | None = None, persistence: bool = False) -> int:
+    import asyncio
+
+    from plasmacloud.cli.validate import emit
+    from plasmacloud.lab.target import lab_target
+    from plasmacloud.validate.checks import run_checks
+
     results = asyncio.run(run_checks(lab_target(lab), persistence=persistence))
     return emit(results, as_json, junit)
 
@@ -222,10 +191,14 @@ def _log_tails(lab: Lab, lines: int = 8) -> None:
 def _bootstrap_iam(lab: Lab) -> None:
     """Create IAM's first admin once the cluster is up, unless waiting for it did
     (idempotent); warn if its file is lost."""
+    import asyncio
+
+    from plasmacloud.iam.bootstrap import Outcome
+
     try:
         outcome = lab.iam_bootstrap or asyncio.run(lab.bootstrap_iam())
     except Exception as exc:  # gRPC errors share no base class worth naming here
-        raise _fail(LabError(f"IAM bootstrap failed: {exc}"), EXIT_UNAVAILABLE) from exc
+        raise fail(LabError(f"IAM bootstrap failed: {exc}"), EXIT_UNAVAILABLE) from exc
     if outcome == Outcome.LOST:
         err.print(
             f"[yellow]warning:[/yellow] IAM was bootstrapped before but "
@@ -254,13 +227,21 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate certs and configs, start every node, wait for health and a leader."""
+    import asyncio
+
+    from rich.console import Group
+    from rich.live import Live
+
+    from plasmacloud.cluster.probe import describe
+    from plasmacloud.lab.spec import busy_ports
+
     if backend == "qemu":  # PXE-booted VMs: see `plasma lab qemu --help`
         raise typer.Exit(lab_qemu.up(lab_dir, check=validate))
-    lab = _open(lab_dir, backend, scratch)
+    lab = open_lab(lab_dir, backend, scratch)
     try:
         if wipe:
             lab.down(wipe=True)
-            lab = _open(lab_dir, backend, scratch)
+            lab = open_lab(lab_dir, backend, scratch)
         if not lab.running() and (busy := busy_ports(lab.spec)):
             raise LabError(
                 f"addresses already in use: {', '.join(busy)} (another lab? "
@@ -268,7 +249,7 @@ def up(
             )
         lab.up()
     except (LabError, OSError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     try:
         if as_json:
             view = asyncio.run(lab.wait_ready(timeout=timeout))
@@ -282,7 +263,7 @@ def up(
                 live.update(_view_table(lab, view))
     except LabError as exc:
         _log_tails(lab)
-        raise _fail(exc, EXIT_UNAVAILABLE) from exc
+        raise fail(exc, EXIT_UNAVAILABLE) from exc
     _bootstrap_iam(lab)
     if as_json:
         # the admin's password stays out of this output (`plasma lab env` has it)
@@ -298,11 +279,17 @@ def up(
 @app.command()
 def status(lab_dir: DirOpt = None, as_json: JsonOpt = False) -> None:
     """Members, leader agreement, health per node and service, processes."""
-    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+    import asyncio
+
+    from plasmacloud.cluster.probe import describe
+    from plasmacloud.cluster.services import FLAREDB
+    from plasmacloud.flaredb.probe import agreed_leader, probe_flaredb
+
+    if (qemu := existing_qemu_lab(lab_dir)) is not None:
         raise typer.Exit(lab_qemu.status(qemu, as_json=as_json))
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
     if not lab.layout.state_path.exists():
-        raise _fail(LabError(f"no lab in {lab.layout.root}; `plasma lab up` first"), EXIT_USAGE)
+        raise fail(LabError(f"no lab in {lab.layout.root}; `plasma lab up` first"), EXIT_USAGE)
     view = asyncio.run(lab.probe())
     flare = (
         asyncio.run(probe_flaredb(lab.configs(), lab.operator_tls))
@@ -328,6 +315,8 @@ def status(lab_dir: DirOpt = None, as_json: JsonOpt = False) -> None:
 
 def _flaredb_table(views: list[FlareNodeView]) -> Table:
     """FlareDB per node: the leader it names, members listed/reachable, applied index."""
+    from plasmacloud.flaredb.probe import agreed_leader
+
     table = Table(title="FlareDB")
     for col in ("node", "leader", "members (reachable)", "applied index"):
         table.add_column(col)
@@ -349,10 +338,10 @@ def _flaredb_table(views: list[FlareNodeView]) -> Table:
 @app.command()
 def env(lab_dir: DirOpt = None) -> None:
     """Print shell exports for etcdctl: `eval "$(plasma lab env)"; etcdctl member list`."""
-    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+    if (qemu := existing_qemu_lab(lab_dir)) is not None:
         typer.echo("\n".join(lab_qemu.env_lines(qemu)))
         return
-    typer.echo("\n".join(_env_lines(_open(lab_dir))))
+    typer.echo("\n".join(_env_lines(open_lab(lab_dir))))
 
 
 @app.command("validate")
@@ -363,11 +352,11 @@ def validate_cmd(
     persistence: PersistenceOpt = False,
 ) -> None:
     """Run the cluster checklist against the running lab (non-zero exit on any failure)."""
-    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+    if (qemu := existing_qemu_lab(lab_dir)) is not None:
         raise typer.Exit(
             lab_qemu.validate(qemu, as_json=as_json, junit=junit, persistence=persistence)
         )
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
     raise typer.Exit(_validate(lab, as_json, junit, persistence))
 
 
@@ -381,14 +370,16 @@ def logs(
 ) -> None:
     """Show a node's service log (optionally follow it like tail -f); in a qemu lab the
     node's serial console, which carries every service's log."""
-    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+    if (qemu := existing_qemu_lab(lab_dir)) is not None:
         raise typer.Exit(lab_qemu.logs(qemu, node, lines, follow))
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
     if node not in lab.spec.node_ids:
-        raise _fail(LabError(f"no node {node!r} (nodes: {', '.join(lab.spec.node_ids)})"), 2)
+        raise fail(LabError(f"no node {node!r} (nodes: {', '.join(lab.spec.node_ids)})"), 2)
     path = lab.layout.log_path(node, service)
     if not path.exists():
-        raise _fail(LabError(f"{path} does not exist (services: {lab.state.services})"), 2)
+        raise fail(LabError(f"{path} does not exist (services: {lab.state.services})"), 2)
+    from plasmacloud.cli.tail import print_tail
+
     print_tail(path, lines, follow)
 
 
@@ -400,8 +391,8 @@ def ssh_cmd(
 ) -> None:
     """SSH into a qemu lab's VM with the lab's key (process and netns nodes are local
     processes: `plasma lab logs`, or `ip netns exec` for a netns node)."""
-    if (qemu := lab_qemu.existing_lab(lab_dir)) is None:
-        raise _fail(
+    if (qemu := existing_qemu_lab(lab_dir)) is None:
+        raise fail(
             LabError(
                 "`plasma lab ssh` needs a qemu lab (`plasma lab up --backend qemu`); the "
                 "nodes of a process or netns lab are processes on this machine"
@@ -412,12 +403,12 @@ def ssh_cmd(
 
 
 def _node_op(lab_dir: Path | None, node: str, op: str, sig: signal.Signals | None = None) -> None:
-    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+    if (qemu := existing_qemu_lab(lab_dir)) is not None:
         # a VM's power: start = on (PXE boot), stop = off (QMP quit), kill = cut the power
         if op == "kill" and sig not in (None, signal.SIGKILL):
-            raise _fail(LabError("a qemu lab node can only be killed (power cut)"), EXIT_USAGE)
+            raise fail(LabError("a qemu lab node can only be killed (power cut)"), EXIT_USAGE)
         raise typer.Exit(lab_qemu.power(qemu, node, {"start": "on", "stop": "off"}.get(op, "cut")))
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
     try:
         backend = lab.backend
         if op == "start":
@@ -428,7 +419,7 @@ def _node_op(lab_dir: Path | None, node: str, op: str, sig: signal.Signals | Non
         else:
             backend.kill_node(node, sig or signal.SIGKILL)
     except LabError as exc:
-        raise _fail(exc, EXIT_USAGE if "no node" in str(exc) else EXIT_FAILURE) from exc
+        raise fail(exc, EXIT_USAGE if "no node" in str(exc) else EXIT_FAILURE) from exc
     console.print(f"{node}: {op} done")
 
 
@@ -454,7 +445,7 @@ def kill(
     try:
         parsed = signal.Signals[f"SIG{sig.upper().removeprefix('SIG')}"]
     except KeyError as exc:
-        raise _fail(LabError(f"unknown signal {sig!r}"), EXIT_USAGE) from exc
+        raise fail(LabError(f"unknown signal {sig!r}"), EXIT_USAGE) from exc
     _node_op(lab_dir, node, "kill", parsed)
 
 
@@ -464,18 +455,15 @@ def down(
     wipe: Annotated[bool, typer.Option("--wipe", help="also delete data, configs, PKI")] = False,
 ) -> None:
     """Stop exactly the processes this lab started (data kept unless --wipe)."""
-    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+    if (qemu := existing_qemu_lab(lab_dir)) is not None:
         raise typer.Exit(lab_qemu.down(qemu, wipe))
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
     try:
         n = len(lab.state.processes)
         lab.down(wipe=wipe)
     except LabError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     console.print(f"lab {lab.layout.root}: stopped {n} process(es){', wiped' if wipe else ''}")
-
-
-app.add_typer(lab_qemu.app, name="qemu")
 
 
 @app.command()
@@ -487,10 +475,12 @@ def restore(
 ) -> None:
     """Replace the lab's whole state with a backup's: every key, row, user, policy and
     signing key (the backup is checked before anything stops)."""
+    import asyncio
+
     from plasmacloud.cluster.backup import BackupError
     from plasmacloud.lab.restore import restore_lab
 
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
 
     def progress(step: str) -> None:
         if not as_json:
@@ -499,9 +489,9 @@ def restore(
     try:
         done = asyncio.run(restore_lab(lab, backup, timeout, progress))
     except BackupError as exc:
-        raise _fail(exc, EXIT_USAGE) from None
+        raise fail(exc, EXIT_USAGE) from None
     except (LabError, TimeoutError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     summary = {
         "backup": str(backup),
         "cluster": done.manifest.cluster,
@@ -518,3 +508,11 @@ def restore(
             f"Chainfire at revision {summary['chainfire_revision']}, "
             f"{summary['iam_records']} IAM records, FlareDB loaded; down for {summary['seconds']} s"
         )
+
+
+# the fault commands live in lab_chaos; registered here, after this group's own
+app.command()(lab_chaos.partition)
+app.command()(lab_chaos.heal)
+app.command()(lab_chaos.chaos)
+lab_qemu.app.command("chaos")(lab_chaos.qemu_chaos_cmd)
+app.add_typer(lab_qemu.app, name="qemu")

@@ -1,27 +1,23 @@
 """`plasma lab partition|heal|chaos`: network faults and fault runs on a running lab.
 
-Registered on the ``lab`` command group (``plasmacloud.cli.lab.app``); the run, its
+Registered on the ``lab`` command group by ``plasmacloud.cli.lab``; the run, its
 report and ``--replay`` are shared with :func:`chaos_spec`, the top-level
 ``plasma chaos --spec cluster.yaml`` against real machines over SSH.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from plasmacloud.chaos.history import History, Verdict, load_history
-from plasmacloud.chaos.history_check import check_history, passed
-from plasmacloud.chaos.run import ChaosConfig, Fault, default_faults, parse_faults, run_chaos
 from plasmacloud.cli import lab_qemu
-from plasmacloud.cli.lab import DirOpt, JsonOpt, NodeArg, _fail, _open, app, console, err
+from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, console, err, fail, open_lab
 from plasmacloud.cli.validate import (
     DEFAULT_SERVICES,
     CaOpt,
@@ -36,25 +32,25 @@ from plasmacloud.cli.validate import (
     ssh_options,
 )
 from plasmacloud.cluster.control import ClusterError
-from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common import durations
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.control import Lab
-from plasmacloud.lab.netns import NetnsBackend, partitions
-from plasmacloud.lab.qemu import QemuBackend
-from plasmacloud.lab.qemu_target import qemu_target
-from plasmacloud.lab.ssh import SSHBackend
-from plasmacloud.lab.ssh_target import ssh_preflight, ssh_target
-from plasmacloud.lab.target import lab_target
-from plasmacloud.provision.spec import SpecError, load_spec
-from plasmacloud.validate.spec_target import spec_configs
+from plasmacloud.lab.qemu_layout import existing_qemu_lab, qemu_lab_dir
+
+if TYPE_CHECKING:
+    from plasmacloud.chaos.history import History, Verdict
+    from plasmacloud.chaos.run import ChaosConfig, Fault
+    from plasmacloud.cluster.target import ClusterTarget
+    from plasmacloud.lab.control import Lab
+    from plasmacloud.lab.netns import NetnsBackend
 
 
 def _netns(lab: Lab) -> NetnsBackend:
+    from plasmacloud.lab.netns import NetnsBackend
+
     backend = lab.backend
     if not isinstance(backend, NetnsBackend):
-        raise _fail(
+        raise fail(
             LabError(
                 f"network faults need the netns backend (this lab runs {lab.state.backend}); "
                 "`plasma lab up --backend netns --dir ...`"
@@ -69,6 +65,8 @@ def _node_list(text: str) -> list[str]:
 
 
 def _print_cuts(lab: Lab, backend: NetnsBackend) -> None:
+    from plasmacloud.lab.netns import partitions
+
     cut = partitions(backend.names, lab.spec)
     if not cut:
         console.print("no partitions: every node reaches every other")
@@ -76,26 +74,24 @@ def _print_cuts(lab: Lab, backend: NetnsBackend) -> None:
         console.print(f"{node} cannot reach {', '.join(peers)}")
 
 
-@app.command()
 def partition(
     node: NodeArg,
     from_nodes: Annotated[str, typer.Option("--from", help="comma-separated nodes to cut off")],
     lab_dir: DirOpt = None,
 ) -> None:
     """Cut NODE off from the given nodes (both directions; the host still reaches all)."""
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
     backend = _netns(lab)
     try:
         backend.partition([node], _node_list(from_nodes))
     except LabError as exc:
-        raise _fail(exc, EXIT_USAGE if "no node" in str(exc) else 1) from exc
+        raise fail(exc, EXIT_USAGE if "no node" in str(exc) else 1) from exc
     _print_cuts(lab, backend)
 
 
-@app.command()
 def heal(lab_dir: DirOpt = None) -> None:
     """Remove every partition."""
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
     backend = _netns(lab)
     backend.heal()
     _print_cuts(lab, backend)
@@ -169,10 +165,13 @@ ReplayOpt = Annotated[Path | None, typer.Option(help="re-check a saved history i
 
 def replay_history(replay: Path, as_json: bool) -> typer.Exit:
     """Re-check a saved history; the exit to raise (1 on any violation)."""
+    from plasmacloud.chaos.history import load_history
+    from plasmacloud.chaos.history_check import check_history, passed
+
     try:
         saved = load_history(replay)
     except (OSError, ValueError) as exc:
-        return _fail(exc, EXIT_USAGE)
+        return fail(exc, EXIT_USAGE)
     verdicts = check_history(saved)
     if as_json:
         typer.echo(json.dumps({"history": str(replay), "verdicts": _verdict_json(verdicts)}))
@@ -186,6 +185,8 @@ def chaos_config(
     target: ClusterTarget, duration: str, faults: str | None, seed: int
 ) -> ChaosConfig:
     """The run's config from the options; ClusterError for faults the target cannot inject."""
+    from plasmacloud.chaos.run import ChaosConfig, default_faults, parse_faults
+
     return ChaosConfig(
         duration_s=parse_duration(duration),
         faults=parse_faults(faults or default_faults(target), target),
@@ -200,6 +201,11 @@ def run_and_report(
     """Run chaos, print faults, verdicts and problems; the exit to raise (0 only if
     every property is verified and the run itself had no problem, 3 if the cluster
     was not reachable or healthy to begin with)."""
+    import asyncio
+
+    from plasmacloud.chaos.history_check import passed
+    from plasmacloud.chaos.run import run_chaos
+
     say = (lambda _m: None) if as_json else console.print
     say(
         f"chaos ({target.name}): seed {cfg.seed}, {cfg.duration_s:.0f}s, "
@@ -208,7 +214,7 @@ def run_and_report(
     try:
         result = asyncio.run(run_chaos(target, cfg, path, say))
     except (ClusterError, ConnectionError) as exc:
-        return _fail(exc, EXIT_UNAVAILABLE)
+        return fail(exc, EXIT_UNAVAILABLE)
     ok = passed(result.verdicts) and not result.problems
     if as_json:
         doc = {
@@ -234,6 +240,8 @@ def run_and_report(
 
 def preflight(target: ClusterTarget) -> bool:
     """True if every node answers over SSH with its units active; else says what not."""
+    from plasmacloud.lab.ssh_target import ssh_preflight
+
     problems = ssh_preflight(target)
     for p in problems:
         err.print(f"[red]error:[/red] {p}")
@@ -245,7 +253,6 @@ def time_seed(seed: int | None) -> int:
     return seed if seed is not None else int(time.time()) % 1_000_000
 
 
-@app.command()
 def chaos(
     lab_dir: DirOpt = None,
     duration: DurationOpt = "60s",
@@ -257,17 +264,19 @@ def chaos(
 ) -> None:
     """Inject faults while recorded clients work; check the history (non-zero on violation).
     A qemu lab runs it inside the lab namespace: services over SSH, power cuts via QMP."""
+    from plasmacloud.lab.target import lab_target
+
     if replay is not None:
         raise replay_history(replay, as_json)
-    if (qemu := lab_qemu.existing_lab(lab_dir)) is not None:
+    if (qemu := existing_qemu_lab(lab_dir)) is not None:
         raise typer.Exit(qemu_chaos(qemu, duration, faults, seed, history, as_json, inside=False))
-    lab = _open(lab_dir)
+    lab = open_lab(lab_dir)
     target = lab_target(lab)
     run_seed = time_seed(seed)
     try:
         cfg = chaos_config(target, duration, faults, run_seed)
     except ClusterError as exc:
-        raise _fail(exc, EXIT_USAGE) from exc
+        raise fail(exc, EXIT_USAGE) from exc
     path = history or lab.layout.root / "chaos" / f"history-{run_seed}.jsonl"
     raise run_and_report(target, cfg, path, as_json, "plasma lab chaos")
 
@@ -294,6 +303,11 @@ def chaos_spec(
     """Chaos against the spec's control-plane nodes: kill -9, restart and SIGSTOP their
     plasmacloud-* units over SSH (systemctl) while recorded clients work at the spec's
     addresses; check the history (non-zero on violation, 3 if a node does not answer)."""
+    from plasmacloud.lab.ssh import SSHBackend
+    from plasmacloud.lab.ssh_target import ssh_target
+    from plasmacloud.provision.spec import SpecError, load_spec
+    from plasmacloud.validate.spec_target import spec_configs
+
     if replay is not None:
         raise replay_history(replay, as_json)
     try:
@@ -301,7 +315,7 @@ def chaos_spec(
         chosen = parse_services(services)
         tls = spec_tls(out, cacert, cert, key)
     except (SpecError, KeyError, FileNotFoundError) as exc:
-        raise _fail(exc, EXIT_USAGE) from exc
+        raise fail(exc, EXIT_USAGE) from exc
     options = ssh_options(out, known_hosts, identity)
     backend = SSHBackend.from_spec(cluster, options, services=tuple(s.name for s in chosen))
     target = ssh_target(backend, spec_configs(cluster), chosen, tls)
@@ -309,7 +323,7 @@ def chaos_spec(
     try:
         cfg = chaos_config(target, duration, faults, run_seed)
     except ClusterError as exc:
-        raise _fail(exc, EXIT_USAGE) from exc
+        raise fail(exc, EXIT_USAGE) from exc
     if not preflight(target):
         raise typer.Exit(EXIT_UNAVAILABLE)
     path = history or out / "chaos" / f"history-{run_seed}.jsonl"
@@ -327,7 +341,10 @@ def qemu_chaos(
 ) -> int:
     """Chaos against the QEMU lab's VMs, run inside the lab namespace (re-executed there
     unless ``inside``); the exit code."""
-    backend = QemuBackend(lab_qemu.lab_dir(root))
+    from plasmacloud.lab.qemu import QemuBackend
+    from plasmacloud.lab.qemu_target import qemu_target
+
+    backend = QemuBackend(qemu_lab_dir(root))
     run_seed = time_seed(seed)
     if not inside:
         args = ["--duration", duration, "--seed", str(run_seed)]
@@ -347,7 +364,6 @@ def qemu_chaos(
     return run_and_report(target, cfg, path, as_json, "plasma lab chaos").exit_code
 
 
-@lab_qemu.app.command("chaos")
 def qemu_chaos_cmd(
     path: lab_qemu.DirOpt = None,
     duration: DurationOpt = "60s",
@@ -360,5 +376,5 @@ def qemu_chaos_cmd(
     """Faults against the VMs (service kill/restart/pause over SSH, power cuts through
     QMP) while recorded clients work inside the lab namespace; check the history."""
     raise typer.Exit(
-        qemu_chaos(lab_qemu.lab_dir(path), duration, faults, seed, history, as_json, inside)
+        qemu_chaos(qemu_lab_dir(path), duration, faults, seed, history, as_json, inside)
     )

@@ -2,91 +2,42 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import os
 import shlex
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
-from plasmacloud.cli.tail import print_tail
-from plasmacloud.cluster.probe import ClusterView, describe, probe_cluster
-from plasmacloud.cluster.services import flaredb_url, iam_base_url
-from plasmacloud.cluster.target import ClusterTarget
+from plasmacloud.cli._common import NodeArg, console, err
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from plasmacloud.iam.bootstrap import Outcome
-from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
 from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.layout import LAB_DIR_ENV, default_lab_dir
-from plasmacloud.lab.qemu import (
-    DEFAULT_MEMORY_MB,
-    INSTALLED,
-    STATE_FILE,
-    QemuBackend,
-    vm_ssh_options,
-)
-from plasmacloud.lab.qemu_target import qemu_target
-from plasmacloud.lab.services import plasma_executable
-from plasmacloud.lab.state import load_state
-from plasmacloud.provision.spec import SSHTarget
-from plasmacloud.provision.states import State, StateFile
-from plasmacloud.validate import prometheus
-from plasmacloud.validate.checks import PERSISTENCE, Check, CheckResult, checklist, run_checks
-from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
-from plasmacloud.validate.results import NodeResult
+from plasmacloud.lab.layout import LAB_DIR_ENV
+from plasmacloud.lab.qemu_layout import DEFAULT_MEMORY_MB, qemu_lab_dir
+
+if TYPE_CHECKING:
+    from plasmacloud.cluster.probe import ClusterView
+    from plasmacloud.lab.qemu import QemuBackend
+    from plasmacloud.provision.states import StateFile
 
 app = typer.Typer(
     help="The QEMU lab: VMs that PXE-boot from the netboot server and get installed.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
 
 DirOpt = Annotated[
     Path | None, typer.Option("--dir", help="lab directory (default: <lab dir>-qemu)")
 ]
-NodeArg = Annotated[str, typer.Argument(help="node id, e.g. node01")]
-
-
-# Prometheus against TCG VMs: a TLS scrape of a Python service on an emulated CPU takes
-# longer than the checklist's 1 s default (and the first scrapes land during start-up).
-SLOW_PROMETHEUS = functools.partial(
-    prometheus.check_prometheus, timeout=120.0, interval_s=5.0, scrape_timeout_s=4.5
-)
-
-
-def lab_dir(path: Path | None) -> Path:
-    """The QEMU lab's directory: ``--dir`` or beside the default process lab."""
-    return (path or default_lab_dir().with_name("lab-qemu")).expanduser().resolve()
-
-
-def existing_lab(path: Path | None) -> Path | None:
-    """The QEMU lab a ``plasma lab`` command means, or None if it means a process lab.
-
-    With a directory (``--dir`` / ``$PLASMA_LAB_DIR``): that directory, if its state file
-    is a QEMU lab's. Without one: the default QEMU lab, when there is no process lab in
-    the default place but ``plasma lab up --backend qemu`` left a lab in its own.
-    """
-    if path is not None:
-        root = path.expanduser().resolve()
-        return root if (root / STATE_FILE).exists() else None
-    if load_state(default_lab_dir() / "lab.json") is not None:
-        return None
-    root = lab_dir(None)
-    return root if (root / STATE_FILE).exists() else None
 
 
 def progress_table(backend: QemuBackend, data: StateFile, started: float) -> Table:
     """One row per node: VM, provisioning state, last step, error."""
+    from plasmacloud.provision.states import State
+
     table = Table(title=f"qemu lab {backend.paths.root} ({backend.state.accel})")
     for col in ("node", "vm", "state", "last step", "error"):
         table.add_column(col)
@@ -109,8 +60,13 @@ def up(
     services: list[str] | None = None,
 ) -> int:
     """Bring the lab up and show each node's provisioning live until all are installed."""
+    from rich.live import Live
+
+    from plasmacloud.lab.qemu import QemuBackend
+    from plasmacloud.lab.qemu_bringup import follow_installs
+
     try:
-        backend = QemuBackend(lab_dir(path), nodes=nodes, memory_mb=memory, services=services)
+        backend = QemuBackend(qemu_lab_dir(path), nodes=nodes, memory_mb=memory, services=services)
     except KeyError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return EXIT_USAGE
@@ -125,16 +81,14 @@ def up(
     wanted = nodes or list(backend.provisioning().nodes)
     deadline = started + timeout
     with Live(console=console, refresh_per_second=2) as live:
-        while True:
-            data = backend.provisioning()
+
+        def show(data: StateFile) -> None:
             live.update(progress_table(backend, data, started))
-            states = {n: data.nodes[n].state for n in wanted}
-            if all(s in INSTALLED for s in states.values()):
-                break
-            if any(s == State.FAILED for s in states.values()) or time.monotonic() > deadline:
-                err.print(f"not installed: {states}; `plasma lab qemu logs NODE` for the console")
-                return EXIT_UNAVAILABLE
-            time.sleep(1)
+
+        installed, states = follow_installs(backend, wanted, deadline, show)
+        if not installed:
+            err.print(f"not installed: {states}; `plasma lab qemu logs NODE` for the console")
+            return EXIT_UNAVAILABLE
     elapsed = time.monotonic() - started
     console.print(f"all installed in {elapsed:.0f} s; SSH: plasma lab qemu ssh node01")
     if not check:
@@ -164,7 +118,9 @@ def up_cmd(
 
 def down(path: Path | None, wipe: bool = False) -> int:
     """Stop the VMs and the lab network; ``wipe``: also delete disks, tree, admin, state."""
-    backend = QemuBackend(lab_dir(path))
+    from plasmacloud.lab.qemu import QemuBackend
+
+    backend = QemuBackend(qemu_lab_dir(path))
     try:
         backend.down()
         if wipe:
@@ -208,12 +164,18 @@ def cluster_table(view: ClusterView) -> Table:
 def status(path: Path | None, inside: bool = False, as_json: bool = False) -> int:
     """VMs and provisioning from the state files, then the cluster as probed from inside
     the lab namespace; EXIT_OK only when the cluster is ready."""
-    backend = QemuBackend(lab_dir(path))
+    import asyncio
+
+    from plasmacloud.cluster.probe import probe_cluster
+    from plasmacloud.lab.qemu import QemuBackend
+    from plasmacloud.lab.qemu_bringup import mark_joined
+
+    backend = QemuBackend(qemu_lab_dir(path))
     if not inside:
         return run_inside(backend, "status", *(["--json"] if as_json else []))
     configs, tls, services = backend.validation_target()
     view = asyncio.run(probe_cluster(configs, services, tls))
-    mark_joined(backend, view)
+    mark_joined(backend, view, _warn)
     data = backend.provisioning()
     if as_json:
         doc = {
@@ -254,7 +216,11 @@ def status_cmd(
 def env_lines(path: Path | None) -> list[str]:
     """Shell exports for clients of the VMs' cluster. Its addresses exist only in the lab
     namespace, so the clients must run there (``ip netns exec $PLASMA_LAB_NETNS ...``)."""
-    backend = QemuBackend(lab_dir(path))
+    from plasmacloud.cluster.services import flaredb_url, iam_base_url
+    from plasmacloud.iam.credentials import AdminCredentials
+    from plasmacloud.lab.qemu import QemuBackend
+
+    backend = QemuBackend(qemu_lab_dir(path))
     configs, tls, services = backend.validation_target()
     ns = backend.names.namespace
     lines = [
@@ -297,7 +263,10 @@ def env_cmd(path: DirOpt = None) -> None:
 def logs(path: Path | None, node: str, lines: int = 60, follow: bool = False) -> int:
     """Print the end of the node's serial console (kernel, installer, agent and, once
     installed, every service's log), optionally following it."""
-    serial = QemuBackend(lab_dir(path)).paths.serial(node)
+    from plasmacloud.cli.tail import print_tail
+    from plasmacloud.lab.qemu import QemuBackend
+
+    serial = QemuBackend(qemu_lab_dir(path)).paths.serial(node)
     if not serial.exists():
         err.print(f"no console log {serial}")
         return EXIT_USAGE
@@ -319,7 +288,10 @@ def logs_cmd(
 def ssh(path: Path | None, node: str, command: list[str] | None) -> int:
     """Replace this process with ``ssh`` into the node (127.0.0.1:220N, the lab's key);
     the exit code when that is not possible."""
-    backend = QemuBackend(lab_dir(path))
+    from plasmacloud.lab.qemu import QemuBackend, vm_ssh_options
+    from plasmacloud.provision.spec import SSHTarget
+
+    backend = QemuBackend(qemu_lab_dir(path))
     vm = next((v for v in backend.state.vms if v.node_id == node), None)
     if vm is None or vm.ssh_port is None:
         err.print(f"{node} is not running with an SSH forward")
@@ -341,7 +313,9 @@ def ssh_cmd(
 
 def power(path: Path | None, node: str, action: str) -> int:
     """on (PXE boot), off (QMP quit), reset (QMP), cut (SIGKILL QEMU); the exit code."""
-    backend = QemuBackend(lab_dir(path))
+    from plasmacloud.lab.qemu import QemuBackend
+
+    backend = QemuBackend(qemu_lab_dir(path))
     ops = {
         "on": backend.start_node,
         "off": backend.stop_node,
@@ -376,32 +350,15 @@ def power_cmd(
 def run_inside(backend: QemuBackend, command: str, *args: str) -> int:
     """Run ``plasma lab qemu COMMAND --inside`` in the lab namespace (the host has no
     route to 192.168.100.0/24); its exit code."""
+    from plasmacloud.lab.services import plasma_executable
+
     argv = [plasma_executable(), "lab", "qemu", command, "--dir", str(backend.paths.root)]
     argv += [*args, "--inside"]
     return subprocess.run(backend.in_namespace(argv), check=False).returncode
 
 
-async def _admin(backend: QemuBackend) -> AdminCredentials | None:
-    """IAM's bootstrap admin, created now if need be; None while Chainfire cannot take it
-    yet (not formed) or when its credentials file was lost (said on stderr)."""
-    try:
-        outcome = await backend.bootstrap_iam()
-    except Exception:  # gRPC and store errors share no base class worth naming
-        return None
-    if outcome == Outcome.LOST:
-        err.print(
-            f"[yellow]warning:[/yellow] IAM was bootstrapped before, {backend.paths.admin} is gone"
-        )
-    try:
-        return AdminCredentials.read(backend.paths.admin)
-    except CredentialsError:
-        return None
-
-
-def _qemu_checks(checks: list[Check], only: list[str] | None) -> list[Check]:
-    """The checklist with the VM-paced Prometheus check, cut to ``only`` if given."""
-    checks = [(c, t, SLOW_PROMETHEUS if c == "prometheus" else fn) for c, t, fn in checks]
-    return [c for c in checks if c[0] in only] if only else checks
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {message}")
 
 
 def validate(
@@ -417,44 +374,26 @@ def validate(
     ``wait`` s until green; ``only``: run just these check ids. With IAM, its first admin
     is bootstrapped first (once) for the token checks. ``persistence``: then, once, write
     markers, hard-reset every VM and read them back (several minutes under TCG)."""
-    backend = QemuBackend(lab_dir(path))
+    import asyncio
+
+    from plasmacloud.lab.qemu import QemuBackend
+    from plasmacloud.lab.qemu_bringup import validate_until_green
+    from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
+
+    backend = QemuBackend(qemu_lab_dir(path))
     if not inside:
         args = ["--wait", str(wait), *(a for check in only or [] for a in ("--check", check))]
         args += ["--json"] if as_json else []
         args += ["--junit", str(junit.resolve())] if junit else []
         args += ["--persistence"] if persistence else []
         return run_inside(backend, "validate", *args)
-    target = qemu_target(backend)
-    configs, tls, services = target.configs, target.tls, target.services
 
-    async def ready_then_check() -> list[CheckResult]:
-        # Under TCG a freshly (re)booted cluster may still change leaders for a while:
-        # with --wait, run the checklist again until it is green or the time is up.
-        deadline = time.monotonic() + wait
-        admin = None
-        said = ""
-        while True:
-            # first: the probe's operator certificate is an IAM principal only once
-            # IAM is bootstrapped (which needs only Chainfire to have formed)
-            if admin is None and backend.runs_iam():
-                admin = await _admin(backend)
-            view = await probe_cluster(configs, services, tls)
-            await asyncio.to_thread(mark_joined, backend, view)
-            if not as_json and not view.ready and (now := describe(view)) != said:
-                said = now  # each new state of the formation, once
-                console.print(f"[{time.monotonic() - t0:3.0f}s] not ready yet: {said}")
-            if view.ready or time.monotonic() > deadline:
-                checks = _qemu_checks(checklist(target), only)
-                results = await run_checks(replace(target, admin=admin), checks)
-                if exit_code(results) == 0 or time.monotonic() > deadline:
-                    break
-            await asyncio.sleep(2)
-        if persistence:
-            results.append(await _persistence(target, results))
-        return results
+    def waiting(said: str) -> None:
+        if not as_json:
+            console.print(f"[{time.monotonic() - t0:3.0f}s] not ready yet: {said}")
 
     t0 = time.monotonic()
-    results = asyncio.run(ready_then_check())
+    results = asyncio.run(validate_until_green(backend, wait, only, persistence, waiting, _warn))
     if junit is not None:
         junit.write_text(report_junit(results))
     if as_json:
@@ -465,45 +404,21 @@ def validate(
     return exit_code(results)
 
 
-async def _persistence(target: ClusterTarget, before: list[CheckResult]) -> CheckResult:
-    """The persistence check through a reset of every VM; not run (a failure saying why)
-    unless everything before it was green: a reset takes minutes and proves nothing then."""
-    cid, title, _fn = PERSISTENCE
-    if exit_code(before) != 0:
-        why = "not run: the checks before it are not green"
-        return CheckResult(cid, title, [NodeResult(c.node_id, False, why) for c in target.configs])
-    results = await run_checks(target, [PERSISTENCE])
-    return results[0]
-
-
-def mark_joined(backend: QemuBackend, view: ClusterView) -> None:
-    """Once the cluster is ready, its installed nodes are recorded as ``joined`` (the last
-    provisioning state: the agent reports up to ``installed``, only a probe of the whole
-    cluster can tell membership). Inside the lab namespace; a miss is said, not fatal."""
-    if not view.ready:
-        return
-    try:
-        backend.mark_joined([v.node_id for v in view.nodes], f"leader {view.leader_node}")
-    except LabError as exc:
-        err.print(f"[yellow]warning:[/yellow] {exc}")
-
-
 def bootstrap(path: Path | None, inside: bool = False, wait: float = 0.0) -> int:
     """Create IAM's first admin (``<lab>/admin.json``, 0600) once Chainfire has formed,
     trying for up to ``wait`` s; run inside the lab namespace."""
-    backend = QemuBackend(lab_dir(path))
+    from plasmacloud.lab.qemu import QemuBackend
+    from plasmacloud.lab.qemu_bringup import bootstrap_admin_within
+
+    backend = QemuBackend(qemu_lab_dir(path))
     if not inside:
         return run_inside(backend, "bootstrap-iam", "--wait", str(wait))
-    deadline = time.monotonic() + wait
-    while True:
-        admin = asyncio.run(_admin(backend))
-        if admin is not None:
-            console.print(f"IAM admin {admin.username!r}: {backend.paths.admin}")
-            return EXIT_OK
-        if time.monotonic() > deadline:
-            err.print(f"IAM bootstrap: Chainfire not ready after {wait:.0f} s")
-            return EXIT_UNAVAILABLE
-        time.sleep(2)
+    admin = bootstrap_admin_within(backend, wait, _warn)
+    if admin is None:
+        err.print(f"IAM bootstrap: Chainfire not ready after {wait:.0f} s")
+        return EXIT_UNAVAILABLE
+    console.print(f"IAM admin {admin.username!r}: {backend.paths.admin}")
+    return EXIT_OK
 
 
 @app.command("bootstrap-iam")

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import shlex
 import shutil
 import signal
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
-from plasmacloud.provision import agent, certs, deploy, netboot, pki, preflight, status_view
-from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf
-from plasmacloud.provision.findings import Finding, Severity, has_errors
-from plasmacloud.provision.layout import OutputLayout
-from plasmacloud.provision.render import render
-from plasmacloud.provision.sample import default_ssh_key, sample_spec
-from plasmacloud.provision.spec import ClusterSpec, SpecError, load_spec
-from plasmacloud.provision.target import ShellFacts
+
+if TYPE_CHECKING:
+    from plasmacloud.provision.findings import Finding
+    from plasmacloud.provision.layout import OutputLayout
+    from plasmacloud.provision.spec import ClusterSpec
+    from plasmacloud.provision.states import StateFile
 
 SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="the cluster spec (cluster.yaml)")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output directory of `plasma render`")]
@@ -42,6 +37,8 @@ pki_app = typer.Typer(help="Cluster TLS: CA, node and client certificates.", no_
 
 def _spec(path: Path) -> ClusterSpec:
     """Load the spec or exit 2 with every problem listed."""
+    from plasmacloud.provision.spec import SpecError, load_spec
+
     try:
         return load_spec(path)
     except SpecError as exc:
@@ -51,6 +48,8 @@ def _spec(path: Path) -> ClusterSpec:
 
 def print_findings(findings: list[Finding], as_json: bool, what: str) -> None:
     """Findings as JSON or as readable lines with a summary, then exit 1 on any error."""
+    from plasmacloud.provision.findings import Severity, has_errors
+
     if as_json:
         payload = {"ok": not has_errors(findings), "findings": [f.model_dump() for f in findings]}
         typer.echo(json.dumps(payload, indent=2))
@@ -75,6 +74,8 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing spec")] = False,
 ) -> None:
     """Write a commented sample cluster.yaml (the seed's 3-node cluster)."""
+    from plasmacloud.provision.sample import default_ssh_key, sample_spec
+
     if spec.exists() and not force:
         typer.echo(f"{spec} exists; pass --force to overwrite it", err=True)
         raise typer.Exit(EXIT_USAGE)
@@ -86,6 +87,8 @@ def render_cmd(
     spec: SpecOpt = DEFAULT_SPEC, out: OutOpt = DEFAULT_OUT, as_json: JsonOpt = False
 ) -> None:
     """Render every node's config, Nix files, hosts, iPXE, dnsmasq and the runbook."""
+    from plasmacloud.provision.render import render
+
     cluster = _spec(spec)
     written = render(cluster, out, spec.read_text())
     if as_json:
@@ -105,6 +108,9 @@ def pki_init(
     days: Annotated[int, typer.Option(help="node certificate lifetime")] = 365,
 ) -> None:
     """Create the CA (if absent) and issue every missing or outdated certificate."""
+    from plasmacloud.provision import pki
+    from plasmacloud.provision.layout import OutputLayout
+
     cluster = _spec(spec)
     layout = OutputLayout(out)
     ca = pki.init_ca(layout.pki_dir, f"PlasmaCloud CA ({cluster.name})")
@@ -115,6 +121,8 @@ def pki_init(
 def _issue(
     cluster: ClusterSpec, layout: OutputLayout, nodes: list[str] | None, force: bool, days: int
 ) -> None:
+    from plasmacloud.provision import certs, pki
+
     unknown = set(nodes or []) - {n.node_id for n in cluster.nodes}
     if unknown:
         typer.echo(f"unknown node(s) {', '.join(sorted(unknown))}", err=True)
@@ -136,6 +144,8 @@ def pki_issue(
     days: Annotated[int, typer.Option(help="node certificate lifetime")] = 365,
 ) -> None:
     """Issue missing or outdated node certificates (valid ones are kept)."""
+    from plasmacloud.provision.layout import OutputLayout
+
     _issue(_spec(spec), OutputLayout(out), node, False, days)
 
 
@@ -147,6 +157,8 @@ def pki_rotate(
     days: Annotated[int, typer.Option(help="node certificate lifetime")] = 365,
 ) -> None:
     """Reissue node certificates with new keys, valid or not."""
+    from plasmacloud.provision.layout import OutputLayout
+
     _issue(_spec(spec), OutputLayout(out), node, True, days)
 
 
@@ -155,6 +167,9 @@ def pki_check(
     spec: SpecOpt = DEFAULT_SPEC, out: OutOpt = DEFAULT_OUT, as_json: JsonOpt = False
 ) -> None:
     """Report missing files, expiry, SAN mismatches, permissions and key/cert mismatches."""
+    from plasmacloud.provision import certs
+    from plasmacloud.provision.layout import OutputLayout
+
     print_findings(certs.check_cluster(_spec(spec), OutputLayout(out)), as_json, "pki check")
 
 
@@ -174,6 +189,9 @@ def preflight_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Check spec, rendered tree, certificates and (optionally) target machines."""
+    from plasmacloud.provision import preflight
+    from plasmacloud.provision.target import ShellFacts
+
     if list_checks:
         if as_json:
             typer.echo(json.dumps(preflight.CHECKS, indent=2))
@@ -224,6 +242,12 @@ def netboot_serve(
     ),
 ) -> None:
     """Serve iPXE scripts, images and config bundles to the machines in the spec."""
+    import asyncio
+
+    from plasmacloud.provision import netboot
+    from plasmacloud.provision.dnsmasq import DnsmasqOptions
+    from plasmacloud.provision.layout import OutputLayout
+
     cluster = _spec(spec)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     opts = (
@@ -255,6 +279,8 @@ def netboot_dnsmasq_config(
     enable_ra: Annotated[bool, typer.Option(help="IPv6 router advertisements")] = False,
 ) -> None:
     """Print the dnsmasq config (check it with `dnsmasq --test -C FILE`)."""
+    from plasmacloud.provision.dnsmasq import DnsmasqOptions, dnsmasq_conf
+
     opts = DnsmasqOptions(interface=interface, mode=dhcp, enable_ra=enable_ra)
     typer.echo(dnsmasq_conf(_spec(spec), opts), nl=False)
 
@@ -273,17 +299,15 @@ def provision_status(
     as_json: JsonOpt = False,
 ) -> None:
     """Show each node's provisioning state (from the server or the saved state file)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        data = status_view.fetch(OutputLayout(out), server)
-        if as_json:
-            typer.echo(data.model_dump_json(indent=2))
-        else:
-            typer.echo(status_view.table(data))
-        if not watch or status_view.settled(data) or time.monotonic() > deadline:
-            break
-        time.sleep(interval)
-        typer.echo("")
+    from plasmacloud.provision import status_view
+    from plasmacloud.provision.layout import OutputLayout
+
+    def show(data: StateFile, more: bool) -> None:
+        typer.echo(data.model_dump_json(indent=2) if as_json else status_view.table(data))
+        if more:
+            typer.echo("")
+
+    status_view.follow(OutputLayout(out), server, show, watch, interval, timeout)
 
 
 def agent_cmd(
@@ -311,6 +335,8 @@ def agent_cmd(
     ] = None,
 ) -> None:
     """First-boot agent: fetch this node's bundle, prepare disks, install files, report."""
+    from plasmacloud.provision import agent
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cmdline = Path("/proc/cmdline")
     try:
@@ -352,6 +378,11 @@ def deploy_cmd(
     identity: Annotated[str | None, typer.Option("-i", help="SSH private key")] = None,
 ) -> None:
     """Deploy nodes with a driver; checks each target first, never on a red preflight."""
+    from plasmacloud.provision import deploy
+    from plasmacloud.provision.findings import has_errors
+    from plasmacloud.provision.layout import OutputLayout
+    from plasmacloud.provision.target import ShellFacts
+
     cluster = _spec(spec)
     layout = OutputLayout(out)
     try:
@@ -374,17 +405,13 @@ def deploy_cmd(
         )
         raise typer.Exit(EXIT_UNAVAILABLE)
     if not (dry_run or skip_preflight):
-        facts = ShellFacts(identity=identity)
-        findings = [f for n in nodes for f in drv.validate(cluster, n, facts.gather(n.target))]
+        findings = deploy.target_findings(drv, cluster, nodes, ShellFacts(identity=identity))
         if has_errors(findings):
             print_findings(findings, False, f"preflight for {drv.name}")
+    run = deploy.print_only if dry_run else deploy.stream_command
     for n in nodes:
         try:
-            if dry_run:
-                drv.stage(layout, n)
-                lines = [shlex.join(argv) for argv in drv.commands(cluster, layout, n)]
-            else:
-                lines = deploy.deploy_node(drv, cluster, layout, n, deploy.stream_command)
+            lines = deploy.deploy_node(drv, cluster, layout, n, run)
         except deploy.DeployError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(EXIT_FAILURE) from exc

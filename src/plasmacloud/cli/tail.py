@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
@@ -11,12 +10,7 @@ import typer
 def print_tail(path: Path, lines: int, follow: bool) -> None:
     """Print the last ``lines`` lines of ``path``; with ``follow``, keep printing what is
     appended until interrupted."""
-    with path.open("r", errors="replace") as fh:
-        for line in fh.readlines()[-lines:]:
-            typer.echo(line, nl=False)
-        while follow:
-            line = fh.readline()
-            if line:
-                typer.echo(line, nl=False)
-            else:
-                time.sleep(0.2)
+    from plasmacloud.lab.logtail import tail_lines
+
+    for line in tail_lines(path, lines, follow):
+        typer.echo(line, nl=False)

@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
+from plasmacloud.cli._common import JsonOpt, console
 from plasmacloud.cluster.services import SERVICES, Service, service_named
-from plasmacloud.common.config import TLSConfig
 from plasmacloud.common.errors import EXIT_USAGE
-from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
-from plasmacloud.lab.ssh import SSHBackend, SSHOptions
-from plasmacloud.lab.ssh_target import ssh_restart
-from plasmacloud.provision.spec import SpecError, load_spec
-from plasmacloud.validate.checks import run_checks
-from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
-from plasmacloud.validate.results import CheckResult
-from plasmacloud.validate.spec_target import operator_tls, spec_configs, spec_target
+
+if TYPE_CHECKING:
+    from plasmacloud.common.config import TLSConfig
+    from plasmacloud.lab.ssh import SSHOptions
+    from plasmacloud.validate.results import CheckResult
 
 ADMIN_ENV = "PLASMA_ADMIN_CREDENTIALS"
 DEFAULT_SERVICES = ",".join(svc.name for svc in SERVICES)
-console = Console()
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 JunitOpt = Annotated[
     Path | None, typer.Option("--junit", help="also write the checklist as JUnit XML here")
 ]
@@ -62,6 +55,8 @@ def parse_services(text: str) -> tuple[Service, ...]:
 def spec_tls(out: Path, cacert: Path | None, cert: Path | None, key: Path | None) -> TLSConfig:
     """The operator's CA and client certificate (``operator_tls``), all of them present:
     FileNotFoundError naming the missing ones and how to make them otherwise."""
+    from plasmacloud.validate.spec_target import operator_tls
+
     tls = operator_tls(out, cacert, cert, key)
     missing = [str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if not f.is_file()]
     if missing:
@@ -73,6 +68,8 @@ def spec_tls(out: Path, cacert: Path | None, cert: Path | None, key: Path | None
 
 def ssh_options(out: Path, known_hosts: Path | None, identity: Path | None) -> SSHOptions:
     """Strict host keys from ``known_hosts``, else learn new ones into <out>/known_hosts."""
+    from plasmacloud.lab.ssh import SSHOptions
+
     return SSHOptions(
         known_hosts=known_hosts or out / "known_hosts",
         identity=identity,
@@ -82,6 +79,8 @@ def ssh_options(out: Path, known_hosts: Path | None, identity: Path | None) -> S
 
 def emit(results: list[CheckResult], as_json: bool, junit: Path | None) -> int:
     """Print the report (table or JSON), write JUnit if asked; the exit code."""
+    from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
+
     if junit is not None:
         junit.write_text(report_junit(results))
     if as_json:
@@ -119,6 +118,15 @@ def validate(
 ) -> None:
     """Run the cluster checklist against the spec's control-plane nodes, at the spec's
     addresses, with the render tree's CA and admin client certificate (non-zero on failure)."""
+    import asyncio
+
+    from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
+    from plasmacloud.lab.ssh import SSHBackend
+    from plasmacloud.lab.ssh_target import ssh_restart
+    from plasmacloud.provision.spec import SpecError, load_spec
+    from plasmacloud.validate.checks import run_checks
+    from plasmacloud.validate.spec_target import spec_configs, spec_target
+
     try:
         cluster = load_spec(spec)
         chosen = parse_services(services)

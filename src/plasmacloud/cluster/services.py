@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.endpoints import iam_url
+
+if TYPE_CHECKING:  # annotations only: the CLI names the services at start
+    from plasmacloud.common.config import NodeConfig
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from plasmacloud.common.config import NodeConfig, PeerConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the CLI names the services at start
+    from plasmacloud.common.config import NodeConfig, PeerConfig
 
 
 def iam_url(peer: PeerConfig, tls: bool) -> str:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from plasmacloud.common.config import NodeConfig, TLSConfig
-from plasmacloud.iam.sealing import SEALING_KEY
-from plasmacloud.lab.spec import LabSpec
+if TYPE_CHECKING:  # pydantic models: imported where used, so `plasma lab --help` stays light
+    from plasmacloud.common.config import NodeConfig, TLSConfig
+    from plasmacloud.lab.spec import LabSpec
 
 LAB_DIR_ENV = "PLASMA_LAB_DIR"
 OPERATOR_NAME = "operator"
@@ -76,6 +77,8 @@ class LabLayout:
 
     def operator_tls(self, spec: LabSpec) -> TLSConfig:
         """TLS material an operator tool (etcdctl, validate, tests) dials the lab with."""
+        from plasmacloud.common.config import TLSConfig
+
         return TLSConfig(
             enabled=spec.tls,
             ca_file=self.ca_file,
@@ -85,6 +88,9 @@ class LabLayout:
 
     def node_config(self, spec: LabSpec, node_id: str) -> NodeConfig:
         """The ``cluster-config.json`` of one lab node."""
+        from plasmacloud.common.config import NodeConfig, TLSConfig
+        from plasmacloud.iam.sealing import SEALING_KEY
+
         peers = spec.peers()
         return NodeConfig(
             cluster_name=spec.cluster_name,

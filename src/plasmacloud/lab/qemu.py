@@ -40,6 +40,7 @@ from plasmacloud.iam.bootstrap import Outcome, bootstrap_cluster
 from plasmacloud.iam.endpoints import iam_urls
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.backend import LabError
+from plasmacloud.lab.qemu_layout import DEFAULT_MEMORY_MB, STATE_FILE
 from plasmacloud.lab.qemu_proc import Proc, spawn, wait_for
 from plasmacloud.lab.services import plasma_executable
 from plasmacloud.lab.ssh import SSHOptions
@@ -54,11 +55,7 @@ from plasmacloud.provision.spec import ClusterSpec, load_spec
 from plasmacloud.provision.states import NodeStatus as ProvisionStatus
 from plasmacloud.provision.states import State, StateFile, load_states, now_iso
 
-STATE_FILE = "qemu-lab.json"
 SSH_BASE_PORT = 2200  # node0N -> 127.0.0.1:220N, like the seed
-# The initramfs unpacks into a tmpfs capped at half the RAM: ~200 MB of image needs
-# more than 512 MB (the unpack then fails part-way, "No space left on device").
-DEFAULT_MEMORY_MB = 768
 DISK_SIZE = 4 * 1024**3  # sparse: costs only what the agent writes
 # Unknown machines get an address from this pool, so they reach the refusal script.
 UNKNOWN_POOL = ("192.168.100.200", "192.168.100.220")

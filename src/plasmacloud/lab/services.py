@@ -19,11 +19,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plasmacloud.cluster import services as endpoints
 from plasmacloud.cluster.services import Service
-from plasmacloud.common.config import NodeConfig
 from plasmacloud.iam.endpoints import iam_urls
+
+if TYPE_CHECKING:  # annotations only: the CLI names the services at start
+    from plasmacloud.common.config import NodeConfig
 
 
 @dataclass(frozen=True, kw_only=True)

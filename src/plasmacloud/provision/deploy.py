@@ -29,7 +29,8 @@ from plasmacloud.provision.nix import CONFIG_FILE, SERVICES
 from plasmacloud.provision.pki import CERT_MODE, KEY_MODE
 from plasmacloud.provision.preflight import check_target
 from plasmacloud.provision.spec import SECRETS_DIR, ClusterSpec, NodeSpec
-from plasmacloud.provision.target import TargetFacts
+from plasmacloud.provision.target import FactsSource, TargetFacts
+from plasmacloud.provision.templating import render_template
 
 VENV = Path("/opt/plasmacloud")
 
@@ -159,21 +160,15 @@ class SSHDriver:
 
 
 def systemd_unit(service: str, command: str) -> str:
-    """The systemd unit running one PlasmaCloud service (ssh method)."""
-    return f"""[Unit]
-Description=PlasmaCloud {service}
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart={VENV}/bin/plasma {command} serve --config {CONFIG_FILE}
-Restart=on-failure
-RestartSec=2
-StateDirectory=plasmacloud
-
-[Install]
-WantedBy=multi-user.target
-"""
+    """The systemd unit running one PlasmaCloud service (ssh method;
+    templates/systemd-unit.service.j2)."""
+    return render_template(
+        "systemd-unit.service.j2",
+        service=service,
+        command=command,
+        venv=VENV,
+        config_file=CONFIG_FILE,
+    )
 
 
 def _with_method(spec: ClusterSpec, method: str) -> ClusterSpec:
@@ -198,6 +193,20 @@ def stream_command(argv: Sequence[str], stdin: str | None = None) -> tuple[int, 
         return subprocess.run(list(argv), input=stdin, text=True, timeout=7200).returncode, ""
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 127, str(exc)
+
+
+def print_only(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str]:
+    """The ``--dry-run`` runner: runs nothing, so :func:`deploy_node` stages the node's
+    files and lists the commands it would run."""
+    return 0, ""
+
+
+def target_findings(
+    drv: Driver, spec: ClusterSpec, nodes: list[NodeSpec], facts: FactsSource
+) -> list[Finding]:
+    """What ``drv`` finds wrong with each node's machine, from facts gathered now (a
+    deploy never starts on an error among them)."""
+    return [f for n in nodes for f in drv.validate(spec, n, facts.gather(n.target))]
 
 
 def deploy_node(

@@ -24,7 +24,6 @@ so a second build with nothing changed returns at once.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.metadata as md
 import os
 import re
@@ -36,12 +35,12 @@ import sys
 import sysconfig
 import tempfile
 import time
-import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import plasmacloud
+from plasmacloud.provision.templating import render_template
 
 KERNEL_META = "linux-image-amd64"
 # What the first-boot agent runs (provision/disk.py's TOOLS and LVM_TOOLS) besides
@@ -79,16 +78,6 @@ MODULES = (
 # util-linux and e2fsprogs are essential on Debian: take them from the host.
 HOST_TOOLS = ("/usr/sbin/mke2fs", "/usr/sbin/blkid", "/usr/sbin/wipefs", "/usr/bin/partx")
 COMMAND_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin")
-# No udev in the installer: LVM creates its device nodes itself.
-LVM_CONF = """activation {
-    udev_sync = 0
-    udev_rules = 0
-    monitoring = 0
-}
-devices {
-    obtain_device_list_from_udev = 0
-}
-"""
 PYTHON_DIR = "/opt/python"
 # Standard-library parts an installer never imports; dropping them halves the image.
 STDLIB_PRUNE = {
@@ -107,151 +96,28 @@ STDLIB_PRUNE = {
 LAYOUT_VERSION = "1"
 KEEP_IMAGES = 3
 
-# The image's /init: mount, load drivers, DHCP on the NIC with the MAC the netboot
-# server named, start SSH, then hand over to the first-boot agent. Markers
-# ("plasmacloud-init: ...") are what the lab reads from the serial console.
-INIT_SCRIPT = r"""#!/bin/sh
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/opt/python/bin HOME=/root
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /run /tmp /var/log /root/.ssh
-mount -t devpts devpts /dev/pts
-# The console the kernel picked may be tty0; the lab reads the serial port.
-[ -c /dev/ttyS0 ] && exec >/dev/ttyS0 2>&1 </dev/null
-arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
-say() { echo "plasmacloud-init: $* (uptime $(cut -d' ' -f1 /proc/uptime)s)"; }
-say "userspace"
-# A probe boot (is KVM usable?) ends here.
-grep -q plasmacloud.probe=1 /proc/cmdline && poweroff -f
-for m in $(cat /etc/modules); do modprobe "$m" 2>/dev/null; done
-ip link set lo up
-node=$(arg plasmacloud.node); mac=$(arg plasmacloud.mac); server=$(arg plasmacloud.server)
-[ -n "$node" ] && hostname "$node"
-iface=""
-for d in /sys/class/net/*; do
-  [ "$(cat "$d/address")" = "$mac" ] && iface=${d##*/}
-done
-if [ -z "$iface" ]; then say "no NIC with MAC $mac"; else
-  ip link set "$iface" up
-  udhcpc -i "$iface" -s /etc/udhcpc.script -t 20 -T 2 -n -q && say "dhcp ok on $iface"
-fi
-if grep -q plasmacloud.mgmt_dhcp=1 /proc/cmdline; then
-  # The lab's management NIC (QEMU user-mode, SSH forwarded from the host).
-  for d in /sys/class/net/*; do
-    other=${d##*/}
-    [ "$other" = lo ] || [ "$other" = "$iface" ] && continue
-    ip link set "$other" up
-    udhcpc -i "$other" -s /etc/udhcpc.script -t 5 -T 1 -n -q -x hostname:mgmt
-  done
-fi
-dropbear -R -E -p 22 2>/var/log/dropbear.log && say "ssh up"
-# Root's SSH keys: the spec's, from the node's bundle (served while it boots).
-wget -q -O - "$server/config/$mac" | grep -oE '"(ssh-|ecdsa-|sk-)[^"]*"' | tr -d '"' \
-  >/root/.ssh/authorized_keys
-say "agent start"
-plasma agent
-rc=$?
-say "agent exit $rc"
-services=$(arg plasmacloud.services | tr ',' ' ')
-if [ "$rc" = 0 ] && [ -n "$services" ]; then
-  # The installer stays up as the node's OS: config and data are on the disk the agent
-  # mounted under /mnt, bound to the paths cluster-config.json names.
-  mkdir -p /etc/nixos /var/lib/plasmacloud
-  mount --bind /mnt/etc/nixos /etc/nixos
-  mount --bind /mnt/var/lib/plasmacloud /var/lib/plasmacloud
-  cp /mnt/etc/hosts /etc/hosts
-  # With IAM: Chainfire and FlareDB check every caller (token or client certificate)
-  # against these IAM URLs, this node's first (lab.services.with_auth).
-  auth=""
-  for url in $(arg plasmacloud.iam_urls | tr ',' ' '); do auth="$auth --iam-url $url"; done
-  # Every service is a node_ctl unit, as on the netns lab's nodes, so `plasma lab chaos`
-  # can kill, pause and restart it over SSH by name; output goes to $units/UNIT.log.
-  units=@UNITS@
-  mkdir -p $units
-  plasma=$(command -v plasma)
-  names=""
-  for svc in $services; do
-    extra=$auth
-    [ "$svc" = iam ] && extra=""
-    json=""  # the argv as a JSON list: its words hold no quotes or backslashes
-    # shellcheck disable=SC2086 # $extra is a list of words
-    for word in "$plasma" "$svc" serve --config /etc/nixos/secrets/cluster-config.json $extra
-    do json="$json${json:+,}\"$word\""; done
-    echo "[$json]" >"$units/plasmacloud-$svc.argv"
-    names="$names plasmacloud-$svc"
-  done
-  # shellcheck disable=SC2086 # $names is a list of words
-  @NODE_CTL@ start $names && say "started$names"
-  # Service logs on the serial console too: `plasma lab qemu logs NODE` shows a crash.
-  tail -F $units/*.log >/dev/ttyS0 2>&1 &
-fi
-while true; do sleep 3600; done
-"""
-
 # Where the node's service units live, and the command that controls them (also over
 # SSH: `plasma lab chaos` against the QEMU lab).
 VM_UNITS_DIR = "/run/plasmacloud"
 VM_NODE_CTL = (f"{PYTHON_DIR}/bin/python3", "-m", "plasmacloud.lab.node_ctl", "--dir", VM_UNITS_DIR)
-INIT_SCRIPT = INIT_SCRIPT.replace("@UNITS@", VM_UNITS_DIR).replace(
-    "@NODE_CTL@", shlex.join(VM_NODE_CTL)
-)
-
-UDHCPC_SCRIPT = r"""#!/bin/sh
-# busybox udhcpc hook: configure the lease on the interface.
-case "$1" in
-  bound|renew)
-    ip addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface"
-    # the first lease (the lab NIC) keeps the default route
-    [ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface" 2>/dev/null
-    ;;
-  deconfig) ip addr flush dev "$interface" ;;
-esac
-exit 0
-"""
 
 
-# The image's ``plasma`` (see :func:`image_plasma`).
-PLASMA_SCRIPT = f"""#!{PYTHON_DIR}/bin/python3
-from plasmacloud.provision.image import image_plasma
+def init_script() -> str:
+    """The image's /init (templates/image-init.sh.j2): mount, load drivers, DHCP on the
+    NIC with the MAC the netboot server named, start SSH, then hand over to the
+    first-boot agent and start the node's services as node_ctl units. Markers
+    ("plasmacloud-init: ...") are what the lab reads from the serial console."""
+    return render_template(
+        "image-init.sh.j2", units_dir=VM_UNITS_DIR, node_ctl=shlex.join(VM_NODE_CTL)
+    )
 
-image_plasma()
-"""
-# Command groups a node runs from the image (`plasma <group> serve ...`).
-SERVICE_GROUPS = ("chainfire", "flaredb", "iam")
 
-
-def image_plasma(argv: list[str] | None = None) -> None:
-    """``plasma`` in the netboot image: the installer's ``plasma agent`` and the node's
-    ``plasma chainfire|flaredb|iam ...`` load only what they run; anything else is the
-    whole CLI.
-
-    Under emulation every import costs ~20 times what it does on the host, and
-    ``plasmacloud/cli/__init__.py`` imports every command group (the lab, validation,
-    provisioning...): ~75 s before the agent's first step on a loaded 2-core host. A
-    service's group module needs nothing from that ``__init__``, so it is imported
-    under a bare package object instead.
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    if argv == ["agent"]:
-        from plasmacloud.provision.agent import installer_main
-
-        sys.exit(installer_main())
-    if argv[:1] and argv[0] in SERVICE_GROUPS:
-        package = types.ModuleType("plasmacloud.cli")
-        package.__path__ = [str(Path(plasmacloud.__file__).parent / "cli")]
-        sys.modules.setdefault("plasmacloud.cli", package)
-        group = importlib.import_module(f"plasmacloud.cli.{argv[0]}")
-        import typer  # mounted as the CLI mounts it (a one-command group keeps its name)
-
-        root = typer.Typer()
-        root.add_typer(group.app, name=argv[0])
-        root(args=argv, prog_name="plasma")
-        return
-    from plasmacloud.cli import app
-
-    app(args=argv, prog_name="plasma")
+def plasma_script() -> str:
+    """The image's ``plasma`` (templates/image-plasma.py.j2). The installer's ``plasma
+    agent`` loads the agent alone: under emulation every import costs ~20 times what it
+    does on the host. Anything else (a node's ``plasma chainfire|flaredb|iam serve``) is
+    the CLI, whose command groups load their subsystems only when they run."""
+    return render_template("image-plasma.py.j2", python_dir=PYTHON_DIR)
 
 
 class ImageError(RuntimeError):
@@ -432,7 +298,7 @@ def _copy_python(stage: Path) -> None:
     )
     plasma = stage / "usr/bin/plasma"
     plasma.parent.mkdir(parents=True, exist_ok=True)
-    plasma.write_text(PLASMA_SCRIPT)
+    plasma.write_text(plasma_script())
     plasma.chmod(0o755)
 
 
@@ -560,12 +426,15 @@ def _userland(debroot: Path, stage: Path) -> None:
         "var/log",
     ):
         (stage / d).mkdir(parents=True, exist_ok=True)
-    (stage / "etc/lvm/lvm.conf").write_text(LVM_CONF)
+    # no udev in the installer: LVM creates its device nodes itself
+    (stage / "etc/lvm/lvm.conf").write_text(render_template("image-lvm.conf.j2"))
     (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (stage / "etc/group").write_text("root:x:0:\n")
     (stage / "etc/shells").write_text("/bin/sh\n")
     (stage / "etc/hosts").write_text("127.0.0.1 localhost\n")
-    for name, text in (("init", INIT_SCRIPT), ("etc/udhcpc.script", UDHCPC_SCRIPT)):
+    # udhcpc's hook configures each lease on its interface (the lab NIC's keeps the route)
+    udhcpc = render_template("image-udhcpc.sh.j2")
+    for name, text in (("init", init_script()), ("etc/udhcpc.script", udhcpc)):
         path = stage / name
         path.write_text(text)
         path.chmod(0o755)

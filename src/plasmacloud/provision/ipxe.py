@@ -1,9 +1,11 @@
 """iPXE scripts: the chain-loader every machine fetches, one script per known MAC, and
-the refusal unknown machines get. Used by ``plasma render`` and the netboot server."""
+the refusal unknown machines get (templates/ipxe-*.ipxe.j2). Used by ``plasma render``
+and the netboot server."""
 
 from __future__ import annotations
 
 from plasmacloud.provision.spec import ClusterSpec, NodeSpec
+from plasmacloud.provision.templating import render_template
 
 BOOT_SCRIPT = "boot.ipxe"
 
@@ -15,16 +17,7 @@ def base_url(spec: ClusterSpec) -> str:
 
 def chain_script(spec: ClusterSpec) -> str:
     """``boot.ipxe``: fetch this machine's own script by MAC (``${mac:hexhyp}``)."""
-    url = base_url(spec)
-    return f"""#!ipxe
-# PlasmaCloud {spec.name}: chain to this machine's own script (matched by MAC).
-:retry
-chain {url}/ipxe/${{mac:hexhyp}}.ipxe || goto failed
-:failed
-echo PlasmaCloud: no boot script for ${{mac}} from {url}; retrying in 10 s
-sleep 10
-goto retry
-"""
+    return render_template("ipxe-chain.ipxe.j2", spec=spec, url=base_url(spec))
 
 
 def kernel_args(spec: ClusterSpec, node: NodeSpec, extra: str = "") -> str:
@@ -43,23 +36,18 @@ def kernel_args(spec: ClusterSpec, node: NodeSpec, extra: str = "") -> str:
 
 def node_script(spec: ClusterSpec, node: NodeSpec, extra_args: str = "") -> str:
     """The per-MAC script: kernel + initrd of the install image for this node."""
-    url = f"{base_url(spec)}/boot/{node.node_id}"
-    return f"""#!ipxe
-# {node.node_id} {node.ip} ({node.mac}) of cluster {spec.name}
-kernel {url}/kernel initrd=initrd {kernel_args(spec, node, extra_args)}
-initrd --name initrd {url}/initrd
-boot
-"""
+    return render_template(
+        "ipxe-node.ipxe.j2",
+        spec=spec,
+        node=node,
+        url=f"{base_url(spec)}/boot/{node.node_id}",
+        kernel_args=kernel_args(spec, node, extra_args),
+    )
 
 
 def unknown_script(mac: str) -> str:
     """What a machine not in the spec gets: a clear refusal, then it stops."""
-    return f"""#!ipxe
-echo PlasmaCloud: this machine ({mac}) is not in cluster.yaml; refusing to install.
-echo Add it under `nodes:` with mac: {mac}, re-render and boot again.
-sleep 30
-poweroff
-"""
+    return render_template("ipxe-unknown.ipxe.j2", mac=mac)
 
 
 def script_name(node: NodeSpec) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
+from collections.abc import Callable
 
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.netboot import state_path
@@ -23,6 +25,26 @@ def fetch(out: OutputLayout, server: str | None = None) -> StateFile:
 def settled(data: StateFile) -> bool:
     """True when every node is joined or failed (``--watch`` stops)."""
     return bool(data.nodes) and all(n.state in SETTLED for n in data.nodes.values())
+
+
+def follow(
+    out: OutputLayout,
+    server: str | None,
+    show: Callable[[StateFile, bool], None],
+    watch: bool,
+    interval: float,
+    timeout: float,
+) -> None:
+    """Fetch the states and ``show`` them (with whether another reading follows); with
+    ``watch``, again every ``interval`` s until every node settled or ``timeout`` s passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = fetch(out, server)
+        more = watch and not settled(data) and time.monotonic() <= deadline
+        show(data, more)
+        if not more:
+            return
+        time.sleep(interval)
 
 
 def table(data: StateFile) -> str:

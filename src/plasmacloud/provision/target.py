@@ -1,8 +1,9 @@
 """What a target machine has (RAM, kexec, nix, python, disks, listening ports).
 
-Facts come from one small POSIX shell script run on the machine. Where it runs is
-behind :class:`FactsSource`: over SSH for real machines, locally, or from recorded
-facts in tests, so preflight's target checks are tested without any SSH.
+Facts come from one small POSIX shell script run on the machine
+(templates/target-facts.sh.j2). Where it runs is behind :class:`FactsSource`: over SSH
+for real machines, locally, or from recorded facts in tests, so preflight's target
+checks are tested without any SSH.
 """
 
 from __future__ import annotations
@@ -12,19 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from plasmacloud.provision.spec import SSHTarget
-
-GATHER_SCRIPT = r"""
-echo "mem_kb=$(awk '/^MemTotal:/{print $2}' /proc/meminfo 2>/dev/null)"
-echo "os_id=$( (. /etc/os-release 2>/dev/null; echo "${ID:-unknown}") )"
-echo "kexec_load_disabled=$(cat /proc/sys/kernel/kexec_load_disabled 2>/dev/null || echo missing)"
-echo "nix=$(command -v nix-store 2>/dev/null)"
-echo "python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"
-if [ -d /run/systemd/system ]; then echo systemd=yes; else echo systemd=no; fi
-for l in /dev/disk/by-id/*; do [ -e "$l" ] && echo "by_id=$l=$(readlink -f "$l")"; done
-for d in /sys/block/*; do [ -e "$d" ] && echo "block=/dev/${d##*/}"; done
-(ss -Htln 2>/dev/null || true) | awk '{print "listen=" $4}'
-exit 0
-"""
+from plasmacloud.provision.templating import render_template
 
 
 @dataclass
@@ -122,7 +111,7 @@ class ShellFacts:
         try:
             proc = subprocess.run(
                 self.argv(target),
-                input=GATHER_SCRIPT,
+                input=render_template("target-facts.sh.j2"),
                 capture_output=True,
                 text=True,
                 timeout=self.timeout,
