@@ -15,12 +15,10 @@ lint: protos imports
 	ruff format --check src tests bench scripts setup.py
 
 ## Import contracts (pyproject's [tool.importlinter]; PYTHONPATH=src: the tree checked
-## is this one). The layers, no-cli, no-lab-below and acyclic contracts hold once the
-## cluster layer and the thin CLI land (provision.image imports cli, validate imports
-## lab); until then only these are enforced: `make imports IMPORT_CONTRACTS=` runs all.
-IMPORT_CONTRACTS ?= --contract services
+## is this one): the layers, services independent, nothing imports cli, validate and
+## chaos never reach into lab, no cycle between top-level packages.
 imports: protos
-	PYTHONPATH=$(CURDIR)/src lint-imports --no-cache $(IMPORT_CONTRACTS)
+	PYTHONPATH=$(CURDIR)/src lint-imports --no-cache
 
 typecheck: protos
 	mypy
