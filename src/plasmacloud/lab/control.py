@@ -105,6 +105,9 @@ class Lab:
 
     def down(self, wipe: bool = False) -> None:
         """Stop exactly the recorded processes; with ``wipe`` delete data, configs and PKI."""
+        # another process (a `plasma lab` or `plasma cluster` command) may have restarted
+        # nodes since this object read lab.json: stop what the file records now
+        self.state = load_state(self.layout.state_path) or self.state
         self.backend.down()
         if wipe:
             self.wipe()
