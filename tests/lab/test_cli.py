@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from plasmacloud.cli import app
@@ -92,3 +93,22 @@ def test_scratch_gives_only_a_new_lab_a_random_free_loopback_range(tmp_path: Pat
     assert busy_ports(new.spec) == []
     Lab.open(tmp_path / "old", LabSpec(tls=False)).prepare()
     assert open_lab(tmp_path / "old", scratch=True).spec == LabSpec(tls=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--backend", "qemu", "--scratch"], "--scratch with --backend qemu"),
+        (["--backend", "qemu", "--json"], "--json with --backend qemu"),
+        (["--backend", "qemu", "--persistence"], "--persistence is part of the checklist"),
+        (["--junit", "r.xml"], "--junit is part of the checklist: add --validate"),
+    ],
+)
+def test_lab_up_refuses_a_flag_it_cannot_honour_by_name(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    """Every `lab up` flag works on every backend or is refused before anything starts."""
+    result = runner.invoke(app, ["lab", "up", "--dir", str(tmp_path / "lab"), *args])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert said in _flat(result.output)
+    assert not (tmp_path / "lab").exists()

@@ -209,12 +209,25 @@ def _bootstrap_iam(lab: Lab) -> None:
 @app.command()
 def up(
     lab_dir: DirOpt = None,
-    backend: Annotated[str, typer.Option(help="process (netns/qemu/ssh later)")] = "process",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="process (127.x addresses), netns (a namespace per node) or qemu (VMs that "
+            "PXE-boot and install; `plasma lab qemu --help` for its own options)"
+        ),
+    ] = "process",
     wipe: Annotated[bool, typer.Option("--wipe", help="delete old data, configs, PKI")] = False,
     validate: Annotated[bool, typer.Option("--validate", help="run the checklist once up")] = False,
     junit: JunitOpt = None,
     persistence: PersistenceOpt = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for a healthy cluster")] = 60.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="seconds to wait for a healthy cluster (default 60; qemu: for every "
+            "install, default 1200)",
+            show_default=False,
+        ),
+    ] = None,
     scratch: Annotated[
         bool,
         typer.Option(
@@ -235,8 +248,13 @@ def up(
     from plasmacloud.cluster.probe import describe
     from plasmacloud.lab.spec import busy_ports
 
+    for flag, given in (("--junit", junit is not None), ("--persistence", persistence)):
+        if given and not validate:
+            raise fail(LabError(f"{flag} is part of the checklist: add --validate"), EXIT_USAGE)
     if backend == "qemu":  # PXE-booted VMs: see `plasma lab qemu --help`
-        raise typer.Exit(lab_qemu.up(lab_dir, check=validate))
+        flags = (wipe, validate, junit, persistence, timeout, scratch, as_json)
+        raise typer.Exit(_qemu_up(lab_dir, *flags))
+    timeout = 60.0 if timeout is None else timeout
     lab = open_lab(lab_dir, backend, scratch)
     try:
         if wipe:
@@ -274,6 +292,38 @@ def up(
         console.print(_where(lab))
     if validate:
         raise typer.Exit(_validate(lab, as_json, junit, persistence))
+
+
+def _qemu_up(
+    lab_dir: Path | None,
+    wipe: bool,
+    validate: bool,
+    junit: Path | None,
+    persistence: bool,
+    timeout: float | None,
+    scratch: bool,
+    as_json: bool,
+) -> int:
+    """`lab up --backend qemu`: every flag of `lab up` is honoured or refused by name
+    (--wipe, --validate with --junit/--persistence, --timeout for the installs)."""
+    refused = {
+        "--scratch": (scratch, "the QEMU lab always uses its own namespace and 192.168.100.0/24"),
+        "--json": (
+            as_json,
+            "its bring-up is a live install table; once up, `plasma lab status --json` and "
+            "`plasma lab qemu validate --json` report it as JSON",
+        ),
+    }
+    for flag, (given, why) in refused.items():
+        if given:
+            raise fail(LabError(f"{flag} with --backend qemu: {why}"), EXIT_USAGE)
+    if wipe:
+        rc = lab_qemu.down(lab_dir, wipe=True)
+        if rc != EXIT_OK:
+            return rc
+    return lab_qemu.up(
+        lab_dir, timeout=timeout or 1200.0, check=validate, junit=junit, persistence=persistence
+    )
 
 
 @app.command()

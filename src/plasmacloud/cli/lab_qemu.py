@@ -58,8 +58,11 @@ def up(
     timeout: float = 1200.0,
     check: bool = False,
     services: list[str] | None = None,
+    junit: Path | None = None,
+    persistence: bool = False,
 ) -> int:
-    """Bring the lab up and show each node's provisioning live until all are installed."""
+    """Bring the lab up and show each node's provisioning live until all are installed;
+    ``check``: then validate (``junit``, ``persistence`` as `plasma lab qemu validate`)."""
     from rich.live import Live
 
     from plasmacloud.lab.qemu import QemuBackend
@@ -96,7 +99,12 @@ def up(
             return 0
         # the admin `plasma lab env` exports: needs the cluster formed, so it may wait
         return bootstrap(path, wait=max(60.0, deadline - time.monotonic()))
-    rc = validate(path, wait=max(60.0, deadline - time.monotonic()))
+    rc = validate(
+        path,
+        wait=max(60.0, deadline - time.monotonic()),
+        junit=junit,
+        persistence=persistence,
+    )
     console.print(f"up + validate: {time.monotonic() - started:.0f} s")
     return rc
 
