@@ -15,7 +15,7 @@ from plasmacloud.flaredb.auth import Guard
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
-from plasmacloud.raft.api import Entry, RaftStatus
+from plasmacloud.raft.api import Entry, Member, RaftStatus
 
 
 class LocalRaft:
@@ -43,7 +43,15 @@ class LocalRaft:
 
     def status(self) -> RaftStatus:
         return RaftStatus(
-            self.node_id, "leader", 1, self.node_id, self.index, self.index, self.index, 0
+            self.node_id,
+            "leader",
+            1,
+            self.node_id,
+            self.index,
+            self.index,
+            self.index,
+            0,
+            members=(Member(self.node_id, "127.0.0.1:1"),),
         )
 
 
