@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,34 +14,36 @@ import pytest
 
 from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.services import CHAINFIRE
+from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
 from plasmacloud.lab.spec import scratch_spec
 
 READY_TIMEOUT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """One healthy cluster for a whole module; torn down even if its tests fail."""
-    lab = Lab.open(tmp_path_factory.mktemp("lab"), scratch_spec(), services=(CHAINFIRE,))
+@contextlib.contextmanager
+def running_lab(root: Path, services: tuple[ServiceSpec, ...] = (CHAINFIRE,)) -> Iterator[Lab]:
+    """A new ready lab running ``services`` in ``root``; torn down even if the test fails."""
+    lab = Lab.open(root, scratch_spec(), services=services)
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One healthy cluster for a whole module; torn down even if its tests fail."""
+    with running_lab(tmp_path_factory.mktemp("lab")) as lab:
+        yield lab
 
 
 @pytest.fixture
 def fresh_lab(tmp_path: Path) -> Iterator[Lab]:
     """A new cluster for a test that kills or restarts nodes."""
-    lab = Lab.open(tmp_path / "lab", scratch_spec(), services=(CHAINFIRE,))
-    try:
-        lab.up()
-        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+    with running_lab(tmp_path / "lab") as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture

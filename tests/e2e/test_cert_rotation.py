@@ -20,10 +20,9 @@ from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import RELOAD_INTERVAL_S, client_context
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB
-from plasmacloud.lab.spec import scratch_spec
 from plasmacloud.provision import pki
 
-from .conftest import READY_TIMEOUT_S
+from .conftest import running_lab
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +31,8 @@ WRITES_FOR_S = 3 * RELOAD_INTERVAL_S  # bounded: the writer stops after this
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab.open(tmp_path / "lab", scratch_spec(), services=(CHAINFIRE, FLAREDB))
-    try:
-        lab.up()
-        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+    with running_lab(tmp_path / "lab", (CHAINFIRE, FLAREDB)) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def ports(cfg: NodeConfig) -> list[int]:
