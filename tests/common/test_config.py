@@ -16,7 +16,6 @@ from plasmacloud.common.config import (
     NodeConfig,
     PeerConfig,
     ServicePorts,
-    go_duration_s,
     node_config_schema,
 )
 
@@ -165,20 +164,6 @@ def test_chainfire_and_flaredb_run_raft_with_the_configs_timing(tmp_path: Path) 
         assert raft.config.heartbeat_interval == 0.25
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("1h", 3600.0), ("30m", 1800.0), ("1h30m", 5400.0), ("1.5s", 1.5), ("250ms", 0.25)],
-)
-def test_go_durations_read_as_etcd_writes_them(text: str, seconds: float) -> None:
-    assert go_duration_s(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "h", "1d", "1 h", "-1h", "1h-"])
-def test_a_bad_duration_names_the_expected_form(text: str) -> None:
-    with pytest.raises(ValueError, match="like 1h, 30m"):
-        go_duration_s(text)
-
-
 def test_compaction_is_on_by_default_and_reads_etcds_retention_forms() -> None:
     default = Compaction()
     assert (default.mode, default.enabled, default.period_s) == ("periodic", True, 3600.0)
@@ -186,6 +171,8 @@ def test_compaction_is_on_by_default_and_reads_etcds_retention_forms() -> None:
     assert Compaction(mode="revision", retention="1000").revisions == 1000
     assert not Compaction(retention="0").enabled
     assert not Compaction(mode="revision", retention="0").enabled
+    assert not Compaction(retention="0h").enabled  # a zero duration is off too, as in etcd
+    assert Compaction(retention="1h30m").period_s == 5400.0
 
 
 def test_compaction_errors_say_what_to_write() -> None:

@@ -19,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from plasmacloud.common.durations import parse_duration
+
 SCHEMA_VERSION: Literal[1] = 1
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
@@ -127,19 +129,6 @@ class RaftTiming(_Strict):
         return self.election_timeout_ms[0] / 1000, self.election_timeout_ms[1] / 1000
 
 
-_DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:h|m|s|ms))+$")
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def go_duration_s(text: str) -> float:
-    """Seconds in a Go-style duration (``1h``, ``30m``, ``1h30m``, ``1.5s``, ``250ms``), the
-    form etcd's flags take; ValueError naming the expected form otherwise."""
-    if not _DURATION_RE.match(text):
-        raise ValueError(f"{text!r} is not a duration; write it like 1h, 30m, 1h30m or 90s")
-    return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART_RE.findall(text))
-
-
 class Compaction(_Strict):
     """Chainfire's automatic history compaction, with etcd's two modes and their words.
 
@@ -160,13 +149,14 @@ class Compaction(_Strict):
                     f"auto_compaction.retention is {self.retention!r}; with mode revision "
                     "give the number of revisions to keep, like 10000 (0: off)"
                 )
-        elif not self.retention.replace(".", "", 1).isdigit():
-            go_duration_s(self.retention)  # raises with the expected form
+        else:
+            self.period_s  # noqa: B018  # raises naming the expected form
         return self
 
     @property
     def enabled(self) -> bool:
-        return self.retention.replace(".", "", 1).strip("0") != ""
+        """Whether anything is compacted ("0", "0h" and "0s" turn it off, as in etcd)."""
+        return (self.revisions if self.mode == "revision" else self.period_s) > 0
 
     @property
     def revisions(self) -> int:
@@ -178,7 +168,13 @@ class Compaction(_Strict):
         """Seconds of history to keep (mode periodic)."""
         if self.retention.replace(".", "", 1).isdigit():
             return float(self.retention) * 3600.0
-        return go_duration_s(self.retention)
+        try:
+            return parse_duration(self.retention)
+        except ValueError:
+            raise ValueError(
+                f"auto_compaction.retention is {self.retention!r}; write a duration like 1h, "
+                "30m or 1h30m (a bare number is hours), or 0 to turn it off"
+            ) from None
 
 
 class ChainfireOptions(_Strict):
