@@ -15,16 +15,14 @@ restore`` lay down again.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import os
 import sqlite3
-import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import aiohttp
 
 from plasmacloud import __version__
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
@@ -38,6 +36,8 @@ from plasmacloud.cluster.probe import dial
 from plasmacloud.common.config import NodeConfig, PeerConfig, TLSConfig
 from plasmacloud.common.files import write_atomic
 from plasmacloud.common.tls import client_context
+from plasmacloud.flaredb.client import Client
+from plasmacloud.flaredb.client import Error as FlareError
 from plasmacloud.iam.system_store import ChainfireSystemStore
 
 FORMAT = 1
@@ -119,46 +119,37 @@ async def _leader_snapshot(peers: list[PeerConfig], tls: TLSConfig) -> tuple[byt
     raise BackupError(f"no Chainfire leader gave a snapshot ({'; '.join(errors) or 'none'})")
 
 
-async def _flaredb_leader(
-    session: aiohttp.ClientSession, peers: list[PeerConfig], ctx: ssl.SSLContext | bool
-) -> str:
-    """FlareDB's leader's API URL, as any node's ``/nodes`` names it."""
-    scheme = "https" if ctx is not True else "http"
+def _flaredb_leader(peers: list[PeerConfig], tls: TLSConfig) -> Client:
+    """A client of FlareDB's leader, as any node's ``/nodes`` names it (a follower's copy
+    of the database may lag, and ``/db/load`` is the leader's to replicate)."""
+    ctx = client_context(tls)
+    scheme = "https" if tls.enabled else "http"
     for peer in peers:
+        url = f"{scheme}://{peer.ip}:{peer.ports.flaredb_http}"
         try:
-            url = f"{scheme}://{peer.ip}:{peer.ports.flaredb_http}/nodes"
-            async with session.get(url, ssl=ctx) as resp:
-                nodes = await resp.json()
-            return str(next(n["api_addr"] for n in nodes.values() if n.get("leader")))
-        except (aiohttp.ClientError, StopIteration, TimeoutError, ValueError, KeyError):
+            nodes = Client(url, ctx, timeout=_TIMEOUT_S).nodes()
+        except (FlareError, ValueError, KeyError):
             continue
+        leader = next((n for n in nodes if n.get("leader")), None)
+        if leader is not None:
+            return Client(str(leader["api_addr"]), ctx, timeout=_TIMEOUT_S)
     raise BackupError("no FlareDB node names a leader")
 
 
-def _session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S))
+def _flaredb_backup(peers: list[PeerConfig], tls: TLSConfig) -> bytes:
+    """FlareDB's database file from its leader."""
+    try:
+        return _flaredb_leader(peers, tls).backup()
+    except FlareError as exc:
+        raise BackupError(f"FlareDB backup failed: {exc}") from None
 
 
-async def _flaredb_backup(peers: list[PeerConfig], tls: TLSConfig) -> bytes:
-    """FlareDB's database file from its leader (a follower's copy may lag)."""
-    ctx = client_context(tls) or True
-    async with _session() as session:
-        leader = await _flaredb_leader(session, peers, ctx)
-        async with session.get(f"{leader}/db/backup", ssl=ctx) as resp:
-            if resp.status != 200:
-                raise BackupError(f"FlareDB /db/backup answered {resp.status}")
-            return await resp.read()
-
-
-async def load_flaredb(peers: list[PeerConfig], tls: TLSConfig, database: bytes) -> None:
+def load_flaredb(peers: list[PeerConfig], tls: TLSConfig, database: bytes) -> None:
     """Replace FlareDB's whole database with a backup's file (rqlite's ``/db/load``)."""
-    ctx = client_context(tls) or True
-    async with _session() as session:
-        leader = await _flaredb_leader(session, peers, ctx)
-        headers = {"Content-Type": "application/octet-stream"}
-        async with session.post(f"{leader}/db/load", data=database, headers=headers, ssl=ctx) as r:
-            if r.status != 200:
-                raise BackupError(f"FlareDB /db/load answered {r.status}: {await r.text()}")
+    try:
+        _flaredb_leader(peers, tls).load(database)
+    except FlareError as exc:
+        raise BackupError(f"FlareDB load failed: {exc}") from None
 
 
 async def _iam_records(node: NodeConfig) -> list[tuple[bytes, bytes]]:
@@ -185,7 +176,7 @@ async def take_backup(node: NodeConfig, operator_tls: TLSConfig, out: Path) -> M
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)
     snapshot, revision = await _leader_snapshot(node.peers, operator_tls)
-    flaredb = await _flaredb_backup(node.peers, operator_tls)
+    flaredb = await asyncio.to_thread(_flaredb_backup, node.peers, operator_tls)
     records = await _iam_records(node)
     manifest = Manifest(
         format=FORMAT,

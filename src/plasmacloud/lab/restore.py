@@ -5,6 +5,7 @@ cluster at the snapshot's revision, and FlareDB's database is loaded back."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from collections.abc import Callable
@@ -43,5 +44,5 @@ async def restore_lab(
     if any(s.name == "flaredb" for s in lab.services):
         progress("loading FlareDB's database")
         database = (backup / manifest.flaredb.file).read_bytes()
-        await load_flaredb(lab.configs()[0].peers, lab.operator_tls, database)
+        await asyncio.to_thread(load_flaredb, lab.configs()[0].peers, lab.operator_tls, database)
     return Restored(manifest, time.monotonic() - started)
