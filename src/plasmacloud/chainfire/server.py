@@ -21,6 +21,8 @@ import uvloop
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from plasmacloud.chainfire import errors
+from plasmacloud.chainfire.client import ChainfireClient
 from plasmacloud.chainfire.http import start_http
 from plasmacloud.chainfire.iam_auth import IamAuthorizer
 from plasmacloud.chainfire.metrics import ChainfireMetrics
@@ -33,7 +35,6 @@ from plasmacloud.chainfire.node import (
     NodeIdentity,
 )
 from plasmacloud.chainfire.proto import (
-    rpc_pb2,
     rpc_pb2_grpc,
     system_pb2_grpc,
     v3election_pb2_grpc,
@@ -250,23 +251,13 @@ class ChainfireServer:
         """The members a peer lists, with this node's certificate, if it knows a leader."""
         peer = self.config.peer(node_id)
         target = f"{peer.ip}:{peer.ports.chainfire_client}"
-        creds = channel_credentials(self.config)
-        channel = (
-            grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)
-        )
-        try:
-            async with channel:
-                status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
-                    rpc_pb2.StatusRequest(), timeout=2
-                )
-                if not status.leader:
+        async with ChainfireClient([target], self.config.tls, timeout=2) as client:
+            try:
+                if not (await client.status()).leader:
                     return None
-                listed = await rpc_pb2_grpc.ClusterStub(channel).MemberList(
-                    rpc_pb2.MemberListRequest(), timeout=2
-                )
-        except grpc.aio.AioRpcError:
-            return None
-        return [m.name for m in listed.members]
+                return [m.name for m in await client.member_list()]
+            except errors.EtcdError:
+                return None
 
     async def stop(self) -> None:
         """Stop accepting clients, then stop Raft and close the store."""

@@ -14,7 +14,6 @@ import logging
 import signal
 from pathlib import Path
 
-import aiohttp
 import uvloop
 from aiohttp import web
 
@@ -22,7 +21,8 @@ from plasmacloud.common.authhook import NodeAuthFactory
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context, server_context, watch_certificates
 from plasmacloud.flaredb.auth import Guard
-from plasmacloud.flaredb.client import node_url
+from plasmacloud.flaredb.client import Client, node_url
+from plasmacloud.flaredb.client import Error as FlareError
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
@@ -115,14 +115,10 @@ class FlareDBServer:
 
     async def _members_of(self, node_id: str) -> list[str] | None:
         """The members a peer lists on ``/nodes`` if it knows a leader, else None."""
-        url = node_url(self.config, node_id) + "/nodes?ver=2"
+        peer = Client(node_url(self.config, node_id), self.client_ssl, timeout=2)
         try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
-                session.get(url, ssl=self.client_ssl or True) as resp,
-            ):
-                nodes = (await resp.json())["nodes"]
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+            nodes = await asyncio.to_thread(peer.nodes)
+        except (FlareError, ValueError, KeyError):
             return None
         if not any(n.get("leader") for n in nodes):
             return None
