@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
+from plasmacloud.lab.layout import LAB_DIR_ENV
+
+if TYPE_CHECKING:  # the CLI starts without pydantic; commands import it when they run
+    from plasmacloud.common.config import TLSConfig
+    from plasmacloud.lab.control import Lab
 
 app = typer.Typer(
     help="Operate a running cluster: backups, rolling restarts.", no_args_is_help=True
@@ -36,7 +41,7 @@ def _fail(message: object, code: int = EXIT_FAILURE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _operator_tls(node_tls_enabled: bool) -> object:
+def _operator_tls(node_tls_enabled: bool) -> TLSConfig:
     """The operator's TLS files, from the variables etcdctl reads (`plasma lab env`
     exports them)."""
     from plasmacloud.common.config import TLSConfig
@@ -75,14 +80,13 @@ def backup(
     from dataclasses import asdict
 
     from plasmacloud.cluster.backup import BackupError, take_backup
-    from plasmacloud.common.config import ConfigError, NodeConfig, TLSConfig
+    from plasmacloud.common.config import ConfigError, NodeConfig
 
     try:
         node = NodeConfig.load(config or _lab_node_config())
     except ConfigError as exc:
         raise _fail(exc, EXIT_USAGE) from None
     operator = _operator_tls(node.tls.enabled)
-    assert isinstance(operator, TLSConfig)
     try:
         manifest = asyncio.run(take_backup(node, operator, out))
     except BackupError as exc:
@@ -97,17 +101,22 @@ def backup(
     )
 
 
-def _lab_node_config() -> Path:
-    from plasmacloud.lab.layout import LAB_DIR_ENV, LabLayout
+def _existing_lab(lab_dir: Path) -> Lab:
+    """The lab in ``lab_dir``; a usage error if there is none."""
+    from plasmacloud.lab.control import Lab
 
+    if not (lab_dir / "lab.json").exists():
+        raise _fail(f"{lab_dir} is not a lab directory (no lab.json)", EXIT_USAGE)
+    return Lab.open(lab_dir)
+
+
+def _lab_node_config() -> Path:
+    """The first node's config of the lab $PLASMA_LAB_DIR names."""
     root = os.environ.get(LAB_DIR_ENV)
     if not root:
         raise _fail(f"give --config or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
-    layout = LabLayout(Path(root).expanduser().resolve())
-    configs = sorted(layout.root.glob("node*/cluster-config.json"))
-    if not configs:
-        raise _fail(f"no node configs under {layout.root}; is it a lab directory?", EXIT_USAGE)
-    return configs[0]
+    lab = _existing_lab(Path(root).expanduser())
+    return lab.layout.config_path(lab.spec.node_ids[0])
 
 
 @backup_app.command("verify")
@@ -138,7 +147,7 @@ def rolling_restart(
         Path | None,
         typer.Option(
             "--dir",
-            envvar="PLASMA_LAB_DIR",
+            envvar=LAB_DIR_ENV,
             help="the lab whose nodes to restart (default: $PLASMA_LAB_DIR)",
             show_default=False,
         ),
@@ -156,20 +165,18 @@ def rolling_restart(
 
     from plasmacloud.cluster.control import ClusterError
     from plasmacloud.cluster.rolling import rolling_restart as roll
-    from plasmacloud.lab.control import Lab
     from plasmacloud.lab.target import lab_target
 
     if lab_dir is None:
-        raise _fail("give --dir or set PLASMA_LAB_DIR (`plasma lab env` does)", EXIT_USAGE)
-    if not (lab_dir / "lab.json").exists():
-        raise _fail(f"{lab_dir} is not a lab directory (no lab.json)", EXIT_USAGE)
+        raise _fail(f"give --dir or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
+    lab = _existing_lab(lab_dir)
 
     def progress(step: str) -> None:
         if not as_json:
             typer.echo(step, err=True)
 
     try:
-        done = asyncio.run(roll(lab_target(Lab.open(lab_dir)), timeout, progress))
+        done = asyncio.run(roll(lab_target(lab), timeout, progress))
     except ClusterError as exc:
         raise _fail(exc) from None
     if as_json:
