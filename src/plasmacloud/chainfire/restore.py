@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import sqlite3
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,17 +75,16 @@ def snapshot_status(path: Path) -> SnapshotStatus:
         keys = int(image.execute("SELECT count(*) FROM cur").fetchone()[0])
     finally:
         image.close()
-    scratch = path.with_name(f".{path.name}.status")
-    scratch.write_bytes(db)
-    try:
-        store = MvccStore(scratch)
+    # the store computes HashKV over a file of its own: a private copy, not one beside
+    # the operator's snapshot (whose directory may be read-only)
+    with tempfile.TemporaryDirectory(prefix="plasma-snapshot-") as scratch:
+        copy = Path(scratch) / STORE_FILE
+        copy.write_bytes(db)
+        store = MvccStore(copy)
         try:
             hash_, _compact, revision = store.hash_kv(0)
         finally:
             store.close()
-    finally:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
     return SnapshotStatus(hash_, revision, keys, len(db))
 
 
