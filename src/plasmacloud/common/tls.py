@@ -125,9 +125,15 @@ def reload_certificates() -> int:
     """Load changed certificate, key and CA files into the contexts made from them;
     returns how many contexts took new files."""
     reloaded = 0
+    # a service's contexts share their files: check each changed set once
+    usable: dict[tuple[TLSConfig, _Stamp], bool] = {}
     for ctx, (tls, stamp) in list(_contexts.items()):
         now = _stamp(tls)
-        if now == stamp or not _loads(tls):
+        if now == stamp:
+            continue
+        if (tls, now) not in usable:
+            usable[tls, now] = _loads(tls)
+        if not usable[tls, now]:
             continue
         ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
         ctx.load_verify_locations(cafile=str(tls.ca_file))
