@@ -17,6 +17,7 @@ APT_PACKAGES=(
   qemu-system-x86 ipxe-qemu vde2 zstd              # QEMU lab: VMs + iPXE ROM, VDE switch, initramfs
   binutils                                          # QEMU lab image: strip debug sections
   openssh-server                                    # ssh backend tests: an sshd in each netns lab node
+  chromium chromium-driver                          # dashboard tests: a real headless browser (selenium)
 )
 
 missing=()

@@ -10,7 +10,17 @@ from __future__ import annotations
 import typer
 
 from plasmacloud import __version__
-from plasmacloud.cli import chainfire, cluster, flaredb, iam, lab, lab_chaos, provision, validate
+from plasmacloud.cli import (
+    chainfire,
+    cluster,
+    dashboard,
+    flaredb,
+    iam,
+    lab,
+    lab_chaos,
+    provision,
+    validate,
+)
 
 app = typer.Typer(
     name="plasma",
@@ -40,6 +50,7 @@ app.add_typer(lab.app, name="lab")
 provision.register(app)
 app.command("validate")(validate.validate)
 app.command("chaos")(lab_chaos.chaos_spec)
+app.command("dashboard")(dashboard.dashboard)
 # `plasma sql` is the everyday FlareDB shell, so it also sits at the top level.
 app.command("sql", help="FlareDB SQL shell or one statement (-c); same as `plasma flaredb sql`.")(
     flaredb.sql

@@ -85,7 +85,10 @@ class NodeView:
     member_id: int | None = None
     leader_id: int | None = None
     raft_term: int | None = None
-    raft_index: int | None = None
+    raft_index: int | None = None  # the commit index
+    raft_applied_index: int | None = None
+    db_size: int | None = None  # bytes
+    alarms: list[str] = field(default_factory=list)  # Status.errors: the raised alarms
     members: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -105,6 +108,10 @@ class NodeView:
             "leader": self.leader_id,
             "member_id": self.member_id,
             "raft_term": self.raft_term,
+            "raft_index": self.raft_index,
+            "raft_applied_index": self.raft_applied_index,
+            "db_size": self.db_size,
+            "alarms": self.alarms,
             "error": self.error,
         }
 
@@ -162,6 +169,9 @@ async def probe_node(cfg: NodeConfig, services: tuple[Service, ...], tls: TLSCon
         leader_id=status.leader,
         raft_term=status.raftTerm,
         raft_index=status.raftIndex,
+        raft_applied_index=status.raftAppliedIndex,
+        db_size=status.dbSize,
+        alarms=list(status.errors),
         members=sorted(m.name for m in members.members),
     )
 

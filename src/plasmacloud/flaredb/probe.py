@@ -17,13 +17,19 @@ PROBE_TIMEOUT_S = 3.0
 
 @dataclass(frozen=True, slots=True)
 class FlareNodeView:
-    """One node's answer: its leader, the members it lists and reaches, its applied index."""
+    """One node's answer: its leader, the members it lists and reaches, its Raft role, term
+    and indexes, its database's size."""
 
     node_id: str
     leader: str | None = None
     members: int = 0
     reachable: int = 0
-    applied_index: int | None = None
+    applied_index: int | None = None  # what the database has applied
+    role: str | None = None  # Leader, Follower, Candidate
+    term: int | None = None
+    commit_index: int | None = None
+    raft_applied_index: int | None = None  # log entries applied (the database skips no-ops)
+    db_size: int | None = None  # bytes
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -40,12 +46,18 @@ async def _probe(session: aiohttp.ClientSession, cfg: NodeConfig) -> FlareNodeVi
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
         return FlareNodeView(cfg.node_id, error=f"{type(exc).__name__}: {exc}".strip(": "))
     store = status.get("store", {})
+    raft = store.get("raft", {})
     return FlareNodeView(
         cfg.node_id,
         leader=store.get("leader", {}).get("node_id") or None,
         members=len(nodes),
         reachable=sum(1 for n in nodes if n.get("reachable")),
         applied_index=store.get("db_applied_index"),
+        role=raft.get("state"),
+        term=raft.get("term"),
+        commit_index=raft.get("commit_index"),
+        raft_applied_index=raft.get("applied_index"),
+        db_size=store.get("db_size"),
     )
 
 

@@ -1,0 +1,165 @@
+"""The dashboard's web server: the login gate, the pages and their JSON.
+
+Read-only: only GET (and HEAD) are served, so there is nothing to forge a request for.
+Pages are one HTML shell each; ``static/app.js`` polls the page's ``/api/<page>.json``
+and renders it. Every response forbids caching, framing and referrers, and allows
+scripts and styles from this server only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from string import Template
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from plasmacloud.cluster.target import ClusterTarget
+from plasmacloud.dashboard.auth import SESSION_COOKIE, Gate
+from plasmacloud.dashboard.overview import Overview
+
+log = logging.getLogger("plasmacloud.dashboard")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# page path -> (page name the script renders, title)
+PAGES = {"/": ("overview", "Overview")}
+# file -> content type; the login page needs the stylesheet before there is a session
+ASSETS = {"app.css": "text/css", "app.js": "text/javascript"}
+PUBLIC_ASSETS = {"app.css"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _asset(name: str) -> str:
+    return (resources.files("plasmacloud.dashboard") / "static" / name).read_text()
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the dashboard shows: the running cluster."""
+
+    target: ClusterTarget
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Method, path and status: never the query string, where the login token travels."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.3fs", request.method, request.path, response.status, time)
+
+
+def login_page(status: int = 401) -> web.Response:
+    """The page every request without a session gets: how to log in, and no data."""
+    return web.Response(status=status, text=_asset("login.html"), content_type="text/html")
+
+
+def make_app(sources: Sources, gate: Gate) -> web.Application:
+    """The dashboard's routes behind ``gate``."""
+    overview = Overview(sources.target)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        public = request.path == "/login" or (
+            request.path.startswith("/static/") and request.match_info.get("name") in PUBLIC_ASSETS
+        )
+        if not public and not gate.admits(request.cookies.get(SESSION_COOKIE)):
+            return login_page()
+        return await handler(request)
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        session = gate.redeem(request.query.get("token", ""))
+        if session is None:
+            log.warning("login refused: no valid, unused token")
+            return login_page()
+        # to a URL without the token: it leaves the address bar and the history
+        redirect = web.HTTPSeeOther("/")
+        redirect.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict", path="/")
+        raise redirect
+
+    async def page(request: web.Request) -> web.Response:
+        name, title = PAGES[request.path]
+        nav = "".join(
+            f'<a href="{path}"{" class=current" if p == name else ""}>{t}</a>'
+            for path, (p, t) in PAGES.items()
+        )
+        html = Template(_asset("page.html")).substitute(page=name, title=title, nav=nav)
+        return web.Response(text=html, content_type="text/html")
+
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            raise web.HTTPNotFound()
+        return web.Response(text=_asset(name), content_type=ASSETS[name])
+
+    async def overview_json(request: web.Request) -> web.Response:
+        return _json(await overview.get())
+
+    async def headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(SECURITY_HEADERS)
+
+    app = web.Application(middlewares=[guard])
+    app.on_response_prepare.append(headers)
+    app.router.add_get("/login", login)
+    app.router.add_get("/static/{name}", asset)
+    for path in PAGES:
+        app.router.add_get(path, page)
+    app.router.add_get("/api/overview.json", overview_json)
+    return app
+
+
+def _json(doc: dict[str, Any]) -> web.Response:
+    return web.Response(text=json.dumps(doc), content_type="application/json")
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one), bound before the URL is
+    printed so the URL names the real port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def login_url(sock: socket.socket, gate: Gate) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/login?token={gate.token}"
+
+
+async def serve(sources: Sources, sock: socket.socket, gate: Gate) -> web.AppRunner:
+    """Start serving on ``sock``; the runner to clean up."""
+    runner = web.AppRunner(
+        make_app(sources, gate), access_log=log, access_log_class=PathOnlyAccessLogger
+    )
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner
