@@ -1,9 +1,16 @@
-"""A dashboard app behind its login gate, in front of a cluster that is not there."""
+"""The dashboard app behind its login gate in front of a cluster that is not there, and
+``plasma dashboard`` serving a running lab."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -14,6 +21,8 @@ from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.common.config import NodeConfig, PeerConfig, ServicePorts, TLSConfig
 from plasmacloud.dashboard.auth import Gate
 from plasmacloud.dashboard.server import Sources, make_app
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.services import SERVICES, ServiceSpec
 
 
 def _free_ports(n: int) -> list[int]:
@@ -56,3 +65,47 @@ async def dashboard() -> AsyncIterator[tuple[Client, Gate]]:
         yield client, gate
     finally:
         await client.close()
+
+
+@pytest.fixture
+def full_lab(lab_factory: Callable[[tuple[ServiceSpec, ...]], Lab]) -> Lab:
+    """A ready 3-node process lab running every service, as `plasma lab up` starts it."""
+    lab = lab_factory(SERVICES)
+    asyncio.run(lab.wait_ready(timeout=60))
+    return lab
+
+
+def plasma(*args: str) -> list[str]:
+    """The argv of ``plasma ARGS`` in this interpreter (the package on its sys.path)."""
+    return [sys.executable, "-c", "from plasmacloud.cli import app; app(prog_name='plasma')", *args]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running ``plasma dashboard``: the login URL it printed first, and its base URL."""
+
+    login_url: str
+    base: str
+
+
+@pytest.fixture
+def served(full_lab: Lab) -> Iterator[Served]:
+    """``plasma dashboard --dir LAB`` in its own process group, stopped afterwards."""
+    proc = subprocess.Popen(
+        plasma("dashboard", "--dir", str(full_lab.layout.root)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        assert first.startswith("http://127.0.0.1:") and "/login?token=" in first, (
+            first,
+            proc.stderr and proc.stderr.read() if proc.poll() is not None else "",
+        )
+        yield Served(first, first.split("/login?", 1)[0])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
