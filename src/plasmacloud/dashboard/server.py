@@ -8,6 +8,7 @@ scripts and styles from this server only.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -15,6 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from string import Template
 from typing import Any
 
@@ -24,13 +26,21 @@ from aiohttp.abc import AbstractAccessLogger
 from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.dashboard.auth import SESSION_COOKIE, Gate
 from plasmacloud.dashboard.overview import Overview
+from plasmacloud.dashboard.pki import CertFindings, pki_doc
+from plasmacloud.dashboard.provisioning import provisioning_doc
+from plasmacloud.dashboard.runs import Runs
 
 log = logging.getLogger("plasmacloud.dashboard")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # page path -> (page name the script renders, title)
-PAGES = {"/": ("overview", "Overview")}
+PAGES = {
+    "/": ("overview", "Overview"),
+    "/provisioning": ("provisioning", "Provisioning"),
+    "/runs": ("runs", "Validation and chaos runs"),
+    "/pki": ("pki", "Certificates"),
+}
 # file -> content type; the login page needs the stylesheet before there is a session
 ASSETS = {"app.css": "text/css", "app.js": "text/javascript"}
 PUBLIC_ASSETS = {"app.css"}
@@ -50,9 +60,13 @@ def _asset(name: str) -> str:
 
 @dataclass(frozen=True)
 class Sources:
-    """What the dashboard shows: the running cluster."""
+    """What the dashboard shows: the running cluster, and the files about it."""
 
     target: ClusterTarget
+    cert_dirs: tuple[Path, ...] = ()  # where its certificates are (``*.crt``)
+    cert_findings: CertFindings | None = None  # preflight's certificate checks, if provisioned
+    state_file: Path | None = None  # the netboot server's node states
+    runs_dir: Path | None = None  # chaos/*.jsonl histories and reports/*.json
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -70,6 +84,7 @@ def login_page(status: int = 401) -> web.Response:
 def make_app(sources: Sources, gate: Gate) -> web.Application:
     """The dashboard's routes behind ``gate``."""
     overview = Overview(sources.target)
+    runs = Runs(sources.runs_dir)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -110,6 +125,16 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
     async def overview_json(request: web.Request) -> web.Response:
         return _json(await overview.get())
 
+    async def provisioning_json(request: web.Request) -> web.Response:
+        return _json(provisioning_doc(sources.state_file))
+
+    async def runs_json(request: web.Request) -> web.Response:
+        return _json(await runs.get())
+
+    async def pki_json(request: web.Request) -> web.Response:
+        doc = await asyncio.to_thread(pki_doc, sources.cert_dirs, sources.cert_findings)
+        return _json(doc)
+
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
 
@@ -120,6 +145,9 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
     for path in PAGES:
         app.router.add_get(path, page)
     app.router.add_get("/api/overview.json", overview_json)
+    app.router.add_get("/api/provisioning.json", provisioning_json)
+    app.router.add_get("/api/runs.json", runs_json)
+    app.router.add_get("/api/pki.json", pki_json)
     return app
 
 

@@ -53,7 +53,82 @@ function renderOverview(doc) {
       "last error"], rows)];
 }
 
-const RENDER = {overview: renderOverview};
+function time(iso) {
+  return iso ? new Date(iso).toLocaleTimeString() : "–";
+}
+
+function renderProvisioning(doc) {
+  if (!doc.found) {
+    return [el("p", {class: "muted", id: "no-state"},
+      doc.state_file ? `no state file yet at ${doc.state_file}` :
+        "this cluster was not provisioned by `plasma netboot serve` (no state file)")];
+  }
+  const rows = doc.nodes.map((n) => el("tr", {
+      class: n.state === "failed" ? "down" : "up", "data-node": n.node_id, "data-state": n.state},
+    el("td", {}, n.node_id), el("td", {}, n.mac),
+    el("td", {class: "state"}, n.state), el("td", {}, show(n.last_step)),
+    el("td", {}, time(n.updated_at)),
+    el("td", {class: "timeline"}, ...n.events.slice(-8).map((e) =>
+      el("span", {class: `chip ${e.state}`, title: e.message || ""},
+        `${e.state}${e.step ? ` (${e.step})` : ""} ${time(e.at)}`))),
+    el("td", {class: "error"}, n.error ?? "")));
+  const unknown = Object.entries(doc.unknown_macs);
+  return [table(["node", "MAC", "state", "last step", "updated", "recent transitions", "error"],
+      rows),
+    el("p", {class: "muted"}, `state file: ${doc.state_file}`),
+    ...(unknown.length ? [el("h2", {}, "Machines not in the spec that asked to boot"),
+      table(["MAC", "last seen"], unknown.map(([mac, at]) =>
+        el("tr", {}, el("td", {}, mac), el("td", {}, time(at)))))] : [])];
+}
+
+function verdicts(list) {
+  return list.map((v) => el("span", {class: v.status === "ok" ? "ok" : "bad",
+    title: v.details.join("\n")}, `${v.property}: ${v.status} (${v.checked}) `));
+}
+
+function renderRuns(doc) {
+  if (!doc.dir) return [el("p", {class: "muted"}, "no lab directory: no runs to show")];
+  const chaos = doc.chaos.map((r) => el("tr", {class: r.ok ? "up" : "down", "data-run": "chaos"},
+    el("td", {}, time(r.at)), el("td", {class: "state"}, r.ok ? "passed" : "FAILED"),
+    el("td", {}, r.meta ? `seed ${r.meta.seed}, ${r.meta.duration_s}s, ${r.meta.faults.join(", ")}`
+      : ""),
+    el("td", {}, show(r.ops)), el("td", {}, ...(r.verdicts ? verdicts(r.verdicts) : [r.error])),
+    el("td", {class: "muted"}, r.file)));
+  const reports = doc.validation.map((r) => el("tr", {class: r.ok ? "up" : "down",
+      "data-run": "validation"},
+    el("td", {}, time(r.at)), el("td", {class: "state"}, r.ok ? "passed" : "FAILED"),
+    el("td", {}, r.error ?? `${r.checks} checks${r.failed.length ? `, failed: ${r.failed.join(", ")}` : ""}`),
+    el("td", {class: "muted"}, r.file)));
+  return [el("h2", {}, "Chaos runs"),
+    chaos.length ? table(["when", "result", "run", "ops", "verdicts", "history"], chaos) :
+      el("p", {class: "muted"}, `none in ${doc.dir}/chaos (plasma lab chaos saves them there)`),
+    el("h2", {}, "Validation reports"),
+    reports.length ? table(["when", "result", "checks", "report"], reports) :
+      el("p", {class: "muted"}, `none in ${doc.dir}/reports`)];
+}
+
+function renderPki(doc) {
+  const rows = doc.certificates.map((c) => el("tr", {
+      class: c.status === "ok" ? "up" : "down", "data-file": c.file, "data-status": c.status},
+    el("td", {}, c.file), el("td", {}, show(c.subject)), el("td", {}, show(c.issuer)),
+    el("td", {class: "state"}, c.status), el("td", {}, show(c.days_left)),
+    el("td", {}, c.not_after ? new Date(c.not_after).toLocaleDateString() : "–"),
+    el("td", {class: "sans"}, (c.sans ?? []).join(", ")), el("td", {class: "error"}, c.error ?? "")));
+  const out = [table(["file", "subject", "issuer", "status", "days left", "expires", "SANs", "error"],
+    rows), el("p", {class: "muted"}, `from ${[...new Set(doc.certificates.map((c) => c.dir))].join(", ") || "no directory"}`)];
+  if (doc.findings) {
+    out.push(el("h2", {}, "Preflight findings"), doc.findings.length ?
+      table(["id", "severity", "node", "problem", "fix"], doc.findings.map((f) => el("tr", {
+          class: f.severity === "error" ? "down" : "up"},
+        el("td", {}, f.id), el("td", {}, f.severity), el("td", {}, show(f.node)),
+        el("td", {}, f.message), el("td", {}, f.fix)))) :
+      el("p", {class: "ok"}, "no certificate problems"));
+  }
+  return out;
+}
+
+const RENDER = {overview: renderOverview, provisioning: renderProvisioning, runs: renderRuns,
+  pki: renderPki};
 
 async function tick() {
   const updated = document.getElementById("updated");

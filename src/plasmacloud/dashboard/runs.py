@@ -1,0 +1,86 @@
+"""The runs page: chaos histories saved in a lab (``<dir>/chaos/*.jsonl``, re-checked here
+for their verdicts: linearizability of the registers, lost or phantom set elements, watch
+streams) and validation reports (``<dir>/reports/*.json``, as ``plasma validate --json``
+prints them), newest first."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from plasmacloud.chaos.history import load_history
+from plasmacloud.chaos.history_check import check_history, passed
+
+CHAOS_DIR = "chaos"
+REPORTS_DIR = "reports"
+
+
+def _when(path: Path) -> str:
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
+
+
+def _newest_first(directory: Path, pattern: str) -> list[Path]:
+    return sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def chaos_run(path: Path) -> dict[str, Any]:
+    """One saved history: its meta (seed, faults, what was injected) and its verdicts."""
+    doc: dict[str, Any] = {"file": str(path), "at": _when(path)}
+    try:
+        history = load_history(path)
+    except (OSError, ValueError) as exc:
+        return doc | {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    verdicts = check_history(history)
+    return doc | {
+        "ok": passed(verdicts),
+        "meta": history.meta,
+        "ops": len(history.ops),
+        "verdicts": [v.model_dump(mode="json") for v in verdicts],
+    }
+
+
+def validation_report(path: Path) -> dict[str, Any]:
+    """One saved report: overall ``ok`` and the checks that failed."""
+    doc: dict[str, Any] = {"file": str(path), "at": _when(path)}
+    try:
+        report = json.loads(path.read_text())
+        checks = report["checks"]
+        return doc | {
+            "ok": bool(report["ok"]),
+            "checks": len(checks),
+            "failed": [c["id"] for c in checks if not c["ok"]],
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return doc | {"ok": False, "error": f"not a validation report ({exc})"}
+
+
+class Runs:
+    """The runs under a directory; a history is re-checked only when its file changed
+    (checking a long history takes a while, the page asks every few seconds)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._checked: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+    async def _chaos(self, path: Path) -> dict[str, Any]:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._checked.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, await asyncio.to_thread(chaos_run, path))
+            self._checked[path] = cached
+        return cached[1]
+
+    async def get(self) -> dict[str, Any]:
+        if self.root is None:
+            return {"dir": None, "chaos": [], "validation": []}
+        chaos = [await self._chaos(p) for p in _newest_first(self.root / CHAOS_DIR, "*.jsonl")]
+        reports = _newest_first(self.root / REPORTS_DIR, "*.json")
+        return {
+            "dir": str(self.root),
+            "chaos": chaos,
+            "validation": [validation_report(p) for p in reports],
+        }
