@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
@@ -54,17 +55,24 @@ def absent_target() -> ClusterTarget:
 Client = TestClient[aiohttp.web.Request, aiohttp.web.Application]
 
 
-@pytest.fixture
-async def dashboard() -> AsyncIterator[tuple[Client, Gate]]:
-    """A client of the dashboard (cookies kept, also for 127.0.0.1) and its gate."""
-    gate = Gate()
-    server = TestServer(make_app(Sources(absent_target()), gate), host="127.0.0.1")
+@asynccontextmanager
+async def client_of(sources: Sources, gate: Gate) -> AsyncIterator[Client]:
+    """A client of the dashboard app that keeps cookies (also those of 127.0.0.1)."""
+    server = TestServer(make_app(sources, gate), host="127.0.0.1")
     client = TestClient(server, cookie_jar=aiohttp.CookieJar(unsafe=True))
     await client.start_server()
     try:
-        yield client, gate
+        yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def dashboard() -> AsyncIterator[tuple[Client, Gate]]:
+    """A client of the dashboard of :func:`absent_target`, and its gate."""
+    gate = Gate()
+    async with client_of(Sources(absent_target()), gate) as client:
+        yield client, gate
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def _validate(lab: Lab, as_json: bool, junit: Path | None = None, persistence: b
     from plasmacloud.validate.checks import run_checks
 
     results = asyncio.run(run_checks(lab_target(lab), persistence=persistence))
-    return emit(results, as_json, junit)
+    return emit(results, as_json, junit, lab.layout.root)
 
 
 def _log_tails(lab: Lab, lines: int = 8) -> None:

@@ -77,16 +77,25 @@ def ssh_options(out: Path, known_hosts: Path | None, identity: Path | None) -> S
     )
 
 
-def emit(results: list[CheckResult], as_json: bool, junit: Path | None) -> int:
-    """Print the report (table or JSON), write JUnit if asked; the exit code."""
-    from plasmacloud.validate.report import exit_code, report_json, report_junit, report_table
+def emit(results: list[CheckResult], as_json: bool, junit: Path | None, root: Path) -> int:
+    """Print the report (table or JSON), write JUnit if asked, save it under ``root``
+    (a lab's directory or the render tree: the dashboard lists it); the exit code."""
+    from plasmacloud.validate.report import (
+        exit_code,
+        report_json,
+        report_junit,
+        report_table,
+        save_report,
+    )
 
     if junit is not None:
         junit.write_text(report_junit(results))
+    saved = save_report(results, root)
     if as_json:
         typer.echo(json.dumps(report_json(results), indent=2))
     else:
         console.print(report_table(results))
+        console.print(f"report saved: {saved}")
     return exit_code(results)
 
 
@@ -143,4 +152,4 @@ def validate(
         restart = ssh_restart(backend, spec_configs(cluster), chosen, tls)
     target = spec_target(cluster, tls, chosen, admin, restart)
     results = asyncio.run(run_checks(target, persistence=persistence))
-    raise typer.Exit(emit(results, as_json, junit))
+    raise typer.Exit(emit(results, as_json, junit, out))

@@ -1,7 +1,7 @@
 """The runs page: chaos histories saved in a lab (``<dir>/chaos/*.jsonl``, re-checked here
 for their verdicts: linearizability of the registers, lost or phantom set elements, watch
-streams) and validation reports (``<dir>/reports/*.json``, as ``plasma validate --json``
-prints them), newest first."""
+streams) and the validation reports ``plasma validate`` and ``plasma lab validate`` save
+(``<dir>/reports/*.json``), newest first."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 
 from plasmacloud.chaos.history import load_history
 from plasmacloud.chaos.history_check import check_history, passed
+from plasmacloud.validate.report import REPORTS_DIR
 
-CHAOS_DIR = "chaos"
-REPORTS_DIR = "reports"
+CHAOS_DIR = "chaos"  # where `plasma lab chaos` saves its histories in a lab
 
 
 def _when(path: Path) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK
+from plasmacloud.common.files import write_atomic
 from plasmacloud.validate.checks import CheckResult
 
 
@@ -51,6 +55,19 @@ def report_json(results: list[CheckResult]) -> dict[str, Any]:
             for c in results
         ],
     }
+
+
+# where a lab or a render tree keeps its validation reports (the dashboard lists them)
+REPORTS_DIR = "reports"
+
+
+def save_report(results: list[CheckResult], root: Path) -> Path:
+    """Write :func:`report_json` to ``root/reports/validate-<UTC time>.json``; its path."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = root / REPORTS_DIR / f"validate-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(report_json(results), indent=2).encode())
+    return path
 
 
 def report_junit(results: list[CheckResult], suite: str = "plasmacloud-validate") -> str:
