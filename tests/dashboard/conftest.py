@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import aiohttp
@@ -96,24 +96,28 @@ class Served:
     base: str
 
 
-@pytest.fixture
-def served(full_lab: Lab) -> Iterator[Served]:
-    """``plasma dashboard --dir LAB`` in its own process group, stopped afterwards."""
+@contextmanager
+def running_dashboard(*args: str) -> Iterator[Served]:
+    """``plasma dashboard ARGS`` in its own process group, stopped afterwards."""
     proc = subprocess.Popen(
-        plasma("dashboard", "--dir", str(full_lab.layout.root)),
+        plasma("dashboard", *args),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
     )
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline().strip()
-        assert first.startswith("http://127.0.0.1:") and "/login?token=" in first, (
-            first,
-            proc.stderr and proc.stderr.read() if proc.poll() is not None else "",
-        )
+        first = proc.stdout.readline().strip()  # the login URL comes first
+        assert first.startswith("http://127.0.0.1:") and "/login?token=" in first, first
         yield Served(first, first.split("/login?", 1)[0])
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(full_lab: Lab) -> Iterator[Served]:
+    """``plasma dashboard --dir LAB``."""
+    with running_dashboard("--dir", str(full_lab.layout.root)) as served:
+        yield served

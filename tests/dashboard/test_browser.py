@@ -1,12 +1,17 @@
-"""The dashboard in a real browser (Debian's headless chromium through selenium) against a
-running process lab: log in with the printed URL, see node01-03 and one leader per Raft
-group, kill a node and watch its rows turn red, and meet only the login page without the
-session cookie. Screenshots of what it saw go to docs/images/ (docs/dashboard.md)."""
+"""The dashboard in a real browser (Debian's headless chromium through selenium).
+
+Against a running process lab: log in with the printed URL, see node01-03 and one leader
+per Raft group, find a validation report and a chaos run as the CLI left them, the
+certificates, then kill a node and watch its rows turn red, and meet only the login page
+without the session cookie. Against a provisioned cluster's render tree: watch a node's
+provisioning state change while the page is open. Screenshots of what it saw go to
+docs/images/ (docs/dashboard.md shows them)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +21,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from plasmacloud.lab.control import Lab
+from plasmacloud.lab.spec import scratch_spec
+from plasmacloud.provision.netboot import STATE_FILE
+from plasmacloud.provision.sample import sample_spec
+from plasmacloud.provision.states import State, StateStore
 
-from .conftest import Served
+from .conftest import Served, plasma, running_dashboard
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +34,7 @@ IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 # generous: the page polls every 1.5 s, but this machine may be busy with other tests
 WAIT_S = 30.0
 NODES = ["node01", "node02", "node03"]
+Rows = dict[tuple[str, str], dict[str, str]]
 
 
 @pytest.fixture
@@ -42,69 +52,147 @@ def browser() -> Iterator[webdriver.Chrome]:
         browser.quit()
 
 
-def _rows(browser: webdriver.Chrome) -> dict[tuple[str, str], dict[str, str]]:
-    """(node, service) -> the row's state attributes, as the page shows them now."""
-    found = {}
-    for tr in browser.find_elements(By.CSS_SELECTOR, "tr[data-node]"):
-        key = (tr.get_attribute("data-node") or "", tr.get_attribute("data-service") or "")
-        found[key] = {
-            "up": tr.get_attribute("data-up") or "",
-            "role": tr.get_attribute("data-role") or "",
-            "class": tr.get_attribute("class") or "",
-        }
+def _until(browser: webdriver.Chrome, ready: Callable[[webdriver.Chrome], object]) -> None:
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.25).until(ready)
+
+
+def _shot(browser: webdriver.Chrome, name: str) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(IMAGES / f"dashboard-{name}.png"))
+
+
+def _data(browser: webdriver.Chrome, selector: str) -> list[dict[str, str]]:
+    """The data attributes (and class) of the elements ``selector`` matches, read in one
+    go: the page replaces its table on every poll, element handles go stale."""
+    found: list[dict[str, str]] = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map((e) => ({...e.dataset, class: e.className}));",
+        selector,
+    )
     return found
 
 
-def _leaders(rows: dict[tuple[str, str], dict[str, str]], service: str) -> list[str]:
+def _rows(browser: webdriver.Chrome) -> Rows:
+    """(node, service) -> the overview row's state attributes, as the page shows them now."""
+    return {(r["node"], r["service"]): r for r in _data(browser, "tr[data-service]")}
+
+
+def _leaders(rows: Rows, service: str) -> list[str]:
     return [n for (n, s), r in rows.items() if s == service and r["role"] == "leader"]
 
 
-def _one_leader_each(browser: webdriver.Chrome) -> bool:
+def _all_up_one_leader_each(browser: webdriver.Chrome) -> bool:
     rows = _rows(browser)
     return (
         len(rows) == 9
-        and all(len(_leaders(rows, s)) == 1 for s in ("chainfire", "flaredb"))
         and all(r["up"] == "true" for r in rows.values())
+        and all(len(_leaders(rows, s)) == 1 for s in ("chainfire", "flaredb"))
     )
 
 
-def test_log_in_see_the_cluster_watch_a_node_die(
-    full_lab: Lab, served: Served, browser: webdriver.Chrome
-) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.25)
-
+def test_a_lab_in_the_browser(full_lab: Lab, served: Served, browser: webdriver.Chrome) -> None:
+    lab_dir = str(full_lab.layout.root)
     browser.get(served.login_url)
     assert browser.current_url == served.base + "/"  # the token left the address bar
-    wait.until(_one_leader_each)
+    _until(browser, _all_up_one_leader_each)
     rows = _rows(browser)
     assert sorted({n for n, _s in rows}) == NODES
     assert sorted({s for _n, s in rows}) == ["chainfire", "flaredb", "iam"]
-    browser.save_screenshot(str(IMAGES / "dashboard-overview.png"))
+    _shot(browser, "overview")
 
-    # kill a node that leads neither group, so the others keep serving meanwhile
+    # what the CLI leaves in the lab shows on the runs page, passed or failed as it said
+    validate = subprocess.run(plasma("lab", "validate", "--dir", lab_dir), timeout=300)
+    chaos = subprocess.run(
+        plasma("lab", "chaos", "--dir", lab_dir, "--duration", "3s", "--faults", "kill"),
+        capture_output=True,
+        timeout=300,
+    )
+    browser.get(served.base + "/runs")
+    _until(browser, lambda b: len(_data(b, "tr[data-run]")) == 2)
+    classes = {r["run"]: r["class"] for r in _data(browser, "tr[data-run]")}
+    assert classes == {
+        "validation": "up" if validate.returncode == 0 else "down",
+        "chaos": "up" if chaos.returncode == 0 else "down",
+    }
+    _shot(browser, "runs")
+
+    browser.get(served.base + "/pki")
+    _until(browser, lambda b: _data(b, "tr[data-file]"))
+    status = {r["file"]: r["status"] for r in _data(browser, "tr[data-file]")}
+    assert {f"{n}.crt" for n in NODES} | {"ca.crt", "operator.crt"} <= set(status)
+    assert set(status.values()) == {"ok"}
+    _shot(browser, "pki")
+
+    # kill a node that leads neither group (chaos restarted nodes: read the page again)
+    browser.get(served.base + "/")
+    _until(browser, _all_up_one_leader_each)
+    rows = _rows(browser)
     leaders = {*_leaders(rows, "chainfire"), *_leaders(rows, "flaredb")}
     victim = next(n for n in NODES if n not in leaders)
     full_lab.backend.kill_node(victim)
-    wait.until(
+    _until(
+        browser,
         lambda b: all(
             r["up"] == "false" and "down" in r["class"]
             for (n, _s), r in _rows(b).items()
             if n == victim
-        )
+        ),
     )
     rows = _rows(browser)
     assert [n for (n, _s), r in rows.items() if r["up"] == "false"] == [victim] * 3
     red = browser.find_element(By.CSS_SELECTOR, f'tr[data-node="{victim}"]')
     assert red.value_of_css_property("background-color") == "rgba(253, 226, 225, 1)"
-    browser.save_screenshot(str(IMAGES / "dashboard-node-down.png"))
+    _shot(browser, "node-down")
 
     # the same browser without its session cookie: the login page, no data
     browser.delete_all_cookies()
-    for path in ("/", "/api/overview.json"):
+    for path in ("/", "/api/overview.json", "/pki"):
         browser.get(served.base + path)
         assert browser.find_elements(By.ID, "login-needed")
         assert "node01" not in browser.page_source
     browser.get(served.login_url)  # the printed URL worked once
     assert browser.find_elements(By.ID, "login-needed")
-    browser.save_screenshot(str(IMAGES / "dashboard-login.png"))
+    _shot(browser, "login")
+
+
+def test_provisioning_states_change_while_the_page_is_open(
+    tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    # the sample cluster on a loopback range where nothing answers (nothing leaves 127/8)
+    prefix = str(scratch_spec().first_ip).rsplit(".", 1)[0] + "."
+    spec, out = tmp_path / "cluster.yaml", tmp_path / "out"
+    spec.write_text(sample_spec().replace("192.168.100.", prefix))
+    for cmd in ("render", "pki"):
+        argv = [cmd, "--spec", str(spec), "--out", str(out)]
+        subprocess.run(
+            plasma(*(["pki", "init", *argv[1:]] if cmd == "pki" else argv)),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    macs = {f"node0{i}": f"52:54:00:00:00:0{i}" for i in (1, 2, 3)}
+    store = StateStore(out / STATE_FILE, macs)
+    walk = [(State.BOOTING, None), (State.INSTALLING, "disk"), (State.INSTALLED, None)]
+    for node in NODES:
+        for to, step in walk:
+            store.transition(node, to, step=step)
+    store.transition("node01", State.JOINED, step="join")
+    store.transition("node02", State.FAILED, step="join", message="chainfire did not answer")
+
+    with running_dashboard("--spec", str(spec), "--out", str(out)) as served:
+        browser.get(served.login_url)
+        browser.get(served.base + "/provisioning")
+
+        def states(b: webdriver.Chrome) -> dict[str, str]:
+            return {r["node"]: r["state"] for r in _data(b, "tr[data-state]")}
+
+        _until(
+            browser,
+            lambda b: states(b) == {"node01": "joined", "node02": "failed", "node03": "installed"},
+        )
+        store.transition("node03", State.JOINED, step="join")  # the page is not reloaded
+        _until(browser, lambda b: states(b)["node03"] == "joined")
+        _shot(browser, "provisioning")
+        browser.get(served.base + "/pki")
+        _until(browser, lambda b: b.find_elements(By.XPATH, "//h2[text()='Preflight findings']"))
+        _shot(browser, "pki-provisioned")

@@ -99,21 +99,22 @@ def test_pki_lists_certificates_with_expiry_and_chain(tmp_path: Path) -> None:
     certs = {c["file"]: c for c in doc["certificates"]}
     # issue_client copied the CA beside its certificate: clients/ca.crt
     assert set(certs) == {
-        "ca.crt",
-        "node01.crt",
-        "clients/admin.crt",
-        "clients/ca.crt",
-        "node02.crt",
+        "pki/ca.crt",
+        "pki/node01.crt",
+        "pki/clients/admin.crt",
+        "pki/clients/ca.crt",
+        "stray/ca.crt",
+        "stray/node02.crt",
     }
     assert not any(name.endswith(".key") for name in certs)
-    node = certs["node01.crt"]
+    node = certs["pki/node01.crt"]
     assert node["status"] == "ok" and node["chains_to_ca"] and node["subject"] == "node01"
     assert node["sans"] == ["node01", "10.0.0.11"] and 363 <= node["days_left"] <= 365
-    admin = certs["clients/admin.crt"]
+    admin = certs["pki/clients/admin.crt"]
     assert admin["status"] == "expiring" and admin["chains_to_ca"]
-    assert certs["node02.crt"]["status"] == "untrusted"  # another CA signed it
-    assert certs["ca.crt"]["ca"] and certs["ca.crt"]["chains_to_ca"] is None
-    assert doc["certificates"][0]["file"] == "clients/admin.crt"  # soonest expiry first
+    assert certs["stray/node02.crt"]["status"] == "untrusted"  # another CA signed it
+    assert certs["pki/ca.crt"]["ca"] and certs["pki/ca.crt"]["chains_to_ca"] is None
+    assert doc["certificates"][0]["file"] == "pki/clients/admin.crt"  # soonest expiry first
     assert doc["findings"] == [f.model_dump(mode="json") for f in found]
     expires = dt.datetime.fromisoformat(admin["not_after"])
     assert dt.timedelta(days=9) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=10)

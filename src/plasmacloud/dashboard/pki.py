@@ -8,7 +8,8 @@ matter here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +42,16 @@ def _verdict(days_left: float) -> str:
     return "expiring" if days_left < pki.RENEW_BEFORE.days else "ok"
 
 
-def certificate_doc(path: Path, base: Path, now: dt.datetime) -> dict[str, Any]:
-    """One certificate file: names, expiry, whether it chains to the ``ca.crt`` beside it
-    or in ``base``; an ``error`` instead when it does not parse."""
-    doc: dict[str, Any] = {"file": str(path.relative_to(base))}
+def certificate_doc(path: Path, name: str, dir_ca: Path, now: dt.datetime) -> dict[str, Any]:
+    """One certificate file (shown as ``name``): names, expiry, whether it chains to the
+    ``ca.crt`` beside it, else to ``dir_ca``; an ``error`` instead when it does not parse."""
+    doc: dict[str, Any] = {"file": name}
     try:
         cert = pki.load_cert(path)
     except (OSError, ValueError) as exc:
         return doc | {"error": f"{type(exc).__name__}: {exc}", "status": "unreadable"}
     left = (pki.expires_at(cert) - now).total_seconds() / 86400
-    # the CA beside it (a node's secrets), else the directory's own (a client's)
-    ca_path = next(
-        (c for c in (path.with_name(pki.CA_CERT), base / pki.CA_CERT) if c.is_file()), None
-    )
+    ca_path = next((c for c in (path.with_name(pki.CA_CERT), dir_ca) if c.is_file()), None)
     chains: bool | None = None
     if ca_path is not None and ca_path != path:
         try:
@@ -73,17 +71,21 @@ def certificate_doc(path: Path, base: Path, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def pki_doc(dirs: Iterable[Path], findings: CertFindings | None = None) -> dict[str, Any]:
-    """Every ``*.crt`` under ``dirs`` (soonest expiry first) and preflight's findings."""
+def pki_doc(dirs: Sequence[Path], findings: CertFindings | None = None) -> dict[str, Any]:
+    """Every ``*.crt`` under ``dirs`` (soonest expiry first, named relative to the dirs'
+    common parent) and preflight's findings."""
     now = dt.datetime.now(dt.UTC)
+    present = [d for d in dirs if d.is_dir()]
+    base = Path(os.path.commonpath(present)) if present else None
     certs = [
-        certificate_doc(p, d, now) | {"dir": str(d)}
-        for d in dirs
-        if d.is_dir()
+        certificate_doc(p, str(p.relative_to(base)), d / pki.CA_CERT, now)
+        for d in present
+        if base is not None
         for p in sorted(d.rglob("*.crt"))
     ]
-    certs.sort(key=lambda c: (c.get("days_left", -1), c["dir"], c["file"]))
+    certs.sort(key=lambda c: (c.get("days_left", -1), c["file"]))
     return {
+        "dir": str(base) if base else None,
         "certificates": certs,
         "findings": [f.model_dump(mode="json") for f in findings()] if findings else None,
     }

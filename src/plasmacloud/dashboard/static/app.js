@@ -83,7 +83,7 @@ function renderProvisioning(doc) {
 
 function verdicts(list) {
   return list.map((v) => el("span", {class: v.status === "ok" ? "ok" : "bad",
-    title: v.details.join("\n")}, `${v.property}: ${v.status} (${v.checked}) `));
+    title: v.details.join("\n")}, `${v.property}: ${v.status} (${v.checked})`));
 }
 
 function renderRuns(doc) {
@@ -92,13 +92,14 @@ function renderRuns(doc) {
     el("td", {}, time(r.at)), el("td", {class: "state"}, r.ok ? "passed" : "FAILED"),
     el("td", {}, r.meta ? `seed ${r.meta.seed}, ${r.meta.duration_s}s, ${r.meta.faults.join(", ")}`
       : ""),
-    el("td", {}, show(r.ops)), el("td", {}, ...(r.verdicts ? verdicts(r.verdicts) : [r.error])),
-    el("td", {class: "muted"}, r.file)));
+    el("td", {}, show(r.ops)),
+    el("td", {class: "verdicts"}, ...(r.verdicts ? verdicts(r.verdicts) : [r.error])),
+    el("td", {class: "muted path"}, r.file)));
   const reports = doc.validation.map((r) => el("tr", {class: r.ok ? "up" : "down",
       "data-run": "validation"},
     el("td", {}, time(r.at)), el("td", {class: "state"}, r.ok ? "passed" : "FAILED"),
     el("td", {}, r.error ?? `${r.checks} checks${r.failed.length ? `, failed: ${r.failed.join(", ")}` : ""}`),
-    el("td", {class: "muted"}, r.file)));
+    el("td", {class: "muted path"}, r.file)));
   return [el("h2", {}, "Chaos runs"),
     chaos.length ? table(["when", "result", "run", "ops", "verdicts", "history"], chaos) :
       el("p", {class: "muted"}, `none in ${doc.dir}/chaos (plasma lab chaos saves them there)`),
@@ -115,7 +116,7 @@ function renderPki(doc) {
     el("td", {}, c.not_after ? new Date(c.not_after).toLocaleDateString() : "–"),
     el("td", {class: "sans"}, (c.sans ?? []).join(", ")), el("td", {class: "error"}, c.error ?? "")));
   const out = [table(["file", "subject", "issuer", "status", "days left", "expires", "SANs", "error"],
-    rows), el("p", {class: "muted"}, `from ${[...new Set(doc.certificates.map((c) => c.dir))].join(", ") || "no directory"}`)];
+    rows), el("p", {class: "muted"}, doc.dir ? `under ${doc.dir}` : "no certificate directory")];
   if (doc.findings) {
     out.push(el("h2", {}, "Preflight findings"), doc.findings.length ?
       table(["id", "severity", "node", "problem", "fix"], doc.findings.map((f) => el("tr", {
