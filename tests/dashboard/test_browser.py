@@ -43,7 +43,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     assert chromium and driver, "chromium and chromium-driver must be installed (scripts/setup.sh)"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
         options.add_argument(arg)
     browser = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     try:
@@ -126,6 +126,12 @@ def test_a_lab_in_the_browser(full_lab: Lab, served: Served, browser: webdriver.
     # kill a node that leads neither group (chaos restarted nodes: read the page again)
     browser.get(served.base + "/")
     _until(browser, _all_up_one_leader_each)
+    # the chaos run's writes show in the charts (sampled since the dashboard started)
+    charts = _data(browser, "tr[data-chart-node]")
+    assert sorted((c["chartService"], c["chartNode"]) for c in charts) == sorted(
+        (s, n) for s in ("chainfire", "flaredb") for n in NODES
+    )
+    assert max(float(c["peak"]) for c in charts if c["chartService"] == "chainfire") > 0
     rows = _rows(browser)
     leaders = {*_leaders(rows, "chainfire"), *_leaders(rows, "flaredb")}
     victim = next(n for n in NODES if n not in leaders)
@@ -140,6 +146,11 @@ def test_a_lab_in_the_browser(full_lab: Lab, served: Served, browser: webdriver.
     )
     rows = _rows(browser)
     assert [n for (n, _s), r in rows.items() if r["up"] == "false"] == [victim] * 3
+    # and its charts stop at a gap instead of showing its last rate as the current one
+    _until(
+        browser,
+        lambda b: {c["now"] for c in _data(b, f'tr[data-chart-node="{victim}"]')} == {""},
+    )
     red = browser.find_element(By.CSS_SELECTOR, f'tr[data-node="{victim}"]')
     assert red.value_of_css_property("background-color") == "rgba(253, 226, 225, 1)"
     _shot(browser, "node-down")

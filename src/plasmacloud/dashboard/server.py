@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +25,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.dashboard.auth import SESSION_COOKIE, Gate
+from plasmacloud.dashboard.metrics import Sampler
 from plasmacloud.dashboard.overview import Overview
 from plasmacloud.dashboard.pki import CertFindings, pki_doc
 from plasmacloud.dashboard.provisioning import provisioning_doc
@@ -85,6 +86,7 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
     """The dashboard's routes behind ``gate``."""
     overview = Overview(sources.target)
     runs = Runs(sources.runs_dir)
+    sampler = Sampler(sources.target)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -125,6 +127,9 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
     async def overview_json(request: web.Request) -> web.Response:
         return _json(await overview.get())
 
+    async def metrics_json(request: web.Request) -> web.Response:
+        return _json(sampler.doc())
+
     async def provisioning_json(request: web.Request) -> web.Response:
         return _json(provisioning_doc(sources.state_file))
 
@@ -138,13 +143,19 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
 
+    async def sampling(app: web.Application) -> AsyncIterator[None]:
+        async with sampler.running():
+            yield
+
     app = web.Application(middlewares=[guard])
+    app.cleanup_ctx.append(sampling)
     app.on_response_prepare.append(headers)
     app.router.add_get("/login", login)
     app.router.add_get("/static/{name}", asset)
     for path in PAGES:
         app.router.add_get(path, page)
     app.router.add_get("/api/overview.json", overview_json)
+    app.router.add_get("/api/metrics.json", metrics_json)
     app.router.add_get("/api/provisioning.json", provisioning_json)
     app.router.add_get("/api/runs.json", runs_json)
     app.router.add_get("/api/pki.json", pki_json)

@@ -32,7 +32,48 @@ function bytes(n) {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
-function renderOverview(doc) {
+const SVG = "http://www.w3.org/2000/svg";
+
+// a line of the last minutes' values (gaps where a scrape failed or a node restarted)
+function sparkline(values, width = 180, height = 30) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("class", "spark");
+  const known = values.filter((v) => v !== null);
+  const top = Math.max(...known, 1e-9);
+  const step = values.length > 1 ? width / (values.length - 1) : 0;
+  let path = "";
+  let pen = "M";
+  values.forEach((v, i) => {
+    if (v === null) { pen = "M"; return; }
+    path += `${pen}${(i * step).toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)} `;
+    pen = "L";
+  });
+  const line = document.createElementNS(SVG, "path");
+  line.setAttribute("d", path);
+  svg.append(line);
+  return svg;
+}
+
+function renderCharts(metrics) {
+  const last = (pts, i) => (pts.length ? pts[pts.length - 1][i] : null);
+  const rows = metrics.series.map((s) => el("tr", {
+      "data-chart-node": s.node, "data-chart-service": s.service,
+      "data-points": String(s.points.length),
+      "data-peak": String(Math.max(0, ...s.points.map((p) => p[1]))),
+      "data-now": String(last(s.points, 1) ?? "")},
+    el("td", {}, s.node), el("td", {}, s.service),
+    el("td", {}, sparkline(s.points.map((p) => p[1]))),
+    el("td", {}, last(s.points, 1) === null ? "–" : `${last(s.points, 1)}/s`),
+    el("td", {}, sparkline(s.points.map((p) => p[2]))),
+    el("td", {}, last(s.points, 2) === null ? "–" : `${last(s.points, 2).toFixed(2)} ms`)));
+  const minutes = Math.round(metrics.window_s / 60);
+  return [el("h2", {}, `Writes and fsync latency (last ${minutes} minutes while the dashboard runs)`),
+    table(["node", "service", "committed entries / s", "now", "log fsync (mean)", "now"], rows)];
+}
+
+function renderOverview(doc, metrics) {
   const leaders = Object.entries(doc.leaders).map(([service, nodes]) =>
     el("div", {class: "card", "data-leader-of": service}, `${service} leader: `,
       el("span", {class: nodes.length === 1 ? "ok" : "bad"},
@@ -50,7 +91,7 @@ function renderOverview(doc) {
     el("td", {}, bytes(r.db_size)), el("td", {class: "error"}, r.error ?? "")));
   return [el("div", {class: "summary"}, ready, ...leaders),
     table(["node", "service", "state", "role", "term", "commit", "applied", "lag", "db size",
-      "last error"], rows)];
+      "last error"], rows), ...renderCharts(metrics)];
 }
 
 function time(iso) {
@@ -131,14 +172,21 @@ function renderPki(doc) {
 const RENDER = {overview: renderOverview, provisioning: renderProvisioning, runs: renderRuns,
   pki: renderPki};
 
+// the JSON documents each page draws from (default: /api/<page>.json alone)
+const SOURCES = {overview: ["overview", "metrics"]};
+
+async function fetchDoc(name) {
+  const resp = await fetch(`/api/${name}.json`, {cache: "no-store", credentials: "same-origin"});
+  if (resp.status === 401) { window.location.reload(); throw new Error("logged out"); }
+  if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+  return resp.json();
+}
+
 async function tick() {
   const updated = document.getElementById("updated");
   try {
-    const resp = await fetch(`/api/${page}.json`, {cache: "no-store", credentials: "same-origin"});
-    if (resp.status === 401) { window.location.reload(); return; }
-    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-    const doc = await resp.json();
-    document.getElementById("content").replaceChildren(...RENDER[page](doc));
+    const docs = await Promise.all((SOURCES[page] ?? [page]).map(fetchDoc));
+    document.getElementById("content").replaceChildren(...RENDER[page](...docs));
     updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
     updated.className = "muted";
   } catch (exc) {
