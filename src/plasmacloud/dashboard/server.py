@@ -154,11 +154,15 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
     app.router.add_get("/static/{name}", asset)
     for path in PAGES:
         app.router.add_get(path, page)
-    app.router.add_get("/api/overview.json", overview_json)
-    app.router.add_get("/api/metrics.json", metrics_json)
-    app.router.add_get("/api/provisioning.json", provisioning_json)
-    app.router.add_get("/api/runs.json", runs_json)
-    app.router.add_get("/api/pki.json", pki_json)
+    api = {
+        "overview": overview_json,
+        "metrics": metrics_json,
+        "provisioning": provisioning_json,
+        "runs": runs_json,
+        "pki": pki_json,
+    }
+    for name, handler in api.items():
+        app.router.add_get(f"/api/{name}.json", handler)
     return app
 
 
