@@ -53,6 +53,8 @@ async def test_the_token_opens_one_session_and_redirects_to_a_url_without_it(
     client, gate = dashboard
     token = gate.token
     assert (await _login(client, token[::-1])).status == 401
+    peek = await client.head("/login", params={"token": token}, allow_redirects=False)
+    assert peek.status == 401  # a HEAD does not use the token up
     resp = await _login(client, token)
     assert resp.status == 303
     assert resp.headers["Location"] == "/"

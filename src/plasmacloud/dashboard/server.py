@@ -100,6 +100,8 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
         return await handler(request)
 
     async def login(request: web.Request) -> web.StreamResponse:
+        if request.method != "GET":  # a HEAD (a link preview, say) must not use the token up
+            return login_page()
         session = gate.redeem(request.query.get("token", ""))
         if session is None:
             log.warning("login refused: no valid, unused token")
