@@ -31,6 +31,7 @@ from plasmacloud.lab.state import load_state
 REPO = Path(__file__).resolve().parents[1]
 PROTO_PACKAGE = "plasmacloud/chainfire/proto"
 TEMPLATES = "plasmacloud/provision/templates"
+DASHBOARD_STATIC = "plasmacloud/dashboard/static"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -158,6 +159,9 @@ def test_wheel_from_a_clean_clone_installs_into_a_fresh_venv_and_runs_a_green_la
     # provision's templates are package data, read through importlib.resources
     templates = {f"{TEMPLATES}/{p.name}" for p in (clone / "src" / TEMPLATES).glob("*.j2")}
     assert templates and templates <= in_wheel
+    # so are the dashboard's page, script and stylesheet (its machines are offline: no CDN)
+    static = {f"{DASHBOARD_STATIC}/{p.name}" for p in (clone / "src" / DASHBOARD_STATIC).iterdir()}
+    assert static and static <= in_wheel
     with tarfile.open(sdist) as tar:  # names start with plasmacloud-<version>/
         in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     assert {f"src/{path}" for path in carried} <= in_sdist
