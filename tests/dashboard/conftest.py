@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -24,6 +25,8 @@ from plasmacloud.dashboard.auth import Gate
 from plasmacloud.dashboard.server import Sources, make_app
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.services import SERVICES, ServiceSpec
+from plasmacloud.lab.spec import scratch_spec
+from plasmacloud.provision.sample import sample_spec
 
 
 def _free_ports(n: int) -> list[int]:
@@ -97,10 +100,11 @@ class Served:
 
 
 @contextmanager
-def running_dashboard(*args: str) -> Iterator[Served]:
-    """``plasma dashboard ARGS`` in its own process group, stopped afterwards."""
+def running_command(*args: str) -> Iterator[Served]:
+    """``plasma ARGS``, a command that serves the dashboard, in its own process group;
+    stopped afterwards."""
     proc = subprocess.Popen(
-        plasma("dashboard", *args),
+        plasma(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -119,5 +123,22 @@ def running_dashboard(*args: str) -> Iterator[Served]:
 @pytest.fixture
 def served(full_lab: Lab) -> Iterator[Served]:
     """``plasma dashboard --dir LAB``."""
-    with running_dashboard("--dir", str(full_lab.layout.root)) as served:
+    with running_command("dashboard", "--dir", str(full_lab.layout.root)) as served:
         yield served
+
+
+@pytest.fixture
+def render_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """(cluster.yaml, out): the sample cluster rendered with its PKI, moved onto a
+    loopback range where nothing answers (no traffic leaves 127/8)."""
+    prefix = str(scratch_spec().first_ip).rsplit(".", 1)[0] + "."
+    spec, out = tmp_path / "cluster.yaml", tmp_path / "out"
+    spec.write_text(sample_spec().replace("192.168.100.", prefix))
+    for argv in (["render"], ["pki", "init"]):
+        subprocess.run(
+            plasma(*argv, "--spec", str(spec), "--out", str(out)),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    return spec, out

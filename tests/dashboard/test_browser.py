@@ -21,12 +21,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.spec import scratch_spec
 from plasmacloud.provision.netboot import STATE_FILE
-from plasmacloud.provision.sample import sample_spec
 from plasmacloud.provision.states import State, StateStore
 
-from .conftest import Served, plasma, running_dashboard
+from .conftest import Served, plasma, running_command
 
 pytestmark = pytest.mark.slow
 
@@ -167,20 +165,9 @@ def test_a_lab_in_the_browser(full_lab: Lab, served: Served, browser: webdriver.
 
 
 def test_provisioning_states_change_while_the_page_is_open(
-    tmp_path: Path, browser: webdriver.Chrome
+    render_tree: tuple[Path, Path], browser: webdriver.Chrome
 ) -> None:
-    # the sample cluster on a loopback range where nothing answers (nothing leaves 127/8)
-    prefix = str(scratch_spec().first_ip).rsplit(".", 1)[0] + "."
-    spec, out = tmp_path / "cluster.yaml", tmp_path / "out"
-    spec.write_text(sample_spec().replace("192.168.100.", prefix))
-    for cmd in ("render", "pki"):
-        argv = [cmd, "--spec", str(spec), "--out", str(out)]
-        subprocess.run(
-            plasma(*(["pki", "init", *argv[1:]] if cmd == "pki" else argv)),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    spec, out = render_tree
     macs = {f"node0{i}": f"52:54:00:00:00:0{i}" for i in (1, 2, 3)}
     store = StateStore(out / STATE_FILE, macs)
     walk = [(State.BOOTING, None), (State.INSTALLING, "disk"), (State.INSTALLED, None)]
@@ -190,7 +177,7 @@ def test_provisioning_states_change_while_the_page_is_open(
     store.transition("node01", State.JOINED, step="join")
     store.transition("node02", State.FAILED, step="join", message="chainfire did not answer")
 
-    with running_dashboard("--spec", str(spec), "--out", str(out)) as served:
+    with running_command("dashboard", "--spec", str(spec), "--out", str(out)) as served:
         browser.get(served.login_url)
         browser.get(served.base + "/provisioning")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -71,6 +73,31 @@ def spec_sources(spec: Path, out: Path, services: str) -> Sources:
     )
 
 
+@contextlib.asynccontextmanager
+async def serving(sources: Sources, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[None]:
+    """The dashboard on ``host:port`` while the block runs; its one-time login URL is
+    printed first (a typer.Exit for an address it cannot bind)."""
+    from plasmacloud.dashboard.auth import Gate
+    from plasmacloud.dashboard.server import bind, is_loopback, login_url, serve
+
+    gate = Gate()
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise fail(exc, EXIT_USAGE) from exc
+    typer.echo(login_url(sock, gate))
+    if not is_loopback(host):
+        err.print(
+            f"[yellow]warning:[/yellow] listening on {host}, not loopback: anyone who can "
+            "reach it sees the login page, and traffic (the login URL too) is plain HTTP"
+        )
+    runner = await serve(sources, sock, gate)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 def dashboard(
     lab_dir: DirOpt = None,
     spec: SpecOpt = None,
@@ -83,30 +110,12 @@ def dashboard(
     the first line printed is the one-time login URL (its token works once, as
     Jupyter's does); Ctrl-C stops it."""
     import asyncio
-    import contextlib
-
-    from plasmacloud.dashboard.auth import Gate
-    from plasmacloud.dashboard.server import bind, is_loopback, login_url, serve
 
     sources = spec_sources(spec, out, services) if spec else lab_sources(lab_dir)
-    gate = Gate()
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        raise fail(exc, EXIT_USAGE) from exc
-    typer.echo(login_url(sock, gate))
-    if not is_loopback(host):
-        err.print(
-            f"[yellow]warning:[/yellow] listening on {host}, not loopback: anyone who can "
-            "reach it sees the login page, and traffic (the login URL too) is plain HTTP"
-        )
 
     async def run() -> None:
-        runner = await serve(sources, sock, gate)
-        try:
+        async with serving(sources, host, port):
             await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
         asyncio.run(run())

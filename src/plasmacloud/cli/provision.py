@@ -240,10 +240,20 @@ def netboot_serve(
     tftp_root: Annotated[Path, typer.Option(help="holds undionly.kpxe / ipxe.efi")] = Path(
         "/var/lib/plasmacloud/tftp"
     ),
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            help="also serve `plasma dashboard` of the cluster on 127.0.0.1 (its one-time "
+            "login URL is the first line printed)"
+        ),
+    ] = False,
 ) -> None:
     """Serve iPXE scripts, images and config bundles to the machines in the spec."""
     import asyncio
+    import contextlib
 
+    from plasmacloud.cli.dashboard import serving, spec_sources
+    from plasmacloud.cli.validate import DEFAULT_SERVICES
     from plasmacloud.provision import netboot
     from plasmacloud.provision.dnsmasq import DnsmasqOptions
     from plasmacloud.provision.layout import OutputLayout
@@ -266,7 +276,13 @@ def netboot_serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         port_ = port or cluster.netboot.http_port
-        await netboot.serve(cluster, OutputLayout(out), images, bind, port_, opts, stop)
+        beside = (
+            serving(spec_sources(spec, out, DEFAULT_SERVICES))
+            if dashboard
+            else contextlib.nullcontext()
+        )
+        async with beside:
+            await netboot.serve(cluster, OutputLayout(out), images, bind, port_, opts, stop)
 
     asyncio.run(main())
 
