@@ -2,7 +2,7 @@
 PY ?= python3
 LAB_DIR ?= $(CURDIR)/lab-state
 
-.PHONY: setup protos lint imports typecheck test test-fast run clean
+.PHONY: setup protos lint imports typecheck test test-fast run dashboard clean
 
 setup:
 	bash scripts/setup.sh
@@ -34,6 +34,11 @@ test-fast: protos
 ## Main job: a 3-node lab up, validated, torn down.
 run: protos
 	plasma lab up --dir $(LAB_DIR) --validate --persistence; rc=$$?; plasma lab down --dir $(LAB_DIR); exit $$rc
+
+## The operator dashboard of the lab in $(LAB_DIR), started if it is not running: open
+## the one-time login URL `plasma dashboard` prints first; Ctrl-C stops the dashboard.
+dashboard: protos
+	plasma lab up --dir $(LAB_DIR) && plasma dashboard --dir $(LAB_DIR)
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .setup-stamp
