@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from plasmacloud.cli._common import DirOpt, err, fail, open_lab
+from plasmacloud.cli._common import DirOpt, err, fail
 from plasmacloud.cli.validate import DEFAULT_SERVICES, OutOpt, ServicesOpt
 from plasmacloud.common.errors import EXIT_USAGE
 
@@ -32,14 +32,24 @@ SpecOpt = Annotated[
 
 
 def lab_sources(lab_dir: Path | None) -> Sources:
-    """A process or netns lab: its cluster, PKI and saved runs."""
+    """A process or netns lab: its cluster, PKI and saved runs. (A QEMU lab's addresses
+    exist only inside its network namespace, where a browser does not run.)"""
     from plasmacloud.dashboard.server import Sources
     from plasmacloud.lab.backend import LabError
+    from plasmacloud.lab.control import Lab
+    from plasmacloud.lab.layout import default_lab_dir
     from plasmacloud.lab.target import lab_target
 
-    lab = open_lab(lab_dir)
+    root = lab_dir or default_lab_dir()
+    try:
+        lab = Lab.open(root)
+    except LabError as exc:
+        raise fail(exc, EXIT_USAGE) from exc
     if not lab.layout.state_path.exists():
-        raise fail(LabError(f"no lab in {lab.layout.root}; `plasma lab up` first"), EXIT_USAGE)
+        raise fail(
+            LabError(f"no process or netns lab in {lab.layout.root}; `plasma lab up` first"),
+            EXIT_USAGE,
+        )
     return Sources(
         target=lab_target(lab), cert_dirs=(lab.layout.pki_dir,), runs_dir=lab.layout.root
     )
