@@ -130,3 +130,20 @@ async def test_each_page_and_its_json_need_the_session(tmp_path: Path, page: str
         shell = await client.get(f"/{page}")
         assert shell.status == 200 and f'data-page="{page}"' in await shell.text()
         assert (await client.get(f"/api/{page}.json")).status == 200
+
+
+async def test_saved_histories_are_served_and_nothing_else(tmp_path: Path) -> None:
+    save_history(tmp_path / "chaos" / "history-7.jsonl", History(meta={"seed": 7}))
+    (tmp_path / "secret.jsonl").write_text("not to be served")
+    gate = Gate()
+    async with client_of(Sources(absent_target(), runs_dir=tmp_path), gate) as client:
+        link = "/runs/chaos/history-7.jsonl"
+        assert (await client.get(link)).status == 401  # no session yet
+        await client.get("/login", params={"token": gate.token})
+        (run,) = (await (await client.get("/api/runs.json")).json())["chaos"]
+        assert run["link"] == link
+        resp = await client.get(link)
+        assert resp.status == 200
+        assert await resp.text() == (tmp_path / "chaos" / "history-7.jsonl").read_text()
+        for name in ("..%2Fsecret.jsonl", "%2E%2E%2Fsecret.jsonl", "history-8.jsonl"):
+            assert (await client.get(f"/runs/chaos/{name}")).status == 404, name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from plasmacloud.chaos.history_check import check_history, passed
 from plasmacloud.validate.report import REPORTS_DIR
 
 CHAOS_DIR = "chaos"  # where `plasma lab chaos` saves its histories in a lab
+HISTORY_NAME = re.compile(r"[\w.-]+\.jsonl")  # no separators: nothing outside CHAOS_DIR
 
 
 def _when(path: Path) -> str:
@@ -27,8 +29,9 @@ def _newest_first(directory: Path, pattern: str) -> list[Path]:
 
 
 def chaos_run(path: Path) -> dict[str, Any]:
-    """One saved history: its meta (seed, faults, what was injected) and its verdicts."""
-    doc: dict[str, Any] = {"file": str(path), "at": _when(path)}
+    """One saved history: its meta (seed, faults, what was injected), its verdicts, and
+    where the dashboard serves the file (``link``)."""
+    doc: dict[str, Any] = {"file": str(path), "at": _when(path), "link": f"/runs/chaos/{path.name}"}
     try:
         history = load_history(path)
     except (OSError, ValueError) as exc:
@@ -73,6 +76,14 @@ class Runs:
             cached = (stamp, await asyncio.to_thread(chaos_run, path))
             self._checked[path] = cached
         return cached[1]
+
+    def history_file(self, name: str) -> Path | None:
+        """The saved history called ``name`` (a plain file name in the chaos directory,
+        nothing else), if there is one."""
+        if self.root is None or not HISTORY_NAME.fullmatch(name):
+            return None
+        path = self.root / CHAOS_DIR / name
+        return path if path.is_file() else None
 
     async def get(self) -> dict[str, Any]:
         if self.root is None:

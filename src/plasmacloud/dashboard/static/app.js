@@ -135,7 +135,7 @@ function renderRuns(doc) {
       : ""),
     el("td", {}, show(r.ops)),
     el("td", {class: "verdicts"}, ...(r.verdicts ? verdicts(r.verdicts) : [r.error])),
-    el("td", {class: "muted path"}, r.file)));
+    el("td", {class: "path"}, el("a", {href: r.link, download: ""}, r.file))));
   const reports = doc.validation.map((r) => el("tr", {class: r.ok ? "up" : "down",
       "data-run": "validation"},
     el("td", {}, time(r.at)), el("td", {class: "state"}, r.ok ? "passed" : "FAILED"),
