@@ -90,8 +90,9 @@ def test_rows_name_the_newest_leader_and_count_lag_from_it() -> None:
             _cf("node02", 2, 2, 3, 50, 50),  # the leader of term 3
             _cf("node03", 3, 2, 3, 50, 45),
             NodeView("node04", {"chainfire": (False, "cannot connect")}, error="UNAVAILABLE"),
+            _cf("node05", 5, 0, 3, 50, 50),  # answers, but knows no leader
         ],
-        expected_members=4,
+        expected_members=5,
     )
     flare = [
         FlareNodeView(
@@ -108,6 +109,8 @@ def test_rows_name_the_newest_leader_and_count_lag_from_it() -> None:
     assert rows["chainfire", "node01"]["lag"] == 10
     down = rows["chainfire", "node04"]
     assert not down["up"] and down["role"] is None and down["error"] == "UNAVAILABLE"
+    lost = rows["chainfire", "node05"]
+    assert lost["up"] and lost["role"] is None and lost["error"] == "knows no leader"
     assert rows["flaredb", "node01"]["lag"] == 3 and rows["flaredb", "node01"]["role"] == "follower"
     assert not rows["flaredb", "node03"]["up"]  # its FlareDB did not answer
     assert overview_doc(view, flare)["leaders"] == {

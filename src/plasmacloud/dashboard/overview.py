@@ -46,6 +46,22 @@ def _health(v: NodeView, service: str) -> tuple[bool, str | None]:
     return ok, None if ok else detail
 
 
+def _lag(leader_commit: int | None, applied: int | None) -> int | None:
+    """Entries the leader has committed that this node has not applied yet."""
+    return None if leader_commit is None or applied is None else leader_commit - applied
+
+
+def _chainfire_role(v: NodeView, leaders: list[NodeView]) -> str | None:
+    if not v.leader_id:
+        return None  # it knows no leader: an election, or it is cut off
+    return "leader" if v in leaders else "follower"
+
+
+def _chainfire_error(v: NodeView, health: str | None) -> str | None:
+    alarms = "; ".join(v.alarms) or None
+    return v.error or health or alarms or (None if v.leader_id else "knows no leader")
+
+
 def chainfire_rows(view: ClusterView) -> list[Row]:
     """A node leads if it names itself leader; lag counts from the leader with the
     highest term (a deposed leader may still believe it leads until it hears otherwise)."""
@@ -55,25 +71,18 @@ def chainfire_rows(view: ClusterView) -> list[Row]:
     for v in view.nodes:
         ok, detail = _health(v, CHAINFIRE.name)
         up = ok and v.error is None
-        role = None if not up else "leader" if v in leaders else "follower"
-        lag = (
-            leader.raft_index - v.raft_applied_index
-            if up and leader and leader.raft_index is not None and v.raft_applied_index is not None
-            else None
-        )
-        error = v.error or detail or ("; ".join(v.alarms) if v.alarms else None)
         rows.append(
             Row(
-                v.node_id,
-                CHAINFIRE.name,
-                up,
-                role,
-                v.raft_term,
-                v.raft_index,
-                v.raft_applied_index,
-                lag,
-                v.db_size,
-                error,
+                node=v.node_id,
+                service=CHAINFIRE.name,
+                up=up,
+                role=_chainfire_role(v, leaders) if up else None,
+                term=v.raft_term,
+                commit_index=v.raft_index,
+                applied_index=v.raft_applied_index,
+                lag=_lag(leader.raft_index, v.raft_applied_index) if up and leader else None,
+                db_size=v.db_size,
+                error=_chainfire_error(v, detail),
             )
         )
     return rows
@@ -88,24 +97,18 @@ def flaredb_rows(view: ClusterView, flare: list[FlareNodeView]) -> list[Row]:
     for f in flare:
         ok, detail = health.get(f.node_id, (False, "not probed"))
         up = ok and f.error is None
-        applied = f.raft_applied_index
-        lag = (
-            leader.commit_index - applied
-            if up and leader and leader.commit_index is not None and applied is not None
-            else None
-        )
         rows.append(
             Row(
-                f.node_id,
-                FLAREDB.name,
-                up,
-                f.role.lower() if up and f.role else None,
-                f.term,
-                f.commit_index,
-                applied,
-                lag,
-                f.db_size,
-                f.error or detail,
+                node=f.node_id,
+                service=FLAREDB.name,
+                up=up,
+                role=f.role.lower() if up and f.role else None,
+                term=f.term,
+                commit_index=f.commit_index,
+                applied_index=f.raft_applied_index,
+                lag=_lag(leader.commit_index, f.raft_applied_index) if up and leader else None,
+                db_size=f.db_size,
+                error=f.error or detail,
             )
         )
     return rows
