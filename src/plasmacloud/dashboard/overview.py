@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from plasmacloud.cluster.probe import ClusterView, NodeView
 from plasmacloud.cluster.services import CHAINFIRE, FLAREDB, IAM
@@ -46,72 +46,76 @@ def _health(v: NodeView, service: str) -> tuple[bool, str | None]:
     return ok, None if ok else detail
 
 
-def _lag(leader_commit: int | None, applied: int | None) -> int | None:
-    """Entries the leader has committed that this node has not applied yet."""
-    return None if leader_commit is None or applied is None else leader_commit - applied
+class RaftAnswer(NamedTuple):
+    """What one node said about its part in a Raft group (``role`` None: down, or it
+    knows no leader)."""
+
+    node: str
+    up: bool
+    role: str | None
+    term: int | None
+    commit_index: int | None
+    applied_index: int | None
+    db_size: int | None
+    error: str | None
 
 
-def _chainfire_role(v: NodeView, leaders: list[NodeView]) -> str | None:
+def raft_rows(service: str, answers: list[RaftAnswer]) -> list[Row]:
+    """One row per answer; lag counts from the leader with the highest term (a deposed
+    leader may still believe it leads until it hears otherwise)."""
+    leaders = [a for a in answers if a.role == "leader"]
+    leader = max(leaders, key=lambda a: a.term or 0, default=None)
+    commit = leader.commit_index if leader else None
+    return [
+        Row(
+            node=a.node,
+            service=service,
+            up=a.up,
+            role=a.role,
+            term=a.term,
+            commit_index=a.commit_index,
+            applied_index=a.applied_index,
+            lag=commit - a.applied_index
+            if a.up and commit is not None and a.applied_index is not None
+            else None,
+            db_size=a.db_size,
+            error=a.error,
+        )
+        for a in answers
+    ]
+
+
+def _chainfire_role(v: NodeView) -> str | None:
     if not v.leader_id:
         return None  # it knows no leader: an election, or it is cut off
-    return "leader" if v in leaders else "follower"
-
-
-def _chainfire_error(v: NodeView, health: str | None) -> str | None:
-    alarms = "; ".join(v.alarms) or None
-    return v.error or health or alarms or (None if v.leader_id else "knows no leader")
+    return "leader" if v.leader_id == v.member_id else "follower"
 
 
 def chainfire_rows(view: ClusterView) -> list[Row]:
-    """A node leads if it names itself leader; lag counts from the leader with the
-    highest term (a deposed leader may still believe it leads until it hears otherwise)."""
-    leaders = [v for v in view.nodes if v.member_id and v.leader_id == v.member_id]
-    leader = max(leaders, key=lambda v: v.raft_term or 0, default=None)
-    rows = []
+    """A node leads if it names itself leader."""
+    answers = []
     for v in view.nodes:
         ok, detail = _health(v, CHAINFIRE.name)
         up = ok and v.error is None
-        rows.append(
-            Row(
-                node=v.node_id,
-                service=CHAINFIRE.name,
-                up=up,
-                role=_chainfire_role(v, leaders) if up else None,
-                term=v.raft_term,
-                commit_index=v.raft_index,
-                applied_index=v.raft_applied_index,
-                lag=_lag(leader.raft_index, v.raft_applied_index) if up and leader else None,
-                db_size=v.db_size,
-                error=_chainfire_error(v, detail),
-            )
-        )
-    return rows
+        alarms = "; ".join(v.alarms) or None
+        error = v.error or detail or alarms or (None if v.leader_id else "knows no leader")
+        role = _chainfire_role(v) if up else None
+        indexes = (v.raft_term, v.raft_index, v.raft_applied_index, v.db_size)
+        answers.append(RaftAnswer(v.node_id, up, role, *indexes, error))
+    return raft_rows(CHAINFIRE.name, answers)
 
 
 def flaredb_rows(view: ClusterView, flare: list[FlareNodeView]) -> list[Row]:
     """FlareDB's own Raft group: role and indexes from each node's /status."""
     health = {v.node_id: _health(v, FLAREDB.name) for v in view.nodes}
-    leaders = [f for f in flare if f.error is None and f.role == "Leader"]
-    leader = max(leaders, key=lambda f: f.term or 0, default=None)
-    rows = []
+    answers = []
     for f in flare:
         ok, detail = health.get(f.node_id, (False, "not probed"))
         up = ok and f.error is None
-        rows.append(
-            Row(
-                node=f.node_id,
-                service=FLAREDB.name,
-                up=up,
-                role=f.role.lower() if up and f.role else None,
-                term=f.term,
-                commit_index=f.commit_index,
-                applied_index=f.raft_applied_index,
-                lag=_lag(leader.commit_index, f.raft_applied_index) if up and leader else None,
-                db_size=f.db_size,
-                error=f.error or detail,
-            )
-        )
-    return rows
+        role = f.role.lower() if up and f.role else None
+        indexes = (f.term, f.commit_index, f.raft_applied_index, f.db_size)
+        answers.append(RaftAnswer(f.node_id, up, role, *indexes, f.error or detail))
+    return raft_rows(FLAREDB.name, answers)
 
 
 def iam_rows(view: ClusterView) -> list[Row]:
