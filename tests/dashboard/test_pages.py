@@ -132,18 +132,30 @@ async def test_each_page_and_its_json_need_the_session(tmp_path: Path, page: str
         assert (await client.get(f"/api/{page}.json")).status == 200
 
 
-async def test_saved_histories_are_served_and_nothing_else(tmp_path: Path) -> None:
+async def test_saved_runs_are_served_and_nothing_else(tmp_path: Path) -> None:
     save_history(tmp_path / "chaos" / "history-7.jsonl", History(meta={"seed": 7}))
+    report = save_report([], tmp_path)
     (tmp_path / "secret.jsonl").write_text("not to be served")
     gate = Gate()
     async with client_of(Sources(absent_target(), runs_dir=tmp_path), gate) as client:
         link = "/runs/chaos/history-7.jsonl"
         assert (await client.get(link)).status == 401  # no session yet
         await client.get("/login", params={"token": gate.token})
-        (run,) = (await (await client.get("/api/runs.json")).json())["chaos"]
-        assert run["link"] == link
-        resp = await client.get(link)
-        assert resp.status == 200
-        assert await resp.text() == (tmp_path / "chaos" / "history-7.jsonl").read_text()
-        for name in ("..%2Fsecret.jsonl", "%2E%2E%2Fsecret.jsonl", "history-8.jsonl"):
-            assert (await client.get(f"/runs/chaos/{name}")).status == 404, name
+        doc = await (await client.get("/api/runs.json")).json()
+        assert [r["link"] for r in doc["chaos"]] == [link]
+        assert [r["link"] for r in doc["validation"]] == [f"/runs/reports/{report.name}"]
+        for url, path in (
+            (link, tmp_path / "chaos" / "history-7.jsonl"),
+            (doc["validation"][0]["link"], report),
+        ):
+            resp = await client.get(url)
+            assert resp.status == 200
+            assert await resp.text() == path.read_text()
+        for name in (
+            "chaos/..%2Fsecret.jsonl",
+            "chaos/%2E%2E%2Fsecret.jsonl",
+            "chaos/history-8.jsonl",
+            "reports/history-7.jsonl",  # a history is not a report
+            "secret/secret.jsonl",
+        ):
+            assert (await client.get(f"/runs/{name}")).status == 404, name

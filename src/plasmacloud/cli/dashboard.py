@@ -38,9 +38,19 @@ def lab_sources(lab_dir: Path | None) -> Sources:
     from plasmacloud.lab.backend import LabError
     from plasmacloud.lab.control import Lab
     from plasmacloud.lab.layout import default_lab_dir
+    from plasmacloud.lab.qemu_layout import existing_qemu_lab
     from plasmacloud.lab.target import lab_target
 
     root = lab_dir or default_lab_dir()
+    if (qemu := existing_qemu_lab(root)) is not None:
+        raise fail(
+            LabError(
+                f"{qemu} is a QEMU lab: its VMs answer only inside the lab namespace. Its "
+                f"provisioning, certificates and runs: `plasma dashboard --spec "
+                f"{qemu}/cluster.yaml --out {qemu}/out`"
+            ),
+            EXIT_USAGE,
+        )
     try:
         lab = Lab.open(root)
     except LabError as exc:

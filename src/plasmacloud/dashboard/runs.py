@@ -17,11 +17,19 @@ from plasmacloud.chaos.history_check import check_history, passed
 from plasmacloud.validate.report import REPORTS_DIR
 
 CHAOS_DIR = "chaos"  # where `plasma lab chaos` saves its histories in a lab
-HISTORY_NAME = re.compile(r"[\w.-]+\.jsonl")  # no separators: nothing outside CHAOS_DIR
+# what /runs/<kind>/<name> may serve: plain file names (no separator leaves the directory)
+SAVED = {
+    CHAOS_DIR: (CHAOS_DIR, re.compile(r"[\w.-]+\.jsonl")),
+    REPORTS_DIR: (REPORTS_DIR, re.compile(r"[\w.-]+\.json")),
+}
 
 
 def _when(path: Path) -> str:
     return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
+
+
+def _link(kind: str, path: Path) -> str:
+    return f"/runs/{kind}/{path.name}"
 
 
 def _newest_first(directory: Path, pattern: str) -> list[Path]:
@@ -31,7 +39,7 @@ def _newest_first(directory: Path, pattern: str) -> list[Path]:
 def chaos_run(path: Path) -> dict[str, Any]:
     """One saved history: its meta (seed, faults, what was injected), its verdicts, and
     where the dashboard serves the file (``link``)."""
-    doc: dict[str, Any] = {"file": str(path), "at": _when(path), "link": f"/runs/chaos/{path.name}"}
+    doc: dict[str, Any] = {"file": str(path), "at": _when(path), "link": _link(CHAOS_DIR, path)}
     try:
         history = load_history(path)
     except (OSError, ValueError) as exc:
@@ -46,8 +54,8 @@ def chaos_run(path: Path) -> dict[str, Any]:
 
 
 def validation_report(path: Path) -> dict[str, Any]:
-    """One saved report: overall ``ok`` and the checks that failed."""
-    doc: dict[str, Any] = {"file": str(path), "at": _when(path)}
+    """One saved report: overall ``ok``, the checks that failed, where it is served."""
+    doc: dict[str, Any] = {"file": str(path), "at": _when(path), "link": _link(REPORTS_DIR, path)}
     try:
         report = json.loads(path.read_text())
         checks = report["checks"]
@@ -77,13 +85,14 @@ class Runs:
             self._checked[path] = cached
         return cached[1]
 
-    def history_file(self, name: str) -> Path | None:
-        """The saved history called ``name`` (a plain file name in the chaos directory,
-        nothing else), if there is one."""
-        if self.root is None or not HISTORY_NAME.fullmatch(name):
+    def saved_file(self, kind: str, name: str) -> Path | None:
+        """The saved history or report ``name`` of ``kind`` (a key of :data:`SAVED`),
+        if there is one."""
+        if self.root is None or kind not in SAVED:
             return None
-        path = self.root / CHAOS_DIR / name
-        return path if path.is_file() else None
+        directory, pattern = SAVED[kind]
+        path = self.root / directory / name
+        return path if pattern.fullmatch(name) and path.is_file() else None
 
     async def get(self) -> dict[str, Any]:
         if self.root is None:

@@ -142,11 +142,12 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
         doc = await asyncio.to_thread(pki_doc, sources.cert_dirs, sources.cert_findings)
         return _json(doc)
 
-    async def history(request: web.Request) -> web.StreamResponse:
-        path = runs.history_file(request.match_info["name"])
+    async def saved(request: web.Request) -> web.StreamResponse:
+        path = runs.saved_file(request.match_info["kind"], request.match_info["name"])
         if path is None:
             raise web.HTTPNotFound()
-        return web.FileResponse(path, headers={"Content-Type": "application/jsonl"})
+        kind = "application/jsonl" if path.suffix == ".jsonl" else "application/json"
+        return web.FileResponse(path, headers={"Content-Type": kind})
 
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
@@ -162,7 +163,7 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
     app.router.add_get("/static/{name}", asset)
     for path in PAGES:
         app.router.add_get(path, page)
-    app.router.add_get("/runs/chaos/{name}", history)
+    app.router.add_get("/runs/{kind}/{name}", saved)
     api = {
         "overview": overview_json,
         "metrics": metrics_json,

@@ -140,7 +140,7 @@ function renderRuns(doc) {
       "data-run": "validation"},
     el("td", {}, time(r.at)), el("td", {class: "state"}, r.ok ? "passed" : "FAILED"),
     el("td", {}, r.error ?? `${r.checks} checks${r.failed.length ? `, failed: ${r.failed.join(", ")}` : ""}`),
-    el("td", {class: "muted path"}, r.file)));
+    el("td", {class: "path"}, el("a", {href: r.link, download: ""}, r.file))));
   return [el("h2", {}, "Chaos runs"),
     chaos.length ? table(["when", "result", "run", "ops", "verdicts", "history"], chaos) :
       el("p", {class: "muted"}, `none in ${doc.dir}/chaos (plasma lab chaos saves them there)`),
