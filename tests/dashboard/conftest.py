@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -103,21 +104,20 @@ class Served:
 def running_command(*args: str) -> Iterator[Served]:
     """``plasma ARGS``, a command that serves the dashboard, in its own process group;
     stopped afterwards."""
-    proc = subprocess.Popen(
-        plasma(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().strip()  # the login URL comes first
-        assert first.startswith("http://127.0.0.1:") and "/login?token=" in first, first
-        yield Served(first, first.split("/login?", 1)[0])
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(
+            plasma(*args), stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True
+        )
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline().strip()  # the login URL comes first
+            if not (first.startswith("http://127.0.0.1:") and "/login?token=" in first):
+                stderr.seek(0)
+                raise AssertionError(f"first line {first!r}; stderr: {stderr.read()}")
+            yield Served(first, first.split("/login?", 1)[0])
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
 
 
 @pytest.fixture

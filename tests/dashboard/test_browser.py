@@ -99,7 +99,9 @@ def test_a_lab_in_the_browser(full_lab: Lab, served: Served, browser: webdriver.
     _shot(browser, "overview")
 
     # what the CLI leaves in the lab shows on the runs page, passed or failed as it said
-    validate = subprocess.run(plasma("lab", "validate", "--dir", lab_dir), timeout=300)
+    validate = subprocess.run(
+        plasma("lab", "validate", "--dir", lab_dir), capture_output=True, timeout=300
+    )
     chaos = subprocess.run(
         plasma("lab", "chaos", "--dir", lab_dir, "--duration", "3s", "--faults", "kill"),
         capture_output=True,
