@@ -126,9 +126,10 @@ def dashboard(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 0,
 ) -> None:
-    """Serve the dashboard of a lab (--dir) or of a provisioned cluster (--spec, --out):
-    the first line printed is the one-time login URL (its token works once, as
-    Jupyter's does); Ctrl-C stops it."""
+    """A read-only web UI of a lab (--dir) or a provisioned cluster (--spec, --out).
+
+    The first line printed is the one-time login URL (its token works once, as Jupyter's
+    does); Ctrl-C stops it."""
     import asyncio
 
     sources = spec_sources(spec, out, services) if spec else lab_sources(lab_dir)
