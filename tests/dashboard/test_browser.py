@@ -114,6 +114,9 @@ def test_a_lab_in_the_browser(full_lab: Lab, served: Served, browser: webdriver.
         "validation": "up" if validate.returncode == 0 else "down",
         "chaos": "up" if chaos.returncode == 0 else "down",
     }
+    checks = _data(browser, "tr[data-check]")  # the latest report, check by check
+    assert {"health", "chainfire.leader", "flaredb.crud"} <= {c["check"] for c in checks}
+    assert all(c["class"] == "up" for c in checks) is (validate.returncode == 0)
     _shot(browser, "runs")
 
     browser.get(served.base + "/pki")

@@ -77,6 +77,11 @@ async def test_runs_recheck_histories_and_read_reports(tmp_path: Path) -> None:
     reports = {Path(r["file"]).name: r for r in doc["validation"]}
     (saved,) = [r for n, r in reports.items() if n.startswith("validate-")]
     assert not saved["ok"] and saved["checks"] == 2 and saved["failed"] == ["chainfire.leader"]
+    assert saved["results"][1] == {
+        "id": "chainfire.leader",
+        "ok": False,
+        "nodes": {"node01": {"node": "node01", "ok": False, "evidence": "none"}},
+    }
     assert (
         not reports["junk.json"]["ok"]
         and "not a validation report" in reports["junk.json"]["error"]

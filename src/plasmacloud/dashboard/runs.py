@@ -54,7 +54,8 @@ def chaos_run(path: Path) -> dict[str, Any]:
 
 
 def validation_report(path: Path) -> dict[str, Any]:
-    """One saved report: overall ``ok``, the checks that failed, where it is served."""
+    """One saved report: overall ``ok``, the checks that failed, each check's result per
+    node (``results``), where it is served."""
     doc: dict[str, Any] = {"file": str(path), "at": _when(path), "link": _link(REPORTS_DIR, path)}
     try:
         report = json.loads(path.read_text())
@@ -63,6 +64,10 @@ def validation_report(path: Path) -> dict[str, Any]:
             "ok": bool(report["ok"]),
             "checks": len(checks),
             "failed": [c["id"] for c in checks if not c["ok"]],
+            "results": [
+                {"id": c["id"], "ok": c["ok"], "nodes": {n["node"]: n for n in c["nodes"]}}
+                for c in checks
+            ],
         }
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return doc | {"ok": False, "error": f"not a validation report ({exc})"}

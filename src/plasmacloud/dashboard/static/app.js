@@ -98,6 +98,12 @@ function time(iso) {
   return iso ? new Date(iso).toLocaleTimeString() : "–";
 }
 
+// the newest event that carries a step: what the netboot server or the agent said last
+function lastReport(events) {
+  const e = [...events].reverse().find((ev) => ev.step);
+  return e ? `${e.step}${e.status ? ` ${e.status}` : ""}${e.message ? `: ${e.message}` : ""}` : "–";
+}
+
 function renderProvisioning(doc) {
   if (!doc.found) {
     return [el("p", {class: "muted", id: "no-state"},
@@ -109,13 +115,14 @@ function renderProvisioning(doc) {
     el("td", {}, n.node_id), el("td", {}, n.mac),
     el("td", {class: "state"}, n.state), el("td", {}, show(n.last_step)),
     el("td", {}, time(n.updated_at)),
+    el("td", {}, lastReport(n.events)),
     el("td", {class: "timeline"}, ...n.events.slice(-8).map((e) =>
       el("span", {class: `chip ${e.state}`, title: e.message || ""},
         `${e.state}${e.step ? ` (${e.step})` : ""} ${time(e.at)}`))),
     el("td", {class: "error"}, n.error ?? "")));
   const unknown = Object.entries(doc.unknown_macs);
-  return [table(["node", "MAC", "state", "last step", "updated", "recent transitions", "error"],
-      rows),
+  return [table(["node", "MAC", "state", "last step", "updated", "last report",
+      "recent transitions", "error"], rows),
     el("p", {class: "muted"}, `state file: ${doc.state_file}`),
     ...(unknown.length ? [el("h2", {}, "Machines not in the spec that asked to boot"),
       table(["MAC", "last seen"], unknown.map(([mac, at]) =>
@@ -141,12 +148,21 @@ function renderRuns(doc) {
     el("td", {}, time(r.at)), el("td", {class: "state"}, r.ok ? "passed" : "FAILED"),
     el("td", {}, r.error ?? `${r.checks} checks${r.failed.length ? `, failed: ${r.failed.join(", ")}` : ""}`),
     el("td", {class: "path"}, el("a", {href: r.link, download: ""}, r.file))));
+  const latest = doc.validation.find((r) => r.results);
+  const nodes = latest ? [...new Set(latest.results.flatMap((c) => Object.keys(c.nodes)))].sort()
+    : [];
+  const detail = latest ? [el("h2", {}, `Latest validation, per check and node (${time(latest.at)})`),
+    table(["check", ...nodes], latest.results.map((c) => el("tr", {class: c.ok ? "up" : "down",
+        "data-check": c.id},
+      el("td", {class: "state"}, c.id),
+      ...nodes.map((n) => el("td", {class: "evidence"}, c.nodes[n] ?
+        `${c.nodes[n].ok ? "PASS" : "FAIL"} ${c.nodes[n].evidence}` : "–")))))] : [];
   return [el("h2", {}, "Chaos runs"),
     chaos.length ? table(["when", "result", "run", "ops", "verdicts", "history"], chaos) :
       el("p", {class: "muted"}, `none in ${doc.dir}/chaos (plasma lab chaos saves them there)`),
     el("h2", {}, "Validation reports"),
     reports.length ? table(["when", "result", "checks", "report"], reports) :
-      el("p", {class: "muted"}, `none in ${doc.dir}/reports`)];
+      el("p", {class: "muted"}, `none in ${doc.dir}/reports`), ...detail];
 }
 
 function renderPki(doc) {
