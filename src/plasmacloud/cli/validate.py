@@ -77,7 +77,9 @@ def ssh_options(out: Path, known_hosts: Path | None, identity: Path | None) -> S
     )
 
 
-def emit(results: list[CheckResult], as_json: bool, junit: Path | None, root: Path) -> int:
+def emit(
+    results: list[CheckResult], as_json: bool, junit: Path | None, root: Path | None = None
+) -> int:
     """Print the report (table or JSON), write JUnit if asked, save it under ``root``
     (a lab's directory or the render tree: the dashboard lists it); the exit code."""
     from plasmacloud.validate.report import (
@@ -90,12 +92,13 @@ def emit(results: list[CheckResult], as_json: bool, junit: Path | None, root: Pa
 
     if junit is not None:
         junit.write_text(report_junit(results))
-    saved = save_report(results, root)
+    saved = save_report(results, root) if root is not None else None
     if as_json:
         typer.echo(json.dumps(report_json(results), indent=2))
     else:
         console.print(report_table(results))
-        console.print(f"report saved: {saved}")
+        if saved is not None:
+            console.print(f"report saved: {saved}")
     return exit_code(results)
 
 
