@@ -18,7 +18,13 @@ from raft_cluster import Cluster
 from plasmacloud.common.config import TLSConfig
 from plasmacloud.common.tls import client_context, server_context
 from plasmacloud.provision import pki
-from plasmacloud.raft.api import NoLeaderError, ProposalTimeoutError, RaftStatus, ShutdownError
+from plasmacloud.raft.api import (
+    LeaderLostError,
+    NoLeaderError,
+    ProposalTimeoutError,
+    RaftStatus,
+    ShutdownError,
+)
 from plasmacloud.raft.codec import Heartbeat, encode_frame
 from plasmacloud.raft.memory import MemoryStateMachine
 from plasmacloud.raft.node import RaftNode
@@ -78,6 +84,21 @@ async def test_leader_failover_and_restart_replays(cluster: Cluster) -> None:
     await restarted.read_index()
     cmds = cluster.sms[old].commands()
     assert b"after-failover" in cmds and [b"k%d" % k for k in range(20)] == cmds[:20]
+
+
+async def test_a_forward_to_a_leader_that_died_fails_when_a_new_leader_is_known(
+    cluster: Cluster,
+) -> None:
+    leader = await cluster.leader()
+    follower = next(n for n in cluster.nodes.values() if n is not leader)
+    await follower.propose(b"before")
+    await cluster.nodes.pop(leader.id).stop(handover=False)  # as if its machine died
+    assert follower.leader_id == leader.id  # not noticed yet: the put is forwarded to it
+    # the dead leader never answers; the caller learns "outcome unknown" as soon as the
+    # follower gives that leader up (it campaigns), not at the end of its deadline
+    with pytest.raises(LeaderLostError):
+        await follower.propose(b"to-the-dead-leader", timeout=30)
+    await follower.propose(b"after")  # the next request goes to the new leader
 
 
 async def test_lagging_follower_catches_up_via_snapshot(tmp_path: Path) -> None:

@@ -87,6 +87,12 @@ class ProposalTimeoutError(RaftError):
     """The proposal did not commit in time; its outcome is unknown."""
 
 
+class LeaderLostError(ProposalTimeoutError):
+    """The leader a follower forwarded the request to was replaced before it answered; the
+    outcome is unknown (that leader may have appended it), but known now rather than at the
+    deadline, as etcd's "request timed out, possibly due to previous leader failure"."""
+
+
 class ShutdownError(RaftError):
     """The node is stopping."""
 
