@@ -122,6 +122,21 @@ def test_transaction_rolls_back_and_results_stop_at_error(store: SQLiteStore) ->
     assert isinstance(q, QueryResult) and q.values == [[0]]
 
 
+def test_a_pinned_snapshot_is_the_state_when_pinned(tmp_path: Path) -> None:
+    a = SQLiteStore(tmp_path / "a.sqlite")
+    b = SQLiteStore(tmp_path / "b.sqlite")
+    try:
+        a.apply(entries(*workload()))
+        read, index, before = a.snapshot_reader(), a.applied_index(), dump(a)
+        # writes go on while it is read
+        a.apply(entries(Command.new([S("INSERT INTO t(v) VALUES ('later')")]), start=index + 1))
+        b.restore(read(), index)
+        assert dump(b) == before != dump(a)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_restart_keeps_rows_and_applied_index(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     s = SQLiteStore(path)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from plasmacloud.common.sqlite_image import pin_image
 from plasmacloud.flaredb.authorizer import RESERVED_PREFIX, Sentry, is_reserved
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.decltype import DeclaredTypes
@@ -657,6 +658,10 @@ class SQLiteStore:
     def snapshot(self) -> bytes:
         """The whole database file (applied index included) as bytes."""
         return bytes(self._w.serialize())
+
+    def snapshot_reader(self) -> Callable[[], bytes]:
+        # every apply commits before it returns: the file's last commit is the applied state
+        return pin_image(self.path)
 
     def restore(self, data: bytes, index: int) -> None:
         """Replace the database with a snapshot taken at ``index`` (SQLite backup API)."""

@@ -9,7 +9,7 @@ committed (fsynced on a majority).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +55,13 @@ class StateMachine(Protocol):
 
     def snapshot(self) -> bytes:
         """The whole state as of the last applied entry (the engine records index/term)."""
+        ...
+
+    def snapshot_reader(self) -> Callable[[], bytes]:
+        """Pin the state as of the last applied entry and return a function that reads it
+        out (what :meth:`snapshot` would have returned now). The engine pins right after
+        an apply, on its loop, so this must be cheap; it runs the function on a worker
+        thread while applies go on, so a large state never holds up heartbeats."""
         ...
 
     def restore(self, data: bytes, index: int) -> None:

@@ -886,16 +886,21 @@ class RaftNode:
             return
         self.core.local_snapshot_in_progress = True
         meta = self.core.snapshot_meta(self.core.applied_index)
-        data = self.sm.snapshot()  # same tick as the apply: exactly the state at `index`
-        task = asyncio.get_running_loop().create_task(self._save_snapshot(meta, data))
+        try:
+            read = self.sm.snapshot_reader()  # same tick as the apply: the state at `index`
+        except Exception:
+            self.core.local_snapshot_in_progress = False
+            log.exception("%s: could not pin a snapshot at %d", self.id, meta.index)
+            return
+        task = asyncio.get_running_loop().create_task(self._save_snapshot(meta, read))
         self._disk_tasks.append(task)
         task.add_done_callback(self._forget_task)
 
-    async def _save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    async def _save_snapshot(self, meta: SnapshotMeta, read: Callable[[], bytes]) -> None:
         try:
-            await self._storage.save_snapshot(meta, data)
+            size = await self._storage.save_snapshot(meta, read)
             self.core.compact(meta)
-            log.info("%s: snapshot at %d (%d bytes), log compacted", self.id, meta.index, len(data))
+            log.info("%s: snapshot at %d (%d bytes), log compacted", self.id, meta.index, size)
         except Exception:
             log.exception("%s: snapshot at %d failed", self.id, meta.index)
         finally:
