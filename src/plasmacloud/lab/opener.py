@@ -1,0 +1,52 @@
+"""Open a lab directory as a :class:`~plasmacloud.lab.surface.LabSurface`, whatever its
+backend: the one place that tells a QEMU lab from a process or netns one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plasmacloud.lab.backend import LabUsageError
+from plasmacloud.lab.layout import default_lab_dir
+from plasmacloud.lab.qemu_layout import existing_qemu_lab, qemu_lab_dir
+from plasmacloud.lab.surface import LabSurface
+
+BACKENDS = ("process", "netns", "qemu")
+
+
+def open_lab(
+    path: Path | None,
+    backend: str | None = None,
+    scratch: bool = False,
+    inside: bool = False,
+) -> LabSurface:
+    """The lab ``path`` (``--dir``) names, or the default one.
+
+    ``backend``: the one ``plasma lab up --backend`` asks for (a new lab gets it; an
+    existing lab of another backend is refused); None: whichever the directory holds.
+    ``scratch``: a new process or netns lab picks a random free address range.
+    ``inside``: this process already runs where a QEMU lab's addresses exist.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise LabUsageError(f"backend {backend!r} is not available (have: {', '.join(BACKENDS)})")
+    qemu_root = existing_qemu_lab(path)
+    if qemu_root is not None or backend == "qemu":
+        if backend not in (None, "qemu"):
+            raise _other_backend(qemu_root or qemu_lab_dir(path), "qemu", backend)
+        from plasmacloud.lab.qemu_lab import open_qemu_lab
+
+        return open_qemu_lab(qemu_root or qemu_lab_dir(path), inside)
+
+    from plasmacloud.lab.local import LocalLab, open_local
+
+    root = path or default_lab_dir()
+    lab = open_local(root, backend or "process", scratch)
+    if backend is not None and lab.state.backend != backend:
+        raise _other_backend(lab.layout.root, lab.state.backend, backend)
+    return LocalLab(lab, scratch)
+
+
+def _other_backend(root: Path, has: str, asked: str) -> LabUsageError:
+    return LabUsageError(
+        f"{root} holds a {has} lab, not a {asked} one: `plasma lab down --wipe --dir {root}` "
+        "first, or use another --dir"
+    )
