@@ -257,15 +257,15 @@ def lab_chaos(
     rc = lab.relay(["lab", "chaos", *args])
     if rc is not None:
         return rc
-    place = call(lab.chaos)
+    target = call(lab.target)
     try:
-        cfg = chaos_config(place.target, duration, faults, seed)
+        cfg = chaos_config(target, duration, faults, seed)
     except ClusterError as exc:
         raise fail(exc, EXIT_USAGE) from exc
-    if not preflight(place.problems):
+    if not preflight(lab.chaos_preflight(target)):
         return EXIT_UNAVAILABLE
-    path = history or place.history_dir / f"history-{seed}.jsonl"
-    return run_and_report(place.target, cfg, path, as_json, "plasma lab chaos").exit_code
+    path = history or lab.root / "chaos" / f"history-{seed}.jsonl"
+    return run_and_report(target, cfg, path, as_json, "plasma lab chaos").exit_code
 
 
 def chaos_spec(

@@ -20,11 +20,12 @@ from plasmacloud.lab.grids import health_text, leader_caption, leader_name
 from plasmacloud.lab.netns import NetnsBackend, partitions, scratch_netns_spec
 from plasmacloud.lab.restore import Restored, restore_lab
 from plasmacloud.lab.spec import busy_ports, scratch_spec
-from plasmacloud.lab.surface import ChaosPlace, Grid, LabStatus, Say, refuse
+from plasmacloud.lab.surface import Grid, LabStatus, Say, refuse
 from plasmacloud.lab.target import lab_target
 from plasmacloud.validate.checks import checklist, run_checks
 
 if TYPE_CHECKING:
+    from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.validate.results import CheckResult
 
 NO_SSH = (
@@ -200,7 +201,7 @@ class LocalLab:
     def validate(
         self, wait: float, only: list[str] | None, persistence: bool, on_waiting: Say, warn: Say
     ) -> list[CheckResult]:
-        target = lab_target(self.lab)
+        target = self.target()
         if wait > 0:
             try:
                 asyncio.run(target.wait_ready(wait))
@@ -211,8 +212,11 @@ class LocalLab:
             checks = [c for c in checks if c[0] in only or c[0] == "persistence"]
         return asyncio.run(run_checks(target, checks))
 
-    def chaos(self) -> ChaosPlace:
-        return ChaosPlace(lab_target(self.lab), self.root / "chaos")
+    def target(self) -> ClusterTarget:
+        return lab_target(self.lab)
+
+    def chaos_preflight(self, target: ClusterTarget) -> list[str]:
+        return []  # a node this lab runs that is down is one the run starts
 
     def log_path(self, node_id: str, service: str | None) -> Path:
         self._known(node_id)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from plasmacloud.lab.backend import LabUsageError
-from plasmacloud.lab.layout import default_lab_dir
+from plasmacloud.lab.layout import LabLayout, default_lab_dir
 from plasmacloud.lab.qemu_layout import existing_qemu_lab, qemu_lab_dir
+from plasmacloud.lab.state import load_state
 from plasmacloud.lab.surface import LabSurface
 
 BACKENDS = ("process", "netns", "qemu")
@@ -30,11 +31,14 @@ def open_lab(
         raise LabUsageError(f"backend {backend!r} is not available (have: {', '.join(BACKENDS)})")
     qemu_root = existing_qemu_lab(path)
     if qemu_root is not None or backend == "qemu":
+        root = qemu_root or qemu_lab_dir(path)
         if backend not in (None, "qemu"):
-            raise _other_backend(qemu_root or qemu_lab_dir(path), "qemu", backend)
+            raise _other_backend(root, "qemu", backend)
+        if (local := load_state(LabLayout(root).state_path)) is not None:
+            raise _other_backend(root, local.backend, "qemu")
         from plasmacloud.lab.qemu_lab import open_qemu_lab
 
-        return open_qemu_lab(qemu_root or qemu_lab_dir(path), inside)
+        return open_qemu_lab(root, inside)
 
     from plasmacloud.lab.local import LocalLab, open_local
 

@@ -31,31 +31,16 @@ from plasmacloud.lab.qemu_layout import DEFAULT_MEMORY_MB
 from plasmacloud.lab.qemu_target import qemu_target
 from plasmacloud.lab.services import plasma_executable
 from plasmacloud.lab.ssh_target import ssh_preflight
-from plasmacloud.lab.surface import ChaosPlace, Grid, LabStatus, Say, refuse
+from plasmacloud.lab.surface import Grid, LabStatus, Say, refuse
 from plasmacloud.provision.spec import SSHTarget
 from plasmacloud.provision.states import State, StateFile
 
 if TYPE_CHECKING:
+    from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.lab.restore import Restored
     from plasmacloud.validate.results import CheckResult
 
 NAME = "qemu"
-
-
-def open_qemu_lab(
-    root: Path,
-    inside: bool = False,
-    nodes: list[str] | None = None,
-    memory_mb: int = DEFAULT_MEMORY_MB,
-    services: list[str] | None = None,
-) -> QemuLab:
-    """The QEMU lab in ``root``; ``nodes``, ``memory_mb``, ``services``: what a new lab's
-    VMs get (``plasma lab qemu up``); LabUsageError for an unknown service."""
-    try:
-        backend = QemuBackend(root, nodes=nodes, memory_mb=memory_mb, services=services)
-    except KeyError as exc:
-        raise LabUsageError(str(exc)) from exc
-    return QemuLab(backend, inside)
 
 
 NO_PARTITION = (
@@ -197,12 +182,16 @@ class QemuLab:
         self, wait: float, only: list[str] | None, persistence: bool, on_waiting: Say, warn: Say
     ) -> list[CheckResult]:
         return asyncio.run(
-            validate_until_green(self.backend, wait, only, persistence, on_waiting, warn)
+            validate_until_green(
+                self.backend, self.target(), wait, only, persistence, on_waiting, warn
+            )
         )
 
-    def chaos(self) -> ChaosPlace:
-        target = qemu_target(self.backend)
-        return ChaosPlace(target, self.root / "chaos", ssh_preflight(target))
+    def target(self) -> ClusterTarget:
+        return qemu_target(self.backend)
+
+    def chaos_preflight(self, target: ClusterTarget) -> list[str]:
+        return ssh_preflight(target)  # the VMs' services are driven over SSH
 
     def log_path(self, node_id: str, service: str | None) -> Path:
         if service is not None:
@@ -268,3 +257,19 @@ class QemuLab:
             raise LabError(str(exc)) from exc
         done = f"down, namespace {self.backend.names.namespace} gone" + (", wiped" if wipe else "")
         return f"qemu lab {self.root}: {done}"
+
+
+def open_qemu_lab(
+    root: Path,
+    inside: bool = False,
+    nodes: list[str] | None = None,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    services: list[str] | None = None,
+) -> QemuLab:
+    """The QEMU lab in ``root``; ``nodes``, ``memory_mb``, ``services``: what a new lab's
+    VMs get (``plasma lab qemu up``); LabUsageError for an unknown service."""
+    try:
+        backend = QemuBackend(root, nodes=nodes, memory_mb=memory_mb, services=services)
+    except KeyError as exc:
+        raise LabUsageError(str(exc)) from exc
+    return QemuLab(backend, inside)

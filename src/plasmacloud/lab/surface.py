@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -51,16 +51,6 @@ class LabStatus:
     grids: list[Grid]
     # said under the tables: what a cluster still forming waits for ("" once ready)
     waiting: str = ""
-
-
-@dataclass
-class ChaosPlace:
-    """Where a chaos run against the lab goes: its target and the default history file."""
-
-    target: ClusterTarget
-    history_dir: Path
-    # what stops the run before it starts (nodes that do not answer, units not active)
-    problems: list[str] = field(default_factory=list)
 
 
 class LabSurface(Protocol):
@@ -126,8 +116,12 @@ class LabSurface(Protocol):
         """The checklist, repeated for up to ``wait`` s until green; ``only``: these ids."""
         ...
 
-    def chaos(self) -> ChaosPlace:
-        """Where a chaos run goes."""
+    def target(self) -> ClusterTarget:
+        """The running cluster as validation and chaos work on it."""
+        ...
+
+    def chaos_preflight(self, target: ClusterTarget) -> list[str]:
+        """What stops a chaos run before it starts (nodes that do not answer...)."""
         ...
 
     def log_path(self, node_id: str, service: str | None) -> Path:
