@@ -90,8 +90,7 @@ def up(
 
 @app.command()
 def status(lab_dir: DirOpt = None, as_json: JsonOpt = False, inside: InsideOpt = False) -> None:
-    """Members, leader agreement, health per node and service, processes (a qemu lab: each
-    VM and its provisioning state)."""
+    """Members, leader agreement, health per node and service, processes or VMs."""
     raise typer.Exit(lab_run.status(open_lab(lab_dir, inside=inside), as_json))
 
 
@@ -161,8 +160,7 @@ def start(node: NodeArg, lab_dir: DirOpt = None) -> None:
 
 @app.command()
 def stop(node: NodeArg, lab_dir: DirOpt = None) -> None:
-    """Stop one node gracefully (SIGTERM, SIGKILL after a grace period; a qemu lab: power
-    the VM off)."""
+    """Stop one node gracefully (SIGTERM, then SIGKILL; a qemu lab: power the VM off)."""
     lab_run.node_op(open_lab(lab_dir), node, "stop")
 
 
@@ -172,8 +170,7 @@ def kill(
     lab_dir: DirOpt = None,
     sig: Annotated[str, typer.Option("--signal", "-s", help="KILL, TERM, STOP, CONT...")] = "KILL",
 ) -> None:
-    """Send a signal to one node's services (default SIGKILL: a crash; a qemu lab: cut the
-    VM's power)."""
+    """Send a signal to one node's services (default SIGKILL, a crash; a VM: power cut)."""
     try:
         parsed = signal.Signals[f"SIG{sig.upper().removeprefix('SIG')}"]
     except KeyError as exc:
