@@ -1,5 +1,8 @@
 """A process or netns lab as a :class:`~plasmacloud.lab.surface.LabSurface`: its nodes are
-processes on this machine (in namespaces for netns), so every command runs here."""
+processes on this machine (in namespaces for netns), so every command runs here.
+
+What only some commands need (FlareDB's probe, validation, restore) is imported by the
+method that needs it, so ``plasma lab env`` loads no more than the lab itself."""
 
 from __future__ import annotations
 
@@ -11,21 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from plasmacloud.cluster.probe import ClusterView, describe
 from plasmacloud.cluster.services import FLAREDB
-from plasmacloud.flaredb.probe import FlareNodeView, agreed_leader, probe_flaredb
-from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.lab.backend import LabError, LabUsageError
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.env import env_lines
 from plasmacloud.lab.grids import health_text, leader_caption, leader_name
 from plasmacloud.lab.netns import NetnsBackend, partitions, scratch_netns_spec
-from plasmacloud.lab.restore import Restored, restore_lab
 from plasmacloud.lab.spec import busy_ports, scratch_spec
 from plasmacloud.lab.surface import Grid, LabStatus, Say, refuse
-from plasmacloud.lab.target import lab_target
-from plasmacloud.validate.checks import checklist, run_checks
 
 if TYPE_CHECKING:
     from plasmacloud.cluster.target import ClusterTarget
+    from plasmacloud.flaredb.probe import FlareNodeView
+    from plasmacloud.lab.restore import Restored
     from plasmacloud.validate.results import CheckResult
 
 NO_SSH = (
@@ -46,6 +46,8 @@ def open_local(root: Path, backend: str = "process", scratch: bool = False) -> L
 
 def _flaredb_grid(views: list[FlareNodeView]) -> Grid:
     """FlareDB per node: the leader it names, members listed/reachable, applied index."""
+    from plasmacloud.flaredb.probe import agreed_leader
+
     rows = [
         (v.node_id, f"[red]{v.error[:60]}[/red]", "-", "-")
         if v.error
@@ -134,6 +136,8 @@ class LocalLab:
 
     def bootstrap_iam(self, wait: float, warn: Say) -> str:
         # ``wait`` is not needed: wait_ready bootstrapped IAM as soon as Chainfire took it
+        from plasmacloud.iam.bootstrap import Outcome
+
         try:
             outcome = self.lab.iam_bootstrap or asyncio.run(self.lab.bootstrap_iam())
         except Exception as exc:  # gRPC errors share no base class worth naming here
@@ -180,6 +184,8 @@ class LocalLab:
         return LabStatus(view.ready, doc, [grid], "" if view.ready else describe(view))
 
     def status(self, warn: Say) -> LabStatus:
+        from plasmacloud.flaredb.probe import agreed_leader, probe_flaredb
+
         lab = self.lab
         if not lab.layout.state_path.exists():
             raise LabUsageError(f"no lab in {lab.layout.root}; `plasma lab up` first")
@@ -201,6 +207,8 @@ class LocalLab:
     def validate(
         self, wait: float, only: list[str] | None, persistence: bool, on_waiting: Say, warn: Say
     ) -> list[CheckResult]:
+        from plasmacloud.validate.checks import checklist, run_checks
+
         target = self.target()
         if wait > 0:
             try:
@@ -213,6 +221,8 @@ class LocalLab:
         return asyncio.run(run_checks(target, checks))
 
     def target(self) -> ClusterTarget:
+        from plasmacloud.lab.target import lab_target
+
         return lab_target(self.lab)
 
     def chaos_preflight(self, target: ClusterTarget) -> list[str]:
@@ -270,6 +280,8 @@ class LocalLab:
         return partitions(backend.names, self.lab.spec)
 
     def restore(self, backup: Path, timeout: float, progress: Say) -> Restored:
+        from plasmacloud.lab.restore import restore_lab
+
         return asyncio.run(restore_lab(self.lab, backup, timeout, progress))
 
     def down(self, wipe: bool) -> str:
