@@ -48,6 +48,7 @@ def relayed(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     monkeypatch.setattr(qemu_lab.subprocess, "run", run)
     monkeypatch.setattr(qemu_lab, "plasma_executable", lambda: "plasma")
+    monkeypatch.setattr(qemu_lab, "namespace_exists", lambda _ns: True)  # the lab is up
     return runs
 
 
@@ -80,6 +81,13 @@ def test_commands_that_reach_the_cluster_run_again_inside_the_lab_namespace(
     assert relayed == [
         ["ip", "netns", "exec", lab.names.namespace, "plasma", *inside, "--dir", root, "--inside"]
     ]
+
+
+@pytest.mark.parametrize("command", ["status", "validate", "chaos", "bootstrap-iam"])
+def test_a_qemu_lab_that_is_not_up_is_said_to_be_so(lab: QemuBackend, command: str) -> None:
+    result = runner.invoke(app, ["lab", command, "--dir", str(lab.paths.root)])
+    assert result.exit_code == EXIT_UNAVAILABLE, result.output
+    assert "is not up; `plasma lab up --backend qemu`" in _flat(result.output)
 
 
 def _ready_view() -> ClusterView:

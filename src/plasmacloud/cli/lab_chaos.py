@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from plasmacloud.cli import lab_qemu
+from plasmacloud.cli import lab_qemu, lab_run
 from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, call, console, err, fail, open_lab
 from plasmacloud.cli.validate import (
     DEFAULT_SERVICES,
@@ -254,7 +254,7 @@ def lab_chaos(
     args += ["--faults", faults] if faults else []
     args += ["--history", str(history.resolve())] if history else []
     args += ["--json"] if as_json else []
-    rc = lab.relay(["lab", "chaos", *args])
+    rc = lab_run.relayed(lab, ["lab", "chaos", *args])
     if rc is not None:
         return rc
     target = call(lab.target)

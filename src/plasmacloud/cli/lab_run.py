@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from plasmacloud.lab.surface import Grid, LabStatus, LabSurface
 
 
+def relayed(lab: LabSurface, argv: list[str]) -> int | None:
+    """The exit code of ``plasma ARGV`` run where the lab's addresses exist, or None when
+    that is here (see :meth:`LabSurface.relay`); a lab that is not up exits unavailable."""
+    return call(lab.relay, argv, failure=EXIT_UNAVAILABLE)
+
+
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {message}")
 
@@ -100,7 +106,7 @@ def up(
 
 def bootstrap(lab: LabSurface, wait: float) -> int:
     """IAM's first admin (idempotent), trying for up to ``wait`` s; the exit code."""
-    rc = lab.relay(["lab", "bootstrap-iam", "--wait", str(wait)])
+    rc = relayed(lab, ["lab", "bootstrap-iam", "--wait", str(wait)])
     if rc is not None:
         return rc
     said = call(lab.bootstrap_iam, wait, warn, failure=EXIT_UNAVAILABLE)
@@ -111,7 +117,7 @@ def bootstrap(lab: LabSurface, wait: float) -> int:
 
 def status(lab: LabSurface, as_json: bool) -> int:
     """The lab's nodes and cluster; EXIT_OK only when the cluster is ready."""
-    rc = lab.relay(["lab", "status", *(["--json"] if as_json else [])])
+    rc = relayed(lab, ["lab", "status", *(["--json"] if as_json else [])])
     if rc is not None:
         return rc
     st = call(lab.status, warn)
@@ -140,7 +146,7 @@ def run_validate(
     args += ["--json"] if as_json else []
     args += ["--junit", str(junit.resolve())] if junit else []
     args += ["--persistence"] if persistence else []
-    rc = lab.relay(["lab", "validate", *args])
+    rc = relayed(lab, ["lab", "validate", *args])
     if rc is not None:
         return rc
     t0 = time.monotonic()

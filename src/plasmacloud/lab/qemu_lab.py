@@ -28,6 +28,7 @@ from plasmacloud.lab.qemu_bringup import (
     validate_until_green,
 )
 from plasmacloud.lab.qemu_layout import DEFAULT_MEMORY_MB
+from plasmacloud.lab.qemu_net import namespace_exists
 from plasmacloud.lab.qemu_target import qemu_target
 from plasmacloud.lab.services import plasma_executable
 from plasmacloud.lab.ssh_target import ssh_preflight
@@ -87,6 +88,8 @@ class QemuLab:
     def relay(self, argv: list[str]) -> int | None:
         if self.inside:
             return None
+        if not namespace_exists(self.backend.names.namespace):
+            raise LabError(f"the qemu lab in {self.root} is not up; `plasma lab up --backend qemu`")
         plasma = [plasma_executable(), *argv, "--dir", str(self.root), "--inside"]
         return subprocess.run(self.backend.in_namespace(plasma), check=False).returncode
 

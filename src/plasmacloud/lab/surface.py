@@ -78,7 +78,8 @@ class LabSurface(Protocol):
 
     def relay(self, argv: list[str]) -> int | None:
         """Run ``plasma ARGV`` where the cluster's addresses exist, if that is not this
-        process; its exit code, or None when this process reaches them itself."""
+        process; its exit code, or None when this process reaches them itself. LabError
+        if that place does not exist (the lab is not up)."""
         ...
 
     def up(self, wipe: bool, say: Say) -> None:
