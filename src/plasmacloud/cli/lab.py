@@ -16,6 +16,7 @@ import typer
 
 from plasmacloud.cli import lab_chaos, lab_qemu, lab_run
 from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, call, console, err, fail, open_lab
+from plasmacloud.cli.lab_run import InsideOpt
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 
@@ -39,8 +40,6 @@ WaitOpt = Annotated[float, typer.Option("--wait", help="seconds to wait for a re
 CheckOpt = Annotated[
     list[str] | None, typer.Option("--check", help="only this check id (repeatable)")
 ]
-# set when the command was re-run where the lab's addresses exist (a qemu lab's namespace)
-InsideOpt = Annotated[bool, typer.Option("--inside", hidden=True, help="already there")]
 
 
 @app.command()

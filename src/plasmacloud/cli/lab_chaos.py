@@ -231,7 +231,7 @@ def chaos(
     history: HistoryOpt = None,
     replay: ReplayOpt = None,
     as_json: JsonOpt = False,
-    inside: Annotated[bool, typer.Option("--inside", hidden=True, help="already there")] = False,
+    inside: lab_run.InsideOpt = False,
 ) -> None:
     """Inject faults while recorded clients work; check the history (non-zero on violation).
     A qemu lab runs it inside the lab namespace: services over SSH, power cuts via QMP."""
@@ -324,7 +324,7 @@ def qemu_chaos_cmd(
     seed: SeedOpt = None,
     history: HistoryOpt = None,
     as_json: JsonOpt = False,
-    inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
+    inside: lab_run.InsideOpt = False,
 ) -> None:
     """Faults against the VMs (service kill/restart/pause over SSH, power cuts through
     QMP) while recorded clients work inside the lab namespace; check the history."""

@@ -12,6 +12,7 @@ import typer
 
 from plasmacloud.cli import lab_run
 from plasmacloud.cli._common import NodeArg, call, console, fail, open_lab
+from plasmacloud.cli.lab_run import InsideOpt
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.qemu_layout import DEFAULT_MEMORY_MB, qemu_lab_dir
@@ -27,7 +28,6 @@ app = typer.Typer(
 DirOpt = Annotated[
     Path | None, typer.Option("--dir", help="lab directory (default: <lab dir>-qemu)")
 ]
-InsideOpt = Annotated[bool, typer.Option(hidden=True, help="already in the namespace")]
 
 
 def qemu_lab(path: Path | None, inside: bool = False) -> LabSurface:

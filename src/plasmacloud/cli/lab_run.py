@@ -11,7 +11,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Group, RenderableType
@@ -23,6 +23,10 @@ from plasmacloud.lab.backend import LabError
 
 if TYPE_CHECKING:
     from plasmacloud.lab.surface import Grid, LabStatus, LabSurface
+
+
+# set when the command was re-run where the lab's addresses exist (a qemu lab's namespace)
+InsideOpt = Annotated[bool, typer.Option("--inside", hidden=True, help="already there")]
 
 
 def relayed(lab: LabSurface, argv: list[str]) -> int | None:
