@@ -11,7 +11,6 @@ from plasmacloud.cli import app
 from plasmacloud.cli._common import open_lab
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.local import LocalLab
 from plasmacloud.lab.spec import DEFAULT_FIRST_IP, LabSpec, busy_ports
 
 runner = CliRunner()
@@ -89,13 +88,11 @@ def test_logs_prints_the_tail_of_a_nodes_service_log(tmp_path: Path) -> None:
 
 def test_scratch_gives_only_a_new_lab_a_random_free_loopback_range(tmp_path: Path) -> None:
     new = open_lab(tmp_path / "new", scratch=True)
-    assert isinstance(new, LocalLab)
-    assert new.lab.spec.first_ip != DEFAULT_FIRST_IP
-    assert new.lab.spec.first_ip.is_loopback
-    assert busy_ports(new.lab.spec) == []
+    assert new.spec.first_ip != DEFAULT_FIRST_IP
+    assert new.spec.first_ip.is_loopback
+    assert busy_ports(new.spec) == []
     Lab.open(tmp_path / "old", LabSpec(tls=False)).prepare()
-    old = open_lab(tmp_path / "old", scratch=True)
-    assert isinstance(old, LocalLab) and old.lab.spec == LabSpec(tls=False)
+    assert open_lab(tmp_path / "old", scratch=True).spec == LabSpec(tls=False)
 
 
 @pytest.mark.parametrize(

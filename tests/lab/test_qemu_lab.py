@@ -151,7 +151,7 @@ def test_an_unknown_vm_is_a_usage_error(lab: QemuBackend) -> None:
         (["logs", "node01", "--service", "flaredb"], "--service with --backend qemu"),
         (["partition", "node01", "--from", "node02"], "this lab runs qemu"),
         (["heal"], "this lab runs qemu"),
-        (["restore", "/nonexistent"], "`plasma lab restore` with --backend qemu"),
+        (["restore", "/nonexistent"], "holds a qemu lab; this command needs a process or netns"),
         (["up", "--backend", "netns"], "holds a qemu lab, not a netns one"),
         (["up", "--scratch"], "--scratch with --backend qemu"),
     ],

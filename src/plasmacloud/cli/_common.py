@@ -18,6 +18,7 @@ from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 from plasmacloud.lab.layout import LAB_DIR_ENV
 
 if TYPE_CHECKING:
+    from plasmacloud.lab.control import Lab
     from plasmacloud.lab.surface import LabSurface
 
 T = TypeVar("T")
@@ -56,11 +57,20 @@ def call(fn: Callable[..., T], *args: object, failure: int = EXIT_FAILURE) -> T:
         raise fail(exc, failure) from exc
 
 
-def open_lab(
+def open_lab(lab_dir: Path | None, backend: str = "process", scratch: bool = False) -> Lab:
+    """The process or netns lab in ``lab_dir``, for the commands only those have (a qemu
+    lab is refused naming it); ``scratch``: a lab not created yet gets a random free
+    address range (as the tests' labs do) instead of the fixed default."""
+    from plasmacloud.lab.opener import open_local_lab
+
+    return call(open_local_lab, lab_dir, backend, scratch, failure=EXIT_USAGE)
+
+
+def open_any_lab(
     lab_dir: Path | None, backend: str | None = None, scratch: bool = False, inside: bool = False
 ) -> LabSurface:
     """The lab the command names, whatever its backend (see
-    :func:`plasmacloud.lab.opener.open_lab`); a usage error if it cannot be opened."""
-    from plasmacloud.lab.opener import open_lab as open_surface
+    :func:`plasmacloud.lab.opener.open_any_lab`); a usage error if it cannot be opened."""
+    from plasmacloud.lab.opener import open_any_lab as open_surface
 
     return call(open_surface, lab_dir, backend, scratch, inside, failure=EXIT_USAGE)

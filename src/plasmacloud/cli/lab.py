@@ -1,8 +1,8 @@
 """`plasma lab ...`: rehearse the cluster on this machine (up, status, env, logs, down).
 
 Every command opens the lab its directory holds, whatever its backend (process, netns or
-qemu), and makes one call to it through :mod:`plasmacloud.cli.lab_run`; a flag or command
-the backend cannot honour is refused by name.
+qemu), and makes one call to it through :mod:`plasmacloud.cli.lab_run` (``run``); a flag
+or command the backend cannot honour is refused by name.
 """
 
 from __future__ import annotations
@@ -14,8 +14,18 @@ from typing import Annotated
 
 import typer
 
-from plasmacloud.cli import lab_chaos, lab_qemu, lab_run
-from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, call, console, err, fail, open_lab
+from plasmacloud.cli import lab_chaos, lab_qemu
+from plasmacloud.cli import lab_run as run
+from plasmacloud.cli._common import (
+    DirOpt,
+    JsonOpt,
+    NodeArg,
+    console,
+    err,
+    fail,
+    open_any_lab,
+    open_lab,
+)
 from plasmacloud.cli.lab_run import InsideOpt
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
@@ -81,22 +91,22 @@ def up(
     for flag, given in (("--junit", junit is not None), ("--persistence", persistence)):
         if given and not validate:
             raise fail(LabError(f"{flag} is part of the checklist: add --validate"), EXIT_USAGE)
-    lab = open_lab(lab_dir, backend, scratch)
+    lab = open_any_lab(lab_dir, backend, scratch)
     flags = {"--wipe": wipe, "--validate": validate, "--timeout": timeout is not None}
     flags |= {"--scratch": scratch, "--json": as_json}
-    raise typer.Exit(lab_run.up(lab, flags, wipe, timeout, as_json, validate, junit, persistence))
+    raise typer.Exit(run.up(lab, flags, wipe, timeout, as_json, validate, junit, persistence))
 
 
 @app.command()
 def status(lab_dir: DirOpt = None, as_json: JsonOpt = False, inside: InsideOpt = False) -> None:
     """Members, leader agreement, health per node and service, processes or VMs."""
-    raise typer.Exit(lab_run.status(open_lab(lab_dir, inside=inside), as_json))
+    raise typer.Exit(run.status(open_any_lab(lab_dir, inside=inside), as_json))
 
 
 @app.command()
 def env(lab_dir: DirOpt = None) -> None:
     """Print shell exports for etcdctl: `eval "$(plasma lab env)"; etcdctl member list`."""
-    typer.echo("\n".join(open_lab(lab_dir).env_lines()))
+    typer.echo("\n".join(open_any_lab(lab_dir).env_lines()))
 
 
 @app.command("validate")
@@ -110,8 +120,8 @@ def validate_cmd(
     inside: InsideOpt = False,
 ) -> None:
     """Run the cluster checklist against the running lab (non-zero exit on any failure)."""
-    lab = open_lab(lab_dir, inside=inside)
-    raise typer.Exit(lab_run.run_validate(lab, as_json, junit, persistence, wait, check))
+    lab = open_any_lab(lab_dir, inside=inside)
+    raise typer.Exit(run.run_validate(lab, as_json, junit, persistence, wait, check))
 
 
 @app.command("bootstrap-iam")
@@ -121,7 +131,7 @@ def bootstrap_cmd(
     inside: InsideOpt = False,
 ) -> None:
     """Create IAM's first admin in the lab's cluster (idempotent; `lab up` does it)."""
-    raise typer.Exit(lab_run.bootstrap(open_lab(lab_dir, inside=inside), wait))
+    raise typer.Exit(run.bootstrap(open_any_lab(lab_dir, inside=inside), wait))
 
 
 @app.command()
@@ -137,7 +147,7 @@ def logs(
 ) -> None:
     """Show a node's service log (optionally follow it like tail -f); in a qemu lab the
     node's serial console, which carries every service's log."""
-    lab_run.logs(open_lab(lab_dir), node, service, lines, follow)
+    run.logs(open_any_lab(lab_dir), node, service, lines, follow)
 
 
 @app.command("ssh")
@@ -148,19 +158,19 @@ def ssh_cmd(
 ) -> None:
     """SSH into a qemu lab's VM with the lab's key (process and netns nodes are local
     processes: `plasma lab logs`, or `ip netns exec` for a netns node)."""
-    lab_run.ssh(open_lab(lab_dir), node, command)
+    run.ssh(open_any_lab(lab_dir), node, command)
 
 
 @app.command()
 def start(node: NodeArg, lab_dir: DirOpt = None) -> None:
     """Start one node's services (after stop/kill; a qemu lab: power the VM on)."""
-    lab_run.node_op(open_lab(lab_dir), node, "start")
+    run.node_op(open_any_lab(lab_dir), node, "start")
 
 
 @app.command()
 def stop(node: NodeArg, lab_dir: DirOpt = None) -> None:
     """Stop one node gracefully (SIGTERM, then SIGKILL; a qemu lab: power the VM off)."""
-    lab_run.node_op(open_lab(lab_dir), node, "stop")
+    run.node_op(open_any_lab(lab_dir), node, "stop")
 
 
 @app.command()
@@ -174,7 +184,7 @@ def kill(
         parsed = signal.Signals[f"SIG{sig.upper().removeprefix('SIG')}"]
     except KeyError as exc:
         raise fail(LabError(f"unknown signal {sig!r}"), EXIT_USAGE) from exc
-    lab_run.node_op(open_lab(lab_dir), node, "kill", parsed)
+    run.node_op(open_any_lab(lab_dir), node, "kill", parsed)
 
 
 @app.command()
@@ -183,7 +193,7 @@ def down(
     wipe: Annotated[bool, typer.Option("--wipe", help="also delete data, configs, PKI")] = False,
 ) -> None:
     """Stop exactly what this lab started (data kept unless --wipe)."""
-    lab_run.down(open_lab(lab_dir), wipe)
+    run.down(open_any_lab(lab_dir), wipe)
 
 
 @app.command()
@@ -195,7 +205,10 @@ def restore(
 ) -> None:
     """Replace the lab's whole state with a backup's: every key, row, user, policy and
     signing key (the backup is checked before anything stops)."""
+    import asyncio
+
     from plasmacloud.cluster.backup import BackupError
+    from plasmacloud.lab.restore import restore_lab
 
     lab = open_lab(lab_dir)
 
@@ -204,9 +217,11 @@ def restore(
             err.print(f"[dim]restore:[/dim] {step}")
 
     try:
-        done = call(lab.restore, backup, timeout, progress)
-    except BackupError as exc:  # TimeoutError, an OSError, exits as a failure
+        done = asyncio.run(restore_lab(lab, backup, timeout, progress))
+    except BackupError as exc:
         raise fail(exc, EXIT_USAGE) from None
+    except (LabError, TimeoutError) as exc:
+        raise fail(exc) from None
     summary = {
         "backup": str(backup),
         "cluster": done.manifest.cluster,
@@ -219,14 +234,13 @@ def restore(
         typer.echo(json.dumps(summary))
     else:
         console.print(
-            f"restored {lab.root} from {backup} (taken {summary['created_at']}): "
+            f"restored {lab.layout.root} from {backup} (taken {summary['created_at']}): "
             f"Chainfire at revision {summary['chainfire_revision']}, "
             f"{summary['iam_records']} IAM records, FlareDB loaded; down for {summary['seconds']} s"
         )
 
 
-# the fault commands live in lab_chaos, the qemu lab's own group in lab_qemu; registered
-# here, after this group's own
+# the fault commands live in lab_chaos; registered here, after this group's own
 app.command()(lab_chaos.partition)
 app.command()(lab_chaos.heal)
 app.command()(lab_chaos.chaos)

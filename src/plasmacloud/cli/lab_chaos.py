@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from plasmacloud.cli import lab_qemu, lab_run
-from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, call, console, err, fail, open_lab
+from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, call, console, err, fail, open_any_lab
 from plasmacloud.cli.validate import (
     DEFAULT_SERVICES,
     CaOpt,
@@ -60,13 +60,13 @@ def partition(
     lab_dir: DirOpt = None,
 ) -> None:
     """Cut NODE off from the given nodes (both directions; the host still reaches all)."""
-    lab = open_lab(lab_dir)
+    lab = open_any_lab(lab_dir)
     _print_cuts(call(lab.partition, node, _node_list(from_nodes)))
 
 
 def heal(lab_dir: DirOpt = None) -> None:
     """Remove every partition."""
-    lab = open_lab(lab_dir)
+    lab = open_any_lab(lab_dir)
     _print_cuts(call(lab.heal))
 
 
@@ -237,7 +237,7 @@ def chaos(
     A qemu lab runs it inside the lab namespace: services over SSH, power cuts via QMP."""
     if replay is not None:
         raise replay_history(replay, as_json)
-    lab = open_lab(lab_dir, inside=inside)
+    lab = open_any_lab(lab_dir, inside=inside)
     raise typer.Exit(lab_chaos(lab, duration, faults, time_seed(seed), history, as_json))
 
 
@@ -328,5 +328,5 @@ def qemu_chaos_cmd(
 ) -> None:
     """Faults against the VMs (service kill/restart/pause over SSH, power cuts through
     QMP) while recorded clients work inside the lab namespace; check the history."""
-    lab = open_lab(qemu_lab_dir(path), "qemu", inside=inside)
+    lab = open_any_lab(qemu_lab_dir(path), "qemu", inside=inside)
     raise typer.Exit(lab_chaos(lab, duration, faults, time_seed(seed), history, as_json))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plasmacloud.cli import lab_run
-from plasmacloud.cli._common import NodeArg, call, console, fail, open_lab
+from plasmacloud.cli._common import NodeArg, call, console, fail, open_any_lab
 from plasmacloud.cli.lab_run import InsideOpt
 from plasmacloud.common.errors import EXIT_USAGE
 from plasmacloud.lab.backend import LabError
@@ -32,7 +32,7 @@ DirOpt = Annotated[
 
 def qemu_lab(path: Path | None, inside: bool = False) -> LabSurface:
     """The QEMU lab in ``path`` or the default place."""
-    return open_lab(qemu_lab_dir(path), "qemu", inside=inside)
+    return open_any_lab(qemu_lab_dir(path), "qemu", inside=inside)
 
 
 @app.command("up")

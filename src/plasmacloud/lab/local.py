@@ -1,7 +1,7 @@
 """A process or netns lab as a :class:`~plasmacloud.lab.surface.LabSurface`: its nodes are
 processes on this machine (in namespaces for netns), so every command runs here.
 
-What only some commands need (FlareDB's probe, validation, restore) is imported by the
+What only some commands need (FlareDB's probe, validation) is imported by the
 method that needs it, so ``plasma lab env`` loads no more than the lab itself."""
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from plasmacloud.lab.surface import Grid, LabStatus, Say, refuse
 if TYPE_CHECKING:
     from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.flaredb.probe import FlareNodeView
-    from plasmacloud.lab.restore import Restored
     from plasmacloud.validate.results import CheckResult
 
 NO_SSH = (
@@ -278,11 +277,6 @@ class LocalLab:
         backend = self._netns()
         backend.heal()
         return partitions(backend.names, self.lab.spec)
-
-    def restore(self, backup: Path, timeout: float, progress: Say) -> Restored:
-        from plasmacloud.lab.restore import restore_lab
-
-        return asyncio.run(restore_lab(self.lab, backup, timeout, progress))
 
     def down(self, wipe: bool) -> str:
         n = len(self.lab.state.processes)

@@ -38,7 +38,6 @@ from plasmacloud.provision.states import State, StateFile
 
 if TYPE_CHECKING:
     from plasmacloud.cluster.target import ClusterTarget
-    from plasmacloud.lab.restore import Restored
     from plasmacloud.validate.results import CheckResult
 
 NAME = "qemu"
@@ -243,11 +242,6 @@ class QemuLab:
 
     def heal(self) -> dict[str, list[str]]:
         raise LabUsageError(NO_PARTITION)
-
-    def restore(self, backup: Path, timeout: float, progress: Say) -> Restored:
-        why = "the lab restores a backup into its nodes' data directories on this host; a "
-        why += "VM's are on its disk (restore it as a real cluster's, node by node)"
-        raise refuse(NAME, "`plasma lab restore`", why)
 
     def down(self, wipe: bool) -> str:
         try:

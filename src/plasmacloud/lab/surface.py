@@ -21,7 +21,6 @@ from plasmacloud.lab.backend import LabUsageError
 
 if TYPE_CHECKING:
     from plasmacloud.cluster.target import ClusterTarget
-    from plasmacloud.lab.restore import Restored
     from plasmacloud.validate.results import CheckResult
 
 Say = Callable[[str], None]
@@ -151,10 +150,6 @@ class LabSurface(Protocol):
 
     def heal(self) -> dict[str, list[str]]:
         """Restore every link; every node's unreachable peers after (none)."""
-        ...
-
-    def restore(self, backup: Path, timeout: float, progress: Say) -> Restored:
-        """Replace the cluster's whole state with a ``plasma cluster backup``'s."""
         ...
 
     def down(self, wipe: bool) -> str:
