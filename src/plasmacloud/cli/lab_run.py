@@ -40,7 +40,7 @@ def warn(message: str) -> None:
 
 
 def table(grid: Grid) -> Table:
-    out = Table(title=grid.title, caption=grid.caption or None)
+    out = Table(title=grid.title, caption=grid.caption or None, show_header=grid.show_header)
     for col in grid.columns:
         out.add_column(col)
     for row in grid.rows:

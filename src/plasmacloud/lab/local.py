@@ -131,7 +131,7 @@ class LocalLab:
         if layout.admin_credentials.exists():
             rows.append(("IAM admin (0600)", str(layout.admin_credentials)))
         rows.append(("use it", 'eval "$(plasma lab env)"; etcdctl member list'))
-        return [Grid("where everything is", ("what", "where"), list(rows))]
+        return [Grid("where everything is", ("what", "where"), rows, show_header=False)]
 
     def bootstrap_iam(self, wait: float, warn: Say) -> str:
         # ``wait`` is not needed: wait_ready bootstrapped IAM as soon as Chainfire took it

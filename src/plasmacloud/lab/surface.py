@@ -39,6 +39,7 @@ class Grid:
     columns: tuple[str, ...]
     rows: Sequence[tuple[str, ...]]
     caption: str = ""
+    show_header: bool = True
 
 
 @dataclass(frozen=True)
