@@ -77,9 +77,7 @@ def ssh_options(out: Path, known_hosts: Path | None, identity: Path | None) -> S
     )
 
 
-def emit(
-    results: list[CheckResult], as_json: bool, junit: Path | None, root: Path | None = None
-) -> int:
+def emit(results: list[CheckResult], as_json: bool, junit: Path | None, root: Path) -> int:
     """Print the report (table or JSON), write JUnit if asked, save it under ``root``
     (a lab's directory or the render tree: the dashboard lists it); the exit code."""
     from plasmacloud.validate.report import (
@@ -92,13 +90,12 @@ def emit(
 
     if junit is not None:
         junit.write_text(report_junit(results))
-    saved = save_report(results, root) if root is not None else None
+    saved = save_report(results, root)
     if as_json:
         typer.echo(json.dumps(report_json(results), indent=2))
     else:
         console.print(report_table(results))
-        if saved is not None:
-            console.print(f"report saved: {saved}")
+        console.print(f"report saved: {saved}")
     return exit_code(results)
 
 
