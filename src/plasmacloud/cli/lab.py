@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from plasmacloud.cli import lab_chaos, lab_qemu
+from plasmacloud.cli import lab_chaos, lab_members, lab_qemu
 from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, console, err, fail, open_lab
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.backend import LabError
@@ -565,4 +565,6 @@ app.command()(lab_chaos.partition)
 app.command()(lab_chaos.heal)
 app.command()(lab_chaos.chaos)
 lab_qemu.app.command("chaos")(lab_chaos.qemu_chaos_cmd)
+app.command("add-node")(lab_members.add_node)
+app.command("remove-node")(lab_members.remove_node)
 app.add_typer(lab_qemu.app, name="qemu")
