@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # the CLI starts without pydantic; commands import it when th
     from plasmacloud.lab.control import Lab
 
 app = typer.Typer(
-    help="Operate a running cluster: backups, rolling restarts.", no_args_is_help=True
+    help="Operate a running cluster: backups, rolling restarts, membership.",
+    no_args_is_help=True,
 )
 backup_app = typer.Typer(
     help="Back the cluster up (--out DIR), or check a backup (verify DIR).",
@@ -184,3 +185,71 @@ def rolling_restart(
         return
     for d in done:
         typer.echo(f"{d.node_id}{' (was leader)' if d.was_leader else ''}: {d.seconds:.1f} s")
+
+
+@app.command("remove-node")
+def remove_node(
+    node: Annotated[str, typer.Argument(help="the member to take out, e.g. node03")],
+    lab_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            envvar=LAB_DIR_ENV,
+            help="the lab to take it out of (default: $PLASMA_LAB_DIR)",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="instead of a lab: a member's cluster-config.json of a real cluster "
+            "(dialled as the operator of $ETCDCTL_CACERT/CERT/KEY)",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Take a node out of Chainfire, FlareDB and IAM (etcdctl member remove + rqlite's
+    DELETE /remove), moving Chainfire's leadership away first if it leads; refused while
+    another member is unhealthy. A lab's node is also stopped and dropped from the lab;
+    a real node stops its services itself once removed."""
+    import asyncio
+    from dataclasses import asdict
+
+    from plasmacloud.cluster.control import ClusterError
+    from plasmacloud.cluster.membership import Change
+    from plasmacloud.cluster.membership import remove_node as remove
+    from plasmacloud.lab.members import remove_lab_node
+
+    def progress(step: str) -> None:
+        if not as_json:
+            typer.echo(step, err=True)
+
+    try:
+        change: Change
+        if config is not None:
+            from plasmacloud.cluster.membership import member_configs
+            from plasmacloud.cluster.services import SERVICES
+            from plasmacloud.cluster.target import ClusterTarget
+            from plasmacloud.common.config import ConfigError, NodeConfig
+
+            try:
+                member = NodeConfig.load(config)
+            except ConfigError as exc:
+                raise _fail(exc, EXIT_USAGE) from None
+            target = ClusterTarget(
+                "config", member_configs(member), _operator_tls(member.tls.enabled), SERVICES
+            )
+            change = asyncio.run(remove(target, node, progress, stop=False))
+        elif lab_dir is not None:
+            change = asyncio.run(remove_lab_node(_existing_lab(lab_dir), node, progress))
+        else:
+            raise _fail(f"give --config, --dir or set {LAB_DIR_ENV}", EXIT_USAGE)
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(change)))
+        return
+    moved = f" (leadership moved to {change.moved_leader_to})" if change.moved_leader_to else ""
+    typer.echo(f"removed {node}{moved} in {change.seconds:.1f} s")

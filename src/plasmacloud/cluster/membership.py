@@ -76,6 +76,23 @@ async def _members_ready(target: ClusterTarget, members: list[NodeConfig]) -> Cl
     return view
 
 
+def member_configs(node: NodeConfig) -> list[NodeConfig]:
+    """Every member's config as far as one node's config tells (its peers' names,
+    addresses and ports; the TLS files are this node's, which is all a probe needs)."""
+    return [
+        node.model_copy(
+            update={
+                "node_id": p.node_id,
+                "hostname": p.hostname,
+                "ip": p.ip,
+                "ports": p.ports,
+                "bind_address": None,
+            }
+        )
+        for p in node.peers
+    ]
+
+
 def _endpoints(configs: list[NodeConfig]) -> list[str]:
     return [client_target(c) for c in configs]
 

@@ -10,8 +10,8 @@ to the cluster layer (:mod:`plasmacloud.cluster.membership`), the same code
   re-read theirs), its data directory starts empty; then it is added to Chainfire,
   started, and joined to FlareDB.
 * remove: the node is taken out of all three services and stopped; then the spec drops
-  it and the others' configs are rendered without it, so ``plasma lab env`` and
-  ``plasma lab status`` name only the remaining members.
+  it, the others' configs are rendered without it (so ``plasma lab env`` and ``plasma
+  lab status`` name only the remaining members) and its directory is deleted.
 """
 
 from __future__ import annotations
@@ -101,4 +101,6 @@ async def remove_lab_node(lab: Lab, node_id: str, progress: Progress) -> Change:
     change = await remove_node(lab_target(lab), node_id, progress)
     lab.state.spec = without_node(lab.spec, node_id)
     lab.prepare()
+    # as etcd's runbook says of a removed member's data dir: it must never start again
+    shutil.rmtree(lab.layout.node_dir(node_id), ignore_errors=True)
     return change
