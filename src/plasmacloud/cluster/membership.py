@@ -59,7 +59,7 @@ def _config(target: ClusterTarget, node_id: str) -> NodeConfig:
     raise ClusterError(f"{node_id} is not in the cluster's configs ({', '.join(target.node_ids)})")
 
 
-async def _members_ready(target: ClusterTarget, members: list[NodeConfig]) -> ClusterView:
+async def members_ready(target: ClusterTarget, members: list[NodeConfig]) -> ClusterView:
     """The probe of ``members`` (the current Raft members, whatever the rendered configs
     list); ClusterError unless every one is healthy, lists exactly them and agrees on one
     leader: a membership change on a degraded cluster can cost it its quorum."""
@@ -123,9 +123,12 @@ async def add_node(
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> Change:
     """Add ``node_id`` (in ``target.configs``, rendered with ``bootstrap: false``; every
-    other config lists it too) to Chainfire and FlareDB, in etcd's order: the member is
-    added, then the node started (``start``, with the target's node control; otherwise it
-    boots by itself), then it joins FlareDB; returns once all serve it as one cluster."""
+    other config lists it too) to Chainfire and FlareDB: the node is started (``start``,
+    with the target's node control; otherwise it must be running already), then added to
+    Chainfire (etcd's member add) and joined to FlareDB (which it also asks for itself);
+    returns once all serve it as one cluster. Unlike etcd's, a node started with
+    bootstrap false waits to be added, so it starts first: the cluster never counts a
+    member in its quorum that is not running yet."""
     new = _config(target, node_id)
     if new.bootstrap:
         raise ClusterError(
@@ -133,8 +136,15 @@ async def add_node(
             "must start with bootstrap: false, or it would form a cluster of its own"
         )
     members = [c for c in target.configs if c.node_id != node_id]
-    await _members_ready(target, members)
+    await members_ready(target, members)
     began = time.monotonic()
+    if start:
+        # started first, it waits to be added; added first, a cluster of one or two would
+        # wait for it to commit the change (the new member counts in the quorum at once)
+        if target.control is None:
+            raise ClusterError(f"the {target.name} target cannot start {node_id}; boot it")
+        progress(f"starting {node_id} (bootstrap: false: it waits to be added)")
+        await asyncio.to_thread(target.control.start_node, node_id)
     peer_url = f"{'https' if target.tls.enabled else 'http'}://{new.hostname}:"
     peer_url += str(new.ports.chainfire_peer)
     progress(f"Chainfire: member add {node_id} ({peer_url})")
@@ -143,11 +153,6 @@ async def add_node(
             await client.member_add(peer_url)
         except EtcdError as exc:
             raise ClusterError(f"Chainfire refused to add {node_id}: {exc}") from exc
-    if start:
-        if target.control is None:
-            raise ClusterError(f"the {target.name} target cannot start {node_id}; boot it")
-        progress(f"starting {node_id} (bootstrap: false)")
-        await asyncio.to_thread(target.control.start_node, node_id)
     raft_addr = f"{new.hostname}:{new.ports.flaredb_raft}"
     progress(f"FlareDB: join {node_id} ({raft_addr})")
     await _flaredb(target, members, lambda c: c.join(node_id, raft_addr))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Container
 from enum import StrEnum
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -341,6 +342,21 @@ class NodeConfig(_Strict):
     def dump(self, path: Path | str) -> None:
         """Write this config as pretty, stable JSON."""
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+class ClusterNodeIds(Container[str]):
+    """The cluster's node ids as a node's config names them now (``node_id in ids``): a
+    node added after this one started is found by re-reading its file, so its
+    certificate is a cluster node's there without a restart."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self._config = config
+
+    def __contains__(self, node_id: object) -> bool:
+        if any(p.node_id == node_id for p in self._config.peers):
+            return True
+        self._config = self._config.reloaded()
+        return any(p.node_id == node_id for p in self._config.peers)
 
 
 # path -> (mtime_ns, config) of the files reloaded() read last

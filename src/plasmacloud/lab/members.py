@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 
-from plasmacloud.cluster.membership import Change, Progress, add_node, remove_node
+from plasmacloud.cluster.membership import Change, Progress, add_node, members_ready, remove_node
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, create_network
@@ -81,7 +81,9 @@ async def add_lab_node(lab: Lab, progress: Progress, node_id: str | None = None)
     """Add the next node (or ``node_id``: a removed one, to replace it) to a running lab."""
     _check(lab)
     node_id = node_id or next_node(lab.spec)
-    lab.state.spec = with_node(lab.spec, node_id)
+    spec = with_node(lab.spec, node_id)
+    await members_ready(lab_target(lab), lab.configs())  # before anything changes
+    lab.state.spec = spec
     # a replaced node's old data belongs to the member it was; the new one starts empty
     shutil.rmtree(lab.layout.node_dir(node_id), ignore_errors=True)
     progress(f"rendering {node_id}: certificate, cluster-config.json (bootstrap: false)")

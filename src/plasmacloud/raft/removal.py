@@ -1,7 +1,8 @@
 """Knowing that this node was removed from its group, as etcd's members know.
 
 A member learns its removal when it applies the configuration without itself (a leader
-does, having committed it). A follower usually never sees that entry: once the change is
+does, having committed it). A node started to join a cluster (``bootstrap: false``) is
+not a member until it is added: nothing is concluded before it has been one. A follower usually never sees that entry: once the change is
 committed the leader stops replicating to it, and it sits campaigning (Pre-Vote keeps it
 from disturbing anyone). etcd's peers answer such a member "removed" on its next message;
 here the service asks: when this node has had no leader for a while, it asks the other
@@ -32,9 +33,13 @@ async def wait_until_removed(
     """Return (with the reason) once this node is known to be out of its group; runs until
     cancelled otherwise."""
     leaderless_since: float | None = None
+    joined = False  # a node started to join an existing cluster is no member until added
     while True:
         await asyncio.sleep(CHECK_INTERVAL_S)
         members = {m.node_id for m in raft.status().members}
+        joined = joined or node_id in members
+        if not joined:
+            continue
         if node_id not in members:
             return f"{node_id} applied a configuration without itself ({sorted(members)})"
         if raft.leader_id is not None:
