@@ -1,13 +1,15 @@
 """Knowing that this node was removed from its group, as etcd's members know.
 
 A member learns its removal when it applies the configuration without itself (a leader
-does, having committed it). A node started to join a cluster (``bootstrap: false``) is
-not a member until it is added: nothing is concluded before it has been one. A follower usually never sees that entry: once the change is
+does, having committed it). A follower usually never sees that entry: once the change is
 committed the leader stops replicating to it, and it sits campaigning (Pre-Vote keeps it
 from disturbing anyone). etcd's peers answer such a member "removed" on its next message;
 here the service asks: when this node has had no leader for a while, it asks the other
 members (through the service's own API) who the members are, and a peer that knows a
 leader and does not list this node settles it. The caller then stops serving.
+
+A node started to join a cluster (``bootstrap: false``) is no member until it is added,
+and no peer lists it: nothing is concluded before it has been a member.
 """
 
 from __future__ import annotations
