@@ -13,6 +13,9 @@ from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 from plasmacloud.lab.layout import LAB_DIR_ENV
 
 if TYPE_CHECKING:  # the CLI starts without pydantic; commands import it when they run
+    from collections.abc import Callable
+
+    from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.common.config import TLSConfig
     from plasmacloud.lab.control import Lab
 
@@ -222,26 +225,12 @@ def remove_node(
     from plasmacloud.cluster.membership import remove_node as remove
     from plasmacloud.lab.members import remove_lab_node
 
-    def progress(step: str) -> None:
-        if not as_json:
-            typer.echo(step, err=True)
+    progress = _progress(as_json)
 
     try:
         change: Change
         if config is not None:
-            from plasmacloud.cluster.membership import member_configs
-            from plasmacloud.cluster.services import SERVICES
-            from plasmacloud.cluster.target import ClusterTarget
-            from plasmacloud.common.config import ConfigError, NodeConfig
-
-            try:
-                member = NodeConfig.load(config)
-            except ConfigError as exc:
-                raise _fail(exc, EXIT_USAGE) from None
-            target = ClusterTarget(
-                "config", member_configs(member), _operator_tls(member.tls.enabled), SERVICES
-            )
-            change = asyncio.run(remove(target, node, progress, stop=False))
+            change = asyncio.run(remove(_config_target(config), node, progress, stop=False))
         elif lab_dir is not None:
             change = asyncio.run(remove_lab_node(_existing_lab(lab_dir), node, progress))
         else:
@@ -253,3 +242,60 @@ def remove_node(
         return
     moved = f" (leadership moved to {change.moved_leader_to})" if change.moved_leader_to else ""
     typer.echo(f"removed {node}{moved} in {change.seconds:.1f} s")
+
+
+def _progress(quiet: bool) -> Callable[[str], None]:
+    def progress(step: str) -> None:
+        if not quiet:
+            typer.echo(step, err=True)
+
+    return progress
+
+
+def _config_target(path: Path) -> ClusterTarget:
+    """A real cluster as one member's cluster-config.json describes it, dialled as the
+    operator of $ETCDCTL_CACERT/CERT/KEY."""
+    from plasmacloud.cluster.membership import member_configs
+    from plasmacloud.cluster.services import SERVICES
+    from plasmacloud.cluster.target import ClusterTarget
+    from plasmacloud.common.config import ConfigError, NodeConfig
+
+    try:
+        member = NodeConfig.load(path)
+    except ConfigError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+    return ClusterTarget(
+        "config", member_configs(member), _operator_tls(member.tls.enabled), SERVICES
+    )
+
+
+@app.command("add-node")
+def add_node(
+    node: Annotated[str, typer.Argument(help="the node to add, e.g. node04")],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            help="a cluster-config.json rendered with the node among the peers (its own, "
+            "from `plasma provision add-node`); the operator dials as $ETCDCTL_CACERT/CERT/KEY",
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Add a running node (started with bootstrap: false) to Chainfire, FlareDB and IAM of
+    a real cluster (etcdctl member add + rqlite's POST /join); the lab's is `plasma lab
+    add-node`. Refused while a member is unhealthy."""
+    import asyncio
+    from dataclasses import asdict
+
+    from plasmacloud.cluster.control import ClusterError
+    from plasmacloud.cluster.membership import add_node as add
+
+    try:
+        change = asyncio.run(add(_config_target(config), node, _progress(as_json), start=False))
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(change)))
+        return
+    typer.echo(f"added {node} in {change.seconds:.1f} s")

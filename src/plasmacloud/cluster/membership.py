@@ -122,19 +122,15 @@ async def add_node(
     start: bool = True,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> Change:
-    """Add ``node_id`` (in ``target.configs``, rendered with ``bootstrap: false``; every
-    other config lists it too) to Chainfire and FlareDB: the node is started (``start``,
-    with the target's node control; otherwise it must be running already), then added to
-    Chainfire (etcd's member add) and joined to FlareDB (which it also asks for itself);
-    returns once all serve it as one cluster. Unlike etcd's, a node started with
-    bootstrap false waits to be added, so it starts first: the cluster never counts a
-    member in its quorum that is not running yet."""
+    """Add ``node_id`` (in ``target.configs``; its own config must say ``bootstrap:
+    false`` or it forms a cluster of its own; every other config lists it too) to
+    Chainfire and FlareDB: the node is started (``start``, with the target's node
+    control; otherwise it must be running already), then added to Chainfire (etcd's
+    member add) and joined to FlareDB (which it also asks for itself); returns once all
+    serve it as one cluster. Unlike etcd's, a node started with bootstrap false waits to
+    be added, so it starts first: the cluster never counts a member in its quorum that
+    is not running yet."""
     new = _config(target, node_id)
-    if new.bootstrap:
-        raise ClusterError(
-            f"{node_id}'s config says bootstrap: true; a node joining a running cluster "
-            "must start with bootstrap: false, or it would form a cluster of its own"
-        )
     members = [c for c in target.configs if c.node_id != node_id]
     await members_ready(target, members)
     began = time.monotonic()
