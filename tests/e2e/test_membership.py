@@ -28,8 +28,7 @@ from plasmacloud.flaredb.models import QueryResult, Statement
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.services import plasma_executable
 
-from .conftest import etcdctl_env
-from .test_iam_lab import IamLab, etcdctl, started_iam_lab
+from .test_iam_lab import IamLab, etcdctl, etcdctl_as, started_iam_lab
 
 pytestmark = pytest.mark.slow
 
@@ -108,21 +107,9 @@ def flaredb_writer(stop: threading.Event, lab: Lab, out: Writes) -> None:
         time.sleep(0.02)
 
 
-def etcdctl_at(lab: IamLab, endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Real etcdctl as the operator, to one endpoint only."""
-    env = {**etcdctl_env(lab.lab), "ETCDCTL_ENDPOINTS": endpoint}
-    return subprocess.run(
-        ["etcdctl", "--command-timeout=10s", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def members(lab: IamLab, endpoint: str | None = None) -> list[str]:
     args = ["member", "list", "-w", "json"]
-    listed = etcdctl_at(lab, endpoint, *args) if endpoint else etcdctl(lab, *args)
+    listed = etcdctl_as(lab, lab.tls, *args, endpoint=endpoint)
     assert listed.returncode == 0, listed.stderr
     return sorted(m["name"] for m in json.loads(listed.stdout)["members"])
 
@@ -166,7 +153,7 @@ def test_add_remove_the_leader_and_replace_while_writing(lab: IamLab) -> None:
         node04 = f"{ip(lab.lab, 'node04')}:{lab.lab.spec.ports.chainfire_client}"
         assert members(lab, node04) == list(NODES)
         assert flaredb_members(lab.lab, "node04") == list(NODES)
-        seed = etcdctl_at(lab, node04, "get", "seed", "--print-value-only")
+        seed = etcdctl_as(lab, lab.tls, "get", "seed", "--print-value-only", endpoint=node04)
         assert seed.stdout.strip() == "before", seed.stderr
         node04_db = f"https://{ip(lab.lab, 'node04')}:{lab.lab.spec.ports.flaredb_http}"
         first = Client(node04_db, client_context(lab.tls)).query(
