@@ -215,7 +215,9 @@ async def test_member_add_of_a_node_rendered_after_the_members_started(tmp_path:
         async with ChainfireClient(cluster.endpoints(), cluster.operator_tls) as client:
             await client.put("before-join", "1")
             cluster.start("node04")
-            await client.member_add(f"https://node04:{node04.ports.chainfire_peer}")
+            # by IP, as etcdctl users often do: named from the re-read config
+            added = await client.member_add(f"https://{node04.ip}:{node04.ports.chainfire_peer}")
+            assert added.name == "node04"
             await asyncio.to_thread(cluster.wait_healthy, ["node04"])
             # every founder names node04's client URL now (from the file it re-read)
             for node_id in founders:

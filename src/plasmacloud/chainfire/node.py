@@ -374,10 +374,17 @@ class ChainfireNode:
     def client_urls(self, node_id: str) -> list[str]:
         """Client URLs of a member as the config lists them (none for unknown members)."""
         urls = dict(self.identity.client_urls).get(node_id)
-        if urls is None and self._reload_identity is not None:
-            self.identity = self._reload_identity()
+        if urls is None and self.reload_identity():
             urls = dict(self.identity.client_urls).get(node_id)
         return list(urls or ())
+
+    def reload_identity(self) -> bool:
+        """Read the identity again (the config file as it is now), for a member this one
+        does not know; False if it cannot be reloaded."""
+        if self._reload_identity is None:
+            return False
+        self.identity = self._reload_identity()
+        return True
 
     def members(self) -> list[rpc_pb2.Member]:
         """The Raft group's members as etcd Member messages, sorted by name."""
