@@ -26,8 +26,10 @@ from plasmacloud.flaredb.client import Client
 from plasmacloud.flaredb.client import Error as FlareError
 from plasmacloud.flaredb.models import QueryResult, Statement
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.services import plasma_executable
+from plasmacloud.lab.netns import NetnsNames, lab_objects, scratch_netns_spec
+from plasmacloud.lab.services import SERVICES, plasma_executable
 
+from .conftest import READY_TIMEOUT_S
 from .test_iam_lab import IamLab, etcdctl, etcdctl_as, started_iam_lab
 
 pytestmark = pytest.mark.slow
@@ -220,3 +222,30 @@ def test_removing_a_member_of_a_degraded_cluster_is_refused(lab: IamLab) -> None
     node01 = f"{ip(lab.lab, 'node01')}:{lab.lab.spec.ports.chainfire_client}"
     assert members(lab, node01) == ["node01", "node02", "node03"]  # nothing was changed
     assert lab.lab.backend.node_status("node02").running
+
+
+def test_add_and_remove_on_the_netns_backend(tmp_path: Path) -> None:
+    """The same commands on the netns backend: node04 gets its own namespace on the lab's
+    bridge; after `lab down` nothing of either is left."""
+    lab = Lab.open(tmp_path / "lab", scratch_netns_spec(), services=SERVICES, backend="netns")
+    root = str(lab.layout.root)
+    try:
+        lab.up()
+        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+        added = plasma("lab", "add-node", "--dir", root, "--json")
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert (
+            NetnsNames.for_lab(lab.layout.root).namespace("node04")
+            in subprocess.run(
+                ["ip", "netns", "list"], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        removed = plasma("lab", "remove-node", "--dir", root, "node01", "--json")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        status = json.loads(plasma("lab", "status", "--dir", root, "--json").stdout)
+        assert status["ready"], status
+        assert [n["node"] for n in status["nodes"]] == ["node02", "node03", "node04"]
+        assert all(len(n["members"]) == 3 for n in status["nodes"])
+    finally:
+        Lab.open(lab.layout.root).down()
+    assert lab_objects(NetnsNames.for_lab(lab.layout.root)) == []
