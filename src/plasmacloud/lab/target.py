@@ -5,10 +5,11 @@ nodes with (partitions on netns), its ready wait, and a full restart through the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from plasmacloud.cluster.probe import ClusterView
 from plasmacloud.cluster.services import runs_iam
-from plasmacloud.cluster.target import ClusterTarget, Restart
+from plasmacloud.cluster.target import ClusterTarget, ReplaceNode, Restart
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend
@@ -61,4 +62,18 @@ def lab_target(lab: Lab) -> ClusterTarget:
         restart=lab_restart(lab),
         partitioner=backend if isinstance(backend, NetnsBackend) else None,
         no_partition=LAB_NO_PARTITION,
+        replace_node=lab_replace(lab),
     )
+
+
+def lab_replace(lab: Lab) -> ReplaceNode:
+    """`plasma lab remove-node` then `plasma lab add-node` of the same node."""
+
+    async def replace(node_id: str, progress: Callable[[str], None]) -> None:
+        # imported here: lab.members builds its targets with lab_target
+        from plasmacloud.lab.members import add_lab_node, remove_lab_node
+
+        await remove_lab_node(lab, node_id, progress)
+        await add_lab_node(lab, progress, node_id)
+
+    return replace
