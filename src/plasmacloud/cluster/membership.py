@@ -41,6 +41,7 @@ from plasmacloud.flaredb.client import Error as FlareError
 
 Progress = Callable[[str], None]
 READY_TIMEOUT_S = 90.0
+MOVE_LEADER_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -160,13 +161,19 @@ async def add_node(
 
 
 async def _move_chainfire_leader(target: ClusterTarget, leader: NodeConfig, to: str) -> None:
-    """etcdctl move-leader: only the leader takes it."""
+    """etcdctl move-leader (only the leader takes it), tried a few times: under load the
+    target may not catch up with the leader's log within one request's time."""
+    request = rpc_pb2.MoveLeaderRequest(targetID=member_id(to))
     async with dial(client_target(leader), target.tls) as channel:
-        request = rpc_pb2.MoveLeaderRequest(targetID=member_id(to))
-        try:
-            await rpc_pb2_grpc.MaintenanceStub(channel).MoveLeader(request, timeout=30)
-        except grpc.aio.AioRpcError as exc:
-            raise ClusterError(f"moving Chainfire's leadership to {to}: {exc.details()}") from exc
+        for attempt in range(1, MOVE_LEADER_ATTEMPTS + 1):
+            try:
+                await rpc_pb2_grpc.MaintenanceStub(channel).MoveLeader(request, timeout=30)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if attempt == MOVE_LEADER_ATTEMPTS:
+                    raise ClusterError(
+                        f"moving Chainfire's leadership to {to}: {exc.details()}"
+                    ) from exc
 
 
 async def remove_node(
@@ -199,9 +206,16 @@ async def remove_node(
     began = time.monotonic()
     moved_to = None
     if {n.leader_id for n in view.nodes} == {member_id(node_id)}:
-        moved_to = sorted(c.node_id for c in remaining)[0]
+        # the most up-to-date follower takes over soonest (a just-added one may lag)
+        moved_to = max(view.nodes, key=lambda n: n.raft_index or 0).node_id  # ties: the first
         progress(f"Chainfire: {node_id} leads; moving leadership to {moved_to}")
-        await _move_chainfire_leader(target, _config(target, node_id), moved_to)
+        try:
+            await _move_chainfire_leader(target, _config(target, node_id), moved_to)
+        except ClusterError as exc:
+            # still safe: a leader that commits its own removal steps down, and the others
+            # elect a new one (an election timeout instead of a round trip)
+            progress(f"{exc}; removing {node_id} while it leads")
+            moved_to = None
     progress(f"Chainfire: member remove {node_id}")
     async with ChainfireClient(_endpoints(remaining), target.tls, timeout=30) as client:
         try:
