@@ -205,7 +205,7 @@ async def remove_node(
         raise ClusterError(f"{node_id} is not a member (members: {', '.join(sorted(listed))})")
     began = time.monotonic()
     moved_to = None
-    if {n.leader_id for n in view.nodes} == {member_id(node_id)}:
+    if member_id(node_id) in {n.leader_id for n in view.nodes}:  # as any member sees it
         # the most up-to-date follower takes over soonest (a just-added one may lag)
         moved_to = max(view.nodes, key=lambda n: n.raft_index or 0).node_id  # ties: the first
         progress(f"Chainfire: {node_id} leads; moving leadership to {moved_to}")
