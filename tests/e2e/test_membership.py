@@ -169,7 +169,7 @@ def test_add_remove_the_leader_and_replace_while_writing(lab: IamLab) -> None:
         moved = etcdctl(lab, "move-leader", f"{member_id('node01'):x}")
         assert moved.returncode == 0, moved.stderr
         removed = step("remove node01 (leader)", "lab", "remove-node", "--dir", root, "node01")
-        assert removed["moved_leader_to"] is not None
+        assert removed["moved_leader_to"] is not None, removed["steps"]
         assert removed["members"] == ["node02", "node03", "node04"]
         env = plasma("lab", "env", "--dir", root).stdout
         assert str(ip(lab.lab, "node01")) + ":" not in env

@@ -22,7 +22,10 @@ def _membership(lab_dir: Path | None, as_json: bool, node: str | None, remove: b
 
     lab = open_lab(lab_dir)
 
+    steps: list[str] = []  # said as they happen, and in the JSON
+
     def progress(step: str) -> None:
+        steps.append(step)
         if not as_json:
             err.print(f"[dim]{'remove' if remove else 'add'}:[/dim] {step}")
 
@@ -35,7 +38,7 @@ def _membership(lab_dir: Path | None, as_json: bool, node: str | None, remove: b
     except ClusterError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps({**asdict(change), "members": lab.spec.node_ids}))
+        typer.echo(json.dumps({**asdict(change), "members": lab.spec.node_ids, "steps": steps}))
         return
     done = f"{'removed' if remove else 'added'} {change.node_id}"
     if change.moved_leader_to:
