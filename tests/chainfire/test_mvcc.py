@@ -290,6 +290,21 @@ def test_snapshot_restore(tmp_path: Path, apply: Applier, store: MvccStore) -> N
     other.close()
 
 
+def test_a_pinned_snapshot_is_the_state_when_pinned(
+    tmp_path: Path, apply: Applier, store: MvccStore
+) -> None:
+    apply(put(b"a", b"1"), put(b"b", b"2"))
+    read = store.snapshot_reader()
+    index, revision, digest = store.applied_index(), store.revision, store.hash_kv()
+    apply(put(b"a", b"changed"), put(b"c", b"3"))  # writes go on while it is read
+    data = read()
+    other = MvccStore(tmp_path / "other.db", LeaseTimers(FakeClock()))
+    other.restore(data, index)
+    assert other.revision == revision and other.hash_kv() == digest
+    assert keys(other.range(pb.RangeRequest(key=b"\0", range_end=b"\0"))) == [b"a", b"b"]
+    other.close()
+
+
 def test_watch_history_and_listener(apply: Applier, store: MvccStore) -> None:
     seen: list[int] = []
     store.add_listener(lambda evs: seen.extend(e.revision for e in evs))

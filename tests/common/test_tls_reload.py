@@ -118,3 +118,48 @@ async def test_a_grpc_server_presents_the_rotated_certificate(
         assert await asyncio.to_thread(presented, port, tls) == second
     finally:
         await server.stop(None)
+
+
+async def test_a_server_stops_trusting_a_ca_dropped_from_its_ca_file(
+    tls: TLSConfig, tmp_path: Path
+) -> None:
+    """Loading a CA file into a context only adds to its trust: the server's handshakes
+    must move to a context of the new files for a dropped CA to be refused."""
+    other = pki.init_ca(tmp_path / "other", "other CA")
+    guest = pki.issue_client(other, tmp_path / "guest", "guest")
+    ours = tls.ca_file.read_bytes()
+    tls.ca_file.chmod(0o644)
+    tls.ca_file.write_bytes(ours + other.trust_pem)  # both trusted, as during a rollover
+    ctx = server_context(tls)
+    answer = b"hello"
+
+    async def greet(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(answer)
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(greet, HOST, 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    guest_tls = TLSConfig(ca_file=tls.ca_file, cert_file=guest.cert_path, key_file=guest.key_path)
+
+    def read_as_guest() -> bytes:
+        client = client_context(guest_tls)
+        assert client is not None
+        try:
+            with (
+                socket.create_connection((HOST, port), timeout=5) as raw,
+                client.wrap_socket(raw, server_hostname=HOST) as conn,
+            ):
+                return conn.recv(len(answer))
+        except (OSError, ConnectionError):
+            return b""  # refused in the handshake, or (TLS 1.3) on the first read
+
+    try:
+        assert await asyncio.to_thread(read_as_guest) == answer
+        tls.ca_file.write_bytes(ours)  # the other CA dropped
+        assert reload_certificates() >= 1
+        assert await asyncio.to_thread(read_as_guest) == b""
+        assert await asyncio.to_thread(presented, port, tls) == serial(tls.cert_file.read_bytes())
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -6,6 +6,7 @@ fails."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import ssl
 import time
@@ -19,6 +20,7 @@ from plasmacloud.chainfire.client import ChainfireClient
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import RELOAD_INTERVAL_S, client_context
 from plasmacloud.lab.control import Lab
+from plasmacloud.lab.pki import ensure_lab_pki
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 from plasmacloud.provision import pki
 
@@ -40,14 +42,18 @@ def ports(cfg: NodeConfig) -> list[int]:
     return [p.chainfire_client, p.chainfire_peer, p.flaredb_http, p.flaredb_raft]
 
 
-def presented_serial(host: str, port: int, ctx: ssl.SSLContext) -> int:
+def presented(host: str, port: int, ctx: ssl.SSLContext) -> x509.Certificate:
     with (
         socket.create_connection((host, port), timeout=5) as raw,
         ctx.wrap_socket(raw, server_hostname=host) as conn,
     ):
         der = conn.getpeercert(binary_form=True)
     assert der is not None
-    return int(x509.load_der_x509_certificate(der).serial_number)
+    return x509.load_der_x509_certificate(der)
+
+
+def presented_serial(host: str, port: int, ctx: ssl.SSLContext) -> int:
+    return int(presented(host, port, ctx).serial_number)
 
 
 def pids(lab: Lab) -> dict[tuple[str, str], int | None]:
@@ -58,12 +64,14 @@ def pids(lab: Lab) -> dict[tuple[str, str], int | None]:
     }
 
 
-async def write_while(stop: asyncio.Event, lab: Lab) -> tuple[int, list[str]]:
+async def write_while(
+    stop: asyncio.Event, lab: Lab, bound: float = WRITES_FOR_S
+) -> tuple[int, list[str]]:
     """Put keys until ``stop`` (or the time bound); (acknowledged, errors)."""
     endpoints = [f"{c.listen_host}:{c.ports.chainfire_client}" for c in lab.configs()]
     client = ChainfireClient(endpoints, lab.operator_tls, timeout=5)
     done, errors = 0, []
-    deadline = time.monotonic() + WRITES_FOR_S
+    deadline = time.monotonic() + bound
     try:
         while not stop.is_set() and time.monotonic() < deadline:
             try:
@@ -115,3 +123,69 @@ async def test_rotated_certificates_are_served_without_restart_or_failed_writes(
     assert not pending, f"still the old certificate on {sorted(pending)}"
     assert errors == [] and acknowledged > 0
     assert pids(lab) == before  # nothing restarted
+
+
+async def test_a_ca_rollover_under_writes_needs_no_restart_and_loses_no_write(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The three steps of `plasma pki ca-rollover` applied to a live lab's files: every port
+    ends up presenting a certificate of the new CA, a client certificate of the old CA is
+    refused, no process restarted and no write failed."""
+    configs = lab.configs()
+    before = pids(lab)
+    old_client = tmp_path / "old-client"  # the operator's files from before the rollover
+    shutil.copytree(lab.layout.pki_dir, old_client)
+    stop = asyncio.Event()
+    writer = asyncio.create_task(write_while(stop, lab, bound=12 * RELOAD_INTERVAL_S))
+    started = time.monotonic()
+    pki.start_ca_rollover(lab.layout.pki_dir, "next CA")
+    ensure_lab_pki(lab.layout, lab.spec)
+    await asyncio.sleep(2 * RELOAD_INTERVAL_S)  # every service trusts both CAs
+    pki.promote_next_ca(lab.layout.pki_dir)
+    ensure_lab_pki(lab.layout, lab.spec, force=True)  # every certificate by the next CA
+    pending = {(cfg.node_id, port) for cfg in configs for port in ports(cfg)}
+    while pending and time.monotonic() - started < 8 * RELOAD_INTERVAL_S:
+        ctx = client_context(lab.operator_tls)
+        assert ctx is not None
+        for node, port in sorted(pending):
+            cert = await asyncio.to_thread(presented, lab.spec.ip_of(node).exploded, port, ctx)
+            if cert.issuer.rfc4514_string() == "CN=next CA":
+                pending.discard((node, port))
+        await asyncio.sleep(0.2)
+    assert not pending, f"still a certificate of the old CA on {sorted(pending)}"
+    pki.finish_ca_rollover(lab.layout.pki_dir)
+    ensure_lab_pki(lab.layout, lab.spec)
+    await asyncio.sleep(2 * RELOAD_INTERVAL_S)  # every service trusts the next CA alone
+    took = time.monotonic() - started
+    stop.set()
+    acknowledged, errors = await writer
+    print(f"rollover applied on every port in {took:.1f}s; {acknowledged} puts meanwhile")
+    assert errors == [] and acknowledged > 0
+    assert pids(lab) == before  # nothing restarted
+    # the operator's old certificate, presented to a server it trusts: refused now
+    old_tls = lab.operator_tls.model_copy(
+        update={
+            f: old_client / getattr(lab.operator_tls, f).name for f in ("cert_file", "key_file")
+        }
+    )
+    old_ctx = client_context(old_tls)
+    assert old_ctx is not None
+    cfg = configs[0]
+    assert [p for p in ports(cfg) if not refused(cfg.listen_host, p, old_ctx)] == []
+
+
+def refused(host: str, port: int, ctx: ssl.SSLContext) -> bool:
+    """Whether the server refuses this client's certificate: the handshake fails or (TLS
+    1.3, where the server judges the client's certificate after its own part) the first
+    read does or finds the connection closed; an accepted client gets data (gRPC's
+    settings) or, from a server waiting for a request, a timeout."""
+    try:
+        with (
+            socket.create_connection((host, port), timeout=3) as raw,
+            ctx.wrap_socket(raw, server_hostname=host) as conn,
+        ):
+            return conn.recv(1) == b""
+    except (ssl.SSLError, ConnectionError):
+        return True
+    except TimeoutError:
+        return False

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plasmacloud.common.errors import EXIT_OK, EXIT_UNAVAILABLE
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.pids import cmdline
 from plasmacloud.lab.services import SERVICES, plasma_executable
@@ -67,6 +67,10 @@ def test_up_env_etcdctl_status_stop_start_down(lab_dir: Path) -> None:
     assert status["ready"] is False
     node02 = next(n for n in status["nodes"] if n["node"] == "node02")
     assert [p["running"] for p in node02["processes"]] == [False] * len(SERVICES)
+    # --wait and --check work on this backend as on the qemu lab's
+    waited = sh("plasma lab validate --wait 1 --check health", lab_dir)
+    assert waited.returncode == EXIT_FAILURE, waited.stdout + waited.stderr
+    assert "not ready yet" in waited.stdout and "node02" in waited.stdout
 
     junit = lab_dir / "validate.xml"
     back = sh(
@@ -81,6 +85,9 @@ def test_up_env_etcdctl_status_stop_start_down(lab_dir: Path) -> None:
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("failures") == "0"
     assert int(suite.get("tests") or 0) == 3 * len(report["checks"])
+    only = sh("plasma lab validate --json --check health --check chainfire.leader", lab_dir)
+    assert only.returncode == EXIT_OK, only.stdout + only.stderr
+    assert [c["id"] for c in json.loads(only.stdout)["checks"]] == ["health", "chainfire.leader"]
 
     down = sh("plasma lab down", lab_dir)
     assert down.returncode == 0, down.stderr

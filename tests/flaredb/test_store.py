@@ -122,6 +122,21 @@ def test_transaction_rolls_back_and_results_stop_at_error(store: SQLiteStore) ->
     assert isinstance(q, QueryResult) and q.values == [[0]]
 
 
+def test_a_pinned_snapshot_is_the_state_when_pinned(tmp_path: Path) -> None:
+    a = SQLiteStore(tmp_path / "a.sqlite")
+    b = SQLiteStore(tmp_path / "b.sqlite")
+    try:
+        a.apply(entries(*workload()))
+        read, index, before = a.snapshot_reader(), a.applied_index(), dump(a)
+        # writes go on while it is read
+        a.apply(entries(Command.new([S("INSERT INTO t(v) VALUES ('later')")]), start=index + 1))
+        b.restore(read(), index)
+        assert dump(b) == before != dump(a)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_restart_keeps_rows_and_applied_index(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     s = SQLiteStore(path)
@@ -591,3 +606,39 @@ def test_an_apply_that_raises_fails_the_store_for_good_and_says_so(
     (count,) = store.query([S("SELECT count(*) FROM t")])
     assert isinstance(count, QueryResult) and count.values == [[0]]
     store.close()
+
+
+def test_vacuum_alone_compacts_the_file_between_other_entries(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        fill = "INSERT INTO big SELECT randomblob(1000) FROM (WITH RECURSIVE c(x) AS "
+        fill += "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) SELECT x FROM c)"
+        store.apply(
+            entries(
+                Command.new([S("CREATE TABLE big (v)")]),
+                Command.new([S(fill)]),
+                Command.new([S("DELETE FROM big")]),
+            )
+        )
+        pages = "SELECT page_count FROM pragma_page_count()"
+        before = store._w.execute(pages).fetchone()[0]
+        done = store.apply(
+            entries(
+                Command.new([S("INSERT INTO big VALUES ('before')")]),
+                Command.new([S(" Vacuum; ")]),  # rqlite's: POST /db/execute ["VACUUM"]
+                Command.new([S("INSERT INTO big VALUES ('a vacuum cleaner')")]),
+                Command.new([S("VACUUM")], transaction=True),  # not alone: SQLite's error
+                Command.new([S("VACUUM"), S("SELECT 1")]),
+                start=4,
+            )
+        )
+        assert [type(r[0]).__name__ for r in done] == [
+            "ExecuteResult", "ExecuteResult", "ExecuteResult", "ErrorResult", "ErrorResult",
+        ]  # fmt: skip
+        assert "within a transaction" in done[3][0].error
+        assert store.applied_index() == 8
+        assert store._w.execute(pages).fetchone()[0] < before / 10
+        (q,) = store.query([S("SELECT v FROM big ORDER BY rowid")])
+        assert isinstance(q, QueryResult) and q.values == [["before"], ["a vacuum cleaner"]]
+    finally:
+        store.close()

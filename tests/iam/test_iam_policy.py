@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from plasmacloud.iam.conditions import ContextValue
 from plasmacloud.iam.policy import Policy, PolicyError, evaluate, parse_policy
-from plasmacloud.iam.wildcard import covers_prefix, intersects_prefix, wildcard_match
+from plasmacloud.iam.wildcard import any_of, covers_prefix, intersects_prefix, wildcard_match
 
 
 def pol(*statements: dict[str, Any]) -> Policy:
@@ -497,3 +497,14 @@ def test_unresolvable_not_resource_grants_nothing() -> None:
     deny = pol({"Effect": "Deny", "Action": "a:b", "NotResource": "key/${plasma:missing}"})
     everything = pol({"Effect": "Allow", "Action": "*", "Resource": "*"})
     assert evaluate({"a": everything, "d": deny}, "a:b", "key/x").reason == "explicit-deny"
+
+
+@settings(deadline=None)
+@given(st.lists(_patterns, min_size=1, max_size=4), st.text(alphabet="aAbB/.\n", max_size=6))
+def test_one_compiled_pattern_matches_as_the_patterns_one_by_one(
+    patterns: list[str], value: str
+) -> None:
+    # statements match through any_of (compiled once); wildcard_match is the reference
+    for ignore_case in (False, True):
+        one = any_of(tuple(patterns), ignore_case).fullmatch(value) is not None
+        assert one == any(wildcard_match(p, value, ignore_case) for p in patterns)

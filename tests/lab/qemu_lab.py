@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from plasmacloud.lab.qemu import QemuBackend
+from plasmacloud.lab.qemu import QemuBackend, prepare_tree
 from plasmacloud.lab.services import plasma_executable
 
 
@@ -20,6 +20,15 @@ def qemu_lab(root: Path) -> Iterator[QemuBackend]:
         yield backend
     finally:
         backend.down()
+
+
+def prepared_qemu_lab(root: Path) -> QemuBackend:
+    """A qemu lab directory as `lab up` leaves it (spec, tree, PKI, state), no VM."""
+    backend = QemuBackend(root, ssh=False)
+    backend.paths.root.mkdir(parents=True)
+    prepare_tree(backend.paths, backend.names.tap)
+    backend._save()
+    return backend
 
 
 def plasma(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:

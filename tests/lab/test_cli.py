@@ -112,3 +112,21 @@ def test_lab_up_refuses_a_flag_it_cannot_honour_by_name(
     assert result.exit_code == EXIT_USAGE, result.output
     assert said in _flat(result.output)
     assert not (tmp_path / "lab").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["ssh", "node01"], "`plasma lab ssh` with --backend process"),
+        (["partition", "node01", "--from", "node02"], "this lab runs process"),
+        (["heal"], "this lab runs process"),
+        (["up", "--backend", "netns"], "holds a process lab, not a netns one"),
+    ],
+)
+def test_what_a_process_lab_cannot_do_is_refused_naming_it(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    Lab.open(tmp_path, LabSpec(tls=False)).prepare()
+    result = runner.invoke(app, ["lab", *args, "--dir", str(tmp_path)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert said in _flat(result.output)

@@ -281,6 +281,31 @@ async def test_partitioned_minority_never_acknowledges_and_heal_converges(
     assert not any(k.startswith(b"/part/min/") for k in views[0])
 
 
+@pytest.mark.slow
+async def test_the_majority_accepts_a_write_3_s_after_its_leader_is_cut_off(
+    netns_lab: Lab,
+) -> None:
+    """Failover, three times: cut the leader off, wait 3 s, write through a majority node
+    with etcdctl's 5 s deadline and no retry; the write must be acknowledged."""
+    backend = netns_lab.backend
+    assert isinstance(backend, NetnsBackend)
+    for attempt in range(3):
+        view = await netns_lab.wait_ready(timeout=READY_TIMEOUT_S)
+        leader = view.leader_node
+        assert leader is not None
+        majority = [n for n in netns_lab.spec.node_ids if n != leader]
+        backend.partition([leader], majority)
+        try:
+            cut = time.monotonic()
+            await asyncio.sleep(3)
+            ok = await _put(netns_lab, majority[attempt % 2], b"/failover/%d" % attempt, 5)
+            print(f"cut {leader}: {'acknowledged' if ok else 'refused'} "
+                  f"{time.monotonic() - cut:.2f} s after the cut")  # fmt: skip
+            assert ok, f"the majority {majority} refused a write 3 s after {leader} was cut off"
+        finally:
+            backend.heal()
+
+
 def test_partition_and_heal_commands(network: NetnsNames, spec: LabSpec, tmp_path: Path) -> None:
     # the `network` fixture's names come from tmp_path, so a lab there owns that network
     Lab.open(tmp_path, spec, backend="netns").prepare()

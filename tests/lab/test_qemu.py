@@ -26,7 +26,6 @@ from plasmacloud.lab.qemu import (
     VmRecord,
     ensure_ssh_key,
     lab_spec_text,
-    prepare_tree,
     qemu_argv,
     qmp,
     stage_image,
@@ -39,6 +38,8 @@ from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.netboot import state_path
 from plasmacloud.provision.spec import ClusterSpec, parse_spec
 from plasmacloud.provision.states import State, StateStore
+
+from .qemu_lab import prepared_qemu_lab
 
 runner = CliRunner()
 
@@ -272,12 +273,7 @@ def test_prune_keeps_the_newest_images_only(tmp_path: Path) -> None:
 
 
 def _prepared(tmp_path: Path) -> QemuBackend:
-    """A qemu lab directory as `lab up` leaves it (spec, tree, PKI, state), no VM."""
-    backend = QemuBackend(tmp_path / "lab", ssh=False)
-    backend.paths.root.mkdir(parents=True)
-    prepare_tree(backend.paths, backend.names.tap)
-    backend._save()
-    return backend
+    return prepared_qemu_lab(tmp_path / "lab")
 
 
 def test_lab_configs_carry_raft_timing_for_emulated_cpus(tmp_path: Path) -> None:

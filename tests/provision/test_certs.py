@@ -163,3 +163,28 @@ def test_every_node_gets_the_one_sealing_key_and_the_host_finds_it(tree: Path) -
     assert local.sealing_key_file == out.secrets_dir("node01") / "sealing.key"
     assert local.tls.key_file == out.secrets_dir("node01") / "node01.key"
     assert len(read_sealing_key(local.sealing_key_file)) == 32
+
+
+def test_ca_rollover_steps_keep_pki_check_green_and_refuse_out_of_order(tree: Path) -> None:
+    spec, out = str(tree / "cluster.yaml"), tree / "out"
+    node_ca = out / "node01/secrets/ca.crt"
+
+    def step(name: str) -> tuple[int, str]:
+        return run_plasma("pki", "ca-rollover", name, "-s", spec, "-o", str(out))
+
+    assert step("promote")[0] == 1  # nothing started
+    assert step("sideways")[0] == 2
+    first = node_ca.read_bytes()
+    code, output = step("start")
+    assert code == 0 and "next: ship" in output, output
+    assert node_ca.read_bytes().startswith(first) and node_ca.read_bytes().count(b"BEGIN") == 2
+    assert _check(tree) == (0, [])  # every node trusts both; the old CA still signs
+    assert step("start")[0] == 1  # one rollover at a time
+    cert = (out / "node01/secrets/node01.crt").read_bytes()
+    code, output = step("promote")
+    assert code == 0, output
+    assert (out / "node01/secrets/node01.crt").read_bytes() != cert  # reissued by the new CA
+    assert _check(tree) == (0, [])
+    code, output = step("finish")
+    assert code == 0 and node_ca.read_bytes().count(b"BEGIN") == 1 and node_ca.read_bytes() != first
+    assert _check(tree) == (0, [])

@@ -166,3 +166,63 @@ async def test_handshake_fails_on_wrong_hostname_and_foreign_ca(ca: pki.CA, tmp_
         data = b""
     # TLS 1.3 may report the rejected client certificate only as a closed stream.
     assert data == b""
+
+
+async def test_ca_rollover_keeps_old_and_new_talking_at_every_step(tmp_path: Path) -> None:
+    """A node whose files lag one step behind (not yet shipped) still shakes hands with one
+    that has them, at each step; after finish, a certificate of the old CA is refused."""
+    root = tmp_path / "pki"
+    pki.init_ca(root, "old CA")
+
+    def files(node: str) -> Path:  # issue (or keep) a node's files from the pki dir now
+        out = tmp_path / node
+        pki.issue_node(pki.load_ca(root), out, node, [node], ["127.0.0.1"])
+        return out
+
+    def ctxs(d: Path, node: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        server, client = server_context(_tls(d, node)), client_context(_tls(d, node))
+        assert server is not None and client is not None
+        return server, client
+
+    before = ctxs(files("node01"), "node01")  # node01 keeps its files from before the start
+    assert pki.rollover_phase(root) == "none"
+    with pytest.raises(pki.PKIError, match="nothing to finish"):
+        pki.finish_ca_rollover(root)
+
+    pki.start_ca_rollover(root, "new CA")
+    assert pki.rollover_phase(root) == "started"
+    with pytest.raises(pki.PKIError, match="already under way"):
+        pki.start_ca_rollover(root, "newer CA")
+    started = ctxs(files("node02"), "node02")  # old certificate, both CAs trusted
+    assert [c.subject.rfc4514_string() for c in pki.load_ca(root).trusted()] == [
+        "CN=old CA",
+        "CN=new CA",
+    ]
+    assert await _handshake(before[0], started[1], "node01") == b"node02"
+    assert await _handshake(started[0], before[1], "node02") == b"node01"
+
+    pki.promote_next_ca(root)
+    assert pki.rollover_phase(root) == "promoted"
+    assert not (root / pki.NEXT_CA_KEY).exists()
+    promoted_dir = tmp_path / "node03"
+    pki.issue_node(pki.load_ca(root), promoted_dir, "node03", ["node03"], ["127.0.0.1"])
+    issuer = pki.load_cert(promoted_dir / "node03.crt").issuer.rfc4514_string()
+    assert issuer == "CN=new CA"
+    promoted = ctxs(promoted_dir, "node03")
+    # a node that got the start step's files and one reissued by the new CA
+    assert await _handshake(started[0], promoted[1], "node02") == b"node03"
+    assert await _handshake(promoted[0], started[1], "node03") == b"node02"
+
+    pki.finish_ca_rollover(root)
+    assert pki.rollover_phase(root) == "none"
+    finished_dir = tmp_path / "node04"
+    pki.issue_node(pki.load_ca(root), finished_dir, "node04", ["node04"], ["127.0.0.1"])
+    finished = ctxs(finished_dir, "node04")
+    assert await _handshake(promoted[0], finished[1], "node03") == b"node04"
+    # node02 still holds the old CA's certificate: trusted by nobody any more
+    try:
+        data = await _handshake(finished[0], started[1], "node04")
+    except (ssl.SSLError, ConnectionError):
+        data = b""
+    # TLS 1.3 may report the rejected client certificate only as a closed stream.
+    assert data == b""

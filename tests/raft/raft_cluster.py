@@ -28,12 +28,14 @@ class Cluster:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         snapshot_threshold: int = 10_000,
+        state_machine: type[MemoryStateMachine] = MemoryStateMachine,
     ) -> None:
         net = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}"
         self.root = root
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
         self.snapshot_threshold = snapshot_threshold
+        self.state_machine = state_machine
         self.net = net
         self.members: dict[str, str] = {}  # the bootstrap configuration
         self.addresses: dict[str, str] = {}  # every node's peer address, joiners included
@@ -66,7 +68,7 @@ class Cluster:
         )
 
     async def start(self, node_id: str, bootstrap: bool = True) -> RaftNode:
-        self.sms[node_id] = MemoryStateMachine()
+        self.sms[node_id] = self.state_machine()
         node = RaftNode(self.config(node_id, bootstrap), self.sms[node_id])
         self.nodes[node_id] = node
         await node.start()

@@ -8,8 +8,11 @@ import dataclasses
 import logging
 import ssl
 import struct
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -18,10 +21,18 @@ from raft_cluster import Cluster
 from plasmacloud.common.config import TLSConfig
 from plasmacloud.common.tls import client_context, server_context
 from plasmacloud.provision import pki
-from plasmacloud.raft.api import NoLeaderError, ProposalTimeoutError, RaftStatus, ShutdownError
+from plasmacloud.raft.api import (
+    LeaderLostError,
+    NoLeaderError,
+    ProposalTimeoutError,
+    RaftStatus,
+    ShutdownError,
+)
 from plasmacloud.raft.codec import Heartbeat, encode_frame
 from plasmacloud.raft.memory import MemoryStateMachine
 from plasmacloud.raft.node import RaftNode
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -80,6 +91,21 @@ async def test_leader_failover_and_restart_replays(cluster: Cluster) -> None:
     assert b"after-failover" in cmds and [b"k%d" % k for k in range(20)] == cmds[:20]
 
 
+async def test_a_forward_to_a_leader_that_died_fails_when_a_new_leader_is_known(
+    cluster: Cluster,
+) -> None:
+    leader = await cluster.leader()
+    follower = next(n for n in cluster.nodes.values() if n is not leader)
+    await follower.propose(b"before")
+    await cluster.nodes.pop(leader.id).stop(handover=False)  # as if its machine died
+    assert follower.leader_id == leader.id  # not noticed yet: the put is forwarded to it
+    # the dead leader never answers; the caller learns "outcome unknown" as soon as the
+    # follower gives that leader up (it campaigns), not at the end of its deadline
+    with pytest.raises(LeaderLostError):
+        await follower.propose(b"to-the-dead-leader", timeout=30)
+    await follower.propose(b"after")  # the next request goes to the new leader
+
+
 async def test_lagging_follower_catches_up_via_snapshot(tmp_path: Path) -> None:
     c = Cluster(tmp_path, snapshot_threshold=40)
     try:
@@ -99,6 +125,68 @@ async def test_lagging_follower_catches_up_via_snapshot(tmp_path: Path) -> None:
         assert node.status().snapshot_index >= 40
     finally:
         await c.stop_all()
+
+
+class SlowSnapshots(MemoryStateMachine):
+    """Reading its state out takes several election timeouts, as a large database does."""
+
+    def snapshot_reader(self) -> Callable[[], bytes]:
+        read = super().snapshot_reader()
+
+        def slowly() -> bytes:
+            time.sleep(1.5)
+            return read()
+
+        return slowly
+
+
+class LoopThread:
+    """An event loop of its own on a thread: a node whose loop stalls goes quiet to the
+    others, as a separate process would (nodes sharing one loop would stall together)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_snapshot_points_under_writes_cause_no_election(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, snapshot_threshold=20, state_machine=SlowSnapshots)
+    loops = {node_id: LoopThread() for node_id in c.members}
+    changes: list[tuple[str | None, int]] = []
+    try:
+        for node_id, thread in loops.items():
+            thread.run(c.start(node_id))
+        deadline = time.monotonic() + 30
+        while not (leaders := [n for n in c.nodes.values() if n.is_leader]):
+            assert time.monotonic() < deadline, "no leader elected"
+            time.sleep(0.05)
+        leader, term = leaders[0], leaders[0].term
+        for node in c.nodes.values():
+            node.add_leader_listener(lambda lid, t: changes.append((lid, t)))
+        put = loops[leader.id]
+        for k in range(70):
+            put.run(leader.propose(b"k%d" % k))
+        # three snapshot points on every node, each read for 1.5 s while writes go on
+        while any(n.status().snapshot_index < 60 for n in c.nodes.values()):
+            assert time.monotonic() < deadline + 30, "snapshots did not complete"
+            put.run(leader.propose(b"more"))
+            time.sleep(0.1)
+        assert changes == [] and leader.is_leader and leader.term == term
+        assert c.sms[leader.id].commands()[:70] == [b"k%d" % k for k in range(70)]
+    finally:
+        for node_id, thread in loops.items():
+            if node_id in c.nodes:
+                thread.run(c.stop(node_id))
+            thread.close()
 
 
 async def test_membership_add_and_remove_leader(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ async def test_snapshot_compacts_segments_and_recovers(tmp_path: Path) -> None:
         s.append(_entries(first, 5))
     await s.sync()
     before = len(_segments(tmp_path))
-    await s.save_snapshot(SnapshotMeta(30, 1, {"n1": "h:1"}), b"state@30")
+    await s.save_snapshot(SnapshotMeta(30, 1, {"n1": "h:1"}), lambda: b"state@30")
     s.append(_entries(41, 2))
     await s.sync()
     s.close()

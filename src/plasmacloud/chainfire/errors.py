@@ -67,6 +67,9 @@ NO_LEADER = EtcdError(_C.UNAVAILABLE, "etcdserver: no leader")
 LEADER_CHANGED = EtcdError(_C.UNAVAILABLE, "etcdserver: leader changed")
 STOPPED = EtcdError(_C.UNAVAILABLE, "etcdserver: server stopped")
 TIMEOUT = EtcdError(_C.UNAVAILABLE, "etcdserver: request timed out")
+TIMEOUT_LEADER_FAIL = EtcdError(
+    _C.UNAVAILABLE, "etcdserver: request timed out, possibly due to previous leader failure"
+)
 NOT_CAPABLE = EtcdError(_C.UNAVAILABLE, "etcdserver: not capable")
 NOT_LEADER = EtcdError(_C.FAILED_PRECONDITION, "etcdserver: not leader")
 BAD_LEADER_TRANSFEREE = EtcdError(_C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")

@@ -38,6 +38,7 @@ from plasmacloud.chainfire.leases import MAX_TTL, MIN_TTL, LeaseTimers
 from plasmacloud.chainfire.proto import kv_pb2, rpc_pb2, system_pb2
 from plasmacloud.chainfire.wal import WalCheckpointer
 from plasmacloud.common.keyrange import prefix_end
+from plasmacloud.common.sqlite_image import pin_image, standalone
 from plasmacloud.raft.api import Entry
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,7 @@ class MvccStore:
         each page twice and took about twice as long.
         """
         with self._lock:
-            return _standalone(self._db.serialize())
+            return standalone(self._db.serialize())
 
     def client_backup_bytes(self) -> bytes:
         """:meth:`backup_bytes` without the system keyspace's records: what an etcd client
@@ -388,12 +389,16 @@ class MvccStore:
         try:
             image.deserialize(self.backup_bytes())
             system.scrub(image)
-            return _standalone(image.serialize())
+            return standalone(image.serialize())
         finally:
             image.close()
 
     def snapshot(self) -> bytes:
         return self.backup_bytes()
+
+    def snapshot_reader(self) -> Callable[[], bytes]:
+        # applies commit before they return, so the file's last commit is the applied state
+        return pin_image(self.path)
 
     def restore(self, data: bytes, index: int) -> None:
         """Replace the database with a snapshot taken at ``index`` (atomic file swap)."""
@@ -948,14 +953,6 @@ def _compare_kv(c: rpc_pb2.Compare, kv: kv_pb2.KeyValue) -> bool:
     if result == rpc_pb2.Compare.LESS:
         return bool(actual < expected)
     return True
-
-
-def _standalone(serialized: bytes) -> bytes:
-    """A serialized database as a lone file image: header bytes 18/19 say "WAL mode", a
-    file without its WAL must be a rollback-journal database (joined from views: one
-    copy, where slicing bytes made two)."""
-    image = memoryview(serialized)
-    return b"".join((image[:18], b"\x01\x01", image[20:]))
 
 
 def _write_durably(path: Path, data: bytes) -> None:

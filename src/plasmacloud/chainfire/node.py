@@ -32,6 +32,7 @@ from plasmacloud.chainfire.watch import WatchHub
 from plasmacloud.common.config import Compaction
 from plasmacloud.raft import api as raft_api
 from plasmacloud.raft.api import (
+    LeaderLostError,
     NoLeaderError,
     NotLeaderError,
     ProposalDroppedError,
@@ -97,6 +98,8 @@ def raft_error(exc: RaftError) -> errors.EtcdError:
         return errors.NO_LEADER
     if isinstance(exc, ProposalDroppedError):
         return errors.LEADER_CHANGED
+    if isinstance(exc, LeaderLostError):
+        return errors.TIMEOUT_LEADER_FAIL
     if isinstance(exc, ProposalTimeoutError):
         return errors.TIMEOUT
     if isinstance(exc, ShutdownError):

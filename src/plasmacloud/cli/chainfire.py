@@ -60,6 +60,7 @@ def serve(
     from plasmacloud.chainfire.server import new_event_loop
     from plasmacloud.chainfire.server import serve as run
     from plasmacloud.common.config import NodeConfig
+    from plasmacloud.common.gc_tuning import tune_gc
     from plasmacloud.common.serve_errors import serve_exit_codes
     from plasmacloud.iam.authz import service_auth  # composed here: chainfire knows no IAM
 
@@ -90,6 +91,7 @@ def serve(
 
     with serve_exit_codes("chainfire"):
         node_config, compaction = load()  # refused before anything starts
+        tune_gc()  # the modules are imported by now
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(main(node_config))
 

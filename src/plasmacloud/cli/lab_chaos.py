@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from plasmacloud.cli import lab_qemu
-from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, console, err, fail, open_lab
+from plasmacloud.cli import lab_qemu, lab_run
+from plasmacloud.cli._common import DirOpt, JsonOpt, NodeArg, call, console, err, fail, open_any_lab
 from plasmacloud.cli.validate import (
     DEFAULT_SERVICES,
     CaOpt,
@@ -34,40 +34,20 @@ from plasmacloud.cli.validate import (
 from plasmacloud.cluster.control import ClusterError
 from plasmacloud.common import durations
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from plasmacloud.lab.backend import LabError
-from plasmacloud.lab.qemu_layout import existing_qemu_lab, qemu_lab_dir
+from plasmacloud.lab.qemu_layout import qemu_lab_dir
 
 if TYPE_CHECKING:
     from plasmacloud.chaos.history import History, Verdict
     from plasmacloud.chaos.run import ChaosConfig, Fault
     from plasmacloud.cluster.target import ClusterTarget
-    from plasmacloud.lab.control import Lab
-    from plasmacloud.lab.netns import NetnsBackend
-
-
-def _netns(lab: Lab) -> NetnsBackend:
-    from plasmacloud.lab.netns import NetnsBackend
-
-    backend = lab.backend
-    if not isinstance(backend, NetnsBackend):
-        raise fail(
-            LabError(
-                f"network faults need the netns backend (this lab runs {lab.state.backend}); "
-                "`plasma lab up --backend netns --dir ...`"
-            ),
-            EXIT_USAGE,
-        )
-    return backend
+    from plasmacloud.lab.surface import LabSurface
 
 
 def _node_list(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _print_cuts(lab: Lab, backend: NetnsBackend) -> None:
-    from plasmacloud.lab.netns import partitions
-
-    cut = partitions(backend.names, lab.spec)
+def _print_cuts(cut: dict[str, list[str]]) -> None:
     if not cut:
         console.print("no partitions: every node reaches every other")
     for node, peers in cut.items():
@@ -80,21 +60,14 @@ def partition(
     lab_dir: DirOpt = None,
 ) -> None:
     """Cut NODE off from the given nodes (both directions; the host still reaches all)."""
-    lab = open_lab(lab_dir)
-    backend = _netns(lab)
-    try:
-        backend.partition([node], _node_list(from_nodes))
-    except LabError as exc:
-        raise fail(exc, EXIT_USAGE if "no node" in str(exc) else 1) from exc
-    _print_cuts(lab, backend)
+    lab = open_any_lab(lab_dir)
+    _print_cuts(call(lab.partition, node, _node_list(from_nodes)))
 
 
 def heal(lab_dir: DirOpt = None) -> None:
     """Remove every partition."""
-    lab = open_lab(lab_dir)
-    backend = _netns(lab)
-    backend.heal()
-    _print_cuts(lab, backend)
+    lab = open_any_lab(lab_dir)
+    _print_cuts(call(lab.heal))
 
 
 def parse_duration(text: str) -> float:
@@ -239,11 +212,8 @@ def run_and_report(
     return typer.Exit(EXIT_OK if ok else EXIT_FAILURE)
 
 
-def preflight(target: ClusterTarget) -> bool:
-    """True if every node answers over SSH with its units active; else says what not."""
-    from plasmacloud.lab.ssh_target import ssh_preflight
-
-    problems = ssh_preflight(target)
+def preflight(problems: list[str]) -> bool:
+    """True if nothing stops a run before it starts; else says what does."""
     for p in problems:
         err.print(f"[red]error:[/red] {p}")
     return not problems
@@ -262,24 +232,41 @@ def chaos(
     history: HistoryOpt = None,
     replay: ReplayOpt = None,
     as_json: JsonOpt = False,
+    inside: lab_run.InsideOpt = False,
 ) -> None:
     """Inject faults while recorded clients work; check the history (non-zero on violation).
     A qemu lab runs it inside the lab namespace: services over SSH, power cuts via QMP."""
-    from plasmacloud.lab.target import lab_target
-
     if replay is not None:
         raise replay_history(replay, as_json)
-    if (qemu := existing_qemu_lab(lab_dir)) is not None:
-        raise typer.Exit(qemu_chaos(qemu, duration, faults, seed, history, as_json, inside=False))
-    lab = open_lab(lab_dir)
-    target = lab_target(lab)
-    run_seed = time_seed(seed)
+    lab = open_any_lab(lab_dir, inside=inside)
+    raise typer.Exit(lab_chaos(lab, duration, faults, time_seed(seed), history, as_json))
+
+
+def lab_chaos(
+    lab: LabSurface,
+    duration: str,
+    faults: str | None,
+    seed: int,
+    history: Path | None,
+    as_json: bool,
+) -> int:
+    """A chaos run against the lab, where its addresses exist; the exit code."""
+    args = ["--duration", duration, "--seed", str(seed)]
+    args += ["--faults", faults] if faults else []
+    args += ["--history", str(history.resolve())] if history else []
+    args += ["--json"] if as_json else []
+    rc = lab_run.relayed(lab, ["lab", "chaos", *args])
+    if rc is not None:
+        return rc
+    target = call(lab.target)
     try:
-        cfg = chaos_config(target, duration, faults, run_seed)
+        cfg = chaos_config(target, duration, faults, seed)
     except ClusterError as exc:
         raise fail(exc, EXIT_USAGE) from exc
-    path = history or lab.layout.root / "chaos" / f"history-{run_seed}.jsonl"
-    raise run_and_report(target, cfg, path, as_json, "plasma lab chaos")
+    if not preflight(lab.chaos_preflight(target)):
+        return EXIT_UNAVAILABLE
+    path = history or lab.root / "chaos" / f"history-{seed}.jsonl"
+    return run_and_report(target, cfg, path, as_json, "plasma lab chaos").exit_code
 
 
 def chaos_spec(
@@ -305,7 +292,7 @@ def chaos_spec(
     plasmacloud-* units over SSH (systemctl) while recorded clients work at the spec's
     addresses; check the history (non-zero on violation, 3 if a node does not answer)."""
     from plasmacloud.lab.ssh import SSHBackend
-    from plasmacloud.lab.ssh_target import ssh_target
+    from plasmacloud.lab.ssh_target import ssh_preflight, ssh_target
     from plasmacloud.provision.spec import SpecError, load_spec
     from plasmacloud.validate.spec_target import spec_configs
 
@@ -325,44 +312,10 @@ def chaos_spec(
         cfg = chaos_config(target, duration, faults, run_seed)
     except ClusterError as exc:
         raise fail(exc, EXIT_USAGE) from exc
-    if not preflight(target):
+    if not preflight(ssh_preflight(target)):
         raise typer.Exit(EXIT_UNAVAILABLE)
     path = history or out / "chaos" / f"history-{run_seed}.jsonl"
     raise run_and_report(target, cfg, path, as_json, "plasma chaos")
-
-
-def qemu_chaos(
-    root: Path,
-    duration: str,
-    faults: str | None,
-    seed: int | None,
-    history: Path | None,
-    as_json: bool,
-    inside: bool,
-) -> int:
-    """Chaos against the QEMU lab's VMs, run inside the lab namespace (re-executed there
-    unless ``inside``); the exit code."""
-    from plasmacloud.lab.qemu import QemuBackend
-    from plasmacloud.lab.qemu_target import qemu_target
-
-    backend = QemuBackend(qemu_lab_dir(root))
-    run_seed = time_seed(seed)
-    if not inside:
-        args = ["--duration", duration, "--seed", str(run_seed)]
-        args += ["--faults", faults] if faults else []
-        args += ["--history", str(history.resolve())] if history else []
-        args += ["--json"] if as_json else []
-        return lab_qemu.run_inside(backend, "chaos", *args)
-    target = qemu_target(backend)
-    try:
-        cfg = chaos_config(target, duration, faults, run_seed)
-    except ClusterError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        return EXIT_USAGE
-    if not preflight(target):
-        return EXIT_UNAVAILABLE
-    path = history or backend.paths.root / "chaos" / f"history-{run_seed}.jsonl"
-    return run_and_report(target, cfg, path, as_json, "plasma lab chaos").exit_code
 
 
 def qemu_chaos_cmd(
@@ -372,10 +325,9 @@ def qemu_chaos_cmd(
     seed: SeedOpt = None,
     history: HistoryOpt = None,
     as_json: JsonOpt = False,
-    inside: Annotated[bool, typer.Option(hidden=True, help="already in the namespace")] = False,
+    inside: lab_run.InsideOpt = False,
 ) -> None:
     """Faults against the VMs (service kill/restart/pause over SSH, power cuts through
     QMP) while recorded clients work inside the lab namespace; check the history."""
-    raise typer.Exit(
-        qemu_chaos(qemu_lab_dir(path), duration, faults, seed, history, as_json, inside)
-    )
+    lab = open_any_lab(qemu_lab_dir(path), "qemu", inside=inside)
+    raise typer.Exit(lab_chaos(lab, duration, faults, time_seed(seed), history, as_json))

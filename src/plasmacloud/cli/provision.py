@@ -163,6 +163,39 @@ def pki_rotate(
     _issue(_spec(spec), OutputLayout(out), node, True, days)
 
 
+_NEXT_STEP = {
+    "start": "ship every node's ca.crt, wait until all have it, then `ca-rollover promote`",
+    "promote": "ship every node's certificate and ca.crt (and clients/), then `ca-rollover "
+    "finish` once nothing uses a certificate of the old CA",
+    "finish": "ship every node's ca.crt: the old CA is trusted nowhere",
+}
+
+
+@pki_app.command("ca-rollover")
+def pki_ca_rollover(
+    step: Annotated[str, typer.Argument(help="start, promote or finish (in this order)")],
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+    days: Annotated[int, typer.Option(help="lifetime of certificates reissued at promote")] = 365,
+) -> None:
+    """Replace the CA with an overlap in which both are trusted (no restart, no outage)."""
+    from plasmacloud.provision import certs, pki
+    from plasmacloud.provision.layout import OutputLayout
+
+    if step not in certs.ROLLOVER_STEPS:
+        typer.echo(f"unknown step {step!r}: give start, promote or finish", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    layout = OutputLayout(out)
+    try:
+        ca = certs.ca_rollover(_spec(spec), layout, step, days)
+    except pki.PKIError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_FAILURE) from exc
+    trusted = ", ".join(c.subject.rfc4514_string() for c in ca.trusted())
+    typer.echo(f"{step}: {ca.cert.subject.rfc4514_string()} signs; trusted: {trusted}")
+    typer.echo(f"next: {_NEXT_STEP[step]}")
+
+
 @pki_app.command("check")
 def pki_check(
     spec: SpecOpt = DEFAULT_SPEC, out: OutOpt = DEFAULT_OUT, as_json: JsonOpt = False

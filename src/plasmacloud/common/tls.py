@@ -6,10 +6,16 @@ missing or misnamed file fails with the path and the fix instead of a stack trac
 
 Certificates are rotated without a restart: every context made here is remembered
 (weakly) with the files it was loaded from, and :func:`reload_certificates` (run by
-:func:`watch_certificates` every few seconds and on SIGHUP) loads changed files into the
-same contexts, so the next handshake presents the new certificate and trusts the new
-CA file (a CA rollover puts both CAs in that file for the overlap). gRPC servers read
-the files again on a handshake after they changed (:func:`grpc_server_credentials`).
+:func:`watch_certificates` every few seconds and on SIGHUP) picks changed files up, so
+the next handshake presents the new certificate and trusts exactly the new CA file (a
+CA rollover puts both CAs in that file for the overlap, then drops the old one). A
+server context gets a fresh context built from the new files, which its handshakes
+switch to (OpenSSL's servername callback runs on every handshake, SNI or not): loading a
+CA file into a context only ever adds to what it trusts, so a dropped CA would stay
+trusted by servers until a restart. A client context takes the new files in place
+(it may trust a dropped CA until restart; the servers it talks to no longer present
+certificates of it). gRPC servers read the files again on a handshake after they
+changed (:func:`grpc_server_credentials`).
 A new pair that does not load (a key written after its certificate) is skipped until it
 does, so a rotation in progress never breaks the working one.
 """
@@ -42,6 +48,8 @@ _Stamp = tuple[tuple[int, int], ...]
 _contexts: weakref.WeakKeyDictionary[ssl.SSLContext, tuple[TLSConfig, _Stamp]] = (
     weakref.WeakKeyDictionary()
 )
+# a server context -> the context built from its files' latest usable version
+_latest: weakref.WeakKeyDictionary[ssl.SSLContext, ssl.SSLContext] = weakref.WeakKeyDictionary()
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -62,13 +70,27 @@ def server_context(tls: TLSConfig) -> ssl.SSLContext | None:
         return None
     for path, what in ((tls.ca_file, "CA"), (tls.cert_file, "certificate"), (tls.key_file, "key")):
         _read(path, what)
+    ctx = _new_server_context(tls)
+    ctx.sni_callback = _switch_to_latest
+    _contexts[ctx] = (tls, _stamp(tls))
+    return ctx
+
+
+def _new_server_context(tls: TLSConfig) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     ctx.load_verify_locations(cafile=str(tls.ca_file))
     ctx.verify_mode = ssl.CERT_REQUIRED if tls.client_cert_auth else ssl.CERT_OPTIONAL
-    _contexts[ctx] = (tls, _stamp(tls))
     return ctx
+
+
+def _switch_to_latest(conn: ssl.SSLObject, _name: str | None, ctx: ssl.SSLContext) -> None:
+    # called early in every handshake on the context a server was made with: this
+    # connection then uses the certificate and exactly the CAs of the latest files
+    latest = _latest.get(ctx)
+    if latest is not None:
+        conn.context = latest
 
 
 def client_context(tls: TLSConfig) -> ssl.SSLContext | None:
@@ -135,8 +157,11 @@ def reload_certificates() -> int:
             usable[tls, now] = _loads(tls)
         if not usable[tls, now]:
             continue
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        ctx.load_verify_locations(cafile=str(tls.ca_file))
+        if ctx.sni_callback is _switch_to_latest:
+            _latest[ctx] = _new_server_context(tls)
+        else:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+            ctx.load_verify_locations(cafile=str(tls.ca_file))
         _contexts[ctx] = (tls, now)
         reloaded += 1
     if reloaded:

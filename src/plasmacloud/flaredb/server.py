@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from pathlib import Path
@@ -19,6 +18,7 @@ from aiohttp import web
 
 from plasmacloud.common.authhook import NodeAuthFactory
 from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.gc_tuning import tune_gc
 from plasmacloud.common.tls import client_context, server_context, watch_certificates
 from plasmacloud.flaredb.auth import Guard
 from plasmacloud.flaredb.client import Client, node_url
@@ -175,26 +175,6 @@ class FlareDBServer:
 
 
 # Container allocations between young collections (CPython's default is 700).
-GC_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Set the cyclic garbage collector up for a server process (call once, at start).
-
-    A bulk request allocates tens of thousands of containers (parsed items, parameter
-    tuples, results) that live until its response is sent: at the default threshold they
-    set off dozens of collections, each walking them all again, and the occasional full
-    one walks every module and object of the process too (together ~15% of a bulk
-    insert's CPU on every node, measured with perf). Everything that exists at start-up
-    lives as long as the process, so it is frozen out of collections; and young
-    collections run every GC_THRESHOLD allocations. Refcounting still frees everything
-    that is not part of a cycle at once, so memory is not held longer.
-    """
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD, older, oldest)
-
-
 async def serve(
     config: NodeConfig,
     stop: asyncio.Event | None = None,
@@ -228,7 +208,7 @@ def run(
 ) -> None:
     """Foreground entry point of ``plasma flaredb serve``."""
     config = NodeConfig.load(config_path)
-    tune_gc()
+    tune_gc()  # the modules are imported by now
     # uvloop, as Chainfire (docs/adr/003): its TLS transport is native code, asyncio's
     # sslproto is Python, and a bulk insert moves megabytes through TLS three times on
     # the leader (the request, and the entry to each follower).

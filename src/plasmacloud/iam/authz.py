@@ -188,7 +188,8 @@ class Verifier:
         self._revoked_fetched_at = float("-inf")
         self._lock = asyncio.Lock()
         self._logins: dict[str, Principal] = {}
-        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # token -> its verified principal (built once per token, not once per call)
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
         self._verified_max = 10_000
 
     @classmethod
@@ -228,21 +229,21 @@ class Verifier:
 
     async def authenticate(self, token: str) -> Principal:
         """Verify a bearer token; raises :class:`TokenError` with a short ``reason``."""
-        claims = self._verified.get(token)
-        if claims is None:
-            claims = await self._verify_signature(token)
-        elif self._clock() > float(claims["exp"]) + self._leeway:
+        principal = self._verified.get(token)
+        if principal is None:
+            principal = await self._verify_signature(token)
+        elif self._clock() > principal.expires_at + self._leeway:
             del self._verified[token]
             raise TokenError("expired", "the token has expired")
         if self._clock() - self._revoked_fetched_at >= self._revocation_refresh:
             await self._refresh_revocations()
         if self._clock() - self._revoked_fetched_at > self._revocation_max_stale:
             raise TokenError("iam_unavailable", "revocation list too old; IAM unreachable")
-        if claims["jti"] in self._revoked:
+        if principal.jti in self._revoked:
             raise TokenError("revoked", "the token has been revoked")
-        return Principal.from_claims(claims, token)
+        return principal
 
-    async def _verify_signature(self, token: str) -> dict[str, Any]:
+    async def _verify_signature(self, token: str) -> Principal:
         # A signature is checked once per token (ES256 verification costs ~0.2-0.7 ms
         # here); the verdict is cached while the token lives. Expiry and revocation are
         # still checked on every call by authenticate().
@@ -258,10 +259,11 @@ class Verifier:
         claims = decode_token(
             token, key, self._issuer, self._audience, self._leeway, now=self._clock()
         )
+        principal = Principal.from_claims(claims, token)
         if len(self._verified) >= self._verified_max:
             self._verified.popitem(last=False)  # oldest first: bounded memory
-        self._verified[token] = claims
-        return claims
+        self._verified[token] = principal
+        return principal
 
     async def authenticate_header(
         self, authorization: str, client_ip: str | None = None
@@ -428,12 +430,14 @@ class Verifier:
 
         ``prefix=True`` for a range of keys (see :func:`chainfire_range`).
         """
-        ctx = request_context(principal, self._clock(), context)
         try:
             policies = await self._policies_of(principal)
         except (IamUnavailable, IamRefused) as exc:
             log.warning("policies for %s unavailable, denying: %s", principal.sub, exc)
             policies = []
+        # the context (a clock read, the caller's groups...) only where a statement reads it
+        needed = any(policy.needs_context for _, policy in policies)
+        ctx = request_context(principal, self._clock(), context) if needed else {}
         decision = evaluate(policies, action, resource, ctx, prefix)
         # A node's allowed calls are the cluster's own traffic (IAM's store writes among
         # them: auditing those would write more of them); its refusals are recorded.

@@ -29,7 +29,7 @@ from plasmacloud.iam.conditions import (
     lookup_context,
     parse_condition_value,
 )
-from plasmacloud.iam.wildcard import covers_prefix, intersects_prefix, wildcard_match
+from plasmacloud.iam.wildcard import any_of, covers_prefix, intersects_prefix, wildcard_match
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,22 @@ class Statement:
     not_resources: tuple[str, ...] | None = None
     conditions: tuple[Condition, ...] = ()
     variables: bool = False  # Version 2012-10-17: ${key} in resources is substituted
+    # compiled once: a statement is matched on every request (see __post_init__)
+    _action_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _resource_re: re.Pattern[str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    needs_context: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        actions = self.actions if self.actions is not None else self.not_actions
+        if actions is not None:
+            object.__setattr__(self, "_action_re", any_of(actions, ignore_case=True))
+        resources = self.resources if self.resources is not None else self.not_resources
+        substituted = self.variables and any("${" in p for p in resources or ())
+        if resources is not None and not substituted:
+            object.__setattr__(self, "_resource_re", any_of(resources))
+        object.__setattr__(self, "needs_context", substituted or bool(self.conditions))
 
     def matches(
         self,
@@ -75,11 +91,8 @@ class Statement:
         etcd range): an Allow applies only if it covers all of them, a Deny if it
         touches any of them.
         """
-        if self.actions is not None:
-            if not any(wildcard_match(p, action, ignore_case=True) for p in self.actions):
-                return False
-        elif self.not_actions is not None and any(
-            wildcard_match(p, action, ignore_case=True) for p in self.not_actions
+        if self._action_re is not None and (
+            (self._action_re.fullmatch(action) is None) == (self.actions is not None)
         ):
             return False
         if not self._resource_applies(resource, prefix, context):
@@ -103,6 +116,9 @@ class Statement:
     def _resource_applies(
         self, resource: str, prefix: bool, context: Mapping[str, ContextValue]
     ) -> bool:
+        if not prefix and self._resource_re is not None:
+            listed = self._resource_re.fullmatch(resource) is not None
+            return listed == (self.resources is not None)
         deny = self.effect == "Deny"
         if self.resources is not None:
             included = self._patterns(self.resources, context, excluded=False)
@@ -151,6 +167,11 @@ class Policy:
     statements: tuple[Statement, ...]
     version: str = "2012-10-17"
     document: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether a decision can depend on the request context (conditions, ${vars})."""
+        return any(st.needs_context for st in self.statements)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,17 +6,23 @@ import re
 from functools import lru_cache
 
 
+def _regex(pattern: str) -> str:
+    return "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+
+
+def _flags(ignore_case: bool) -> int:
+    return re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+
+
 @lru_cache(maxsize=4096)
 def _compile(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    parts = []
-    for ch in pattern:
-        if ch == "*":
-            parts.append(".*")
-        elif ch == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+    return re.compile(_regex(pattern), _flags(ignore_case))
+
+
+def any_of(patterns: tuple[str, ...], ignore_case: bool = False) -> re.Pattern[str]:
+    """One compiled pattern whose ``fullmatch`` says whether a value matches any of
+    ``patterns`` (a policy statement's list, matched on every request)."""
+    return re.compile("|".join(f"(?:{_regex(p)})" for p in patterns), _flags(ignore_case))
 
 
 def wildcard_match(pattern: str, value: str, ignore_case: bool = False) -> bool:

@@ -16,6 +16,11 @@ class LabError(ClusterError):
     """A lab operation failed; the message says what and how to fix it."""
 
 
+class LabUsageError(LabError):
+    """The request does not fit this lab: a node it has not, a flag or operation its
+    backend refuses (the message names the backend and what to do instead)."""
+
+
 class NodeBackend(NodeControl, Protocol):
     """Starts and stops the services of lab nodes; every backend implements this."""
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import shutil
 
 from plasmacloud.cluster.membership import Change, Progress, add_node, members_ready, remove_node
+from plasmacloud.cluster.target import ClusterTarget
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsBackend, create_network
 from plasmacloud.lab.spec import LabSpec
-from plasmacloud.lab.target import lab_target
 
 # the backends whose nodes the lab starts itself (qemu VMs PXE-boot through provisioning)
 MEMBER_BACKENDS = ("process", "netns")
@@ -37,6 +37,13 @@ def _check(lab: Lab) -> None:
         )
     if not lab.running():
         raise LabError(f"the lab in {lab.layout.root} is not running; `plasma lab up` first")
+
+
+def _target(lab: Lab) -> ClusterTarget:
+    """The lab as a membership change needs it: its nodes, TLS, services and backend."""
+    return ClusterTarget(
+        lab.state.backend, lab.configs(), lab.operator_tls, lab.services, control=lab.backend
+    )
 
 
 def next_node(spec: LabSpec) -> str:
@@ -82,7 +89,7 @@ async def add_lab_node(lab: Lab, progress: Progress, node_id: str | None = None)
     _check(lab)
     node_id = node_id or next_node(lab.spec)
     spec = with_node(lab.spec, node_id)
-    await members_ready(lab_target(lab), lab.configs())  # before anything changes
+    await members_ready(_target(lab), lab.configs())  # before anything changes
     lab.state.spec = spec
     # a replaced node's old data belongs to the member it was; the new one starts empty
     shutil.rmtree(lab.layout.node_dir(node_id), ignore_errors=True)
@@ -91,7 +98,7 @@ async def add_lab_node(lab: Lab, progress: Progress, node_id: str | None = None)
     backend = lab.backend
     if isinstance(backend, NetnsBackend):
         create_network(backend.names, lab.spec)  # adds the new node's namespace
-    return await add_node(lab_target(lab), node_id, progress)
+    return await add_node(_target(lab), node_id, progress)
 
 
 async def remove_lab_node(lab: Lab, node_id: str, progress: Progress) -> Change:
@@ -100,9 +107,15 @@ async def remove_lab_node(lab: Lab, node_id: str, progress: Progress) -> Change:
     _check(lab)
     if node_id not in lab.spec.node_ids:
         raise LabError(f"no member {node_id} in this lab (members: {', '.join(lab.spec.node_ids)})")
-    change = await remove_node(lab_target(lab), node_id, progress)
+    change = await remove_node(_target(lab), node_id, progress)
     lab.state.spec = without_node(lab.spec, node_id)
     lab.prepare()
     # as etcd's runbook says of a removed member's data dir: it must never start again
     shutil.rmtree(lab.layout.node_dir(node_id), ignore_errors=True)
     return change
+
+
+async def replace_lab_node(lab: Lab, node_id: str, progress: Progress) -> None:
+    """A replaced machine: remove-node, then add-node of the same node (empty data)."""
+    await remove_lab_node(lab, node_id, progress)
+    await add_lab_node(lab, progress, node_id)

@@ -20,7 +20,6 @@ from plasmacloud.iam.bootstrap import Outcome
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.qemu import INSTALLED, QemuBackend
-from plasmacloud.lab.qemu_target import qemu_target
 from plasmacloud.provision.states import State, StateFile
 from plasmacloud.validate import prometheus
 from plasmacloud.validate.checks import PERSISTENCE, Check, checklist, run_checks
@@ -105,17 +104,18 @@ def qemu_checks(checks: list[Check], only: list[str] | None) -> list[Check]:
 
 async def validate_until_green(
     backend: QemuBackend,
+    target: ClusterTarget,
     wait: float,
     only: list[str] | None,
     persistence: bool,
     on_waiting: Callable[[str], None],
     warn: Warn,
 ) -> list[CheckResult]:
-    """The checklist against the VMs, repeated for up to ``wait`` s until green (each new
-    state of a cluster still forming said once through ``on_waiting``); ``only``: just
-    these check ids. With IAM, its first admin is bootstrapped first (once) for the token
-    checks. ``persistence``: then, once, the persistence check through a reset of every VM."""
-    target = qemu_target(backend)
+    """The checklist against the VMs (``target``), repeated for up to ``wait`` s until
+    green (each new state of a cluster still forming said once through ``on_waiting``);
+    ``only``: just these check ids. With IAM, its first admin is bootstrapped first
+    (once) for the token checks. ``persistence``: then, once, the persistence check
+    through a reset of every VM."""
     configs, tls, services = target.configs, target.tls, target.services
     # Under TCG a freshly (re)booted cluster may still change leaders for a while:
     # with a wait, run the checklist again until it is green or the time is up.

@@ -85,6 +85,27 @@ def issue_cluster(
     return results
 
 
+ROLLOVER_STEPS = ("start", "promote", "finish")
+
+
+def ca_rollover(spec: ClusterSpec, out: OutputLayout, step: str, days: int = 365) -> pki.CA:
+    """One step of a CA rollover (see :mod:`plasmacloud.provision.pki`), then every node's
+    and the admin client's files brought in line: the trust bundle copied beside each
+    certificate, and at ``promote`` every certificate reissued by the new CA."""
+    if step == "start":
+        # a name of its own: two trusted CAs of one subject leave chain building to luck
+        made = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        pki.start_ca_rollover(out.pki_dir, f"PlasmaCloud CA ({spec.name}, {made})")
+    elif step == "promote":
+        pki.promote_next_ca(out.pki_dir)
+    elif step == "finish":
+        pki.finish_ca_rollover(out.pki_dir)
+    else:
+        raise ValueError(f"unknown CA rollover step {step!r}; expected one of {ROLLOVER_STEPS}")
+    issue_cluster(spec, out, force=step == "promote", days=days)
+    return pki.load_ca(out.pki_dir)
+
+
 def _mode_finding(path: Path, want: int, node: str) -> Finding | None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode == want:
@@ -153,11 +174,11 @@ def check_node(
                 nid,
             )
         )
-    if ca is not None and node_ca != ca.cert:
+    if ca is not None and tls.ca_file.read_bytes() != ca.trust_pem:
         findings.append(
             error(
                 "PF003-cert-untrusted",
-                f"{tls.ca_file} is not the cluster CA ({ca.cert_path})",
+                f"{tls.ca_file} is not the cluster's trusted CA set ({ca.cert_path})",
                 f"`plasma pki issue --node {nid}` copies the right ca.crt",
                 nid,
             )

@@ -26,8 +26,11 @@ from plasmacloud.iam.sealing import SEALING_KEY, new_sealing_key
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
-CA_CERT = "ca.crt"
+CA_CERT = "ca.crt"  # the trust bundle: the signing CA first, then any other trusted CA
 CA_KEY = "ca.key"
+# during a CA rollover: the next CA, trusted beside the current one until it signs
+NEXT_CA_CERT = "ca-next.crt"
+NEXT_CA_KEY = "ca-next.key"
 CERT_MODE = 0o644
 KEY_MODE = 0o400
 # A certificate this close to expiry is reissued by the idempotent issue functions.
@@ -40,12 +43,22 @@ class PKIError(RuntimeError):
 
 @dataclass(frozen=True)
 class CA:
-    """The cluster CA, loaded in memory, and where its files live."""
+    """The cluster CA, loaded in memory, and where its files live.
+
+    ``trust_pem`` is what every node and client trusts (``ca.crt``, copied beside each
+    certificate): the signing CA alone, or during a rollover the signing CA and the
+    other one (see :func:`start_ca_rollover`).
+    """
 
     cert: x509.Certificate
     key: PrivateKey
     cert_path: Path
     key_path: Path
+    trust_pem: bytes
+
+    def trusted(self) -> list[x509.Certificate]:
+        """Every CA certificate in the trust bundle (the signing one first)."""
+        return x509.load_pem_x509_certificates(self.trust_pem)
 
 
 @dataclass(frozen=True)
@@ -175,8 +188,12 @@ def init_sealing_key(pki_dir: Path) -> Path:
 def init_ca(pki_dir: Path, common_name: str = "PlasmaCloud CA", days: int = 3650) -> CA:
     """Create the CA in ``pki_dir`` (ca.crt 0644, ca.key 0400), or load it if present."""
     pki_dir = Path(pki_dir)
-    if (pki_dir / CA_CERT).exists() or (pki_dir / CA_KEY).exists():
-        return load_ca(pki_dir)
+    if not ((pki_dir / CA_CERT).exists() or (pki_dir / CA_KEY).exists()):
+        _new_ca_files(pki_dir / CA_CERT, pki_dir / CA_KEY, common_name, days)
+    return load_ca(pki_dir)
+
+
+def _new_ca_files(cert_path: Path, key_path: Path, common_name: str, days: int) -> None:
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
@@ -186,9 +203,8 @@ def init_ca(pki_dir: Path, common_name: str = "PlasmaCloud CA", days: int = 3650
     )
     # Key first: a crash between the two writes leaves a key without a cert, which
     # load_ca reports, rather than a cert whose key is lost.
-    write_atomic(pki_dir / CA_KEY, _key_pem(key), KEY_MODE)
-    write_atomic(pki_dir / CA_CERT, _cert_pem(cert), CERT_MODE)
-    return CA(cert=cert, key=key, cert_path=pki_dir / CA_CERT, key_path=pki_dir / CA_KEY)
+    write_atomic(key_path, _key_pem(key), KEY_MODE)
+    write_atomic(cert_path, _cert_pem(cert), CERT_MODE)
 
 
 def load_ca(pki_dir: Path) -> CA:
@@ -198,10 +214,79 @@ def load_ca(pki_dir: Path) -> CA:
     for p in (cert_path, key_path):
         if not p.exists():
             raise PKIError(f"{p} does not exist; create the CA with `plasma pki init`")
-    cert, key = load_cert(cert_path), load_key(key_path)
+    cert, key = load_cert(cert_path), load_key(key_path)  # the bundle's first: the signer
     if not key_matches(cert, key):
         raise PKIError(f"{key_path} is not the key of {cert_path}; restore the pair from backup")
-    return CA(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
+    trust = cert_path.read_bytes()
+    return CA(cert=cert, key=key, cert_path=cert_path, key_path=key_path, trust_pem=trust)
+
+
+# -- CA rollover: a new CA with an overlap in which both are trusted --------------------
+#
+# 1. start:   the next CA is made; every node and client trusts both (the old signs)
+# 2. promote: the next CA signs; every certificate is reissued by it (both still trusted,
+#             so peers and clients holding old certificates keep working meanwhile)
+# 3. finish:  the old CA is no longer trusted anywhere
+# Between the steps the operator ships the files to every node (services reload trust
+# and certificates within seconds, without a restart) and waits until all have them.
+
+
+def rollover_phase(pki_dir: Path) -> str:
+    """Where a rollover stands: "none", "started" (next CA trusted, old signs) or
+    "promoted" (new CA signs, old still trusted)."""
+    pki_dir = Path(pki_dir)
+    if (pki_dir / NEXT_CA_CERT).exists():
+        return "started"
+    return "promoted" if len(load_ca(pki_dir).trusted()) > 1 else "none"
+
+
+def _write_trust(pki_dir: Path, certs: list[x509.Certificate]) -> None:
+    write_atomic(pki_dir / CA_CERT, b"".join(_cert_pem(c) for c in certs), CERT_MODE)
+
+
+def start_ca_rollover(pki_dir: Path, common_name: str, days: int = 3650) -> CA:
+    """Step 1: make the next CA (ca-next.crt/.key) and trust it beside the current one."""
+    pki_dir = Path(pki_dir)
+    current = load_ca(pki_dir)
+    if rollover_phase(pki_dir) != "none":
+        raise PKIError(
+            f"a CA rollover is already under way in {pki_dir} ({rollover_phase(pki_dir)}); "
+            "finish it first (`plasma pki ca-rollover promote` / `finish`)"
+        )
+    _new_ca_files(pki_dir / NEXT_CA_CERT, pki_dir / NEXT_CA_KEY, common_name, days)
+    _write_trust(pki_dir, [current.cert, load_cert(pki_dir / NEXT_CA_CERT)])
+    return load_ca(pki_dir)
+
+
+def promote_next_ca(pki_dir: Path) -> CA:
+    """Step 2: the next CA becomes the signing one (the old one stays trusted); the caller
+    reissues every certificate with it."""
+    pki_dir = Path(pki_dir)
+    if rollover_phase(pki_dir) != "started":
+        raise PKIError(f"no CA rollover started in {pki_dir}; `plasma pki ca-rollover start`")
+    old, new = load_cert(pki_dir / CA_CERT), load_cert(pki_dir / NEXT_CA_CERT)
+    new_key = load_key(pki_dir / NEXT_CA_KEY)
+    if not key_matches(new, new_key):
+        raise PKIError(f"{pki_dir / NEXT_CA_KEY} is not the key of {pki_dir / NEXT_CA_CERT}")
+    # the trust bundle (new first) before the key: a crash between the writes leaves a
+    # pair load_ca refuses by name rather than certificates signed by an untrusted key
+    _write_trust(pki_dir, [new, old])
+    write_atomic(pki_dir / CA_KEY, _key_pem(new_key), KEY_MODE)
+    (pki_dir / NEXT_CA_KEY).unlink()
+    (pki_dir / NEXT_CA_CERT).unlink()
+    return load_ca(pki_dir)
+
+
+def finish_ca_rollover(pki_dir: Path) -> CA:
+    """Step 3: trust only the signing CA again."""
+    pki_dir = Path(pki_dir)
+    if rollover_phase(pki_dir) != "promoted":
+        raise PKIError(
+            f"{pki_dir}: nothing to finish (phase {rollover_phase(pki_dir)}); a rollover "
+            "is started, then promoted, then finished"
+        )
+    _write_trust(pki_dir, [load_ca(pki_dir).cert])
+    return load_ca(pki_dir)
 
 
 # -- leaf certificates -----------------------------------------------------------------
@@ -279,9 +364,8 @@ def _issue_files(
         # Keeping a good pair still converges its modes (a hand `chmod 644` is undone).
         os.chmod(key_path, KEY_MODE)
         os.chmod(cert_path, CERT_MODE)
-    ca_pem = _cert_pem(ca.cert)
-    if not ca_path.exists() or ca_path.read_bytes() != ca_pem:
-        write_atomic(ca_path, ca_pem, CERT_MODE)
+    if not ca_path.exists() or ca_path.read_bytes() != ca.trust_pem:
+        write_atomic(ca_path, ca.trust_pem, CERT_MODE)
     else:
         os.chmod(ca_path, CERT_MODE)
     return IssuedCert(cert_path=cert_path, key_path=key_path, ca_path=ca_path)

@@ -9,7 +9,7 @@ committed (fsynced on a majority).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +57,13 @@ class StateMachine(Protocol):
         """The whole state as of the last applied entry (the engine records index/term)."""
         ...
 
+    def snapshot_reader(self) -> Callable[[], bytes]:
+        """Pin the state as of the last applied entry and return a function that reads it
+        out (what :meth:`snapshot` would have returned now). The engine pins right after
+        an apply, on its loop, so this must be cheap; it runs the function on a worker
+        thread while applies go on, so a large state never holds up heartbeats."""
+        ...
+
     def restore(self, data: bytes, index: int) -> None:
         """Replace the whole state with a snapshot taken at ``index``."""
         ...
@@ -85,6 +92,12 @@ class ProposalDroppedError(RaftError):
 
 class ProposalTimeoutError(RaftError):
     """The proposal did not commit in time; its outcome is unknown."""
+
+
+class LeaderLostError(ProposalTimeoutError):
+    """The leader a follower forwarded the request to was replaced before it answered; the
+    outcome is unknown (that leader may have appended it), but known now rather than at the
+    deadline, as etcd's "request timed out, possibly due to previous leader failure"."""
 
 
 class ShutdownError(RaftError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 
@@ -54,8 +54,9 @@ class Disk(Protocol):
         """Durably replace ``path`` with ``data`` (temp file, fsync, rename, fsync dir)."""
         ...
 
-    async def write_atomic_async(self, path: str, data: bytes) -> None:
-        """:meth:`write_atomic` off the event loop (large snapshots)."""
+    async def write_atomic_async(self, path: str, produce: Callable[[], bytes]) -> None:
+        """:meth:`write_atomic` of what ``produce()`` returns, both off the event loop (a
+        snapshot: reading a large state out takes longer than an election timeout)."""
         ...
 
 
@@ -139,5 +140,5 @@ class OsDisk:
         os.replace(tmp, path)
         self.sync_dir(os.path.dirname(path) or ".")
 
-    async def write_atomic_async(self, path: str, data: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.write_atomic, path, data)
+    async def write_atomic_async(self, path: str, produce: Callable[[], bytes]) -> None:
+        await asyncio.to_thread(lambda: self.write_atomic(path, produce()))

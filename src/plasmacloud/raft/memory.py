@@ -4,7 +4,7 @@ benchmark and the tests (it makes "which command was applied at which index" obs
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from plasmacloud.raft.api import Entry
 
@@ -36,6 +36,10 @@ class MemoryStateMachine:
 
     def snapshot(self) -> bytes:
         return b"".join(struct.pack("<I", len(c)) + c for c in self.commands())
+
+    def snapshot_reader(self) -> Callable[[], bytes]:
+        data = self.snapshot()
+        return lambda: data
 
     def restore(self, data: bytes, index: int) -> None:
         cmds = []

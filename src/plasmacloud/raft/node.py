@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from plasmacloud.raft import persist
 from plasmacloud.raft.api import (
     Entry,
+    LeaderLostError,
     Member,
     NoLeaderError,
     NotLeaderError,
@@ -164,6 +165,10 @@ class RaftNode:
         self._fwd_reads: list[asyncio.Future[int]] = []
         self._fwd_reads_scheduled = False
         self._read_reqs: dict[int, list[asyncio.Future[int]]] = {}
+        # request id (of _fwd_reqs and _read_reqs) -> the leader it was sent to: a request
+        # whose leader is replaced fails at once, not at its caller's deadline (a dead
+        # leader never answers)
+        self._fwd_leader: dict[int, str] = {}
         self._broadcast_scheduled = False
         self._commit_notify_scheduled = False
 
@@ -285,6 +290,7 @@ class RaftNode:
         self._apply_waiters.clear()
         self._fwd_reqs.clear()
         self._read_reqs.clear()
+        self._fwd_leader.clear()
         self._fwd_reads.clear()
 
     # --- public API ----------------------------------------------------------------------
@@ -537,6 +543,7 @@ class RaftNode:
         self._transport.send(to, msg)
 
     def _on_leader_change(self, leader: str | None, term: int) -> None:
+        self._fail_forwards_not_to(leader)
         if leader is None:
             self._leader_known.clear()
         else:
@@ -550,6 +557,18 @@ class RaftNode:
                 cb(leader, term)
             except Exception:
                 log.exception("%s: leader listener failed", self.id)
+
+    def _fail_forwards_not_to(self, leader: str | None) -> None:
+        for rid in [r for r, sent_to in self._fwd_leader.items() if sent_to != leader]:
+            del self._fwd_leader[rid]
+            proposals = self._fwd_reqs.pop(rid, ())
+            reads = self._read_reqs.pop(rid, ())
+            for fut in proposals:
+                if not fut.done():
+                    fut.set_exception(LeaderLostError(f"leader changed: outcome unknown ({rid})"))
+            for read in reads:
+                if not read.done():
+                    read.set_exception(NoLeaderError("leader changed during a read"))
 
     def _notify_commit(self) -> None:
         self._commit_notify_scheduled = False
@@ -575,6 +594,7 @@ class RaftNode:
         if self._fwd_reqs:  # forget forwards whose callers are gone (timed out)
             for rid in [r for r, fs in self._fwd_reqs.items() if all(f.done() for f in fs)]:
                 del self._fwd_reqs[rid]
+                self._fwd_leader.pop(rid, None)
         if not self._fwd_reqs:
             self._recent.clear()
         elif len(self._recent) > 50_000:  # a forward never waits that long
@@ -700,11 +720,13 @@ class RaftNode:
                 continue
             req_id = next(self._counter)
             self._fwd_reqs[req_id] = [fut for _, _, fut in group]
+            self._fwd_leader[req_id] = leader
             datas = [d for _, d, _ in group]
             self._send(leader, Propose(self.core.term, self.id, req_id, kind, datas))
 
     def _on_propose_resp(self, m: ProposeResp) -> None:
         futs = self._fwd_reqs.pop(m.req_id, None)
+        self._fwd_leader.pop(m.req_id, None)
         if futs is None:
             return
         if m.error != ERR_NONE:
@@ -767,6 +789,7 @@ class RaftNode:
             return
         req_id = next(self._counter)
         self._read_reqs[req_id] = futs
+        self._fwd_leader[req_id] = leader
         self._send(leader, ReadReq(self.core.term, self.id, req_id))
 
     def _on_read_req(self, m: ReadReq) -> None:
@@ -793,6 +816,7 @@ class RaftNode:
 
     def _on_read_resp(self, m: ReadResp) -> None:
         futs = self._read_reqs.pop(m.req_id, None)
+        self._fwd_leader.pop(m.req_id, None)
         for f in futs or ():
             if f.done():
                 continue
@@ -862,16 +886,21 @@ class RaftNode:
             return
         self.core.local_snapshot_in_progress = True
         meta = self.core.snapshot_meta(self.core.applied_index)
-        data = self.sm.snapshot()  # same tick as the apply: exactly the state at `index`
-        task = asyncio.get_running_loop().create_task(self._save_snapshot(meta, data))
+        try:
+            read = self.sm.snapshot_reader()  # same tick as the apply: the state at `index`
+        except Exception:
+            self.core.local_snapshot_in_progress = False
+            log.exception("%s: could not pin a snapshot at %d", self.id, meta.index)
+            return
+        task = asyncio.get_running_loop().create_task(self._save_snapshot(meta, read))
         self._disk_tasks.append(task)
         task.add_done_callback(self._forget_task)
 
-    async def _save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    async def _save_snapshot(self, meta: SnapshotMeta, read: Callable[[], bytes]) -> None:
         try:
-            await self._storage.save_snapshot(meta, data)
+            size = await self._storage.save_snapshot(meta, read)
             self.core.compact(meta)
-            log.info("%s: snapshot at %d (%d bytes), log compacted", self.id, meta.index, len(data))
+            log.info("%s: snapshot at %d (%d bytes), log compacted", self.id, meta.index, size)
         except Exception:
             log.exception("%s: snapshot at %d failed", self.id, meta.index)
         finally:

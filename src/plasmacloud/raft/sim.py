@@ -211,10 +211,10 @@ class SimMount:
     def write_atomic(self, path: str, data: bytes) -> None:
         self.check()[path] = _FileState(bytearray(data), bytes(data))
 
-    async def write_atomic_async(self, path: str, data: bytes) -> None:
+    async def write_atomic_async(self, path: str, produce: Callable[[], bytes]) -> None:
         self.check()
         await asyncio.sleep(self.sync_delay())
-        self.write_atomic(path, data)
+        self.write_atomic(path, produce())
 
 
 class SimFile:

@@ -19,6 +19,7 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from plasmacloud.raft.codec import (
@@ -323,10 +324,20 @@ class Storage:
         body = struct.pack("<QQ", meta.index, meta.term) + encode_members(meta.members) + data
         return _with_crc(_SNAP_MAGIC, body)
 
-    async def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Durably store a local snapshot (off the loop), then delete log segments it covers."""
-        await self.disk.write_atomic_async(self._path(_SNAPSHOT), self._snapshot_blob(meta, data))
+    async def save_snapshot(self, meta: SnapshotMeta, read: Callable[[], bytes]) -> int:
+        """Durably store a local snapshot of the state ``read()`` returns, reading it and
+        writing it off the loop; then delete the log segments it covers. Returns its size."""
+        size = 0
+
+        def blob() -> bytes:
+            nonlocal size
+            data = read()
+            size = len(data)
+            return self._snapshot_blob(meta, data)
+
+        await self.disk.write_atomic_async(self._path(_SNAPSHOT), blob)
         self.compact(meta.index)
+        return size
 
     def write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Durably store a snapshot received from the leader (the caller resets the log)."""
