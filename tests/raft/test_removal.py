@@ -65,3 +65,13 @@ async def test_a_member_that_lost_its_leader_asks_the_others() -> None:
         5,
     )
     assert reason.startswith("n1 lists the members")
+
+
+async def test_a_member_removed_before_the_first_check_still_learns_it() -> None:
+    raft = FakeRaft(["n1", "n2", "n4"], "n4")  # it leads, then commits its own removal
+    check = asyncio.ensure_future(
+        removal.wait_until_removed(raft, "n4", ["n1"], others_without_n4)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0)  # the check has begun (as the service starts it), not checked yet
+    raft.members = ["n1", "n2"]
+    assert "without itself" in await asyncio.wait_for(check, 5)

@@ -35,7 +35,9 @@ async def wait_until_removed(
     """Return (with the reason) once this node is known to be out of its group; runs until
     cancelled otherwise."""
     leaderless_since: float | None = None
-    joined = False  # a node started to join an existing cluster is no member until added
+    # a member from the start (a removal may come before the first check); a node started
+    # to join an existing cluster only once it is seen added
+    joined = node_id in {m.node_id for m in raft.status().members}
     while True:
         await asyncio.sleep(CHECK_INTERVAL_S)
         members = {m.node_id for m in raft.status().members}
