@@ -194,3 +194,38 @@ async def test_member_add_joins_a_new_node(tmp_path: Path) -> None:
             assert len(members) == 4
     finally:
         cluster.stop_all()
+
+
+async def test_member_add_of_a_node_rendered_after_the_members_started(tmp_path: Path) -> None:
+    """The founders start knowing nothing of node04; adding it re-renders their files
+    (`plasma provision add-node`, `plasma lab add-node`), which they re-read: no restart."""
+    ips = ("127.0.0.71", "127.0.0.72", "127.0.0.73", "127.0.0.74")
+    cluster = Cluster(tmp_path, ips=ips, joiners=1)
+    founders = {n: cluster.configs[n] for n in cluster.founders}
+    for node_id, cfg in founders.items():
+        cfg.model_copy(update={"hosts": {}}).dump(tmp_path / f"{node_id}.json")
+    node04 = cluster.configs["node04"]
+    try:
+        cluster.start_all()
+        await asyncio.to_thread(cluster.wait_healthy)
+        for node_id, cfg in founders.items():
+            cfg.model_copy(update={"hosts": {}, "peers": node04.peers}).dump(
+                tmp_path / f"{node_id}.json"
+            )
+        async with ChainfireClient(cluster.endpoints(), cluster.operator_tls) as client:
+            await client.put("before-join", "1")
+            cluster.start("node04")
+            # by IP, as etcdctl users often do: named from the re-read config
+            added = await client.member_add(f"https://{node04.ip}:{node04.ports.chainfire_peer}")
+            assert added.name == "node04"
+            await asyncio.to_thread(cluster.wait_healthy, ["node04"])
+            # every founder names node04's client URL now (from the file it re-read)
+            for node_id in founders:
+                async with ChainfireClient([cluster.endpoint(node_id)], cluster.operator_tls) as c:
+                    urls = {m.name: list(m.clientURLs) for m in await c.member_list()}
+                assert urls["node04"] == [f"https://{cluster.endpoint('node04')}"], urls
+        async with ChainfireClient([cluster.endpoint("node04")], cluster.operator_tls) as joined:
+            assert (await joined.get("before-join")) is not None
+            await joined.put("after-join", "2")
+    finally:
+        cluster.stop_all()

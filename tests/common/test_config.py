@@ -50,6 +50,22 @@ def test_unresolvable_hostname_says_how_to_fix() -> None:
         cfg.resolve("no-such-host.invalid")
 
 
+def test_a_member_added_to_the_file_later_resolves_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "cluster-config.json"
+    _node().dump(path)
+    running = NodeConfig.load(path)
+    with pytest.raises(ConfigError, match="node04"):
+        running.resolve("node04")
+    node04 = PeerConfig(node_id="node04", hostname="node04", ip="192.168.100.14")
+    _node(peers=[*_peers(), node04]).dump(path)
+    assert running.resolve("node04") == "192.168.100.14"
+    assert [p.node_id for p in running.reloaded().peers][-1] == "node04"
+    assert running.reloaded() == NodeConfig.load(path)  # equal settings, whatever the file
+    path.write_text("{not json")  # a half-edited file: keep what was read before
+    assert [p.node_id for p in running.reloaded().peers][-1] == "node04"
+    assert _node().reloaded() == _node()  # built in memory: nothing to re-read
+
+
 def test_node_must_be_among_its_peers() -> None:
     with pytest.raises(ValueError, match=r"node09.*must be listed among the peers"):
         _node(node_id="node09")

@@ -58,9 +58,7 @@ ETCD_VERSION = "3.4.23"
 
 
 class Consensus(raft_api.Consensus, Protocol):
-    """What Chainfire needs from the Raft engine: also membership and leader changes."""
-
-    async def add_member(self, node_id: str, address: str) -> Any: ...
+    """What Chainfire needs from the Raft engine: also leader transfers and changes."""
 
     async def transfer_leadership(
         self, timeout: float | None = None, to: str | None = None
@@ -124,7 +122,10 @@ class ChainfireNode:
         compaction: Compaction | None = None,
         metrics: ChainfireMetrics | None = None,
         client_credentials: grpc.ChannelCredentials | None = None,
+        reload_identity: Callable[[], NodeIdentity] | None = None,
     ) -> None:
+        """``reload_identity`` reads the identity again (the config file as it is now):
+        asked when a member is not in the current one, as one added after this start."""
         self.store = store
         self.raft = raft
         self.identity = identity
@@ -154,6 +155,7 @@ class ChainfireNode:
         # client certificate when the client ports use mTLS
         self._client_credentials = client_credentials
         self._leader_channels: dict[str, grpc.aio.Channel] = {}
+        self._reload_identity = reload_identity
         raft.add_leader_listener(self._on_leader)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -374,10 +376,18 @@ class ChainfireNode:
 
     def client_urls(self, node_id: str) -> list[str]:
         """Client URLs of a member as the config lists them (none for unknown members)."""
-        for nid, urls in self.identity.client_urls:
-            if nid == node_id:
-                return list(urls)
-        return []
+        urls = dict(self.identity.client_urls).get(node_id)
+        if urls is None and self.reload_identity():
+            urls = dict(self.identity.client_urls).get(node_id)
+        return list(urls or ())
+
+    def reload_identity(self) -> bool:
+        """Read the identity again (the config file as it is now), for a member this one
+        does not know; False if it cannot be reloaded."""
+        if self._reload_identity is None:
+            return False
+        self.identity = self._reload_identity()
+        return True
 
     def members(self) -> list[rpc_pb2.Member]:
         """The Raft group's members as etcd Member messages, sorted by name."""

@@ -213,6 +213,7 @@ class ChainfireServer:
             compaction=self.compaction or cfg.chainfire.auto_compaction,
             metrics=metrics,
             client_credentials=channel_credentials(cfg),
+            reload_identity=lambda: identity_from_config(cfg.reloaded()),
         )
         if self.auth is not None:
             self._auth = self.auth(cfg, self.registry)

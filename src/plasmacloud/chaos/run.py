@@ -8,7 +8,8 @@ A run: wait for a healthy cluster; start the register, set and watch clients
 (:mod:`plasmacloud.chaos.workload`); meanwhile the nemesis injects one fault at a time
 (kill -9 a node / the leader / two nodes and restart them, graceful restart, SIGSTOP +
 SIGCONT, isolate a node with a partition where the target can partition, cut a VM's power
-where the target has VMs), waits for the cluster to
+where the target has VMs, replace a node: remove it from every service and add it back
+with empty data, where the target can), waits for the cluster to
 be healthy again, pauses, and injects the next. The first faults go through every kind
 requested once (in a seeded order), later ones are drawn at random from the same seed.
 Everything is bounded: the clients stop at the deadline (or, while the last fault is
@@ -54,11 +55,13 @@ from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.cluster.target import ClusterTarget
 
-FAULTS = ("kill", "restart", "pause", "partition", "power")
-# A VM's power cut costs minutes (PXE boot, the agent, services starting under emulation):
-# asked for by name, never part of the default set.
-OPT_IN = ("power",)
+FAULTS = ("kill", "restart", "pause", "partition", "power", "replace")
+# A VM's power cut costs minutes (PXE boot, the agent, services starting under emulation),
+# and replace (remove-node, then add-node of the same node with empty data) is a
+# membership change, not a failure: asked for by name, never part of the default set.
+OPT_IN = ("power", "replace")
 NO_POWER = "power faults need VMs (`plasma lab up --backend qemu`)"
+NO_REPLACE = "replace faults need a target that can add and remove nodes (a lab)"
 NO_CONTROL = "chaos needs control of the nodes (a lab, its VMs, or machines over SSH)"
 WRITE_KINDS = ("write", "cas", "add")
 
@@ -134,6 +137,8 @@ def parse_faults(text: str, target: ClusterTarget) -> tuple[str, ...]:
         raise ClusterError(target.no_partition or "this target cannot inject partition faults")
     if "power" in faults and target.power is None:
         raise ClusterError(NO_POWER)
+    if "replace" in faults and target.replace_node is None:
+        raise ClusterError(NO_REPLACE)
     return faults
 
 
@@ -243,6 +248,12 @@ class Nemesis:
             fault.start = self._announce(fault, hold)
             await asyncio.sleep(hold)
             await asyncio.to_thread(backend.kill_node, first, signal.SIGCONT)
+        elif kind == "replace":
+            replace = self.target.replace_node
+            if replace is None:  # parse_faults refuses this; a ClusterError stops the run cleanly
+                raise ClusterError(NO_REPLACE)
+            fault.start = self._announce(fault, 0.0)
+            await replace(first, lambda step: self.say(f"  {step}"))
         elif kind == "power":
             power = self.target.power
             if power is None:  # parse_faults refuses this; a ClusterError stops the run cleanly

@@ -13,11 +13,15 @@ from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 from plasmacloud.lab.layout import LAB_DIR_ENV
 
 if TYPE_CHECKING:  # the CLI starts without pydantic; commands import it when they run
+    from collections.abc import Callable
+
+    from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.common.config import TLSConfig
     from plasmacloud.lab.control import Lab
 
 app = typer.Typer(
-    help="Operate a running cluster: backups, rolling restarts.", no_args_is_help=True
+    help="Operate a running cluster: backups, rolling restarts, membership.",
+    no_args_is_help=True,
 )
 backup_app = typer.Typer(
     help="Back the cluster up (--out DIR), or check a backup (verify DIR).",
@@ -184,3 +188,114 @@ def rolling_restart(
         return
     for d in done:
         typer.echo(f"{d.node_id}{' (was leader)' if d.was_leader else ''}: {d.seconds:.1f} s")
+
+
+@app.command("remove-node")
+def remove_node(
+    node: Annotated[str, typer.Argument(help="the member to take out, e.g. node03")],
+    lab_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            envvar=LAB_DIR_ENV,
+            help="the lab to take it out of (default: $PLASMA_LAB_DIR)",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="instead of a lab: a member's cluster-config.json of a real cluster "
+            "(dialled as the operator of $ETCDCTL_CACERT/CERT/KEY)",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Take a node out of Chainfire, FlareDB and IAM (etcdctl member remove + rqlite's
+    DELETE /remove), moving Chainfire's leadership away first if it leads; refused while
+    another member is unhealthy. A lab's node is also stopped and dropped from the lab;
+    a real node stops its services itself once removed."""
+    import asyncio
+    from dataclasses import asdict
+
+    from plasmacloud.cluster.control import ClusterError
+    from plasmacloud.cluster.membership import Change
+    from plasmacloud.cluster.membership import remove_node as remove
+    from plasmacloud.lab.members import remove_lab_node
+
+    progress = _progress(as_json)
+
+    try:
+        change: Change
+        if config is not None:
+            change = asyncio.run(remove(_config_target(config), node, progress, stop=False))
+        elif lab_dir is not None:
+            change = asyncio.run(remove_lab_node(_existing_lab(lab_dir), node, progress))
+        else:
+            raise _fail(f"give --config, --dir or set {LAB_DIR_ENV}", EXIT_USAGE)
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(change)))
+        return
+    moved = f" (leadership moved to {change.moved_leader_to})" if change.moved_leader_to else ""
+    typer.echo(f"removed {node}{moved} in {change.seconds:.1f} s")
+
+
+def _progress(quiet: bool) -> Callable[[str], None]:
+    def progress(step: str) -> None:
+        if not quiet:
+            typer.echo(step, err=True)
+
+    return progress
+
+
+def _config_target(path: Path) -> ClusterTarget:
+    """A real cluster as one member's cluster-config.json describes it, dialled as the
+    operator of $ETCDCTL_CACERT/CERT/KEY."""
+    from plasmacloud.cluster.membership import member_configs
+    from plasmacloud.cluster.services import SERVICES
+    from plasmacloud.cluster.target import ClusterTarget
+    from plasmacloud.common.config import ConfigError, NodeConfig
+
+    try:
+        member = NodeConfig.load(path)
+    except ConfigError as exc:
+        raise _fail(exc, EXIT_USAGE) from None
+    return ClusterTarget(
+        "config", member_configs(member), _operator_tls(member.tls.enabled), SERVICES
+    )
+
+
+@app.command("add-node")
+def add_node(
+    node: Annotated[str, typer.Argument(help="the node to add, e.g. node04")],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            help="a cluster-config.json rendered with the node among the peers (its own, "
+            "from `plasma provision add-node`); the operator dials as $ETCDCTL_CACERT/CERT/KEY",
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Add a running node (started with bootstrap: false) to Chainfire, FlareDB and IAM of
+    a real cluster (etcdctl member add + rqlite's POST /join); the lab's is `plasma lab
+    add-node`. Refused while a member is unhealthy."""
+    import asyncio
+    from dataclasses import asdict
+
+    from plasmacloud.cluster.control import ClusterError
+    from plasmacloud.cluster.membership import add_node as add
+
+    try:
+        change = asyncio.run(add(_config_target(config), node, _progress(as_json), start=False))
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(change)))
+        return
+    typer.echo(f"added {node} in {change.seconds:.1f} s")

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from plasmacloud.cli import lab_chaos, lab_qemu
+from plasmacloud.cli import lab_chaos, lab_members, lab_qemu
 from plasmacloud.cli import lab_run as run
 from plasmacloud.cli._common import (
     DirOpt,
@@ -245,4 +245,6 @@ app.command()(lab_chaos.partition)
 app.command()(lab_chaos.heal)
 app.command()(lab_chaos.chaos)
 lab_qemu.app.command("chaos")(lab_chaos.qemu_chaos_cmd)
+app.command("add-node")(lab_members.add_node)
+app.command("remove-node")(lab_members.remove_node)
 app.add_typer(lab_qemu.app, name="qemu")

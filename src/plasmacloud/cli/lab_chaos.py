@@ -126,8 +126,9 @@ def _verdict_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:
 FaultsOpt = Annotated[
     str | None,
     typer.Option(
-        help="kill,restart,pause,partition,power (default: all the backend supports but "
-        "power; partition needs netns, power the qemu lab: minutes per cut)"
+        help="kill,restart,pause,partition,power,replace (default: all the backend supports "
+        "but power and replace; partition needs netns, power the qemu lab: minutes per cut; "
+        "replace removes a node and adds it back empty, process and netns labs)"
     ),
 ]
 DurationOpt = Annotated[str, typer.Option(help="how long the workload runs: 60s, 2m")]

@@ -16,6 +16,7 @@ from plasmacloud.common.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE
 if TYPE_CHECKING:
     from plasmacloud.provision.findings import Finding
     from plasmacloud.provision.layout import OutputLayout
+    from plasmacloud.provision.members import NodeChange
     from plasmacloud.provision.spec import ClusterSpec
     from plasmacloud.provision.states import StateFile
 
@@ -466,6 +467,77 @@ def deploy_cmd(
             raise typer.Exit(EXIT_FAILURE) from exc
         for line in lines:
             typer.echo(line)
+
+
+def _membership_report(change: NodeChange, node: str, out: Path, verb: str, next_step: str) -> None:
+    from plasmacloud.provision.layout import OutputLayout
+
+    typer.echo(f"{verb} {node} in the spec (bootstrap: false); certificate {change.certificate}")
+    if not change.comments_kept:
+        typer.echo("note: cluster.yaml was rewritten; its comments are not kept", err=True)
+    changed = [w for w in change.rendered if w.status != "unchanged"]
+    typer.echo(f"rendered {len(changed)} changed file(s) into {out}")
+    for f in change.findings:
+        typer.echo(f"{f.severity.value.upper()} {f.id}: {f.message} (fix: {f.fix})", err=True)
+    config = OutputLayout(out).config_path(node)
+    typer.echo(f"next: {next_step}\n  plasma cluster add-node {node} --config {config}")
+
+
+@provision_app.command("add-node")
+def add_node_cmd(
+    node: Annotated[str, typer.Argument(help="the new node's id, e.g. node04")],
+    mac: Annotated[str, typer.Option(help="its MAC address (PXE boot)")],
+    ip: Annotated[str, typer.Option(help="its IPv4 address")],
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+) -> None:
+    """Add a control-plane node to cluster.yaml (bootstrap: false, it joins), issue its
+    certificate and render every node's files again; warns when the voters become even."""
+    from ipaddress import IPv4Address
+
+    from plasmacloud.provision.members import add_node
+    from plasmacloud.provision.pki import PKIError
+    from plasmacloud.provision.spec import SpecError
+
+    try:
+        change = add_node(spec, out, node, mac, IPv4Address(ip))
+    except (SpecError, PKIError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    _membership_report(
+        change, node, out, "added", "deploy the machine (`plasma deploy`, netboot), then"
+    )
+
+
+@provision_app.command("replace-node")
+def replace_node_cmd(
+    node: Annotated[str, typer.Argument(help="the node whose machine is replaced")],
+    mac: Annotated[str | None, typer.Option(help="the new machine's MAC")] = None,
+    ip: Annotated[str | None, typer.Option(help="the new machine's IPv4 address")] = None,
+    spec: SpecOpt = DEFAULT_SPEC,
+    out: OutOpt = DEFAULT_OUT,
+) -> None:
+    """The same node name on a new machine: new MAC/IP, bootstrap false, a new key and
+    certificate, every node's files rendered again."""
+    from ipaddress import IPv4Address
+
+    from plasmacloud.provision.members import replace_node
+    from plasmacloud.provision.pki import PKIError
+    from plasmacloud.provision.spec import SpecError
+
+    try:
+        change = replace_node(spec, out, node, mac, IPv4Address(ip) if ip else None)
+    except (SpecError, PKIError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    _membership_report(
+        change,
+        node,
+        out,
+        "replaced",
+        f"`plasma cluster remove-node {node} --config <a member's config>`, deploy the "
+        "new machine, then",
+    )
 
 
 def register(app: typer.Typer) -> None:

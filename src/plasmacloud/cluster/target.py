@@ -24,6 +24,9 @@ from plasmacloud.iam.credentials import AdminCredentials
 Restart = Callable[[], Awaitable[None]]
 # raises ClusterError unless healthy with one agreed leader within the timeout (seconds)
 ReadyWait = Callable[[float], Awaitable[ClusterView]]
+# takes a node out of every service and adds it back under its name with empty data (a
+# replaced machine); the callable says each step
+ReplaceNode = Callable[[str, Callable[[str], None]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class ClusterTarget:
     partitioner: Partitioner | None = None
     no_partition: str = ""  # why there is no partitioner (the error a user sees)
     power: PowerSwitch | None = None
+    replace_node: ReplaceNode | None = None  # None: membership changes are not rehearsed
     # how long a fault's recovery may take before giving up (seconds)
     recover_timeout_s: float = 60.0
 

@@ -12,12 +12,21 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Container
 from enum import StrEnum
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from plasmacloud.common.durations import parse_duration
 
@@ -212,6 +221,8 @@ class NodeConfig(_Strict):
         description="32-byte key (base64, mode 0400) that seals IAM's signing keys at rest; "
         "the same file on every node. None: they are stored in clear",
     )
+    # the file this config was loaded from (None: built in memory), for reloaded()
+    _source: Path | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
@@ -231,6 +242,12 @@ class NodeConfig(_Strict):
                 f"but the node itself is {self.hostname}/{self.ip}; make them agree"
             )
         return self
+
+    def __eq__(self, other: object) -> bool:
+        # the same settings are the same config, whichever file (if any) they came from
+        return isinstance(other, NodeConfig) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # a list of peers: not hashable anyway
 
     # -- derived views -------------------------------------------------------------
 
@@ -255,11 +272,12 @@ class NodeConfig(_Strict):
         The seed's cluster failed to bootstrap because peers were named by hostnames that
         nothing resolved; the config carries its own answer so DNS is never required.
         """
-        if hostname in self.hosts:
-            return str(self.hosts[hostname])
-        for p in self.peers:
-            if hostname in (p.hostname, p.node_id):
-                return str(p.ip)
+        known = self._known_address(hostname)
+        if known is None and (fresh := self.reloaded()) is not self:
+            # a member added after this node started: its file was re-rendered with it
+            known = fresh._known_address(hostname)
+        if known is not None:
+            return known
         try:
             return socket.gethostbyname(hostname)
         except OSError as exc:
@@ -267,6 +285,36 @@ class NodeConfig(_Strict):
                 f"cannot resolve {hostname!r}: not in the config's hosts map, not a peer, "
                 f"and DNS said {exc}; add it to `hosts` in cluster-config.json"
             ) from exc
+
+    def _known_address(self, hostname: str) -> str | None:
+        if hostname in self.hosts:
+            return str(self.hosts[hostname])
+        for p in self.peers:
+            if hostname in (p.hostname, p.node_id):
+                return str(p.ip)
+        return None
+
+    def reloaded(self) -> NodeConfig:
+        """This node's config as its file says now (self when built in memory, unchanged,
+        or now unreadable). Adding a member re-renders every node's file with it; running
+        services read it again to reach and name the new member, without a restart."""
+        if self._source is None:
+            return self
+        try:
+            stamp = self._source.stat().st_mtime_ns
+        except OSError:
+            return self
+        cached = _RELOADED.get(self._source)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            fresh = NodeConfig.load(self._source)
+        except ConfigError:  # being rewritten, or broken by a hand edit: keep the last read
+            return self if cached is None else cached[1]
+        if fresh.node_id != self.node_id:
+            return self
+        _RELOADED[self._source] = (stamp, fresh)
+        return fresh
 
     def data_path(self, service: str) -> Path:
         """Data directory of one service on this node (created by the service)."""
@@ -285,13 +333,34 @@ class NodeConfig(_Strict):
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
         try:
-            return cls.model_validate(raw)
+            config = cls.model_validate(raw)
         except ValidationError as exc:
             raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+        config._source = path.absolute()
+        return config
 
     def dump(self, path: Path | str) -> None:
         """Write this config as pretty, stable JSON."""
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+class ClusterNodeIds(Container[str]):
+    """The cluster's node ids as a node's config names them now (``node_id in ids``): a
+    node added after this one started is found by re-reading its file, so its
+    certificate is a cluster node's there without a restart."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self._config = config
+
+    def __contains__(self, node_id: object) -> bool:
+        if any(p.node_id == node_id for p in self._config.peers):
+            return True
+        self._config = self._config.reloaded()
+        return any(p.node_id == node_id for p in self._config.peers)
+
+
+# path -> (mtime_ns, config) of the files reloaded() read last
+_RELOADED: dict[Path, tuple[int, NodeConfig]] = {}
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -33,6 +33,7 @@ from plasmacloud.common.tls import request_common_name
 QUERY = "Query"
 EXECUTE = "Execute"
 REMOVE = "RemoveNode"  # DELETE /remove, on the resource "cluster" as Chainfire's MemberRemove
+JOIN = "JoinNode"  # POST /join, on "cluster" as Chainfire's MemberAdd
 CLUSTER = "cluster"
 
 
@@ -79,8 +80,9 @@ class Guard(Generic[P]):
     async def check(
         self, request: web.Request, kind: str, resource: str | None = None
     ) -> web.Response | None:
-        """``None`` if the caller may do ``kind`` (Query/Execute on the database, RemoveNode
-        on the cluster) on ``resource`` (default: the database), else the 401/403 answer."""
+        """``None`` if the caller may do ``kind`` (Query/Execute on the database, JoinNode
+        and RemoveNode on the cluster) on ``resource`` (default: the database), else the
+        401/403 answer."""
         resource = resource or self.resource
         principal = await self._caller(request)
         if isinstance(principal, web.Response):

@@ -205,6 +205,19 @@ class Client:
         except OperationalError:
             return False
 
+    def join(self, node_id: str, addr: str) -> None:
+        """POST /join: add a node whose Raft port is ``addr`` (done if it is a member)."""
+        self._cluster_change("POST", "/join", {"id": node_id, "addr": addr, "voter": True})
+
+    def remove(self, node_id: str) -> None:
+        """DELETE /remove: take a node out of the cluster."""
+        self._cluster_change("DELETE", "/remove", {"id": node_id})
+
+    def _cluster_change(self, method: str, path: str, body: dict[str, Any]) -> None:
+        status, data = self._call(method, path, None, json.dumps(body).encode())
+        if status != 200:
+            raise _http_error(status)(f"{path}: HTTP {status}: {data[:300]!r}", status)
+
     def backup(self, sql: bool = False) -> bytes:
         """GET /db/backup: the SQLite file (or a SQL dump)."""
         status, data = self._call("GET", "/db/backup", {"fmt": "sql"} if sql else None)

@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
 from plasmacloud.common import durations
-from plasmacloud.flaredb.auth import CLUSTER, EXECUTE, QUERY, REMOVE, Guard
+from plasmacloud.flaredb.auth import CLUSTER, EXECUTE, JOIN, QUERY, REMOVE, Guard
 from plasmacloud.flaredb.command import LOAD, Command
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.models import (
@@ -173,13 +173,17 @@ class HttpApi:
         max_body: int = MAX_BODY,
         guard: Guard | None = None,
         max_entry: int = MAX_ENTRY,
+        reload_peers: Callable[[], Sequence[PeerInfo]] | None = None,
     ) -> None:
         """``guard`` (IAM enforcement) is optional: without it the API is open to anyone
-        who passes the transport's (m)TLS."""
+        who passes the transport's (m)TLS. ``reload_peers`` lists the peers again (the
+        config file as it is now): asked for a member that ``peers`` does not know, as
+        one that joined after this node started."""
         self.node_id = node_id
         self.store = store
         self.raft = raft
         self.peers = {p.node_id: p for p in peers}
+        self._reload_peers = reload_peers
         self.metrics = metrics
         self.client_ssl = client_ssl
         self.max_body = max_body
@@ -201,6 +205,7 @@ class HttpApi:
         app.router.add_get("/status", self.status)
         app.router.add_get("/nodes", self.nodes)
         app.router.add_delete("/remove", self.remove)
+        app.router.add_post("/join", self.join)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.prometheus)
         app.on_cleanup.append(self._on_cleanup)
@@ -222,9 +227,14 @@ class HttpApi:
 
     # -- helpers -------------------------------------------------------------------
 
+    def _peer(self, node_id: str) -> PeerInfo | None:
+        if node_id not in self.peers and self._reload_peers is not None:
+            self.peers = {p.node_id: p for p in self._reload_peers()}
+        return self.peers.get(node_id)
+
     def _leader(self) -> PeerInfo | None:
         leader = self.raft.leader_id
-        return self.peers.get(leader) if leader else None
+        return self._peer(leader) if leader else None
 
     def _redirect(self, request: web.Request) -> web.Response:
         leader = self._leader()
@@ -502,7 +512,7 @@ class HttpApi:
                     "applied_index": st.applied_index,
                     "last_log_index": st.last_log_index,
                     "snapshot_index": st.snapshot_index,
-                    "voters": len(self.peers),
+                    "voters": len(st.members),
                 },
                 "db_applied_index": self.store.applied_index(),
                 "db_size": self.store.size_bytes(),
@@ -516,6 +526,8 @@ class HttpApi:
     async def _reachable(self, peer: PeerInfo) -> bool:
         if peer.node_id == self.node_id:
             return True
+        if not peer.api_url:  # a member no config here names yet
+            return False
         try:
             async with self._client().get(
                 peer.api_url + "/readyz?noleader", timeout=aiohttp.ClientTimeout(total=1.0)
@@ -526,10 +538,11 @@ class HttpApi:
 
     async def nodes(self, request: web.Request) -> web.Response:
         """GET /nodes: every member with its API address, reachability and role."""
-        members = {m.node_id for m in self.raft.status().members}
-        peers = sorted(
-            (p for p in self.peers.values() if p.node_id in members), key=lambda p: p.node_id
-        )
+        members = {m.node_id: m.address for m in self.raft.status().members}
+        peers = [
+            self._peer(node_id) or PeerInfo(node_id, "", address)
+            for node_id, address in sorted(members.items())
+        ]
         reachable = await asyncio.gather(*(self._reachable(p) for p in peers))
         leader = self.raft.leader_id
         entries = [
@@ -571,6 +584,41 @@ class HttpApi:
         except RaftError as exc:
             return _error(f"removing {node_id} did not commit: {exc}", 503)
         log.info("removed %s from the cluster", node_id)
+        return web.Response(status=200)
+
+    async def join(self, request: web.Request) -> web.Response:
+        """POST /join ``{"id": "node04", "addr": "node04:4002", "voter": true}``: add a
+        node, as rqlite's does (any node takes it; the leader commits the change). A node
+        that is already a member at that address is answered 200, so a joining node may
+        ask again; at another address it is refused (remove it first)."""
+        if denied := await self._denied(request, JOIN, CLUSTER):
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        usage = 'send the node to add as JSON: {"id": "node04", "addr": "node04:4002"}'
+        if not isinstance(body, dict):
+            return _error(usage, 400)
+        node_id, addr = body.get("id"), body.get("addr")
+        if not isinstance(node_id, str) or not node_id or not isinstance(addr, str) or not addr:
+            return _error(usage, 400)
+        if body.get("voter", True) is not True:
+            return _error("every member votes; non-voters (read-only nodes) are not built", 400)
+        members = {m.node_id: m.address for m in self.raft.status().members}
+        if members.get(node_id) == addr:
+            return web.Response(status=200)
+        if node_id in members:
+            return _error(
+                f"{node_id} is a member at {members[node_id]}; remove it before it joins at {addr}",
+                409,
+            )
+        timeout = Options.from_query(request.query).timeout
+        try:
+            await self.raft.add_member(node_id, addr, timeout=timeout)
+        except RaftError as exc:
+            return _error(f"adding {node_id} did not commit: {exc}", 503)
+        log.info("%s joined the cluster at %s", node_id, addr)
         return web.Response(status=200)
 
     async def readyz(self, request: web.Request) -> web.Response:

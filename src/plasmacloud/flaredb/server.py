@@ -33,6 +33,18 @@ from plasmacloud.raft.removal import until_stopped_or_removed, wait_until_remove
 log = logging.getLogger(__name__)
 
 
+# seconds between rounds of asking the peers to add a node started with bootstrap false
+JOIN_RETRY_S = 1.0
+
+
+def peer_infos(config: NodeConfig) -> list[PeerInfo]:
+    """Where every member the config names answers (API URL and Raft address)."""
+    return [
+        PeerInfo(p.node_id, node_url(config, p.node_id), f"{p.hostname}:{p.ports.flaredb_raft}")
+        for p in config.peers
+    ]
+
+
 class FlareDBServer:
     """One FlareDB node; :meth:`start` and :meth:`stop` it inside a running event loop."""
 
@@ -67,21 +79,19 @@ class FlareDBServer:
             ),
             self.store,
         )
-        peers = [
-            PeerInfo(p.node_id, node_url(config, p.node_id), f"{p.hostname}:{p.ports.flaredb_raft}")
-            for p in config.peers
-        ]
         self.auth = auth(config, self.metrics.registry) if auth is not None else None
         self.api = HttpApi(
             config.node_id,
             self.store,
             self.raft,
-            peers,
+            peer_infos(config),
             self.metrics,
             self.client_ssl,
             guard=Guard(self.auth) if self.auth is not None else None,
+            reload_peers=lambda: peer_infos(config.reloaded()),
         )
         self._runner: web.AppRunner | None = None
+        self._joining: asyncio.Task[None] | None = None
 
     def _store_failed(self, reason: str) -> None:
         """The store can no longer follow the log (it raised, and the Raft engine stops
@@ -107,6 +117,30 @@ class FlareDBServer:
         )
         await site.start()
         log.info("flaredb %s serving %s", self.config.node_id, self.url)
+        if not self.config.bootstrap:
+            self._joining = asyncio.create_task(self._join(), name="flaredb-join")
+
+    async def _join(self) -> None:
+        """Ask the config's peers, in turn, to add this node until it is a member (rqlite's
+        ``-join``); the leader then sends it the log or a snapshot. A refusal (a peer down,
+        no leader yet, the IAM policy) is retried: an operator may also add it
+        (``POST /join``, as ``plasma cluster`` does when it adds a node)."""
+        me = self.config.me
+        addr = f"{me.hostname}:{me.ports.flaredb_raft}"
+        others = [p.node_id for p in self.config.peers if p.node_id != me.node_id]
+        told: set[str] = set()
+        while not any(m.node_id == me.node_id for m in self.raft.status().members):
+            for node_id in others:
+                peer = Client(node_url(self.config, node_id), self.client_ssl, timeout=5)
+                try:
+                    await asyncio.to_thread(peer.join, me.node_id, addr)
+                    log.info("flaredb %s joined the cluster through %s", me.node_id, node_id)
+                    break
+                except FlareError as exc:
+                    if str(exc) not in told:  # say each reason once, not every round
+                        told.add(str(exc))
+                        log.warning("flaredb %s: joining through %s: %s", me.node_id, node_id, exc)
+            await asyncio.sleep(JOIN_RETRY_S)
 
     async def wait_removed(self) -> str:
         """Return (the reason) once this node is known to be out of the cluster."""
@@ -126,6 +160,11 @@ class FlareDBServer:
 
     async def stop(self) -> None:
         """Stop serving, stop Raft, close the database (safe to call twice)."""
+        if self._joining is not None:
+            self._joining.cancel()
+            with contextlib.suppress(BaseException):
+                await self._joining
+            self._joining = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -41,7 +41,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -59,7 +59,7 @@ from plasmacloud.common.authnames import (
     flaredb_action,
     flaredb_resource,
 )
-from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.config import ClusterNodeIds, NodeConfig
 from plasmacloud.common.tls import client_context
 from plasmacloud.iam.cache import TtlCache
 from plasmacloud.iam.certidentity import (
@@ -162,7 +162,7 @@ class Verifier:
         policy_source: PolicySource | None = None,
         audit: Callable[[AuditRecord], Awaitable[None] | None] | None = None,
         clock: Callable[[], float] = time.time,
-        node_ids: Iterable[str] = (),
+        node_ids: Container[str] = (),
         identity_source: IdentitySource | None = None,
         negative_ttl: float = 1.0,
     ):
@@ -177,7 +177,7 @@ class Verifier:
         self._leeway = leeway
         self._clock = clock
         self._policies = policy_source or HttpPolicySource(self._upstream, policy_ttl, clock)
-        self._node_ids = frozenset(node_ids)
+        self._node_ids = node_ids
         self._identities = identity_source or HttpIdentitySource(
             self._upstream, policy_ttl, negative_ttl, revocation_max_stale, clock
         )
@@ -200,7 +200,7 @@ class Verifier:
         return cls(
             iam_urls(config),
             ssl_context=client_context(config.tls),
-            node_ids=[p.node_id for p in config.peers],
+            node_ids=ClusterNodeIds(config),
             **options,
         )
 
@@ -486,7 +486,7 @@ class ServiceVerifier(Verifier):
             iam_urls,
             ssl_context=ssl_context,
             audit=self.shipper,
-            node_ids=[p.node_id for p in config.peers],
+            node_ids=ClusterNodeIds(config),
         )
 
     def start(self) -> None:

@@ -14,7 +14,7 @@ import binascii
 import ipaddress
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plasmacloud import __version__
-from plasmacloud.common.config import NodeConfig
+from plasmacloud.common.config import ClusterNodeIds, NodeConfig
 from plasmacloud.common.tls import request_common_name, server_context, watch_certificates
 from plasmacloud.iam import api_models as m
 from plasmacloud.iam.admin_api import admin_routes
@@ -50,7 +50,7 @@ from plasmacloud.iam.stores import open_store
 log = logging.getLogger(__name__)
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 # the cluster's node ids: client certificates with one of these CNs may append audit records
-NODE_IDS_KEY: web.AppKey[frozenset[str]] = web.AppKey("node_ids", frozenset)
+NODE_IDS_KEY: web.AppKey[Container[str]] = web.AppKey("node_ids", Container)
 
 
 # -- public: health, metrics, discovery ------------------------------------------------
@@ -439,7 +439,7 @@ async def _errors_and_metrics(request: web.Request, handler: Any) -> web.StreamR
     return response
 
 
-def create_app(svc: IamService, node_ids: frozenset[str] = frozenset()) -> web.Application:
+def create_app(svc: IamService, node_ids: Container[str] = frozenset()) -> web.Application:
     """The aiohttp application for one IAM node (``node_ids``: the cluster's nodes, whose
     certificates may append audit records)."""
     app = web.Application(middlewares=[_errors_and_metrics], client_max_size=1024 * 1024)
@@ -469,7 +469,7 @@ async def start_server(
     host: str,
     port: int,
     ssl_context: ssl.SSLContext | None = None,
-    node_ids: frozenset[str] = frozenset(),
+    node_ids: Container[str] = frozenset(),
 ) -> web.AppRunner:
     """Start serving; the caller owns the runner and calls ``cleanup()`` to stop."""
     runner = web.AppRunner(create_app(svc, node_ids), access_log=None)
@@ -501,7 +501,7 @@ async def serve(
         config.listen_host,
         config.ports.iam_http,
         iam_ssl_context(config),
-        frozenset(p.node_id for p in config.peers),
+        ClusterNodeIds(config),
     )
     reloads = asyncio.create_task(watch_certificates(), name="tls-reload")
     try:

@@ -97,6 +97,7 @@ class LabLayout:
             node_id=node_id,
             hostname=node_id,
             ip=spec.ip_of(node_id),
+            bootstrap=node_id not in spec.joined,
             peers=peers,
             ports=spec.ports,
             tls=TLSConfig(

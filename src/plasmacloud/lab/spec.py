@@ -24,7 +24,8 @@ NETNS_FIRST_IP = IPv4Address("192.168.100.11")
 
 
 class LabSpec(BaseModel):
-    """Shape of a lab: nodes ``node01..nodeNN`` on consecutive loopback addresses."""
+    """Shape of a lab: nodes ``node01..nodeNN`` on consecutive loopback addresses (nodeNN
+    on the NNth), less the ones removed since (``plasma lab remove-node``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -36,6 +37,11 @@ class LabSpec(BaseModel):
     # loopback: nodes are 127.0.0.x on this host; netns: nodes live in the lab's own
     # network namespaces on a private /24 (default NETNS_SUBNET)
     network: Literal["loopback", "netns"] = "loopback"
+    # node ids taken out of the cluster (`plasma lab remove-node`): no longer members
+    removed: tuple[str, ...] = ()
+    # node ids added to the running cluster (`plasma lab add-node`): their configs say
+    # bootstrap: false, so a restart never makes them found a cluster of their own
+    joined: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _loopback_only(self) -> LabSpec:
@@ -58,12 +64,19 @@ class LabSpec(BaseModel):
 
     @property
     def node_ids(self) -> list[str]:
-        """Node ids in order: node01, node02, ..."""
-        return [f"node{i:02d}" for i in range(1, self.node_count + 1)]
+        """Node ids of the members in order: node01, node02, ..."""
+        numbered = [f"node{i:02d}" for i in range(1, self.node_count + 1)]
+        return [n for n in numbered if n not in self.removed]
 
     def ip_of(self, node_id: str) -> IPv4Address:
-        """Loopback address of one node."""
-        return self.first_ip + self.node_ids.index(node_id)
+        """Address of one node (nodeNN's is the NNth from ``first_ip``, removed or not)."""
+        digits = node_id.removeprefix("node")
+        if not node_id.startswith("node") or not digits.isdigit():
+            raise ValueError(f"{node_id} is not a lab node id (node01, node02, ...)")
+        number = int(digits)
+        if not 1 <= number <= self.node_count:
+            raise ValueError(f"{node_id} is not a node of this lab")
+        return self.first_ip + (number - 1)
 
     def peers(self) -> list[PeerConfig]:
         """The whole cluster as every node's config lists it."""

@@ -5,12 +5,14 @@ nodes with (partitions on netns), its ready wait, and a full restart through the
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from plasmacloud.cluster.probe import ClusterView
 from plasmacloud.cluster.services import runs_iam
 from plasmacloud.cluster.target import ClusterTarget, Restart
 from plasmacloud.iam.credentials import AdminCredentials, CredentialsError
 from plasmacloud.lab.control import Lab
+from plasmacloud.lab.members import replace_lab_node
 from plasmacloud.lab.netns import NetnsBackend
 
 LAB_NO_PARTITION = "partition faults need the netns backend (`lab up --backend netns`)"
@@ -44,7 +46,7 @@ def lab_admin(lab: Lab) -> AdminCredentials | None:
 
 def lab_target(lab: Lab) -> ClusterTarget:
     """A running lab: its backend, ready wait (which fails early when a service process
-    exits) and restart; partitions on the netns backend."""
+    exits), restart and node replacement; partitions on the netns backend."""
     backend = lab.backend
 
     async def wait_ready(timeout: float) -> ClusterView:
@@ -61,4 +63,5 @@ def lab_target(lab: Lab) -> ClusterTarget:
         restart=lab_restart(lab),
         partitioner=backend if isinstance(backend, NetnsBackend) else None,
         no_partition=LAB_NO_PARTITION,
+        replace_node=partial(replace_lab_node, lab),
     )

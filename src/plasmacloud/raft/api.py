@@ -136,6 +136,11 @@ class Consensus(Protocol):
 
     async def read_index(self, timeout: float = 5.0) -> Any: ...
 
+    async def add_member(self, node_id: str, address: str, timeout: float = 10.0) -> None:
+        """Add one server reachable at ``address`` (callable on any member); returns once
+        the change is committed."""
+        ...
+
     async def remove_member(self, node_id: str, timeout: float = 10.0) -> None:
         """Take one server out of the group (callable on any member); returns once the
         change is committed."""

@@ -7,6 +7,9 @@ from disturbing anyone). etcd's peers answer such a member "removed" on its next
 here the service asks: when this node has had no leader for a while, it asks the other
 members (through the service's own API) who the members are, and a peer that knows a
 leader and does not list this node settles it. The caller then stops serving.
+
+A node started to join a cluster (``bootstrap: false``) is no member until it is added,
+and no peer lists it: nothing is concluded before it has been a member.
 """
 
 from __future__ import annotations
@@ -32,9 +35,15 @@ async def wait_until_removed(
     """Return (with the reason) once this node is known to be out of its group; runs until
     cancelled otherwise."""
     leaderless_since: float | None = None
+    # a member from the start (a removal may come before the first check); a node started
+    # to join an existing cluster only once it is seen added
+    joined = node_id in {m.node_id for m in raft.status().members}
     while True:
         await asyncio.sleep(CHECK_INTERVAL_S)
         members = {m.node_id for m in raft.status().members}
+        joined = joined or node_id in members
+        if not joined:
+            continue
         if node_id not in members:
             return f"{node_id} applied a configuration without itself ({sorted(members)})"
         if raft.leader_id is not None:

@@ -46,16 +46,18 @@ class ClusterServicer(Servicer, rpc_pb2_grpc.ClusterServicer):
             raise errors.EtcdError(exc.code(), exc.details() or "") from exc
 
     def _node_id_for(self, address: str) -> str:
-        for addr, node_id in self.node.identity.peer_names:
-            if addr == address:
-                return node_id
+        named = dict(self.node.identity.peer_names).get(address)
+        if named is None and self.node.reload_identity():  # re-rendered since the start
+            named = dict(self.node.identity.peer_names).get(address)
+        if named is not None:
+            return named
         host = address.rsplit(":", 1)[0]
         if _NODE_ID_RE.match(host) and not host.replace("-", "").isdigit():
             return host
         raise errors.EtcdError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"etcdserver: no node in the cluster config has peer address {address}; "
-            "add the node to cluster.yaml and re-render the configs first",
+            "add the node to cluster.yaml and render every node's config first",
         )
 
     @unary
