@@ -2,7 +2,8 @@
 recover` is refused on a healthy cluster; then two of three nodes die for good (killed,
 data wiped), writes fail, and `plasma cluster recover --from node01` makes the survivor a
 one-member cluster: every key, row and user is back, writes work, IAM logs users in and
-a token issued before the loss still verifies. Prints the unavailability window."""
+a token issued before the loss still verifies. A lost member started again alone learns
+it is no longer a member and stops. Prints the unavailability window."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
+from plasmacloud.cluster.recover import RAFT_SERVICES
+from plasmacloud.lab.state import load_state
 
 from .test_backup_restore import iam, plasma, sql
 from .test_iam_lab import (
@@ -110,3 +114,22 @@ def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(tmp_path: Pat
         assert asyncio.run(put_as(lab, 0, b"app/by-alice", token)) == grpc.StatusCode.OK
         again = asyncio.run(password_token(urls, lab.lab.layout.ca_file, "alice", ALICE_PW))
         assert again
+
+        # a lost member started again (wiped, as it was) alone: it never finds a leader,
+        # asks the survivor, learns it is not a member, and stops, as a removed member does
+        lab.lab.state = load_state(lab.lab.layout.state_path) or lab.lab.state
+        lab.lab.backend.start_node(LOST[0])
+        started = time.monotonic()
+        while time.monotonic() - started < 60:
+            status = lab.lab.backend.node_status(LOST[0])
+            if not any(s.running for s in status.services if s.service in RAFT_SERVICES):
+                break
+            time.sleep(0.5)
+        status = lab.lab.backend.node_status(LOST[0])
+        assert not any(s.running for s in status.services if s.service in RAFT_SERVICES)
+        print(f"{LOST[0]} came back and stopped after {time.monotonic() - started:.1f} s")
+        log = lab.lab.layout.log_path(LOST[0], "chainfire").read_text()
+        assert "removed from the cluster" in log
+        listed = survivor_etcdctl(lab, "member", "list", "-w", "json")
+        assert [m["name"] for m in json.loads(listed.stdout)["members"]] == [SURVIVOR]
+        assert survivor_etcdctl(lab, "put", "app/last", "z").returncode == 0
