@@ -3,7 +3,8 @@ recover` is refused on a healthy cluster; then two of three nodes die for good (
 data wiped), writes fail, and `plasma cluster recover --from node01` makes the survivor a
 one-member cluster: every key, row and user is back, writes work, IAM logs users in and
 a token issued before the loss still verifies. A lost member started again alone learns
-it is no longer a member and stops. Prints the unavailability window."""
+it is no longer a member and stops. Prints the unavailability window. And the per-node
+mode a real survivor runs on its machine, with its services stopped."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from plasmacloud.cluster.recover import RAFT_SERVICES
+from plasmacloud.cluster.recover import RAFT_SERVICES, wait_serving_alone
+from plasmacloud.lab.control import Lab
+from plasmacloud.lab.services import plasma_executable
 from plasmacloud.lab.state import load_state
 
+from .conftest import etcdctl_env
 from .test_backup_restore import iam, plasma, sql
 from .test_iam_lab import (
     ALICE_PW,
@@ -44,10 +48,10 @@ def survivor_etcdctl(lab: IamLab, *args: str) -> subprocess.CompletedProcess[str
     return etcdctl_as(lab, lab.tls, *args, endpoint=lab.lab.spec.client_endpoints()[0])
 
 
-async def wait_replicated(lab: IamLab) -> None:
+async def wait_replicated(lab: Lab) -> None:
     """Until every node has applied as far as the others: the survivor holds every write."""
     async with asyncio.timeout(30):
-        while len({n.raft_index for n in (await lab.lab.probe()).nodes}) != 1:
+        while len({n.raft_index for n in (await lab.probe()).nodes}) != 1:
             await asyncio.sleep(0.2)
 
 
@@ -66,7 +70,7 @@ def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(tmp_path: Pat
         )
         urls = lab.iam_urls()[:1]
         token = asyncio.run(password_token(urls, lab.lab.layout.ca_file, "alice", ALICE_PW))
-        asyncio.run(wait_replicated(lab))
+        asyncio.run(wait_replicated(lab.lab))
 
         lost_at = time.monotonic()
         for node in LOST:
@@ -133,3 +137,36 @@ def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(tmp_path: Pat
         listed = survivor_etcdctl(lab, "member", "list", "-w", "json")
         assert [m["name"] for m in json.loads(listed.stdout)["members"]] == [SURVIVOR]
         assert survivor_etcdctl(lab, "put", "app/last", "z").returncode == 0
+
+
+def test_the_per_node_mode_rewrites_a_stopped_survivor(fresh_lab: Lab) -> None:
+    """What an operator runs on a real survivor: stop its services, `plasma cluster recover
+    --config` on the machine, start them again (here a Chainfire-only lab)."""
+    env = etcdctl_env(fresh_lab)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+
+    for i in range(10):
+        assert run("etcdctl", "put", f"k{i}", "v").returncode == 0
+    asyncio.run(wait_replicated(fresh_lab))
+    for node in LOST:
+        fresh_lab.backend.kill_node(node, signal.SIGKILL)
+        shutil.rmtree(fresh_lab.layout.data_dir(node))
+    config = str(fresh_lab.layout.config_path(SURVIVOR))
+    recover = (plasma_executable(), "cluster", "recover", "--from", SURVIVOR, "--config", config)
+
+    running = run(*recover)
+    assert running.returncode == 1 and "still run" in running.stderr, running.stderr
+    fresh_lab.backend.stop_node(SURVIVOR)
+    done = run(*recover)
+    assert done.returncode == 0, done.stderr
+    assert f"start {SURVIVOR}'s services now" in done.stdout
+    fresh_lab.backend.start_node(SURVIVOR)
+
+    cfg = fresh_lab.configs([SURVIVOR])[0]
+    asyncio.run(wait_serving_alone(cfg, fresh_lab.services, fresh_lab.operator_tls, 60))
+    env["ETCDCTL_ENDPOINTS"] = fresh_lab.spec.client_endpoints()[0]
+    assert run("etcdctl", "put", "after", "v").returncode == 0
+    got = run("etcdctl", "get", "", "--prefix", "--keys-only")
+    assert set(got.stdout.split()) == {f"k{i}" for i in range(10)} | {"after"}
