@@ -108,7 +108,8 @@ async def recover_node(cfg: NodeConfig, force: bool) -> Recovered:
     if await asyncio.to_thread(answers, cfg.listen_host, cfg.ports):
         raise ClusterError(
             f"{cfg.node_id}'s services still run; stop them first (systemctl stop "
-            "chainfire flaredb iam), the rewrite needs their data at rest"
+            "plasmacloud-iam plasmacloud-flaredb plasmacloud-chainfire): the rewrite needs "
+            "their data at rest"
         )
     reachable = await check_quorum_lost(cfg.peers, cfg.node_id, force)
     return Recovered(cfg.node_id, rewrite_node(cfg), reachable, 0.0)
