@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -52,7 +52,9 @@ from plasmacloud.cluster.recover import (
 from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.tls import client_context
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec, plasma_executable
+from plasmacloud.lab.netns import NetnsNames, lab_objects, scratch_netns_spec
+from plasmacloud.lab.services import CHAINFIRE, FLAREDB, plasma_executable
+from plasmacloud.lab.spec import scratch_spec
 from plasmacloud.lab.state import load_state
 from plasmacloud.lab.target import lab_target
 
@@ -235,14 +237,28 @@ async def align_leaders(lab: Lab) -> str:
     return flare_leader
 
 
+@pytest.fixture(params=["process", "netns"])
+def chaos_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
+    """A ready Chainfire + FlareDB lab on each backend that runs on this machine."""
+    backend = str(request.param)
+    spec = scratch_netns_spec() if backend == "netns" else scratch_spec()
+    lab = Lab.open(tmp_path / "lab", spec, services=(CHAINFIRE, FLAREDB), backend=backend)
+    try:
+        lab.up()
+        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+        yield lab
+    finally:
+        lab.down()
+    assert lab_objects(NetnsNames.for_lab(lab.layout.root)) == []
+
+
 async def test_recovery_under_a_chaos_workload_loses_no_acknowledged_write(
-    lab_factory: Callable[[tuple[ServiceSpec, ...]], Lab],
+    chaos_lab: Lab,
 ) -> None:
     """Chaos clients (registers, a set, a FlareDB table) write to every node while two
     nodes die for good and the leader of both services is recovered alone: the history is
     linearizable and every acknowledged add is in the final reads through the survivor."""
-    lab = lab_factory((CHAINFIRE, FLAREDB))
-    await lab.wait_ready(timeout=READY_TIMEOUT_S)
+    lab = chaos_lab
     target = lab_target(lab)
     survivor = await align_leaders(lab)
     urls = {c.node_id: flaredb_url(c) for c in lab.configs()}
@@ -290,7 +306,7 @@ async def test_recovery_under_a_chaos_workload_loses_no_acknowledged_write(
     after = [op.complete for op in acked if op.invoke > lost_at and op.complete is not None]
     assert after, "no write was acknowledged after the recovery"
     print(
-        f"\nchaos + quorum loss: {len(acked)} writes acknowledged, "
+        f"\nchaos + quorum loss ({lab.state.backend}): {len(acked)} writes acknowledged, "
         f"{sum(op.outcome == 'unknown' for op in rec.ops)} unknown; first acknowledged "
         f"write {min(after) - lost_at:.1f} s after the loss (recover {done.seconds:.1f} s)"
     )
