@@ -52,13 +52,12 @@ from plasmacloud.cluster.recover import (
 from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.tls import client_context
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.netns import NetnsNames, lab_objects, scratch_netns_spec
+from plasmacloud.lab.netns import NetnsNames, lab_objects
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, plasma_executable
-from plasmacloud.lab.spec import scratch_spec
 from plasmacloud.lab.state import load_state
 from plasmacloud.lab.target import lab_target
 
-from .conftest import READY_TIMEOUT_S, etcdctl_env
+from .conftest import READY_TIMEOUT_S, etcdctl_env, running_lab
 from .test_backup_restore import iam, plasma, sql
 from .test_iam_lab import (
     ALICE_PW,
@@ -240,15 +239,8 @@ async def align_leaders(lab: Lab) -> str:
 @pytest.fixture(params=["process", "netns"])
 def chaos_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
     """A ready Chainfire + FlareDB lab on each backend that runs on this machine."""
-    backend = str(request.param)
-    spec = scratch_netns_spec() if backend == "netns" else scratch_spec()
-    lab = Lab.open(tmp_path / "lab", spec, services=(CHAINFIRE, FLAREDB), backend=backend)
-    try:
-        lab.up()
-        asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))
+    with running_lab(tmp_path / "lab", (CHAINFIRE, FLAREDB), str(request.param)) as lab:
         yield lab
-    finally:
-        lab.down()
     assert lab_objects(NetnsNames.for_lab(lab.layout.root)) == []
 
 
