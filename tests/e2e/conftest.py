@@ -14,6 +14,7 @@ import pytest
 
 from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.lab.control import Lab
+from plasmacloud.lab.netns import scratch_netns_spec
 from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
 from plasmacloud.lab.spec import scratch_spec
 
@@ -21,9 +22,13 @@ READY_TIMEOUT_S = 60.0
 
 
 @contextlib.contextmanager
-def running_lab(root: Path, services: tuple[ServiceSpec, ...] = (CHAINFIRE,)) -> Iterator[Lab]:
-    """A new ready lab running ``services`` in ``root``; torn down even if the test fails."""
-    lab = Lab.open(root, scratch_spec(), services=services)
+def running_lab(
+    root: Path, services: tuple[ServiceSpec, ...] = (CHAINFIRE,), backend: str = "process"
+) -> Iterator[Lab]:
+    """A new ready lab running ``services`` in ``root`` on a scratch range of ``backend``
+    ("process" or "netns"); torn down even if the test fails."""
+    spec = scratch_netns_spec() if backend == "netns" else scratch_spec()
+    lab = Lab.open(root, spec, services=services, backend=backend)
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the CLI starts without pydantic; commands import it when th
     from plasmacloud.lab.control import Lab
 
 app = typer.Typer(
-    help="Operate a running cluster: backups, rolling restarts, membership.",
+    help="Operate a running cluster: backups, rolling restarts, membership, recovery.",
     no_args_is_help=True,
 )
 backup_app = typer.Typer(
@@ -299,3 +299,78 @@ def add_node(
         typer.echo(json.dumps(asdict(change)))
         return
     typer.echo(f"added {node} in {change.seconds:.1f} s")
+
+
+@app.command("recover")
+def recover(
+    survivor: Annotated[
+        str, typer.Option("--from", help="the surviving node: the new cluster's only member")
+    ],
+    lab_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            envvar=LAB_DIR_ENV,
+            help="the lab to recover: stops the survivor, rewrites its data, starts it "
+            "(default: $PLASMA_LAB_DIR)",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="on a real node: the survivor's own cluster-config.json; only rewrites its "
+            "data (stop its services before, start them after)",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="recover even though a quorum still answers")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="seconds the survivor may take to serve alone (lab)")
+    ] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """After losing a majority for good: a new one-member cluster from the survivor's data
+    for Chainfire, FlareDB and IAM (etcd's --force-new-cluster, rqlite's peers.json).
+    Refused while the survivor and the members that answer make a quorum, unless --force."""
+    import asyncio
+    from dataclasses import asdict
+
+    from plasmacloud.cluster.control import ClusterError
+    from plasmacloud.cluster.recover import recover_cluster, recover_node
+    from plasmacloud.common.config import ConfigError, NodeConfig
+
+    progress = _progress(as_json)
+
+    try:
+        if config is not None:
+            try:
+                node = NodeConfig.load(config)
+            except ConfigError as exc:
+                raise _fail(exc, EXIT_USAGE) from None
+            if node.node_id != survivor:
+                raise _fail(f"{config} is {node.node_id}'s config, not {survivor}'s", EXIT_USAGE)
+            done = asyncio.run(recover_node(node, force))
+        else:
+            from plasmacloud.lab.target import lab_target
+
+            if lab_dir is None:
+                raise _fail(
+                    f"give --dir (a lab), --config (on the node) or set {LAB_DIR_ENV}", EXIT_USAGE
+                )
+            target = lab_target(_existing_lab(lab_dir))
+            done = asyncio.run(recover_cluster(target, survivor, force, timeout, progress))
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(done)))
+        return
+    for service, forced in done.groups.items():
+        typer.echo(f"{service}: {survivor} is the only member (from index {forced.index})")
+    if config is None:
+        typer.echo(f"{survivor} serves alone after {done.seconds:.1f} s")
+    else:
+        typer.echo(f"start {survivor}'s services now: it comes up as a one-member cluster")

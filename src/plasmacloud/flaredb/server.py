@@ -107,7 +107,9 @@ class FlareDBServer:
         await self.raft.start()
         if self.auth is not None:
             self.auth.start()
-        self._runner = web.AppRunner(self.api.make_app(), access_log=None)
+        self._runner = web.AppRunner(
+            self.api.make_app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
@@ -173,6 +175,12 @@ class FlareDBServer:
             await self.auth.close()
         self.store.close()
 
+
+# Seconds a stop waits for requests in flight. On a healthy node they finish in
+# milliseconds; a write waiting for a quorum that is gone (a survivor of a quorum loss,
+# stopped to be recovered) would otherwise hold the stop until aiohttp's 60 s default, and
+# the lab kills the process after 10 s.
+SHUTDOWN_GRACE_S = 2.0
 
 # Container allocations between young collections (CPython's default is 700).
 async def serve(

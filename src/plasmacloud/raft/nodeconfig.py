@@ -8,11 +8,17 @@ hostname, resolved through the config, so no DNS is needed) and its timing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from plasmacloud.common.config import NodeConfig, ServicePorts
 from plasmacloud.common.tls import client_context, server_context
 from plasmacloud.raft.node import RaftConfig
+
+
+def raft_dir(config: NodeConfig, service: str) -> Path:
+    """Where ``service`` keeps its Raft log, hard state and snapshot on this node."""
+    return config.data_path(service) / "raft"
 
 
 def raft_config(
@@ -32,7 +38,7 @@ def raft_config(
     }
     return RaftConfig(
         node_id=config.node_id,
-        data_dir=config.data_path(service) / "raft",
+        data_dir=raft_dir(config, service),
         listen_host=config.listen_host,
         listen_port=port(config.ports),
         members={p.node_id: f"{p.hostname}:{port(p.ports)}" for p in config.peers},
