@@ -182,7 +182,7 @@ class FlareDBServer:
 # the lab kills the process after 10 s.
 SHUTDOWN_GRACE_S = 2.0
 
-# Container allocations between young collections (CPython's default is 700).
+
 async def serve(
     config: NodeConfig,
     stop: asyncio.Event | None = None,
