@@ -345,6 +345,7 @@ def recover(
 
     progress = _progress(as_json)
 
+    dropped: list[str] = []  # lab members that left with the lost majority
     try:
         if config is not None:
             try:
@@ -361,16 +362,22 @@ def recover(
                 raise _fail(
                     f"give --dir (a lab), --config (on the node) or set {LAB_DIR_ENV}", EXIT_USAGE
                 )
-            target = lab_target(_existing_lab(lab_dir))
-            done = asyncio.run(recover_cluster(target, survivor, force, timeout, progress))
+            from plasmacloud.lab.members import forget_lost
+
+            lab = _existing_lab(lab_dir)
+            done = asyncio.run(recover_cluster(lab_target(lab), survivor, force, timeout, progress))
+            dropped = forget_lost(lab, survivor)
     except ClusterError as exc:
         raise _fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(asdict(done)))
+        typer.echo(json.dumps({**asdict(done), "dropped": dropped}))
         return
     for service, forced in done.groups.items():
         typer.echo(f"{service}: {survivor} is the only member (from index {forced.index})")
     if config is None:
         typer.echo(f"{survivor} serves alone after {done.seconds:.1f} s")
+        typer.echo(
+            f"{', '.join(dropped)} dropped from the lab; grow it back with `plasma lab add-node`"
+        )
     else:
         typer.echo(f"start {survivor}'s services now: it comes up as a one-member cluster")

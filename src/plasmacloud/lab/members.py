@@ -115,6 +115,22 @@ async def remove_lab_node(lab: Lab, node_id: str, progress: Progress) -> Change:
     return change
 
 
+def forget_lost(lab: Lab, survivor: str) -> list[str]:
+    """After a quorum-loss recovery left ``survivor`` the only member: the lost members
+    leave the lab (stopped if anything of theirs still runs, dropped from the spec, their
+    data deleted), so no ``plasma lab start``/``up`` brings them back with the old
+    membership, where two of them would form a second cluster; ``plasma lab add-node``
+    grows the cluster back with new, empty members. Returns the nodes dropped."""
+    lost = [n for n in lab.spec.node_ids if n != survivor]
+    for node_id in lost:
+        lab.backend.stop_node(node_id)
+        lab.state.spec = without_node(lab.spec, node_id)
+    lab.prepare()
+    for node_id in lost:
+        shutil.rmtree(lab.layout.node_dir(node_id), ignore_errors=True)
+    return lost
+
+
 async def replace_lab_node(lab: Lab, node_id: str, progress: Progress) -> None:
     """A replaced machine: remove-node, then add-node of the same node (empty data)."""
     await remove_lab_node(lab, node_id, progress)
