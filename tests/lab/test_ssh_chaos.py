@@ -22,11 +22,13 @@ from plasmacloud.chaos.history_check import check_history
 from plasmacloud.chaos.run import ChaosConfig, default_faults, parse_faults, run_chaos
 from plasmacloud.cli import app
 from plasmacloud.cluster.control import ClusterError
-from plasmacloud.common.errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from plasmacloud.cluster.rolling import restart_order, rolling_restart
+from plasmacloud.common.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 from plasmacloud.lab.ssh import SSHBackend
 from plasmacloud.lab.ssh_target import ssh_preflight, ssh_target
+from plasmacloud.provision import pki
 from plasmacloud.provision.sample import sample_spec
 from plasmacloud.provision.spec import load_spec
 from plasmacloud.validate.spec_target import spec_configs
@@ -153,3 +155,62 @@ def test_cli_chaos_spec_unreachable_node_exits_3_and_partition_is_refused(
     helped = runner.invoke(app, ["chaos", "--help"])
     assert helped.exit_code == EXIT_OK
     assert "--spec" in helped.output and "--replay" in helped.output
+
+
+@pytest.mark.slow
+async def test_rolling_restart_of_the_spec_machines_over_ssh(
+    nodes: SSHNodes, tmp_path: Path
+) -> None:
+    """`plasma cluster rolling-restart --spec`'s target (the spec's nodes, their units
+    over SSH): every member restarted once (a new process), followers first, the leader
+    last, the cluster ready after each."""
+    lab = Lab.open(tmp_path / "lab", nodes.spec, services=(CHAINFIRE, FLAREDB), backend="netns")
+    lab.prepare()
+    prefix = str(nodes.spec.ip_of("node01")).rsplit(".", 1)[0] + "."
+    cluster = load_spec(cluster_yaml(tmp_path / "cluster.yaml", prefix, None))
+    units = lab_units(lab)
+    backend = replace(
+        SSHBackend.from_spec(cluster, nodes.options, services=SERVICES),
+        managers=node_ctl_managers(units),
+    )
+    target = ssh_target(backend, spec_configs(cluster), lab.services, lab.operator_tls)
+
+    def pids() -> dict[str, str]:
+        return {n: (d / "plasmacloud-chainfire.pid").read_text() for n, d in units.items()}
+
+    try:
+        await asyncio.to_thread(backend.up)
+        await target.wait_ready(READY_TIMEOUT_S)
+        before, leader = pids(), (await target.probe()).leader_node
+        done = await rolling_restart(target, READY_TIMEOUT_S, lambda _step: None)
+        after = pids()
+        assert (await target.probe()).ready
+    finally:
+        await asyncio.to_thread(backend.down)
+    assert [d.node_id for d in done] == restart_order(sorted(units), leader)
+    assert [d.was_leader for d in done] == [False, False, True]
+    assert all(after[n] != before[n] for n in units), (before, after)
+    print("restarted over SSH:", ", ".join(f"{d.node_id} {d.seconds:.1f} s" for d in done))
+
+
+def test_cli_rolling_restart_spec_refuses_a_cluster_that_does_not_answer(
+    tmp_path: Path, closed_port: int
+) -> None:
+    spec = cluster_yaml(
+        tmp_path / "cluster.yaml", "127.77.0.", f"ssh://root@127.0.0.1:{closed_port}"
+    )
+    out = tmp_path / "out"
+    _render_tree(out)
+    base = ["cluster", "rolling-restart", "--spec", str(spec), "--out", str(out)]
+    runner = CliRunner()
+    placeholders = runner.invoke(app, base)
+    assert placeholders.exit_code == EXIT_USAGE, placeholders.output
+    assert "do not load" in " ".join(placeholders.output.split())
+    (out / "pki" / "ca.crt").unlink()  # real files in the placeholders' place
+    ca = pki.init_ca(out / "pki")
+    pki.issue_client(ca, out / "pki" / "clients", "admin")
+    down = runner.invoke(app, [*base, "--timeout", "5"])
+    assert down.exit_code == EXIT_FAILURE, down.output
+    assert "not healthy" in " ".join(down.output.split())  # refused before anything stops
+    missing = runner.invoke(app, [*base, "--out", str(tmp_path / "nothing")])
+    assert missing.exit_code == EXIT_USAGE and "missing" in missing.output

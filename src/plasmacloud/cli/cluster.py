@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from plasmacloud.cli.validate import (
+    DEFAULT_SERVICES,
+    IdentityOpt,
+    KnownHostsOpt,
+    OutOpt,
+    ServicesOpt,
+    ssh_spec_target,
+)
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 from plasmacloud.lab.layout import LAB_DIR_ENV
 
@@ -156,6 +165,20 @@ def rolling_restart(
             show_default=False,
         ),
     ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            "-s",
+            help="instead of a lab: real machines, this cluster.yaml's nodes, restarted over "
+            "SSH (systemctl stop/start of their plasmacloud-* units)",
+            show_default=False,
+        ),
+    ] = None,
+    out: OutOpt = Path("out"),
+    services: ServicesOpt = DEFAULT_SERVICES,
+    identity: IdentityOpt = None,
+    known_hosts: KnownHostsOpt = None,
     timeout: Annotated[
         float, typer.Option(help="seconds each node may take until the cluster is ready")
     ] = 60.0,
@@ -170,19 +193,28 @@ def rolling_restart(
     from plasmacloud.cluster.control import ClusterError
     from plasmacloud.cluster.rolling import rolling_restart as roll
     from plasmacloud.lab.target import lab_target
+    from plasmacloud.provision.spec import SpecError
 
-    if lab_dir is None:
-        raise _fail(f"give --dir or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
-    lab = _existing_lab(lab_dir)
+    if spec is not None:
+        try:
+            target = ssh_spec_target(spec, out, services, (None, None, None), identity, known_hosts)
+        except (SpecError, KeyError, FileNotFoundError, ValueError) as exc:
+            raise _fail(exc, EXIT_USAGE) from None
+    elif lab_dir is not None:
+        target = lab_target(_existing_lab(lab_dir))
+    else:
+        raise _fail(f"give --spec, --dir or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
 
     def progress(step: str) -> None:
         if not as_json:
             typer.echo(step, err=True)
 
     try:
-        done = asyncio.run(roll(lab_target(lab), timeout, progress))
+        done = asyncio.run(roll(target, timeout, progress))
     except ClusterError as exc:
         raise _fail(exc) from None
+    except ssl.SSLError as exc:  # the operator's files exist but are no certificate/key
+        raise _fail(f"the operator's TLS files do not load: {exc}", EXIT_USAGE) from None
     if as_json:
         typer.echo(json.dumps([asdict(d) for d in done]))
         return

@@ -22,14 +22,13 @@ from plasmacloud.cli.validate import (
     DEFAULT_SERVICES,
     CaOpt,
     CertOpt,
+    IdentityOpt,
     KeyOpt,
     KnownHostsOpt,
     OutOpt,
     ServicesOpt,
     SpecOpt,
-    parse_services,
-    spec_tls,
-    ssh_options,
+    ssh_spec_target,
 )
 from plasmacloud.cluster.control import ClusterError
 from plasmacloud.common import durations
@@ -276,7 +275,7 @@ def chaos_spec(
     cert: CertOpt = None,
     key: KeyOpt = None,
     services: ServicesOpt = DEFAULT_SERVICES,
-    identity: Annotated[Path | None, typer.Option("--ssh-identity", help="SSH private key")] = None,
+    identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     duration: DurationOpt = "60s",
     faults: Annotated[
@@ -291,22 +290,15 @@ def chaos_spec(
     """Chaos against the spec's control-plane nodes: kill -9, restart and SIGSTOP their
     plasmacloud-* units over SSH (systemctl) while recorded clients work at the spec's
     addresses; check the history (non-zero on violation, 3 if a node does not answer)."""
-    from plasmacloud.lab.ssh import SSHBackend
-    from plasmacloud.lab.ssh_target import ssh_preflight, ssh_target
-    from plasmacloud.provision.spec import SpecError, load_spec
-    from plasmacloud.validate.spec_target import spec_configs
+    from plasmacloud.lab.ssh_target import ssh_preflight
+    from plasmacloud.provision.spec import SpecError
 
     if replay is not None:
         raise replay_history(replay, as_json)
     try:
-        cluster = load_spec(spec)
-        chosen = parse_services(services)
-        tls = spec_tls(out, cacert, cert, key)
+        target = ssh_spec_target(spec, out, services, (cacert, cert, key), identity, known_hosts)
     except (SpecError, KeyError, FileNotFoundError) as exc:
         raise fail(exc, EXIT_USAGE) from exc
-    options = ssh_options(out, known_hosts, identity)
-    backend = SSHBackend.from_spec(cluster, options, services=tuple(s.name for s in chosen))
-    target = ssh_target(backend, spec_configs(cluster), chosen, tls)
     run_seed = time_seed(seed)
     try:
         cfg = chaos_config(target, duration, faults, run_seed)

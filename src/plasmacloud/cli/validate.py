@@ -14,6 +14,7 @@ from plasmacloud.cluster.services import SERVICES, Service, service_named
 from plasmacloud.common.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
+    from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.common.config import TLSConfig
     from plasmacloud.lab.ssh import SSHOptions
     from plasmacloud.validate.results import CheckResult
@@ -75,6 +76,34 @@ def ssh_options(out: Path, known_hosts: Path | None, identity: Path | None) -> S
         identity=identity,
         accept_new=known_hosts is None,
     )
+
+
+IdentityOpt = Annotated[Path | None, typer.Option("--ssh-identity", help="SSH private key")]
+
+
+def ssh_spec_target(
+    spec: Path,
+    out: Path,
+    services: str,
+    tls_files: tuple[Path | None, Path | None, Path | None],
+    identity: Path | None,
+    known_hosts: Path | None,
+) -> ClusterTarget:
+    """The real machines of ``spec`` as a target: dialled at the spec's addresses as the
+    operator (``tls_files``: CA, certificate and key, defaults under ``out``), their
+    plasmacloud-* units controlled over SSH. SpecError, KeyError (an unknown service) or
+    FileNotFoundError (TLS files) name what is wrong."""
+    from plasmacloud.lab.ssh import SSHBackend
+    from plasmacloud.lab.ssh_target import ssh_target
+    from plasmacloud.provision.spec import load_spec
+    from plasmacloud.validate.spec_target import spec_configs
+
+    cluster = load_spec(spec)
+    chosen = parse_services(services)
+    tls = spec_tls(out, *tls_files)
+    options = ssh_options(out, known_hosts, identity)
+    backend = SSHBackend.from_spec(cluster, options, services=tuple(s.name for s in chosen))
+    return ssh_target(backend, spec_configs(cluster), chosen, tls)
 
 
 def emit(results: list[CheckResult], as_json: bool, junit: Path | None, root: Path) -> int:
