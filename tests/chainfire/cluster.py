@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,12 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from netports import free_port
+
 from plasmacloud.common.config import NodeConfig, PeerConfig, ServicePorts, TLSConfig
 from plasmacloud.provision import pki
 
 SERVE = [sys.executable, "-c", "from plasmacloud.cli import app; app()", "chainfire", "serve"]
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -4,12 +4,12 @@ its policies, etcd's error codes and messages for refusals."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 import pytest
+from netports import free_port
 
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.iam_auth import (
@@ -39,12 +39,6 @@ APP_ONLY = {
 class Iam:
     url: str
     sa_token: str  # a client-credentials token of a service account allowed key/app/*
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

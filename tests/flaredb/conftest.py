@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from netports import free_port
 
 from plasmacloud.flaredb.auth import Guard
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
@@ -60,14 +61,6 @@ class LiveNode:
     url: str
     store: SQLiteStore
     api: HttpApi
-
-
-def free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from netports import free_port
 
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.common.tls import client_context
@@ -31,12 +32,6 @@ from plasmacloud.provision.pki import init_ca, issue_client, issue_node
 
 ISSUER = "http://127.0.0.71:8080"
 TLS_IAM_IP = "127.0.0.96"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import ssl
 from pathlib import Path
 
+from netports import free_port
+
 from plasmacloud.raft.memory import MemoryStateMachine
 from plasmacloud.raft.node import RaftConfig, RaftNode
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:
