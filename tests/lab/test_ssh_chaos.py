@@ -117,22 +117,23 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def _render_tree(out: Path) -> None:
-    """The TLS files `plasma chaos --spec` requires (never read: nothing gets that far)."""
+def _unreachable_cluster(tmp_path: Path, closed_port: int) -> tuple[Path, Path]:
+    """(cluster.yaml, out): nodes on a loopback /24, SSH at a refusing loopback port
+    (nothing leaves the host), and placeholders for the TLS files the commands require."""
+    spec = cluster_yaml(
+        tmp_path / "cluster.yaml", "127.77.0.", f"ssh://root@127.0.0.1:{closed_port}"
+    )
+    out = tmp_path / "out"
     for rel in ("pki/ca.crt", "pki/clients/admin.crt", "pki/clients/admin.key"):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text("placeholder\n")
+    return spec, out
 
 
 def test_cli_chaos_spec_unreachable_node_exits_3_and_partition_is_refused(
     tmp_path: Path, closed_port: int
 ) -> None:
-    # nodes on a loopback /24, SSH at a refusing loopback port: nothing leaves the host
-    spec = cluster_yaml(
-        tmp_path / "cluster.yaml", "127.77.0.", f"ssh://root@127.0.0.1:{closed_port}"
-    )
-    out = tmp_path / "out"
-    _render_tree(out)
+    spec, out = _unreachable_cluster(tmp_path, closed_port)  # TLS files never read
     base = ["chaos", "--spec", str(spec), "--out", str(out), "--duration", "5s", "--seed", "1"]
     runner = CliRunner()
 
@@ -196,11 +197,7 @@ async def test_rolling_restart_of_the_spec_machines_over_ssh(
 def test_cli_rolling_restart_spec_refuses_a_cluster_that_does_not_answer(
     tmp_path: Path, closed_port: int
 ) -> None:
-    spec = cluster_yaml(
-        tmp_path / "cluster.yaml", "127.77.0.", f"ssh://root@127.0.0.1:{closed_port}"
-    )
-    out = tmp_path / "out"
-    _render_tree(out)
+    spec, out = _unreachable_cluster(tmp_path, closed_port)
     base = ["cluster", "rolling-restart", "--spec", str(spec), "--out", str(out)]
     runner = CliRunner()
     placeholders = runner.invoke(app, base)

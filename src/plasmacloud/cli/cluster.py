@@ -205,9 +205,7 @@ def rolling_restart(
     else:
         raise _fail(f"give --spec, --dir or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
 
-    def progress(step: str) -> None:
-        if not as_json:
-            typer.echo(step, err=True)
+    progress = _progress(as_json)
 
     try:
         done = asyncio.run(roll(target, timeout, progress))
