@@ -11,6 +11,17 @@ Operations with an ``unknown`` outcome return "at infinity": they may take effec
 point after their invocation, or never. ``fail`` operations never happened and reads that
 did not complete constrain nothing, so both are dropped.
 
+Unknown operations are what make the search explode (a quorum loss leaves dozens, each
+free to happen anywhere), so two exact reductions apply to them:
+
+- A value no read returned and no cas expected can only ever be "some other value" to the
+  model, so all such values are one value, ``UNOBSERVED``.
+- Unknown operations that do the same thing (kind, expected and that value) are
+  interchangeable once invoked: a linearization using a later-invoked one where an
+  earlier one is still pending can swap them. So of such a class only the earliest pending
+  one is tried at any point, and one that would not change the value is not tried at all
+  (leaving it out is the same linearization).
+
 The search is exponential in the worst case, so it is bounded: past ``max_states``
 memoized configurations a key's verdict is ``unknown``, never a guess.
 """
@@ -25,6 +36,7 @@ from plasmacloud.chaos.history import History, Op, Status, Verdict, worst
 
 DEFAULT_MAX_STATES = 200_000
 REGISTER_KINDS = ("read", "write", "cas")
+UNOBSERVED = "\x00unobserved"  # no workload value holds a NUL
 
 
 _SENTINEL_OP = Op(process=-1, kind="read", key="", invoke=0.0, complete=0.0, outcome="ok")
@@ -38,6 +50,7 @@ class _Node:
     is_call: bool
     op: Op
     at_infinity: bool = False  # the return of an op whose completion was never seen
+    twins: tuple[object, ...] | None = None  # an unknown op's class of interchangeable ones
     match: _Node | None = None  # a call's return event
     prev: _Node | None = None
     next: _Node | None = None
@@ -77,13 +90,40 @@ def _relevant(op: Op) -> bool:
     return not (op.kind == "read" and op.outcome != "ok")
 
 
+def _merge_unobserved(ops: list[Op]) -> list[Op]:
+    """The ops with every value that nothing observes replaced by ``UNOBSERVED``."""
+    observed = {op.result for op in ops if op.kind == "read"}
+    observed |= {op.expected for op in ops if op.kind == "cas"}
+    return [
+        op
+        if op.kind == "read" or op.value in observed
+        else op.model_copy(update={"value": UNOBSERVED})
+        for op in ops
+    ]
+
+
+def _twins(op: Op) -> tuple[object, ...] | None:
+    if op.outcome == "ok" or op.kind == "read":
+        return None
+    return (op.kind, op.expected if op.kind == "cas" else None, op.value)
+
+
+def _earlier_twin_pending(call: _Node) -> bool:
+    node = call.prev
+    while node is not None:
+        if node.is_call and node.twins == call.twins:
+            return True
+        node = node.prev
+    return False
+
+
 def _event_list(ops: list[Op]) -> _Node:
     """Head sentinel of the call/return list in time order (calls first on equal times, so
     touching operations count as concurrent: the permissive reading)."""
     events: list[tuple[float, int, int, _Node]] = []
     for i, op in enumerate(ops):
         done = op.complete if op.outcome == "ok" and op.complete is not None else math.inf
-        call = _Node(i, True, op)
+        call = _Node(i, True, op, twins=_twins(op))
         ret = _Node(i, False, op, at_infinity=done == math.inf)
         call.match = ret
         events.append((op.invoke, 0, i, call))
@@ -121,7 +161,7 @@ def check_key(
     ops = [op for op in ops if _relevant(op)]
     if not ops:
         return KeyResult(key, "ok", 0, 0)
-    head = _event_list(ops)
+    head = _event_list(_merge_unobserved(ops))
     state = initial
     linearized = 0  # bitset of op indexes
     seen: set[tuple[int, str | None]] = set()
@@ -132,6 +172,8 @@ def check_key(
     while entry is not None:
         if entry.is_call:
             ok, new_state = step(state, entry.op)
+            if entry.twins is not None and ok:
+                ok = new_state != state and not _earlier_twin_pending(entry)
             if ok:
                 config = (linearized | (1 << entry.op_index), new_state)
                 if config not in seen:
@@ -150,8 +192,8 @@ def check_key(
             return KeyResult(key, "ok", len(ops), len(seen))
         else:
             if len(stack) >= len(deepest):
-                deepest = [n.op for n, _ in stack]
-                stuck = entry.op
+                deepest = [ops[n.op_index] for n, _ in stack]  # as recorded
+                stuck = ops[entry.op_index]
             if not stack:
                 return KeyResult(key, "violation", len(ops), len(seen), stuck, deepest)
             call, state = stack.pop()

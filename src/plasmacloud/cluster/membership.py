@@ -160,20 +160,38 @@ async def add_node(
     return Change(node_id, time.monotonic() - began)
 
 
-async def _move_chainfire_leader(target: ClusterTarget, leader: NodeConfig, to: str) -> None:
+async def _leader_now(target: ClusterTarget, configs: list[NodeConfig]) -> str | None:
+    """The member all of ``configs`` agree leads Chainfire (None if they do not agree)."""
+    view = await probe_cluster(configs, target.services, target.tls)
+    seen = {n.leader_id for n in view.nodes}
+    if len(seen) != 1:
+        return None
+    lead = seen.pop()
+    return next((c.node_id for c in target.configs if member_id(c.node_id) == lead), None)
+
+
+async def _move_chainfire_leader(
+    target: ClusterTarget, leader: NodeConfig, to: str, others: list[NodeConfig]
+) -> str:
     """etcdctl move-leader (only the leader takes it), tried a few times: under load the
-    target may not catch up with the leader's log within one request's time."""
+    target may not catch up with the leader's log within one request's time. Returns the
+    member that leads afterwards: a try that timed out may still have handed leadership
+    on (to ``to`` or, after an election, to another), which the next try only learns as
+    "not leader", so after each failure ``others`` are asked who leads now."""
     request = rpc_pb2.MoveLeaderRequest(targetID=member_id(to))
     async with dial(client_target(leader), target.tls) as channel:
-        for attempt in range(1, MOVE_LEADER_ATTEMPTS + 1):
+        for _ in range(MOVE_LEADER_ATTEMPTS):
             try:
                 await rpc_pb2_grpc.MaintenanceStub(channel).MoveLeader(request, timeout=30)
-                return
+                return to
             except grpc.aio.AioRpcError as exc:
-                if attempt == MOVE_LEADER_ATTEMPTS:
-                    raise ClusterError(
-                        f"moving Chainfire's leadership to {to}: {exc.details()}"
-                    ) from exc
+                failure = exc.details()
+            now = await _leader_now(target, others)
+            if now is not None and now != leader.node_id:
+                return now
+    raise ClusterError(
+        f"moving Chainfire's leadership to {to} ({MOVE_LEADER_ATTEMPTS} tries): {failure}"
+    )
 
 
 async def remove_node(
@@ -207,10 +225,10 @@ async def remove_node(
     moved_to = None
     if member_id(node_id) in {n.leader_id for n in view.nodes}:  # as any member sees it
         # the most up-to-date follower takes over soonest (a just-added one may lag)
-        moved_to = max(view.nodes, key=lambda n: n.raft_index or 0).node_id  # ties: the first
-        progress(f"Chainfire: {node_id} leads; moving leadership to {moved_to}")
+        to = max(view.nodes, key=lambda n: n.raft_index or 0).node_id  # ties: the first
+        progress(f"Chainfire: {node_id} leads; moving leadership to {to}")
         try:
-            await _move_chainfire_leader(target, _config(target, node_id), moved_to)
+            moved_to = await _move_chainfire_leader(target, _config(target, node_id), to, remaining)
         except ClusterError as exc:
             # still safe: a leader that commits its own removal steps down, and the others
             # elect a new one (an election timeout instead of a round trip)
