@@ -50,6 +50,7 @@ from plasmacloud.cluster.recover import (
 )
 from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.tls import client_context
+from plasmacloud.flaredb.client import Client
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsNames, lab_objects
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, plasma_executable
@@ -143,6 +144,8 @@ def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(tmp_path: Pat
         # the put that failed may or may not be in the survivor's log (a leader appended
         # it before timing it out): an indeterminate outcome, committed if it is there
         assert set(got.stdout.split()) - {"app/during"} == want
+        status = Client(lab.flaredb_urls()[0], client_context(lab.tls)).status()
+        assert status["store"]["raft"]["voters"] == 1, status  # what rqlite's /status says
         counted = asyncio.run(sql(lab, "/db/request", ["SELECT count(*) FROM t"]))
         assert counted["results"][0]["values"] == [[10]]  # type: ignore[index]
         asyncio.run(sql(lab, "/db/execute", [["INSERT INTO t(v) VALUES(?)", "after"]]))
