@@ -31,9 +31,10 @@ pytestmark = pytest.mark.slow
 WRITES_FOR_S = 3 * RELOAD_INTERVAL_S  # bounded: the writer stops after this
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    with running_lab(tmp_path / "lab", (CHAINFIRE, FLAREDB)) as lab:
+@pytest.fixture(params=["process", "netns"])
+def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A Chainfire + FlareDB lab on each backend the runbook's rotation is rehearsed on."""
+    with running_lab(tmp_path / "lab", (CHAINFIRE, FLAREDB), backend=request.param) as lab:
         yield lab
 
 
