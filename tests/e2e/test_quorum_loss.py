@@ -91,8 +91,11 @@ async def wait_replicated(lab: Lab) -> None:
             await asyncio.sleep(0.2)
 
 
-def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(tmp_path: Path) -> None:
-    with started_iam_lab(tmp_path / "lab") as lab:
+@pytest.mark.parametrize("backend", ["process", "netns"])
+def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(
+    tmp_path: Path, backend: str
+) -> None:
+    with started_iam_lab(tmp_path / "lab", backend) as lab:
         root = str(lab.lab.layout.root)
         refused = plasma(lab, "cluster", "recover", "--from", SURVIVOR, "--dir", root)
         assert refused.returncode == 1 and "a quorum" in refused.stderr, refused.stderr
