@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,24 +22,6 @@ import grpc
 import pytest
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
-from plasmacloud.chaos.flaredb_workload import (
-    FlareClients,
-    create_table,
-    flaredb_read,
-    flaredb_worker,
-)
-from plasmacloud.chaos.history import History
-from plasmacloud.chaos.history_check import check_history
-from plasmacloud.chaos.workload import (
-    Budget,
-    Clients,
-    KeyRotation,
-    Recorder,
-    read_register,
-    read_set,
-    register_worker,
-    set_worker,
-)
 from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.cluster.recover import (
     Recovered,
@@ -56,6 +36,7 @@ from plasmacloud.lab.netns import NetnsNames, lab_objects
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, plasma_executable
 from plasmacloud.lab.target import lab_target
 
+from .chaos_clients import ChaosClients
 from .conftest import READY_TIMEOUT_S, etcdctl_env, running_lab
 from .test_backup_restore import iam, plasma, sql
 from .test_iam_lab import (
@@ -211,13 +192,6 @@ def test_the_per_node_mode_rewrites_a_stopped_survivor(fresh_lab: Lab) -> None:
     assert set(got.stdout.split()) == {f"k{i}" for i in range(10)} | {"after"}
 
 
-async def until_ok(read: Callable[[], Awaitable[bool]]) -> None:
-    """Repeat a recorded read until it succeeds (the survivor may still be settling)."""
-    async with asyncio.timeout(30):
-        while not await read():
-            await asyncio.sleep(0.2)
-
-
 async def align_leaders(lab: Lab) -> str:
     """Move Chainfire's leadership to FlareDB's leader; that node, which then holds every
     write either service acknowledged (a leader has each entry before it is committed)."""
@@ -253,22 +227,9 @@ async def test_recovery_under_a_chaos_workload_loses_no_acknowledged_write(
     nodes die for good and the leader of both services is recovered alone: the history is
     linearizable and every acknowledged add is in the final reads through the survivor."""
     lab = chaos_lab
-    target = lab_target(lab)
     survivor = await align_leaders(lab)
-    urls = {c.node_id: flaredb_url(c) for c in lab.configs()}
-    flare = FlareClients(urls, target.ssl_ctx, "chaos_recover")
-    await create_table(flare)
-    clients = Clients({c.node_id: dial(client_target(c), target.tls) for c in lab.configs()})
-    rec = Recorder()
-    prefix = "/chaos/recover"
-    keys = KeyRotation(prefix)
-    deadline = time.monotonic() + CHAOS_S
-    budget = Budget(deadline=deadline, max_ops=50_000, hard_deadline=deadline)
-    workers = [register_worker(p, clients, rec, keys, budget, random.Random(p)) for p in range(3)]
-    workers += [
-        set_worker(3, clients, rec, prefix, budget, random.Random(3)),
-        flaredb_worker(4, flare, rec, budget, random.Random(4)),
-    ]
+    chaos = await ChaosClients.open(lab, "chaos_recover")
+    rec = chaos.rec
 
     async def lose_and_recover() -> tuple[float, Recovered]:
         await asyncio.sleep(4)
@@ -278,25 +239,17 @@ async def test_recovery_under_a_chaos_workload_loses_no_acknowledged_write(
             shutil.rmtree(lab.layout.data_dir(node))
         lost_at = rec.now()  # both gone: nothing invoked from here on can commit before recovery
         await asyncio.sleep(2)  # the clients' writes fail meanwhile
+        target = lab_target(lab)
         return lost_at, await recover_cluster(target, survivor, False, 60, lambda _m: None)
 
     try:
-        *_, (lost_at, done) = await asyncio.gather(*workers, lose_and_recover())
-        # final reads through the survivor (a failed read is not recorded: try again)
-        await until_ok(lambda: read_set(9, clients, rec, prefix, survivor))
-        for key in keys.live_keys():
-            await until_ok(partial(read_register, 9, clients, rec, key, survivor))
-        async with aiohttp.ClientSession() as session:
-            await until_ok(lambda: flaredb_read(9, flare, rec, session, survivor))
+        *_, (lost_at, done) = await asyncio.gather(*chaos.workers(CHAOS_S), lose_and_recover())
+        await chaos.final_reads(survivor)
     finally:
-        await clients.close()
+        await chaos.close()
 
-    history = History(meta={"scenario": "quorum loss"}, ops=rec.ops, events=[], spans=[])
-    verdicts = check_history(history, max_states=MAX_STATES)
-    assert all(v.status == "ok" for v in verdicts), [(v.property, v.details[:5]) for v in verdicts]
-    finals = [op for op in rec.ops if op.process == 9 and op.kind == "read_set"]
-    assert len(finals) == 2  # Chainfire's set and FlareDB's table, through the survivor
-    acked = [op for op in rec.ops if op.kind in ("write", "add") and op.outcome == "ok"]
+    chaos.check("quorum loss", max_states=MAX_STATES)
+    acked = chaos.acknowledged()
     after = [op.complete for op in acked if op.invoke > lost_at and op.complete is not None]
     assert after, "no write was acknowledged after the recovery"
     print(
