@@ -6,6 +6,7 @@ and every history property checked."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -57,6 +58,7 @@ class ChaosClients:
     flare: FlareClients
     keys: KeyRotation
     prefix: str
+    budget: Budget | None = None
 
     @classmethod
     async def open(cls, lab: Lab, name: str) -> ChaosClients:
@@ -73,13 +75,33 @@ class ChaosClients:
         """Three register clients, a set adder and a FlareDB inserter, all stopping after
         ``seconds`` or ``max_ops`` operations between them."""
         deadline = time.monotonic() + seconds
-        budget = Budget(deadline=deadline, max_ops=max_ops, hard_deadline=deadline)
+        budget = self.budget = Budget(deadline=deadline, max_ops=max_ops, hard_deadline=deadline)
         rec, clients, keys = self.rec, self.clients, self.keys
         return [
             *(register_worker(p, clients, rec, keys, budget, random.Random(p)) for p in range(3)),
             set_worker(3, clients, rec, self.prefix, budget, random.Random(3)),
             flaredb_worker(4, self.flare, rec, budget, random.Random(4)),
         ]
+
+    def stop(self) -> None:
+        """The workers finish the operation they are in and stop."""
+        assert self.budget is not None
+        self.budget.deadline = time.monotonic()
+
+    def longest_gap(self, start: float, end: float, flaredb: bool) -> float:
+        """The longest time without a completed operation on Chainfire (or FlareDB) around
+        ``[start, end]`` (recorder times): the operation's unavailability window."""
+        done = sorted(
+            op.complete
+            for op in self.rec.ops
+            if op.outcome == "ok"
+            and op.complete is not None
+            and (op.key == self.flare.set_key) == flaredb
+        )
+        edge = [*(t for t in done if t <= start)][-1:]
+        edge += [t for t in done if start < t <= end]
+        edge += [t for t in done if t > end][:1]
+        return max((b - a for a, b in itertools.pairwise(edge)), default=end - start)
 
     async def final_reads(self, node: str) -> None:
         """The set, every live register and the table, read through ``node``."""
