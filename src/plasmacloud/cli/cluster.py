@@ -6,7 +6,7 @@ import json
 import os
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -37,6 +37,19 @@ backup_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(backup_app, name="backup")
+
+
+def _lab_dir(what: str) -> Any:
+    """``--dir``: ``what`` (default: the lab $PLASMA_LAB_DIR names)."""
+    return typer.Option(
+        "--dir", envvar=LAB_DIR_ENV, help=f"{what} (default: ${LAB_DIR_ENV})", show_default=False
+    )
+
+
+def _instead_of_a_lab(what: str) -> Any:
+    """``--config``: a real cluster's node config, ``what``."""
+    return typer.Option("--config", help=f"instead of a lab: {what}", show_default=False)
+
 
 ConfigOpt = Annotated[
     Path | None,
@@ -156,15 +169,7 @@ def verify(
 
 @app.command("rolling-restart")
 def rolling_restart(
-    lab_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            envvar=LAB_DIR_ENV,
-            help="the lab whose nodes to restart (default: $PLASMA_LAB_DIR)",
-            show_default=False,
-        ),
-    ] = None,
+    lab_dir: Annotated[Path | None, _lab_dir("the lab whose nodes to restart")] = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -223,22 +228,12 @@ def rolling_restart(
 @app.command("remove-node")
 def remove_node(
     node: Annotated[str, typer.Argument(help="the member to take out, e.g. node03")],
-    lab_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            envvar=LAB_DIR_ENV,
-            help="the lab to take it out of (default: $PLASMA_LAB_DIR)",
-            show_default=False,
-        ),
-    ] = None,
+    lab_dir: Annotated[Path | None, _lab_dir("the lab to take it out of")] = None,
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config",
-            help="instead of a lab: a member's cluster-config.json of a real cluster "
-            "(dialled as the operator of $ETCDCTL_CACERT/CERT/KEY)",
-            show_default=False,
+        _instead_of_a_lab(
+            "a member's cluster-config.json of a real cluster (dialled as the operator of "
+            "$ETCDCTL_CACERT/CERT/KEY)"
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
@@ -338,21 +333,13 @@ def recover(
     ],
     lab_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--dir",
-            envvar=LAB_DIR_ENV,
-            help="the lab to recover: stops the survivor, rewrites its data, starts it "
-            "(default: $PLASMA_LAB_DIR)",
-            show_default=False,
-        ),
+        _lab_dir("the lab to recover: stops the survivor, rewrites its data, starts it"),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config",
-            help="on a real node: the survivor's own cluster-config.json; only rewrites its "
-            "data (stop its services before, start them after)",
-            show_default=False,
+        _instead_of_a_lab(
+            "on a real node, the survivor's own cluster-config.json; only rewrites its data "
+            "(stop its services before, start them after)"
         ),
     ] = None,
     force: Annotated[
