@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import plasmacloud
+from plasmacloud.common.tls import client_context
+from plasmacloud.flaredb.client import Client
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.services import plasma_executable
 
@@ -78,6 +83,59 @@ async def test_rolling_restart_under_the_chaos_workload_loses_nothing(any_lab: I
         f"operation: Chainfire {chaos.longest_gap(began, ended, False):.2f} s, "
         f"FlareDB {chaos.longest_gap(began, ended, True):.2f} s"
     )
+
+
+def new_build(root: Path, version: str) -> Path:
+    """A `plasma` executable of another version: this build's package copied beside a
+    console script, as a new venv would hold it (the script's directory comes first on
+    its sys.path)."""
+    shutil.copytree(Path(plasmacloud.__file__).parent, root / "plasmacloud")
+    init = root / "plasmacloud" / "__init__.py"
+    init.write_text(init.read_text().replace(plasmacloud.__version__, version))
+    script = root / "plasma"
+    script.write_text(f"#!{sys.executable}\nfrom plasmacloud.cli import app\n\napp()\n")
+    script.chmod(0o755)
+    return script
+
+
+async def test_an_upgrade_rolls_every_node_onto_the_new_build_under_the_chaos_workload(
+    lab: IamLab, tmp_path: Path
+) -> None:
+    """`--upgrade`: each node comes back on the new build (FlareDB's /status says its
+    version) while the chaos run's clients write; the history is linearizable."""
+    plasma = new_build(tmp_path / "new", "9.9.9")
+    chaos = await ChaosClients.open(lab.lab, "chaos_upgrade")
+    writing = asyncio.gather(*chaos.workers(CHAOS_LIMIT_S))
+    try:
+        await asyncio.sleep(1.0)
+        done = await asyncio.to_thread(roll, lab.lab, "--upgrade", str(plasma), "--json")
+        chaos.stop()
+        await writing
+        await chaos.final_reads(lab.lab.spec.node_ids[0])
+    finally:
+        await chaos.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    chaos.check("upgrade")
+    tls = client_context(lab.tls)
+    versions = {url: Client(url, tls).status()["build"]["version"] for url in lab.flaredb_urls()}
+    assert set(versions.values()) == {"9.9.9"}, versions
+    saved = Lab.open(lab.lab.layout.root).state
+    assert saved.plasma == str(plasma)
+    assert {p.argv[0] for p in saved.processes} == {str(plasma)}
+
+
+def test_an_upgrade_to_something_that_is_no_plasma_changes_nothing(
+    lab: IamLab, tmp_path: Path
+) -> None:
+    before = Lab.open(lab.lab.layout.root).state
+    done = roll(lab.lab, "--upgrade", str(tmp_path / "missing"))
+    assert done.returncode == 2 and "no such executable" in done.stderr, done.stderr
+    fake = tmp_path / "fake"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    done = roll(lab.lab, "--upgrade", str(fake))
+    assert done.returncode == 2 and "not a working plasma" in done.stderr, done.stderr
+    assert Lab.open(lab.lab.layout.root).state == before  # nothing switched or restarted
 
 
 def test_a_degraded_cluster_is_refused(lab: IamLab) -> None:

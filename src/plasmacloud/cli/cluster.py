@@ -187,11 +187,21 @@ def rolling_restart(
     timeout: Annotated[
         float, typer.Option(help="seconds each node may take until the cluster is ready")
     ] = 60.0,
+    upgrade: Annotated[
+        str | None,
+        typer.Option(
+            "--upgrade",
+            metavar="PLASMA",
+            help="a lab only: restart every node on this `plasma` executable (another "
+            "build's or venv's), which the lab keeps running from then on",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Restart every node once, one at a time: followers first, the leader last (it hands
     leadership over as it stops), each only once the cluster is ready again; refused on
-    an unhealthy cluster."""
+    an unhealthy cluster. With --upgrade, a lab comes back on another build this way."""
     import asyncio
     from dataclasses import asdict
 
@@ -200,17 +210,32 @@ def rolling_restart(
     from plasmacloud.lab.target import lab_target
     from plasmacloud.provision.spec import SpecError
 
+    progress = _progress(as_json)
     if spec is not None:
+        if upgrade is not None:
+            raise _fail(
+                "--upgrade runs on a lab; real machines get a new version by a deploy "
+                "(`plasma deploy`), then a rolling restart",
+                EXIT_USAGE,
+            )
         try:
             target = ssh_spec_target(spec, out, services, (None, None, None), identity, known_hosts)
         except (SpecError, KeyError, FileNotFoundError, ValueError) as exc:
             raise _fail(exc, EXIT_USAGE) from None
     elif lab_dir is not None:
-        target = lab_target(_existing_lab(lab_dir))
+        lab = _existing_lab(lab_dir)
+        if upgrade is not None:
+            from plasmacloud.lab.backend import LabError
+            from plasmacloud.lab.upgrade import switch_plasma
+
+            try:
+                version = switch_plasma(lab, upgrade)
+            except LabError as exc:
+                raise _fail(exc, EXIT_USAGE) from None
+            progress(f"upgrading {lab_dir} to plasmacloud {version} ({lab.state.plasma})")
+        target = lab_target(lab)
     else:
         raise _fail(f"give --spec, --dir or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
-
-    progress = _progress(as_json)
 
     try:
         done = asyncio.run(roll(target, timeout, progress))
