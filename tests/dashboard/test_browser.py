@@ -4,9 +4,9 @@ Against a running process lab: log in with the printed URL, see node01-03 and on
 per Raft group, find a validation report and a chaos run as the CLI left them, the
 certificates, then kill a node and watch its rows turn red, and meet only the login page
 without the session cookie. Against a provisioned cluster's render tree: watch a node's
-provisioning state change while the page is open. Screenshots of what it saw go to
-$PLASMA_SCREENSHOTS (see tests/dashboard_browser.py). The QEMU lab's provisioning walk in
-the browser is part of tests/lab/test_qemu_cluster.py."""
+provisioning state change while the page is open, then log out. Screenshots of what it
+saw go to $PLASMA_SCREENSHOTS (see tests/dashboard_browser.py). The QEMU lab's
+provisioning walk in the browser is part of tests/lab/test_qemu_cluster.py."""
 
 from __future__ import annotations
 
@@ -160,3 +160,12 @@ def test_provisioning_states_change_while_the_page_is_open(
         browser.get(served.base + "/pki")
         until(browser, lambda b: b.find_elements(By.XPATH, "//h2[text()='Preflight findings']"))
         shot(browser, "pki-provisioned")
+
+        # logging out: the button posts the page's CSRF token; then only the login page
+        browser.find_element(By.CSS_SELECTOR, "#logout button").click()
+        until(browser, lambda b: b.find_elements(By.ID, "login-needed"))
+        assert browser.current_url == served.base + "/login"
+        for path in ("/provisioning", "/api/provisioning.json"):
+            browser.get(served.base + path)
+            assert browser.find_elements(By.ID, "login-needed")
+            assert "node01" not in browser.page_source

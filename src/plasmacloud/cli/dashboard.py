@@ -14,6 +14,7 @@ from plasmacloud.cli._common import DirOpt, err, fail, open_any_lab
 from plasmacloud.cli.lab_run import InsideOpt, relayed
 from plasmacloud.cli.validate import DEFAULT_SERVICES, OutOpt, ServicesOpt
 from plasmacloud.common.errors import EXIT_USAGE
+from plasmacloud.dashboard.auth import DEFAULT_SESSION_S
 
 if TYPE_CHECKING:
     from plasmacloud.cluster.target import ClusterTarget
@@ -24,6 +25,9 @@ HostOpt = Annotated[
     str, typer.Option(help="address to listen on; anything but loopback is plain HTTP")
 ]
 PortOpt = Annotated[int, typer.Option(help="port to listen on (0: a free one)")]
+SessionOpt = Annotated[
+    float, typer.Option("--session-hours", min=0.01, help="how long a login lasts (or logout)")
+]
 # set when `plasma dashboard --dir QEMU_LAB` re-ran itself in the lab namespace: the socket
 # it bound in the host's, where the browser is
 ListenFdOpt = Annotated[int | None, typer.Option("--listen-fd", hidden=True, help="serve here")]
@@ -110,13 +114,14 @@ async def serving(
     host: str = "127.0.0.1",
     port: int = 0,
     sock: socket.socket | None = None,
+    session_s: float = DEFAULT_SESSION_S,
 ) -> AsyncIterator[None]:
     """The dashboard on ``host:port`` (or on ``sock``, already listening) while the block
-    runs; its one-time login URL is printed first."""
+    runs, its logins lasting ``session_s``; its one-time login URL is printed first."""
     from plasmacloud.dashboard.auth import Gate
     from plasmacloud.dashboard.server import is_loopback, login_url, serve
 
-    gate = Gate()
+    gate = Gate(session_s)
     sock = sock or listening(host, port)
     typer.echo(login_url(sock, gate))
     if not is_loopback(bound := sock.getsockname()[0]):
@@ -138,6 +143,7 @@ def dashboard(
     services: ServicesOpt = DEFAULT_SERVICES,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 0,
+    session_hours: SessionOpt = DEFAULT_SESSION_S / 3600,
     inside: InsideOpt = False,
     listen_fd: ListenFdOpt = None,
 ) -> None:
@@ -155,7 +161,8 @@ def dashboard(
         sock = listening(host, port) if listen_fd is None else socket.socket(fileno=listen_fd)
         fd = sock.fileno()
         try:
-            rc = relayed(lab, ["dashboard", "--listen-fd", str(fd)], (fd,))
+            argv = ["dashboard", "--listen-fd", str(fd), "--session-hours", str(session_hours)]
+            rc = relayed(lab, argv, (fd,))
         except KeyboardInterrupt:  # the relayed dashboard got it too, and stopped
             return
         if rc is not None:
@@ -163,7 +170,7 @@ def dashboard(
         sources = lab_sources(lab)
 
     async def run() -> None:
-        async with serving(sources, sock=sock):
+        async with serving(sources, sock=sock, session_s=session_hours * 3600):
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
