@@ -26,7 +26,8 @@ HostOpt = Annotated[
 ]
 PortOpt = Annotated[int, typer.Option(help="port to listen on (0: a free one)")]
 SessionOpt = Annotated[
-    float, typer.Option("--session-hours", min=0.01, help="how long a login lasts (or logout)")
+    float,
+    typer.Option("--session-hours", min=0.01, help="hours a login lasts unless logged out sooner"),
 ]
 # set when `plasma dashboard --dir QEMU_LAB` re-ran itself in the lab namespace: the socket
 # it bound in the host's, where the browser is
