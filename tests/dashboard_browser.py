@@ -132,18 +132,26 @@ def provisioning_states(browser: webdriver.Chrome) -> dict[str, str]:
 class ProvisioningWalk:
     """The provisioning page open in ``browser``, polled in a thread while the ``with``
     block runs (the browser is the thread's until then): node -> the states the page
-    showed, each change once, with the seconds since the watch began. The first time a
-    node shows ``installing`` the page is saved as the screenshot ``mid_shot``."""
+    showed, each change once, with the seconds since ``started`` (a monotonic time; now
+    by default). ``seen``: an earlier watch's, to go on with. The first time a node shows
+    ``installing`` the page is saved as the screenshot ``mid_shot``."""
 
-    def __init__(self, browser: webdriver.Chrome, mid_shot: str, every_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        browser: webdriver.Chrome,
+        mid_shot: str,
+        seen: dict[str, list[tuple[str, float]]] | None = None,
+        started: float | None = None,
+        every_s: float = 0.5,
+    ) -> None:
         self.browser = browser
         self.mid_shot = mid_shot
         self.every_s = every_s
-        self.seen: dict[str, list[tuple[str, float]]] = {}
+        self.seen: dict[str, list[tuple[str, float]]] = seen if seen is not None else {}
         self._stop = threading.Event()
         self._failed: list[Exception] = []
         self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
 
     def __enter__(self) -> ProvisioningWalk:
         self._thread.start()
@@ -169,7 +177,7 @@ class ProvisioningWalk:
             time.sleep(self.every_s)
 
     def _watch(self) -> None:
-        shot_taken = False
+        shot_taken = any(s[-1][0] != "unknown" for s in self.seen.values())  # a walk goes on
         try:
             while True:
                 now = round(time.monotonic() - self._started, 1)
