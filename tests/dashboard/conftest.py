@@ -4,20 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from dashboard_browser import Served, plasma, running_command
 
 from plasmacloud.cluster.services import CHAINFIRE
 from plasmacloud.cluster.target import ClusterTarget
@@ -85,39 +81,6 @@ def full_lab(lab_factory: Callable[[tuple[ServiceSpec, ...]], Lab]) -> Lab:
     lab = lab_factory(SERVICES)
     asyncio.run(lab.wait_ready(timeout=60))
     return lab
-
-
-def plasma(*args: str) -> list[str]:
-    """The argv of ``plasma ARGS`` in this interpreter (the package on its sys.path)."""
-    return [sys.executable, "-c", "from plasmacloud.cli import app; app(prog_name='plasma')", *args]
-
-
-@dataclass(frozen=True)
-class Served:
-    """A running ``plasma dashboard``: the login URL it printed first, and its base URL."""
-
-    login_url: str
-    base: str
-
-
-@contextmanager
-def running_command(*args: str) -> Iterator[Served]:
-    """``plasma ARGS``, a command that serves the dashboard, in its own process group;
-    stopped afterwards."""
-    with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(
-            plasma(*args), stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True
-        )
-        try:
-            assert proc.stdout is not None
-            first = proc.stdout.readline().strip()  # the login URL comes first
-            if not (first.startswith("http://127.0.0.1:") and "/login?token=" in first):
-                stderr.seek(0)
-                raise AssertionError(f"first line {first!r}; stderr: {stderr.read()}")
-            yield Served(first, first.split("/login?", 1)[0])
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
 
 
 @pytest.fixture

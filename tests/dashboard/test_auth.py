@@ -1,10 +1,12 @@
 """The login gate: the printed token works once and only once, it becomes an HttpOnly,
 SameSite=Strict session cookie, and nothing but the login page reaches a browser
-without that session."""
+without that session; a session expires, and a logout (a POST with the session's CSRF
+token, from the dashboard's own origin) ends it."""
 
 from __future__ import annotations
 
 import logging
+import re
 
 import aiohttp
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from plasmacloud.dashboard.auth import SESSION_COOKIE, Gate
 from plasmacloud.dashboard.server import Sources, bind, is_loopback, login_url, serve
 
-from .conftest import Client, absent_target
+from .conftest import Client, absent_target, client_of
 
 LOGIN_MARK = 'id="login-needed"'
 
@@ -31,6 +33,97 @@ def test_gate_redeems_its_token_once() -> None:
 
 async def _login(client: Client, token: str) -> aiohttp.ClientResponse:
     return await client.get("/login", params={"token": token}, allow_redirects=False)
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_lasts_its_time_and_no_longer() -> None:
+    clock = Clock()
+    gate = Gate(session_s=60, clock=clock)
+    session = gate.redeem(gate.token)
+    assert session is not None
+    clock.now += 59
+    assert gate.admits(session) and gate.csrf(session)
+    clock.now += 1
+    assert not gate.admits(session)
+    with pytest.raises(KeyError):
+        gate.csrf(session)
+    with pytest.raises(ValueError):
+        Gate(session_s=0)
+
+
+def test_a_session_ends_only_with_its_own_csrf_token() -> None:
+    gate = Gate()
+    session = gate.redeem(gate.token)
+    assert session is not None
+    assert not gate.end(session, "guessed") and gate.admits(session)
+    assert not gate.end(None, gate.csrf(session))
+    assert gate.end(session, gate.csrf(session))
+    assert not gate.admits(session)
+    assert not gate.end(session, "")  # once
+
+
+async def _logged_in(client: Client, gate: Gate) -> tuple[str, str]:
+    """Log ``client`` in; its session id and the CSRF token its pages carry."""
+    resp = await _login(client, gate.token)
+    session = resp.cookies[SESSION_COOKIE].value
+    page = await (await client.get("/provisioning")).text()
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page
+    return session, found.group(1)
+
+
+async def test_logout_ends_the_session_and_nothing_else_does(
+    dashboard: tuple[Client, Gate],
+) -> None:
+    client, gate = dashboard
+    session, csrf = await _logged_in(client, gate)
+    assert csrf == gate.csrf(session) and csrf not in session
+    # a forged logout: no token, a wrong one, the right one from another site's page
+    forged = [
+        ({}, {}),
+        ({"csrf": csrf[::-1]}, {}),
+        ({"csrf": csrf}, {"Origin": "http://evil.example"}),
+        ({"csrf": csrf}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"}),
+    ]
+    for form, headers in forged:
+        resp = await client.post("/logout", data=form, headers=headers, allow_redirects=False)
+        assert resp.status == 403
+        assert gate.admits(session)
+    assert (await client.get("/logout")).status == 405  # a link cannot log anyone out
+
+    resp = await client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    assert resp.cookies[SESSION_COOKIE].value == ""  # the browser drops it
+    for path in ("/", "/api/overview.json", "/api/provisioning.json"):
+        # even a browser that kept the cookie gets the login page and no data
+        after = await client.get(path, cookies={SESSION_COOKIE: session})
+        body = await after.text()
+        assert after.status == 401 and LOGIN_MARK in body
+        assert "node01" not in body and csrf not in body
+    again = await client.post("/logout", data={"csrf": csrf}, cookies={SESSION_COOKIE: session})
+    assert again.status == 401  # no session to end
+
+
+async def test_an_expired_session_gets_the_login_page() -> None:
+    clock = Clock()
+    gate = Gate(session_s=3600, clock=clock)
+    async with client_of(Sources(absent_target()), gate) as client:
+        resp = await _login(client, gate.token)
+        assert f"Max-Age={3600}" in resp.headers["Set-Cookie"]  # the browser forgets it too
+        assert (await client.get("/api/overview.json")).status == 200
+        clock.now += 3600
+        expired = await client.get("/api/overview.json")
+        body = await expired.text()
+        assert expired.status == 401 and LOGIN_MARK in body and "node01" not in body
 
 
 @pytest.mark.parametrize(

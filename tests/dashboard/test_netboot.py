@@ -10,10 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from dashboard_browser import running_command
 
 from plasmacloud.provision.spec import load_spec
-
-from .conftest import running_command
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from dashboard_browser import Served, plasma
 
 from plasmacloud.cluster.probe import ClusterView, NodeView
 from plasmacloud.dashboard.overview import overview_doc
 from plasmacloud.flaredb.probe import FlareNodeView
 from plasmacloud.lab.control import Lab
-
-from .conftest import Served, plasma
 
 # what may move between two probes of a healthy, idle cluster: writes land, files grow
 MOVING = {"raft_index", "raft_applied_index", "db_size", "applied_index", "commit_index"}

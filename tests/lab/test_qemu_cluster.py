@@ -1,6 +1,8 @@
 """The full QEMU lab: three VMs PXE-boot, get installed, run Chainfire, FlareDB and IAM
 (auth on), and the whole checklist is green through `plasma lab validate` (IAM's admin
-bootstrapped inside the lab namespace, Prometheus scraping every service); then all three
+bootstrapped inside the lab namespace, Prometheus scraping every service), all of it
+watched on `plasma dashboard --dir LAB` in headless chromium (each node walks through its
+provisioning states; the overview then shows the cluster, one leader per group); then all three
 are hard-reset by `plasma lab qemu validate --persistence`, boot again without losing their
 disks, and every marker (and a key etcdctl wrote before) is still there.
 
@@ -10,18 +12,32 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dashboard_browser import (
+    ProvisioningWalk,
+    all_up_one_leader_each,
+    chromium,
+    overview_rows,
+    running_command,
+    shot,
+    until,
+)
+from selenium import webdriver
 
 from plasmacloud.lab import qemu_net
 from plasmacloud.lab.qemu import QemuBackend
+from plasmacloud.provision.states import State
 
 from .qemu_lab import plasma, qemu_lab
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(3000)]
 NODES = ["node01", "node02", "node03"]
+# a first bring-up's provisioning states, in the order the state machine moves through them
+WALK = [s.value for s in State if s != State.FAILED]
 
 
 @pytest.fixture
@@ -79,11 +95,48 @@ def _etcdctl(lab: QemuBackend, *args: str) -> str:
     return done.stdout
 
 
+def _watched_bring_up(lab: QemuBackend, browser: webdriver.Chrome) -> dict[str, list[bool]]:
+    """Wait for the VMs to be installed and the checklist green (which records them
+    joined) with `plasma dashboard --dir LAB`'s provisioning page open in ``browser``:
+    every node is seen walking through its states in order up to joined; the overview
+    then shows node01-03, one leader per Raft group. The checklist's results.
+
+    The dashboard is off while the checklist runs: its metrics scrapes (every 2 s, each
+    service of each node) cost the emulated CPUs what the checklist's timeouts need."""
+    started = time.monotonic()
+    seen: dict[str, list[tuple[str, float]]] = {}
+    with running_command("dashboard", "--dir", str(lab.paths.root)) as served:
+        browser.get(served.login_url)
+        browser.get(served.base + "/provisioning")
+        with ProvisioningWalk(browser, "qemu-provisioning-walk", seen, started) as walk:
+            for node in NODES:
+                lab.wait_installed(node, timeout=1200)
+            walk.wait_all_shown(State.INSTALLED, NODES)
+    checks = _validate(lab)
+    with running_command("dashboard", "--dir", str(lab.paths.root)) as served:
+        browser.get(served.login_url)  # a new dashboard, a new login
+        browser.get(served.base + "/provisioning")
+        with ProvisioningWalk(browser, "qemu-provisioning-walk", seen, started) as walk:
+            walk.wait_all_shown(State.JOINED, NODES)
+        print("provisioning page, (state, s since the watch began):", walk.seen)
+        shot(browser, "qemu-provisioning")
+        for node in NODES:
+            states = walk.states(node)
+            assert set(states) <= set(WALK), walk.seen  # never failed
+            order = [WALK.index(s) for s in states]
+            assert order == sorted(set(order)), walk.seen  # each state once, in order
+            assert len(states) >= 3 and states[-1] == State.JOINED, walk.seen
+        browser.get(served.base + "/")
+        until(browser, all_up_one_leader_each)
+        assert sorted({n for n, _s in overview_rows(browser)}) == NODES
+        shot(browser, "qemu-overview")
+    return checks
+
+
 def test_three_vms_pxe_install_validate_and_survive_a_reset(lab: QemuBackend) -> None:
-    lab.up()
-    for node in NODES:
-        lab.wait_installed(node, timeout=1200)
-    first = _validate(lab)
+    with chromium() as browser:
+        lab.up()
+        first = _watched_bring_up(lab, browser)
     assert first == {c: [True, True, True] for c in CHECKS}
     assert lab.paths.admin.exists() and lab.paths.admin.stat().st_mode & 0o777 == 0o600
     # `plasma lab status` finds the qemu lab from its directory and probes it in the namespace

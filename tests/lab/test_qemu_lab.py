@@ -42,7 +42,9 @@ def relayed(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The command lines run in the lab namespace (each exits 3, as a cluster not ready)."""
     runs: list[list[str]] = []
 
-    def run(argv: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+    def run(
+        argv: list[str], check: bool, pass_fds: tuple[int, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         runs.append(argv)
         return subprocess.CompletedProcess(argv, EXIT_UNAVAILABLE)
 
@@ -224,7 +226,9 @@ def test_up_on_qemu_bootstraps_then_validates_inside_with_every_checklist_flag(
 def _exits(runs: list[list[str]], codes: list[int]) -> Any:
     """subprocess.run recording each command line and exiting with ``codes`` in turn."""
 
-    def run(argv: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+    def run(
+        argv: list[str], check: bool, pass_fds: tuple[int, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         runs.append(argv)
         return subprocess.CompletedProcess(argv, codes[len(runs) - 1])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,10 +30,10 @@ if TYPE_CHECKING:
 InsideOpt = Annotated[bool, typer.Option("--inside", hidden=True, help="already there")]
 
 
-def relayed(lab: LabSurface, argv: list[str]) -> int | None:
+def relayed(lab: LabSurface, argv: list[str], pass_fds: Sequence[int] = ()) -> int | None:
     """The exit code of ``plasma ARGV`` run where the lab's addresses exist, or None when
     that is here (see :meth:`LabSurface.relay`); a lab that is not up exits unavailable."""
-    return call(lab.relay, argv, failure=EXIT_UNAVAILABLE)
+    return call(lab.relay, argv, pass_fds, failure=EXIT_UNAVAILABLE)
 
 
 def warn(message: str) -> None:

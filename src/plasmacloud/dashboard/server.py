@@ -1,6 +1,7 @@
 """The dashboard's web server: the login gate, the pages and their JSON.
 
-Read-only: only GET (and HEAD) are served, so there is nothing to forge a request for.
+Read-only: only GET (and HEAD) are served, and one POST, the logout, which must carry
+the session's CSRF token from a page of the dashboard and come from its own origin.
 Pages are one HTML shell each; ``static/app.js`` polls the page's ``/api/<page>.json``
 and renders it. Every response forbids caching, framing and referrers, and allows
 scripts and styles from this server only.
@@ -9,6 +10,7 @@ scripts and styles from this server only.
 from __future__ import annotations
 
 import asyncio
+import html
 import ipaddress
 import json
 import logging
@@ -42,12 +44,13 @@ PAGES = {
     "/runs": ("runs", "Validation and chaos runs"),
     "/pki": ("pki", "Certificates"),
 }
+LOGOUT = ("POST", "/logout")  # the one request that is not a read
 # file -> content type; the login page needs the stylesheet before there is a session
 ASSETS = {"app.css": "text/css", "app.js": "text/javascript"}
 PUBLIC_ASSETS = {"app.css"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "img-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'none'",
+    "img-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -90,7 +93,7 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method not in ("GET", "HEAD"):
+        if request.method not in ("GET", "HEAD") and (request.method, request.path) != LOGOUT:
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         public = request.path == "/login" or (
             request.path.startswith("/static/") and request.match_info.get("name") in PUBLIC_ASSETS
@@ -108,7 +111,31 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
             return login_page()
         # to a URL without the token: it leaves the address bar and the history
         redirect = web.HTTPSeeOther("/")
-        redirect.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict", path="/")
+        redirect.set_cookie(
+            SESSION_COOKIE,
+            session,
+            max_age=int(gate.session_s),  # the browser forgets it when the gate does
+            httponly=True,
+            samesite="Strict",
+            path="/",
+        )
+        raise redirect
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        # the guard let only a live session through; SameSite=Strict keeps other sites'
+        # forms from sending the cookie, the CSRF token (in the page, not the cookie)
+        # and the origin check stop what gets past that. (Under no-referrer a browser
+        # says Origin "null" even for our own page: Sec-Fetch-Site tells it apart.)
+        own = (None, "null", f"{request.scheme}://{request.host}")
+        site = request.headers.get("Sec-Fetch-Site", "same-origin")
+        same_origin = request.headers.get("Origin") in own and site == "same-origin"
+        csrf = (await request.post()).get("csrf")
+        ok = same_origin and isinstance(csrf, str)
+        if not (ok and gate.end(request.cookies.get(SESSION_COOKIE), str(csrf))):
+            log.warning("logout refused: no CSRF token of the session, or another origin")
+            raise web.HTTPForbidden(text="logout refused")
+        redirect = web.HTTPSeeOther("/login")
+        redirect.del_cookie(SESSION_COOKIE, path="/")
         raise redirect
 
     async def page(request: web.Request) -> web.Response:
@@ -117,8 +144,12 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
             f'<a href="{path}"{" class=current" if p == name else ""}>{t}</a>'
             for path, (p, t) in PAGES.items()
         )
-        html = Template(_asset("page.html")).substitute(page=name, title=title, nav=nav)
-        return web.Response(text=html, content_type="text/html")
+        try:
+            csrf = html.escape(gate.csrf(request.cookies[SESSION_COOKIE]))
+        except KeyError:  # it expired since the guard looked
+            return login_page()
+        text = Template(_asset("page.html")).substitute(page=name, title=title, nav=nav, csrf=csrf)
+        return web.Response(text=text, content_type="text/html")
 
     async def asset(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -160,6 +191,7 @@ def make_app(sources: Sources, gate: Gate) -> web.Application:
     app.cleanup_ctx.append(sampling)
     app.on_response_prepare.append(headers)
     app.router.add_get("/login", login)
+    app.router.add_post(LOGOUT[1], logout)
     app.router.add_get("/static/{name}", asset)
     for path in PAGES:
         app.router.add_get(path, page)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +83,11 @@ class LocalLab:
     def root(self) -> Path:
         return self.lab.layout.root
 
-    def relay(self, argv: list[str]) -> int | None:
+    @property
+    def render_tree(self) -> tuple[Path, Path] | None:
+        return None
+
+    def relay(self, argv: list[str], pass_fds: Sequence[int] = ()) -> int | None:
         return None  # the nodes' addresses are routed on this host
 
     # -- up --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +84,18 @@ class QemuLab:
     def root(self) -> Path:
         return self.backend.paths.root
 
-    def relay(self, argv: list[str]) -> int | None:
+    @property
+    def render_tree(self) -> tuple[Path, Path] | None:
+        return self.backend.paths.spec, self.backend.paths.out
+
+    def relay(self, argv: list[str], pass_fds: Sequence[int] = ()) -> int | None:
         if self.inside:
             return None
         if not namespace_exists(self.backend.names.namespace):
             raise LabError(f"the qemu lab in {self.root} is not up; `plasma lab up --backend qemu`")
         plasma = [plasma_executable(), *argv, "--dir", str(self.root), "--inside"]
-        return subprocess.run(self.backend.in_namespace(plasma), check=False).returncode
+        run = subprocess.run(self.backend.in_namespace(plasma), pass_fds=pass_fds, check=False)
+        return run.returncode
 
     # -- up --------------------------------------------------------------------------------
 

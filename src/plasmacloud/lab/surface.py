@@ -76,10 +76,18 @@ class LabSurface(Protocol):
         """Flags of `plasma lab up` this backend refuses, with why (it honours the rest)."""
         ...
 
-    def relay(self, argv: list[str]) -> int | None:
+    @property
+    def render_tree(self) -> tuple[Path, Path] | None:
+        """The spec and render tree its nodes were provisioned from (the QEMU lab's
+        ``cluster.yaml`` and ``out/``: the netboot server's states, the certificates);
+        None for nodes this host runs from the lab's own files."""
+        ...
+
+    def relay(self, argv: list[str], pass_fds: Sequence[int] = ()) -> int | None:
         """Run ``plasma ARGV`` where the cluster's addresses exist, if that is not this
         process; its exit code, or None when this process reaches them itself. LabError
-        if that place does not exist (the lab is not up)."""
+        if that place does not exist (the lab is not up). ``pass_fds``: open files the
+        command inherits (a socket bound here keeps listening here)."""
         ...
 
     def up(self, wipe: bool, say: Say) -> None:
