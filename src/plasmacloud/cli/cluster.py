@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from plasmacloud.cli._common import open_any_lab
+from plasmacloud.cli.lab_run import InsideOpt, relayed
 from plasmacloud.cli.validate import (
     DEFAULT_SERVICES,
     IdentityOpt,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:  # the CLI starts without pydantic; commands import it when th
     from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.common.config import TLSConfig
     from plasmacloud.lab.control import Lab
+    from plasmacloud.lab.surface import LabSurface
 
 app = typer.Typer(
     help="Operate a running cluster: backups, rolling restarts, membership, recovery.",
@@ -81,6 +84,11 @@ def backup(
     ] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+    lab_dir: Annotated[
+        Path | None,
+        typer.Option("--dir", help="a qemu lab to back up (default: $PLASMA_LAB_DIR)"),
+    ] = None,
+    inside: InsideOpt = False,
 ) -> None:
     """Take a consistent, checksummed backup of Chainfire, FlareDB and IAM while they
     serve (files 0600, a manifest with their SHA-256)."""
@@ -95,11 +103,20 @@ def backup(
     from plasmacloud.cluster.backup import BackupError, take_backup
     from plasmacloud.common.config import ConfigError, NodeConfig
 
-    try:
-        node = NodeConfig.load(config or _lab_node_config())
-    except ConfigError as exc:
-        raise _fail(exc, EXIT_USAGE) from None
-    operator = _operator_tls(node.tls.enabled)
+    qemu = _qemu_lab(config, lab_dir, inside)
+    if qemu is not None:
+        # the VMs' addresses exist only in the lab namespace: the backup is taken there
+        argv = ["cluster", "backup", "--out", str(out.resolve()), *(["--json"] if as_json else [])]
+        if (code := relayed(qemu, argv)) is not None:
+            raise typer.Exit(code)
+        target = qemu.target()
+        node, operator = target.configs[0], target.tls
+    else:
+        try:
+            node = NodeConfig.load(config or _lab_node_config())
+        except ConfigError as exc:
+            raise _fail(exc, EXIT_USAGE) from None
+        operator = _operator_tls(node.tls.enabled)
     try:
         manifest = asyncio.run(take_backup(node, operator, out))
     except BackupError as exc:
@@ -112,6 +129,18 @@ def backup(
         f"{manifest.chainfire.detail['revision']} ({manifest.chainfire.bytes} bytes), FlareDB "
         f"{manifest.flaredb.bytes} bytes, {manifest.iam.detail['records']} IAM records"
     )
+
+
+def _qemu_lab(config: Path | None, lab_dir: Path | None, inside: bool) -> LabSurface | None:
+    """The qemu lab --dir or $PLASMA_LAB_DIR names when no --config is given (None
+    otherwise: a process or netns lab's node config is read on this host)."""
+    from plasmacloud.lab.qemu_layout import existing_qemu_lab
+
+    named = lab_dir or os.environ.get(LAB_DIR_ENV)
+    if config is not None or not named:
+        return None
+    root = Path(named).expanduser()
+    return open_any_lab(root, inside=inside) if existing_qemu_lab(root) else None
 
 
 def _existing_lab(lab_dir: Path) -> Lab:
