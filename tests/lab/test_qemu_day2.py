@@ -136,6 +136,17 @@ def test_backup_restore_then_add_node_by_pxe(lab: QemuBackend, tmp_path: Path) -
     env = lab_env(lab)  # now naming node04 too
     assert "192.168.100.14" in env["ETCDCTL_ENDPOINTS"]
     node04 = {**env, "ETCDCTL_ENDPOINTS": env["ETCDCTL_ENDPOINTS"].split(",")[-1]}
-    assert keys(lab, node04, "--consistency=s") == wanted  # node04's own copy
-    assert count_rows(lab, env, env["FLAREDB_URLS"].split(",")[-1]) == 10
+    # node04's own copies (local reads), once it has caught up
+    flaredb04 = env["FLAREDB_URLS"].split(",")[-1]
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            seen = (keys(lab, node04, "--consistency=s"), count_rows(lab, env, flaredb04))
+        except AssertionError as exc:  # a read refused while it catches up
+            seen = ([], str(exc))
+        if seen == (wanted, 10):
+            break
+        assert time.monotonic() < deadline, f"node04 has not caught up in 120 s: {seen}"
+        time.sleep(3)
+    lap("node04 serves every key and row")
     print(f"total: {time.monotonic() - began:.0f} s; steps: {json.dumps(took)}")
