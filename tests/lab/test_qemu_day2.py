@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +23,6 @@ from .qemu_lab import plasma, qemu_lab
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(3000)]
 NODES = ["node01", "node02", "node03"]
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[QemuBackend]:
-    with qemu_lab(tmp_path / "lab") as backend:
-        yield backend
 
 
 def lab_env(lab: QemuBackend) -> dict[str, str]:
@@ -78,9 +71,14 @@ def wait_ready(lab: QemuBackend, nodes: int, timeout: float) -> dict[str, object
         time.sleep(5)
 
 
-def test_backup_restore_then_add_node_by_pxe(lab: QemuBackend, tmp_path: Path) -> None:
+def test_backup_restore_then_add_node_by_pxe(tmp_path: Path) -> None:
+    with qemu_lab(tmp_path / "lab") as lab:  # down whatever happens
+        backup_restore_then_add_node(lab, tmp_path / "backup")
+
+
+def backup_restore_then_add_node(lab: QemuBackend, backup: Path) -> None:
     took: dict[str, float] = {}
-    root, backup = str(lab.paths.root), tmp_path / "backup"
+    root = str(lab.paths.root)
     began = step = time.monotonic()
 
     def lap(name: str) -> None:
