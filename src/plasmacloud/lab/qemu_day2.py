@@ -21,6 +21,7 @@ import asyncio
 import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -113,26 +114,31 @@ async def restore_vms(
     assert control is not None  # the qemu target always drives its services over SSH
     files = (manifest.chainfire.file, manifest.iam.file)
     blobs = {name: (backup / name).read_bytes() for name in files}
+    snapshot, records = (f"{RESTORE_DIR}/{name}" for name in files)
+    argv = ["plasma", "chainfire", "restore", snapshot, "--config", str(CONFIG_FILE)]
+    restore = shlex.join([*argv, "--system-records", records])
+
+    def lay_down(cfg: NodeConfig) -> None:
+        """One VM, its services stopped: data emptied, the backup's files copied in and
+        laid down as a real node's operator does."""
+        data = " ".join(shlex.quote(str(cfg.data_path(s.name))) for s in target.services)
+        vm_run(backend, cfg, f"rm -rf {data} {RESTORE_DIR} && mkdir -m 700 {RESTORE_DIR}")
+        for name, blob in blobs.items():
+            vm_run(backend, cfg, f"cat > {shlex.quote(f'{RESTORE_DIR}/{name}')}", blob)
+        vm_run(backend, cfg, f"{restore} && rm -rf {RESTORE_DIR}")
+
+    async def each(step: Callable[[NodeConfig], None]) -> None:
+        # every VM at once: each step costs tens of seconds on an emulated CPU
+        await asyncio.gather(*(asyncio.to_thread(step, c) for c in target.configs))
+
     started = time.monotonic()
     progress("stopping every VM's services")
-    for cfg in target.configs:
-        await asyncio.to_thread(control.stop_node, cfg.node_id)
-    snapshot, records = (f"{RESTORE_DIR}/{name}" for name in files)
-    for cfg in target.configs:
-        revision = manifest.chainfire.detail["revision"]
-        progress(f"{cfg.node_id}: plasma chainfire restore (revision {revision})")
-        data = " ".join(shlex.quote(str(cfg.data_path(s.name))) for s in target.services)
-        await asyncio.to_thread(vm_run, backend, cfg, f"rm -rf {data} {RESTORE_DIR}")
-        await asyncio.to_thread(vm_run, backend, cfg, f"mkdir -m 700 {RESTORE_DIR}")
-        for name, blob in blobs.items():
-            path = shlex.quote(f"{RESTORE_DIR}/{name}")
-            await asyncio.to_thread(vm_run, backend, cfg, f"cat > {path}", blob)
-        argv = ["plasma", "chainfire", "restore", snapshot, "--config", str(CONFIG_FILE)]
-        restore = shlex.join([*argv, "--system-records", records])
-        await asyncio.to_thread(vm_run, backend, cfg, f"{restore} && rm -rf {RESTORE_DIR}")
+    await each(lambda c: control.stop_node(c.node_id))
+    revision = manifest.chainfire.detail["revision"]
+    progress(f"every VM: plasma chainfire restore (revision {revision})")
+    await each(lay_down)
     progress("starting every VM's services as a new cluster")
-    for cfg in target.configs:
-        await asyncio.to_thread(control.start_node, cfg.node_id)
+    await each(lambda c: control.start_node(c.node_id))
     await wait_cluster_ready(
         target.configs, target.services, target.tls, ready_timeout, "after the restore"
     )
