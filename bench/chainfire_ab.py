@@ -49,7 +49,7 @@ def chainfire_from(executable: str) -> ServiceSpec:
     """Chainfire's service spec, started through another ``plasma`` executable."""
     return dataclasses.replace(
         CHAINFIRE,
-        argv=lambda path, _cfg: [executable, "chainfire", "serve", "--config", str(path)],
+        argv=lambda path, cfg, _plasma: CHAINFIRE.argv(path, cfg, executable),
     )
 
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from plasmacloud.common.config import (
     Compaction,
     ConfigError,
+    FlareDBOptions,
     NodeConfig,
     PeerConfig,
     ServicePorts,
@@ -196,3 +197,10 @@ def test_compaction_errors_say_what_to_write() -> None:
         Compaction(mode="revision", retention="1h")
     with pytest.raises(ValidationError, match="like 1h, 30m"):
         Compaction(retention="soon")
+
+
+def test_scheduled_vacuum_is_off_by_default_and_its_interval_is_a_duration() -> None:
+    assert FlareDBOptions().vacuum_interval_s == 0
+    assert FlareDBOptions(auto_vacuum_interval="24h").vacuum_interval_s == 86400.0
+    with pytest.raises(ValidationError, match="like 24h or 168h"):
+        FlareDBOptions(auto_vacuum_interval="weekly")

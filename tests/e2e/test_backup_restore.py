@@ -1,7 +1,8 @@
-"""Backup and disaster recovery on a lab with IAM and auth on, as an operator runs them:
-`plasma cluster backup` while the cluster serves, `plasma cluster backup verify`, changes
-made after the backup, then `plasma lab restore`: every key, row, user and policy of the
-backup is back, what came later is gone, and a token issued before the backup still
+"""Backup and disaster recovery on a lab (process and netns) with IAM and auth on, as an
+operator runs them: `plasma cluster backup` while the chaos run's clients write, `plasma
+cluster backup verify`, changes made after the backup, then `plasma lab restore`: every
+key, row, user and policy of the backup is back, every write acknowledged before the
+backup began is too, what came later is gone, and a token issued before the backup still
 verifies (the signing keys came back, sealed)."""
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from plasmacloud.iam.client import IamClient
 from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.lab.services import plasma_executable
 
+from .chaos_clients import ChaosClients
 from .conftest import etcdctl_env
 from .test_iam_lab import IamLab, etcdctl, started_iam_lab
 
 pytestmark = pytest.mark.slow
+
+CHAOS_LIMIT_S = 300.0  # the chaos clients stop by themselves after this, whatever happens
+CHAOS_TABLE = "chaos_backup"
 
 
 def plasma(lab: IamLab, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,9 +71,50 @@ def keys(lab: IamLab) -> list[str]:
     return [k for k in done.stdout.split() if k]
 
 
-def test_backup_then_restore_brings_back_exactly_the_backup(tmp_path: Path) -> None:
+async def backup_under_chaos(
+    lab: IamLab, backup: Path
+) -> tuple[subprocess.CompletedProcess[str], ChaosClients, float, float]:
+    """`plasma cluster backup` while the chaos run's clients write to every node: its
+    result, the clients' history (checked), and when (recorder time) it began and ended."""
+    chaos = await ChaosClients.open(lab.lab, CHAOS_TABLE)
+    writing = asyncio.gather(*chaos.workers(CHAOS_LIMIT_S))
+    try:
+        await asyncio.sleep(1.0)
+        began = chaos.rec.now()
+        taken = await asyncio.to_thread(
+            plasma, lab, "cluster", "backup", "--out", str(backup), "--json"
+        )
+        ended = chaos.rec.now()
+        await asyncio.sleep(0.5)
+        chaos.stop()
+        await writing
+        await chaos.final_reads(lab.lab.spec.node_ids[0])
+    finally:
+        await chaos.close()
+    chaos.check("backup")
+    print(
+        f"backup ({ended - began:.1f} s) under {len(chaos.acknowledged())} acknowledged writes; "
+        f"longest gap without a completed operation: Chainfire "
+        f"{chaos.longest_gap(began, ended, False):.2f} s, FlareDB "
+        f"{chaos.longest_gap(began, ended, True):.2f} s"
+    )
+    return taken, chaos, began, ended
+
+
+async def restored_sets(lab: IamLab) -> dict[str, set[str]]:
+    """The chaos set and table as the restored cluster holds them (set key -> elements)."""
+    after = await ChaosClients.open(lab.lab, CHAOS_TABLE)
+    try:
+        await after.final_reads(lab.lab.spec.node_ids[0])
+    finally:
+        await after.close()
+    return {op.key: set(op.elements or []) for op in after.rec.ops if op.kind == "read_set"}
+
+
+@pytest.mark.parametrize("backend", ["process", "netns"])
+def test_backup_then_restore_brings_back_exactly_the_backup(tmp_path: Path, backend: str) -> None:
     backup = tmp_path / "backup"
-    with started_iam_lab(tmp_path / "lab") as lab:
+    with started_iam_lab(tmp_path / "lab", backend) as lab:
         for i in range(20):
             assert etcdctl(lab, "put", f"app/{i:02d}", f"v{i}").returncode == 0
         asyncio.run(sql(lab, "/db/execute", ["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]))
@@ -76,7 +122,7 @@ def test_backup_then_restore_brings_back_exactly_the_backup(tmp_path: Path) -> N
         asyncio.run(sql(lab, "/db/execute", rows))
         token = asyncio.run(bot_token(lab))
 
-        taken = plasma(lab, "cluster", "backup", "--out", str(backup), "--json")
+        taken, chaos, began, ended = asyncio.run(backup_under_chaos(lab, backup))
         assert taken.returncode == 0, taken.stderr
         manifest = json.loads(taken.stdout)
         assert manifest["iam"]["detail"]["records"] > 0
@@ -104,7 +150,18 @@ def test_backup_then_restore_brings_back_exactly_the_backup(tmp_path: Path) -> N
         assert restored.returncode == 0, restored.stderr
         print(restored.stdout)
 
-        assert sorted(keys(lab)) == [f"app/{i:02d}" for i in range(20)]
+        # every write acknowledged before the backup began is back; none invoked after it
+        # ended is (those during it may or may not be)
+        restored = restored_sets(lab)
+        for key, elements in asyncio.run(restored).items():
+            adds = [op for op in chaos.rec.ops if op.kind == "add" and op.key == key]
+            before = {op.value for op in adds if op.complete is not None and op.complete < began}
+            later = {op.value for op in adds if op.invoke > ended}
+            assert before and before <= elements, (key, sorted(before - elements)[:5])
+            assert not later & elements, (key, sorted(later & elements)[:5])
+        assert sorted(k for k in keys(lab) if not k.startswith("/chaos/")) == [
+            f"app/{i:02d}" for i in range(20)
+        ]
         counted = asyncio.run(sql(lab, "/db/request", ["SELECT count(*) FROM t"]))
         assert counted["results"][0]["values"] == [[10]]  # type: ignore[index]
         users = asyncio.run(iam(lab, "GET", "/v1/users"))

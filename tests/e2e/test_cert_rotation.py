@@ -24,6 +24,7 @@ from plasmacloud.lab.pki import ensure_lab_pki
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 from plasmacloud.provision import pki
 
+from .chaos_clients import ChaosClients
 from .conftest import running_lab
 
 pytestmark = pytest.mark.slow
@@ -31,9 +32,10 @@ pytestmark = pytest.mark.slow
 WRITES_FOR_S = 3 * RELOAD_INTERVAL_S  # bounded: the writer stops after this
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    with running_lab(tmp_path / "lab", (CHAINFIRE, FLAREDB)) as lab:
+@pytest.fixture(params=["process", "netns"])
+def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A Chainfire + FlareDB lab on each backend the runbook's rotation is rehearsed on."""
+    with running_lab(tmp_path / "lab", (CHAINFIRE, FLAREDB), backend=request.param) as lab:
         yield lab
 
 
@@ -88,6 +90,8 @@ async def write_while(
 async def test_rotated_certificates_are_served_without_restart_or_failed_writes(
     lab: Lab,
 ) -> None:
+    """The chaos run's clients write to every node throughout: no request fails and the
+    history is linearizable."""
     ctx = client_context(lab.operator_tls)
     assert ctx is not None
     configs = lab.configs()
@@ -95,33 +99,38 @@ async def test_rotated_certificates_are_served_without_restart_or_failed_writes(
     assert before and all(before.values())
     old = {cfg.node_id: pki.load_cert(cfg.tls.cert_file).serial_number for cfg in configs}
 
-    stop = asyncio.Event()
-    writer = asyncio.create_task(write_while(stop, lab))
-    await asyncio.sleep(0.5)
-    ca = pki.load_ca(lab.layout.pki_dir)
-    for cfg in configs:  # what `plasma pki rotate` does to the files
-        pki.issue_node(
-            ca, cfg.tls.cert_file.parent, cfg.node_id, [cfg.node_id], [str(cfg.ip)], force=True
-        )
-    new = {cfg.node_id: pki.load_cert(cfg.tls.cert_file).serial_number for cfg in configs}
-    assert all(new[n] != old[n] for n in new)
+    chaos = await ChaosClients.open(lab, "chaos_rotate")
+    writing = asyncio.gather(*chaos.workers(WRITES_FOR_S))
+    try:
+        await asyncio.sleep(0.5)
+        ca = pki.load_ca(lab.layout.pki_dir)
+        for cfg in configs:  # what `plasma pki rotate` does to the files
+            pki.issue_node(
+                ca, cfg.tls.cert_file.parent, cfg.node_id, [cfg.node_id], [str(cfg.ip)], force=True
+            )
+        new = {cfg.node_id: pki.load_cert(cfg.tls.cert_file).serial_number for cfg in configs}
+        assert all(new[n] != old[n] for n in new)
 
-    started = time.monotonic()
-    pending = {(cfg.node_id, port) for cfg in configs for port in ports(cfg)}
-    while pending and time.monotonic() - started < 3 * RELOAD_INTERVAL_S:
-        for cfg in configs:
-            for port in ports(cfg):
-                if (cfg.node_id, port) in pending:
-                    got = await asyncio.to_thread(presented_serial, cfg.listen_host, port, ctx)
-                    if got == new[cfg.node_id]:
-                        pending.discard((cfg.node_id, port))
-        await asyncio.sleep(0.2)
-    took = time.monotonic() - started
-    stop.set()
-    acknowledged, errors = await writer
-    print(f"all ports serve the new certificates after {took:.1f}s; {acknowledged} puts")
+        started = time.monotonic()
+        pending = {(cfg.node_id, port) for cfg in configs for port in ports(cfg)}
+        while pending and time.monotonic() - started < 3 * RELOAD_INTERVAL_S:
+            for cfg in configs:
+                for port in ports(cfg):
+                    if (cfg.node_id, port) in pending:
+                        got = await asyncio.to_thread(presented_serial, cfg.listen_host, port, ctx)
+                        if got == new[cfg.node_id]:
+                            pending.discard((cfg.node_id, port))
+            await asyncio.sleep(0.2)
+        took = time.monotonic() - started
+        await writing
+        await chaos.final_reads(configs[0].node_id)
+    finally:
+        await chaos.close()
+    acknowledged = chaos.acknowledged()
+    print(f"all ports serve the new certificates after {took:.1f}s; {len(acknowledged)} writes")
     assert not pending, f"still the old certificate on {sorted(pending)}"
-    assert errors == [] and acknowledged > 0
+    assert [op for op in chaos.rec.ops if op.outcome != "ok"] == [] and acknowledged
+    chaos.check("certificate rotation")
     assert pids(lab) == before  # nothing restarted
 
 

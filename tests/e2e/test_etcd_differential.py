@@ -60,8 +60,8 @@ class Peers:
 def with_flags(spec: ServiceSpec, *flags: str) -> ServiceSpec:
     """``spec`` started with extra command-line flags."""
 
-    def argv(config_path: Path, cfg: NodeConfig) -> list[str]:
-        return [*spec.argv(config_path, cfg), *flags]
+    def argv(config_path: Path, cfg: NodeConfig, plasma: str) -> list[str]:
+        return [*spec.argv(config_path, cfg, plasma), *flags]
 
     return replace(spec, argv=argv)
 

@@ -102,8 +102,8 @@ SNAPSHOT_THRESHOLD = 300
 CATCH_UP_WRITES = 1_000
 SMALL_SNAPSHOTS = replace(
     CHAINFIRE,
-    argv=lambda path, cfg: [
-        *CHAINFIRE.argv(path, cfg),
+    argv=lambda path, cfg, plasma: [
+        *CHAINFIRE.argv(path, cfg, plasma),
         "--snapshot-threshold",
         str(SNAPSHOT_THRESHOLD),
     ],

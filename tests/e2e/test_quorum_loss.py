@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,24 +22,6 @@ import grpc
 import pytest
 
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
-from plasmacloud.chaos.flaredb_workload import (
-    FlareClients,
-    create_table,
-    flaredb_read,
-    flaredb_worker,
-)
-from plasmacloud.chaos.history import History
-from plasmacloud.chaos.history_check import check_history
-from plasmacloud.chaos.workload import (
-    Budget,
-    Clients,
-    KeyRotation,
-    Recorder,
-    read_register,
-    read_set,
-    register_worker,
-    set_worker,
-)
 from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.cluster.recover import (
     Recovered,
@@ -50,11 +30,13 @@ from plasmacloud.cluster.recover import (
 )
 from plasmacloud.cluster.services import flaredb_url
 from plasmacloud.common.tls import client_context
+from plasmacloud.flaredb.client import Client
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsNames, lab_objects
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, plasma_executable
 from plasmacloud.lab.target import lab_target
 
+from .chaos_clients import ChaosClients
 from .conftest import READY_TIMEOUT_S, etcdctl_env, running_lab
 from .test_backup_restore import iam, plasma, sql
 from .test_iam_lab import (
@@ -90,8 +72,11 @@ async def wait_replicated(lab: Lab) -> None:
             await asyncio.sleep(0.2)
 
 
-def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(tmp_path: Path) -> None:
-    with started_iam_lab(tmp_path / "lab") as lab:
+@pytest.mark.parametrize("backend", ["process", "netns"])
+def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(
+    tmp_path: Path, backend: str
+) -> None:
+    with started_iam_lab(tmp_path / "lab", backend) as lab:
         root = str(lab.lab.layout.root)
         refused = plasma(lab, "cluster", "recover", "--from", SURVIVOR, "--dir", root)
         assert refused.returncode == 1 and "a quorum" in refused.stderr, refused.stderr
@@ -143,6 +128,8 @@ def test_the_survivor_of_a_lost_majority_becomes_a_serving_cluster(tmp_path: Pat
         # the put that failed may or may not be in the survivor's log (a leader appended
         # it before timing it out): an indeterminate outcome, committed if it is there
         assert set(got.stdout.split()) - {"app/during"} == want
+        status = Client(lab.flaredb_urls()[0], client_context(lab.tls)).status()
+        assert status["store"]["raft"]["voters"] == 1, status  # what rqlite's /status says
         counted = asyncio.run(sql(lab, "/db/request", ["SELECT count(*) FROM t"]))
         assert counted["results"][0]["values"] == [[10]]  # type: ignore[index]
         asyncio.run(sql(lab, "/db/execute", [["INSERT INTO t(v) VALUES(?)", "after"]]))
@@ -205,13 +192,6 @@ def test_the_per_node_mode_rewrites_a_stopped_survivor(fresh_lab: Lab) -> None:
     assert set(got.stdout.split()) == {f"k{i}" for i in range(10)} | {"after"}
 
 
-async def until_ok(read: Callable[[], Awaitable[bool]]) -> None:
-    """Repeat a recorded read until it succeeds (the survivor may still be settling)."""
-    async with asyncio.timeout(30):
-        while not await read():
-            await asyncio.sleep(0.2)
-
-
 async def align_leaders(lab: Lab) -> str:
     """Move Chainfire's leadership to FlareDB's leader; that node, which then holds every
     write either service acknowledged (a leader has each entry before it is committed)."""
@@ -247,22 +227,9 @@ async def test_recovery_under_a_chaos_workload_loses_no_acknowledged_write(
     nodes die for good and the leader of both services is recovered alone: the history is
     linearizable and every acknowledged add is in the final reads through the survivor."""
     lab = chaos_lab
-    target = lab_target(lab)
     survivor = await align_leaders(lab)
-    urls = {c.node_id: flaredb_url(c) for c in lab.configs()}
-    flare = FlareClients(urls, target.ssl_ctx, "chaos_recover")
-    await create_table(flare)
-    clients = Clients({c.node_id: dial(client_target(c), target.tls) for c in lab.configs()})
-    rec = Recorder()
-    prefix = "/chaos/recover"
-    keys = KeyRotation(prefix)
-    deadline = time.monotonic() + CHAOS_S
-    budget = Budget(deadline=deadline, max_ops=50_000, hard_deadline=deadline)
-    workers = [register_worker(p, clients, rec, keys, budget, random.Random(p)) for p in range(3)]
-    workers += [
-        set_worker(3, clients, rec, prefix, budget, random.Random(3)),
-        flaredb_worker(4, flare, rec, budget, random.Random(4)),
-    ]
+    chaos = await ChaosClients.open(lab, "chaos_recover")
+    rec = chaos.rec
 
     async def lose_and_recover() -> tuple[float, Recovered]:
         await asyncio.sleep(4)
@@ -272,25 +239,17 @@ async def test_recovery_under_a_chaos_workload_loses_no_acknowledged_write(
             shutil.rmtree(lab.layout.data_dir(node))
         lost_at = rec.now()  # both gone: nothing invoked from here on can commit before recovery
         await asyncio.sleep(2)  # the clients' writes fail meanwhile
+        target = lab_target(lab)
         return lost_at, await recover_cluster(target, survivor, False, 60, lambda _m: None)
 
     try:
-        *_, (lost_at, done) = await asyncio.gather(*workers, lose_and_recover())
-        # final reads through the survivor (a failed read is not recorded: try again)
-        await until_ok(lambda: read_set(9, clients, rec, prefix, survivor))
-        for key in keys.live_keys():
-            await until_ok(partial(read_register, 9, clients, rec, key, survivor))
-        async with aiohttp.ClientSession() as session:
-            await until_ok(lambda: flaredb_read(9, flare, rec, session, survivor))
+        *_, (lost_at, done) = await asyncio.gather(*chaos.workers(CHAOS_S), lose_and_recover())
+        await chaos.final_reads(survivor)
     finally:
-        await clients.close()
+        await chaos.close()
 
-    history = History(meta={"scenario": "quorum loss"}, ops=rec.ops, events=[], spans=[])
-    verdicts = check_history(history, max_states=MAX_STATES)
-    assert all(v.status == "ok" for v in verdicts), [(v.property, v.details[:5]) for v in verdicts]
-    finals = [op for op in rec.ops if op.process == 9 and op.kind == "read_set"]
-    assert len(finals) == 2  # Chainfire's set and FlareDB's table, through the survivor
-    acked = [op for op in rec.ops if op.kind in ("write", "add") and op.outcome == "ok"]
+    chaos.check("quorum loss", max_states=MAX_STATES)
+    acked = chaos.acknowledged()
     after = [op.complete for op in acked if op.invoke > lost_at and op.complete is not None]
     assert after, "no write was acknowledged after the recovery"
     print(

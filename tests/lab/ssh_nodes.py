@@ -23,6 +23,7 @@ from pathlib import Path
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import NetnsNames, create_network, destroy_network, scratch_netns_spec
+from plasmacloud.lab.services import plasma_executable
 from plasmacloud.lab.spec import LabSpec
 from plasmacloud.lab.ssh import NodeCtl, ServiceManager, SSHBackend, SSHOptions, unit_name
 from plasmacloud.provision.spec import SSHTarget
@@ -70,7 +71,8 @@ def lab_units(lab: Lab) -> dict[str, Path]:
     for n in lab.spec.node_ids:
         config_path = lab.layout.config_path(n)
         cfg = NodeConfig.load(config_path)
-        argv = {svc.name: svc.argv(config_path, cfg) for svc in lab.services}
+        plasma = plasma_executable()
+        argv = {svc.name: svc.argv(config_path, cfg, plasma) for svc in lab.services}
         dirs[n] = write_units(lab.layout.node_dir(n) / "units", argv)
     return dirs
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from plasmacloud.cli import app
 from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.services import SERVICES
+from plasmacloud.lab.services import SERVICES, plasma_executable
 from plasmacloud.lab.spec import LabSpec
 
 runner = CliRunner()
@@ -21,7 +21,7 @@ NASTY_PASSWORD = "pa ss'w$rd\"`x"
 def argv_of(lab: Lab, service: str, node: str) -> list[str]:
     cfg = lab.layout.node_config(lab.spec, node)
     (spec,) = [s for s in SERVICES if s.name == service]
-    return spec.argv(lab.layout.config_path(node), cfg)
+    return spec.argv(lab.layout.config_path(node), cfg, plasma_executable())
 
 
 def test_lab_turns_auth_on_with_every_iam_node_own_first(tmp_path: Path) -> None:

@@ -349,7 +349,9 @@ def test_up_validate_is_green_on_netns_and_down_leaves_nothing(
     finally:
         down = runner.invoke(app, ["lab", "down", "--dir", str(lab_dir)])
     assert up.exit_code == 0, up.output
-    report = json.loads(up.stdout[up.stdout.rindex("\n{") :])  # the validation, printed last
+    doc = json.loads(up.stdout)  # one document: the lab's status, the checklist inside
+    assert doc["ready"] is True and any(line.startswith("export ") for line in doc["env"])
+    report = doc["validation"]
     assert report["ok"] is True
     ids = {c["id"] for c in report["checks"]}
     assert {"health", "chainfire.members", "chainfire.leader", "chainfire.crud"} <= ids

@@ -23,7 +23,12 @@ from plasmacloud.lab.spec import LabSpec, scratch_spec
 # A stand-in service: sleeps until signalled; its argv names its config so it is unique.
 SLEEPER = ServiceSpec(
     name="sleeper",
-    argv=lambda path, _cfg: [sys.executable, "-c", "import time; time.sleep(600)", str(path)],
+    argv=lambda path, _cfg, _plasma: [
+        sys.executable,
+        "-c",
+        "import time; time.sleep(600)",
+        str(path),
+    ],
     health_url=lambda c: f"http://{c.listen_host}:{c.ports.chainfire_metrics}/health",
 )
 

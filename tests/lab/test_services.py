@@ -18,8 +18,8 @@ def test_lab_services_keep_the_cluster_endpoints_and_add_an_argv(tmp_path: Path)
         assert lab_svc.health_url(cfg) == svc.health_url(cfg)
         assert svc.metrics_url is not None and lab_svc.metrics_url is not None
         assert lab_svc.metrics_url(cfg) == svc.metrics_url(cfg)
-        argv = lab_svc.argv(layout.config_path("node01"), cfg)
+        argv = lab_svc.argv(layout.config_path("node01"), cfg, "plasma")
         assert argv[1:4] == [svc.name, "serve", "--config"], argv
     # with TLS (the lab's default) Chainfire and FlareDB are started with auth on
-    chainfire = SERVICES[0].argv(layout.config_path("node01"), cfg)
+    chainfire = SERVICES[0].argv(layout.config_path("node01"), cfg, "plasma")
     assert spec.tls and "--iam-url" in chainfire

@@ -6,7 +6,7 @@ import json
 import os
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -40,6 +40,19 @@ backup_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(backup_app, name="backup")
+
+
+def _lab_dir(what: str) -> Any:
+    """``--dir``: ``what`` (default: the lab $PLASMA_LAB_DIR names)."""
+    return typer.Option(
+        "--dir", envvar=LAB_DIR_ENV, help=f"{what} (default: ${LAB_DIR_ENV})", show_default=False
+    )
+
+
+def _instead_of_a_lab(what: str) -> Any:
+    """``--config``: a real cluster's node config, ``what``."""
+    return typer.Option("--config", help=f"instead of a lab: {what}", show_default=False)
+
 
 ConfigOpt = Annotated[
     Path | None,
@@ -185,15 +198,7 @@ def verify(
 
 @app.command("rolling-restart")
 def rolling_restart(
-    lab_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            envvar=LAB_DIR_ENV,
-            help="the lab whose nodes to restart (default: $PLASMA_LAB_DIR)",
-            show_default=False,
-        ),
-    ] = None,
+    lab_dir: Annotated[Path | None, _lab_dir("the lab whose nodes to restart")] = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -211,11 +216,21 @@ def rolling_restart(
     timeout: Annotated[
         float, typer.Option(help="seconds each node may take until the cluster is ready")
     ] = 60.0,
+    upgrade: Annotated[
+        str | None,
+        typer.Option(
+            "--upgrade",
+            metavar="PLASMA",
+            help="a lab only: restart every node on this `plasma` executable (another "
+            "build's or venv's), which the lab keeps running from then on",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Restart every node once, one at a time: followers first, the leader last (it hands
     leadership over as it stops), each only once the cluster is ready again; refused on
-    an unhealthy cluster."""
+    an unhealthy cluster. With --upgrade, a lab comes back on another build this way."""
     import asyncio
     from dataclasses import asdict
 
@@ -224,17 +239,32 @@ def rolling_restart(
     from plasmacloud.lab.target import lab_target
     from plasmacloud.provision.spec import SpecError
 
+    progress = _progress(as_json)
     if spec is not None:
+        if upgrade is not None:
+            raise _fail(
+                "--upgrade runs on a lab; real machines get a new version by a deploy "
+                "(`plasma deploy`), then a rolling restart",
+                EXIT_USAGE,
+            )
         try:
             target = ssh_spec_target(spec, out, services, (None, None, None), identity, known_hosts)
         except (SpecError, KeyError, FileNotFoundError, ValueError) as exc:
             raise _fail(exc, EXIT_USAGE) from None
     elif lab_dir is not None:
-        target = lab_target(_existing_lab(lab_dir))
+        lab = _existing_lab(lab_dir)
+        if upgrade is not None:
+            from plasmacloud.lab.backend import LabError
+            from plasmacloud.lab.upgrade import switch_plasma
+
+            try:
+                version = switch_plasma(lab, upgrade)
+            except LabError as exc:
+                raise _fail(exc, EXIT_USAGE) from None
+            progress(f"upgrading {lab_dir} to plasmacloud {version} ({lab.state.plasma})")
+        target = lab_target(lab)
     else:
         raise _fail(f"give --spec, --dir or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
-
-    progress = _progress(as_json)
 
     try:
         done = asyncio.run(roll(target, timeout, progress))
@@ -252,22 +282,12 @@ def rolling_restart(
 @app.command("remove-node")
 def remove_node(
     node: Annotated[str, typer.Argument(help="the member to take out, e.g. node03")],
-    lab_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            envvar=LAB_DIR_ENV,
-            help="the lab to take it out of (default: $PLASMA_LAB_DIR)",
-            show_default=False,
-        ),
-    ] = None,
+    lab_dir: Annotated[Path | None, _lab_dir("the lab to take it out of")] = None,
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config",
-            help="instead of a lab: a member's cluster-config.json of a real cluster "
-            "(dialled as the operator of $ETCDCTL_CACERT/CERT/KEY)",
-            show_default=False,
+        _instead_of_a_lab(
+            "a member's cluster-config.json of a real cluster (dialled as the operator of "
+            "$ETCDCTL_CACERT/CERT/KEY)"
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
@@ -367,21 +387,13 @@ def recover(
     ],
     lab_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--dir",
-            envvar=LAB_DIR_ENV,
-            help="the lab to recover: stops the survivor, rewrites its data, starts it "
-            "(default: $PLASMA_LAB_DIR)",
-            show_default=False,
-        ),
+        _lab_dir("the lab to recover: stops the survivor, rewrites its data, starts it"),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config",
-            help="on a real node: the survivor's own cluster-config.json; only rewrites its "
-            "data (stop its services before, start them after)",
-            show_default=False,
+        _instead_of_a_lab(
+            "on a real node, the survivor's own cluster-config.json; only rewrites its data "
+            "(stop its services before, start them after)"
         ),
     ] = None,
     force: Annotated[

@@ -95,17 +95,21 @@ def up(
             err.print(f"[bold]--- {path}[/bold]")
             err.print(tail, markup=False, highlight=False)
         raise fail(exc, EXIT_UNAVAILABLE) from exc
-    if as_json:
-        # the admin's password stays out of this output (`plasma lab env` has it)
-        typer.echo(json.dumps({**status.doc, "env": lab.env_lines(secrets=False)}, indent=2))
-    else:
+    # the admin's password stays out of this output (`plasma lab env` has it)
+    doc = {**status.doc, "env": lab.env_lines(secrets=False)}
+    if as_json and not validate:
+        typer.echo(json.dumps(doc, indent=2))
+    elif not as_json:
         console.print()
         show(lab.where())
     left = max(60.0, started + timeout - time.monotonic())
     rc = bootstrap(lab, left)
     if rc != EXIT_OK or not validate:
+        if as_json and validate:  # the lab is up; its checklist did not run
+            typer.echo(json.dumps(doc, indent=2))
         return rc
-    return run_validate(lab, as_json, junit, persistence, left)
+    # one JSON document for scripts: the lab's status with the checklist's report in it
+    return run_validate(lab, as_json, junit, persistence, left, envelope=doc)
 
 
 def bootstrap(lab: LabSurface, wait: float) -> int:
@@ -141,9 +145,11 @@ def run_validate(
     persistence: bool,
     wait: float = 0.0,
     only: list[str] | None = None,
+    envelope: dict[str, object] | None = None,
 ) -> int:
     """The checklist against the lab's cluster (after waiting up to ``wait`` s for it to
-    be ready); ``only``: just these check ids. The exit code."""
+    be ready); ``only``: just these check ids; ``envelope``: see :func:`emit`. The exit
+    code."""
     from plasmacloud.cli.validate import emit
 
     args = ["--wait", str(wait), *(a for check in only or [] for a in ("--check", check))]
@@ -160,7 +166,7 @@ def run_validate(
             console.print(f"[{time.monotonic() - t0:3.0f}s] not ready yet: {said}")
 
     results = call(lab.validate, wait, only, persistence, waiting, warn)
-    return emit(results, as_json, junit, lab.root)  # saved there for the dashboard
+    return emit(results, as_json, junit, lab.root, envelope)  # saved there for the dashboard
 
 
 def node_op(lab: LabSurface, node: str, op: str, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -106,9 +106,16 @@ def ssh_spec_target(
     return ssh_target(backend, spec_configs(cluster), chosen, tls)
 
 
-def emit(results: list[CheckResult], as_json: bool, junit: Path | None, root: Path) -> int:
+def emit(
+    results: list[CheckResult],
+    as_json: bool,
+    junit: Path | None,
+    root: Path,
+    envelope: dict[str, object] | None = None,
+) -> int:
     """Print the report (table or JSON), write JUnit if asked, save it under ``root``
-    (a lab's directory or the render tree: the dashboard lists it); the exit code."""
+    (a lab's directory or the render tree: the dashboard lists it); the exit code. JSON
+    inside ``envelope`` (as its "validation") when the command says more than the report."""
     from plasmacloud.validate.report import (
         exit_code,
         report_json,
@@ -121,7 +128,9 @@ def emit(results: list[CheckResult], as_json: bool, junit: Path | None, root: Pa
         junit.write_text(report_junit(results))
     saved = save_report(results, root)
     if as_json:
-        typer.echo(json.dumps(report_json(results), indent=2))
+        report = report_json(results)
+        doc = report if envelope is None else {**envelope, "validation": report}
+        typer.echo(json.dumps(doc, indent=2))
     else:
         console.print(report_table(results))
         console.print(f"report saved: {saved}")

@@ -192,6 +192,32 @@ class ChainfireOptions(_Strict):
     auto_compaction: Compaction = Field(default_factory=Compaction)
 
 
+class FlareDBOptions(_Strict):
+    """FlareDB settings that are the cluster's, not one node's."""
+
+    # rqlite's -auto-vacuum-int: how often the leader VACUUMs the database; "0" (rqlite's
+    # default) is off. The VACUUM goes through the log, so every replica runs it at the
+    # same entry (it may renumber rowids of tables without an INTEGER PRIMARY KEY).
+    auto_vacuum_interval: str = "0"
+
+    @field_validator("auto_vacuum_interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        try:
+            parse_duration(v)
+        except ValueError:
+            raise ValueError(
+                f"flaredb.auto_vacuum_interval is {v!r}; write a duration like 24h or 168h "
+                "(a week), or 0 to turn scheduled VACUUM off"
+            ) from None
+        return v
+
+    @property
+    def vacuum_interval_s(self) -> float:
+        """Seconds between scheduled VACUUMs (0: none)."""
+        return parse_duration(self.auto_vacuum_interval)
+
+
 class NodeConfig(_Strict):
     """Everything one node's services need; serialised as ``cluster-config.json``."""
 
@@ -216,6 +242,7 @@ class NodeConfig(_Strict):
     # model_validate({}): mypy (no pydantic plugin) does not see RaftTiming's defaults.
     raft: RaftTiming = Field(default_factory=lambda: RaftTiming.model_validate({}))
     chainfire: ChainfireOptions = Field(default_factory=ChainfireOptions)
+    flaredb: FlareDBOptions = Field(default_factory=FlareDBOptions)
     sealing_key_file: Path | None = Field(
         None,
         description="32-byte key (base64, mode 0400) that seals IAM's signing keys at rest; "

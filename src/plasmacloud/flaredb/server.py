@@ -26,6 +26,7 @@ from plasmacloud.flaredb.client import Error as FlareError
 from plasmacloud.flaredb.http_api import HttpApi, PeerInfo
 from plasmacloud.flaredb.metrics import FlareMetrics
 from plasmacloud.flaredb.store import SQLiteStore
+from plasmacloud.flaredb.vacuum import vacuum_on_schedule
 from plasmacloud.raft.node import RaftNode
 from plasmacloud.raft.nodeconfig import raft_config
 from plasmacloud.raft.removal import until_stopped_or_removed, wait_until_removed
@@ -91,7 +92,7 @@ class FlareDBServer:
             reload_peers=lambda: peer_infos(config.reloaded()),
         )
         self._runner: web.AppRunner | None = None
-        self._joining: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []  # joining, scheduled VACUUM
 
     def _store_failed(self, reason: str) -> None:
         """The store can no longer follow the log (it raised, and the Raft engine stops
@@ -120,7 +121,11 @@ class FlareDBServer:
         await site.start()
         log.info("flaredb %s serving %s", self.config.node_id, self.url)
         if not self.config.bootstrap:
-            self._joining = asyncio.create_task(self._join(), name="flaredb-join")
+            self._background.append(asyncio.create_task(self._join(), name="flaredb-join"))
+        every = self.config.flaredb.vacuum_interval_s
+        if every > 0:
+            vacuum = vacuum_on_schedule(self.raft, every)
+            self._background.append(asyncio.create_task(vacuum, name="flaredb-vacuum"))
 
     async def _join(self) -> None:
         """Ask the config's peers, in turn, to add this node until it is a member (rqlite's
@@ -162,11 +167,11 @@ class FlareDBServer:
 
     async def stop(self) -> None:
         """Stop serving, stop Raft, close the database (safe to call twice)."""
-        if self._joining is not None:
-            self._joining.cancel()
+        for task in self._background:
+            task.cancel()
             with contextlib.suppress(BaseException):
-                await self._joining
-            self._joining = None
+                await task
+        self._background = []
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

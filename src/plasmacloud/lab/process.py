@@ -20,7 +20,7 @@ from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.layout import LabLayout
 from plasmacloud.lab.pids import cmdline, runs_argv
-from plasmacloud.lab.services import ServiceSpec
+from plasmacloud.lab.services import ServiceSpec, plasma_executable
 from plasmacloud.lab.state import LabState, ProcessRecord, save_state
 
 STOP_GRACE_S = 10.0
@@ -137,7 +137,8 @@ class ProcessBackend:
         config_path = self.layout.config_path(node_id)
         if not config_path.exists():
             raise LabError(f"{config_path} is missing; run `plasma lab up` to render it")
-        argv = svc.argv(config_path, NodeConfig.load(config_path))
+        plasma = self.state.plasma or plasma_executable()
+        argv = svc.argv(config_path, NodeConfig.load(config_path), plasma)
         log_path = self.layout.log_path(node_id, svc.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:

@@ -15,7 +15,7 @@ from plasmacloud.lab.services import ServiceSpec
 ETCD_BINARY = "etcd"
 
 
-def etcd_argv(_config_path: Path, cfg: NodeConfig) -> list[str]:
+def etcd_argv(_config_path: Path, cfg: NodeConfig, _plasma: str) -> list[str]:
     """etcd flags equivalent to a Chainfire node started from the same config."""
     binary = shutil.which(ETCD_BINARY)
     if binary is None:

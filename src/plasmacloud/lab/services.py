@@ -33,11 +33,15 @@ if TYPE_CHECKING:  # annotations only: the CLI names the services at start
 class ServiceSpec(Service):
     """A service as the lab starts it: its endpoints plus the long-running process."""
 
-    # (path of cluster-config.json, the config) -> argv of the long-running process
-    argv: Callable[[Path, NodeConfig], list[str]]
+    # (path of cluster-config.json, the config, the `plasma` executable to run) -> argv of
+    # the long-running process
+    argv: Argv
 
 
-def launched(service: Service, argv: Callable[[Path, NodeConfig], list[str]]) -> ServiceSpec:
+Argv = Callable[[Path, "NodeConfig", str], list[str]]
+
+
+def launched(service: Service, argv: Argv) -> ServiceSpec:
     """``service``'s endpoints, started with ``argv``."""
     fields = {f.name: getattr(service, f.name) for f in dataclasses.fields(service)}
     return ServiceSpec(**fields, argv=argv)
@@ -54,11 +58,11 @@ def plasma_executable() -> str:
     return found
 
 
-def plasma_serve(service: str) -> Callable[[Path, NodeConfig], list[str]]:
+def plasma_serve(service: str) -> Argv:
     """argv builder for ``plasma <service> serve --config PATH``."""
 
-    def argv(config_path: Path, _cfg: NodeConfig) -> list[str]:
-        return [plasma_executable(), service, "serve", "--config", str(config_path)]
+    def argv(config_path: Path, _cfg: NodeConfig, plasma: str) -> list[str]:
+        return [plasma, service, "serve", "--config", str(config_path)]
 
     return argv
 
@@ -76,11 +80,11 @@ def with_auth(spec: ServiceSpec) -> ServiceSpec:
     tooling would have no certificate to be known by.
     """
 
-    def argv(config_path: Path, cfg: NodeConfig) -> list[str]:
+    def argv(config_path: Path, cfg: NodeConfig, plasma: str) -> list[str]:
         if not cfg.tls.enabled:
-            return spec.argv(config_path, cfg)
+            return spec.argv(config_path, cfg, plasma)
         urls = [arg for url in iam_urls(cfg) for arg in ("--iam-url", url)]
-        return [*spec.argv(config_path, cfg), *urls]
+        return [*spec.argv(config_path, cfg, plasma), *urls]
 
     return replace(spec, argv=argv)
 

@@ -37,6 +37,9 @@ class LabState(BaseModel):
     services: list[str] = Field(default_factory=list)
     started_at: float | None = None
     processes: list[ProcessRecord] = Field(default_factory=list)
+    # the `plasma` executable the services run (`plasma cluster rolling-restart --upgrade`
+    # switches it); None: the one beside this Python
+    plasma: str | None = None
 
     def records(self, node_id: str) -> list[ProcessRecord]:
         """Recorded processes of one node."""

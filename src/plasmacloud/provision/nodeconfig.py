@@ -48,5 +48,6 @@ def node_config(spec: ClusterSpec, node: NodeSpec) -> NodeConfig:
         hosts=hosts_map(spec),
         raft=spec.raft,
         chainfire=spec.chainfire,
+        flaredb=spec.flaredb,
         sealing_key_file=SECRETS_DIR / SEALING_KEY,
     )

@@ -20,7 +20,13 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from plasmacloud.common.config import ChainfireOptions, RaftTiming, Role, ServicePorts
+from plasmacloud.common.config import (
+    ChainfireOptions,
+    FlareDBOptions,
+    RaftTiming,
+    Role,
+    ServicePorts,
+)
 
 SECRETS_DIR = Path("/etc/nixos/secrets")
 _MAC_RE = re.compile(r"^([0-9a-f]{2})([:-][0-9a-f]{2}){5}$")
@@ -214,6 +220,8 @@ class ClusterSpec(_Strict):
     raft: RaftTiming = Field(default_factory=lambda: RaftTiming.model_validate({}))
     # Chainfire settings every member shares (auto-compaction)
     chainfire: ChainfireOptions = Field(default_factory=ChainfireOptions)
+    # FlareDB settings every member shares (scheduled VACUUM)
+    flaredb: FlareDBOptions = Field(default_factory=FlareDBOptions)
     netboot: NetbootSpec = Field(default_factory=NetbootSpec)
     deploy: DeploySpec = Field(default_factory=DeploySpec)
     nodes: list[NodeSpec] = Field(min_length=1)
