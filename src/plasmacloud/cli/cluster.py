@@ -97,10 +97,7 @@ def backup(
     ] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
-    lab_dir: Annotated[
-        Path | None,
-        typer.Option("--dir", help="a qemu lab to back up (default: $PLASMA_LAB_DIR)"),
-    ] = None,
+    lab_dir: Annotated[Path | None, _lab_dir("the lab to back up")] = None,
     inside: InsideOpt = False,
 ) -> None:
     """Take a consistent, checksummed backup of Chainfire, FlareDB and IAM while they
@@ -126,7 +123,7 @@ def backup(
         node, operator = target.configs[0], target.tls
     else:
         try:
-            node = NodeConfig.load(config or _lab_node_config())
+            node = NodeConfig.load(config or _lab_node_config(lab_dir))
         except ConfigError as exc:
             raise _fail(exc, EXIT_USAGE) from None
         operator = _operator_tls(node.tls.enabled)
@@ -145,14 +142,13 @@ def backup(
 
 
 def _qemu_lab(config: Path | None, lab_dir: Path | None, inside: bool) -> LabSurface | None:
-    """The qemu lab --dir or $PLASMA_LAB_DIR names when no --config is given (None
+    """The qemu lab --dir ($PLASMA_LAB_DIR) names when no --config is given (None
     otherwise: a process or netns lab's node config is read on this host)."""
     from plasmacloud.lab.qemu_layout import existing_qemu_lab
 
-    named = lab_dir or os.environ.get(LAB_DIR_ENV)
-    if config is not None or not named:
+    if config is not None or lab_dir is None:
         return None
-    root = Path(named).expanduser()
+    root = lab_dir.expanduser()
     return open_any_lab(root, inside=inside) if existing_qemu_lab(root) else None
 
 
@@ -165,12 +161,11 @@ def _existing_lab(lab_dir: Path) -> Lab:
     return Lab.open(lab_dir)
 
 
-def _lab_node_config() -> Path:
-    """The first node's config of the lab $PLASMA_LAB_DIR names."""
-    root = os.environ.get(LAB_DIR_ENV)
-    if not root:
-        raise _fail(f"give --config or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
-    lab = _existing_lab(Path(root).expanduser())
+def _lab_node_config(lab_dir: Path | None) -> Path:
+    """The first node's config of the lab --dir ($PLASMA_LAB_DIR) names."""
+    if lab_dir is None:
+        raise _fail(f"give --config, --dir or set {LAB_DIR_ENV}", EXIT_USAGE)
+    lab = _existing_lab(lab_dir.expanduser())
     return lab.layout.config_path(lab.spec.node_ids[0])
 
 
