@@ -72,6 +72,8 @@ def relayed(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         ),
         (["lab", "bootstrap-iam", "--wait", "5"], ["lab", "bootstrap-iam", "--wait", "5.0"]),
         (["lab", "qemu", "status"], ["lab", "status"]),
+        (["lab", "restore", "/backup"], ["lab", "restore", "/backup"]),
+        (["cluster", "backup", "--out", "/backup"], ["cluster", "backup", "--out", "/backup"]),
     ],
 )
 def test_commands_that_reach_the_cluster_run_again_inside_the_lab_namespace(
@@ -153,7 +155,8 @@ def test_an_unknown_vm_is_a_usage_error(lab: QemuBackend) -> None:
         (["logs", "node01", "--service", "flaredb"], "--service with --backend qemu"),
         (["partition", "node01", "--from", "node02"], "this lab runs qemu"),
         (["heal"], "this lab runs qemu"),
-        (["restore", "/nonexistent"], "holds a qemu lab; this command needs a process or netns"),
+        (["add-node", "node04"], "add-node NODE with --backend qemu"),
+        (["remove-node", "node01"], "remove-node with --backend qemu"),
         (["up", "--backend", "netns"], "holds a qemu lab, not a netns one"),
         (["up", "--scratch"], "--scratch with --backend qemu"),
     ],

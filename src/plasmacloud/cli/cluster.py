@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from plasmacloud.cli._common import open_any_lab
+from plasmacloud.cli.lab_run import InsideOpt, relayed
 from plasmacloud.cli.validate import (
     DEFAULT_SERVICES,
     IdentityOpt,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:  # the CLI starts without pydantic; commands import it when th
     from plasmacloud.cluster.target import ClusterTarget
     from plasmacloud.common.config import TLSConfig
     from plasmacloud.lab.control import Lab
+    from plasmacloud.lab.surface import LabSurface
 
 app = typer.Typer(
     help="Operate a running cluster: backups, rolling restarts, membership, recovery.",
@@ -94,6 +97,8 @@ def backup(
     ] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+    lab_dir: Annotated[Path | None, _lab_dir("the lab to back up")] = None,
+    inside: InsideOpt = False,
 ) -> None:
     """Take a consistent, checksummed backup of Chainfire, FlareDB and IAM while they
     serve (files 0600, a manifest with their SHA-256)."""
@@ -108,11 +113,20 @@ def backup(
     from plasmacloud.cluster.backup import BackupError, take_backup
     from plasmacloud.common.config import ConfigError, NodeConfig
 
-    try:
-        node = NodeConfig.load(config or _lab_node_config())
-    except ConfigError as exc:
-        raise _fail(exc, EXIT_USAGE) from None
-    operator = _operator_tls(node.tls.enabled)
+    qemu = _qemu_lab(config, lab_dir, inside)
+    if qemu is not None:
+        # the VMs' addresses exist only in the lab namespace: the backup is taken there
+        argv = ["cluster", "backup", "--out", str(out.resolve()), *(["--json"] if as_json else [])]
+        if (code := relayed(qemu, argv)) is not None:
+            raise typer.Exit(code)
+        target = qemu.target()
+        node, operator = target.configs[0], target.tls
+    else:
+        try:
+            node = NodeConfig.load(config or _lab_node_config(lab_dir))
+        except ConfigError as exc:
+            raise _fail(exc, EXIT_USAGE) from None
+        operator = _operator_tls(node.tls.enabled)
     try:
         manifest = asyncio.run(take_backup(node, operator, out))
     except BackupError as exc:
@@ -127,6 +141,17 @@ def backup(
     )
 
 
+def _qemu_lab(config: Path | None, lab_dir: Path | None, inside: bool) -> LabSurface | None:
+    """The qemu lab --dir ($PLASMA_LAB_DIR) names when no --config is given (None
+    otherwise: a process or netns lab's node config is read on this host)."""
+    from plasmacloud.lab.qemu_layout import existing_qemu_lab
+
+    if config is not None or lab_dir is None:
+        return None
+    root = lab_dir.expanduser()
+    return open_any_lab(root, inside=inside) if existing_qemu_lab(root) else None
+
+
 def _existing_lab(lab_dir: Path) -> Lab:
     """The lab in ``lab_dir``; a usage error if there is none."""
     from plasmacloud.lab.control import Lab
@@ -136,12 +161,11 @@ def _existing_lab(lab_dir: Path) -> Lab:
     return Lab.open(lab_dir)
 
 
-def _lab_node_config() -> Path:
-    """The first node's config of the lab $PLASMA_LAB_DIR names."""
-    root = os.environ.get(LAB_DIR_ENV)
-    if not root:
-        raise _fail(f"give --config or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
-    lab = _existing_lab(Path(root).expanduser())
+def _lab_node_config(lab_dir: Path | None) -> Path:
+    """The first node's config of the lab --dir ($PLASMA_LAB_DIR) names."""
+    if lab_dir is None:
+        raise _fail(f"give --config, --dir or set {LAB_DIR_ENV}", EXIT_USAGE)
+    lab = _existing_lab(lab_dir.expanduser())
     return lab.layout.config_path(lab.spec.node_ids[0])
 
 

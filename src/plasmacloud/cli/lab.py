@@ -200,27 +200,48 @@ def down(
 def restore(
     backup: Annotated[Path, typer.Argument(help="a `plasma cluster backup` directory")],
     lab_dir: DirOpt = None,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for a healthy cluster")] = 60.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="seconds to wait for a healthy cluster (default 60; qemu 600)", show_default=False
+        ),
+    ] = None,
     as_json: JsonOpt = False,
+    inside: InsideOpt = False,
 ) -> None:
     """Replace the lab's whole state with a backup's: every key, row, user, policy and
-    signing key (the backup is checked before anything stops)."""
+    signing key (the backup is checked before anything stops). A process or netns lab is
+    stopped and started again; a qemu lab's VMs stay up, their services are restored over
+    SSH as a real cluster's nodes are (`plasma chainfire restore` on each)."""
     import asyncio
 
     from plasmacloud.cluster.backup import BackupError
+    from plasmacloud.cluster.control import ClusterError
+    from plasmacloud.lab.qemu_lab import QemuLab
     from plasmacloud.lab.restore import restore_lab
-
-    lab = open_lab(lab_dir)
 
     def progress(step: str) -> None:
         if not as_json:
             err.print(f"[dim]restore:[/dim] {step}")
 
+    surface = open_any_lab(lab_dir, inside=inside)
     try:
-        done = asyncio.run(restore_lab(lab, backup, timeout, progress))
+        if isinstance(surface, QemuLab):
+            from plasmacloud.lab.qemu_day2 import restore_vms
+            from plasmacloud.lab.qemu_target import QEMU_RECOVER_S
+
+            argv = ["lab", "restore", str(backup.resolve()), *(["--json"] if as_json else [])]
+            if timeout is not None:
+                argv += ["--timeout", str(timeout)]
+            if (code := run.relayed(surface, argv)) is not None:
+                raise typer.Exit(code)
+            wait = QEMU_RECOVER_S if timeout is None else timeout
+            done = asyncio.run(restore_vms(surface.backend, backup, wait, progress))
+        else:
+            done = asyncio.run(restore_lab(open_lab(lab_dir), backup, timeout or 60.0, progress))
     except BackupError as exc:
         raise fail(exc, EXIT_USAGE) from None
-    except (LabError, TimeoutError) as exc:
+    except (ClusterError, TimeoutError) as exc:  # LabError is one
         raise fail(exc) from None
     summary = {
         "backup": str(backup),
@@ -234,7 +255,7 @@ def restore(
         typer.echo(json.dumps(summary))
     else:
         console.print(
-            f"restored {lab.layout.root} from {backup} (taken {summary['created_at']}): "
+            f"restored {surface.root} from {backup} (taken {summary['created_at']}): "
             f"Chainfire at revision {summary['chainfire_revision']}, "
             f"{summary['iam_records']} IAM records, FlareDB loaded; down for {summary['seconds']} s"
         )

@@ -96,6 +96,9 @@ class QemuState(BaseModel):
     infra: list[Proc] = Field(default_factory=list)
     vms: list[VmRecord] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
+    # SSH forwarded from 127.0.0.1:220N (tests' labs go without: fixed ports would clash
+    # with a user's lab); kept so a VM started later (add-node) gets the same
+    ssh_forwards: bool = True
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,11 @@ def stage_image(image: Image, images: Path, services: list[str], configs: list[N
         link = images / name
         link.unlink(missing_ok=True)
         link.symlink_to(src)
+    stage_cmdlines(images, services, configs)
+
+
+def stage_cmdlines(images: Path, services: list[str], configs: list[NodeConfig]) -> None:
+    """The kernel arguments :func:`stage_image` describes (again after a node is added)."""
     args = f"plasmacloud.mgmt_dhcp=1 plasmacloud.services={','.join(services)} quiet"
     (images / "cmdline").write_text(args + "\n")
     for cfg in configs:
@@ -386,19 +394,20 @@ class QemuBackend:
         nodes: list[str] | None = None,
         memory_mb: int = DEFAULT_MEMORY_MB,
         image_cache: Path | None = None,
-        ssh: bool = True,
+        ssh: bool | None = None,
         services: list[str] | None = None,
     ) -> None:
         self.paths = QemuPaths(root)
         self.names = qemu_net.NetNames.for_lab(root)
         self.image_cache = image_cache
-        self.ssh = ssh
         self.only = nodes
         self.state = self._load() or QemuState(
             namespace=self.names.namespace, tap=self.names.tap, memory_mb=memory_mb
         )
         if services is not None:
             self.state.services = [service_named(n).name for n in services]
+        if ssh is not None:
+            self.state.ssh_forwards = ssh
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -433,36 +442,59 @@ class QemuBackend:
                 qemu_net.start_switch(self.names, self.paths.vde, self.paths.log("switch"), server)
             )
             self._save()
-            self.state.infra.append(
-                qemu_net.start_dnsmasq(
-                    spec, self.names, self.paths.dnsmasq, self.paths.log("dnsmasq")
-                )
-            )
-            self._save()
-            self.state.infra.append(
-                qemu_net.start_netboot(
-                    self.names,
-                    plasma_executable(),
-                    self.paths.spec,
-                    self.paths.out,
-                    self.paths.images,
-                    str(spec.netboot.server_ip),
-                    spec.netboot.http_port,
-                    self.paths.log("netboot"),
-                )
-            )
-            self._save()
-            wait_for(self._netboot_listening, 60, "netboot server")
-            time.sleep(0.5)  # dnsmasq fails (bad config, busy port) right after start
-            self._check_network()
+            self._start_provisioning(spec)
         except Exception:
             self._network_down()
             raise
 
-    def _netboot_listening(self) -> bool:
+    def _start_provisioning(self, spec: ClusterSpec) -> None:
+        """dnsmasq and the netboot server for ``spec``; returns once both serve."""
+        log = self.paths.log("netboot")
+        # a restarted server appends to its log: only what it writes now counts
+        seen = log.stat().st_size if log.exists() else 0
+        self.state.infra.append(
+            qemu_net.start_dnsmasq(spec, self.names, self.paths.dnsmasq, self.paths.log("dnsmasq"))
+        )
+        self._save()
+        self.state.infra.append(
+            qemu_net.start_netboot(
+                self.names,
+                plasma_executable(),
+                self.paths.spec,
+                self.paths.out,
+                self.paths.images,
+                str(spec.netboot.server_ip),
+                spec.netboot.http_port,
+                log,
+            )
+        )
+        self._save()
+        wait_for(lambda: self._netboot_listening(log, seen), 60, "netboot server")
+        time.sleep(0.5)  # dnsmasq fails (bad config, busy port) right after start
         self._check_network()
-        proc = self._infra("netboot")
-        return proc is not None and "serving" in Path(proc.log or "").read_text(errors="replace")
+
+    def reload_spec(self) -> None:
+        """After cluster.yaml changed (a node added): the per-node kernel arguments
+        staged again, dnsmasq and the netboot server restarted with the new spec (both
+        read it once, as an operator's would), so the new machine gets its pinned address
+        and bundle. The provisioning states are kept (the server's file)."""
+        spec = load_spec(self.paths.spec)
+        layout = OutputLayout(self.paths.out)
+        configs = [NodeConfig.load(layout.config_path(n.node_id)) for n in spec.nodes]
+        stage_cmdlines(self.paths.images, self.state.services, configs)
+        for role in ("netboot", "dnsmasq"):
+            proc = next((p for p in self.state.infra if p.role == role), None)
+            if proc is not None:
+                proc.stop()
+                self.state.infra.remove(proc)
+        self._save()
+        self._start_provisioning(spec)
+
+    def _netboot_listening(self, log: Path, offset: int) -> bool:
+        self._check_network()
+        with log.open("rb") as f:
+            f.seek(offset)
+            return b"serving" in f.read()
 
     def _check_network(self) -> None:
         """LabError naming the log of any lab network process that has exited."""
@@ -490,7 +522,7 @@ class QemuBackend:
                 f.truncate(DISK_SIZE)
         self.paths.qmp(node_id).unlink(missing_ok=True)
         port = None
-        if self.ssh and node_id[-2:].isdigit():
+        if self.state.ssh_forwards and node_id[-2:].isdigit():
             port = SSH_BASE_PORT + int(node_id[-2:])
         argv = qemu_argv(self.paths, node_id, mac, self.state.accel, self.state.memory_mb, port)
         vm = VmRecord(

@@ -17,6 +17,7 @@ from plasmacloud.lab.qemu import QemuBackend, vm_ssh_options
 from plasmacloud.lab.ssh import NodeCtl, SSHBackend
 from plasmacloud.lab.ssh_target import ssh_target
 from plasmacloud.provision.image import VM_NODE_CTL
+from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.spec import SSHTarget
 
 QEMU_NO_PARTITION = "partition faults need the netns backend; the qemu lab has power cuts"
@@ -42,8 +43,11 @@ def qemu_restart(backend: QemuBackend, timeout: float = REBOOT_TIMEOUT_S) -> Res
 
 
 def qemu_target(lab: QemuBackend) -> ClusterTarget:
-    """The VMs' services over SSH like real machines, plus power cuts and the reset."""
-    configs, tls, services = lab.validation_target()
+    """The VMs' services over SSH like real machines, plus power cuts and the reset. Its
+    configs name each node's TLS files in the lab's tree, so this host can act as a
+    member where only members may (a backup reads IAM's records with a node's certificate)."""
+    rendered, tls, services = lab.validation_target()
+    configs = [OutputLayout(lab.paths.out).local_config(c) for c in rendered]
     ssh = SSHBackend(
         targets={c.node_id: SSHTarget(host=str(c.ip)) for c in configs},
         options=vm_ssh_options(lab),
