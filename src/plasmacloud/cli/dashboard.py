@@ -14,7 +14,6 @@ from plasmacloud.cli._common import DirOpt, err, fail, open_any_lab
 from plasmacloud.cli.lab_run import InsideOpt, relayed
 from plasmacloud.cli.validate import DEFAULT_SERVICES, OutOpt, ServicesOpt
 from plasmacloud.common.errors import EXIT_USAGE
-from plasmacloud.dashboard.auth import DEFAULT_SESSION_S
 
 if TYPE_CHECKING:
     from plasmacloud.cluster.target import ClusterTarget
@@ -25,6 +24,9 @@ HostOpt = Annotated[
     str, typer.Option(help="address to listen on; anything but loopback is plain HTTP")
 ]
 PortOpt = Annotated[int, typer.Option(help="port to listen on (0: a free one)")]
+# the dashboard's own default (dashboard.auth.DEFAULT_SESSION_S), not imported from there:
+# `plasma --help` must not load the dashboard package
+DEFAULT_SESSION_HOURS = 12.0
 SessionOpt = Annotated[
     float,
     typer.Option("--session-hours", min=0.01, help="hours a login lasts unless logged out sooner"),
@@ -115,7 +117,7 @@ async def serving(
     host: str = "127.0.0.1",
     port: int = 0,
     sock: socket.socket | None = None,
-    session_s: float = DEFAULT_SESSION_S,
+    session_s: float = DEFAULT_SESSION_HOURS * 3600,
 ) -> AsyncIterator[None]:
     """The dashboard on ``host:port`` (or on ``sock``, already listening) while the block
     runs, its logins lasting ``session_s``; its one-time login URL is printed first."""
@@ -144,7 +146,7 @@ def dashboard(
     services: ServicesOpt = DEFAULT_SERVICES,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 0,
-    session_hours: SessionOpt = DEFAULT_SESSION_S / 3600,
+    session_hours: SessionOpt = DEFAULT_SESSION_HOURS,
     inside: InsideOpt = False,
     listen_fd: ListenFdOpt = None,
 ) -> None:
