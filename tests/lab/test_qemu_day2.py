@@ -30,7 +30,9 @@ def lab_env(lab: QemuBackend) -> dict[str, str]:
     user) as an environment."""
     done = plasma("lab", "env", "--dir", str(lab.paths.root), timeout=120)
     assert done.returncode == 0, done.stderr
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    # etcdctl's 5 s default: a TCG cluster on a loaded host takes longer per request (its
+    # first put timed out so after the cluster was ready, in the run with load 15 on 2 cores)
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "ETCDCTL_COMMAND_TIMEOUT": "60s"}
     for line in done.stdout.splitlines():
         if line.startswith("export "):
             name, _, value = line.removeprefix("export ").partition("=")
@@ -41,7 +43,7 @@ def lab_env(lab: QemuBackend) -> dict[str, str]:
 def in_lab(lab: QemuBackend, env: dict[str, str], *argv: str) -> str:
     """``argv`` run in the lab namespace (the VMs' addresses exist only there)."""
     done = subprocess.run(
-        lab.in_namespace(list(argv)), env=env, capture_output=True, text=True, timeout=120
+        lab.in_namespace(list(argv)), env=env, capture_output=True, text=True, timeout=180
     )
     assert done.returncode == 0, f"{argv}: {done.stderr or done.stdout}"
     return done.stdout
