@@ -67,6 +67,16 @@ def _open_image(db: bytes) -> sqlite3.Connection:
     return image
 
 
+def snapshot_revision(db: bytes) -> int:
+    """The store revision a snapshot database holds (what a restore starts at)."""
+    image = _open_image(db)
+    try:
+        row = image.execute("SELECT v FROM meta WHERE k = 'revision'").fetchone()
+    finally:
+        image.close()
+    return int(row[0]) if row else 1
+
+
 def snapshot_status(path: Path) -> SnapshotStatus:
     """Hash, revision, key count and size of a snapshot file."""
     db = read_snapshot(path)
@@ -108,8 +118,6 @@ def restore_member(
         image.execute("DELETE FROM alarm")  # etcd's restore starts without alarms too
         system.adopt(image, list(system_records))
         image.execute("COMMIT")
-        row = image.execute("SELECT v FROM meta WHERE k = 'revision'").fetchone()
-        revision = int(row[0]) if row else 1
         data_dir.mkdir(parents=True, exist_ok=True)
         tmp = store_path.with_suffix(".restore")
         target = sqlite3.connect(tmp)
@@ -120,7 +128,7 @@ def restore_member(
         tmp.replace(store_path)
     finally:
         image.close()
-    return revision
+    return snapshot_revision(db)
 
 
 def encode_system_records(rows: Iterable[tuple[bytes, bytes]]) -> bytes:

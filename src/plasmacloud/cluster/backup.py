@@ -31,6 +31,7 @@ from plasmacloud.chainfire.restore import (
     encode_system_records,
     read_snapshot,
     read_system_records,
+    snapshot_revision,
 )
 from plasmacloud.cluster.probe import dial
 from plasmacloud.common.config import NodeConfig, PeerConfig, TLSConfig
@@ -115,7 +116,10 @@ async def _leader_snapshot(peers: list[PeerConfig], tls: TLSConfig) -> tuple[byt
             except Exception as exc:  # gRPC errors: try the next member
                 errors.append(f"{peer.node_id}: {exc}")
                 continue
-            return b"".join(chunks), int(status.header.revision)
+            blob = b"".join(chunks)
+            # the snapshot's own revision: writes go on between the Status and the
+            # snapshot, so the Status's revision may be older than what the file holds
+            return blob, snapshot_revision(blob[: -hashlib.sha256().digest_size])
     raise BackupError(f"no Chainfire leader gave a snapshot ({'; '.join(errors) or 'none'})")
 
 
