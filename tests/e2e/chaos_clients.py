@@ -49,6 +49,15 @@ async def until_ok(read: Callable[[], Awaitable[bool]]) -> None:
             await asyncio.sleep(0.2)
 
 
+def longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest time between two of the sorted ``times`` around ``[start, end]``: the
+    last one before it, those within, the first one after."""
+    edge = [t for t in times if t <= start][-1:]
+    edge += [t for t in times if start < t <= end]
+    edge += [t for t in times if t > end][:1]
+    return max((b - a for a, b in itertools.pairwise(edge)), default=end - start)
+
+
 @dataclass
 class ChaosClients:
     """Clients of one lab recording one history (:meth:`open`, then :meth:`workers`)."""
@@ -98,10 +107,7 @@ class ChaosClients:
             and op.complete is not None
             and (op.key == self.flare.set_key) == flaredb
         )
-        edge = [*(t for t in done if t <= start)][-1:]
-        edge += [t for t in done if start < t <= end]
-        edge += [t for t in done if t > end][:1]
-        return max((b - a for a, b in itertools.pairwise(edge)), default=end - start)
+        return longest_gap(done, start, end)
 
     async def final_reads(self, node: str) -> None:
         """The set, every live register and the table, read through ``node``."""

@@ -31,6 +31,7 @@ from plasmacloud.lab.netns import NetnsNames, lab_objects
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec, plasma_executable
 from plasmacloud.lab.target import lab_target
 
+from .chaos_clients import longest_gap
 from .test_iam_lab import IamLab, etcdctl, etcdctl_as, started_iam_lab
 
 pytestmark = pytest.mark.slow
@@ -73,12 +74,7 @@ class Writes:
 
     def longest_gap(self, start: float, end: float) -> float:
         """The longest time without an acknowledged write around ``[start, end]``."""
-        times = sorted(self.acked.values())
-        before = [t for t in times if t <= start][-1:]
-        during = [t for t in times if start < t <= end]
-        after = [t for t in times if t > end][:1]
-        edge = [*before, *during, *after]
-        return max((b - a for a, b in itertools.pairwise(edge)), default=end - start)
+        return longest_gap(sorted(self.acked.values()), start, end)
 
 
 async def chainfire_writer(stop: threading.Event, lab: Lab, out: Writes) -> None:
