@@ -68,7 +68,7 @@ def test_env_exports_iam_and_the_admin_for_etcdctl(tmp_path: Path) -> None:
             "bash",
             "-c",
             'eval "$1"; printf "%s\\n" "$IAM_URLS" "$IAM_CACERT" '
-            '"$PLASMA_ADMIN_CREDENTIALS" "$ETCDCTL_USER"',
+            '"$PLASMA_ADMIN_CREDENTIALS" "$ETCDCTL_USER" "$ETCDCTL_DIAL_TIMEOUT"',
             "-",
             env.output,
         ],
@@ -83,6 +83,7 @@ def test_env_exports_iam_and_the_admin_for_etcdctl(tmp_path: Path) -> None:
         f"{root}/pki/ca.crt",
         f"{root}/admin.json",
         f"admin:{NASTY_PASSWORD}",
+        "20s",  # etcdctl logs in while it dials: room for argon2id on a slow node
     ]
     lab.wipe()
     assert not lab.layout.admin_credentials.exists()

@@ -28,13 +28,15 @@ def lab_env(lab: QemuBackend) -> dict[str, str]:
     user) as an environment."""
     done = plasma("lab", "env", "--dir", str(lab.paths.root), timeout=120)
     assert done.returncode == 0, done.stderr
-    # etcdctl's 5 s default: a TCG cluster on a loaded host takes longer per request (its
-    # first put timed out so after the cluster was ready, in the run with load 15 on 2 cores)
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "ETCDCTL_COMMAND_TIMEOUT": "60s"}
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
     for line in done.stdout.splitlines():
         if line.startswith("export "):
             name, _, value = line.removeprefix("export ").partition("=")
             env[name] = value.strip("'")
+    # over etcdctl's 5 s per request and lab env's 20 s login: a TCG cluster on a loaded
+    # host takes longer (a first put timed out after the cluster was ready, with load 15 on
+    # 2 cores; in CI the login did, at the 2 s default dial timeout)
+    env |= {"ETCDCTL_COMMAND_TIMEOUT": "60s", "ETCDCTL_DIAL_TIMEOUT": "60s"}
     return env
 
 

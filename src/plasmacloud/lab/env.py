@@ -11,6 +11,8 @@ from plasmacloud.common.config import NodeConfig, TLSConfig
 from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.lab.layout import LAB_DIR_ENV
 
+ETCDCTL_LOGIN_TIMEOUT = "20s"
+
 
 def _iam_lines(configs: list[NodeConfig], tls: TLSConfig, admin: Path, secrets: bool) -> list[str]:
     """IAM's URLs, CA and the bootstrap admin (as etcdctl's user when ``secrets``)."""
@@ -25,6 +27,9 @@ def _iam_lines(configs: list[NodeConfig], tls: TLSConfig, admin: Path, secrets: 
             creds = AdminCredentials.read(admin)
             user = shlex.quote(f"{creds.username}:{creds.password}")
             lines.append(f"export ETCDCTL_USER={user}")
+            # with a user etcdctl logs in while it dials, inside --dial-timeout (2 s by
+            # default): argon2id on a slow node (a TCG VM) can take longer than that
+            lines.append(f"export ETCDCTL_DIAL_TIMEOUT={ETCDCTL_LOGIN_TIMEOUT}")
     return lines
 
 
