@@ -516,3 +516,17 @@ def test_mark_joined_reports_only_installed_nodes_to_the_netboot_server(
     assert sent == [(server, "node01", MAC1, "join", "ok", State.JOINED, "leader node02")]
     backend.mark_joined(list(macs), "leader node02")  # already joined: nothing more
     assert len(sent) == 1
+
+
+def test_down_stops_what_the_state_file_records_now(tmp_path: Path) -> None:
+    """A lab opened before add-node ran (in another process) still takes down the
+    dnsmasq, netboot server and VM that add-node started and recorded."""
+    opened_first = _prepared(tmp_path)
+    later = QemuBackend(opened_first.paths.root, ssh=False)
+    started = spawn("netboot", ["sleep", "60"], tmp_path / "netboot.log")
+    later.state.infra.append(started)
+    later._save()
+    assert started.alive()
+    opened_first.down()
+    assert not started.alive()
+    assert QemuBackend(opened_first.paths.root).state.infra == []

@@ -692,6 +692,9 @@ class QemuBackend:
 
     def down(self) -> None:
         """Stop every VM and the network, remove the namespace, verify nothing is left."""
+        # what the state file records now: other commands (add-node restarts dnsmasq and
+        # the netboot server, powers a new VM on) may have changed it since this opened
+        self.state = self._load() or self.state
         for vm in list(self.state.vms):
             self.kill_node(vm.node_id)
         self._network_down()

@@ -5,10 +5,10 @@
   machine: cluster.yaml gains the next node (bootstrap false, the MAC and address after
   the last node's), the CA issues its certificate, the tree is rendered again; then dnsmasq
   and the netboot server are restarted with the new spec and the new VM PXE-boots and is
-  installed. Inside the namespace (:func:`join_vm`): every running member re-runs the
-  first-boot agent's file steps (its new ``cluster-config.json`` and /etc/hosts, which
-  its services re-read), then the cluster layer's add_node makes it a member of
-  Chainfire and FlareDB (IAM comes with Chainfire).
+  installed. Inside the namespace (:func:`join_vm`): every running member gets its new
+  ``cluster-config.json`` and /etc/hosts over SSH (its services re-read them), then the
+  cluster layer's add_node makes it a member of Chainfire and FlareDB (IAM comes with
+  Chainfire).
 * restore (:func:`restore_vms`, inside the namespace): the per-node commands of a real
   cluster's restore over SSH: every VM's services stop, their data goes, the backup's
   snapshot and IAM records are copied in and laid down with ``plasma chainfire restore``,
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-import subprocess
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -29,10 +28,13 @@ from plasmacloud.cluster.backup import load_flaredb, verify_backup
 from plasmacloud.cluster.membership import Change, Progress, add_node
 from plasmacloud.cluster.probe import wait_cluster_ready
 from plasmacloud.common.config import NodeConfig
-from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.qemu import QemuBackend, vm_ssh_options
 from plasmacloud.lab.qemu_target import QEMU_RECOVER_S, qemu_target
 from plasmacloud.lab.restore import Restored
+from plasmacloud.lab.ssh import run_remote
+from plasmacloud.provision.agent import managed_hosts
+from plasmacloud.provision.bundle import make_bundle
+from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.members import add_node as provision_add_node
 from plasmacloud.provision.nix import CONFIG_FILE
 from plasmacloud.provision.spec import SSHTarget, load_spec
@@ -54,15 +56,30 @@ def vm_run(
 ) -> str:
     """Run the shell command ``remote`` on the node's VM as root over SSH, ``data`` on
     its stdin (from inside the lab namespace); its stdout, LabError if it fails."""
-    argv = [*vm_ssh_options(backend).argv(SSHTarget(host=str(cfg.ip))), remote]
-    try:
-        done = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(f"{cfg.node_id}: `{remote}` took over {timeout:.0f} s") from exc
-    if done.returncode != 0:
-        why = (done.stderr or done.stdout).decode(errors="replace").strip()
-        raise LabError(f"{cfg.node_id}: `{remote}` failed (exit {done.returncode}): {why}")
-    return done.stdout.decode(errors="replace")
+    options, target = vm_ssh_options(backend), SSHTarget(host=str(cfg.ip))
+    return run_remote(options, target, remote, cfg.node_id, data=data, timeout=timeout)
+
+
+def _install(path: str, mode: int) -> str:
+    """A shell command that replaces ``path`` by its stdin, atomically, with ``mode``."""
+    new = shlex.quote(f"{path}.new")
+    return f"umask 077 && cat > {new} && chmod {mode:o} {new} && mv {new} {shlex.quote(path)}"
+
+
+def push_member_files(backend: QemuBackend, cfg: NodeConfig) -> None:
+    """A running member's share of what add-node rendered, shipped as the runbook's step 2
+    has an operator do it: its ``cluster-config.json`` (the new peer in it; the services
+    re-read it) and the /etc/hosts block naming every node. From the host's rendered tree:
+    the netboot server hands out a node's bundle (its private key) only while it installs,
+    so a joined member's agent cannot fetch it again."""
+    spec = load_spec(backend.paths.spec)
+    bundle = make_bundle(spec, OutputLayout(backend.paths.out), spec.node(cfg.node_id))
+    config = next(f for f in bundle.files if f.path == str(CONFIG_FILE))
+    # /etc/nixos is the installed system's (/mnt), bound where the services read it
+    vm_run(backend, cfg, _install(config.path, config.mode), config.content)
+    hosts = managed_hosts(vm_run(backend, cfg, "cat /mnt/etc/hosts"), bundle)
+    vm_run(backend, cfg, f"{_install('/mnt/etc/hosts', 0o644)} && cp /mnt/etc/hosts /etc/hosts",
+           hosts.encode())  # fmt: skip
 
 
 def provision_vm(backend: QemuBackend, progress: Progress, timeout: float) -> str:
@@ -93,11 +110,8 @@ async def join_vm(backend: QemuBackend, node_id: str, progress: Progress) -> Cha
     target = qemu_target(backend)
     members = [c for c in target.configs if c.node_id != node_id]
     names = ", ".join(c.node_id for c in members)
-    progress(f"{names}: the agent refreshes cluster-config.json and /etc/hosts")
-    # --root /mnt: the installed system, bound to /etc/nixos where the services read; all
-    # at once (the agent's start-up costs tens of seconds on an emulated CPU)
-    refresh = "plasma agent --no-disks --no-mount --root /mnt && cp /mnt/etc/hosts /etc/hosts"
-    await asyncio.gather(*(asyncio.to_thread(vm_run, backend, c, refresh) for c in members))
+    progress(f"{names}: the new cluster-config.json and /etc/hosts shipped over SSH")
+    await asyncio.gather(*(asyncio.to_thread(push_member_files, backend, c) for c in members))
     change = await add_node(target, node_id, progress, start=False, ready_timeout=QEMU_RECOVER_S)
     await asyncio.to_thread(backend.mark_joined, target.node_ids, f"added {node_id}")
     return change

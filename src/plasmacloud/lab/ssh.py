@@ -189,20 +189,28 @@ class SSHBackend:
         if node_id not in self.targets:
             raise LabError(f"no node {node_id!r} (nodes: {', '.join(self.targets)})")
         target = self.targets[node_id]
-        argv = [*self.options.argv(target), shlex.join(remote)]
-        try:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=SSH_TIMEOUT_S,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise LabError(f"{node_id} ({target}): no answer in {SSH_TIMEOUT_S:.0f}s") from exc
-        if proc.returncode == 255 or (check and proc.returncode != 0):
-            raise LabError(
-                f"{node_id} ({target}): `{shlex.join(remote)}` failed "
-                f"(exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
-            )
-        return proc.stdout
+        return run_remote(self.options, target, shlex.join(remote), f"{node_id} ({target})", check)
+
+
+def run_remote(
+    options: SSHOptions,
+    target: SSHTarget,
+    remote: str,
+    who: str,
+    check: bool = True,
+    data: bytes = b"",
+    timeout: float = SSH_TIMEOUT_S,
+) -> str:
+    """Run the shell command ``remote`` at ``target`` (``data`` on its stdin); its stdout.
+    LabError naming ``who`` when ssh itself fails (255), on any other non-zero exit when
+    ``check``, or when it takes over ``timeout`` seconds."""
+    argv = [*options.argv(target), remote]
+    try:
+        proc = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{who}: `{remote}` took over {timeout:.0f} s") from exc
+    out = proc.stdout.decode(errors="replace")
+    if proc.returncode == 255 or (check and proc.returncode != 0):
+        why = proc.stderr.decode(errors="replace").strip() or out.strip()
+        raise LabError(f"{who}: `{remote}` failed (exit {proc.returncode}): {why}")
+    return out
