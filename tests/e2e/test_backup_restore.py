@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
@@ -24,7 +25,7 @@ from plasmacloud.lab.services import plasma_executable
 
 from .chaos_clients import ChaosClients
 from .conftest import etcdctl_env
-from .test_iam_lab import IamLab, etcdctl, started_iam_lab
+from .test_iam_lab import IamLab, etcdctl, etcdctl_as, started_iam_lab
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +174,20 @@ def test_backup_then_restore_brings_back_exactly_the_backup(tmp_path: Path, back
         assert "alice" in json.dumps(users)
         me = asyncio.run(iam(lab, "GET", "/v1/self", token=token))
         assert "bot" in json.dumps(me)  # signed before the backup, verified after
+
+        # a member added after the restore gets the restored data (the new group starts
+        # from a snapshot of it), not only what was written since
+        everything = keys(lab)
+        added = plasma(lab, "lab", "add-node", "--dir", str(lab.lab.layout.root), "--json")
+        assert added.returncode == 0, added.stdout + added.stderr
+        node04 = f"{lab.lab.spec.first_ip + 3}:{lab.lab.spec.ports.chainfire_client}"
+        local = ["get", "", "--prefix", "--keys-only", "--consistency=s"]
+        deadline = time.monotonic() + 60
+        while (seen := etcdctl_as(lab, lab.tls, *local, endpoint=node04)).stdout.split() != (
+            everything
+        ):
+            assert time.monotonic() < deadline, f"node04: {seen.stdout.split()[:5]} {seen.stderr}"
+            time.sleep(0.5)
 
 
 def test_verify_names_a_missing_manifest(tmp_path: Path) -> None:

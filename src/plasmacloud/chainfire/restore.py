@@ -2,10 +2,12 @@
 
 A snapshot file (``etcdctl snapshot save``, or a ``plasma cluster backup``) is the store's
 SQLite database followed by its SHA-256. Restoring it writes the database into a member's
-empty data directory with no Raft state: every member restored from the same file starts
-a new Raft group from the config's peer list at the snapshot's revision, as etcd's
-restore does with a new member list. The snapshot carries no system keyspace (a client
-never receives IAM's records); a backup's IAM records can be given to put back.
+empty data directory and seeds a new Raft group with it (:mod:`plasmacloud.raft.seed`):
+a Raft snapshot of the same database, with the config's peer list as the members, as
+etcd's restore writes a snap file and a new member list. Every member restored from the
+same file starts that group at the snapshot's revision, and a member added later is sent
+the restored data by snapshot. The snapshot carries no system keyspace (a client never
+receives IAM's records); a backup's IAM records can be given to put back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pathlib import Path
 
 from plasmacloud.chainfire import system
 from plasmacloud.chainfire.mvcc import MvccStore
+from plasmacloud.common.config import NodeConfig
+from plasmacloud.raft.nodeconfig import raft_members
+from plasmacloud.raft.seed import SEED_INDEX, seed_group
 
 _DIGEST = hashlib.sha256().digest_size
 STORE_FILE = "kv.db"
@@ -99,11 +104,14 @@ def snapshot_status(path: Path) -> SnapshotStatus:
 
 
 def restore_member(
-    db: bytes, data_dir: Path, system_records: Iterable[tuple[bytes, bytes]] = ()
+    db: bytes,
+    data_dir: Path,
+    members: dict[str, str],
+    system_records: Iterable[tuple[bytes, bytes]] = (),
 ) -> int:
     """Write snapshot database ``db`` as the Chainfire data in ``data_dir`` (which must not
-    hold a member already), with ``system_records`` as its system keyspace; returns the
-    revision restored."""
+    hold a member already), with ``system_records`` as its system keyspace, as a member of
+    a new group of ``members`` (:func:`member_addresses`); returns the revision restored."""
     store_path, raft = data_dir / STORE_FILE, data_dir / RAFT_DIR
     if store_path.exists() or raft.exists():
         raise SnapshotError(
@@ -113,8 +121,8 @@ def restore_member(
     image = _open_image(db)
     try:
         image.execute("BEGIN")
-        # a new Raft group applies from index 1 on top of this state
-        image.execute("INSERT OR REPLACE INTO meta(k, v) VALUES('applied_index', 0)")
+        # the new group's seed snapshot is this state; its log continues after it
+        image.execute("INSERT OR REPLACE INTO meta(k, v) VALUES('applied_index', ?)", (SEED_INDEX,))
         image.execute("DELETE FROM alarm")  # etcd's restore starts without alarms too
         system.adopt(image, list(system_records))
         image.execute("COMMIT")
@@ -125,10 +133,16 @@ def restore_member(
             image.backup(target)
         finally:
             target.close()
+        seed_group(raft, members, tmp.read_bytes())
         tmp.replace(store_path)
     finally:
         image.close()
     return snapshot_revision(db)
+
+
+def member_addresses(config: NodeConfig) -> dict[str, str]:
+    """Chainfire's Raft members for the node of ``config``: every peer's peer port."""
+    return raft_members(config, lambda ports: ports.chainfire_peer)
 
 
 def encode_system_records(rows: Iterable[tuple[bytes, bytes]]) -> bytes:

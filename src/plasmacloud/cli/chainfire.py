@@ -161,6 +161,7 @@ def restore(
     """
     from plasmacloud.chainfire.restore import (
         SnapshotError,
+        member_addresses,
         read_snapshot,
         read_system_records,
         restore_member,
@@ -174,7 +175,8 @@ def restore(
         raise typer.Exit(EXIT_USAGE) from exc
     try:
         records = read_system_records(system_records) if system_records else []
-        revision = restore_member(read_snapshot(path), node.data_path("chainfire"), records)
+        data, members = node.data_path("chainfire"), member_addresses(node)
+        revision = restore_member(read_snapshot(path), data, members, records)
     except SnapshotError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILURE) from None

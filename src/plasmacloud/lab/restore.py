@@ -12,7 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from plasmacloud.chainfire.restore import read_snapshot, read_system_records, restore_member
+from plasmacloud.chainfire.restore import (
+    member_addresses,
+    read_snapshot,
+    read_system_records,
+    restore_member,
+)
 from plasmacloud.cluster.backup import Manifest, load_flaredb, verify_backup
 from plasmacloud.lab.control import Lab
 
@@ -37,7 +42,7 @@ async def restore_lab(
         progress(f"{cfg.node_id}: Chainfire at revision {manifest.chainfire.detail['revision']}")
         for service in lab.services:
             shutil.rmtree(cfg.data_path(service.name), ignore_errors=True)
-        restore_member(snapshot, cfg.data_path("chainfire"), records)
+        restore_member(snapshot, cfg.data_path("chainfire"), member_addresses(cfg), records)
     progress("starting the lab as a new cluster")
     lab.up()
     await lab.wait_ready(timeout=ready_timeout)

@@ -21,6 +21,11 @@ def raft_dir(config: NodeConfig, service: str) -> Path:
     return config.data_path(service) / "raft"
 
 
+def raft_members(config: NodeConfig, port: Callable[[ServicePorts], int]) -> dict[str, str]:
+    """The group's members as the engine addresses them: node id -> hostname:``port``."""
+    return {p.node_id: f"{p.hostname}:{port(p.ports)}" for p in config.peers}
+
+
 def raft_config(
     config: NodeConfig, service: str, port: Callable[[ServicePorts], int], **options: Any
 ) -> RaftConfig:
@@ -41,7 +46,7 @@ def raft_config(
         data_dir=raft_dir(config, service),
         listen_host=config.listen_host,
         listen_port=port(config.ports),
-        members={p.node_id: f"{p.hostname}:{port(p.ports)}" for p in config.peers},
+        members=raft_members(config, port),
         bootstrap=config.bootstrap,
         resolve=config.resolve,
         **settings,
