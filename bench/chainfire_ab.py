@@ -5,8 +5,9 @@ Each variant is a ``plasma`` executable (e.g. a script that puts an older checko
 ``src`` first on ``sys.path``); every one runs as a 3-node mTLS cluster on its own scratch
 loopback range, all up at once. Each round drives every cluster in turn (order reversed
 on odd rounds) with the same puts as bench/chainfire_vs_etcd.py and records ops/s,
-p50/p99 and the CPU time per put of the leader and of the followers (from /proc). Prints
-every round and the medians; never asserts. Bounded by rounds x seconds.
+p50/p99, the CPU time per put of the leader and of the followers (from /proc) and the puts
+per leader log fdatasync (from its /metrics). Prints every round and the medians; never
+asserts. Bounded by rounds x seconds.
 
     python bench/chainfire_ab.py --concurrency 64 --rounds 4 \\
         before=/path/to/old/plasma after=$(python -c 'import sys; print(sys.prefix)')/bin/plasma \\
@@ -22,6 +23,7 @@ import dataclasses
 import shutil
 import statistics
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from chainfire_vs_etcd import WARMUP_OPS, cpu_seconds, leader_kv, put_op
@@ -43,6 +45,7 @@ class Round:
     p99_ms: float
     leader_cpu_us: float  # per put
     follower_cpu_us: float  # per put, mean of the followers
+    per_fsync: float  # puts per leader log fdatasync (the batch size)
 
 
 def chainfire_from(executable: str) -> ServiceSpec:
@@ -62,14 +65,34 @@ def pids_by_node(lab: Lab) -> dict[str, int]:
     return out
 
 
+def leader_fsyncs(lab: Lab, leader: str | None) -> float:
+    """The leader's Raft log fdatasyncs so far, from its /metrics (0 if unknown: etcd names
+    its metrics otherwise)."""
+    cfg = next((c for c in lab.configs() if c.node_id == leader), None)
+    url = lab.services[0].metrics_url
+    if cfg is None or url is None:
+        return 0.0
+    try:
+        with urllib.request.urlopen(url(cfg), timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("raft_fsync_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
 async def one_round(lab: Lab, kv: KVStub, concurrency: int, seconds: float) -> Round:
     leader = (await lab.probe()).leader_node
     pids = pids_by_node(lab)
     op = put_op(kv)
     await run_load(op, concurrency, WARMUP_OPS, seconds / 2)
+    fsyncs = leader_fsyncs(lab, leader)  # scraped outside the measured interval
     before = {n: cpu_seconds([p]) for n, p in pids.items()}
     r = await run_load(op, concurrency, MAX_OPS, seconds)
     used = {n: cpu_seconds([p]) - before[n] for n, p in pids.items()}
+    fsyncs = leader_fsyncs(lab, leader) - fsyncs
     ok = max(r.ok, 1)
     followers = [used[n] for n in used if n != leader]
     return Round(
@@ -78,6 +101,7 @@ async def one_round(lab: Lab, kv: KVStub, concurrency: int, seconds: float) -> R
         r.percentile_ms(99),
         used.get(leader or "", 0.0) / ok * 1e6,
         statistics.mean(followers) / ok * 1e6 if followers else 0.0,
+        ok / fsyncs if fsyncs else 0.0,
     )
 
 
@@ -97,7 +121,8 @@ async def measure(labs: dict[str, Lab], args: argparse.Namespace) -> dict[str, l
 def _fmt(r: Round) -> str:
     return (
         f"{r.ops_per_s:7,.0f}/s p50 {r.p50_ms:6.2f} p99 {r.p99_ms:7.2f} ms; CPU per put: "
-        f"leader {r.leader_cpu_us:5,.0f} us, follower {r.follower_cpu_us:5,.0f} us"
+        f"leader {r.leader_cpu_us:5,.0f} us, follower {r.follower_cpu_us:5,.0f} us; "
+        f"{r.per_fsync:4.1f} per fsync"
     )
 
 

@@ -9,7 +9,8 @@ also runs the proposers, 256-byte proposals at a fixed concurrency into an in-me
 machine. All variants are up at once; each round loads every variant in turn (order
 reversed on odd rounds) and records proposals/s, p50/p99 and the CPU time per proposal of
 the leader process (proposers included, the same code in every variant) and of the
-followers (from /proc). Prints every round and the medians; never asserts.
+followers (from /proc), and proposals per leader fdatasync. Prints every round and the medians;
+never asserts.
 
     python bench/raft_ab.py --rounds 6 before=/tmp/before/src after=src
 """
@@ -42,6 +43,7 @@ class Round:
     p99_ms: float
     leader_cpu_us: float  # per proposal, proposers included
     follower_cpu_us: float  # per proposal, mean of the followers
+    per_fsync: float  # proposals per leader fdatasync (the batch size)
 
 
 def _free_port(host: str) -> int:
@@ -78,6 +80,8 @@ def make_pki(d: Path) -> None:
 async def _child(node_id: str, members: dict[str, str], data: Path, pki: Path) -> None:
     import ssl
 
+    from prometheus_client import CollectorRegistry
+
     from plasmacloud.raft.memory import MemoryStateMachine
     from plasmacloud.raft.node import RaftConfig, RaftNode
 
@@ -99,6 +103,7 @@ async def _child(node_id: str, members: dict[str, str], data: Path, pki: Path) -
         server_ssl=server,
         client_ssl=client,
         snapshot_threshold=100_000,  # as Chainfire runs it
+        registry=(registry := CollectorRegistry()),
     )
     node = RaftNode(cfg, MemoryStateMachine())
     await node.start()
@@ -112,8 +117,16 @@ async def _child(node_id: str, members: dict[str, str], data: Path, pki: Path) -
     print("ready", flush=True)
     while line := await loop.run_in_executor(None, sys.stdin.readline):
         concurrency, seconds = json.loads(line)
-        print(json.dumps(await _load(node, value, concurrency, seconds)), flush=True)
+        before = _fsyncs(registry)
+        result = await _load(node, value, concurrency, seconds)
+        result["fsyncs"] = _fsyncs(registry) - before
+        print(json.dumps(result), flush=True)
     await node.stop()
+
+
+def _fsyncs(registry: Any) -> float:
+    """The leader's log fdatasyncs so far (from its raft metrics)."""
+    return float(registry.get_sample_value("raft_fsync_duration_seconds_count") or 0)
 
 
 async def _load(node: Any, value: bytes, concurrency: int, seconds: float) -> dict[str, float]:
@@ -203,13 +216,14 @@ def one_round(v: Variant, concurrency: int, seconds: float) -> Round:
     ops = max(r["ops"], 1)
     followers = [used[n] for n in used if n != "n1"]
     return Round(r["ops_per_s"], r["p50_ms"], r["p99_ms"], used["n1"] / ops * 1e6,
-                 statistics.mean(followers) / ops * 1e6)  # fmt: skip
+                 statistics.mean(followers) / ops * 1e6, ops / max(r["fsyncs"], 1))  # fmt: skip
 
 
 def _fmt(r: Round) -> str:
     return (
         f"{r.ops_per_s:7,.0f}/s p50 {r.p50_ms:6.2f} p99 {r.p99_ms:7.2f} ms; CPU per proposal: "
-        f"leader+proposers {r.leader_cpu_us:5,.0f} us, follower {r.follower_cpu_us:5,.0f} us"
+        f"leader+proposers {r.leader_cpu_us:5,.0f} us, follower {r.follower_cpu_us:5,.0f} us; "
+        f"{r.per_fsync:5.1f} per fsync"
     )
 
 

@@ -1,14 +1,17 @@
 """The file-system operations the engine's storage needs, behind a small interface.
 
-:class:`OsDisk` is the real thing (``os.write`` into the page cache, ``os.fdatasync`` in a
-worker thread so the event loop keeps replicating while the disk flushes); the simulation
+:class:`OsDisk` is the real thing (``os.write`` into the page cache, ``os.fdatasync`` on a
+syncer thread so the event loop keeps replicating while the disk flushes); the simulation
 (``plasmacloud.raft.sim``) provides a disk that forgets un-synced writes when it "crashes".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -59,6 +62,11 @@ class Disk(Protocol):
         snapshot: reading a large state out takes longer than an election timeout)."""
         ...
 
+    def close(self) -> None:
+        """Stop any background work (called when the log closes; a later
+        :meth:`datasync` may start it again)."""
+        ...
+
 
 class OsFile:
     """An append-only file descriptor (no Python buffering: a write is one syscall)."""
@@ -94,8 +102,77 @@ def _fdatasync_all(files: Sequence[OsFile]) -> None:
             os.fdatasync(f.fd)
 
 
+_Request = tuple[list[OsFile], "asyncio.Future[None]"]
+
+
+def _settle(futs: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for fut in futs:
+        if fut.done():  # its waiter was cancelled
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
+class _Syncer:
+    """One long-lived thread that fdatasyncs for the event loop (group commit).
+
+    A hand-off costs one queue put and, per pass, one ``call_soon_threadsafe`` per loop
+    woken; ``run_in_executor`` added a ``ThreadPoolExecutor.submit`` (work item, lock,
+    thread-count check) and two chained futures per sync, on the loop thread. Every
+    request queued when the thread wakes is served by one pass over the union of their
+    files: each pass starts after all its requests were queued, so it covers everything
+    they had written. An error reaches every waiter of the pass that hit it."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="raft-fdatasync", daemon=True)
+        self._thread.start()
+
+    def request(self, files: list[OsFile], fut: asyncio.Future[None]) -> None:
+        self._requests.put((files, fut))
+
+    def stop(self) -> None:
+        """Serve what is queued, then end the thread (blocks until it has)."""
+        self._requests.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._requests.get()]
+            while True:
+                try:
+                    batch.append(self._requests.get_nowait())
+                except queue.Empty:
+                    break
+            requests = [r for r in batch if r is not None]
+            if requests:
+                self._pass(requests)
+            if len(requests) < len(batch):
+                return
+
+    @staticmethod
+    def _pass(requests: list[_Request]) -> None:
+        files = list(dict.fromkeys(f for fs, _ in requests for f in fs))
+        error: Exception | None = None
+        try:
+            _fdatasync_all(files)
+        except Exception as exc:  # the waiters act on it (a node halts on a failed fsync)
+            error = exc
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for _, fut in requests:
+            by_loop.setdefault(fut.get_loop(), []).append(fut)
+        for loop, futs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, futs, error)
+
+
 class OsDisk:
     """The real file system."""
+
+    def __init__(self) -> None:
+        self._syncer: _Syncer | None = None  # started by the first datasync
 
     def makedirs(self, path: str) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -125,7 +202,18 @@ class OsDisk:
 
     async def datasync(self, files: Sequence[AppendFile]) -> None:
         os_files = [f for f in files if isinstance(f, OsFile)]
-        await asyncio.get_running_loop().run_in_executor(None, _fdatasync_all, os_files)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._syncer is None:
+            self._syncer = _Syncer()
+        self._syncer.request(os_files, fut)
+        await fut
+
+    def close(self) -> None:
+        """End the syncer thread, once the syncs already asked for are done (blocks the
+        caller for at most those: a log closes only after its last sync was awaited)."""
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            syncer.stop()
 
     def write_atomic(self, path: str, data: bytes) -> None:
         tmp = path + ".tmp"

@@ -216,6 +216,9 @@ class SimMount:
         await asyncio.sleep(self.sync_delay())
         self.write_atomic(path, produce())
 
+    def close(self) -> None:
+        """Nothing runs in the background: a sync is a timer on the simulation's loop."""
+
 
 class SimFile:
     """An open file: bound to the file itself, not its name (after an unlink, and maybe a

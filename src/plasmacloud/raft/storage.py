@@ -369,7 +369,9 @@ class Storage:
             self.disk.sync_dir(self.dir)
 
     def close(self) -> None:
-        """Close files (without syncing: anything not synced was never acknowledged)."""
+        """Close files (without syncing: anything not synced was never acknowledged) and
+        the disk's background work (the syncer thread)."""
+        self.disk.close()
         for f in self._retired:
             f.close()
         self._retired.clear()
