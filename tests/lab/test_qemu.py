@@ -530,3 +530,12 @@ def test_down_stops_what_the_state_file_records_now(tmp_path: Path) -> None:
     opened_first.down()
     assert not started.alive()
     assert QemuBackend(opened_first.paths.root).state.infra == []
+
+
+def test_rolling_restart_of_a_qemu_lab_refuses_an_upgrade(tmp_path: Path) -> None:
+    backend = _prepared(tmp_path)
+    root = str(backend.paths.root)
+    argv = ["cluster", "rolling-restart", "--dir", root, "--upgrade", "/usr/bin/true"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == EXIT_USAGE
+    assert "--upgrade needs a process or netns lab" in result.output

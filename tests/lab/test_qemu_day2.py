@@ -1,8 +1,9 @@
 """Day-2 operations on the QEMU lab, as an operator runs them: three VMs PXE-boot and
 form the cluster; keys, rows and IAM's admin are written; `plasma cluster backup`; then
 changes the backup does not have; `plasma lab restore` puts back exactly the backup
-(every VM's data laid down by `plasma chainfire restore` over SSH). Then `plasma lab
-add-node` provisions node04 as `plasma provision add-node` does, a fourth VM PXE-boots and
+(every VM's data laid down by `plasma chainfire restore` over SSH); `plasma cluster
+rolling-restart` restarts every VM's services in turn. Then `plasma lab add-node`
+provisions node04 as `plasma provision add-node` does, a fourth VM PXE-boots and
 installs, the members get their new files over SSH, and node04 joins Chainfire and
 FlareDB and serves the restored data.
 
@@ -126,6 +127,14 @@ def backup_restore_then_add_node(lab: QemuBackend, backup: Path) -> None:
     wanted = [f"app/{i:02d}" for i in range(10)]
     assert keys(lab, env) == wanted
     assert count_rows(lab, env, env["FLAREDB_URL"]) == 10
+
+    rolled = plasma("cluster", "rolling-restart", "--dir", root, "--json", timeout=2400)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    restarts = json.loads(rolled.stdout.splitlines()[-1])
+    assert sorted(r["node_id"] for r in restarts) == NODES
+    assert [r["was_leader"] for r in restarts] == [False, False, True]  # the leader last
+    assert keys(lab, env) == wanted
+    lap("rolling restart (each VM's services, the leader last)")
 
     added = plasma("lab", "add-node", "--dir", root, "--json", timeout=1800)
     assert added.returncode == 0, added.stdout + added.stderr

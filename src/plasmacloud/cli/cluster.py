@@ -209,8 +209,13 @@ def rolling_restart(
     identity: IdentityOpt = None,
     known_hosts: KnownHostsOpt = None,
     timeout: Annotated[
-        float, typer.Option(help="seconds each node may take until the cluster is ready")
-    ] = 60.0,
+        float | None,
+        typer.Option(
+            help="seconds each node may take until the cluster is ready [default: 60; 600 "
+            "on a QEMU lab, whose emulated CPUs start a service in tens of seconds]",
+            show_default=False,
+        ),
+    ] = None,
     upgrade: Annotated[
         str | None,
         typer.Option(
@@ -222,6 +227,7 @@ def rolling_restart(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    inside: InsideOpt = False,
 ) -> None:
     """Restart every node once, one at a time: followers first, the leader last (it hands
     leadership over as it stops), each only once the cluster is ready again; refused on
@@ -235,7 +241,20 @@ def rolling_restart(
     from plasmacloud.provision.spec import SpecError
 
     progress = _progress(as_json)
-    if spec is not None:
+    qemu = _qemu_lab(spec, lab_dir, inside)
+    if qemu is not None:
+        from plasmacloud.lab.qemu_target import QEMU_RECOVER_S
+
+        if upgrade is not None:
+            why = "a QEMU lab's VMs run the build in their PXE image; `plasma lab up` again"
+            raise _fail(f"--upgrade needs a process or netns lab: {why}", EXIT_USAGE)
+        timeout = QEMU_RECOVER_S if timeout is None else timeout
+        # the VMs' addresses exist only in the lab namespace: the restarts are driven there
+        argv = ["cluster", "rolling-restart", "--timeout", str(timeout)]
+        if (code := relayed(qemu, [*argv, *(["--json"] if as_json else [])])) is not None:
+            raise typer.Exit(code)
+        target = qemu.target()
+    elif spec is not None:
         if upgrade is not None:
             raise _fail(
                 "--upgrade runs on a lab; real machines get a new version by a deploy "
@@ -262,7 +281,7 @@ def rolling_restart(
         raise _fail(f"give --spec, --dir or set {LAB_DIR_ENV} (`plasma lab env` does)", EXIT_USAGE)
 
     try:
-        done = asyncio.run(roll(target, timeout, progress))
+        done = asyncio.run(roll(target, 60.0 if timeout is None else timeout, progress))
     except ClusterError as exc:
         raise _fail(exc) from None
     except ssl.SSLError as exc:  # the operator's files exist but are no certificate/key
