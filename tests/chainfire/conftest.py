@@ -14,10 +14,11 @@ from google.protobuf.message import Message
 
 from plasmacloud.chainfire.commands import encode
 from plasmacloud.chainfire.leases import LeaseTimers
+from plasmacloud.chainfire.listen import GRPC_OPTIONS
 from plasmacloud.chainfire.mvcc import MvccStore
 from plasmacloud.chainfire.node import ChainfireNode, NodeIdentity
 from plasmacloud.chainfire.proto import rpc_pb2_grpc
-from plasmacloud.chainfire.server import GRPC_OPTIONS, add_servicers
+from plasmacloud.chainfire.server import add_servicers
 from plasmacloud.raft.api import Entry, Member, NoLeaderError, RaftStatus
 
 

@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 
 from plasmacloud.cluster.probe import client_target, dial
+from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import scratch_netns_spec
 from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
@@ -72,3 +74,12 @@ def etcdctl_env(lab: Lab) -> dict[str, str]:
     env["ETCDCTL_CERT"] = str(lab.layout.operator_cert)
     env["ETCDCTL_KEY"] = str(lab.layout.operator_key)
     return env
+
+
+def with_flags(spec: ServiceSpec, *flags: str) -> ServiceSpec:
+    """``spec`` started with extra command-line flags."""
+
+    def argv(config_path: Path, cfg: NodeConfig, plasma: str) -> list[str]:
+        return [*spec.argv(config_path, cfg, plasma), *flags]
+
+    return replace(spec, argv=argv)

@@ -1,14 +1,16 @@
 """Chainfire against etcd 3.4, side by side: generated operation sequences run on a 3-node
 etcd and a 3-node Chainfire (both mTLS, auth off) started for this module, and every
-answer compared field by field (see etcd_differential for what is normalised)."""
+answer compared field by field (see etcd_differential for what is normalised).
+
+Everything runs twice: with Chainfire's client port served by the member itself, and by
+two frontend worker processes per member (``--frontends 2``), which must answer alike."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
@@ -16,14 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plasmacloud.cluster.probe import client_target, dial
-from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.reference import ETCD
-from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
+from plasmacloud.lab.services import CHAINFIRE
 from plasmacloud.lab.spec import scratch_spec
 
 from . import etcd_scenarios
-from .conftest import READY_TIMEOUT_S
+from .conftest import READY_TIMEOUT_S, with_flags
 from .etcd_differential import (
     Op,
     Side,
@@ -57,27 +58,22 @@ class Peers:
         return self.runner.run(go())
 
 
-def with_flags(spec: ServiceSpec, *flags: str) -> ServiceSpec:
-    """``spec`` started with extra command-line flags."""
-
-    def argv(config_path: Path, cfg: NodeConfig, plasma: str) -> list[str]:
-        return [*spec.argv(config_path, cfg, plasma), *flags]
-
-    return replace(spec, argv=argv)
-
-
 # both with the same short progress notify interval, so that the scenario can see it
-SERVICES = (
-    with_flags(ETCD, f"--experimental-watch-progress-notify-interval={PROGRESS_INTERVAL:g}s"),
-    with_flags(CHAINFIRE, f"--watch-progress-notify-interval={PROGRESS_INTERVAL:g}"),
+ETCD_SERVICE = with_flags(
+    ETCD, f"--experimental-watch-progress-notify-interval={PROGRESS_INTERVAL:g}s"
 )
+CHAINFIRE_SERVICE = with_flags(CHAINFIRE, f"--watch-progress-notify-interval={PROGRESS_INTERVAL:g}")
 
 
-@pytest.fixture(scope="module")
-def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
+@pytest.fixture(scope="module", params=[0, 2], ids=["in-process", "frontends"])
+def peers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Peers]:
     assert shutil.which("etcd"), "etcd-server must be installed (scripts/setup.sh)"
+    chainfire = with_flags(CHAINFIRE_SERVICE, "--frontends", str(request.param))
     labs = [
-        Lab.open(tmp_path_factory.mktemp(s.name), scratch_spec(), services=(s,)) for s in SERVICES
+        Lab.open(tmp_path_factory.mktemp(s.name), scratch_spec(), services=(s,))
+        for s in (ETCD_SERVICE, chainfire)
     ]
     with asyncio.Runner() as runner:
         try:

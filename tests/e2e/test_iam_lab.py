@@ -31,7 +31,7 @@ from plasmacloud.iam.credentials import AdminCredentials
 from plasmacloud.iam.endpoints import iam_url
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.netns import scratch_netns_spec
-from plasmacloud.lab.services import SERVICES
+from plasmacloud.lab.services import SERVICES, ServiceSpec
 from plasmacloud.lab.spec import scratch_spec
 from plasmacloud.provision import pki
 
@@ -106,12 +106,14 @@ async def _setup(lab: Lab) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def started_iam_lab(root: Path, backend: str = "process") -> Iterator[IamLab]:
-    """A new lab as `plasma lab up` runs it (IAM everywhere, auth on), admin bootstrapped,
-    alice and the service account set up, on ``backend`` ("process" or "netns"); torn
-    down afterwards."""
+def started_iam_lab(
+    root: Path, backend: str = "process", services: tuple[ServiceSpec, ...] = SERVICES
+) -> Iterator[IamLab]:
+    """A new lab as `plasma lab up` runs it (IAM everywhere, auth on; ``services`` to
+    change how they start), admin bootstrapped, alice and the service account set up, on
+    ``backend`` ("process" or "netns"); torn down afterwards."""
     spec = scratch_netns_spec() if backend == "netns" else scratch_spec()
-    lab = Lab.open(root, spec, services=SERVICES, backend=backend)
+    lab = Lab.open(root, spec, services=services, backend=backend)
     try:
         lab.up()
         asyncio.run(lab.wait_ready(timeout=READY_TIMEOUT_S))

@@ -17,19 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import uvloop
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from plasmacloud.chainfire import errors
 from plasmacloud.chainfire.client import ChainfireClient
+from plasmacloud.chainfire.frontend.dispatch import MethodRegistry
+from plasmacloud.chainfire.frontend.supervisor import Frontends, socket_path
 from plasmacloud.chainfire.http import start_http
 from plasmacloud.chainfire.iam_auth import IamAuthorizer
+from plasmacloud.chainfire.listen import grpc_server
 from plasmacloud.chainfire.metrics import ChainfireMetrics
 from plasmacloud.chainfire.mvcc import MvccStore
 from plasmacloud.chainfire.node import (
     DEFAULT_QUOTA_BYTES,
-    GRPC_MAX_RECEIVE,
     ChainfireNode,
     Consensus,
     NodeIdentity,
@@ -51,18 +52,11 @@ from plasmacloud.chainfire.services.system import SystemKVServicer
 from plasmacloud.chainfire.services.watch import DEFAULT_PROGRESS_INTERVAL, WatchServicer
 from plasmacloud.common.authhook import NodeAuth, NodeAuthFactory
 from plasmacloud.common.config import Compaction, NodeConfig
-from plasmacloud.common.tls import grpc_pem_material, grpc_server_credentials, watch_certificates
+from plasmacloud.common.tls import grpc_pem_material, watch_certificates
 from plasmacloud.raft.removal import until_stopped_or_removed, wait_until_removed
 
 log = logging.getLogger(__name__)
 
-GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", GRPC_MAX_RECEIVE),
-    ("grpc.max_send_message_length", 2**31 - 1),
-    # etcd clients ping every 30 s or so; accept that without GOAWAY
-    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
 
 # etcd 3.4's --snapshot-count. A snapshot serializes the whole database on the event loop
 # of every member at the same index (a cluster-wide pause that grows with the history
@@ -106,17 +100,6 @@ def add_servicers(
     system_pb2_grpc.add_SystemKVServicer_to_server(
         SystemKVServicer(node, require_member_cert=tls), server
     )
-
-
-def grpc_server(config: NodeConfig) -> tuple[grpc.aio.Server, str]:
-    """An empty gRPC server bound to the client port (TLS per config); (server, address)."""
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    address = f"{config.listen_host}:{config.ports.chainfire_client}"
-    if config.tls.enabled:
-        server.add_secure_port(address, grpc_server_credentials(config.tls))
-    else:
-        server.add_insecure_port(address)
-    return server, address
 
 
 class DataDirBusy(OSError):
@@ -169,6 +152,8 @@ class ChainfireServer:
     # auth on when given: builds the hook every call is checked by (chainfire.iam_auth;
     # IAM's, from iam.authz.service_auth, where the server is composed)
     auth: NodeAuthFactory | None = None
+    # client-facing gRPC in this many worker processes (chainfire.frontend); 0: in this one
+    frontends: int = 0
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -176,6 +161,7 @@ class ChainfireServer:
         self.node: ChainfireNode | None = None
         self._raft: Any = None
         self._grpc: grpc.aio.Server | None = None
+        self._frontends: Frontends | None = None
         self._http: web.AppRunner | None = None
         self._store: MvccStore | None = None
         self._auth: NodeAuth | None = None
@@ -221,14 +207,12 @@ class ChainfireServer:
             self.node.authorizer = IamAuthorizer(self._auth)
         await self._raft.start()
         await self.node.start()
-        self._grpc, address = grpc_server(cfg)
-        add_servicers(
-            self._grpc,
-            self.node,
-            tls=cfg.tls.enabled,
-            progress_interval=self.watch_progress_interval,
-        )
-        await self._grpc.start()
+        if self.frontends:
+            address = await self._start_frontends(data)
+        else:
+            self._grpc, address = grpc_server(cfg)
+            self._add_servicers(self._grpc)
+            await self._grpc.start()
         self._http = await start_http(self.node, cfg.listen_host, cfg.ports.chainfire_metrics)
         log.info(
             "chainfire %s serving clients on %s (tls=%s), peers on %s:%d, metrics on %s:%d",
@@ -240,6 +224,26 @@ class ChainfireServer:
             cfg.listen_host,
             cfg.ports.chainfire_metrics,
         )
+
+    def _add_servicers(self, server: grpc.aio.Server | MethodRegistry) -> None:
+        assert self.node is not None
+        add_servicers(
+            server,  # type: ignore[arg-type]  # a registry takes what a server takes
+            self.node,
+            tls=self.config.tls.enabled,
+            progress_interval=self.watch_progress_interval,
+        )
+
+    async def _start_frontends(self, data: Path) -> str:
+        source = self.config.source
+        if source is None:
+            raise ValueError("frontend workers read the node's config file: load it from one")
+        registry = MethodRegistry()
+        self._add_servicers(registry)
+        self._frontends = Frontends(self.frontends, source, socket_path(data), registry)
+        await self._frontends.start()
+        cfg = self.config
+        return f"{cfg.listen_host}:{cfg.ports.chainfire_client} ({self.frontends} frontends)"
 
     async def wait_removed(self) -> str:
         """Return (the reason) once this member is known to be out of the cluster."""
@@ -264,6 +268,8 @@ class ChainfireServer:
         """Stop accepting clients, then stop Raft and close the store."""
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        if self._frontends is not None:
+            await self._frontends.stop()
         if self._http is not None:
             await self._http.cleanup()
         if self.node is not None:
@@ -279,21 +285,11 @@ class ChainfireServer:
         log.info("chainfire %s stopped", self.config.node_id)
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """The event loop a member runs on: uvloop's.
-
-    Measured beside asyncio's own loop in the same runs (docs/adr/003): about 20% less
-    CPU per replicated put on the leader and the followers, mostly the peer transport's
-    TLS (uvloop's is native code, asyncio's ``sslproto`` is Python) and the loop itself.
-    """
-    return uvloop.new_event_loop()
-
-
 async def serve(config: NodeConfig, stop: asyncio.Event, **options: Any) -> None:
     """Run a member until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
     ``options`` are :class:`ChainfireServer` fields (quota_bytes, snapshot_threshold,
-    compaction, watch_progress_interval, auth).
+    compaction, watch_progress_interval, auth, frontends).
     """
     server = ChainfireServer(config, **options)
     reloads = asyncio.create_task(watch_certificates(), name="tls-reload")

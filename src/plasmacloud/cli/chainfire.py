@@ -53,11 +53,19 @@ def serve(
         "names) allowed chainfire:<RPC> on key/<key>",
     ),
     trusted_cn: TrustedCnOpt = None,
+    frontends: int = typer.Option(
+        0,
+        min=0,
+        max=64,
+        help="serve the client port from this many worker processes (TLS, HTTP/2 and gRPC "
+        "framing off the process that owns Raft and the store; for machines with cores to "
+        "spare); 0: in the member's own process",
+    ),
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
     import asyncio
 
-    from plasmacloud.chainfire.server import new_event_loop
+    from plasmacloud.chainfire.listen import new_event_loop
     from plasmacloud.chainfire.server import serve as run
     from plasmacloud.common.config import NodeConfig
     from plasmacloud.common.gc_tuning import tune_gc
@@ -82,6 +90,7 @@ def serve(
             compaction=compaction,
             watch_progress_interval=watch_progress_notify_interval,
             auth=service_auth("chainfire", iam_url or ()),
+            frontends=frontends,
         )
 
     def load() -> tuple[NodeConfig, Compaction]:

@@ -343,6 +343,11 @@ class NodeConfig(_Strict):
         _RELOADED[self._source] = (stamp, fresh)
         return fresh
 
+    @property
+    def source(self) -> Path | None:
+        """The file this config was loaded from (None when built in memory)."""
+        return self._source
+
     def data_path(self, service: str) -> Path:
         """Data directory of one service on this node (created by the service)."""
         return self.data_dir / service

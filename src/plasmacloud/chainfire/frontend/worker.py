@@ -1,0 +1,239 @@
+"""A frontend worker: the member's client port served in a process of its own.
+
+Started by the member (:mod:`.supervisor`) as ``python -m
+plasmacloud.chainfire.frontend.worker --config PATH --socket PATH``. It connects to the
+member's socket, learns the method table, listens on the client port beside the other
+workers (``SO_REUSEPORT``) and relays each call's bytes without decoding them. It exits
+when the member closes the socket (the member stopped or died) or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+
+from plasmacloud.chainfire.frontend import protocol as p
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class _Pending:
+    """A call waiting for the member's answers."""
+
+    __slots__ = ("replies", "status")
+
+    def __init__(self) -> None:
+        self.replies: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.status: tuple[int, str] = (grpc.StatusCode.UNKNOWN.value[0], "no answer")
+
+
+class WorkerLink(asyncio.Protocol):
+    """The worker's end of the link: numbers calls, writes their frames, routes answers."""
+
+    def __init__(self) -> None:
+        self.table: asyncio.Future[p.MethodTable] = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.Event()
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[int, _Pending] = {}
+        self._next_id = 1
+        self._buffer = bytearray()
+        self._out: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for call in self.pending.values():
+            call.status = (grpc.StatusCode.UNAVAILABLE.value[0], "chainfire member went away")
+            call.replies.put_nowait(None)
+        self.pending.clear()
+        if not self.table.done():
+            self.table.set_exception(ConnectionError("member closed the link before HELLO"))
+        self.closed.set()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            for kind, call_id, payload in p.split(self._buffer):
+                if kind == p.HELLO:
+                    self.table.set_result(p.decode_table(payload))
+                    continue
+                call = self.pending.get(call_id)
+                if call is None:
+                    continue  # cancelled here already
+                if kind == p.REPLY:
+                    call.replies.put_nowait(payload)
+                elif kind == p.END:
+                    call.status = p.decode_end(payload)
+                    call.replies.put_nowait(None)
+                    del self.pending[call_id]
+                else:
+                    raise p.ProtocolError(f"unknown frame kind {kind} from the member")
+        except p.ProtocolError as exc:
+            log.error("member link closed: %s", exc)
+            if self.transport is not None:
+                self.transport.close()
+
+    def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
+        # Frames of one loop iteration leave in one write.
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(p.frame(kind, call_id, payload))
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+
+    def open(self, method: str, context: grpc.aio.ServicerContext, request: bytes) -> int:
+        """Start a call at the member; its id."""
+        if self.transport is None:
+            raise ConnectionError("no member")
+        call_id = self._next_id
+        self._next_id = call_id + 1 if call_id < 0xFFFFFFFF else 1
+        self.pending[call_id] = _Pending()
+        names = context.auth_context().get("x509_common_name") or [b""]
+        metadata = tuple(
+            (m[0], m[1]) for m in context.invocation_metadata() or () if isinstance(m[1], str)
+        )
+        start = p.Start(method, context.peer() or "", names[0].decode(), metadata, request)
+        self.send(p.START, call_id, start.encode())
+        return call_id
+
+    async def answers(
+        self, call_id: int, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """The member's responses to a call; aborts the client's call on an error status."""
+        call = self.pending[call_id]
+        try:
+            while (reply := await call.replies.get()) is not None:
+                yield reply
+        finally:
+            if self.pending.pop(call_id, None) is not None:  # client gone before END
+                self.send(p.CANCEL, call_id)
+        code, details = call.status
+        if code != grpc.StatusCode.OK.value[0]:
+            await context.abort(STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), details)
+
+
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+def relay_handler(link: WorkerLink, method: str, kinds: tuple[bool, bool]) -> grpc.RpcMethodHandler:
+    """A gRPC method handler that relays ``method`` over ``link`` (bytes in, bytes out)."""
+    request_streaming, response_streaming = kinds
+
+    def begin(
+        request: Any, context: grpc.aio.ServicerContext
+    ) -> tuple[int, asyncio.Task[None] | None]:
+        if not request_streaming:
+            return link.open(method, context, request), None
+        call_id = link.open(method, context, b"")
+
+        async def pump() -> None:
+            async for message in request:
+                link.send(p.MSG, call_id, message)
+            link.send(p.CLOSE, call_id)
+
+        return call_id, asyncio.get_running_loop().create_task(pump())
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        call_id, pump = begin(request, context)
+        try:
+            async for reply in link.answers(call_id, context):
+                yield reply
+        finally:
+            if pump is not None:
+                pump.cancel()
+
+    async def single(request: Any, context: grpc.aio.ServicerContext) -> bytes | None:
+        last = None
+        async for reply in stream(request, context):
+            last = reply
+        return last
+
+    behaviour: Behaviour = stream if response_streaming else single
+    factory = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[kinds]
+    return factory(behaviour)
+
+
+class RelayHandlers(grpc.GenericRpcHandler):
+    """Every method of the member's table, relayed."""
+
+    def __init__(self, link: WorkerLink, table: p.MethodTable) -> None:
+        self._handlers = {name: relay_handler(link, name, k) for name, k in table.items()}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
+
+
+async def run_worker(config_path: Path, socket_path: Path, stop: asyncio.Event) -> None:
+    """Serve the client port for the member behind ``socket_path`` until it goes away."""
+    # imported here: the member's modules, for the port and TLS it serves with
+    from plasmacloud.chainfire.listen import grpc_server
+    from plasmacloud.common.config import NodeConfig
+    from plasmacloud.common.tls import watch_certificates
+
+    config = NodeConfig.load(config_path)
+    loop = asyncio.get_running_loop()
+    _, link = await loop.create_unix_connection(WorkerLink, str(socket_path))
+    table = await link.table
+    server, address = grpc_server(config)
+    server.add_generic_rpc_handlers((RelayHandlers(link, table),))
+    reloads = loop.create_task(watch_certificates(), name="tls-reload")
+    await server.start()
+    link.send(p.READY, 0)
+    log.info("chainfire frontend serving %s for %s", address, config.node_id)
+    waits: list[Awaitable[Any]] = [link.closed.wait(), stop.wait()]
+    try:
+        await asyncio.wait(
+            [asyncio.ensure_future(w) for w in waits], return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        reloads.cancel()
+        await server.stop(grace=0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="A Chainfire frontend worker (started by its member).")
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--socket", type=Path, required=True)
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args()
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from plasmacloud.chainfire.listen import new_event_loop
+    from plasmacloud.common.gc_tuning import tune_gc
+
+    async def start() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await run_worker(args.config, args.socket, stop)
+
+    tune_gc()
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(start())
+
+
+if __name__ == "__main__":
+    main()
