@@ -2,10 +2,12 @@
 """A/B: several Chainfire builds (and optionally etcd 3.4) side by side, put load, in rounds.
 
 Each variant is a ``plasma`` executable (e.g. a script that puts an older checkout's
-``src`` first on ``sys.path``); every one runs as a 3-node mTLS cluster on its own scratch
-loopback range, all up at once. Each round drives every cluster in turn (order reversed
+``src`` first on ``sys.path``), optionally followed by flags for ``chainfire serve``
+(``fe2="$(which plasma) --frontends 2"``); every one runs as a 3-node mTLS cluster on its
+own scratch loopback range, all up at once. Each round drives every cluster in turn (order reversed
 on odd rounds) with the same puts as bench/chainfire_vs_etcd.py and records ops/s,
-p50/p99, the CPU time per put of the leader and of the followers (from /proc) and the puts
+p50/p99, the CPU time per put of the leader and of the followers (from /proc; a member with
+frontend workers counts them, and its own process alone is printed as "core") and the puts
 per leader log fdatasync (from its /metrics). Prints every round and the medians; never
 asserts. Bounded by rounds x seconds.
 
@@ -26,7 +28,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from chainfire_vs_etcd import WARMUP_OPS, cpu_seconds, leader_kv, put_op
+from chainfire_vs_etcd import WARMUP_OPS, children, cpu_seconds, leader_kv, put_op
 
 from plasmacloud.chainfire.proto.rpc_pb2_grpc import KVStub
 from plasmacloud.lab.control import Lab
@@ -43,16 +45,19 @@ class Round:
     ops_per_s: float
     p50_ms: float
     p99_ms: float
-    leader_cpu_us: float  # per put
+    leader_cpu_us: float  # per put, the leader's processes
+    leader_core_us: float  # per put, the leader's member process alone (without workers)
     follower_cpu_us: float  # per put, mean of the followers
     per_fsync: float  # puts per leader log fdatasync (the batch size)
 
 
-def chainfire_from(executable: str) -> ServiceSpec:
-    """Chainfire's service spec, started through another ``plasma`` executable."""
+def chainfire_from(command: str) -> ServiceSpec:
+    """Chainfire's service spec, started through another ``plasma`` executable (the first
+    word of ``command``) with the flags that follow it."""
+    executable, *flags = command.split()
     return dataclasses.replace(
         CHAINFIRE,
-        argv=lambda path, cfg, _plasma: CHAINFIRE.argv(path, cfg, executable),
+        argv=lambda path, cfg, _plasma: [*CHAINFIRE.argv(path, cfg, executable), *flags],
     )
 
 
@@ -89,9 +94,12 @@ async def one_round(lab: Lab, kv: KVStub, concurrency: int, seconds: float) -> R
     op = put_op(kv)
     await run_load(op, concurrency, WARMUP_OPS, seconds / 2)
     fsyncs = leader_fsyncs(lab, leader)  # scraped outside the measured interval
-    before = {n: cpu_seconds([p]) for n, p in pids.items()}
+    workers = {n: children(p) for n, p in pids.items()}
+    before = {n: cpu_seconds([p, *workers[n]]) for n, p in pids.items()}
+    core_before = cpu_seconds([pids[leader]]) if leader in pids else 0.0
     r = await run_load(op, concurrency, MAX_OPS, seconds)
-    used = {n: cpu_seconds([p]) - before[n] for n, p in pids.items()}
+    used = {n: cpu_seconds([p, *workers[n]]) - before[n] for n, p in pids.items()}
+    core = cpu_seconds([pids[leader]]) - core_before if leader in pids else 0.0
     fsyncs = leader_fsyncs(lab, leader) - fsyncs
     ok = max(r.ok, 1)
     followers = [used[n] for n in used if n != leader]
@@ -100,6 +108,7 @@ async def one_round(lab: Lab, kv: KVStub, concurrency: int, seconds: float) -> R
         r.percentile_ms(50),
         r.percentile_ms(99),
         used.get(leader or "", 0.0) / ok * 1e6,
+        core / ok * 1e6,
         statistics.mean(followers) / ok * 1e6 if followers else 0.0,
         ok / fsyncs if fsyncs else 0.0,
     )
@@ -121,18 +130,24 @@ async def measure(labs: dict[str, Lab], args: argparse.Namespace) -> dict[str, l
 def _fmt(r: Round) -> str:
     return (
         f"{r.ops_per_s:7,.0f}/s p50 {r.p50_ms:6.2f} p99 {r.p99_ms:7.2f} ms; CPU per put: "
-        f"leader {r.leader_cpu_us:5,.0f} us, follower {r.follower_cpu_us:5,.0f} us; "
+        f"leader {r.leader_cpu_us:5,.0f} us (core {r.leader_core_us:5,.0f}), "
+        f"follower {r.follower_cpu_us:5,.0f} us; "
         f"{r.per_fsync:4.1f} per fsync"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="+", help="NAME=PATH_TO_PLASMA_EXECUTABLE")
+    parser.add_argument(
+        "variants", nargs="+", help="NAME=PATH_TO_PLASMA_EXECUTABLE [CHAINFIRE SERVE FLAGS]"
+    )
     parser.add_argument("--etcd", action="store_true", help="also run etcd 3.4")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--model-cores", type=int, default=8, help="cores of the machine the model is for"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="plasma-ab-"))
     labs: dict[str, Lab] = {}
@@ -150,10 +165,33 @@ def main() -> None:
             lab.down()
         shutil.rmtree(root, ignore_errors=True)
     print("medians:")
+    medians = {}
     for name, rounds in results.items():
         columns = zip(*map(dataclasses.astuple, rounds), strict=True)
-        med = Round(*(statistics.median(col) for col in columns))
+        medians[name] = med = Round(*(statistics.median(col) for col in columns))
         print(f"  {name:10} {_fmt(med)}")
+    print(f"model, a leader with {args.model_cores} cores (puts/s its CPU per put allows):")
+    for name, med in medians.items():
+        print(f"  {name:10} {_model(name, med, args.model_cores)}")
+
+
+def _model(name: str, med: Round, cores: int) -> str:
+    """Puts/s a leader's measured CPU per put allows on ``cores`` cores: a Chainfire
+    member's own process is one thread (its workers share the other cores); etcd is
+    taken as spreading all its work over every core, an upper bound that flatters it."""
+    if not med.leader_cpu_us or not med.leader_core_us:
+        return "no figures"
+    if name == "etcd":
+        return f"at most {cores * 1e6 / med.leader_cpu_us:,.0f}/s (all cores)"
+    serial = 1e6 / med.leader_core_us
+    workers_us = med.leader_cpu_us - med.leader_core_us
+    if workers_us < 0.05 * med.leader_cpu_us:
+        return f"{serial:,.0f}/s (one thread does everything)"
+    parallel = (cores - 1) * 1e6 / workers_us
+    return (
+        f"{min(serial, parallel):,.0f}/s (member process {serial:,.0f}/s; "
+        f"workers' {workers_us:,.0f} us on {cores - 1} cores {parallel:,.0f}/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -62,13 +62,28 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (a Chainfire member's frontend workers)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
 def server_pids(lab: Lab) -> list[int]:
-    """The pids of every service process of the lab."""
+    """The pids of every service process of the lab, with their workers."""
     return [
-        p.pid
+        pid
         for n in lab.spec.node_ids
         for p in lab.backend.node_status(n).services
         if p.pid is not None
+        for pid in (p.pid, *children(p.pid))
     ]
 
 
@@ -148,10 +163,15 @@ async def measure(
     return results
 
 
-def run_both(root: Path, cases: list[Case], seconds: float) -> dict[str, dict[str, Measured]]:
-    """Bring both 3-node clusters up, measure, and always tear both down."""
+def run_both(
+    root: Path, cases: list[Case], seconds: float, frontends: int = 0
+) -> dict[str, dict[str, Measured]]:
+    """Bring both 3-node clusters up (Chainfire's members with ``frontends`` workers),
+    measure, and always tear both down."""
+    flags = ["--frontends", str(frontends)]
+    chainfire = replace(CHAINFIRE, argv=lambda p, c, exe: [*CHAINFIRE.argv(p, c, exe), *flags])
     labs = {
-        "chainfire": Lab.open(root / "chainfire", scratch_spec(), services=(CHAINFIRE,)),
+        "chainfire": Lab.open(root / "chainfire", scratch_spec(), services=(chainfire,)),
         "etcd": Lab.open(root / "etcd", scratch_spec(), services=(ETCD,)),
     }
     try:
@@ -232,6 +252,13 @@ def main() -> int:
     parser.add_argument(
         "--cases", nargs="*", default=[], help="only cases whose name contains one of these"
     )
+    parser.add_argument(
+        "--frontends",
+        type=int,
+        default=0,
+        help="Chainfire's client port served by this many worker processes per member "
+        "(their CPU is counted with the member's)",
+    )
     args = parser.parse_args()
     cases = [c for c in CASES if not args.cases or any(w in c.name for w in args.cases)]
     if not cases:
@@ -242,7 +269,7 @@ def main() -> int:
         return 2
     root = Path(tempfile.mkdtemp(prefix="plasma-bench-"))
     try:
-        results = run_both(root, cases, args.seconds)
+        results = run_both(root, cases, args.seconds, args.frontends)
     except grpc.RpcError as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}; logs kept in {root}")
         return 1

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from plasmacloud.common.config import (
+    ChainfireOptions,
     Compaction,
     ConfigError,
     FlareDBOptions,
@@ -204,3 +205,10 @@ def test_scheduled_vacuum_is_off_by_default_and_its_interval_is_a_duration() -> 
     assert FlareDBOptions(auto_vacuum_interval="24h").vacuum_interval_s == 86400.0
     with pytest.raises(ValidationError, match="like 24h or 168h"):
         FlareDBOptions(auto_vacuum_interval="weekly")
+
+
+def test_chainfire_frontends_default_off_and_bounded() -> None:
+    assert ChainfireOptions().frontends == 0
+    assert ChainfireOptions(frontends=4).frontends == 4
+    with pytest.raises(ValidationError, match="frontends"):
+        ChainfireOptions(frontends=-1)

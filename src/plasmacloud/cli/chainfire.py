@@ -53,13 +53,13 @@ def serve(
         "names) allowed chainfire:<RPC> on key/<key>",
     ),
     trusted_cn: TrustedCnOpt = None,
-    frontends: int = typer.Option(
-        0,
+    frontends: int | None = typer.Option(
+        None,
         min=0,
         max=64,
         help="serve the client port from this many worker processes (TLS, HTTP/2 and gRPC "
         "framing off the process that owns Raft and the store; for machines with cores to "
-        "spare); 0: in the member's own process",
+        "spare); 0: in the member's own process. Default: the config's chainfire.frontends (0)",
     ),
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
@@ -90,7 +90,7 @@ def serve(
             compaction=compaction,
             watch_progress_interval=watch_progress_notify_interval,
             auth=service_auth("chainfire", iam_url or ()),
-            frontends=frontends,
+            frontends=node_config.chainfire.frontends if frontends is None else frontends,
         )
 
     def load() -> tuple[NodeConfig, Compaction]:

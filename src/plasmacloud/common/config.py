@@ -190,6 +190,9 @@ class ChainfireOptions(_Strict):
     """Chainfire settings that are the cluster's, not one node's."""
 
     auto_compaction: Compaction = Field(default_factory=Compaction)
+    # worker processes serving the client port (`plasma chainfire serve --frontends`);
+    # 0 serves it from the member's own process
+    frontends: int = Field(default=0, ge=0, le=64)
 
 
 class FlareDBOptions(_Strict):
