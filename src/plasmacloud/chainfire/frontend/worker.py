@@ -27,13 +27,30 @@ STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class _Pending:
-    """A call waiting for the member's answers."""
+    """A call waiting for the member's answers: the replies as they come when the
+    response is streamed, otherwise the last one; ``ended`` resolves at END."""
 
-    __slots__ = ("replies", "status")
+    __slots__ = ("ended", "replies", "reply", "status")
 
-    def __init__(self) -> None:
-        self.replies: asyncio.Queue[bytes | None] = asyncio.Queue()
+    def __init__(self, streamed: bool) -> None:
+        # a unary answer needs no queue: one future per call is the cheapest wake-up
+        self.replies: asyncio.Queue[bytes | None] | None = asyncio.Queue() if streamed else None
+        self.reply: bytes | None = None
         self.status: tuple[int, str] = (grpc.StatusCode.UNKNOWN.value[0], "no answer")
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_reply(self, payload: bytes) -> None:
+        if self.replies is not None:
+            self.replies.put_nowait(payload)
+        else:
+            self.reply = payload
+
+    def on_end(self, status: tuple[int, str]) -> None:
+        self.status = status
+        if self.replies is not None:
+            self.replies.put_nowait(None)
+        if not self.ended.done():
+            self.ended.set_result(None)
 
 
 class WorkerLink(asyncio.Protocol):
@@ -55,8 +72,7 @@ class WorkerLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         for call in self.pending.values():
-            call.status = (grpc.StatusCode.UNAVAILABLE.value[0], "chainfire member went away")
-            call.replies.put_nowait(None)
+            call.on_end((grpc.StatusCode.UNAVAILABLE.value[0], "chainfire member went away"))
         self.pending.clear()
         if not self.table.done():
             self.table.set_exception(ConnectionError("member closed the link before HELLO"))
@@ -73,11 +89,10 @@ class WorkerLink(asyncio.Protocol):
                 if call is None:
                     continue  # cancelled here already
                 if kind == p.REPLY:
-                    call.replies.put_nowait(payload)
+                    call.on_reply(payload)
                 elif kind == p.END:
-                    call.status = p.decode_end(payload)
-                    call.replies.put_nowait(None)
                     del self.pending[call_id]
+                    call.on_end(p.decode_end(payload))
                 else:
                     raise p.ProtocolError(f"unknown frame kind {kind} from the member")
         except p.ProtocolError as exc:
@@ -96,13 +111,15 @@ class WorkerLink(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(out))
 
-    def open(self, method: str, context: grpc.aio.ServicerContext, request: bytes) -> int:
-        """Start a call at the member; its id."""
+    def open(
+        self, method: str, streamed: bool, context: grpc.aio.ServicerContext, request: bytes
+    ) -> int:
+        """Start a call at the member (``streamed``: its response is); the call's id."""
         if self.transport is None:
             raise ConnectionError("no member")
         call_id = self._next_id
         self._next_id = call_id + 1 if call_id < 0xFFFFFFFF else 1
-        self.pending[call_id] = _Pending()
+        self.pending[call_id] = _Pending(streamed)
         names = context.auth_context().get("x509_common_name") or [b""]
         metadata = tuple(
             (m[0], m[1]) for m in context.invocation_metadata() or () if isinstance(m[1], str)
@@ -111,20 +128,36 @@ class WorkerLink(asyncio.Protocol):
         self.send(p.START, call_id, start.encode())
         return call_id
 
-    async def answers(
-        self, call_id: int, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        """The member's responses to a call; aborts the client's call on an error status."""
+    async def answers(self, call_id: int) -> AsyncIterator[bytes]:
+        """The member's responses to a streamed call, until END."""
         call = self.pending[call_id]
+        assert call.replies is not None
         try:
             while (reply := await call.replies.get()) is not None:
                 yield reply
         finally:
-            if self.pending.pop(call_id, None) is not None:  # client gone before END
-                self.send(p.CANCEL, call_id)
-        code, details = call.status
-        if code != grpc.StatusCode.OK.value[0]:
-            await context.abort(STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), details)
+            self.forget(call_id)
+
+    async def answer(self, call_id: int) -> bytes | None:
+        """The member's response to a call whose response is not streamed."""
+        call = self.pending[call_id]
+        try:
+            await call.ended
+        finally:
+            self.forget(call_id)
+        return call.reply
+
+    def forget(self, call_id: int) -> None:
+        """Done with a call here: if the member has not ended it, the client went away."""
+        if self.pending.pop(call_id, None) is not None:
+            self.send(p.CANCEL, call_id)
+
+
+async def check_status(call: _Pending, context: grpc.aio.ServicerContext) -> None:
+    """End the client's call with the member's status if that is an error."""
+    code, details = call.status
+    if code != grpc.StatusCode.OK.value[0]:
+        await context.abort(STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), details)
 
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
@@ -136,32 +169,38 @@ def relay_handler(link: WorkerLink, method: str, kinds: tuple[bool, bool]) -> gr
 
     def begin(
         request: Any, context: grpc.aio.ServicerContext
-    ) -> tuple[int, asyncio.Task[None] | None]:
+    ) -> tuple[int, _Pending, asyncio.Task[None] | None]:
         if not request_streaming:
-            return link.open(method, context, request), None
-        call_id = link.open(method, context, b"")
+            call_id = link.open(method, response_streaming, context, request)
+            return call_id, link.pending[call_id], None
+        call_id = link.open(method, response_streaming, context, b"")
 
         async def pump() -> None:
             async for message in request:
                 link.send(p.MSG, call_id, message)
             link.send(p.CLOSE, call_id)
 
-        return call_id, asyncio.get_running_loop().create_task(pump())
+        return call_id, link.pending[call_id], asyncio.get_running_loop().create_task(pump())
 
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        call_id, pump = begin(request, context)
+        call_id, call, pump = begin(request, context)
         try:
-            async for reply in link.answers(call_id, context):
+            async for reply in link.answers(call_id):
                 yield reply
         finally:
             if pump is not None:
                 pump.cancel()
+        await check_status(call, context)
 
     async def single(request: Any, context: grpc.aio.ServicerContext) -> bytes | None:
-        last = None
-        async for reply in stream(request, context):
-            last = reply
-        return last
+        call_id, call, pump = begin(request, context)
+        try:
+            reply = await link.answer(call_id)
+        finally:
+            if pump is not None:
+                pump.cancel()
+        await check_status(call, context)
+        return reply
 
     behaviour: Behaviour = stream if response_streaming else single
     factory = {
