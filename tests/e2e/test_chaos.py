@@ -20,7 +20,7 @@ from plasmacloud.lab.netns import NetnsNames, lab_objects, scratch_netns_spec
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB, ServiceSpec
 from plasmacloud.lab.target import lab_target
 
-from .conftest import READY_TIMEOUT_S
+from .conftest import READY_TIMEOUT_S, with_flags
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +46,13 @@ def _config(duration_s: float, faults: tuple[str, ...], seed: int) -> ChaosConfi
     return ChaosConfig(duration_s, faults, seed, gap_s=(0.5, 1.0), hold_s=(1.5, 2.5))
 
 
+@pytest.mark.parametrize("frontends", [0, 2], ids=["in-process", "frontends"])
 async def test_chaos_on_processes_kill_restart_pause(
-    lab_factory: Callable[[tuple[ServiceSpec, ...]], Lab], tmp_path: Path
+    lab_factory: Callable[[tuple[ServiceSpec, ...]], Lab], tmp_path: Path, frontends: int
 ) -> None:
-    lab = lab_factory((CHAINFIRE, FLAREDB))
+    # with frontends, a killed or paused member's workers are in the path of every call
+    chainfire = with_flags(CHAINFIRE, "--frontends", str(frontends))
+    lab = lab_factory((chainfire, FLAREDB))
     # seed 7 injects pause, kill, restart in that order; the first two always fit in 30 s
     cfg = _config(30, ("kill", "restart", "pause"), seed=7)
     result = await run_chaos(lab_target(lab), cfg, tmp_path / "history.jsonl", say=lambda _m: None)
