@@ -124,7 +124,7 @@ class WorkerLink(asyncio.Protocol):
         metadata = tuple(
             (m[0], m[1]) for m in context.invocation_metadata() or () if isinstance(m[1], str)
         )
-        start = p.Start(method, context.peer() or "", names[0].decode(), metadata, request)
+        start = p.Start(method, context.peer() or "", names[0].decode(errors="replace"), metadata, request)
         self.send(p.START, call_id, start.encode())
         return call_id
 
