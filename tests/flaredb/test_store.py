@@ -642,3 +642,25 @@ def test_vacuum_alone_compacts_the_file_between_other_entries(tmp_path: Path) ->
         assert isinstance(q, QueryResult) and q.values == [["before"], ["a vacuum cleaner"]]
     finally:
         store.close()
+
+
+def test_vacuum_is_told_from_its_command_on_the_proposer_and_with_parameters(
+    tmp_path: Path,
+) -> None:
+    """The leader applies its own proposals without decoding them: a VACUUM it proposed
+    runs alone there too; one with a parameter is SQLite's error on every replica."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    try:
+        vacuum = Command.new([S("VACUUM")])
+        with_param = Command.new([S("VACUUM", (1,))])
+        batch = entries(Command.new([S("CREATE TABLE t (v)")]), vacuum, with_param)
+        store.remember_proposal(batch[1].data, vacuum)
+        store.remember_proposal(batch[2].data, with_param)
+        done = store.apply(batch)
+        assert [type(r[0]).__name__ for r in done] == [
+            "ExecuteResult", "ExecuteResult", "ErrorResult",
+        ]  # fmt: skip
+        assert "within a transaction" not in done[2][0].error  # a bind error, not VACUUM's
+        assert store.applied_index() == 3
+    finally:
+        store.close()
