@@ -121,10 +121,11 @@ class WorkerLink(asyncio.Protocol):
         self._next_id = call_id + 1 if call_id < 0xFFFFFFFF else 1
         self.pending[call_id] = _Pending(streamed)
         names = context.auth_context().get("x509_common_name") or [b""]
+        common_name = names[0].decode(errors="replace")
         metadata = tuple(
             (m[0], m[1]) for m in context.invocation_metadata() or () if isinstance(m[1], str)
         )
-        start = p.Start(method, context.peer() or "", names[0].decode(errors="replace"), metadata, request)
+        start = p.Start(method, context.peer() or "", common_name, metadata, request)
         self.send(p.START, call_id, start.encode())
         return call_id
 
