@@ -309,7 +309,7 @@ def test_iam_lab_nodes_get_their_auth_arguments_on_the_kernel_cmdline(tmp_path: 
     assert not (images / "node02" / "cmdline").exists()
 
 
-def test_kvm_probe_runs_once_per_image_and_host(
+def test_kvm_probe_runs_once_per_host_and_kernel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from plasmacloud.lab import qemu
@@ -320,14 +320,24 @@ def test_kvm_probe_runs_once_per_image_and_host(
         calls.append(img.directory)
         return False
 
+    def built(key: str, kernel: bytes) -> image.Image:
+        d = tmp_path / key
+        d.mkdir(exist_ok=True)
+        (d / "kernel").write_bytes(kernel)
+        return image.Image(key, d, d / "kernel", d / "initrd", True, 0.0)
+
     monkeypatch.setattr(qemu, "kvm_boots", probe)
-    img = image.Image("k1", tmp_path, tmp_path / "kernel", tmp_path / "initrd", True, 0.0)
+    img = built("k1", b"vmlinuz 6.1")
     assert qemu.cached_kvm_boots(img) is False
     assert qemu.cached_kvm_boots(img) is False
     assert len(calls) == 1
+    # a new image (the package's sources changed) with the same kernel: no new probe
+    assert qemu.cached_kvm_boots(built("k2", b"vmlinuz 6.1")) is False and len(calls) == 1
+    assert qemu.cached_kvm_boots(built("k3", b"vmlinuz 6.2")) is False and len(calls) == 2
     record = tmp_path / qemu.KVM_PROBE_FILE
-    record.write_text(json.dumps({"host": "another machine", "kvm": True}))
-    assert qemu.cached_kvm_boots(img) is False and len(calls) == 2  # other host: probe again
+    seen = json.loads(record.read_text())
+    record.write_text(json.dumps({**seen, "host": "another machine", "kvm": True}))
+    assert qemu.cached_kvm_boots(img) is False and len(calls) == 3  # other host: probe again
 
 
 def test_lab_commands_detect_a_qemu_lab_from_its_state_file(
