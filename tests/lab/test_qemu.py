@@ -395,11 +395,12 @@ def test_lab_env_logs_and_down_understand_a_qemu_lab(tmp_path: Path) -> None:
     assert not serial.exists() and backend.paths.ssh_key.exists()
 
 
-# the image's `plasma`, saying at exit which of our modules it loaded
+# the image's `plasma`, saying at exit whether the cyclic GC is on and which of our
+# modules it loaded
 _LOADED = (
-    "import atexit, sys\n"
-    "atexit.register(lambda: print('LOADED', *sorted(m for m in sys.modules"
-    " if m.startswith('plasmacloud.'))))\n"
+    "import atexit, gc, sys\n"
+    "atexit.register(lambda: print('GC', gc.isenabled(), 'LOADED', *sorted(m for m in"
+    " sys.modules if m.startswith('plasmacloud.'))))\n"
 ) + image.plasma_script()
 
 
@@ -415,6 +416,8 @@ def test_image_plasma_runs_a_service_group_without_other_subsystems(group: str) 
     assert f"plasma {group} serve" in done.stdout and "--config" in done.stdout
     loaded = done.stdout.split("LOADED")[-1].split()
     assert f"plasmacloud.cli.{group}" in loaded
+    # its server loaded up front with the GC paused, which is on again for the command
+    assert f"plasmacloud.{group}.server" in loaded and "GC True LOADED" in done.stdout
     heavy = {"plasmacloud.lab.qemu", "plasmacloud.lab.control", "plasmacloud.provision.spec"}
     assert not heavy & set(loaded)
 
@@ -426,11 +429,14 @@ def test_image_plasma_agent_is_the_agent_alone_and_the_rest_the_whole_cli() -> N
     # on the host /proc/cmdline names no netboot server: the agent says what it needs
     assert done.returncode == 1 and "need --server and --mac" in done.stderr
     assert not [m for m in done.stdout.split() if m.startswith("plasmacloud.cli")]
+    assert "GC True LOADED" in done.stdout
     done = subprocess.run(
         [sys.executable, "-c", _LOADED, "version"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.startswith("0.")
-    assert "plasmacloud.cli.lab" in done.stdout.split()
+    loaded = done.stdout.split()
+    assert "plasmacloud.cli.lab" in loaded and "GC True LOADED" in done.stdout
+    assert not [m for m in loaded if m.endswith(".server")]  # not a service: none loaded
 
 
 def test_reboot_waits_for_an_installed_reached_after_the_reset(
