@@ -309,7 +309,7 @@ def test_iam_lab_nodes_get_their_auth_arguments_on_the_kernel_cmdline(tmp_path: 
     assert not (images / "node02" / "cmdline").exists()
 
 
-def test_kvm_probe_runs_once_per_image_and_host(
+def test_kvm_probe_runs_once_per_host_and_kernel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from plasmacloud.lab import qemu
@@ -320,14 +320,24 @@ def test_kvm_probe_runs_once_per_image_and_host(
         calls.append(img.directory)
         return False
 
+    def built(key: str, kernel: bytes) -> image.Image:
+        d = tmp_path / key
+        d.mkdir(exist_ok=True)
+        (d / "kernel").write_bytes(kernel)
+        return image.Image(key, d, d / "kernel", d / "initrd", True, 0.0)
+
     monkeypatch.setattr(qemu, "kvm_boots", probe)
-    img = image.Image("k1", tmp_path, tmp_path / "kernel", tmp_path / "initrd", True, 0.0)
+    img = built("k1", b"vmlinuz 6.1")
     assert qemu.cached_kvm_boots(img) is False
     assert qemu.cached_kvm_boots(img) is False
     assert len(calls) == 1
+    # a new image (the package's sources changed) with the same kernel: no new probe
+    assert qemu.cached_kvm_boots(built("k2", b"vmlinuz 6.1")) is False and len(calls) == 1
+    assert qemu.cached_kvm_boots(built("k3", b"vmlinuz 6.2")) is False and len(calls) == 2
     record = tmp_path / qemu.KVM_PROBE_FILE
-    record.write_text(json.dumps({"host": "another machine", "kvm": True}))
-    assert qemu.cached_kvm_boots(img) is False and len(calls) == 2  # other host: probe again
+    seen = json.loads(record.read_text())
+    record.write_text(json.dumps({**seen, "host": "another machine", "kvm": True}))
+    assert qemu.cached_kvm_boots(img) is False and len(calls) == 3  # other host: probe again
 
 
 def test_lab_commands_detect_a_qemu_lab_from_its_state_file(
@@ -385,11 +395,12 @@ def test_lab_env_logs_and_down_understand_a_qemu_lab(tmp_path: Path) -> None:
     assert not serial.exists() and backend.paths.ssh_key.exists()
 
 
-# the image's `plasma`, saying at exit which of our modules it loaded
+# the image's `plasma`, saying at exit whether the cyclic GC is on and which of our
+# modules it loaded
 _LOADED = (
-    "import atexit, sys\n"
-    "atexit.register(lambda: print('LOADED', *sorted(m for m in sys.modules"
-    " if m.startswith('plasmacloud.'))))\n"
+    "import atexit, gc, sys\n"
+    "atexit.register(lambda: print('GC', gc.isenabled(), 'LOADED', *sorted(m for m in"
+    " sys.modules if m.startswith('plasmacloud.'))))\n"
 ) + image.plasma_script()
 
 
@@ -405,6 +416,8 @@ def test_image_plasma_runs_a_service_group_without_other_subsystems(group: str) 
     assert f"plasma {group} serve" in done.stdout and "--config" in done.stdout
     loaded = done.stdout.split("LOADED")[-1].split()
     assert f"plasmacloud.cli.{group}" in loaded
+    # its server loaded up front with the GC paused, which is on again for the command
+    assert f"plasmacloud.{group}.server" in loaded and "GC True LOADED" in done.stdout
     heavy = {"plasmacloud.lab.qemu", "plasmacloud.lab.control", "plasmacloud.provision.spec"}
     assert not heavy & set(loaded)
 
@@ -416,11 +429,14 @@ def test_image_plasma_agent_is_the_agent_alone_and_the_rest_the_whole_cli() -> N
     # on the host /proc/cmdline names no netboot server: the agent says what it needs
     assert done.returncode == 1 and "need --server and --mac" in done.stderr
     assert not [m for m in done.stdout.split() if m.startswith("plasmacloud.cli")]
+    assert "GC True LOADED" in done.stdout
     done = subprocess.run(
         [sys.executable, "-c", _LOADED, "version"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.startswith("0.")
-    assert "plasmacloud.cli.lab" in done.stdout.split()
+    loaded = done.stdout.split()
+    assert "plasmacloud.cli.lab" in loaded and "GC True LOADED" in done.stdout
+    assert not [m for m in loaded if m.endswith(".server")]  # not a service: none loaded
 
 
 def test_reboot_waits_for_an_installed_reached_after_the_reset(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -115,3 +116,74 @@ async def test_a_check_that_raises_fails_every_node_and_the_rest_still_run(
     assert {r.evidence for r in results[0].results} == {
         "check error: RuntimeError: certificate verify failed"
     }
+
+
+def _ok(t: ClusterTarget) -> list[NodeResult]:
+    return [NodeResult(c.node_id, True, "ok") for c in t.configs]
+
+
+async def test_checks_overlap_and_the_report_keeps_the_checklist_order(tmp_path: Path) -> None:
+    t = target(tmp_path, (ETCD,), spec=scratch_spec(tls=False))
+    second_started = asyncio.Event()
+
+    async def waits_for_second(t: ClusterTarget, _view: ClusterView) -> list[NodeResult]:
+        # finishes only if the next check runs meanwhile (a sequential run times out)
+        await asyncio.wait_for(second_started.wait(), timeout=30)
+        return _ok(t)
+
+    async def second(t: ClusterTarget, _view: ClusterView) -> list[NodeResult]:
+        second_started.set()
+        return _ok(t)
+
+    async def failing(t: ClusterTarget, _view: ClusterView) -> list[NodeResult]:
+        return [NodeResult(c.node_id, c.node_id != "node02", "n") for c in t.configs]
+
+    listed = [("a", "waits", waits_for_second), ("b", "second", second), ("c", "fails", failing)]
+    results = await checks.run_checks(t, listed)
+    assert [c.check_id for c in results] == ["a", "b", "c"]
+    assert [c.ok for c in results] == [True, True, False]
+    assert [r.ok for r in results[2].results] == [True, False, True]
+
+
+async def test_one_at_a_time_gives_the_same_report(tmp_path: Path) -> None:
+    t = target(tmp_path, (ETCD,), spec=scratch_spec(tls=False))
+
+    async def fine(t: ClusterTarget, _view: ClusterView) -> list[NodeResult]:
+        await asyncio.sleep(0.01)
+        return _ok(t)
+
+    async def broken(_t: ClusterTarget, _view: ClusterView) -> list[NodeResult]:
+        raise RuntimeError("boom")
+
+    listed = [("a", "fine", fine), ("b", "raises", broken), ("c", "fine", fine)]
+    together = await checks.run_checks(t, listed)
+    sequential = await checks.run_checks(t, listed, concurrency=1)
+    assert [(c.check_id, c.title, c.results) for c in together] == [
+        (c.check_id, c.title, c.results) for c in sequential
+    ]
+    assert [c.ok for c in together] == [True, False, True]
+
+
+async def test_a_disturbing_check_runs_alone_between_the_others(tmp_path: Path) -> None:
+    t = target(tmp_path, (ETCD,), spec=scratch_spec(tls=False))
+    running: set[str] = set()
+    seen_with: dict[str, set[str]] = {}
+
+    def tracked(cid: str) -> checks.CheckFn:
+        async def fn(t: ClusterTarget, _view: ClusterView) -> list[NodeResult]:
+            seen_with[cid] = set(running)  # on entry and on exit: who else ran
+            running.add(cid)
+            await asyncio.sleep(0.05)
+            seen_with[cid] |= running - {cid}
+            running.discard(cid)
+            return _ok(t)
+
+        return fn
+
+    alone = checks.PERSISTENCE[0]
+    ids = ["a", "b", alone, "c", "d"]
+    results = await checks.run_checks(t, [(c, c, tracked(c)) for c in ids])
+    assert [c.check_id for c in results] == ids
+    assert seen_with[alone] == set()
+    # the others overlapped with their neighbours, and only with them
+    assert seen_with["b"] == {"a"} and seen_with["d"] == {"c"}

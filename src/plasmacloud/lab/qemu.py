@@ -17,6 +17,7 @@ NIC (``restrict=on``: the guest can reach nothing through it, the host reaches i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -330,17 +331,24 @@ def kvm_host_id() -> str:
     return f"{u.nodename} {u.release} {u.version} {u.machine}"
 
 
+def kernel_digest(image: Image) -> str:
+    """What else a KVM probe's answer depends on: the kernel, not the Python in the initrd."""
+    return hashlib.sha256(image.kernel.read_bytes()).hexdigest()
+
+
 def cached_kvm_boots(image: Image, timeout: float = 20.0) -> bool:
-    """:func:`kvm_boots`, remembered beside the image for this host (a failing probe
-    costs its whole ``timeout``, ~10% of a cold start, on every new lab)."""
-    record = image.directory / KVM_PROBE_FILE
+    """:func:`kvm_boots`, remembered in the image cache for this host and kernel (a
+    failing probe costs its whole ``timeout``, ~10% of a cold start; keyed by the kernel,
+    not the image, so a new build of the package's sources does not probe again)."""
+    record = image.directory.parent / KVM_PROBE_FILE
+    seen_key = {"host": kvm_host_id(), "kernel": kernel_digest(image)}
     with contextlib.suppress(OSError, ValueError):
         seen = json.loads(record.read_text())
-        if seen.get("host") == kvm_host_id() and isinstance(seen.get("kvm"), bool):
+        if {k: seen.get(k) for k in seen_key} == seen_key and isinstance(seen.get("kvm"), bool):
             return bool(seen["kvm"])
     ok = kvm_boots(image, timeout)
     with contextlib.suppress(OSError):  # a read-only cache only costs the next probe
-        write_atomic(record, (json.dumps({"host": kvm_host_id(), "kvm": ok}) + "\n").encode())
+        write_atomic(record, (json.dumps({**seen_key, "kvm": ok}) + "\n").encode())
     return ok
 
 
