@@ -12,11 +12,12 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
 from plasmacloud.chainfire.frontend import protocol as p
+from plasmacloud.chainfire.frontend.link import FramedLink
 
 log = logging.getLogger(__name__)
 
@@ -111,38 +112,25 @@ class _Call:
             self.link.calls.pop(self.call_id, None)
 
 
-class MemberLink(asyncio.Protocol):
+class MemberLink(FramedLink):
     """One worker's connection to the member."""
 
     def __init__(self, registry: MethodRegistry, on_ready: asyncio.Queue[MemberLink]) -> None:
+        super().__init__()
         self.registry, self.on_ready = registry, on_ready
         self.calls: dict[int, _Call] = {}
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it
-        self.transport = out = cast(asyncio.Transport, transport)
-        out.write(p.frame(p.HELLO, 0, p.encode_table(self.registry.table())))
+        super().connection_made(transport)
+        self.send(p.HELLO, 0, p.encode_table(self.registry.table()))
 
     def connection_lost(self, exc: Exception | None) -> None:
         for call in list(self.calls.values()):
             call.task.cancel()
         self.calls.clear()
-        self.transport = None
+        super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        try:
-            for kind, call_id, payload in p.split(self._buffer):
-                self._on_frame(kind, call_id, payload)
-        except p.ProtocolError as exc:
-            log.error("frontend link closed: %s", exc)
-            if self.transport is not None:
-                self.transport.close()
-
-    def _on_frame(self, kind: int, call_id: int, payload: bytes) -> None:
+    def on_frame(self, kind: int, call_id: int, payload: bytes) -> None:
         if kind == p.START:
             start = p.Start.decode(payload)
             handler = self.registry.handlers.get(start.method)
@@ -168,16 +156,5 @@ class MemberLink(asyncio.Protocol):
         else:
             raise p.ProtocolError(f"unknown frame kind {kind}")
 
-    def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
-        # Answers produced in one loop iteration leave in one write (one syscall).
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(p.frame(kind, call_id, payload))
-
     def end(self, call_id: int, code: grpc.StatusCode, details: str) -> None:
         self.send(p.END, call_id, p.encode_end(code.value[0], details))
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))

@@ -113,9 +113,6 @@ class Frontends:
             )
             await asyncio.sleep(RESTART_DELAY)
 
-    def pids(self) -> list[int]:
-        return [proc.pid for proc in self._procs.values() if proc.returncode is None]
-
     async def stop(self) -> None:
         """Stop the workers (SIGTERM, then SIGKILL after 5 s) and close the socket."""
         self._stopping = True

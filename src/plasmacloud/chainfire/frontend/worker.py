@@ -15,11 +15,12 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
 from plasmacloud.chainfire.frontend import protocol as p
+from plasmacloud.chainfire.frontend.link import FramedLink
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +54,18 @@ class _Pending:
             self.ended.set_result(None)
 
 
-class WorkerLink(asyncio.Protocol):
+class WorkerLink(FramedLink):
     """The worker's end of the link: numbers calls, writes their frames, routes answers."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.table: asyncio.Future[p.MethodTable] = asyncio.get_running_loop().create_future()
         self.closed = asyncio.Event()
-        self.transport: asyncio.Transport | None = None
         self.pending: dict[int, _Pending] = {}
         self._next_id = 1
-        self._buffer = bytearray()
-        self._out: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it
-        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+        super().connection_lost(exc)
         for call in self.pending.values():
             call.on_end((grpc.StatusCode.UNAVAILABLE.value[0], "chainfire member went away"))
         self.pending.clear()
@@ -78,38 +73,20 @@ class WorkerLink(asyncio.Protocol):
             self.table.set_exception(ConnectionError("member closed the link before HELLO"))
         self.closed.set()
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        try:
-            for kind, call_id, payload in p.split(self._buffer):
-                if kind == p.HELLO:
-                    self.table.set_result(p.decode_table(payload))
-                    continue
-                call = self.pending.get(call_id)
-                if call is None:
-                    continue  # cancelled here already
-                if kind == p.REPLY:
-                    call.on_reply(payload)
-                elif kind == p.END:
-                    del self.pending[call_id]
-                    call.on_end(p.decode_end(payload))
-                else:
-                    raise p.ProtocolError(f"unknown frame kind {kind} from the member")
-        except p.ProtocolError as exc:
-            log.error("member link closed: %s", exc)
-            if self.transport is not None:
-                self.transport.close()
-
-    def send(self, kind: int, call_id: int, payload: bytes = b"") -> None:
-        # Frames of one loop iteration leave in one write.
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(p.frame(kind, call_id, payload))
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+    def on_frame(self, kind: int, call_id: int, payload: bytes) -> None:
+        if kind == p.HELLO:
+            self.table.set_result(p.decode_table(payload))
+            return
+        call = self.pending.get(call_id)
+        if call is None:
+            return  # cancelled here already
+        if kind == p.REPLY:
+            call.on_reply(payload)
+        elif kind == p.END:
+            del self.pending[call_id]
+            call.on_end(p.decode_end(payload))
+        else:
+            raise p.ProtocolError(f"unknown frame kind {kind} from the member")
 
     def open(
         self, method: str, streamed: bool, context: grpc.aio.ServicerContext, request: bytes
