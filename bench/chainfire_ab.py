@@ -3,7 +3,8 @@
 
 Each variant is a ``plasma`` executable (e.g. a script that puts an older checkout's
 ``src`` first on ``sys.path``), optionally followed by flags for ``chainfire serve``
-(``fe2="$(which plasma) --frontends 2"``); every one runs as a 3-node mTLS cluster on its
+(``fe2="$PREFIX/bin/plasma --frontends 2"``: the script itself, not a pyenv shim, whose
+argv the lab would not recognise); every one runs as a 3-node mTLS cluster on its
 own scratch loopback range, all up at once. Each round drives every cluster in turn (order reversed
 on odd rounds) with the same puts as bench/chainfire_vs_etcd.py and records ops/s,
 p50/p99, the CPU time per put of the leader and of the followers (from /proc; a member with
@@ -28,10 +29,11 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from chainfire_vs_etcd import WARMUP_OPS, children, cpu_seconds, leader_kv, put_op
+from chainfire_vs_etcd import WARMUP_OPS, cpu_seconds, leader_kv, put_op
 
 from plasmacloud.chainfire.proto.rpc_pb2_grpc import KVStub
 from plasmacloud.lab.control import Lab
+from plasmacloud.lab.pids import children
 from plasmacloud.lab.reference import ETCD
 from plasmacloud.lab.services import CHAINFIRE, ServiceSpec
 from plasmacloud.lab.spec import scratch_spec

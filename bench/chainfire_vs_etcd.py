@@ -33,6 +33,7 @@ from rich.table import Table
 from plasmacloud.chainfire.proto import rpc_pb2, rpc_pb2_grpc
 from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.lab.control import Lab
+from plasmacloud.lab.pids import children
 from plasmacloud.lab.reference import ETCD
 from plasmacloud.lab.services import CHAINFIRE
 from plasmacloud.lab.spec import scratch_spec
@@ -60,20 +61,6 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """Child processes of ``pid`` (a Chainfire member's frontend workers)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if ppid == pid:
-                out.append(int(entry.name))
-    return out
 
 
 def server_pids(lab: Lab) -> list[int]:

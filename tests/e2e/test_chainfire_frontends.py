@@ -22,6 +22,7 @@ import pytest
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 from plasmacloud.chainfire.proto import rpc_pb2_grpc
 from plasmacloud.cluster.probe import client_target, dial
+from plasmacloud.lab.pids import children, cmdline
 from plasmacloud.lab.services import CHAINFIRE, SERVICES
 
 from .conftest import with_flags
@@ -55,21 +56,6 @@ def member_pid(lab: IamLab, node: str) -> int:
         if svc.service == CHAINFIRE.name and svc.pid is not None:
             return svc.pid
     raise AssertionError(f"{node} runs no chainfire")
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(entry.name))
-    return out
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -143,12 +129,4 @@ def test_workers_exit_with_their_member(lab: IamLab) -> None:
     workers = children(pid)
     assert len(workers) == WORKERS
     os.kill(pid, signal.SIGKILL)  # no chance to stop them: they see the socket close
-    wait_for(lambda: not any(_alive(w) for w in workers), 20, f"workers {workers} gone")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    wait_for(lambda: all(cmdline(w) is None for w in workers), 20, f"workers {workers} gone")

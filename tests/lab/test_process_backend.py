@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.backend import LabError
 from plasmacloud.lab.control import Lab
-from plasmacloud.lab.pids import cmdline
+from plasmacloud.lab.pids import children, cmdline
 from plasmacloud.lab.process import is_ours
 from plasmacloud.lab.services import ServiceSpec
 from plasmacloud.lab.spec import LabSpec, scratch_spec
@@ -149,3 +150,18 @@ def test_a_frozen_node_is_still_stopped_by_down(lab: Lab) -> None:
     assert lab.backend.node_status("node02").running, "a stopped (frozen) process is still ours"
     lab.down()
     assert cmdline(pid) is None
+
+
+def test_children_lists_live_children_only() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in children(os.getpid())
+        child.kill()
+        deadline = time.monotonic() + 10
+        while child.pid in children(os.getpid()):  # a zombie until reaped: not listed
+            assert time.monotonic() < deadline, "killed child still listed"
+            time.sleep(0.05)
+        assert child.pid not in children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()

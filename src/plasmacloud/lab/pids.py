@@ -46,6 +46,22 @@ def _state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
+def children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of ``pid``, e.g. a Chainfire member's frontend
+    workers."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == pid and state not in ("Z", "X"):
+            out.append(int(entry.name))
+    return out
+
+
 def runs_argv(pid: int, argv: list[str]) -> bool:
     """True if ``pid`` is alive and still runs ``argv``.
 
