@@ -342,6 +342,28 @@ def test_read_index_waits_for_a_majority_heartbeat_round() -> None:
     assert leader.ready().read_states == [(ctx, leader.commit_index)]
 
 
+def test_reads_during_an_unanswered_round_share_the_next_one() -> None:
+    """One ReadIndex round in flight: reads arriving while one is unanswered start none of
+    their own; its answer asks for the next round, which confirms them all at once."""
+    cl = _cluster()
+    leader = cl.elect("n1")
+    _propose(cl, b"a")
+    first = object()
+    assert leader.read_index(first)  # no round in flight: start one
+    leader.broadcast_heartbeat()
+    seq = max(m.seq for _, m in leader.ready().messages if hasattr(m, "seq"))
+    later = [object(), object()]
+    assert not any(leader.read_index(ctx) for ctx in later)  # wait for the round in flight
+    leader.step(HeartbeatResp(leader.term, "n2", seq))
+    rd = leader.ready()
+    assert rd.read_states == [(first, leader.commit_index)] and rd.read_round_due
+    leader.broadcast_heartbeat()
+    leader.ready()
+    leader.step(HeartbeatResp(leader.term, "n3", seq + 1))
+    rd = leader.ready()
+    assert [ctx for ctx, _ in rd.read_states] == later and not rd.read_round_due
+
+
 def test_a_deposed_leader_fails_its_pending_reads() -> None:
     cl = _cluster()
     leader = cl.elect("n1")

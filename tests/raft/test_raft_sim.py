@@ -82,8 +82,9 @@ def test_harness_detects_unconfirmed_reads(monkeypatch: pytest.MonkeyPatch) -> N
     be caught as a linearizability failure."""
     from plasmacloud.raft.core import RaftCore
 
-    def read_at_once(self: RaftCore, ctx: object) -> None:
+    def read_at_once(self: RaftCore, ctx: object) -> bool:
         self._rd.read_states.append((ctx, self.commit_index))
+        return False
 
     monkeypatch.setattr(RaftCore, "read_index", read_at_once)
     assert "linearizability" in str(_first_violation(200))

@@ -134,6 +134,7 @@ class Ready:
     members_changed: bool = False
     commit_advanced: bool = False
     stepped_down: bool = False  # this leader became a follower
+    read_round_due: bool = False  # reads wait for a heartbeat round the driver should start
 
     def __bool__(self) -> bool:
         return bool(
@@ -147,6 +148,7 @@ class Ready:
             or self.members_changed
             or self.commit_advanced
             or self.stepped_down
+            or self.read_round_due
         )
 
 
@@ -856,23 +858,35 @@ class RaftCore:
 
     # --- reads -------------------------------------------------------------------------
 
-    def read_index(self, ctx: Any) -> None:
+    def read_index(self, ctx: Any) -> bool:
         """Leader (thesis 6.4): ``ctx`` is answered in :attr:`Ready.read_states` with the
         commit index once (1) an entry of this leader's term is committed (before that its
         commit index may lag behind its predecessor's) and (2) a heartbeat round begun after
-        that was acknowledged by a majority (so no newer leader can exist)."""
+        that was acknowledged by a majority (so no newer leader can exist).
+
+        Returns whether the driver should start that round (soon, so that reads arriving
+        meanwhile share it). It is False while an earlier round is unanswered by a
+        majority: the read then waits for the round after it, started when that one is
+        answered (:attr:`Ready.read_round_due`). One round in flight, as etcd keeps one
+        ReadIndex in flight: under many reads a round per loop iteration cost each read
+        about what a replicated put costs."""
         assert self.role == LEADER
         if self.commit_index < self.term_start:
             self._reads_before_commit.append(ctx)
-        else:
-            self._reads.append((self._hb_seq + 1, self.commit_index, ctx))
+            return False  # the commit of the term's no-op starts their round
+        self._reads.append((self._hb_seq + 1, self.commit_index, ctx))
+        return self._acked_round() >= self._hb_seq
 
-    def _resolve_reads(self) -> None:
+    def _acked_round(self) -> int:
+        """The newest heartbeat round a majority of the voters has answered."""
         seqs = [pr.hb_seq for p, pr in self.progress.items() if p in self.members]
         if self.id in self.members:
             seqs.append(self._hb_seq)
         seqs.sort(reverse=True)
-        acked = seqs[self._quorum() - 1] if len(seqs) >= self._quorum() else 0
+        return seqs[self._quorum() - 1] if len(seqs) >= self._quorum() else 0
+
+    def _resolve_reads(self) -> None:
+        acked = self._acked_round()
         keep = []
         for need, index, ctx in self._reads:
             if need <= acked:
@@ -880,6 +894,8 @@ class RaftCore:
             else:
                 keep.append((need, index, ctx))
         self._reads = keep
+        if keep and keep[-1][0] > self._hb_seq and acked >= self._hb_seq:
+            self._rd.read_round_due = True
 
     def drop_reads(self) -> list[Any]:
         """Forget every pending read (leadership lost, or the driver is stopping); returns

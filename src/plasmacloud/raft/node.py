@@ -494,6 +494,8 @@ class RaftNode:
                 self._fail_waiters([i for i in self._waiters if i >= w.index], dropped)
             else:
                 self.sm.restore(w.data, w.meta.index)
+                if self._metrics:
+                    self._metrics.snapshot_index.set(w.meta.index)
                 unknown = ProposalTimeoutError("outcome unknown (replaced by a snapshot)")
                 self._fail_waiters([i for i in self._waiters if i <= w.meta.index], unknown)
         if rd.members_changed:
@@ -508,6 +510,8 @@ class RaftNode:
         for fut in rd.failed_reads:
             if not fut.done():
                 fut.set_exception(NoLeaderError("leadership lost during a read"))
+        if rd.read_round_due:
+            self._schedule_broadcast()
         for peer in rd.snapshots_wanted:
             self._send_snapshot(peer)
         leading = self.is_leader
@@ -574,6 +578,11 @@ class RaftNode:
         self._commit_notify_scheduled = False
         self.core.notify_commit()
         self._process()
+
+    def _schedule_broadcast(self) -> None:
+        if not self._broadcast_scheduled:
+            self._broadcast_scheduled = True
+            asyncio.get_running_loop().call_soon(self._broadcast_heartbeat)
 
     def _broadcast_heartbeat(self) -> None:
         self._broadcast_scheduled = False
@@ -771,10 +780,8 @@ class RaftNode:
             raise NoLeaderError("leadership lost during a read")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        self.core.read_index(fut)
-        if not self._broadcast_scheduled:
-            self._broadcast_scheduled = True
-            loop.call_soon(self._broadcast_heartbeat)
+        if self.core.read_index(fut):
+            self._schedule_broadcast()
         return await fut
 
     def _flush_fwd_reads(self) -> None:
@@ -901,6 +908,9 @@ class RaftNode:
             size = await self._storage.save_snapshot(meta, read)
             self.core.compact(meta)
             log.info("%s: snapshot at %d (%d bytes), log compacted", self.id, meta.index, size)
+            if self._metrics:
+                self._metrics.snapshots.inc()
+                self._metrics.snapshot_index.set(meta.index)
         except Exception:
             log.exception("%s: snapshot at %d failed", self.id, meta.index)
         finally:
@@ -918,3 +928,4 @@ class RaftNode:
             self._metrics.term.set(self.core.term)
             self._metrics.commit_index.set(self.core.commit_index)
             self._metrics.applied_index.set(self.core.applied_index)
+            self._metrics.snapshot_index.set(self.core.snap_index)

@@ -479,6 +479,8 @@ class _Node:
             done(index)
         for done in rd.failed_reads:
             done(None)
+        if rd.read_round_due:
+            self._schedule_broadcast()
         for peer in rd.snapshots_wanted:
             meta, data = self.storage.read_snapshot()
             if meta is not None:
@@ -591,10 +593,13 @@ class _Node:
         if not self.alive or core.role != LEADER:
             done(None)
         else:
-            core.read_index(lambda index: self._read_confirmed(index, done))
-            if not self._broadcast_scheduled:
-                self._broadcast_scheduled = True
-                self.sim.clock.call_later(0.0, self._broadcast)
+            if core.read_index(lambda index: self._read_confirmed(index, done)):
+                self._schedule_broadcast()
+
+    def _schedule_broadcast(self) -> None:
+        if not self._broadcast_scheduled:
+            self._broadcast_scheduled = True
+            self.sim.clock.call_later(0.0, self._broadcast)
 
     def _read_confirmed(self, index: int | None, done: Done) -> None:
         if index is None:
