@@ -26,10 +26,9 @@ import dataclasses
 import shutil
 import statistics
 import tempfile
-import urllib.request
 from pathlib import Path
 
-from chainfire_vs_etcd import WARMUP_OPS, cpu_seconds, leader_kv, put_op
+from chainfire_vs_etcd import WARMUP_OPS, cpu_seconds, leader_kv, put_op, scrape
 
 from plasmacloud.chainfire.proto.rpc_pb2_grpc import KVStub
 from plasmacloud.lab.control import Lab
@@ -75,19 +74,9 @@ def pids_by_node(lab: Lab) -> dict[str, int]:
 def leader_fsyncs(lab: Lab, leader: str | None) -> float:
     """The leader's Raft log fdatasyncs so far, from its /metrics (0 if unknown: etcd names
     its metrics otherwise)."""
-    cfg = next((c for c in lab.configs() if c.node_id == leader), None)
-    url = lab.services[0].metrics_url
-    if cfg is None or url is None:
+    if leader is None:
         return 0.0
-    try:
-        with urllib.request.urlopen(url(cfg), timeout=10) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith("raft_fsync_duration_seconds_count"):
-            return float(line.split()[-1])
-    return 0.0
+    return scrape(lab, leader).get("raft_fsync_duration_seconds_count", 0.0)
 
 
 async def one_round(lab: Lab, kv: KVStub, concurrency: int, seconds: float) -> Round:

@@ -11,6 +11,12 @@ Chainfire/etcd ratios, and the CPU time the three server processes spent per ope
 (less sensitive than ops/s to whatever else loads the machine); never asserts.
 
     python bench/chainfire_vs_etcd.py [--seconds 5] [--json results.json] [--cases put ...]
+
+``--soak 60`` adds a run of puts at 64 in flight for that long on each system, both
+started with a snapshot every ``--snapshot-every`` entries (Chainfire's
+``--snapshot-threshold``, etcd's ``--snapshot-count``) so the run crosses snapshot points;
+it prints the snapshots taken, leader changes, failed or timed-out puts (5 s deadline) and
+the slowest put, from each member's /metrics and the client.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +49,12 @@ from plasmacloud.lab.workload import LoadResult, run_load
 VALUE = os.urandom(256)
 PRELOAD_KEYS = 1000
 MAX_OPS_PER_CASE = 200_000
+SOAK_TIMEOUT_S = 5.0  # a put slower than this counts as a client timeout, as in issue 17
+# (Chainfire's name, etcd's name) of the series the soak compares
+SOAK_SERIES = {
+    "snapshots": ("raft_snapshots_total", "etcd_debugging_snap_save_total_duration_seconds_count"),
+    "leader changes": ("raft_leader_changes_total", "etcd_server_leader_changes_seen_total"),
+}
 WARMUP_OPS = 200
 console = Console(width=max(130, shutil.get_terminal_size().columns))
 
@@ -87,11 +100,53 @@ def key(i: int) -> bytes:
     return b"%08d" % (i % 100_000_000)  # 8-byte keys
 
 
-def put_op(kv: rpc_pb2_grpc.KVStub) -> Callable[[int], Awaitable[None]]:
+def put_op(kv: rpc_pb2_grpc.KVStub, timeout: float = 10) -> Callable[[int], Awaitable[None]]:
     async def op(i: int) -> None:
-        await kv.Put(rpc_pb2.PutRequest(key=key(i), value=VALUE), timeout=10)
+        await kv.Put(rpc_pb2.PutRequest(key=key(i), value=VALUE), timeout=timeout)
 
     return op
+
+
+def scrape(lab: Lab, node: str) -> dict[str, float]:
+    """One member's /metrics as {series: value} (empty if it does not answer)."""
+    cfg = next(c for c in lab.configs() if c.node_id == node)
+    url = lab.services[0].metrics_url
+    if url is None:
+        return {}
+    try:
+        with urllib.request.urlopen(url(cfg), timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+async def soak(name: str, lab: Lab, kv: rpc_pb2_grpc.KVStub, seconds: float) -> None:
+    """Puts at 64 in flight for ``seconds`` (bounded by count too); prints what crossing
+    the snapshot points cost: snapshots and leader changes per member, failed puts, and
+    the slowest put."""
+    series = {k: v[0] if name == "chainfire" else v[1] for k, v in SOAK_SERIES.items()}
+    nodes = lab.spec.node_ids
+    before = {n: scrape(lab, n) for n in nodes}
+    result = await run_load(put_op(kv, SOAK_TIMEOUT_S), 64, 10_000_000, seconds)
+    after = {n: scrape(lab, n) for n in nodes}
+    deltas = {
+        label: [after[n].get(metric, 0) - before[n].get(metric, 0) for n in nodes]
+        for label, metric in series.items()
+    }
+    console.print(
+        f"  {name:9} soak {seconds:.0f} s: {result.ok:,} puts ({result.ops_per_s:,.0f}/s), "
+        f"{result.errors} failed or over {SOAK_TIMEOUT_S:.0f} s, slowest "
+        f"{result.percentile_ms(100):,.0f} ms, p99 {result.percentile_ms(99):,.1f} ms; "
+        + "; ".join(f"{label} per member {[int(d) for d in v]}" for label, v in deltas.items())
+    )
+    if result.first_error:
+        console.print(f"  {name:9} first error: {result.first_error}")
 
 
 def get_op(serializable: bool) -> Callable[[rpc_pb2_grpc.KVStub], Callable[[int], Awaitable[None]]]:
@@ -127,7 +182,7 @@ async def leader_kv(lab: Lab, stack: contextlib.AsyncExitStack) -> rpc_pb2_grpc.
 
 
 async def measure(
-    labs: dict[str, Lab], cases: list[Case], seconds: float
+    labs: dict[str, Lab], cases: list[Case], seconds: float, soak_s: float = 0
 ) -> dict[str, dict[str, Measured]]:
     """Run every case on each system back to back (interleaved, so load from anything
     else on the machine hits both alike)."""
@@ -147,25 +202,39 @@ async def measure(
                     f"  {name:9} {case.name:22} {result.ops_per_s:8,.0f} ops/s"
                     f" {cpu_us:6,.0f} us server CPU/op"
                 )
+        if soak_s:
+            for name, kv in stubs.items():
+                await soak(name, labs[name], kv, soak_s)
     return results
 
 
 def run_both(
-    root: Path, cases: list[Case], seconds: float, frontends: int = 0
+    root: Path,
+    cases: list[Case],
+    seconds: float,
+    frontends: int = 0,
+    soak_s: float = 0,
+    snapshot_every: int | None = None,
 ) -> dict[str, dict[str, Measured]]:
-    """Bring both 3-node clusters up (Chainfire's members with ``frontends`` workers),
-    measure, and always tear both down."""
+    """Bring both 3-node clusters up (Chainfire's members with ``frontends`` workers, both
+    snapshotting every ``snapshot_every`` entries if given), measure, and always tear both
+    down."""
     flags = ["--frontends", str(frontends)]
+    etcd_flags = []
+    if snapshot_every:
+        flags += ["--snapshot-threshold", str(snapshot_every)]
+        etcd_flags = [f"--snapshot-count={snapshot_every}"]
     chainfire = replace(CHAINFIRE, argv=lambda p, c, exe: [*CHAINFIRE.argv(p, c, exe), *flags])
+    etcd = replace(ETCD, argv=lambda p, c, exe: [*ETCD.argv(p, c, exe), *etcd_flags])
     labs = {
         "chainfire": Lab.open(root / "chainfire", scratch_spec(), services=(chainfire,)),
-        "etcd": Lab.open(root / "etcd", scratch_spec(), services=(ETCD,)),
+        "etcd": Lab.open(root / "etcd", scratch_spec(), services=(etcd,)),
     }
     try:
         for name, lab in labs.items():
             console.print(f"[bold]{name}[/bold]: 3 nodes on {lab.spec.first_ip}..13, mTLS")
             lab.up()
-        return asyncio.run(measure(labs, cases, seconds))
+        return asyncio.run(measure(labs, cases, seconds, soak_s))
     finally:
         for lab in labs.values():
             lab.down()
@@ -246,6 +315,19 @@ def main() -> int:
         help="Chainfire's client port served by this many worker processes per member "
         "(their CPU is counted with the member's)",
     )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="also run puts at 64 in flight this long on each system, across snapshot points",
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=20_000,
+        help="with --soak: both systems snapshot every this many entries (default 20000)",
+    )
     args = parser.parse_args()
     cases = [c for c in CASES if not args.cases or any(w in c.name for w in args.cases)]
     if not cases:
@@ -256,7 +338,14 @@ def main() -> int:
         return 2
     root = Path(tempfile.mkdtemp(prefix="plasma-bench-"))
     try:
-        results = run_both(root, cases, args.seconds, args.frontends)
+        results = run_both(
+            root,
+            cases,
+            args.seconds,
+            args.frontends,
+            args.soak,
+            args.snapshot_every if args.soak else None,
+        )
     except grpc.RpcError as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}; logs kept in {root}")
         return 1

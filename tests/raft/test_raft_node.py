@@ -290,7 +290,8 @@ async def test_single_node_cluster_and_metrics(tmp_path: Path) -> None:
     c = Cluster(tmp_path, size=1)
     registry = CollectorRegistry()
     sm = MemoryStateMachine()
-    node = RaftNode(dataclasses.replace(c.config("n1"), registry=registry), sm)
+    config = dataclasses.replace(c.config("n1"), registry=registry, snapshot_threshold=4)
+    node = RaftNode(config, sm)
     await node.start()
     try:
         await node.wait_for_leader()
@@ -309,6 +310,10 @@ async def test_single_node_cluster_and_metrics(tmp_path: Path) -> None:
         assert metric("raft_commit_index") == metric("raft_applied_index") == node.commit_index
         assert (metric("raft_fsync_duration_seconds_count") or 0) >= 1
         assert (metric("raft_apply_duration_seconds_count") or 0) >= 1
+        async with asyncio.timeout(10):  # the snapshot is written off the loop
+            while not metric("raft_snapshots_total"):
+                await asyncio.sleep(0.01)
+        assert 4 <= (metric("raft_snapshot_index") or 0) <= node.commit_index
         with pytest.raises(ProposalTimeoutError):
             await node.propose(b"x", timeout=0)
         assert metric("raft_proposals_failed_total") == 1

@@ -36,3 +36,9 @@ class RaftMetrics:
         )
         self.commit_index = Gauge("raft_commit_index", "Commit index", registry=r)
         self.applied_index = Gauge("raft_applied_index", "Applied index", registry=r)
+        self.snapshots = Counter(
+            "raft_snapshots", "Snapshots taken here (each compacts the log)", registry=r
+        )
+        self.snapshot_index = Gauge(
+            "raft_snapshot_index", "Last index in the newest snapshot stored here", registry=r
+        )
