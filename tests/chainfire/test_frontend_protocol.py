@@ -19,7 +19,7 @@ starts = st.builds(
     request=st.binary(),
 )
 frames = st.lists(
-    st.tuples(st.integers(0, 7), st.integers(0, 2**32 - 1), st.binary(max_size=300)), max_size=8
+    st.tuples(st.integers(0, 8), st.integers(0, 2**32 - 1), st.binary(max_size=300)), max_size=8
 )
 
 

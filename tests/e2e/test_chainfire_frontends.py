@@ -13,12 +13,13 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from plasmacloud.chainfire.frontend.protocol import STREAM_WINDOW
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 from plasmacloud.chainfire.proto import rpc_pb2_grpc
 from plasmacloud.cluster.probe import client_target, dial
@@ -93,6 +94,36 @@ def test_each_member_runs_its_workers_behind_a_private_socket(lab: IamLab) -> No
         sock = cfg.data_path("chainfire") / "frontend.sock"
         mode = sock.stat().st_mode
         assert stat.S_ISSOCK(mode) and mode & 0o777 == 0o600, oct(mode)
+
+
+async def test_a_watch_streams_more_than_its_window_in_order(lab: IamLab) -> None:
+    """A streamed response goes at most STREAM_WINDOW replies ahead of its client; the
+    worker grants more as its client reads, so a long watch gets every event, in order."""
+    cfg = lab.lab.configs()[1]
+    count = 3 * STREAM_WINDOW
+    create = pb.WatchRequest(
+        create_request=pb.WatchCreateRequest(key=b"app/w/", range_end=b"app/w0")
+    )
+    async with dial(client_target(cfg), lab.tls) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        requests: asyncio.Queue[pb.WatchRequest | None] = asyncio.Queue()
+        requests.put_nowait(create)
+
+        async def outgoing() -> AsyncIterator[pb.WatchRequest]:
+            while (req := await requests.get()) is not None:
+                yield req
+
+        call = rpc_pb2_grpc.WatchStub(ch).Watch(outgoing())
+        assert (await call.read()).created
+        for i in range(count):  # one put, one WatchResponse: one REPLY frame each
+            await kv.Put(pb.PutRequest(key=b"app/w/%04d" % i, value=b"v"), timeout=10)
+        seen: list[bytes] = []
+        async with asyncio.timeout(60):
+            while len(seen) < count:
+                seen += [e.kv.key for e in (await call.read()).events]
+        requests.put_nowait(None)
+        call.cancel()
+    assert seen == [b"app/w/%04d" % i for i in range(count)]
 
 
 async def test_a_killed_worker_is_replaced_while_clients_write(lab: IamLab) -> None:

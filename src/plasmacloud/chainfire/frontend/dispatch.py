@@ -72,7 +72,8 @@ class RelayedContext:
 
 
 class _Call:
-    """One relayed call in the member: its handler task and its streamed requests."""
+    """One relayed call in the member: its handler task, its streamed requests, and how
+    many replies it may still send before its client takes some (a streamed response)."""
 
     def __init__(self, link: MemberLink, call_id: int, handler: Any, start: p.Start) -> None:
         self.link, self.call_id, self.handler = link, call_id, handler
@@ -80,7 +81,22 @@ class _Call:
         self.requests: asyncio.Queue[bytes | None] | None = None
         if handler.request_streaming:
             self.requests = asyncio.Queue()
+        self.window = p.STREAM_WINDOW
+        self.granted = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self.run(start.request))
+
+    def grant(self, n: int) -> None:
+        self.window += n
+        self.granted.set()
+
+    async def _reply(self, raw: bytes) -> None:
+        """Send one streamed reply, first waiting (as a gRPC stream's write would) while
+        the client has the whole window unread."""
+        while self.window <= 0:
+            self.granted.clear()
+            await self.granted.wait()
+        self.window -= 1
+        self.link.send(p.REPLY, self.call_id, raw)
 
     async def _request_stream(self) -> AsyncIterator[Any]:
         assert self.requests is not None
@@ -95,7 +111,7 @@ class _Call:
             result = behaviour(arg, self.context)
             if inspect.isasyncgen(result):
                 async for response in result:
-                    self.link.send(p.REPLY, self.call_id, h.response_serializer(response))
+                    await self._reply(h.response_serializer(response))
             else:
                 response = await result
                 if response is not None:
@@ -147,6 +163,8 @@ class MemberLink(FramedLink):
             return  # already over (answered, or its handler failed): nothing to feed
         if kind == p.CANCEL:
             call.task.cancel()
+        elif kind == p.MORE:
+            call.grant(p.decode_count(payload))
         elif call.requests is None:
             raise p.ProtocolError(f"frame kind {kind} for call {call_id}, which takes no stream")
         elif kind == p.MSG:

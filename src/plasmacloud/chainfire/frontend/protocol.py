@@ -5,7 +5,8 @@ counting everything after itself. One call is one id, chosen by the worker:
 
 worker -> member: ``START`` (method, caller, metadata; for a unary request the request
 bytes follow, the request side is then complete), ``MSG`` (one streamed request),
-``CLOSE`` (the client finished sending), ``CANCEL`` (the client went away).
+``CLOSE`` (the client finished sending), ``CANCEL`` (the client went away), ``MORE``
+(a streamed response's client took this many replies: the member may send as many more).
 member -> worker: ``HELLO`` (id 0, once: the method table), ``REPLY`` (one response),
 ``END`` (status code, details: the call is over).
 worker -> member, id 0: ``READY`` (its gRPC server is listening).
@@ -18,11 +19,19 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-HELLO, READY, START, MSG, CLOSE, CANCEL, REPLY, END = range(8)
+HELLO, READY, START, MSG, CLOSE, CANCEL, REPLY, END, MORE = range(9)
+
+# Replies of a streamed response the member may send ahead of its client: the window a
+# gRPC stream's flow control gives in-process, so a watcher that does not read makes its
+# member's watch queue grow (and its watchers park, as etcd's slow watchers do) instead
+# of the worker's memory. The worker grants more as its client takes them, half a window
+# at a time.
+STREAM_WINDOW = 64
 
 _HEAD = struct.Struct("!IBI")  # length, kind, call id
 _START = struct.Struct("!HHHI")  # method, peer, common name, metadata lengths
 _END = struct.Struct("!B")  # status code (grpc.StatusCode's number)
+_COUNT = struct.Struct("!I")  # MORE: replies granted
 HEAD_SIZE = _HEAD.size
 FIELD_SEP = b"\x00"
 
@@ -113,3 +122,15 @@ def decode_table(payload: bytes) -> MethodTable:
         return {str(name): (bool(kinds[0]), bool(kinds[1])) for name, kinds in raw.items()}
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ProtocolError(f"bad method table: {exc}") from None
+
+
+def encode_count(n: int) -> bytes:
+    return _COUNT.pack(n)
+
+
+def decode_count(payload: bytes) -> int:
+    try:
+        (n,) = _COUNT.unpack(payload)
+    except struct.error as exc:
+        raise ProtocolError(f"MORE frame: {exc}") from None
+    return int(n)

@@ -107,12 +107,19 @@ class WorkerLink(FramedLink):
         return call_id
 
     async def answers(self, call_id: int) -> AsyncIterator[bytes]:
-        """The member's responses to a streamed call, until END."""
+        """The member's responses to a streamed call, until END. Each is taken once the
+        client's stream took the one before (grpc.aio writes a yielded message before
+        asking for the next), and the member is granted more as they are taken."""
         call = self.pending[call_id]
         assert call.replies is not None
+        taken = 0
         try:
             while (reply := await call.replies.get()) is not None:
                 yield reply
+                taken += 1
+                if taken >= p.STREAM_WINDOW // 2 and call_id in self.pending:
+                    self.send(p.MORE, call_id, p.encode_count(taken))
+                    taken = 0
         finally:
             self.forget(call_id)
 
