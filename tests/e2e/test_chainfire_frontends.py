@@ -13,6 +13,7 @@ import os
 import signal
 import stat
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from plasmacloud.chainfire.frontend.protocol import STREAM_WINDOW
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 from plasmacloud.chainfire.proto import rpc_pb2_grpc
 from plasmacloud.cluster.probe import client_target, dial
+from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.pids import children, cmdline
 from plasmacloud.lab.services import CHAINFIRE, SERVICES
 
@@ -57,6 +59,18 @@ def member_pid(lab: IamLab, node: str) -> int:
         if svc.service == CHAINFIRE.name and svc.pid is not None:
             return svc.pid
     raise AssertionError(f"{node} runs no chainfire")
+
+
+def member_metrics(cfg: NodeConfig) -> dict[str, float]:
+    """The member's own /metrics series without labels, as numbers."""
+    url = f"http://{cfg.listen_host}:{cfg.ports.chainfire_metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in lines)
+        if not name.startswith("#") and "{" not in name
+    }
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -152,6 +166,9 @@ async def test_a_killed_worker_is_replaced_while_clients_write(lab: IamLab) -> N
     assert got.count >= written > 0  # every acknowledged put is there
     # what a client retries (etcd's clients do) until it reconnects to a live worker
     assert failures <= {grpc.StatusCode.UNAVAILABLE}, failures
+    metrics = member_metrics(cfg)
+    assert metrics["chainfire_frontend_workers"] == WORKERS
+    assert metrics["chainfire_frontend_restarts_total"] >= 1
 
 
 def test_workers_exit_with_their_member(lab: IamLab) -> None:

@@ -30,6 +30,16 @@ class ChainfireMetrics:
         self.revision = Gauge(
             "chainfire_revision", "Current MVCC revision on this member", registry=registry
         )
+        self.frontend_workers = Gauge(
+            "chainfire_frontend_workers",
+            "Frontend worker processes running (--frontends)",
+            registry=registry,
+        )
+        self.frontend_restarts = Counter(
+            "chainfire_frontend_restarts",
+            "Frontend workers that exited and were started again",
+            registry=registry,
+        )
         self._request_counters: dict[tuple[str, str], Counter] = {}
 
     def request_counter(self, method: str, code: str) -> Counter:

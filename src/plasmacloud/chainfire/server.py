@@ -208,7 +208,7 @@ class ChainfireServer:
         await self._raft.start()
         await self.node.start()
         if self.frontends:
-            address = await self._start_frontends(data)
+            address = await self._start_frontends(data, metrics)
         else:
             self._grpc, address = grpc_server(cfg)
             self._add_servicers(self._grpc)
@@ -234,13 +234,13 @@ class ChainfireServer:
             progress_interval=self.watch_progress_interval,
         )
 
-    async def _start_frontends(self, data: Path) -> str:
+    async def _start_frontends(self, data: Path, metrics: ChainfireMetrics) -> str:
         source = self.config.source
         if source is None:
             raise ValueError("frontend workers read the node's config file: load it from one")
         registry = MethodRegistry()
         self._add_servicers(registry)
-        self._frontends = Frontends(self.frontends, source, socket_path(data), registry)
+        self._frontends = Frontends(self.frontends, source, socket_path(data), registry, metrics)
         await self._frontends.start()
         cfg = self.config
         return f"{cfg.listen_host}:{cfg.ports.chainfire_client} ({self.frontends} frontends)"

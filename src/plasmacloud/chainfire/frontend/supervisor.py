@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from plasmacloud.chainfire.frontend.dispatch import MemberLink, MethodRegistry
+from plasmacloud.chainfire.metrics import ChainfireMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,16 @@ def socket_path(data: Path) -> Path:
 class Frontends:
     """``count`` worker processes serving the client port for this member."""
 
-    def __init__(self, count: int, config_path: Path, socket_path: Path, registry: MethodRegistry):
+    def __init__(
+        self,
+        count: int,
+        config_path: Path,
+        socket_path: Path,
+        registry: MethodRegistry,
+        metrics: ChainfireMetrics | None = None,
+    ):
         self.count, self.config_path, self.socket_path = count, config_path, socket_path
-        self.registry = registry
+        self.registry, self.metrics = registry, metrics
         self._ready: asyncio.Queue[MemberLink] = asyncio.Queue()
         self._server: asyncio.AbstractServer | None = None
         self._procs: dict[int, asyncio.subprocess.Process] = {}
@@ -105,12 +113,18 @@ class Frontends:
             self._procs[slot] = proc
             if self._stopping:  # stop() ran while this one was being started
                 proc.terminate()
+            if self.metrics:
+                self.metrics.frontend_workers.inc()
             code = await proc.wait()
+            if self.metrics:
+                self.metrics.frontend_workers.dec()
             if self._stopping:
                 return
             log.warning(
                 "frontend worker %d (pid %d) exited with %s; restarting", slot, proc.pid, code
             )
+            if self.metrics:
+                self.metrics.frontend_restarts.inc()
             await asyncio.sleep(RESTART_DELAY)
 
     async def stop(self) -> None:
