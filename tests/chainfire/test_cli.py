@@ -56,11 +56,11 @@ def test_missing_tls_files_are_named(tmp_path: Path) -> None:
         (["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"], "revisions"),
         (["--auto-compaction-retention", "soon"], "like 1h, 30m"),
         (["--auto-compaction-mode", "hourly"], "periodic"),
+        (["--frontends", "many"], "from 0 to 64, or auto"),
+        (["--frontends", "65"], "from 0 to 64, or auto"),
     ],
 )
-def test_bad_auto_compaction_flags_say_what_to_write(
-    tmp_path: Path, flags: list[str], said: str
-) -> None:
+def test_bad_serve_flags_say_what_to_write(tmp_path: Path, flags: list[str], said: str) -> None:
     path = tmp_path / "cluster-config.json"
     path.write_text(
         json.dumps(

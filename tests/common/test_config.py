@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -208,7 +209,11 @@ def test_scheduled_vacuum_is_off_by_default_and_its_interval_is_a_duration() -> 
 
 
 def test_chainfire_frontends_default_off_and_bounded() -> None:
-    assert ChainfireOptions().frontends == 0
-    assert ChainfireOptions(frontends=4).frontends == 4
+    assert ChainfireOptions().frontend_workers() == 0
+    assert ChainfireOptions(frontends=4).frontend_workers() == 4
+    usable = len(os.sched_getaffinity(0))
+    assert ChainfireOptions(frontends="auto").frontend_workers() == min(64, usable - 1)
+    with pytest.raises(ValidationError, match="frontends"):
+        ChainfireOptions(frontends="all")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="frontends"):
         ChainfireOptions(frontends=-1)

@@ -14,7 +14,7 @@ from plasmacloud.cli.removed import TrustedCnOpt
 from plasmacloud.common.errors import EXIT_FAILURE, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from plasmacloud.common.config import Compaction
+    from plasmacloud.common.config import ChainfireOptions, Compaction
 
 app = typer.Typer(
     help="Chainfire: the etcd-compatible coordination KV store.", no_args_is_help=True
@@ -53,13 +53,13 @@ def serve(
         "names) allowed chainfire:<RPC> on key/<key>",
     ),
     trusted_cn: TrustedCnOpt = None,
-    frontends: int | None = typer.Option(
+    frontends: str | None = typer.Option(
         None,
-        min=0,
-        max=64,
-        help="serve the client port from this many worker processes (TLS, HTTP/2 and gRPC "
-        "framing off the process that owns Raft and the store; for machines with cores to "
-        "spare); 0: in the member's own process. Default: the config's chainfire.frontends (0)",
+        metavar="N|auto",
+        help="serve the client port from N worker processes (TLS, HTTP/2 and gRPC framing "
+        "off the process that owns Raft and the store; for machines with cores to spare), "
+        "0-64; 0: in the member's own process; auto: one per usable core less one. "
+        "Default: the config's chainfire.frontends (0)",
     ),
 ) -> None:
     """Run this node's Chainfire member in the foreground (logs to stderr; SIGTERM stops it)."""
@@ -90,19 +90,40 @@ def serve(
             compaction=compaction,
             watch_progress_interval=watch_progress_notify_interval,
             auth=service_auth("chainfire", iam_url or ()),
-            frontends=node_config.chainfire.frontends if frontends is None else frontends,
+            frontends=options.frontend_workers(),
         )
 
-    def load() -> tuple[NodeConfig, Compaction]:
+    def load() -> tuple[NodeConfig, Compaction, ChainfireOptions]:
         node = NodeConfig.load(config)
         configured = node.chainfire.auto_compaction
-        return node, _compaction(configured, auto_compaction_mode, auto_compaction_retention)
+        return (
+            node,
+            _compaction(configured, auto_compaction_mode, auto_compaction_retention),
+            _frontends(node.chainfire, frontends),
+        )
 
     with serve_exit_codes("chainfire"):
-        node_config, compaction = load()  # refused before anything starts
+        node_config, compaction, options = load()  # refused before anything starts
         tune_gc()  # the modules are imported by now
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(main(node_config))
+
+
+def _frontends(configured: ChainfireOptions, frontends: str | None) -> ChainfireOptions:
+    """The config's Chainfire options with ``--frontends`` over them."""
+    from pydantic import ValidationError
+
+    from plasmacloud.common.config import MAX_FRONTENDS, ChainfireOptions, ConfigError
+
+    if frontends is None:
+        return configured
+    try:  # the model checks the flag as it checks cluster.yaml's chainfire.frontends
+        return ChainfireOptions.model_validate({**configured.model_dump(), "frontends": frontends})
+    except ValidationError:
+        raise ConfigError(
+            f"--frontends is {frontends!r}; give a number of worker processes from 0 to "
+            f"{MAX_FRONTENDS}, or auto (one per usable core less one)"
+        ) from None
 
 
 def _compaction(configured: Compaction, mode: str | None, retention: str | None) -> Compaction:

@@ -10,13 +10,14 @@ the rendered files so operators can validate hand edits.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from collections.abc import Container
 from enum import StrEnum
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,6 +32,7 @@ from pydantic import (
 from plasmacloud.common.durations import parse_duration
 
 SCHEMA_VERSION: Literal[1] = 1
+MAX_FRONTENDS = 64  # Chainfire's frontend worker processes per member
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
@@ -191,8 +193,16 @@ class ChainfireOptions(_Strict):
 
     auto_compaction: Compaction = Field(default_factory=Compaction)
     # worker processes serving the client port (`plasma chainfire serve --frontends`);
-    # 0 serves it from the member's own process
-    frontends: int = Field(default=0, ge=0, le=64)
+    # 0 serves it from the member's own process; "auto": see frontend_workers
+    frontends: Annotated[int, Field(ge=0, le=MAX_FRONTENDS)] | Literal["auto"] = 0
+
+    def frontend_workers(self) -> int:
+        """The workers ``frontends`` means on this machine. "auto" is one per core this
+        process may run on (its CPU affinity, so taskset and cpusets count) less the one
+        the member's own thread (Raft and the store) needs."""
+        if self.frontends == "auto":
+            return max(0, min(MAX_FRONTENDS, len(os.sched_getaffinity(0)) - 1))
+        return self.frontends
 
 
 class FlareDBOptions(_Strict):
