@@ -18,6 +18,7 @@ from lab.qemu_lab import prepared_qemu_lab
 
 from plasmacloud.common.errors import EXIT_UNAVAILABLE
 from plasmacloud.lab import qemu_net
+from plasmacloud.lab.pids import cmdline
 from plasmacloud.lab.qemu import QemuBackend
 from plasmacloud.provision.layout import OutputLayout
 from plasmacloud.provision.netboot import state_path
@@ -49,16 +50,8 @@ def _dashboards_in(namespace: str) -> list[str]:
     pids = subprocess.run(
         ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True
     ).stdout.split()
-    lines = []
-    for pid in pids:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:  # gone since it was listed
-            continue
-        line = " ".join(a.decode() for a in argv)
-        if " dashboard " in line:
-            lines.append(line)
-    return lines
+    argvs = [cmdline(int(pid)) for pid in pids]  # None: gone since it was listed
+    return [line for argv in argvs if argv and " dashboard " in (line := " ".join(argv))]
 
 
 async def test_the_dashboard_of_a_qemu_lab_serves_here_and_probes_inside(

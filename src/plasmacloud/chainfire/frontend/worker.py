@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -226,13 +226,12 @@ async def run_worker(config_path: Path, socket_path: Path, stop: asyncio.Event) 
     await server.start()
     link.send(p.READY, 0)
     log.info("chainfire frontend serving %s for %s", address, config.node_id)
-    waits: list[Awaitable[Any]] = [link.closed.wait(), stop.wait()]
+    waits = [asyncio.ensure_future(w) for w in (link.closed.wait(), stop.wait())]
     try:
-        await asyncio.wait(
-            [asyncio.ensure_future(w) for w in waits], return_when=asyncio.FIRST_COMPLETED
-        )
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        reloads.cancel()
+        for task in (*waits, reloads):
+            task.cancel()
         await server.stop(grace=0.5)
 
 
