@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -83,3 +84,15 @@ def with_flags(spec: ServiceSpec, *flags: str) -> ServiceSpec:
         return [*spec.argv(config_path, cfg, plasma), *flags]
 
     return replace(spec, argv=argv)
+
+
+def member_metrics(cfg: NodeConfig) -> dict[str, float]:
+    """A Chainfire member's /metrics series without labels, as numbers."""
+    url = f"http://{cfg.listen_host}:{cfg.ports.chainfire_metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in lines)
+        if not name.startswith("#") and "{" not in name
+    }

@@ -13,7 +13,6 @@ import os
 import signal
 import stat
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -24,11 +23,10 @@ from plasmacloud.chainfire.frontend.protocol import STREAM_WINDOW
 from plasmacloud.chainfire.proto import rpc_pb2 as pb
 from plasmacloud.chainfire.proto import rpc_pb2_grpc
 from plasmacloud.cluster.probe import client_target, dial
-from plasmacloud.common.config import NodeConfig
 from plasmacloud.lab.pids import children, cmdline
 from plasmacloud.lab.services import CHAINFIRE, SERVICES
 
-from .conftest import with_flags
+from .conftest import member_metrics, with_flags
 from .test_iam_lab import (
     ALICE_PW,
     DENIED,
@@ -59,18 +57,6 @@ def member_pid(lab: IamLab, node: str) -> int:
         if svc.service == CHAINFIRE.name and svc.pid is not None:
             return svc.pid
     raise AssertionError(f"{node} runs no chainfire")
-
-
-def member_metrics(cfg: NodeConfig) -> dict[str, float]:
-    """The member's own /metrics series without labels, as numbers."""
-    url = f"http://{cfg.listen_host}:{cfg.ports.chainfire_metrics}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        lines = resp.read().decode().splitlines()
-    return {
-        name: float(value)
-        for name, _, value in (line.partition(" ") for line in lines)
-        if not name.startswith("#") and "{" not in name
-    }
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
