@@ -3,6 +3,7 @@ QEMU command lines, QMP, and PID-safe process records."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shlex
@@ -484,7 +485,8 @@ MAC1 = "52:54:00:00:01:01"
 
 def test_image_init_writes_each_service_as_a_node_ctl_unit(tmp_path: Path) -> None:
     # The init's unit block, run by a POSIX sh with a stand-in `plasma` on PATH and the
-    # units directory moved here; node_ctl must read back exactly the argv to run.
+    # units directory moved here; node_ctl must read back exactly the argv to run, and
+    # preload the CLI and those services' servers.
     init = image.init_script()
     start = init.index("  units=")
     end = init.index(f"  {shlex.join(image.VM_NODE_CTL)} start")
@@ -493,11 +495,16 @@ def test_image_init_writes_each_service_as_a_node_ctl_unit(tmp_path: Path) -> No
     (tmp_path / "bin/plasma").write_text("#!/bin/sh\n")
     (tmp_path / "bin/plasma").chmod(0o755)
     auth = "--iam-url https://192.168.100.11:8443 --iam-url https://192.168.100.12:8443"
-    script = f'services="chainfire iam"; auth=" {auth}"\n{block}echo $names'
+    script = f'services="chainfire iam"; auth=" {auth}"\n{block}echo $names\necho $preload'
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["plasmacloud-chainfire", "plasmacloud-iam"]
+    names, preload = done.stdout.splitlines()
+    assert names.split() == ["plasmacloud-chainfire", "plasmacloud-iam"]
+    modules = ["plasmacloud.cli", "plasmacloud.chainfire.server", "plasmacloud.iam.server"]
+    assert preload.split() == [w for m in modules for w in ("--preload", m)]
+    for module in modules:
+        importlib.import_module(module)  # names that exist
     config = ["--config", "/etc/nixos/secrets/cluster-config.json"]
     plasma = str(tmp_path / "bin/plasma")
     units = tmp_path / "units"

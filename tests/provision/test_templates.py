@@ -86,7 +86,7 @@ def test_image_init_names_the_units_dir_and_node_ctl() -> None:
     assert init.startswith("#!/bin/sh\n") and init.endswith("while true; do sleep 3600; done\n")
     assert f"  units={image.VM_UNITS_DIR}\n" in init
     node_ctl = "/opt/python/bin/python3 -m plasmacloud.lab.node_ctl --dir /run/plasmacloud"
-    assert f"  {node_ctl} start $names && say" in init
+    assert f"  {node_ctl} start $preload $names && say" in init
     assert "{{" not in init and "@UNITS@" not in init
 
 

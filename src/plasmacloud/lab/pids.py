@@ -37,13 +37,30 @@ def reap(pid: int) -> None:
 EXEC_GRACE_S = 1.0
 
 
-def _state(pid: int) -> str | None:
-    """The state letter in ``/proc/PID/stat`` (R, S, Z...), None without such a process."""
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` from field 3 (the state) on, None without such a process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[0]
+    return stat.rsplit(")", 1)[1].split()  # the command name before it may hold spaces
+
+
+def _state(pid: int) -> str | None:
+    """The state letter (R, S, Z...), None without such a process."""
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot) if it is alive (not a zombie), else
+    ``None``. With the pid it names one process for the machine's uptime: a reused pid
+    has a later start time."""
+    reap(pid)
+    fields = _stat(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # field 22, starttime
 
 
 def children(pid: int) -> list[int]:
