@@ -894,7 +894,7 @@ class RaftCore:
             else:
                 keep.append((need, index, ctx))
         self._reads = keep
-        if keep and keep[-1][0] > self._hb_seq and acked >= self._hb_seq:
+        if keep and acked >= self._hb_seq:  # every round answered: the rest need the next
             self._rd.read_round_due = True
 
     def drop_reads(self) -> list[Any]:
