@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -108,7 +109,8 @@ def put_op(kv: rpc_pb2_grpc.KVStub, timeout: float = 10) -> Callable[[int], Awai
 
 
 def scrape(lab: Lab, node: str) -> dict[str, float]:
-    """One member's /metrics as {series: value} (empty if it does not answer)."""
+    """One member's unlabelled /metrics series as {name: value} (empty if it does not
+    answer)."""
     cfg = next(c for c in lab.configs() if c.node_id == node)
     url = lab.services[0].metrics_url
     if url is None:
@@ -118,12 +120,12 @@ def scrape(lab: Lab, node: str) -> dict[str, float]:
             text = resp.read().decode()
     except OSError:
         return {}
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
 
 
 async def soak(name: str, lab: Lab, kv: rpc_pb2_grpc.KVStub, seconds: float) -> None:

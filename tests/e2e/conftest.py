@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from plasmacloud.cluster.probe import client_target, dial
 from plasmacloud.common.config import NodeConfig
@@ -86,13 +88,18 @@ def with_flags(spec: ServiceSpec, *flags: str) -> ServiceSpec:
     return replace(spec, argv=argv)
 
 
+def scrape_metrics(url: str, context: ssl.SSLContext | None = None) -> dict[str, float]:
+    """A /metrics page's unlabelled series as numbers (prometheus_client's own parser)."""
+    with urllib.request.urlopen(url, timeout=10, context=context) as resp:
+        text = resp.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
 def member_metrics(cfg: NodeConfig) -> dict[str, float]:
     """A Chainfire member's /metrics series without labels, as numbers."""
-    url = f"http://{cfg.listen_host}:{cfg.ports.chainfire_metrics}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        lines = resp.read().decode().splitlines()
-    return {
-        name: float(value)
-        for name, _, value in (line.partition(" ") for line in lines)
-        if not name.startswith("#") and "{" not in name
-    }
+    return scrape_metrics(f"http://{cfg.listen_host}:{cfg.ports.chainfire_metrics}/metrics")

@@ -10,7 +10,6 @@ loop and the engine copies it on a worker thread, as Chainfire's does.)
 from __future__ import annotations
 
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from plasmacloud.flaredb.models import QueryResult, Statement
 from plasmacloud.lab.control import Lab
 from plasmacloud.lab.services import CHAINFIRE, FLAREDB
 
-from .conftest import running_lab, with_flags
+from .conftest import running_lab, scrape_metrics, with_flags
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +40,8 @@ def raft(client: Client) -> dict[str, int]:
 def snapshots_taken(client: Client) -> float:
     """The member's raft_snapshots_total (snapshots it took itself; one installed from the
     leader is not counted), from its /metrics."""
-    url = client.url + "/metrics"
-    with urllib.request.urlopen(url, timeout=10, context=client.ssl_context) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("raft_snapshots_total "):
-                return float(line.split()[1])
-    return 0.0
+    metrics = scrape_metrics(client.url + "/metrics", client.ssl_context)
+    return metrics.get("raft_snapshots_total", 0.0)
 
 
 def write_until_snapshots(lab: Lab, clients: list[Client]) -> tuple[set[int], int, float]:
